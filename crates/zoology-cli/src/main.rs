@@ -1,0 +1,226 @@
+//! `zoology`: command-line interface. Each verb parses its flags and calls the library; no
+//! logic of its own lives here.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use zoology::tasks::{mqar::MqarConfig, IGNORE};
+use zoology::train::config::{apply_set, RunConfig};
+use zoology::train::{self, TrainOptions};
+
+#[derive(Parser)]
+#[command(name = "zoology", version, about = "Associative-recall testbed for sequence mixers (attention, gated convolutions, SSMs, linear attention, hybrids)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train one model from a TOML config and write a run directory.
+    Train(TrainArgs),
+    /// Show generated task data.
+    #[command(subcommand)]
+    Data(DataCmd),
+    /// List every registered mixer with its state size and default hyperparameters.
+    Mixers,
+    /// Benchmarks that print ratios against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Run config (TOML). Not needed with --resume.
+    config: Option<PathBuf>,
+    /// Run directory (default: runs/<name or mixer>-<run id>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override a config value: --set train.lr=3e-3 --set model.mixer.num_heads=2
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Continue the interrupted run in DIR from its checkpoint.
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    resume: Option<PathBuf>,
+    /// Override the device ("cpu", "cuda", "cuda:N").
+    #[arg(long)]
+    device: Option<String>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum DataCmd {
+    /// Multi-query associative recall (Zoology's MQAR).
+    Mqar {
+        #[arg(long, default_value_t = 64)]
+        seq_len: usize,
+        #[arg(long, default_value_t = 4)]
+        kv: usize,
+        #[arg(long, default_value_t = 8192)]
+        vocab_size: usize,
+        #[arg(long, default_value_t = 0.01)]
+        power_a: f64,
+        #[arg(long)]
+        random_non_queries: bool,
+        #[arg(long, default_value_t = 123)]
+        seed: u64,
+        /// Number of examples to print.
+        #[arg(long, default_value_t = 3)]
+        show: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Training-step time of an attention LM with the full head vs the sparse (supervised-only) head.
+    Step {
+        #[arg(long, default_value_t = 128)]
+        d_model: i64,
+        #[arg(long, default_value_t = 256)]
+        seq_len: usize,
+        #[arg(long, default_value_t = 16)]
+        kv: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 8192)]
+        vocab_size: usize,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// MQAR generation rate vs a naive sequential generator.
+    Data {
+        #[arg(long, default_value_t = 512)]
+        seq_len: usize,
+        #[arg(long, default_value_t = 64)]
+        kv: usize,
+        #[arg(long, default_value_t = 8192)]
+        vocab_size: usize,
+        #[arg(long, default_value_t = 100_000)]
+        num_examples: usize,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Train(a) => cmd_train(a),
+        Cmd::Data(DataCmd::Mqar { seq_len, kv, vocab_size, power_a, random_non_queries, seed, show }) => {
+            let c = MqarConfig { seq_len, num_kv_pairs: kv, num_examples: show.max(1), power_a, random_non_queries };
+            c.validate(vocab_size, "--").map_err(|e| anyhow::anyhow!(e.to_string().replace("`--.", "`--").replace('_', "-")))?;
+            let seg = c.generate(vocab_size, seed);
+            println!("{}  V={vocab_size} seed={seed}", c.describe());
+            println!("keys in [1, {}), values in [{}, {}), 0 = filler; [k→v] marks a query whose target is v\n", vocab_size / 2, vocab_size / 2, vocab_size);
+            for i in 0..show {
+                let (inp, tgt) = seg.example(i);
+                let toks: Vec<String> = inp
+                    .iter()
+                    .zip(tgt)
+                    .map(|(&x, &y)| if y != IGNORE { format!("[{x}→{y}]") } else { x.to_string() })
+                    .collect();
+                println!("example {i}: context {}", toks[..2 * kv].join(" "));
+                println!("           queries {}\n", toks[2 * kv..].join(" "));
+            }
+            Ok(())
+        }
+        Cmd::Mixers => {
+            for e in zoology::mixers::registry() {
+                println!("{:<18} {}", e.name, e.about);
+                println!("{:<18} state: {}{}", "", e.state_formula, if e.constant_state { " (constant in L)" } else { "" });
+                let d = (e.defaults)();
+                if !d.is_empty() {
+                    let s = toml::Value::Table(d).to_string().replace('\n', ", ");
+                    println!("{:<18} defaults: {}", "", s.trim_end_matches(", "));
+                }
+            }
+            Ok(())
+        }
+        Cmd::Bench(BenchCmd::Step { d_model, seq_len, kv, batch, vocab_size, iters, device }) => {
+            let dev = zoology::device::DeviceSpec(device).resolve("--device").map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            let rt = zoology::device::Runtime::new(dev);
+            let b = zoology::bench::StepBench { d_model, seq_len, kv, batch, vocab: vocab_size, iters, mixer: "attention".into() };
+            println!("bench step: 2-layer attention LM d={d_model} L={seq_len} B={batch} V={vocab_size} kv={kv} on {} ({} threads), median of {iters}", rt.name(), tch::get_num_threads());
+            let (full, sparse) = zoology::bench::step_time(&b, &rt).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            println!("  full head   : {:8.1} ms/step", full * 1e3);
+            println!("  sparse head : {:8.1} ms/step", sparse * 1e3);
+            println!("  speedup (full / sparse): {:.2}x", full / sparse);
+            Ok(())
+        }
+        Cmd::Bench(BenchCmd::Data { seq_len, kv, vocab_size, num_examples }) => {
+            println!("bench data: MQAR L={seq_len} kv={kv} V={vocab_size}, {num_examples} examples, {} rayon threads", rayon_threads());
+            let (ours, naive) = zoology::bench::gen_rate(seq_len, kv, vocab_size, num_examples).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            println!("  zoology-rs generator: {:>12.0} examples/s ({:.3} s for {num_examples})", ours, num_examples as f64 / ours);
+            println!("  naive sequential    : {:>12.0} examples/s", naive);
+            println!("  ratio (ours / naive): {:.1}x", ours / naive);
+            Ok(())
+        }
+    }
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn cmd_train(a: TrainArgs) -> Result<()> {
+    let (cfg, out, resume) = if let Some(dir) = &a.resume {
+        if a.config.is_some() || !a.set.is_empty() {
+            bail!("--resume DIR continues the run with DIR/config.toml; drop the CONFIG argument and --set");
+        }
+        let p = dir.join("config.toml");
+        if !p.exists() {
+            bail!("{} not found: is {} a run directory?", p.display(), dir.display());
+        }
+        let cfg = RunConfig::load(&p).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        (cfg, dir.clone(), true)
+    } else {
+        let path = a.config.as_ref().context("give a CONFIG.toml (see examples/), or --resume DIR")?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not valid TOML: {e}", path.display()))?;
+        for s in &a.set {
+            apply_set(&mut table, s).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        }
+        if let Some(d) = &a.device {
+            table.insert("device".into(), toml::Value::String(d.clone()));
+        }
+        let cfg = RunConfig::from_table(table).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let out = a.out.clone().unwrap_or_else(|| train::trainer::default_out_dir(&cfg));
+        (cfg, out, false)
+    };
+    let mut cfg = cfg;
+    if resume {
+        if let Some(d) = &a.device {
+            cfg.device = zoology::device::DeviceSpec(d.clone());
+        }
+    }
+    eprintln!("run directory: {}", out.display());
+    let s = train::train(&cfg, &TrainOptions { out_dir: out.clone(), resume, quiet: a.quiet, label: String::new() })
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    println!(
+        "{}: {} after {} epochs ({} steps, {:.1} s): best acc {:.4} (epoch {}), final acc {:.4}, {} params, state {} elements",
+        out.display(),
+        serde_json::to_value(s.stop_reason).unwrap().as_str().unwrap_or(""),
+        s.epochs,
+        s.steps,
+        s.wall_time_s,
+        s.best_accuracy,
+        s.best_epoch,
+        s.final_accuracy,
+        s.num_parameters,
+        s.state_size
+    );
+    if s.status == "diverged" {
+        std::process::exit(2);
+    }
+    Ok(())
+}

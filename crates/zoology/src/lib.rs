@@ -1,0 +1,16 @@
+//! zoology-rs: a testbed for associative recall in efficient sequence mixers.
+//!
+//! Data flow of one run: a TOML config ([`train::config::RunConfig`]) → task generators
+//! ([`tasks`]) build train/test [`tasks::Segment`]s → a [`model::LanguageModel`] built from a
+//! registered sequence mixer ([`mixers`]) → the training loop ([`train`]) → a run directory
+//! (config, metrics.jsonl, summary.json, checkpoint.safetensors).
+
+pub mod bench;
+pub mod device;
+pub mod error;
+pub mod mixers;
+pub mod model;
+pub mod tasks;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,224 @@
+//! Sequence mixers: the part of a block that moves information across positions.
+//!
+//! Every mixer implements [`Mixer`] (its forms) and [`MixerKind`] (its name, config and
+//! constructor), lives in one file whose doc comment states its math, and is listed once in
+//! [`registry`]. The generic suite (`suite.rs`) runs every registered mixer through the same
+//! checks: fast form vs naive reference, prefill + step vs the parallel form, causality,
+//! gradients against the reference, and `state_size` against the state `step` really carries.
+//!
+//! Shapes: `x` is `[B, L, D]` (batch, length, model width); `x_t` is `[B, D]`.
+
+pub mod attention;
+pub mod base_conv;
+pub mod common;
+pub mod hybrid;
+#[cfg(test)]
+mod suite;
+
+use crate::error::{config_err, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tch::{nn, Tensor};
+
+/// The recurrent state a mixer carries between [`Mixer::step`] calls. Tensors have the batch
+/// as their first dimension; the element count per sequence is what `state_size` reports.
+#[derive(Debug, Default)]
+pub struct MixerState {
+    pub tensors: Vec<Tensor>,
+}
+
+impl MixerState {
+    pub fn new(tensors: Vec<Tensor>) -> Self {
+        MixerState { tensors }
+    }
+    /// Elements carried per sequence (total elements divided by the batch size).
+    pub fn elements_per_sequence(&self) -> i64 {
+        self.tensors
+            .iter()
+            .map(|t| {
+                let s = t.size();
+                let b = *s.first().unwrap_or(&1);
+                t.numel() as i64 / b.max(1)
+            })
+            .sum()
+    }
+}
+
+/// What a mixer's constructor may need to know about where it sits in the model.
+#[derive(Debug, Clone)]
+pub struct BuildCtx {
+    /// Index of the layer this mixer belongs to (0-based).
+    pub layer_idx: usize,
+    pub n_layers: usize,
+    /// Longest sequence the model will see (train and test); sizes explicit long filters.
+    pub max_seq_len: i64,
+    /// Standard deviation for ordinary weights (Zoology: 0.02).
+    pub init_std: f64,
+    /// Standard deviation for output projections (Zoology: 0.02/√(2·n_layers)).
+    pub out_std: f64,
+}
+
+impl BuildCtx {
+    pub fn new(layer_idx: usize, n_layers: usize, max_seq_len: i64) -> Self {
+        BuildCtx {
+            layer_idx,
+            n_layers,
+            max_seq_len,
+            init_std: 0.02,
+            out_std: 0.02 / (2.0 * n_layers.max(1) as f64).sqrt(),
+        }
+    }
+}
+
+/// The forms of a sequence mixer. Only `forward` is used in training; the rest exist so that
+/// the suite can check the mixer and so that decoding and state accounting are honest.
+pub trait Mixer: std::fmt::Debug + Send {
+    /// Fast training form (parallel, chunked or FFT). `x: [B, L, D] → [B, L, D]`. `train`
+    /// enables dropout.
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor;
+    /// Naive reference form: plain loops or dense matrices, obviously right, same parameters.
+    fn reference(&self, x: &Tensor) -> Tensor;
+    /// Empty state for `batch` sequences.
+    fn init_state(&self, batch: i64) -> MixerState;
+    /// One recurrent step: `x_t: [B, D] → y_t: [B, D]`, updating `state`.
+    fn step(&self, state: &mut MixerState, x_t: &Tensor) -> Tensor;
+    /// Elements of the recurrent state per sequence after `seq_len` tokens.
+    fn state_size(&self, seq_len: i64) -> i64;
+    /// Processes a prompt and returns its outputs and the state after its last token.
+    /// Default: the step form token by token. Mixers with a parallel prefill override it.
+    fn prefill(&self, x: &Tensor) -> (Tensor, MixerState) {
+        let (b, l, _) = x.size3().expect("prefill expects [B, L, D]");
+        let mut state = self.init_state(b);
+        let ys: Vec<Tensor> = (0..l).map(|t| self.step(&mut state, &x.select(1, t))).collect();
+        (Tensor::stack(&ys, 1), state)
+    }
+}
+
+/// A mixer type as the registry sees it: name, config and constructor.
+pub trait MixerKind: Mixer + Sized + 'static {
+    /// Hyperparameters, with paper defaults in `Default`. Deserialised with unknown keys denied.
+    type Config: Serialize + DeserializeOwned + Default + Clone + std::fmt::Debug;
+    /// Config `name`.
+    const NAME: &'static str;
+    /// One line for `zoology mixers`.
+    const ABOUT: &'static str;
+    /// State size formula in elements per sequence (d = width, L = sequence length, …).
+    const STATE_FORMULA: &'static str;
+    /// True when the state does not grow with the sequence length.
+    const CONSTANT_STATE: bool;
+    /// Checks the config for this width and position; `field` prefixes error paths.
+    fn validate(_cfg: &Self::Config, _d_model: i64, _ctx: &BuildCtx, _field: &str) -> Result<()> {
+        Ok(())
+    }
+    fn build(p: nn::Path, d_model: i64, cfg: &Self::Config, ctx: &BuildCtx) -> Result<Self>;
+    /// Configs the generic suite runs (always includes the default). Override to cover
+    /// variants such as feature maps or filter kinds.
+    fn suite_variants() -> Vec<Self::Config> {
+        vec![Self::Config::default()]
+    }
+}
+
+/// Type-erased registry entry.
+pub struct MixerEntry {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub state_formula: &'static str,
+    pub constant_state: bool,
+    /// The default config as TOML (without `name`).
+    pub defaults: fn() -> toml::Table,
+    pub validate: fn(&toml::Table, i64, &BuildCtx, &str) -> Result<()>,
+    pub build: fn(nn::Path, i64, &toml::Table, &BuildCtx, &str) -> Result<Box<dyn Mixer>>,
+    pub suite_variants: fn() -> Vec<toml::Table>,
+}
+
+/// Every mixer zoology-rs knows. Adding a mixer = one file + one line here.
+pub fn registry() -> Vec<MixerEntry> {
+    vec![
+        entry::<attention::Attention>(),
+        entry::<base_conv::BaseConv>(),
+        entry::<hybrid::Hybrid>(),
+    ]
+}
+
+pub fn names() -> Vec<&'static str> {
+    registry().iter().map(|e| e.name).collect()
+}
+
+/// Looks up a mixer config table (`{ name = "...", ... }`) in the registry.
+pub fn lookup(table: &toml::Table, field: &str) -> Result<MixerEntry> {
+    let name = match table.get("name") {
+        Some(toml::Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(config_err(format!("{field}.name"), format!("must be a string, got {}", other.type_str())))
+        }
+        None => {
+            return Err(config_err(
+                format!("{field}.name"),
+                format!("missing; one of: {}", names().join(", ")),
+            ))
+        }
+    };
+    registry().into_iter().find(|e| e.name == name).ok_or_else(|| {
+        config_err(format!("{field}.name"), format!("unknown mixer {name:?}; one of: {}", names().join(", ")))
+    })
+}
+
+/// Validates a mixer table without building it.
+pub fn validate_table(table: &toml::Table, d_model: i64, ctx: &BuildCtx, field: &str) -> Result<()> {
+    let e = lookup(table, field)?;
+    (e.validate)(table, d_model, ctx, field)
+}
+
+/// Builds the mixer a table describes.
+pub fn build_table(p: nn::Path, table: &toml::Table, d_model: i64, ctx: &BuildCtx, field: &str) -> Result<Box<dyn Mixer>> {
+    let e = lookup(table, field)?;
+    (e.build)(p, d_model, table, ctx, field)
+}
+
+/// Parses `table` (minus `name`) into a mixer config, naming the offending path on error.
+pub fn parse_config<C: DeserializeOwned>(table: &toml::Table, field: &str) -> Result<C> {
+    let mut t = table.clone();
+    t.remove("name");
+    let v = toml::Value::Table(t);
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let full = if path == "." || path.is_empty() { field.to_string() } else { format!("{field}.{path}") };
+        config_err(full, e.into_inner().to_string())
+    })
+}
+
+fn to_table<C: Serialize>(c: &C) -> toml::Table {
+    match toml::Value::try_from(c) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    }
+}
+
+fn entry<M: MixerKind>() -> MixerEntry {
+    MixerEntry {
+        name: M::NAME,
+        about: M::ABOUT,
+        state_formula: M::STATE_FORMULA,
+        constant_state: M::CONSTANT_STATE,
+        defaults: || to_table(&M::Config::default()),
+        validate: |t, d, ctx, field| {
+            let c: M::Config = parse_config(t, field)?;
+            M::validate(&c, d, ctx, field)
+        },
+        build: |p, d, t, ctx, field| {
+            let c: M::Config = parse_config(t, field)?;
+            M::validate(&c, d, ctx, field)?;
+            Ok(Box::new(M::build(p, d, &c, ctx)?) as Box<dyn Mixer>)
+        },
+        suite_variants: || {
+            M::suite_variants()
+                .iter()
+                .map(|c| {
+                    let mut t = to_table(c);
+                    t.insert("name".into(), toml::Value::String(M::NAME.into()));
+                    t
+                })
+                .collect()
+        },
+    }
+}

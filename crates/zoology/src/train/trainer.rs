@@ -1,0 +1,312 @@
+//! The training loop: data generation, AdamW with warmup + cosine, evaluation every epoch on
+//! supervised positions only (Zoology's per-example accuracy, plus micro accuracy and per-slice
+//! accuracy), early stopping, checkpoints, resume, and divergence detection.
+
+use super::checkpoint::{self, TrainerState};
+use super::config::{RunConfig, Schedule};
+use super::metrics::{self, EvalResult, MetricLine, StopReason, Summary};
+use super::optim::AdamW;
+use crate::device::{set_threads, Runtime};
+use crate::error::{io_err, Error, Result};
+use crate::model::{num_parameters, LanguageModel};
+use crate::tasks::{mix_seed, Segment, IGNORE};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{nn, Kind, Tensor};
+
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Run directory (created if missing).
+    pub out_dir: PathBuf,
+    /// Continue from `out_dir/checkpoint.safetensors`.
+    pub resume: bool,
+    /// No progress bar.
+    pub quiet: bool,
+    /// Prefix for the progress bar (e.g. the run id in a sweep).
+    pub label: String,
+}
+
+/// Data on the device: one `[n, L]` input and target tensor per segment.
+pub struct DeviceData {
+    pub segments: Vec<Segment>,
+    pub inputs: Vec<Tensor>,
+    pub targets: Vec<Tensor>,
+}
+
+impl DeviceData {
+    pub fn new(segments: Vec<Segment>, rt: &Runtime) -> Self {
+        let (inputs, targets) = segments.iter().map(|s| s.to_tensors(rt.device)).unzip();
+        DeviceData { segments, inputs, targets }
+    }
+}
+
+/// Generates the train and test segments of a config (disjoint seed streams).
+pub fn generate_data(cfg: &RunConfig) -> (Vec<Segment>, Vec<Segment>) {
+    let v = cfg.data.vocab_size;
+    let train = cfg.data.train.iter().enumerate().map(|(i, t)| t.generate(v, mix_seed(cfg.seed, 1_000 + i as u64))).collect();
+    let test = cfg.data.test.iter().enumerate().map(|(i, t)| t.generate(v, mix_seed(cfg.seed, 2_000_000 + i as u64))).collect();
+    (train, test)
+}
+
+/// Batches of one epoch: (segment, example indices), shuffled by (seed, epoch) when asked.
+fn epoch_batches(segs: &[Segment], batch: usize, shuffle: bool, seed: u64, epoch: usize) -> Vec<(usize, Vec<i64>)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(seed, 5_000_000 + epoch as u64));
+    let mut out = vec![];
+    for (si, s) in segs.iter().enumerate() {
+        let mut idx: Vec<i64> = (0..s.n as i64).collect();
+        if shuffle {
+            idx.shuffle(&mut rng);
+        }
+        for c in idx.chunks(batch) {
+            out.push((si, c.to_vec()));
+        }
+    }
+    if shuffle {
+        out.shuffle(&mut rng);
+    }
+    out
+}
+
+/// Loss (mean CE over supervised positions) with the head applied only at those positions.
+/// Returns (loss, logits `[M, V]`, targets `[M]`, example index of each row `[M]`).
+pub fn sparse_head_loss(model: &LanguageModel, x: &Tensor, y: &Tensor, train: bool) -> (Tensor, Tensor, Tensor, Tensor) {
+    let (_, l) = x.size2().unwrap();
+    let h = model.hidden(x, train);
+    let d = h.size()[2];
+    let flat_y = y.reshape([-1]);
+    let idx = flat_y.ne(IGNORE as i64).nonzero().squeeze_dim(1);
+    let hs = h.reshape([-1, d]).index_select(0, &idx);
+    let logits = model.head(&hs);
+    let tg = flat_y.index_select(0, &idx);
+    let loss = logits.cross_entropy_for_logits(&tg);
+    let ex = idx.divide_scalar_mode(l, "floor");
+    (loss, logits, tg, ex)
+}
+
+/// Evaluates on the test segments (no dropout, no gradients).
+pub fn evaluate(model: &LanguageModel, data: &DeviceData, batch: usize) -> EvalResult {
+    tch::no_grad(|| {
+        let (mut acc_sum, mut n_ex, mut correct, mut n_pos, mut loss_sum) = (0f64, 0f64, 0f64, 0f64, 0f64);
+        let mut slice_acc: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        for (si, seg) in data.segments.iter().enumerate() {
+            let (mut s_acc, mut s_n) = (0f64, 0f64);
+            let n = seg.n as i64;
+            let mut start = 0;
+            while start < n {
+                let len = (batch as i64).min(n - start);
+                let x = data.inputs[si].narrow(0, start, len);
+                let y = data.targets[si].narrow(0, start, len);
+                let (_, logits, tg, ex) = sparse_head_loss(model, &x, &y, false);
+                let ok = logits.argmax(-1, false).eq_tensor(&tg).to_kind(Kind::Float);
+                let ce = logits.cross_entropy_loss::<Tensor>(&tg, None, tch::Reduction::Sum, -100, 0.0);
+                let per_ok = Tensor::zeros([len], (Kind::Float, x.device())).index_add(0, &ex, &ok);
+                let per_n = Tensor::zeros([len], (Kind::Float, x.device())).index_add(0, &ex, &ok.ones_like());
+                let has = per_n.gt(0.0);
+                let per_acc = (&per_ok / per_n.clamp_min(1.0)).masked_select(&has);
+                s_acc += per_acc.sum(Kind::Double).double_value(&[]);
+                s_n += has.sum(Kind::Double).double_value(&[]);
+                correct += ok.sum(Kind::Double).double_value(&[]);
+                n_pos += ok.size()[0] as f64;
+                loss_sum += ce.double_value(&[]);
+                start += len;
+            }
+            acc_sum += s_acc;
+            n_ex += s_n;
+            for (k, v) in &seg.slices {
+                let e = slice_acc.entry(format!("{k}={v}")).or_insert((0.0, 0.0));
+                e.0 += s_acc;
+                e.1 += s_n;
+            }
+        }
+        EvalResult {
+            accuracy: acc_sum / n_ex.max(1.0),
+            accuracy_micro: correct / n_pos.max(1.0),
+            loss: loss_sum / n_pos.max(1.0),
+            slices: slice_acc.into_iter().map(|(k, (a, n))| (k, a / n.max(1.0))).collect(),
+        }
+    })
+}
+
+fn lr_at(cfg: &super::config::TrainConfig, step: usize, total: usize) -> f64 {
+    if step < cfg.warmup_steps {
+        return cfg.lr * (step + 1) as f64 / cfg.warmup_steps as f64;
+    }
+    match cfg.schedule {
+        Schedule::Constant => cfg.lr,
+        Schedule::Cosine => {
+            let span = (total - cfg.warmup_steps.min(total)).max(1) as f64;
+            let p = ((step - cfg.warmup_steps) as f64 / span).min(1.0);
+            let min = cfg.lr * cfg.min_lr_ratio;
+            min + (cfg.lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+        }
+    }
+}
+
+/// Runs (or resumes) one training run and writes its run directory.
+pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
+    cfg.validate()?;
+    let dir = &opts.out_dir;
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let ckpt_path = dir.join(checkpoint::FILE);
+    let metrics_path = dir.join("metrics.jsonl");
+    if opts.resume {
+        if let Ok(s) = metrics::read_summary(dir) {
+            return Ok(s); // already finished
+        }
+    } else {
+        if ckpt_path.exists() || dir.join("summary.json").exists() {
+            return Err(Error::Other(format!(
+                "{} already holds a run; pass --resume to continue it, or choose another --out",
+                dir.display()
+            )));
+        }
+        let _ = std::fs::remove_file(&metrics_path);
+    }
+    metrics::write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+
+    set_threads(cfg.threads);
+    let rt = Runtime::new(cfg.device.resolve("device")?);
+    let (train_segs, test_segs) = generate_data(cfg);
+    let train_data = DeviceData::new(train_segs, &rt);
+    let test_data = DeviceData::new(test_segs, &rt);
+    let max_len = cfg.max_seq_len() as i64;
+    let max_test_len = test_data.segments.iter().map(|s| s.seq_len).max().unwrap_or(0) as i64;
+
+    tch::manual_seed(mix_seed(cfg.seed, 77) as i64 & i64::MAX);
+    let vs = nn::VarStore::new(rt.device);
+    let model = LanguageModel::new(&vs.root(), &cfg.model, cfg.data.vocab_size as i64, max_len)?;
+    let named: Vec<(String, Tensor)> = {
+        let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let t = &cfg.train;
+    let mut opt = AdamW::new(named.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(), t.weight_decay, t.beta1, t.beta2, t.eps, t.no_decay_norms_biases);
+
+    let mut st = TrainerState::default();
+    if opts.resume && ckpt_path.exists() {
+        let loaded = checkpoint::load(&ckpt_path)?;
+        checkpoint::restore(&loaded, &named, &mut opt)?;
+        st = loaded.state;
+        metrics::truncate_after(&metrics_path, st.step)?;
+    } else if opts.resume {
+        let _ = std::fs::remove_file(&metrics_path);
+    }
+
+    let steps_per_epoch = epoch_batches(&train_data.segments, cfg.data.batch_size, false, 0, 0).len();
+    let total_steps = steps_per_epoch * t.epochs;
+    let test_batch = cfg.data.test_batch_size.unwrap_or(cfg.data.batch_size);
+    let pb = if opts.quiet { ProgressBar::with_draw_target(Some(total_steps as u64), ProgressDrawTarget::hidden()) } else { ProgressBar::new(total_steps as u64) };
+    pb.set_style(
+        ProgressStyle::with_template("{prefix}[{elapsed_precise}<{eta_precise}] {bar:25.cyan/blue} {pos}/{len} {msg}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(if opts.label.is_empty() { String::new() } else { format!("{} ", opts.label) });
+    pb.set_position(st.step as u64);
+
+    let session_start = Instant::now();
+    let wall_before = st.wall_time_s;
+    let wall = |st: &TrainerState| wall_before + session_start.elapsed().as_secs_f64() + 0.0 * st.wall_time_s;
+    let mut stop = StopReason::MaxEpochs;
+    let mut last_loss = f64::NAN;
+    let mut tokens_since = 0usize;
+    let mut tick = Instant::now();
+    let mut grad_norm;
+
+    'epochs: while st.epoch < t.epochs {
+        let batches = epoch_batches(&train_data.segments, cfg.data.batch_size, t.shuffle, cfg.seed, st.epoch);
+        while st.batch < batches.len() {
+            let (si, idx) = &batches[st.batch];
+            let it = Tensor::from_slice(idx).to_device(rt.device);
+            let x = train_data.inputs[*si].index_select(0, &it);
+            let y = train_data.targets[*si].index_select(0, &it);
+            tch::manual_seed(mix_seed(cfg.seed, 9_000_000 + st.step as u64) as i64 & i64::MAX);
+            opt.zero_grad();
+            let (loss, _, _, _) = sparse_head_loss(&model, &x, &y, true);
+            let lv = loss.double_value(&[]);
+            if !lv.is_finite() {
+                stop = StopReason::Diverged;
+                last_loss = lv;
+                pb.println(format!("{}loss became {lv} at step {}; stopping (diverged)", pb.prefix(), st.step));
+                break 'epochs;
+            }
+            loss.backward();
+            grad_norm = opt.clip_grad_norm(t.grad_clip);
+            let lr = lr_at(t, st.step, total_steps);
+            opt.step(lr);
+            st.step += 1;
+            st.batch += 1;
+            last_loss = lv;
+            tokens_since += idx.len() * train_data.segments[*si].seq_len;
+            pb.inc(1);
+            if st.step % t.log_every_steps == 0 {
+                let tps = tokens_since as f64 / tick.elapsed().as_secs_f64().max(1e-9);
+                tokens_since = 0;
+                tick = Instant::now();
+                metrics::append_line(&metrics_path, &MetricLine::Train { step: st.step, epoch: st.epoch, loss: lv, lr, tokens_per_s: tps, grad_norm })?;
+                let acc = st.last_eval.as_ref().map(|e| format!(" acc {:.3}", e.accuracy)).unwrap_or_default();
+                pb.set_message(format!("ep {}/{} loss {lv:.3}{acc} {:.0} tok/s", st.epoch + 1, t.epochs, tps));
+            }
+            if t.checkpoint_every_steps > 0 && st.step % t.checkpoint_every_steps == 0 && st.batch < batches.len() {
+                st.wall_time_s = wall(&st);
+                checkpoint::save(&ckpt_path, &named, &opt, &st)?;
+            }
+        }
+        // end of epoch: evaluate, record, checkpoint
+        let ev = evaluate(&model, &test_data, test_batch);
+        if ev.accuracy > st.best_accuracy || st.epochs_done == 0 {
+            st.best_accuracy = ev.accuracy;
+            st.best_epoch = st.epoch + 1;
+            st.best_slices = ev.slices.clone();
+        }
+        st.epochs_done = st.epoch + 1;
+        st.wall_time_s = wall(&st);
+        metrics::append_line(&metrics_path, &MetricLine::Eval { step: st.step, epoch: st.epoch + 1, result: ev.clone(), elapsed_s: st.wall_time_s })?;
+        pb.set_message(format!("ep {}/{} loss {last_loss:.3} acc {:.3} (test loss {:.3})", st.epoch + 1, t.epochs, ev.accuracy, ev.loss));
+        let early = ev.accuracy > t.early_stop_accuracy;
+        st.last_eval = Some(ev);
+        st.epoch += 1;
+        st.batch = 0;
+        checkpoint::save(&ckpt_path, &named, &opt, &st)?;
+        if early {
+            stop = StopReason::EarlyStop;
+            break;
+        }
+    }
+    pb.finish_and_clear();
+
+    let last = st.last_eval.clone().unwrap_or_default();
+    let summary = Summary {
+        status: if stop == StopReason::Diverged { "diverged".into() } else { "done".into() },
+        stop_reason: stop,
+        mixer: cfg.model.mixer_name(),
+        d_model: cfg.model.d_model,
+        best_accuracy: st.best_accuracy,
+        best_epoch: st.best_epoch,
+        final_accuracy: last.accuracy,
+        final_loss: if stop == StopReason::Diverged { last_loss } else { last.loss },
+        slices: last.slices.clone(),
+        best_slices: st.best_slices.clone(),
+        num_parameters: num_parameters(&vs),
+        state_size: model.state_size(max_test_len),
+        state_size_seq_len: max_test_len,
+        wall_time_s: wall(&st),
+        epochs: st.epochs_done,
+        steps: st.step,
+        device: rt.name(),
+    };
+    metrics::write_summary(dir, &summary)?;
+    Ok(summary)
+}
+
+/// Default run directory for a config: `runs/<name or mixer>-<run id>`.
+pub fn default_out_dir(cfg: &RunConfig) -> PathBuf {
+    let stem = if cfg.name.is_empty() { cfg.model.mixer_name() } else { cfg.name.clone() };
+    Path::new("runs").join(format!("{stem}-{}", super::config::run_id(cfg)))
+}
