@@ -12,6 +12,7 @@ pub mod attention;
 pub mod base_conv;
 pub mod common;
 pub mod hybrid;
+pub mod long_conv;
 #[cfg(test)]
 mod suite;
 
@@ -137,6 +138,7 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<attention::Attention>(),
         entry::<base_conv::BaseConv>(),
         entry::<hybrid::Hybrid>(),
+        entry::<long_conv::LongConv>(),
     ]
 }
 
