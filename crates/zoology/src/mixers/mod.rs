@@ -12,6 +12,7 @@ pub mod attention;
 pub mod base_conv;
 pub mod common;
 pub mod hybrid;
+pub mod hyena;
 pub mod long_conv;
 #[cfg(test)]
 mod suite;
@@ -139,6 +140,7 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<base_conv::BaseConv>(),
         entry::<hybrid::Hybrid>(),
         entry::<long_conv::LongConv>(),
+        entry::<hyena::Hyena>(),
     ]
 }
 
