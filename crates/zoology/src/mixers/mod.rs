@@ -11,6 +11,7 @@
 pub mod attention;
 pub mod base_conv;
 pub mod common;
+pub mod h3;
 pub mod hybrid;
 pub mod hyena;
 pub mod long_conv;
@@ -141,6 +142,7 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<hybrid::Hybrid>(),
         entry::<long_conv::LongConv>(),
         entry::<hyena::Hyena>(),
+        entry::<h3::H3>(),
     ]
 }
 
