@@ -15,6 +15,7 @@ pub mod h3;
 pub mod hybrid;
 pub mod hyena;
 pub mod long_conv;
+pub mod mega;
 pub mod stripedhyena;
 #[cfg(test)]
 mod suite;
@@ -145,6 +146,7 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<hyena::Hyena>(),
         entry::<h3::H3>(),
         entry::<stripedhyena::StripedHyena>(),
+        entry::<mega::Mega>(),
     ]
 }
 
