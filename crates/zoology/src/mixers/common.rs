@@ -272,3 +272,16 @@ impl S4d {
         Modes { log_mag, theta, c_re, c_im }
     }
 }
+
+/// Test helper: validates the mixer table written as inline TOML (e.g.
+/// `{ name = "h3", head_dim = 3 }`) for `d_model = 16`, `max_seq_len = 48` and returns the
+/// error text (panics if the table is accepted).
+#[cfg(test)]
+pub fn validate_error(inline: &str) -> String {
+    let t: toml::Table = toml::from_str(&format!("m = {inline}")).unwrap();
+    let m = t["m"].as_table().unwrap().clone();
+    match super::validate_table(&m, 16, &super::BuildCtx::new(0, 2, 48), "model.mixer") {
+        Ok(()) => panic!("{inline} was accepted"),
+        Err(e) => e.to_string(),
+    }
+}

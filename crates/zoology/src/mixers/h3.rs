@@ -15,13 +15,14 @@
 //! `K_h[t] = 2·Re Σ_n C_n (e^{ΔA_n} − 1)/A_n · e^{ΔA_n t}`. Defaults follow H3 / Zoology
 //! (`d_state` 64, `head_dim` 1); Zoology Figure 2 used `d_state = L`, `head_dim = 2`.
 //!
-//! Forms: training by FFT (both long convolutions zero-padded to 2L; the shift FIR by conv1d);
+//! Forms: training by FFT (both convolutions zero-padded to 2L: the shift FIR has N taps, and
+//! N may be as long as L, where a direct depthwise conv1d is slow on CPU);
 //! reference by explicit FIR tap sums and the diagonal recurrence run token by token; step by
 //! the SSM recurrences with explicit state: the shift register (previous N−1 values of k, d·(N−1))
 //! and the diagonal state (N/2 complex = N reals per kv channel, H·p²·N = d·p·N), i.e.
 //! `d·(N−1) + d·p·N` real elements, independent of L.
 
-use super::common::{fft_causal_conv, fir_step, short_conv, short_conv_reference, Linear, S4d};
+use super::common::{fft_causal_conv, fir_step, short_conv_reference, Linear, S4d};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -83,7 +84,9 @@ impl Mixer for H3 {
     fn forward(&self, u: &Tensor, _train: bool) -> Tensor {
         let (b, l, _) = u.size3().unwrap();
         let (q, k, v) = (self.q_proj.forward(u), self.k_proj.forward(u), self.v_proj.forward(u));
-        let kt = short_conv(&k, &self.shift_c, None) + &k * &self.shift_d;
+        // shift SSM impulse response h[j] = C tap (N−1−j), zero-padded to L taps, by FFT
+        let shift_h = self.shift_c.flip([1]).constant_pad_nd([0, (l - self.n).max(0)]);
+        let kt = fft_causal_conv(&k, &shift_h) + &k * &self.shift_d;
         let kv = self.outer(&kt, &v);
         let pp = self.p * self.p;
         let kern = self.ssm.modes().kernel(l).to_kind(u.kind()).repeat_interleave_self_int(pp, 0, None::<i64>);
@@ -165,5 +168,21 @@ impl MixerKind for H3 {
 
     fn suite_variants() -> Vec<H3Config> {
         vec![H3Config::default(), H3Config { d_state: 8, head_dim: 2 }, H3Config { d_state: 2, head_dim: 4 }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::common::validate_error;
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let e = validate_error(r#"{ name = "h3", head_dim = 3 }"#);
+        assert!(e.contains("model.mixer.head_dim"), "{e}");
+        let e = validate_error(r#"{ name = "h3", d_state = 0 }"#);
+        assert!(e.contains("model.mixer.d_state"), "{e}");
+        let e = validate_error(r#"{ name = "h3", heads = 2 }"#);
+        assert!(e.contains("heads"), "{e}");
+        assert!(e.contains("model.mixer"), "{e}");
     }
 }

@@ -246,3 +246,18 @@ impl MixerKind for Hyena {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::common::validate_error;
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let e = validate_error(r#"{ name = "hyena", emb_dim = 4 }"#);
+        assert!(e.contains("model.mixer.emb_dim"), "{e}");
+        let e = validate_error(r#"{ name = "hyena", decay_target = 1.5 }"#);
+        assert!(e.contains("model.mixer.decay_target"), "{e}");
+        let e = validate_error(r#"{ name = "hyena", short_filter_order = 0 }"#);
+        assert!(e.contains("model.mixer.short_filter_order"), "{e}");
+    }
+}

@@ -163,3 +163,19 @@ impl MixerKind for LongConv {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::common::validate_error;
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let e = validate_error(r#"{ name = "long_conv", d_state = 7 }"#);
+        assert!(e.contains("model.mixer.d_state"), "{e}");
+        let e = validate_error(r#"{ name = "long_conv", filter = "fourier" }"#);
+        assert!(e.contains("model.mixer.filter"), "{e}");
+        let e = validate_error(r#"{ name = "long_conv", kernel = 3 }"#);
+        assert!(e.contains("kernel"), "{e}");
+        assert!(e.contains("model.mixer"), "{e}");
+    }
+}

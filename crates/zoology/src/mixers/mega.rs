@@ -297,3 +297,18 @@ impl MixerKind for Mega {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::common::validate_error;
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let e = validate_error(r#"{ name = "mega", chunk_size = -2 }"#);
+        assert!(e.contains("model.mixer.chunk_size"), "{e}");
+        let e = validate_error(r#"{ name = "mega", ndim = 0 }"#);
+        assert!(e.contains("model.mixer.ndim"), "{e}");
+        let e = validate_error(r#"{ name = "mega", z_dim = 0 }"#);
+        assert!(e.contains("model.mixer.z_dim"), "{e}");
+    }
+}

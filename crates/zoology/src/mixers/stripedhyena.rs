@@ -162,3 +162,16 @@ impl MixerKind for StripedHyena {
         vec![StripedHyenaConfig::default(), StripedHyenaConfig { poles: 4, short_filter_order: 1 }]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::common::validate_error;
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let e = validate_error(r#"{ name = "stripedhyena", poles = 0 }"#);
+        assert!(e.contains("model.mixer.poles"), "{e}");
+        let e = validate_error(r#"{ name = "stripedhyena", short_filter_order = -1 }"#);
+        assert!(e.contains("model.mixer.short_filter_order"), "{e}");
+    }
+}
