@@ -379,3 +379,44 @@ pub fn delta_rule_reference(q: &Tensor, k: &Tensor, v: &Tensor, beta: &Tensor, g
     }
     Tensor::stack(&outs, 2)
 }
+
+/// A mixer built around [`chunked_linear_attention`]: it maps `x` to per-head `q, k, v` and
+/// optional log decays `g`, and maps the recurrence output back. Implementing this gives the
+/// [`super::Mixer`] forms: chunked forward, recurrence-loop reference, and a step carrying one
+/// `[B, H, K, V]` state.
+pub trait DecayedLinear: std::fmt::Debug + Send {
+    /// `x: [B, L, D]` → q, k `[B, H, L, K]`, v `[B, H, L, V]`, g `[B, H, L, 1|K]` or None.
+    fn qkvg(&self, x: &Tensor) -> (Tensor, Tensor, Tensor, Option<Tensor>);
+    /// `o: [B, H, L, V]` (and the input `x`) → `[B, L, D]`.
+    fn finish(&self, o: &Tensor, x: &Tensor) -> Tensor;
+    fn chunk_size(&self) -> i64;
+    /// `[H, K, V]` of the state.
+    fn state_shape(&self) -> [i64; 3];
+    /// Kind and device of the parameters.
+    fn opts(&self) -> (Kind, tch::Device);
+}
+
+impl<T: DecayedLinear> super::Mixer for T {
+    fn forward(&self, x: &Tensor, _train: bool) -> Tensor {
+        let (q, k, v, g) = self.qkvg(x);
+        self.finish(&chunked_linear_attention(&q, &k, &v, g.as_ref(), self.chunk_size()).0, x)
+    }
+    fn reference(&self, x: &Tensor) -> Tensor {
+        let (q, k, v, g) = self.qkvg(x);
+        self.finish(&linear_attention_reference(&q, &k, &v, g.as_ref()), x)
+    }
+    fn init_state(&self, batch: i64) -> super::MixerState {
+        let [h, k, v] = self.state_shape();
+        super::MixerState::new(vec![Tensor::zeros([batch, h, k, v], self.opts())])
+    }
+    fn step(&self, state: &mut super::MixerState, x_t: &Tensor) -> Tensor {
+        let x = x_t.unsqueeze(1);
+        let (q, k, v, g) = self.qkvg(&x);
+        let g = g.map(|g| g.select(2, 0));
+        let o = linear_attention_step(&mut state.tensors[0], &q.select(2, 0), &k.select(2, 0), &v.select(2, 0), g.as_ref());
+        self.finish(&o.unsqueeze(2), &x).squeeze_dim(1)
+    }
+    fn state_size(&self, _seq_len: i64) -> i64 {
+        self.state_shape().iter().product()
+    }
+}

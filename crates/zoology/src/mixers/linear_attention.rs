@@ -25,8 +25,8 @@
 //! State: `H·F·(d_v + 1)` elements (normalised) or `H·F·d_v` (unnormalised), constant in L.
 //! `based` is this mixer with the Taylor map and normalisation (see `based.rs`).
 
-use super::common::{chunked_linear_attention, linear_attention_reference, linear_attention_step, merge_heads, split_heads, Linear};
-use super::{BuildCtx, Mixer, MixerKind, MixerState};
+use super::common::{merge_heads, split_heads, DecayedLinear, Linear};
+use super::{BuildCtx, MixerKind};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -109,26 +109,6 @@ pub struct LinearAttention {
 }
 
 impl LinearAttention {
-    /// Per-head φ(q), φ(k) `[B, H, L, F]` and v' `[B, H, L, d_v (+1)]` (ones column when
-    /// normalised).
-    fn qkv(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
-        let h = self.cfg.num_heads;
-        let q = self.cfg.feature_map.apply(&split_heads(&self.wq.forward(x), h));
-        let k = self.cfg.feature_map.apply(&split_heads(&self.wk.forward(x), h));
-        let v = split_heads(&self.wv.forward(x), h);
-        let v = if self.cfg.normalize { Tensor::cat(&[v.ones_like().narrow(-1, 0, 1), v], -1) } else { v };
-        (q, k, v)
-    }
-    /// `[B, H, L, d_v (+1)] → [B, L, D]`: normalisation and output projection.
-    fn finish(&self, o: &Tensor) -> Tensor {
-        let y = if self.cfg.normalize {
-            let dv = o.size()[3] - 1;
-            o.narrow(-1, 1, dv) / (o.narrow(-1, 0, 1) + self.cfg.eps)
-        } else {
-            o.shallow_clone()
-        };
-        self.out.forward(&merge_heads(&y))
-    }
     fn big_f(&self) -> i64 {
         self.cfg.feature_map.expanded_dim(self.cfg.feature_dim)
     }
@@ -137,30 +117,35 @@ impl LinearAttention {
     }
 }
 
-impl Mixer for LinearAttention {
-    fn forward(&self, x: &Tensor, _train: bool) -> Tensor {
-        let (q, k, v) = self.qkv(x);
-        self.finish(&chunked_linear_attention(&q, &k, &v, None, self.cfg.chunk_size).0)
+impl DecayedLinear for LinearAttention {
+    /// Per-head φ(q), φ(k) `[B, H, L, F]` and v' `[B, H, L, d_v (+1)]` (ones column when
+    /// normalised); no decay.
+    fn qkvg(&self, x: &Tensor) -> (Tensor, Tensor, Tensor, Option<Tensor>) {
+        let h = self.cfg.num_heads;
+        let q = self.cfg.feature_map.apply(&split_heads(&self.wq.forward(x), h));
+        let k = self.cfg.feature_map.apply(&split_heads(&self.wk.forward(x), h));
+        let v = split_heads(&self.wv.forward(x), h);
+        let v = if self.cfg.normalize { Tensor::cat(&[v.ones_like().narrow(-1, 0, 1), v], -1) } else { v };
+        (q, k, v, None)
     }
-
-    fn reference(&self, x: &Tensor) -> Tensor {
-        let (q, k, v) = self.qkv(x);
-        self.finish(&linear_attention_reference(&q, &k, &v, None))
+    /// `[B, H, L, d_v (+1)] → [B, L, D]`: normalisation and output projection.
+    fn finish(&self, o: &Tensor, _x: &Tensor) -> Tensor {
+        let y = if self.cfg.normalize {
+            let dv = o.size()[3] - 1;
+            o.narrow(-1, 1, dv) / (o.narrow(-1, 0, 1) + self.cfg.eps)
+        } else {
+            o.shallow_clone()
+        };
+        self.out.forward(&merge_heads(&y))
     }
-
-    fn init_state(&self, batch: i64) -> MixerState {
-        let opts = (self.out.ws.kind(), self.out.ws.device());
-        MixerState::new(vec![Tensor::zeros([batch, self.cfg.num_heads, self.big_f(), self.value_cols()], opts)])
+    fn chunk_size(&self) -> i64 {
+        self.cfg.chunk_size
     }
-
-    fn step(&self, state: &mut MixerState, x_t: &Tensor) -> Tensor {
-        let (q, k, v) = self.qkv(&x_t.unsqueeze(1));
-        let o = linear_attention_step(&mut state.tensors[0], &q.select(2, 0), &k.select(2, 0), &v.select(2, 0), None);
-        self.finish(&o.unsqueeze(2)).squeeze_dim(1)
+    fn state_shape(&self) -> [i64; 3] {
+        [self.cfg.num_heads, self.big_f(), self.value_cols()]
     }
-
-    fn state_size(&self, _seq_len: i64) -> i64 {
-        self.cfg.num_heads * self.big_f() * self.value_cols()
+    fn opts(&self) -> (tch::Kind, tch::Device) {
+        (self.out.ws.kind(), self.out.ws.device())
     }
 }
 

@@ -12,8 +12,11 @@ pub mod attention;
 pub mod base_conv;
 pub mod based;
 pub mod common;
+pub mod delta_net;
+pub mod gla;
 pub mod hybrid;
 pub mod linear_attention;
+pub mod retnet;
 pub mod sliding_window;
 #[cfg(test)]
 mod suite;
@@ -171,6 +174,10 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<sliding_window::SlidingWindow>(),
         entry::<linear_attention::LinearAttention>(),
         entry::<based::Based>(),
+        entry::<retnet::RetNet>(),
+        entry::<gla::Gla>(),
+        entry::<delta_net::DeltaNet>(),
+        entry::<delta_net::GatedDeltaNet>(),
     ]
 }
 
