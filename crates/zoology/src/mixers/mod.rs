@@ -19,6 +19,8 @@ pub mod linear_attention;
 pub mod retnet;
 pub mod sliding_window;
 #[cfg(test)]
+mod linear_tests;
+#[cfg(test)]
 mod suite;
 
 use crate::error::{config_err, Result};
