@@ -242,8 +242,10 @@ pub fn chunked_linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, g: Option<&T
             let s = if bc.size()[4] == 1 {
                 qc.matmul(&kc.transpose(-2, -1)) * pair_decay(&bc.squeeze_dim(-1), &incl)
             } else {
-                let dec = pair_decay(&bc.transpose(-2, -1), &incl); // [B,H,n,K,C,C]
-                Tensor::einsum("bhntk,bhnsk,bhnkts->bhnts", &[&qc, &kc, &dec], None::<&[i64]>)
+                // [B,H,n,C(t),C(s),K], masked to s ≤ t before the exponential
+                let diff = bc.unsqueeze(4) - bc.unsqueeze(3);
+                let dec = diff.masked_fill(&incl.logical_not().unsqueeze(-1), f64::NEG_INFINITY).exp();
+                (qc.unsqueeze(4) * kc.unsqueeze(3) * dec).sum_dim_intlist([-1i64].as_slice(), false, q.kind())
             };
             (s, Some(bc))
         }

@@ -180,3 +180,26 @@ fn validate_names_the_field() {
         (entry(name).validate)(&toml::Table::new(), 16, &ctx, "model.mixer").unwrap();
     }
 }
+
+/// Timing of forward + backward at the tiny-MQAR training shape (B=64, L=32, D=64), and the
+/// training form at L=256; `cargo test --release -p zoology mixer_step_times -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn mixer_step_times() {
+    for (l, b) in [(32i64, 64i64), (256, 8)] {
+        let ctx = BuildCtx::new(1, 2, l);
+        for e in registry() {
+            tch::manual_seed(0);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let m = (e.build)(vs.root() / "m", 64, &toml::Table::new(), &ctx, "model.mixer").unwrap();
+            let x = randn(&[b, l, 64]).set_requires_grad(true);
+            let run = || m.forward(&x, true).square().sum(Kind::Float).backward();
+            run();
+            let t0 = std::time::Instant::now();
+            for _ in 0..5 {
+                run();
+            }
+            println!("L={l} B={b} {:>16}: {:7.1} ms fwd+bwd", e.name, t0.elapsed().as_secs_f64() * 1000.0 / 5.0);
+        }
+    }
+}
