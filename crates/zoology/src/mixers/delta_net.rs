@@ -19,13 +19,13 @@
 //! `chunk_size`, one unit-lower-triangular solve gives the pseudo-values `U = Ũ − W S₀`; all
 //! chunks' solves are batched, only the `S` hand-off loops over chunks; decays in log space);
 //! reference = the recurrence with the dense `(I − β k kᵀ)` transition and the explicit-tap
-//! short convolution; recurrent = one delta update per token with conv windows of the last
-//! `conv_size` inputs of q, k and v.
+//! short convolution; recurrent = one delta update per token with conv windows of the previous
+//! `conv_size − 1` inputs of q, k and v (`common::fir_step`).
 //!
-//! State: `H·h² + 3·conv_size·d` = `d²/H + 12·d` elements by default (`d²/H` without short
+//! State: `H·h² + 3·(conv_size−1)·d` = `d²/H + 9·d` elements by default (`d²/H` without short
 //! conv), constant in L.
 
-use super::common::{chunked_delta_rule, delta_rule_reference, delta_rule_step, l2_norm, merge_heads, rms_norm, short_conv, short_conv_reference, short_conv_step, split_heads, Linear};
+use super::common::{chunked_delta_rule, delta_rule_reference, delta_rule_step, l2_norm, merge_heads, rms_norm, short_conv, short_conv_reference, fir_step, split_heads, Linear};
 use super::{delegate_mixer, BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -193,7 +193,7 @@ impl Mixer for DeltaRule {
         let (h, hd) = (self.cfg.num_heads, self.d / self.cfg.num_heads);
         let mut ts = vec![Tensor::zeros([batch, h, hd, hd], opts)];
         if self.convs.is_some() {
-            ts.extend((0..3).map(|_| Tensor::zeros([batch, self.cfg.conv_size, self.d], opts)));
+            ts.extend((0..3).map(|_| Tensor::zeros([batch, self.cfg.conv_size - 1, self.d], opts)));
         }
         MixerState::new(ts)
     }
@@ -202,7 +202,7 @@ impl Mixer for DeltaRule {
         let x = x_t.unsqueeze(1);
         let windows = std::cell::RefCell::new(state.tensors.split_off(1));
         let i = self.inputs(&x, |j, u| match &self.convs {
-            Some(w) => short_conv_step(&mut windows.borrow_mut()[j], &u.squeeze_dim(1), &w[j], None).unsqueeze(1),
+            Some(w) => fir_step(&mut windows.borrow_mut()[j], &u.squeeze_dim(1), &w[j], None).unsqueeze(1),
             None => u.shallow_clone(),
         });
         let o = delta_rule_step(
@@ -219,7 +219,7 @@ impl Mixer for DeltaRule {
 
     fn state_size(&self, _seq_len: i64) -> i64 {
         let hd = self.d / self.cfg.num_heads;
-        let conv = if self.convs.is_some() { 3 * self.cfg.conv_size * self.d } else { 0 };
+        let conv = if self.convs.is_some() { 3 * (self.cfg.conv_size - 1) * self.d } else { 0 };
         self.cfg.num_heads * hd * hd + conv
     }
 }
@@ -235,7 +235,7 @@ impl MixerKind for DeltaNet {
     type Config = DeltaNetConfig;
     const NAME: &'static str = "delta_net";
     const ABOUT: &'static str = "DeltaNet: delta-rule linear attention, L2-normalised keys, short conv, chunked WY/UT form";
-    const STATE_FORMULA: &'static str = "d²/H + 3·conv_size·d (d²/H without short conv)";
+    const STATE_FORMULA: &'static str = "d²/H + 3·(conv_size−1)·d (d²/H without short conv)";
     const CONSTANT_STATE: bool = true;
 
     fn validate(c: &DeltaNetConfig, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
@@ -260,7 +260,7 @@ impl MixerKind for GatedDeltaNet {
     type Config = DeltaNetConfig;
     const NAME: &'static str = "gated_delta_net";
     const ABOUT: &'static str = "Gated DeltaNet: delta rule with per-head data-dependent decay and swish output gate, chunked WY/UT form";
-    const STATE_FORMULA: &'static str = "d²/H + 3·conv_size·d (d²/H without short conv)";
+    const STATE_FORMULA: &'static str = "d²/H + 3·(conv_size−1)·d (d²/H without short conv)";
     const CONSTANT_STATE: bool = true;
 
     fn validate(c: &DeltaNetConfig, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {

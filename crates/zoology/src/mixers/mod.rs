@@ -14,10 +14,15 @@ pub mod based;
 pub mod common;
 pub mod delta_net;
 pub mod gla;
+pub mod h3;
 pub mod hybrid;
+pub mod hyena;
 pub mod linear_attention;
+pub mod long_conv;
+pub mod mega;
 pub mod retnet;
 pub mod sliding_window;
+pub mod stripedhyena;
 #[cfg(test)]
 mod linear_tests;
 #[cfg(test)]
@@ -173,6 +178,11 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<attention::Attention>(),
         entry::<base_conv::BaseConv>(),
         entry::<hybrid::Hybrid>(),
+        entry::<long_conv::LongConv>(),
+        entry::<hyena::Hyena>(),
+        entry::<h3::H3>(),
+        entry::<stripedhyena::StripedHyena>(),
+        entry::<mega::Mega>(),
         entry::<sliding_window::SlidingWindow>(),
         entry::<linear_attention::LinearAttention>(),
         entry::<based::Based>(),
