@@ -123,3 +123,39 @@ pub fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
 pub fn future_mask(l: i64, device: tch::Device) -> Tensor {
     Tensor::ones([l, l], (Kind::Bool, device)).triu(1)
 }
+
+/// Token shift (RWKV): `x_{t−1}` at position t, zeros at t = 0. `x: [B, L, D] → [B, L, D]`.
+pub fn token_shift(x: &Tensor) -> Tensor {
+    let (b, l, d) = x.size3().unwrap();
+    let zero = Tensor::zeros([b, 1, d], (x.kind(), x.device()));
+    Tensor::cat(&[zero, x.narrow(1, 0, l - 1)], 1)
+}
+
+/// RWKV token-shift interpolation `μ ⊙ x + (1 − μ) ⊙ x_prev` (any shape broadcasting with `μ`).
+pub fn time_mix(x: &Tensor, x_prev: &Tensor, mu: &Tensor) -> Tensor {
+    x * mu + x_prev * (1.0 - mu)
+}
+
+/// Inclusive scan of the linear recurrence `h_r = exp(a_r) ⊙ h_{r−1} + b_r` (h_{−1} = 0) along
+/// `dim`, by log-depth doubling (Hillis–Steele). The pair (a, b) stands for the map
+/// `h ↦ e^a h + b`; combining a segment with the one before it gives `(a + a', b + e^a b')`.
+/// `a ≤ 0` (log decays) keeps every exponential ≤ 1, so nothing overflows. Returns the
+/// cumulative log decay `A_r = Σ_{s≤r} a_s` and `h_r`. O(n log n) work, log n autodiff steps.
+pub fn log_linear_scan(a: &Tensor, b: &Tensor, dim: i64) -> (Tensor, Tensor) {
+    let n = a.size()[dim as usize];
+    let (mut a, mut b) = (a.shallow_clone(), b.shallow_clone());
+    let mut off = 1;
+    while off < n {
+        let shift = |t: &Tensor| {
+            let mut pad_shape = t.size();
+            pad_shape[dim as usize] = off;
+            let pad = Tensor::zeros(pad_shape.as_slice(), (t.kind(), t.device()));
+            Tensor::cat(&[pad, t.narrow(dim, 0, n - off)], dim)
+        };
+        let (a_prev, b_prev) = (shift(&a), shift(&b));
+        b = &b + a.exp() * b_prev;
+        a = &a + a_prev;
+        off *= 2;
+    }
+    (a, b)
+}

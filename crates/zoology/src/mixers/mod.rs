@@ -12,6 +12,8 @@ pub mod attention;
 pub mod base_conv;
 pub mod common;
 pub mod hybrid;
+pub mod mamba;
+pub mod rwkv;
 #[cfg(test)]
 mod suite;
 
@@ -137,6 +139,8 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<attention::Attention>(),
         entry::<base_conv::BaseConv>(),
         entry::<hybrid::Hybrid>(),
+        entry::<rwkv::Rwkv>(),
+        entry::<mamba::Mamba>(),
     ]
 }
 
