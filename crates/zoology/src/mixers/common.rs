@@ -136,26 +136,29 @@ pub fn time_mix(x: &Tensor, x_prev: &Tensor, mu: &Tensor) -> Tensor {
     x * mu + x_prev * (1.0 - mu)
 }
 
-/// Inclusive scan of the linear recurrence `h_r = exp(a_r) ⊙ h_{r−1} + b_r` (h_{−1} = 0) along
-/// `dim`, by log-depth doubling (Hillis–Steele). The pair (a, b) stands for the map
-/// `h ↦ e^a h + b`; combining a segment with the one before it gives `(a + a', b + e^a b')`.
-/// `a ≤ 0` (log decays) keeps every exponential ≤ 1, so nothing overflows. Returns the
-/// cumulative log decay `A_r = Σ_{s≤r} a_s` and `h_r`. O(n log n) work, log n autodiff steps.
-pub fn log_linear_scan(a: &Tensor, b: &Tensor, dim: i64) -> (Tensor, Tensor) {
-    let n = a.size()[dim as usize];
-    let (mut a, mut b) = (a.shallow_clone(), b.shallow_clone());
+/// Shifts `t` by `off` positions along `dim` (towards higher indices), filling with `fill`.
+fn shift_along(t: &Tensor, dim: i64, off: i64, fill: f64) -> Tensor {
+    let nd = t.dim() as i64;
+    let n = t.size()[dim as usize];
+    let mut pads = vec![0i64; (2 * (nd - dim)) as usize];
+    pads[(2 * (nd - 1 - dim)) as usize] = off;
+    t.narrow(dim, 0, n - off).pad(pads.as_slice(), "constant", Some(fill))
+}
+
+/// Inclusive scan of the linear recurrence `h_r = p_r ⊙ h_{r−1} + b_r` (h_{−1} = 0) along `dim`,
+/// by log-depth doubling (Hillis–Steele), for decays `p ∈ [0, 1]` (e.g. `p = exp(Δ·A)` with
+/// `Δ·A ≤ 0`). The pair (p, b) stands for the map `h ↦ p h + b`; combining a segment with the
+/// one before it gives `(p p′, b + p b′)`. Every factor is ≤ 1, so nothing overflows (products
+/// only underflow towards 0, which is the right limit). Returns the cumulative decay
+/// `P_r = Π_{s≤r} p_s` and `h_r`. O(n log n) work in ⌈log₂ n⌉ autodiff steps.
+pub fn linear_scan(p: &Tensor, b: &Tensor, dim: i64) -> (Tensor, Tensor) {
+    let n = p.size()[dim as usize];
+    let (mut p, mut b) = (p.shallow_clone(), b.shallow_clone());
     let mut off = 1;
     while off < n {
-        let shift = |t: &Tensor| {
-            let mut pad_shape = t.size();
-            pad_shape[dim as usize] = off;
-            let pad = Tensor::zeros(pad_shape.as_slice(), (t.kind(), t.device()));
-            Tensor::cat(&[pad, t.narrow(dim, 0, n - off)], dim)
-        };
-        let (a_prev, b_prev) = (shift(&a), shift(&b));
-        b = &b + a.exp() * b_prev;
-        a = &a + a_prev;
+        b = &b + &p * shift_along(&b, dim, off, 0.0);
+        p = &p * shift_along(&p, dim, off, 1.0);
         off *= 2;
     }
-    (a, b)
+    (p, b)
 }

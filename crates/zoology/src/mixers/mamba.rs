@@ -20,13 +20,14 @@
 //! - reference: short conv by explicit tap sums, then one recurrence step per position;
 //! - fast (training): a chunked selective scan. The sequence is cut into chunks of
 //!   `chunk_size`; inside every chunk (all chunks at once) a log-depth doubling scan over the
-//!   pairs `(Δ_t A, Δ_t x_t B_t)` gives the cumulative log decay and the state from a zero start
-//!   (every exponential is of a sum of `Δ A ≤ 0`, so nothing overflows); the chunk-end states are
+//!   pairs `(exp(Δ_t A), Δ_t x_t B_t)` gives the cumulative decay and the state from a zero start
+//!   (decays are exponentials of `Δ A ≤ 0`, so every factor is ≤ 1 and nothing overflows; the
+//!   log decays are exponentiated once, never their negatives); the chunk-end states are
 //!   combined by the same scan over chunks, and each chunk adds `exp(cumulative decay) ⊙` the
 //!   state carried into it. No per-token loop of autodiff ops;
 //! - step: conv window of the last k inner inputs (`E·k`) and the SSM state (`E·N`).
 
-use super::common::{log_linear_scan, short_conv, short_conv_reference, short_conv_step, Linear};
+use super::common::{linear_scan, short_conv, short_conv_reference, short_conv_step, Linear};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -108,27 +109,26 @@ impl Mamba {
         let c = self.chunk.min(l).max(1);
         let nc = (l + c - 1) / c;
         let pad = nc * c - l;
-        let g = inp.delta.unsqueeze(-1) * self.a(); // [B, L, E, N] log decays ≤ 0
+        let g = (inp.delta.unsqueeze(-1) * self.a()).exp(); // [B, L, E, N] decays exp(ΔA) ∈ [0, 1]
         let u = (&inp.delta * &inp.x).unsqueeze(-1) * inp.b.unsqueeze(2); // [B, L, E, N]
         let padded = |t: Tensor| {
             if pad == 0 {
                 t
             } else {
-                let z = Tensor::zeros([bsz, pad, e, n], (t.kind(), t.device()));
-                Tensor::cat(&[t, z], 1)
+                t.constant_pad_nd([0, 0, 0, 0, 0, pad].as_slice())
             }
         };
         let (g, u) = (padded(g).view([bsz, nc, c, e, n]), padded(u).view([bsz, nc, c, e, n]));
-        let (a_loc, h_loc) = log_linear_scan(&g, &u, 2); // within chunks, from zero state
+        let (p_loc, h_loc) = linear_scan(&g, &u, 2); // within chunks, from zero state
         // states after each chunk, by the same scan over the chunk summaries
-        let (_, h_end) = log_linear_scan(&a_loc.select(2, c - 1), &h_loc.select(2, c - 1), 1); // [B, nc, E, N]
+        let (_, h_end) = linear_scan(&p_loc.select(2, c - 1), &h_loc.select(2, c - 1), 1); // [B, nc, E, N]
         let h_start = if nc > 1 {
             let z = Tensor::zeros([bsz, 1, e, n], (h_end.kind(), h_end.device()));
             Tensor::cat(&[z, h_end.narrow(1, 0, nc - 1)], 1)
         } else {
             h_end.zeros_like()
         };
-        let h = h_loc + a_loc.exp() * h_start.unsqueeze(2); // [B, nc, C, E, N]
+        let h = h_loc + p_loc * h_start.unsqueeze(2); // [B, nc, C, E, N]
         let h = h.view([bsz, nc * c, e, n]).narrow(1, 0, l);
         (h * inp.c.unsqueeze(2)).sum_dim_intlist([-1i64].as_slice(), false, h_end.kind())
     }
