@@ -193,7 +193,7 @@ impl Mixer for Mamba {
 impl MixerKind for Mamba {
     type Config = MambaConfig;
     const NAME: &'static str = "mamba";
-    const ABOUT: &'static str = "Mamba S6 selective SSM (input-dependent Δ, B, C; chunked log-space scan)";
+    const ABOUT: &'static str = "Mamba S6 selective SSM (input-dependent Δ, B, C; chunked doubling scan)";
     const STATE_FORMULA: &'static str = "E·k + E·N, E = expand·d (conv window + SSM state)";
     const CONSTANT_STATE: bool = true;
 
