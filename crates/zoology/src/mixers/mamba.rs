@@ -25,9 +25,10 @@
 //!   log decays are exponentiated once, never their negatives); the chunk-end states are
 //!   combined by the same scan over chunks, and each chunk adds `exp(cumulative decay) ⊙` the
 //!   state carried into it. No per-token loop of autodiff ops;
-//! - step: conv window of the last k inner inputs (`E·k`) and the SSM state (`E·N`).
+//! - step: the previous k−1 inner inputs of the conv (`E·(k−1)`, `common::fir_step`) and the
+//!   SSM state (`E·N`).
 
-use super::common::{linear_scan, short_conv, short_conv_reference, short_conv_step, Linear};
+use super::common::{fir_step, linear_scan, short_conv, short_conv_reference, Linear};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -173,12 +174,12 @@ impl Mixer for Mamba {
     fn init_state(&self, batch: i64) -> MixerState {
         let opts = (self.a_log.kind(), self.a_log.device());
         let k = self.conv_w.size()[1];
-        MixerState::new(vec![Tensor::zeros([batch, k, self.e], opts), Tensor::zeros([batch, self.e, self.n], opts)])
+        MixerState::new(vec![Tensor::zeros([batch, k - 1, self.e], opts), Tensor::zeros([batch, self.e, self.n], opts)])
     }
 
     fn step(&self, state: &mut MixerState, u_t: &Tensor) -> Tensor {
         let (x, z) = self.split_in(u_t);
-        let xc = short_conv_step(&mut state.tensors[0], &x, &self.conv_w, Some(&self.conv_b)).silu();
+        let xc = fir_step(&mut state.tensors[0], &x, &self.conv_w, Some(&self.conv_b)).silu();
         let inp = self.inputs(xc, z);
         let (h, y) = self.ssm_step(&state.tensors[1], &inp);
         state.tensors[1] = h;
@@ -186,7 +187,7 @@ impl Mixer for Mamba {
     }
 
     fn state_size(&self, _seq_len: i64) -> i64 {
-        self.e * self.conv_w.size()[1] + self.e * self.n
+        self.e * (self.conv_w.size()[1] - 1) + self.e * self.n
     }
 }
 
@@ -194,7 +195,7 @@ impl MixerKind for Mamba {
     type Config = MambaConfig;
     const NAME: &'static str = "mamba";
     const ABOUT: &'static str = "Mamba S6 selective SSM (input-dependent Δ, B, C; chunked doubling scan)";
-    const STATE_FORMULA: &'static str = "E·k + E·N, E = expand·d (conv window + SSM state)";
+    const STATE_FORMULA: &'static str = "E·(k−1) + E·N, E = expand·d (previous conv inputs + SSM state)";
     const CONSTANT_STATE: bool = true;
 
     fn validate(c: &MambaConfig, _d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
