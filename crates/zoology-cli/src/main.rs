@@ -91,6 +91,27 @@ enum BenchCmd {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Forward+backward time of each mixer alone at several lengths, and t(L_max)/t(L_min).
+    Mixers {
+        /// Comma-separated registry names (default: every registered mixer).
+        #[arg(long, value_delimiter = ',')]
+        mixers: Vec<String>,
+        #[arg(long, default_value_t = 128)]
+        d_model: i64,
+        #[arg(long, default_value_t = 16)]
+        batch: i64,
+        #[arg(long, value_delimiter = ',', default_value = "256,1024,4096")]
+        lengths: Vec<i64>,
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Skip a (mixer, L) predicted to need more peak memory than this (default: half of MemAvailable).
+        #[arg(long)]
+        max_mem_gb: Option<f64>,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// MQAR generation rate vs a naive sequential generator.
     Data {
         #[arg(long, default_value_t = 512)]
@@ -162,6 +183,25 @@ fn run(cli: Cli) -> Result<()> {
             println!("  full head   : {:8.1} ms/step", full * 1e3);
             println!("  sparse head : {:8.1} ms/step", sparse * 1e3);
             println!("  speedup (full / sparse): {:.2}x", full / sparse);
+            Ok(())
+        }
+        Cmd::Bench(BenchCmd::Mixers { mixers, d_model, batch, lengths, iters, warmup, max_mem_gb, device }) => {
+            let dev = zoology::device::DeviceSpec(device).resolve("--device").map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            let rt = zoology::device::Runtime::new(dev);
+            let max_mem = match max_mem_gb {
+                Some(g) => g * 1e9,
+                None => zoology::bench::mem_available().map(|m| m / 2.0).unwrap_or(8e9),
+            };
+            let b = zoology::bench::MixerBench { mixers, d_model, batch, lengths: lengths.clone(), warmup, iters, max_mem_bytes: max_mem };
+            println!(
+                "bench mixers: each mixer alone, d={d_model} B={batch}, forward+backward, median of {iters} after {warmup} warmup, on {} ({} threads), memory budget {:.1} GB",
+                rt.name(),
+                tch::get_num_threads(),
+                max_mem / 1e9
+            );
+            let rows = zoology::bench::mixer_scaling(&b, &rt, |line| println!("{line}")).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            println!();
+            print!("{}", zoology::bench::format_mixer_table(&rows, &lengths));
             Ok(())
         }
         Cmd::Bench(BenchCmd::Data { seq_len, kv, vocab_size, num_examples }) => {

@@ -124,6 +124,45 @@ pub fn future_mask(l: i64, device: tch::Device) -> Tensor {
     Tensor::ones([l, l], (Kind::Bool, device)).triu(1)
 }
 
+/// Token shift (RWKV): `x_{t−1}` at position t, zeros at t = 0. `x: [B, L, D] → [B, L, D]`.
+pub fn token_shift(x: &Tensor) -> Tensor {
+    let (b, l, d) = x.size3().unwrap();
+    let zero = Tensor::zeros([b, 1, d], (x.kind(), x.device()));
+    Tensor::cat(&[zero, x.narrow(1, 0, l - 1)], 1)
+}
+
+/// RWKV token-shift interpolation `μ ⊙ x + (1 − μ) ⊙ x_prev` (any shape broadcasting with `μ`).
+pub fn time_mix(x: &Tensor, x_prev: &Tensor, mu: &Tensor) -> Tensor {
+    x * mu + x_prev * (1.0 - mu)
+}
+
+/// Shifts `t` by `off` positions along `dim` (towards higher indices), filling with `fill`.
+fn shift_along(t: &Tensor, dim: i64, off: i64, fill: f64) -> Tensor {
+    let nd = t.dim() as i64;
+    let n = t.size()[dim as usize];
+    let mut pads = vec![0i64; (2 * (nd - dim)) as usize];
+    pads[(2 * (nd - 1 - dim)) as usize] = off;
+    t.narrow(dim, 0, n - off).pad(pads.as_slice(), "constant", Some(fill))
+}
+
+/// Inclusive scan of the linear recurrence `h_r = p_r ⊙ h_{r−1} + b_r` (h_{−1} = 0) along `dim`,
+/// by log-depth doubling (Hillis–Steele), for decays `p ∈ [0, 1]` (e.g. `p = exp(Δ·A)` with
+/// `Δ·A ≤ 0`). The pair (p, b) stands for the map `h ↦ p h + b`; combining a segment with the
+/// one before it gives `(p p′, b + p b′)`. Every factor is ≤ 1, so nothing overflows (products
+/// only underflow towards 0, which is the right limit). Returns the cumulative decay
+/// `P_r = Π_{s≤r} p_s` and `h_r`. O(n log n) work in ⌈log₂ n⌉ autodiff steps.
+pub fn linear_scan(p: &Tensor, b: &Tensor, dim: i64) -> (Tensor, Tensor) {
+    let n = p.size()[dim as usize];
+    let (mut p, mut b) = (p.shallow_clone(), b.shallow_clone());
+    let mut off = 1;
+    while off < n {
+        b = &b + &p * shift_along(&b, dim, off, 0.0);
+        p = &p * shift_along(&p, dim, off, 1.0);
+        off *= 2;
+    }
+    (p, b)
+}
+
 /// Rotary position embedding (GPT-NeoX "rotate half") on `x: [B, H, L, h]` (h even) for the
 /// absolute positions `offset .. offset + L`: with `θ_i = base^(−2i/h)`, `i < h/2`,
 /// `[x₁, x₂] ↦ [x₁ cos(pθ) − x₂ sin(pθ), x₂ cos(pθ) + x₁ sin(pθ)]`.

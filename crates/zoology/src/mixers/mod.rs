@@ -23,6 +23,8 @@ pub mod mega;
 pub mod retnet;
 pub mod sliding_window;
 pub mod stripedhyena;
+pub mod mamba;
+pub mod rwkv;
 #[cfg(test)]
 mod linear_tests;
 #[cfg(test)]
@@ -190,6 +192,8 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<gla::Gla>(),
         entry::<delta_net::DeltaNet>(),
         entry::<delta_net::GatedDeltaNet>(),
+        entry::<rwkv::Rwkv>(),
+        entry::<mamba::Mamba>(),
     ]
 }
 

@@ -7,7 +7,7 @@
 //!     residual += dropout(h)   (not in block 0)
 //!     h = mixer(LN1(residual))
 //!     residual += dropout(h)
-//!     h = state_mixer(LN2(residual))        (identity | MLP(GELU, ×4) | GLU)
+//!     h = state_mixer(LN2(residual))        (identity | MLP(GELU, ×4) | GLU | RWKV channel mix)
 //! out = LN_f(residual + h)
 //! logits = out Eᵀ                           (tied head; or a separate head)
 //! ```
@@ -205,7 +205,7 @@ impl LanguageModel {
 
     /// Recurrent state elements per sequence, summed over layers, after `seq_len` tokens.
     pub fn state_size(&self, seq_len: i64) -> i64 {
-        self.blocks.iter().map(|b| b.mixer.state_size(seq_len)).sum()
+        self.blocks.iter().map(|b| b.mixer.state_size(seq_len) + b.state_mixer.state_size()).sum()
     }
 }
 

@@ -1,7 +1,11 @@
 //! State mixers: the per-position part of a block. `identity` (Zoology's paper configs),
-//! `mlp` (Linear d→4d, GELU, Linear 4d→d) and `glu` (W₂ (σ(W_g x) ⊙ W₁ x), hidden 4d).
+//! `mlp` (Linear d→4d, GELU, Linear 4d→d), `glu` (W₂ (σ(W_g x) ⊙ W₁ x), hidden 4d) and
+//! `rwkv_channel` (RWKV-4 channel mixing: token shift `x′ = μ x_t + (1−μ) x_{t−1}` with separate
+//! μ for r and k, `out = σ(W_r x′_r) ⊙ W_v relu(W_k x′_k)²`, hidden 4d, no biases). Because of
+//! the token shift `rwkv_channel` looks one token back (causally), so a recurrent decoder would
+//! carry the last input: `d` elements per layer, counted by [`StateMixer::state_size`].
 
-use crate::mixers::common::Linear;
+use crate::mixers::common::{time_mix, token_shift, Linear};
 use crate::mixers::BuildCtx;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -13,6 +17,7 @@ pub enum StateMixerKind {
     #[default]
     Mlp,
     Glu,
+    RwkvChannel,
 }
 
 #[derive(Debug)]
@@ -20,6 +25,7 @@ pub enum StateMixer {
     Identity,
     Mlp { fc1: Linear, fc2: Linear },
     Glu { fc1: Linear, gate: Linear, fc2: Linear },
+    RwkvChannel { key: Linear, value: Linear, receptance: Linear, mix_k: Tensor, mix_r: Tensor },
 }
 
 impl StateMixer {
@@ -36,6 +42,30 @@ impl StateMixer {
                 gate: Linear::new(&p / "gate", d, h, true, ctx.init_std),
                 fc2: Linear::new(&p / "fc2", h, d, true, ctx.out_std),
             },
+            StateMixerKind::RwkvChannel => {
+                // RWKV-4 init: μ_k = μ_r = (c/d)^{1 − layer/n}
+                let (_, r1, ddd) = crate::mixers::rwkv::rwkv_ratios(ctx.layer_idx, ctx.n_layers, d, p.device());
+                let mix = |name: &str| {
+                    let t = p.var(name, &[d], nn::Init::Const(0.0));
+                    tch::no_grad(|| t.shallow_clone().copy_(&ddd.pow_tensor_scalar(r1)));
+                    t
+                };
+                StateMixer::RwkvChannel {
+                    key: Linear::new(&p / "key", d, h, false, ctx.init_std),
+                    value: Linear::new(&p / "value", h, d, false, ctx.out_std),
+                    receptance: Linear::new(&p / "receptance", d, d, false, ctx.init_std),
+                    mix_k: mix("time_mix_k"),
+                    mix_r: mix("time_mix_r"),
+                }
+            }
+        }
+    }
+
+    /// Elements a recurrent decoder would carry per sequence for this state mixer.
+    pub fn state_size(&self) -> i64 {
+        match self {
+            StateMixer::RwkvChannel { receptance, .. } => receptance.ws.size()[0],
+            _ => 0,
         }
     }
 
@@ -44,6 +74,43 @@ impl StateMixer {
             StateMixer::Identity => x.shallow_clone(),
             StateMixer::Mlp { fc1, fc2 } => fc2.forward(&fc1.forward(x).gelu("none")),
             StateMixer::Glu { fc1, gate, fc2 } => fc2.forward(&(gate.forward(x).sigmoid() * fc1.forward(x))),
+            StateMixer::RwkvChannel { key, value, receptance, mix_k, mix_r } => {
+                let prev = token_shift(x);
+                let k = key.forward(&time_mix(x, &prev, mix_k)).relu().square();
+                receptance.forward(&time_mix(x, &prev, mix_r)).sigmoid() * value.forward(&k)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// rwkv_channel looks one token back and never forward: perturbing positions > t leaves
+    /// outputs ≤ t unchanged, and changes output t+1 (through the token shift).
+    #[test]
+    fn rwkv_channel_is_causal_and_sees_the_previous_token() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let d = 8;
+        let m = StateMixer::new(vs.root(), StateMixerKind::RwkvChannel, d, &BuildCtx::new(0, 2, 16));
+        assert_eq!(m.state_size(), d);
+        let l = 10;
+        let x = Tensor::randn([2, l, d], (Kind::Float, Device::Cpu));
+        for t in [0i64, 4, 8] {
+            let x2 = x.copy();
+            let _ = x2.narrow(1, t + 1, l - t - 1).g_add_(&(Tensor::randn([2, l - t - 1, d], (Kind::Float, Device::Cpu)) * 3.0));
+            let (y1, y2) = tch::no_grad(|| (m.forward(&x, false), m.forward(&x2, false)));
+            let before = (y1.narrow(1, 0, t + 1) - y2.narrow(1, 0, t + 1)).abs().max().double_value(&[]);
+            assert_eq!(before, 0.0, "outputs up to t={t} changed");
+            // output t+1 sees x_t only through the token shift
+            let x3 = x.copy();
+            let _ = x3.narrow(1, t, 1).g_add_(&Tensor::ones([2, 1, d], (Kind::Float, Device::Cpu)));
+            let y3 = tch::no_grad(|| m.forward(&x3, false));
+            let next = (y1.select(1, t + 1) - y3.select(1, t + 1)).abs().max().double_value(&[]);
+            assert!(next > 0.0, "output t+1 does not depend on x_t: no token shift");
         }
     }
 }
