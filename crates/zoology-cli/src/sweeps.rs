@@ -29,6 +29,9 @@ pub enum SweepCmd {
         /// libtorch threads for this run.
         #[arg(long)]
         threads: Option<usize>,
+        /// Device override ("cpu", "cuda", "cuda:N"); not part of the run id.
+        #[arg(long)]
+        device: Option<String>,
         #[arg(long, short)]
         quiet: bool,
     },
@@ -64,6 +67,9 @@ pub struct RunArgs {
     /// Run failed or diverged runs again.
     #[arg(long)]
     retry_failed: bool,
+    /// Device for every run ("cpu", "cuda", "cuda:N"); not part of the run ids.
+    #[arg(long)]
+    device: Option<String>,
     #[arg(long, value_enum, default_value_t = Backend::Local)]
     backend: Backend,
     /// Slurm partition (overrides [slurm] partition).
@@ -134,10 +140,10 @@ pub fn cmd_sweep(c: SweepCmd) -> Result<()> {
             Ok(())
         }
         SweepCmd::Run(a) => cmd_run(a),
-        SweepCmd::RunOne { sweep: p, index, out, threads, quiet } => {
+        SweepCmd::RunOne { sweep: p, index, out, threads, device, quiet } => {
             let s = load(&p)?;
             let out = out_of(&s, &out);
-            match sweep::run_one(&s, index, &out, threads, quiet).map_err(e)? {
+            match sweep::run_one(&s, index, &out, threads, device.as_deref(), quiet).map_err(e)? {
                 sweep::RunState::Failed(why) => {
                     eprintln!("run {index}: {why}");
                     std::process::exit(2)
@@ -192,7 +198,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
                 bail!("--wait and --dry-run are for --backend slurm");
             }
             eprintln!("sweep {}: {} runs, {} workers, output in {}", s.name, s.runs.len(), a.workers, out.display());
-            let r = local::run_local(&s, &local::LocalOptions { out: out.clone(), workers: a.workers, threads: a.threads, retry_failed: a.retry_failed, quiet: a.quiet, exe })
+            let r = local::run_local(&s, &local::LocalOptions { out: out.clone(), workers: a.workers, threads: a.threads, retry_failed: a.retry_failed, quiet: a.quiet, exe, device: a.device.clone() })
                 .map_err(e)?;
             index::index_dir(&out).map_err(e)?;
             println!(
@@ -217,7 +223,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             o.gpus = a.gpus.or(o.gpus);
             o.cpus_per_task = a.cpus_per_task.or(o.cpus_per_task);
             o.max_parallel = a.max_parallel.or(o.max_parallel);
-            let sub = slurm::submit(&s, &slurm::SlurmSubmit { out: out.clone(), exe, options: o, retry_failed: a.retry_failed, dry_run: a.dry_run }).map_err(e)?;
+            let sub = slurm::submit(&s, &slurm::SlurmSubmit { out: out.clone(), exe, options: o, retry_failed: a.retry_failed, device: a.device.clone(), dry_run: a.dry_run }).map_err(e)?;
             println!("sbatch script: {}", sub.script.display());
             match &sub.job_id {
                 None if sub.indices.is_empty() => println!("nothing to submit: every run is finished or running"),
@@ -337,7 +343,7 @@ pub fn cmd_quickstart(out: Option<PathBuf>, workers: usize) -> Result<()> {
         file.display()
     );
     let start = std::time::Instant::now();
-    let r = local::run_local(&s, &local::LocalOptions { out: out.clone(), workers, threads: None, retry_failed: false, quiet: false, exe: std::env::current_exe()? }).map_err(e)?;
+    let r = local::run_local(&s, &local::LocalOptions { out: out.clone(), workers, threads: None, retry_failed: false, quiet: false, exe: std::env::current_exe()?, device: None }).map_err(e)?;
     let (idx, recs) = index::index_dir(&out).map_err(e)?;
     let p = plot::plot_all(&recs, &out.join("plots"), true).map_err(e)?;
     let title = "zoology-rs quickstart: attention vs BaseConv on MQAR";

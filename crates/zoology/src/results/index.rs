@@ -81,6 +81,7 @@ impl RunRecord {
         let mut j = serde_json::to_value(&c).map_err(|e| Error::Other(e.to_string()))?;
         if let Some(o) = j.as_object_mut() {
             o.remove("threads");
+            o.remove("device");
         }
         flatten(&j, "", &mut hparams);
         let kv = hparams

@@ -242,11 +242,12 @@ impl Sweep {
     }
 }
 
-/// The run id of a config, ignoring `threads` (how many cores a run gets is not part of
-/// what it computes, and the sweep runner sets it per machine).
+/// The run id of a config, ignoring `threads` and `device` (where and on how many cores a run
+/// computes is not what it computes; the sweep runner sets them per machine).
 pub fn stable_id(cfg: &RunConfig) -> String {
     let mut c = cfg.clone();
     c.threads = 0;
+    c.device = Default::default();
     run_id(&c)
 }
 
@@ -434,5 +435,38 @@ mixer = { name = "attention", num_heads = 1 }
         assert!(e.contains("same config"), "{e}");
         let e = parse("[sweep]\n\"model.d_model\" = [16]\n[slurm]\npartiton = \"x\"\n").unwrap_err().to_string();
         assert!(e.contains("slurm") && e.contains("partiton"), "{e}");
+    }
+
+    /// Mixer names a sweep file's presets use (`name = "..."` on `mixer = ...` lines).
+    fn mixer_names(text: &str) -> Vec<String> {
+        let mut out = vec![];
+        for line in text.lines().filter(|l| l.trim_start().starts_with("mixer =")) {
+            for part in line.split("name = \"").skip(1) {
+                out.push(part.split('"').next().unwrap().to_string());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn shipped_sweep_configs_expand() {
+        let s = Sweep::parse(crate::sweep::QUICKSTART, "configs/quickstart.toml", "quickstart").unwrap();
+        assert_eq!(s.runs.len(), 24);
+        assert_eq!(s.name, "quickstart");
+        let known: Vec<&str> = crate::mixers::registry().iter().map(|e| e.name).collect();
+        let files: [(&str, &str, usize); 3] = [
+            ("zoology-figure2", include_str!("../../../../configs/zoology-figure2.toml"), 448),
+            ("zoology-figure2-cpu", include_str!("../../../../configs/zoology-figure2-cpu.toml"), 56),
+            ("based-figure2", include_str!("../../../../configs/based-figure2.toml"), 108),
+        ];
+        for (name, text, n) in files {
+            let missing: Vec<String> = mixer_names(text).into_iter().filter(|m| !known.contains(&m.as_str())).collect();
+            if !missing.is_empty() {
+                println!("skipping configs/{name}.toml: mixers {missing:?} are not registered on this branch");
+                continue;
+            }
+            let s = Sweep::parse(text, name, name).unwrap_or_else(|e| panic!("configs/{name}.toml: {e}"));
+            assert_eq!(s.runs.len(), n, "configs/{name}.toml");
+        }
     }
 }

@@ -18,6 +18,8 @@ pub struct LocalOptions {
     pub threads: Option<usize>,
     pub retry_failed: bool,
     pub quiet: bool,
+    /// Device for every run ("cpu", "cuda", "cuda:N"); default: the config's.
+    pub device: Option<String>,
     /// The binary to run (`std::env::current_exe()` in the CLI).
     pub exe: PathBuf,
 }
@@ -82,11 +84,12 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
             let dir = run_dir(&opts.out, spec);
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
             let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("log.txt")).map_err(io_err(dir.join("log.txt")))?;
-            let child = Command::new(&opts.exe)
-                .args(["sweep", "run-one"])
-                .arg(&sweep.path)
-                .args(["--index", &i.to_string(), "--threads", &threads.to_string(), "-q", "--out"])
-                .arg(&opts.out)
+            let mut cmd = Command::new(&opts.exe);
+            cmd.args(["sweep", "run-one"]).arg(&sweep.path).args(["--index", &i.to_string(), "--threads", &threads.to_string(), "-q", "--out"]).arg(&opts.out);
+            if let Some(d) = &opts.device {
+                cmd.args(["--device", d]);
+            }
+            let child = cmd
                 .env("RAYON_NUM_THREADS", threads.to_string())
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().map_err(io_err(dir.join("log.txt")))?)

@@ -145,7 +145,8 @@ pub fn reset_failed(dir: &Path) -> Result<()> {
 
 /// Trains run `index` of the sweep into `out` (resuming when possible), records failures, and
 /// upserts the run's row into `out/results.sqlite`. Returns the final state.
-pub fn run_one(sweep: &Sweep, index: usize, out: &Path, threads: Option<usize>, quiet: bool) -> Result<RunState> {
+/// `device` overrides the config's device (not part of the run id).
+pub fn run_one(sweep: &Sweep, index: usize, out: &Path, threads: Option<usize>, device: Option<&str>, quiet: bool) -> Result<RunState> {
     let spec = sweep.runs.get(index).ok_or_else(|| {
         Error::Other(format!("--index {index} is out of range: {} has {} runs (0..{})", sweep.path.display(), sweep.runs.len(), sweep.runs.len()))
     })?;
@@ -171,6 +172,9 @@ pub fn run_one(sweep: &Sweep, index: usize, out: &Path, threads: Option<usize>, 
     let mut cfg = spec.config.clone();
     if let Some(t) = threads {
         cfg.threads = t;
+    }
+    if let Some(d) = device {
+        cfg.device = crate::device::DeviceSpec(d.to_string());
     }
     let resume = dir.join("config.toml").exists();
     let result = train(&cfg, &TrainOptions { out_dir: dir.clone(), resume, quiet, label: format!("[{index}] {}", spec.label()) });

@@ -14,6 +14,8 @@ pub struct SlurmSubmit {
     pub exe: PathBuf,
     pub options: SlurmOptions,
     pub retry_failed: bool,
+    /// Device for every run (e.g. "cuda"); default: the config's.
+    pub device: Option<String>,
     /// Write the script but do not call sbatch.
     pub dry_run: bool,
 }
@@ -87,10 +89,11 @@ pub fn write_script(sweep: &Sweep, s: &SlurmSubmit) -> Result<(PathBuf, Vec<usiz
     lines.push("set -euo pipefail".into());
     lines.push("export RAYON_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}".into());
     lines.push(format!(
-        "exec {} sweep run-one {} --index \"$SLURM_ARRAY_TASK_ID\" --out {} --threads \"${{SLURM_CPUS_PER_TASK:-1}}\" -q",
+        "exec {} sweep run-one {} --index \"$SLURM_ARRAY_TASK_ID\" --out {} --threads \"${{SLURM_CPUS_PER_TASK:-1}}\"{} -q",
         quote(&abs(&s.exe)),
         quote(&abs(&sweep.path)),
-        quote(&out)
+        quote(&out),
+        s.device.as_ref().map(|d| format!(" --device {d}")).unwrap_or_default()
     ));
     let script = sdir.join("sweep.sbatch");
     std::fs::write(&script, lines.join("\n") + "\n").map_err(io_err(&script))?;
