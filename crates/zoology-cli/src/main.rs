@@ -148,7 +148,15 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Quickstart { out, workers } => sweeps::cmd_quickstart(out, workers),
         Cmd::Data(DataCmd::Mqar { seq_len, kv, vocab_size, power_a, random_non_queries, seed, show }) => {
             let c = MqarConfig { seq_len, num_kv_pairs: kv, num_examples: show.max(1), power_a, random_non_queries };
-            c.validate(vocab_size, "--").map_err(|e| anyhow::anyhow!(e.to_string().replace("`--.", "`--").replace('_', "-")))?;
+            c.validate(vocab_size, "data").map_err(|e| {
+                let msg = e.to_string();
+                let flag = [("data.seq_len", "--seq-len"), ("data.num_kv_pairs", "--kv"), ("data.vocab_size", "--vocab-size"), ("data.power_a", "--power-a"), ("data.num_examples", "--show")]
+                    .iter()
+                    .find(|(f, _)| msg.contains(&format!("`{f}`")))
+                    .map(|(_, fl)| *fl)
+                    .unwrap_or("--");
+                anyhow::anyhow!("{flag}: {}", msg.splitn(2, "`: ").nth(1).unwrap_or(&msg))
+            })?;
             let seg = c.generate(vocab_size, seed);
             println!("{}  V={vocab_size} seed={seed}", c.describe());
             println!("keys in [1, {}), values in [{}, {}), 0 = filler; [k→v] marks a query whose target is v\n", vocab_size / 2, vocab_size / 2, vocab_size);

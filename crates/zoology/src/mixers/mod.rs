@@ -11,7 +11,12 @@
 pub mod attention;
 pub mod base_conv;
 pub mod common;
+pub mod h3;
 pub mod hybrid;
+pub mod hyena;
+pub mod long_conv;
+pub mod mega;
+pub mod stripedhyena;
 #[cfg(test)]
 mod suite;
 
@@ -137,6 +142,11 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<attention::Attention>(),
         entry::<base_conv::BaseConv>(),
         entry::<hybrid::Hybrid>(),
+        entry::<long_conv::LongConv>(),
+        entry::<hyena::Hyena>(),
+        entry::<h3::H3>(),
+        entry::<stripedhyena::StripedHyena>(),
+        entry::<mega::Mega>(),
     ]
 }
 

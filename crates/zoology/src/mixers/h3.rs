@@ -1,0 +1,188 @@
+//! `h3`: Hungry Hungry Hippos (Fu et al. 2023; Zoology `H3`).
+//!
+//! With `q, k, v = W_q u, W_k u, W_v u` (d → d, bias), `H = d / head_dim` heads of width
+//! `p = head_dim` and `N = d_state`:
+//! ```text
+//! k̃      = SSM_shift(k) + D_k ⊙ k             shift SSM = causal FIR with N taps (its C), per channel
+//! kv[i,j] = k̃_{h,i} · v_{h,j}                   outer product per head: H·p² channels
+//! s       = SSM_diag(kv) + D_h ⊙ kv             S4D kernel per head, shared by the head's p² channels
+//! y_{h,j} = Σ_i q_{h,i} · s[i, j]
+//! out     = W_o y + b_o
+//! ```
+//! The shift SSM has `A` = shift matrix and `B = e₁`, so its kernel is just its `C` (N taps)
+//! and its state is the shift register of past inputs. The diagonal SSM is S4D
+//! (`common::S4d`: N/2 complex-conjugate mode pairs, S4D-Lin init, zero-order hold, f32):
+//! `K_h[t] = 2·Re Σ_n C_n (e^{ΔA_n} − 1)/A_n · e^{ΔA_n t}`. Defaults follow H3 / Zoology
+//! (`d_state` 64, `head_dim` 1); Zoology Figure 2 used `d_state = L`, `head_dim = 2`.
+//!
+//! Forms: training by FFT (both convolutions zero-padded to 2L: the shift FIR has N taps, and
+//! N may be as long as L, where a direct depthwise conv1d is slow on CPU);
+//! reference by explicit FIR tap sums and the diagonal recurrence run token by token; step by
+//! the SSM recurrences with explicit state: the shift register (previous N−1 values of k, d·(N−1))
+//! and the diagonal state (N/2 complex = N reals per kv channel, H·p²·N = d·p·N), i.e.
+//! `d·(N−1) + d·p·N` real elements, independent of L.
+
+use super::common::{fft_causal_conv, fir_step, short_conv_reference, Linear, S4d};
+use super::{BuildCtx, Mixer, MixerKind, MixerState};
+use crate::error::{config_err, Result};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Tensor};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct H3Config {
+    /// State size N of both SSMs (even; the diagonal SSM has N/2 complex pairs).
+    pub d_state: i64,
+    /// Head width p (divides d_model); the diagonal SSM runs on H·p² = d·p channels.
+    pub head_dim: i64,
+}
+
+impl Default for H3Config {
+    fn default() -> Self {
+        H3Config { d_state: 64, head_dim: 1 }
+    }
+}
+
+#[derive(Debug)]
+pub struct H3 {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    shift_c: Tensor,
+    shift_d: Tensor,
+    ssm: S4d,
+    skip: Tensor,
+    d: i64,
+    p: i64,
+    n: i64,
+}
+
+impl H3 {
+    fn heads(&self) -> i64 {
+        self.d / self.p
+    }
+    /// `k̃ ⊗ v` per head: `[B, L, H, p, p]`.
+    fn outer(&self, kt: &Tensor, v: &Tensor) -> Tensor {
+        let (b, l, _) = kt.size3().unwrap();
+        let (h, p) = (self.heads(), self.p);
+        kt.view([b, l, h, p, 1]) * v.view([b, l, h, 1, p])
+    }
+    /// `Σ_i q_{h,i} s[h, i, j]` → `[B, L, d]`, then the output projection.
+    fn readout(&self, q: &Tensor, s: &Tensor) -> Tensor {
+        let (b, l, _) = q.size3().unwrap();
+        let y = (q.view([b, l, self.heads(), self.p, 1]) * s).sum_dim_intlist([3i64].as_slice(), false, q.kind());
+        self.out_proj.forward(&y.reshape([b, l, self.d]))
+    }
+    /// Per-head skip broadcast over `[.., H, p, p]`.
+    fn skip5(&self) -> Tensor {
+        self.skip.view([self.heads(), 1, 1])
+    }
+}
+
+impl Mixer for H3 {
+    fn forward(&self, u: &Tensor, _train: bool) -> Tensor {
+        let (b, l, _) = u.size3().unwrap();
+        let (q, k, v) = (self.q_proj.forward(u), self.k_proj.forward(u), self.v_proj.forward(u));
+        // shift SSM impulse response h[j] = C tap (N−1−j), zero-padded to L taps, by FFT
+        let shift_h = self.shift_c.flip([1]).constant_pad_nd([0, (l - self.n).max(0)]);
+        let kt = fft_causal_conv(&k, &shift_h) + &k * &self.shift_d;
+        let kv = self.outer(&kt, &v);
+        let pp = self.p * self.p;
+        let kern = self.ssm.modes().kernel(l).to_kind(u.kind()).repeat_interleave_self_int(pp, 0, None::<i64>);
+        let s = fft_causal_conv(&kv.reshape([b, l, self.heads() * pp]), &kern).view([b, l, self.heads(), self.p, self.p]);
+        self.readout(&q, &(s + &kv * self.skip5()))
+    }
+
+    fn reference(&self, u: &Tensor) -> Tensor {
+        let (q, k, v) = (self.q_proj.forward(u), self.k_proj.forward(u), self.v_proj.forward(u));
+        let kt = short_conv_reference(&k, &self.shift_c, None) + &k * &self.shift_d;
+        let kv = self.outer(&kt, &v); // [B, L, H, p, p]
+        let s = self.ssm.modes().scan_reference(&kv.permute([0, 1, 3, 4, 2])).permute([0, 1, 4, 2, 3]);
+        self.readout(&q, &(s + &kv * self.skip5()))
+    }
+
+    fn init_state(&self, batch: i64) -> MixerState {
+        let shift = Tensor::zeros([batch, self.n - 1, self.d], (self.shift_c.kind(), self.shift_c.device()));
+        let (re, im) = self.ssm.modes().zero_state(&[batch, self.p, self.p]);
+        MixerState::new(vec![shift, re, im])
+    }
+
+    fn step(&self, state: &mut MixerState, x_t: &Tensor) -> Tensor {
+        let u = x_t.unsqueeze(1);
+        let (q, k, v) = (self.q_proj.forward(&u), self.k_proj.forward(&u), self.v_proj.forward(&u));
+        let mut window = state.tensors[0].shallow_clone();
+        let kt = fir_step(&mut window, &k.squeeze_dim(1), &self.shift_c, None) + k.squeeze_dim(1) * &self.shift_d;
+        let kv = self.outer(&kt.unsqueeze(1), &v).squeeze_dim(1); // [B, H, p, p]
+        let (mut re, mut im) = (state.tensors[1].shallow_clone(), state.tensors[2].shallow_clone());
+        let s = self.ssm.modes().step(&mut re, &mut im, &kv.permute([0, 2, 3, 1])).permute([0, 3, 1, 2]).to_kind(x_t.kind());
+        state.tensors = vec![window, re, im];
+        self.readout(&q, &(s + &kv * self.skip5()).unsqueeze(1)).squeeze_dim(1)
+    }
+
+    fn state_size(&self, _seq_len: i64) -> i64 {
+        self.d * (self.n - 1) + self.d * self.p * self.n
+    }
+}
+
+impl MixerKind for H3 {
+    type Config = H3Config;
+    const NAME: &'static str = "h3";
+    const ABOUT: &'static str = "H3: q ⊙ diagSSM(shiftSSM(k) ⊗ v) with S4D diagonal SSM, head_dim outer product, FFT training";
+    const STATE_FORMULA: &'static str = "d·(N−1) + d·p·N (shift register + N/2 complex diag modes per kv channel, p = head_dim)";
+    const CONSTANT_STATE: bool = true;
+
+    fn validate(c: &H3Config, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
+        if c.d_state < 2 || c.d_state % 2 != 0 {
+            return Err(config_err(
+                format!("{field}.d_state"),
+                format!("must be even and ≥ 2 (N/2 complex conjugate pairs), got {}", c.d_state),
+            ));
+        }
+        if c.head_dim < 1 || d % c.head_dim != 0 {
+            return Err(config_err(
+                format!("{field}.head_dim"),
+                format!("must be ≥ 1 and divide d_model = {d} (got {})", c.head_dim),
+            ));
+        }
+        Ok(())
+    }
+
+    fn build(p: nn::Path, d: i64, c: &H3Config, ctx: &BuildCtx) -> Result<Self> {
+        let n = c.d_state;
+        let bound = 1.0 / (n as f64).sqrt();
+        Ok(H3 {
+            q_proj: Linear::new(&p / "q_proj", d, d, true, ctx.init_std),
+            k_proj: Linear::new(&p / "k_proj", d, d, true, ctx.init_std),
+            v_proj: Linear::new(&p / "v_proj", d, d, true, ctx.init_std),
+            out_proj: Linear::new(&p / "out_proj", d, d, true, ctx.out_std),
+            shift_c: p.var("shift_C", &[d, n], nn::Init::Uniform { lo: -bound, up: bound }),
+            shift_d: p.var("shift_D", &[d], nn::Init::Randn { mean: 0.0, stdev: 1.0 }),
+            ssm: S4d::new(&p / "ssm", d / c.head_dim, n),
+            skip: p.var("D", &[d / c.head_dim], nn::Init::Randn { mean: 0.0, stdev: 1.0 }),
+            d,
+            p: c.head_dim,
+            n,
+        })
+    }
+
+    fn suite_variants() -> Vec<H3Config> {
+        vec![H3Config::default(), H3Config { d_state: 8, head_dim: 2 }, H3Config { d_state: 2, head_dim: 4 }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::common::validate_error;
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let e = validate_error(r#"{ name = "h3", head_dim = 3 }"#);
+        assert!(e.contains("model.mixer.head_dim"), "{e}");
+        let e = validate_error(r#"{ name = "h3", d_state = 0 }"#);
+        assert!(e.contains("model.mixer.d_state"), "{e}");
+        let e = validate_error(r#"{ name = "h3", heads = 2 }"#);
+        assert!(e.contains("heads"), "{e}");
+        assert!(e.contains("model.mixer"), "{e}");
+    }
+}
