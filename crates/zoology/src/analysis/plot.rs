@@ -319,9 +319,13 @@ pub fn plot_all(recs: &[RunRecord], out: &Path, with_curves: bool) -> Result<Plo
     let svg = render_both(&stem, ((40 + 430 * n_lens.max(1)).max(820), 470), &fig)?;
     plots.figure2 = Some((stem.with_extension("png"), svg));
 
+    // One line per (mixer, sequence length) when the runs span several lengths: accuracies at
+    // different task settings are not points of one trade-off curve.
+    let several = recs.iter().map(|r| r.seq_len).collect::<BTreeSet<_>>().len() > 1;
     let mut best: BTreeMap<(String, i64), f64> = BTreeMap::new();
     for r in recs.iter().filter(|r| r.state_size.unwrap_or(0) > 0) {
-        let e = best.entry((r.preset.clone(), r.state_size.unwrap())).or_insert(0.0);
+        let series = if several { format!("{} L={}", r.preset, r.seq_len) } else { r.preset.clone() };
+        let e = best.entry((series, r.state_size.unwrap())).or_insert(0.0);
         *e = e.max(r.best_accuracy.unwrap());
     }
     if !best.is_empty() {
