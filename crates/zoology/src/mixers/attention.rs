@@ -8,11 +8,17 @@
 //! ```
 //! Dropout (`dropout`, default 0; Zoology Figure 2 used 0.1) applies to `A` in training only.
 //!
+//! Optional rotary position embeddings (`rope = true`, base `rope_base` = 10000; off by default
+//! as in Zoology's MHA): q and k of each head are rotated by their absolute position `p`,
+//! `[x₁, x₂] ↦ [x₁ cos pθ − x₂ sin pθ, x₂ cos pθ + x₁ sin pθ]`, `θ_i = base^(−2i/h)`, before the
+//! scores (GPT-NeoX rotate-half layout; needs an even head width).
+//!
 //! Forms: parallel (masked `[L, L]` score matrix), reference (one softmax per position from
-//! explicit exponentials), recurrent (KV cache: keys and values of every past token). The
-//! state grows with the sequence: `2·d·L` elements after `L` tokens.
+//! explicit exponentials; rotations built per position in f64), recurrent (KV cache: keys,
+//! already rotated, and values of every past token; the new token's position is the number of
+//! cached tokens). The state grows with the sequence: `2·d·L` elements after `L` tokens.
 
-use super::common::{future_mask, Linear};
+use super::common::{future_mask, merge_heads, rope, rope_reference, split_heads, Linear};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -25,11 +31,15 @@ pub struct AttentionConfig {
     pub num_heads: i64,
     /// Dropout on attention weights during training.
     pub dropout: f64,
+    /// Rotary position embeddings on q and k.
+    pub rope: bool,
+    /// RoPE base (θ_i = base^(−2i/h)).
+    pub rope_base: f64,
 }
 
 impl Default for AttentionConfig {
     fn default() -> Self {
-        AttentionConfig { num_heads: 1, dropout: 0.0 }
+        AttentionConfig { num_heads: 1, dropout: 0.0, rope: false, rope_base: 10000.0 }
     }
 }
 
@@ -40,70 +50,89 @@ pub struct Attention {
     heads: i64,
     d: i64,
     dropout: f64,
+    rope_base: Option<f64>,
 }
 
 impl Attention {
-    fn split_heads(&self, x: &Tensor) -> Tensor {
-        // [B, L, D] -> [B, H, L, h]
-        let (b, l, _) = x.size3().unwrap();
-        x.view([b, l, self.heads, self.d / self.heads]).transpose(1, 2)
-    }
-    fn qkv(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
+    /// Per-head `(q, k, v)`, each `[B, H, L, h]`, with q and k rotated for positions
+    /// `offset..` when RoPE is on (`reference` selects the per-position rotation).
+    pub(super) fn heads_qkv(&self, x: &Tensor, offset: i64, reference: bool) -> (Tensor, Tensor, Tensor) {
         let qkv = self.wqkv.forward(x).chunk(3, -1);
-        (qkv[0].shallow_clone(), qkv[1].shallow_clone(), qkv[2].shallow_clone())
+        let (q, k, v) = (split_heads(&qkv[0], self.heads), split_heads(&qkv[1], self.heads), split_heads(&qkv[2], self.heads));
+        match self.rope_base {
+            Some(base) if reference => (rope_reference(&q, offset, base), rope_reference(&k, offset, base), v),
+            Some(base) => (rope(&q, offset, base), rope(&k, offset, base), v),
+            None => (q, k, v),
+        }
     }
-    fn scale(&self) -> f64 {
+    pub(super) fn scale(&self) -> f64 {
         1.0 / ((self.d / self.heads) as f64).sqrt()
     }
-    fn merge(&self, y: &Tensor) -> Tensor {
-        // [B, H, L, h] -> [B, L, D]
-        let (b, _, l, _) = y.size4().unwrap();
-        y.transpose(1, 2).contiguous().view([b, l, self.d])
+    /// Merges heads `[B, H, L, h]` and applies the output projection.
+    pub(super) fn project_out(&self, y: &Tensor) -> Tensor {
+        self.out.forward(&merge_heads(y))
+    }
+    pub(super) fn dropout(&self) -> f64 {
+        self.dropout
+    }
+    pub(super) fn width(&self) -> i64 {
+        self.d
+    }
+    /// Kind and device of the parameters.
+    pub(super) fn opts(&self) -> (tch::Kind, tch::Device) {
+        (self.out.ws.kind(), self.out.ws.device())
+    }
+    pub(super) fn num_heads(&self) -> i64 {
+        self.heads
+    }
+    /// Softmax over the last axis of `scores`, computed from explicit exponentials.
+    pub(super) fn explicit_softmax(s: &Tensor) -> Tensor {
+        let m = s.amax([-1i64].as_slice(), true);
+        let e = (s - m).exp();
+        &e / e.sum_dim_intlist([-1i64].as_slice(), true, s.kind())
     }
 }
 
 impl Mixer for Attention {
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let (_, l, _) = x.size3().unwrap();
-        let (q, k, v) = self.qkv(x);
-        let (q, k, v) = (self.split_heads(&q), self.split_heads(&k), self.split_heads(&v));
+        let (q, k, v) = self.heads_qkv(x, 0, false);
         let scores = q.matmul(&k.transpose(-2, -1)) * self.scale();
         let scores = scores.masked_fill(&future_mask(l, x.device()), f64::NEG_INFINITY);
         let attn = scores.softmax(-1, scores.kind()).dropout(self.dropout, train);
-        self.out.forward(&self.merge(&attn.matmul(&v)))
+        self.project_out(&attn.matmul(&v))
     }
 
     fn reference(&self, x: &Tensor) -> Tensor {
         let (_, l, _) = x.size3().unwrap();
-        let (q, k, v) = self.qkv(x);
-        let (q, k, v) = (self.split_heads(&q), self.split_heads(&k), self.split_heads(&v));
+        let (q, k, v) = self.heads_qkv(x, 0, true);
         let mut outs = Vec::new();
         for t in 0..l {
             let qt = q.narrow(2, t, 1); // [B,H,1,h]
             let ks = k.narrow(2, 0, t + 1);
             let vs = v.narrow(2, 0, t + 1);
             let s = (qt * &ks).sum_dim_intlist([-1i64].as_slice(), false, x.kind()) * self.scale(); // [B,H,t+1]
-            let m = s.amax([-1i64].as_slice(), true);
-            let e = (s - m).exp();
-            let w = &e / e.sum_dim_intlist([-1i64].as_slice(), true, x.kind());
+            let w = Self::explicit_softmax(&s);
             outs.push((w.unsqueeze(-1) * vs).sum_dim_intlist([2i64].as_slice(), false, x.kind())); // [B,H,h]
         }
         let y = Tensor::stack(&outs, 2); // [B,H,L,h]
-        self.out.forward(&self.merge(&y))
+        self.project_out(&y)
     }
 
     fn init_state(&self, batch: i64) -> MixerState {
-        let opts = (self.out.ws.kind(), self.out.ws.device());
+        let opts = self.opts();
         MixerState::new(vec![Tensor::zeros([batch, 0, self.d], opts), Tensor::zeros([batch, 0, self.d], opts)])
     }
 
     fn step(&self, state: &mut MixerState, x_t: &Tensor) -> Tensor {
-        let (q, k, v) = self.qkv(&x_t.unsqueeze(1));
-        let kc = Tensor::cat(&[&state.tensors[0], &k], 1);
-        let vc = Tensor::cat(&[&state.tensors[1], &v], 1);
-        let (qh, kh, vh) = (self.split_heads(&q), self.split_heads(&kc), self.split_heads(&vc));
-        let attn = (qh.matmul(&kh.transpose(-2, -1)) * self.scale()).softmax(-1, x_t.kind());
-        let y = self.out.forward(&self.merge(&attn.matmul(&vh)));
+        // cache layout [B, t, D] (heads merged), keys stored already rotated
+        let pos = state.tensors[0].size()[1];
+        let (q, k, v) = self.heads_qkv(&x_t.unsqueeze(1), pos, false);
+        let kc = Tensor::cat(&[&state.tensors[0], &merge_heads(&k)], 1);
+        let vc = Tensor::cat(&[&state.tensors[1], &merge_heads(&v)], 1);
+        let (kh, vh) = (split_heads(&kc, self.heads), split_heads(&vc, self.heads));
+        let attn = (q.matmul(&kh.transpose(-2, -1)) * self.scale()).softmax(-1, x_t.kind());
+        let y = self.project_out(&attn.matmul(&vh));
         state.tensors = vec![kc, vc];
         y.squeeze_dim(1)
     }
@@ -130,6 +159,15 @@ impl MixerKind for Attention {
         if !(0.0..1.0).contains(&c.dropout) {
             return Err(config_err(format!("{field}.dropout"), format!("must be in [0, 1) (got {})", c.dropout)));
         }
+        if c.rope && (d / c.num_heads) % 2 != 0 {
+            return Err(config_err(
+                format!("{field}.rope"),
+                format!("needs an even head width, but d_model / num_heads = {d} / {} is odd; change num_heads or set rope = false", c.num_heads),
+            ));
+        }
+        if c.rope && !(c.rope_base > 1.0 && c.rope_base.is_finite()) {
+            return Err(config_err(format!("{field}.rope_base"), format!("must be a finite number > 1 (got {})", c.rope_base)));
+        }
         Ok(())
     }
 
@@ -140,10 +178,15 @@ impl MixerKind for Attention {
             heads: c.num_heads,
             d,
             dropout: c.dropout,
+            rope_base: c.rope.then_some(c.rope_base),
         })
     }
 
     fn suite_variants() -> Vec<AttentionConfig> {
-        vec![AttentionConfig::default(), AttentionConfig { num_heads: 2, dropout: 0.0 }]
+        vec![
+            AttentionConfig::default(),
+            AttentionConfig { num_heads: 2, ..Default::default() },
+            AttentionConfig { num_heads: 2, rope: true, ..Default::default() },
+        ]
     }
 }

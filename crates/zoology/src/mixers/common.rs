@@ -124,6 +124,305 @@ pub fn future_mask(l: i64, device: tch::Device) -> Tensor {
     Tensor::ones([l, l], (Kind::Bool, device)).triu(1)
 }
 
+/// Rotary position embedding (GPT-NeoX "rotate half") on `x: [B, H, L, h]` (h even) for the
+/// absolute positions `offset .. offset + L`: with `θ_i = base^(−2i/h)`, `i < h/2`,
+/// `[x₁, x₂] ↦ [x₁ cos(pθ) − x₂ sin(pθ), x₂ cos(pθ) + x₁ sin(pθ)]`.
+pub fn rope(x: &Tensor, offset: i64, base: f64) -> Tensor {
+    let (_, _, l, h) = x.size4().unwrap();
+    let half = h / 2;
+    let opts = (Kind::Float, x.device());
+    let inv = (Tensor::arange(half, opts) * (-2.0 * base.ln() / h as f64)).exp();
+    let pos = Tensor::arange_start(offset, offset + l, opts);
+    let ang = pos.unsqueeze(1) * inv.unsqueeze(0); // [L, h/2]
+    let (c, s) = (ang.cos().to_kind(x.kind()), ang.sin().to_kind(x.kind()));
+    let (x1, x2) = (x.narrow(-1, 0, half), x.narrow(-1, half, half));
+    Tensor::cat(&[&x1 * &c - &x2 * &s, &x2 * &c + &x1 * &s], -1)
+}
+
+/// Reference for [`rope`]: each position's rotation angles computed in f64 on the host and
+/// applied pair by pair (`x[i]`, `x[i + h/2]`) with an explicit 2×2 rotation.
+pub fn rope_reference(x: &Tensor, offset: i64, base: f64) -> Tensor {
+    let (_, _, l, h) = x.size4().unwrap();
+    let half = h / 2;
+    let mut rows = Vec::with_capacity(l as usize);
+    for t in 0..l {
+        let p = (offset + t) as f64;
+        let angles: Vec<f64> = (0..half).map(|i| p * base.powf(-2.0 * i as f64 / h as f64)).collect();
+        let c: Vec<f32> = angles.iter().map(|a| a.cos() as f32).collect();
+        let s: Vec<f32> = angles.iter().map(|a| a.sin() as f32).collect();
+        let c = Tensor::from_slice(&c).to_device(x.device()).to_kind(x.kind());
+        let s = Tensor::from_slice(&s).to_device(x.device()).to_kind(x.kind());
+        let xt = x.select(2, t);
+        let (a, b) = (xt.narrow(-1, 0, half), xt.narrow(-1, half, half));
+        rows.push(Tensor::cat(&[&a * &c - &b * &s, &a * &s + &b * &c], -1));
+    }
+    Tensor::stack(&rows, 2)
+}
+
+/// RMS normalisation over the last dimension with a weight: `x / √(mean(x²) + eps) · w`.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Tensor {
+    let ms = x.square().mean_dim([-1i64].as_slice(), true, x.kind());
+    x * (ms + eps).rsqrt() * w
+}
+
+/// L2 normalisation over the last dimension: `x / √(Σx² + eps)`.
+pub fn l2_norm(x: &Tensor, eps: f64) -> Tensor {
+    let ss = x.square().sum_dim_intlist([-1i64].as_slice(), true, x.kind());
+    x * (ss + eps).rsqrt()
+}
+
+/// `[B, L, H·h] → [B, H, L, h]`.
+pub fn split_heads(x: &Tensor, heads: i64) -> Tensor {
+    let (b, l, d) = x.size3().unwrap();
+    x.view([b, l, heads, d / heads]).transpose(1, 2)
+}
+
+/// `[B, H, L, h] → [B, L, H·h]`.
+pub fn merge_heads(y: &Tensor) -> Tensor {
+    let (b, h, l, e) = y.size4().unwrap();
+    y.transpose(1, 2).contiguous().view([b, l, h * e])
+}
+
+/// Pads dimension 2 of a `[B, H, L, ...]` tensor with zeros up to `len`.
+fn pad_time(x: &Tensor, len: i64) -> Tensor {
+    let l = x.size()[2];
+    if l == len {
+        return x.shallow_clone();
+    }
+    let mut spec = vec![0i64; 2 * (x.dim() - 3)];
+    spec.extend([0, len - l]);
+    x.constant_pad_nd(spec)
+}
+
+/// `(number of chunks, chunk length)` for a sequence of `l` positions and a nominal `chunk`.
+fn chunk_layout(l: i64, chunk: i64) -> (i64, i64) {
+    let c = chunk.min(l).max(1);
+    ((l + c - 1) / c, c)
+}
+
+/// `[B, H, L, E] → [B, H, n, C, E]`, zero-padded at the end to `n·C` positions.
+fn to_chunks(x: &Tensor, n: i64, c: i64) -> Tensor {
+    let s = x.size();
+    pad_time(x, n * c).view([s[0], s[1], n, c, s[3]])
+}
+
+/// Mask `[C, C]` for `s ≤ t` (`strict = false`) or `s < t` (`strict = true`), true where allowed.
+fn lower_mask(c: i64, strict: bool, device: tch::Device) -> Tensor {
+    Tensor::ones([c, c], (Kind::Bool, device)).tril(if strict { -1 } else { 0 })
+}
+
+/// `exp(b_t − b_s)` for allowed pairs (`mask[t, s]`) and 0 elsewhere, from cumulative log decays
+/// `b: [..., C]`; the exponent is ≤ 0 wherever it is used, so nothing overflows.
+fn pair_decay(b: &Tensor, mask: &Tensor) -> Tensor {
+    let diff = b.unsqueeze(-1) - b.unsqueeze(-2); // [..., t, s]
+    diff.masked_fill(&mask.logical_not(), f64::NEG_INFINITY).exp()
+}
+
+/// Decayed linear attention, the recurrence shared by linear attention, Based, RetNet and GLA:
+/// per head `S_t = diag(exp(g_t)) S_{t−1} + k_t v_tᵀ`, `o_t = S_tᵀ q_t`.
+///
+/// `q, k: [B, H, L, K]`, `v: [B, H, L, V]`, `g` (log decays ≤ 0): `None` (no decay),
+/// `[B, H, L, 1]` (scalar per head) or `[B, H, L, K]` (per key channel). Chunked form: with
+/// `b_t = Σ_{i≤t} g_i` inside a chunk of `chunk` positions (zero-padded at the end),
+/// `o_t = Σ_{s≤t} (q_t ⊙ e^{b_t−b_s})·k_s v_s + (q_t ⊙ e^{b_t})ᵀ S₀` and
+/// `S_C = diag(e^{b_C}) S₀ + Σ_s (k_s ⊙ e^{b_C−b_s}) v_sᵀ`: quadratic within chunks, recurrent
+/// across them, O(L·C·(K+V)) and every exponent ≤ 0. Returns `(o, S_L)`, `S_L: [B, H, K, V]`.
+pub fn chunked_linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, g: Option<&Tensor>, chunk: i64) -> (Tensor, Tensor) {
+    let (b, h, l, dk) = q.size4().unwrap();
+    let dv = v.size()[3];
+    let (n, c) = chunk_layout(l, chunk);
+    let chunks = |x: &Tensor| to_chunks(x, n, c);
+    let (qc, kc, vc) = (chunks(q), chunks(k), chunks(v));
+    let incl = lower_mask(c, false, q.device());
+    // intra-chunk scores A[t, s] = Σ_k q_t k_s e^{b_t − b_s}, s ≤ t
+    let (scores, bc) = match g {
+        None => (qc.matmul(&kc.transpose(-2, -1)) * incl.to_kind(q.kind()), None),
+        Some(g) => {
+            let bc = chunks(g).cumsum(3, g.kind()); // [B,H,n,C,1|K]
+            let s = if bc.size()[4] == 1 {
+                qc.matmul(&kc.transpose(-2, -1)) * pair_decay(&bc.squeeze_dim(-1), &incl)
+            } else {
+                // [B,H,n,C(t),C(s),K], masked to s ≤ t before the exponential
+                let diff = bc.unsqueeze(4) - bc.unsqueeze(3);
+                let dec = diff.masked_fill(&incl.logical_not().unsqueeze(-1), f64::NEG_INFINITY).exp();
+                (qc.unsqueeze(4) * kc.unsqueeze(3) * dec).sum_dim_intlist([-1i64].as_slice(), false, q.kind())
+            };
+            (s, Some(bc))
+        }
+    };
+    let intra = scores.matmul(&vc); // [B,H,n,C,V]
+    let mut state = Tensor::zeros([b, h, dk, dv], (q.kind(), q.device()));
+    let mut outs = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let (qi, ki, vi) = (qc.select(2, i), kc.select(2, i), vc.select(2, i));
+        let oi = intra.select(2, i);
+        match &bc {
+            None => {
+                outs.push(oi + qi.matmul(&state));
+                state = state + ki.transpose(-2, -1).matmul(&vi);
+            }
+            Some(bc) => {
+                let bi = bc.select(2, i); // [B,H,C,1|K]
+                let last = bi.narrow(2, c - 1, 1); // [B,H,1,1|K]
+                outs.push(oi + (&qi * bi.exp()).matmul(&state));
+                let kd = &ki * (&last - &bi).exp();
+                state = last.transpose(-2, -1).exp() * state + kd.transpose(-2, -1).matmul(&vi);
+            }
+        }
+    }
+    let o = Tensor::stack(&outs, 2).view([b, h, n * c, dv]).narrow(2, 0, l);
+    (o, state)
+}
+
+/// One step of [`chunked_linear_attention`]'s recurrence: `q_t, k_t: [B, H, K]`, `v_t: [B, H, V]`,
+/// `g_t: [B, H, 1|K]`; updates `state: [B, H, K, V]` and returns `o_t: [B, H, V]`.
+pub fn linear_attention_step(state: &mut Tensor, q: &Tensor, k: &Tensor, v: &Tensor, g: Option<&Tensor>) -> Tensor {
+    let kv = k.unsqueeze(-1) * v.unsqueeze(-2);
+    let decayed = match g {
+        None => state.shallow_clone(),
+        Some(g) => g.exp().unsqueeze(-1) * &*state,
+    };
+    *state = decayed + kv;
+    (q.unsqueeze(-1) * &*state).sum_dim_intlist([-2i64].as_slice(), false, q.kind())
+}
+
+/// Reference for [`chunked_linear_attention`]: the recurrence, one position at a time.
+pub fn linear_attention_reference(q: &Tensor, k: &Tensor, v: &Tensor, g: Option<&Tensor>) -> Tensor {
+    let (b, h, l, dk) = q.size4().unwrap();
+    let dv = v.size()[3];
+    let mut state = Tensor::zeros([b, h, dk, dv], (q.kind(), q.device()));
+    let outs: Vec<Tensor> = (0..l)
+        .map(|t| {
+            let gt = g.map(|g| g.select(2, t));
+            linear_attention_step(&mut state, &q.select(2, t), &k.select(2, t), &v.select(2, t), gt.as_ref())
+        })
+        .collect();
+    Tensor::stack(&outs, 2)
+}
+
+/// Chunked (gated) delta rule, shared by DeltaNet and Gated DeltaNet: per head
+/// `S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ`, `o_t = S_tᵀ q_t`, with `α_t = e^{g_t}`.
+///
+/// `q, k: [B, H, L, K]`, `v: [B, H, L, V]`, `beta: [B, H, L]`, `g: [B, H, L]` (log α ≤ 0) or
+/// `None` (α = 1). WY/UT form: writing `S_t = α_t S_{t−1} + k_t u_tᵀ` with
+/// `u_t = β_t (v_t − α_t S_{t−1}ᵀ k_t)`, inside a chunk (`γ_t = e^{b_t}`, `b` the cumulative
+/// log decay) `(I + A) U = diag(β) V − diag(βγ) K S₀` with the strictly lower
+/// `A[t, i] = β_t (γ_t/γ_i) k_tᵀ k_i`; so `U = Ũ − W S₀` with `Ũ = T diag(β) V`,
+/// `W = T diag(βγ) K`, `T = (I + A)⁻¹` (one triangular solve per chunk, all chunks at once).
+/// Then `O = diag(γ) Q S₀ + (Q Kᵀ ⊙ Γ ⊙ M) U` and `S_C = γ_C S₀ + (K ⊙ γ_C/γ)ᵀ U`.
+pub fn chunked_delta_rule(q: &Tensor, k: &Tensor, v: &Tensor, beta: &Tensor, g: Option<&Tensor>, chunk: i64) -> (Tensor, Tensor) {
+    let (b, h, l, dk) = q.size4().unwrap();
+    let dv = v.size()[3];
+    let (n, c) = chunk_layout(l, chunk);
+    let chunks = |x: &Tensor| to_chunks(x, n, c);
+    let (qc, kc, vc) = (chunks(q), chunks(k), chunks(v));
+    let betac = chunks(&beta.unsqueeze(-1)); // [B,H,n,C,1]
+    let bc = match g {
+        Some(g) => chunks(&g.unsqueeze(-1)).squeeze_dim(-1).cumsum(3, g.kind()), // [B,H,n,C]
+        None => Tensor::zeros([b, h, n, c], (q.kind(), q.device())),
+    };
+    let gamma = bc.exp().unsqueeze(-1); // [B,H,n,C,1]
+    let dev = q.device();
+    let strict = pair_decay(&bc, &lower_mask(c, true, dev)); // γ_t/γ_i, i < t
+    let incl = pair_decay(&bc, &lower_mask(c, false, dev)); // γ_t/γ_i, i ≤ t
+    let a = kc.matmul(&kc.transpose(-2, -1)) * strict * &betac;
+    let eye = Tensor::eye(c, (q.kind(), dev));
+    let ia = a + eye;
+    let w = ia.linalg_solve_triangular(&(&kc * (&betac * &gamma)), false, true, true);
+    let u_tilde = ia.linalg_solve_triangular(&(&vc * &betac), false, true, true);
+    let p = qc.matmul(&kc.transpose(-2, -1)) * incl;
+    let mut state = Tensor::zeros([b, h, dk, dv], (q.kind(), dev));
+    let mut outs = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let u = u_tilde.select(2, i) - w.select(2, i).matmul(&state);
+        let gi = gamma.select(2, i); // [B,H,C,1]
+        let last = gi.narrow(2, c - 1, 1); // [B,H,1,1]
+        outs.push((qc.select(2, i) * &gi).matmul(&state) + p.select(2, i).matmul(&u));
+        let bi = bc.select(2, i); // [B,H,C]
+        let kd = kc.select(2, i) * (bi.narrow(2, c - 1, 1) - &bi).exp().unsqueeze(-1);
+        state = &last * state + kd.transpose(-2, -1).matmul(&u);
+    }
+    let o = Tensor::stack(&outs, 2).view([b, h, n * c, dv]).narrow(2, 0, l);
+    (o, state)
+}
+
+/// One step of the (gated) delta rule: `S ← α S; S ← S + β k (v − Sᵀk)ᵀ; o = Sᵀ q`.
+/// `q, k: [B, H, K]`, `v: [B, H, V]`, `beta, g: [B, H]`.
+pub fn delta_rule_step(state: &mut Tensor, q: &Tensor, k: &Tensor, v: &Tensor, beta: &Tensor, g: Option<&Tensor>) -> Tensor {
+    let s = match g {
+        Some(g) => g.exp().unsqueeze(-1).unsqueeze(-1) * &*state,
+        None => state.shallow_clone(),
+    };
+    let pred = (k.unsqueeze(-1) * &s).sum_dim_intlist([-2i64].as_slice(), false, k.kind()); // Sᵀk
+    let delta = (v - pred) * beta.unsqueeze(-1);
+    *state = s + k.unsqueeze(-1) * delta.unsqueeze(-2);
+    (q.unsqueeze(-1) * &*state).sum_dim_intlist([-2i64].as_slice(), false, q.kind())
+}
+
+/// Reference for [`chunked_delta_rule`]: the recurrence written as in the papers,
+/// `S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ`, with the dense `K×K` transition.
+pub fn delta_rule_reference(q: &Tensor, k: &Tensor, v: &Tensor, beta: &Tensor, g: Option<&Tensor>) -> Tensor {
+    let (b, h, l, dk) = q.size4().unwrap();
+    let dv = v.size()[3];
+    let mut s = Tensor::zeros([b, h, dk, dv], (q.kind(), q.device()));
+    let eye = Tensor::eye(dk, (q.kind(), q.device()));
+    let mut outs = Vec::with_capacity(l as usize);
+    for t in 0..l {
+        let (kt, vt) = (k.select(2, t), v.select(2, t));
+        let bt = beta.select(2, t).unsqueeze(-1).unsqueeze(-1);
+        let alpha = match g {
+            Some(g) => g.select(2, t).exp().unsqueeze(-1).unsqueeze(-1),
+            None => Tensor::ones([1], (q.kind(), q.device())),
+        };
+        let kkt = kt.unsqueeze(-1) * kt.unsqueeze(-2); // [B,H,K,K]
+        let transition = alpha * (&eye - &bt * kkt);
+        s = transition.matmul(&s) + &bt * kt.unsqueeze(-1) * vt.unsqueeze(-2);
+        outs.push(s.transpose(-2, -1).matmul(&q.select(2, t).unsqueeze(-1)).squeeze_dim(-1));
+    }
+    Tensor::stack(&outs, 2)
+}
+
+/// A mixer built around [`chunked_linear_attention`]: it maps `x` to per-head `q, k, v` and
+/// optional log decays `g`, and maps the recurrence output back. Implementing this gives the
+/// [`super::Mixer`] forms: chunked forward, recurrence-loop reference, and a step carrying one
+/// `[B, H, K, V]` state.
+pub trait DecayedLinear: std::fmt::Debug + Send {
+    /// `x: [B, L, D]` → q, k `[B, H, L, K]`, v `[B, H, L, V]`, g `[B, H, L, 1|K]` or None.
+    fn qkvg(&self, x: &Tensor) -> (Tensor, Tensor, Tensor, Option<Tensor>);
+    /// `o: [B, H, L, V]` (and the input `x`) → `[B, L, D]`.
+    fn finish(&self, o: &Tensor, x: &Tensor) -> Tensor;
+    fn chunk_size(&self) -> i64;
+    /// `[H, K, V]` of the state.
+    fn state_shape(&self) -> [i64; 3];
+    /// Kind and device of the parameters.
+    fn opts(&self) -> (Kind, tch::Device);
+}
+
+impl<T: DecayedLinear> super::Mixer for T {
+    fn forward(&self, x: &Tensor, _train: bool) -> Tensor {
+        let (q, k, v, g) = self.qkvg(x);
+        self.finish(&chunked_linear_attention(&q, &k, &v, g.as_ref(), self.chunk_size()).0, x)
+    }
+    fn reference(&self, x: &Tensor) -> Tensor {
+        let (q, k, v, g) = self.qkvg(x);
+        self.finish(&linear_attention_reference(&q, &k, &v, g.as_ref()), x)
+    }
+    fn init_state(&self, batch: i64) -> super::MixerState {
+        let [h, k, v] = self.state_shape();
+        super::MixerState::new(vec![Tensor::zeros([batch, h, k, v], self.opts())])
+    }
+    fn step(&self, state: &mut super::MixerState, x_t: &Tensor) -> Tensor {
+        let x = x_t.unsqueeze(1);
+        let (q, k, v, g) = self.qkvg(&x);
+        let g = g.map(|g| g.select(2, 0));
+        let o = linear_attention_step(&mut state.tensors[0], &q.select(2, 0), &k.select(2, 0), &v.select(2, 0), g.as_ref());
+        self.finish(&o.unsqueeze(2), &x).squeeze_dim(1)
+    }
+    fn state_size(&self, _seq_len: i64) -> i64 {
+        self.state_shape().iter().product()
+    }
+}
+
 /// Step of a depthwise causal FIR with `K` taps (`w: [C, K]`, same tap order as
 /// [`short_conv`]) that keeps only what the next step needs: `window: [B, K−1, C]`, the
 /// previous `K−1` inputs (oldest first). The state is therefore `(K−1)·C` elements.

@@ -5,10 +5,10 @@
 //! Every form delegates to the chosen layer's mixer, so its math, state and state size are
 //! exactly that mixer's.
 
-use super::{build_table, validate_table, BuildCtx, Mixer, MixerKind, MixerState};
+use super::{build_table, delegate_mixer, validate_table, BuildCtx, Mixer, MixerKind};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
-use tch::{nn, Tensor};
+use tch::nn;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -33,26 +33,7 @@ pub struct Hybrid {
     inner: Box<dyn Mixer>,
 }
 
-impl Mixer for Hybrid {
-    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        self.inner.forward(x, train)
-    }
-    fn reference(&self, x: &Tensor) -> Tensor {
-        self.inner.reference(x)
-    }
-    fn init_state(&self, batch: i64) -> MixerState {
-        self.inner.init_state(batch)
-    }
-    fn step(&self, state: &mut MixerState, x_t: &Tensor) -> Tensor {
-        self.inner.step(state, x_t)
-    }
-    fn state_size(&self, seq_len: i64) -> i64 {
-        self.inner.state_size(seq_len)
-    }
-    fn prefill(&self, x: &Tensor) -> (Tensor, MixerState) {
-        self.inner.prefill(x)
-    }
-}
+delegate_mixer!(Hybrid, inner);
 
 impl MixerKind for Hybrid {
     type Config = HybridConfig;

@@ -10,13 +10,21 @@
 
 pub mod attention;
 pub mod base_conv;
+pub mod based;
 pub mod common;
+pub mod delta_net;
+pub mod gla;
 pub mod h3;
 pub mod hybrid;
 pub mod hyena;
+pub mod linear_attention;
 pub mod long_conv;
 pub mod mega;
+pub mod retnet;
+pub mod sliding_window;
 pub mod stripedhyena;
+#[cfg(test)]
+mod linear_tests;
 #[cfg(test)]
 mod suite;
 
@@ -99,6 +107,34 @@ pub trait Mixer: std::fmt::Debug + Send {
     }
 }
 
+/// Implements [`Mixer`] for a wrapper type by delegating every form to its field `$inner`
+/// (for mixers that are another mixer with fixed settings, or a per-layer choice of one).
+macro_rules! delegate_mixer {
+    ($ty:ty, $inner:ident) => {
+        impl $crate::mixers::Mixer for $ty {
+            fn forward(&self, x: &tch::Tensor, train: bool) -> tch::Tensor {
+                self.$inner.forward(x, train)
+            }
+            fn reference(&self, x: &tch::Tensor) -> tch::Tensor {
+                self.$inner.reference(x)
+            }
+            fn init_state(&self, batch: i64) -> $crate::mixers::MixerState {
+                self.$inner.init_state(batch)
+            }
+            fn step(&self, state: &mut $crate::mixers::MixerState, x_t: &tch::Tensor) -> tch::Tensor {
+                self.$inner.step(state, x_t)
+            }
+            fn state_size(&self, seq_len: i64) -> i64 {
+                self.$inner.state_size(seq_len)
+            }
+            fn prefill(&self, x: &tch::Tensor) -> (tch::Tensor, $crate::mixers::MixerState) {
+                self.$inner.prefill(x)
+            }
+        }
+    };
+}
+pub(crate) use delegate_mixer;
+
 /// A mixer type as the registry sees it: name, config and constructor.
 pub trait MixerKind: Mixer + Sized + 'static {
     /// Hyperparameters, with paper defaults in `Default`. Deserialised with unknown keys denied.
@@ -147,6 +183,13 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<h3::H3>(),
         entry::<stripedhyena::StripedHyena>(),
         entry::<mega::Mega>(),
+        entry::<sliding_window::SlidingWindow>(),
+        entry::<linear_attention::LinearAttention>(),
+        entry::<based::Based>(),
+        entry::<retnet::RetNet>(),
+        entry::<gla::Gla>(),
+        entry::<delta_net::DeltaNet>(),
+        entry::<delta_net::GatedDeltaNet>(),
     ]
 }
 

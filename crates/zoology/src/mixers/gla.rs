@@ -1,0 +1,160 @@
+//! `gla`: gated linear attention (Yang et al. 2024, GLA Transformer).
+//!
+//! With `H` heads, key width `d_k = round(D·expand_k)/H`, value width `d_v = D·expand_v/H`,
+//! `q = W_q x / √d_k`, `k = W_k x`, `v = W_v x`, and a data-dependent forget gate per key
+//! channel from a low-rank (`gate_low_rank_dim` = 16) projection:
+//!
+//! ```text
+//! log α_t = logsigmoid(W₂ W₁ x_t + b₂) / gate_logit_normalizer        (≤ 0, per key channel)
+//! S_t = diag(α_t) S_{t−1} + k_t v_tᵀ,   o_t = S_tᵀ q_t                 (d_k × d_v per head)
+//! y   = W_o( swish(W_g x) ⊙ RMSNorm_head(o) )
+//! ```
+//! RMSNorm is over each head's `d_v` channels with a learned weight shared by the heads.
+//!
+//! Forms: training = chunked (`common::chunked_linear_attention` with per-channel gates:
+//! cumulative log gates `b_t` inside each chunk, intra-chunk scores
+//! `Σ_k q_tk k_sk e^{b_tk − b_sk}` with every exponent ≤ 0, state carried across chunks);
+//! reference = the recurrence loop; recurrent = one gated update per token.
+//!
+//! State: `H·d_k·d_v` = key_dim·value_dim/H elements, constant in L.
+
+use super::common::{merge_heads, rms_norm, split_heads, DecayedLinear, Linear};
+use super::{BuildCtx, MixerKind};
+use crate::error::{config_err, Result};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Tensor};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GlaConfig {
+    /// Key width as a fraction of d_model (GLA: 0.5).
+    pub expand_k: f64,
+    /// Value width as a fraction of d_model (GLA: 1).
+    pub expand_v: f64,
+    /// Number of heads (must divide the key and value widths).
+    pub num_heads: i64,
+    /// Rank of the forget-gate projection (GLA: 16).
+    pub gate_low_rank_dim: i64,
+    /// Divides logsigmoid of the gate logits (GLA: 16).
+    pub gate_logit_normalizer: f64,
+    /// Chunk length of the training form.
+    pub chunk_size: i64,
+    /// RMSNorm epsilon.
+    pub norm_eps: f64,
+}
+
+impl Default for GlaConfig {
+    fn default() -> Self {
+        GlaConfig { expand_k: 0.5, expand_v: 1.0, num_heads: 4, gate_low_rank_dim: 16, gate_logit_normalizer: 16.0, chunk_size: 64, norm_eps: 1e-5 }
+    }
+}
+
+impl GlaConfig {
+    fn widths(&self, d: i64) -> (i64, i64) {
+        ((d as f64 * self.expand_k).round() as i64, (d as f64 * self.expand_v).round() as i64)
+    }
+}
+
+#[derive(Debug)]
+pub struct Gla {
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wg: Linear,
+    gk1: Linear,
+    gk2: Linear,
+    norm_weight: Tensor,
+    out: Linear,
+    cfg: GlaConfig,
+    key_dim: i64,
+    value_dim: i64,
+}
+
+impl DecayedLinear for Gla {
+    /// q, k `[B, H, L, d_k]`, v `[B, H, L, d_v]`, log gates `[B, H, L, d_k]`.
+    fn qkvg(&self, x: &Tensor) -> (Tensor, Tensor, Tensor, Option<Tensor>) {
+        let h = self.cfg.num_heads;
+        let dk = self.key_dim / h;
+        let q = split_heads(&self.wq.forward(x), h) / (dk as f64).sqrt();
+        let k = split_heads(&self.wk.forward(x), h);
+        let v = split_heads(&self.wv.forward(x), h);
+        let g = self.gk2.forward(&self.gk1.forward(x)).log_sigmoid() / self.cfg.gate_logit_normalizer;
+        (q, k, v, Some(split_heads(&g, h)))
+    }
+    fn finish(&self, o: &Tensor, x: &Tensor) -> Tensor {
+        let normed = merge_heads(&rms_norm(o, &self.norm_weight, self.cfg.norm_eps));
+        self.out.forward(&(self.wg.forward(x).silu() * normed))
+    }
+    fn chunk_size(&self) -> i64 {
+        self.cfg.chunk_size
+    }
+    fn state_shape(&self) -> [i64; 3] {
+        let h = self.cfg.num_heads;
+        [h, self.key_dim / h, self.value_dim / h]
+    }
+    fn opts(&self) -> (tch::Kind, tch::Device) {
+        (self.out.ws.kind(), self.out.ws.device())
+    }
+}
+
+impl MixerKind for Gla {
+    type Config = GlaConfig;
+    const NAME: &'static str = "gla";
+    const ABOUT: &'static str = "gated linear attention: per-channel data-dependent forget gate, chunked in log space";
+    const STATE_FORMULA: &'static str = "H·d_k·d_v = (d·expand_k)·(d·expand_v)/H";
+    const CONSTANT_STATE: bool = true;
+
+    fn validate(c: &GlaConfig, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
+        let (kd, vd) = c.widths(d);
+        if !(c.expand_k > 0.0 && kd >= 1) {
+            return Err(config_err(format!("{field}.expand_k"), format!("d_model·expand_k must be ≥ 1 (got {} → {kd})", c.expand_k)));
+        }
+        if !(c.expand_v > 0.0 && vd >= 1) {
+            return Err(config_err(format!("{field}.expand_v"), format!("d_model·expand_v must be ≥ 1 (got {} → {vd})", c.expand_v)));
+        }
+        if c.num_heads < 1 || kd % c.num_heads != 0 || vd % c.num_heads != 0 {
+            return Err(config_err(
+                format!("{field}.num_heads"),
+                format!(
+                    "must be ≥ 1 and divide the key width {kd} (d_model {d} × expand_k {}) and the value width {vd} (× expand_v {}); got {}",
+                    c.expand_k, c.expand_v, c.num_heads
+                ),
+            ));
+        }
+        if c.gate_low_rank_dim < 1 {
+            return Err(config_err(format!("{field}.gate_low_rank_dim"), format!("must be ≥ 1 (got {})", c.gate_low_rank_dim)));
+        }
+        if !(c.gate_logit_normalizer >= 1.0 && c.gate_logit_normalizer.is_finite()) {
+            return Err(config_err(format!("{field}.gate_logit_normalizer"), format!("must be a finite number ≥ 1 (got {})", c.gate_logit_normalizer)));
+        }
+        if c.chunk_size < 1 {
+            return Err(config_err(format!("{field}.chunk_size"), format!("must be ≥ 1 (got {})", c.chunk_size)));
+        }
+        if !(c.norm_eps > 0.0 && c.norm_eps.is_finite()) {
+            return Err(config_err(format!("{field}.norm_eps"), format!("must be a finite number > 0 (got {})", c.norm_eps)));
+        }
+        Ok(())
+    }
+
+    fn build(p: nn::Path, d: i64, c: &GlaConfig, ctx: &BuildCtx) -> Result<Self> {
+        let (kd, vd) = c.widths(d);
+        let s = ctx.init_std;
+        Ok(Gla {
+            wq: Linear::new(&p / "q_proj", d, kd, false, s),
+            wk: Linear::new(&p / "k_proj", d, kd, false, s),
+            wv: Linear::new(&p / "v_proj", d, vd, false, s),
+            wg: Linear::new(&p / "g_proj", d, vd, false, s),
+            gk1: Linear::new(&p / "gk_proj1", d, c.gate_low_rank_dim, false, s),
+            gk2: Linear::new(&p / "gk_proj2", c.gate_low_rank_dim, kd, true, s),
+            norm_weight: p.var("g_norm_weight", &[vd / c.num_heads], nn::Init::Const(1.0)),
+            out: Linear::new(&p / "o_proj", vd, d, false, ctx.out_std),
+            cfg: c.clone(),
+            key_dim: kd,
+            value_dim: vd,
+        })
+    }
+
+    fn suite_variants() -> Vec<GlaConfig> {
+        vec![GlaConfig::default(), GlaConfig { num_heads: 2, chunk_size: 4, ..Default::default() }]
+    }
+}

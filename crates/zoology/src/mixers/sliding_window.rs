@@ -1,0 +1,169 @@
+//! `sliding_window`: causal softmax attention over the last `w` tokens (Based's / Zoology's
+//! `SlidingAttn`, window `w` including the current token).
+//!
+//! Per head (width `h = D/H`), with `[q, k, v] = x W_qkvᵀ + b`:
+//!
+//! ```text
+//! y_t = Σ_{s=max(0,t−w+1)}^{t} softmax_s(q_t·k_s / √h) v_s,   y = concat_heads(y) W_oᵀ + b_o
+//! ```
+//! The projections, head split and output projection are the `attention` mixer's (this mixer
+//! wraps one), so `sliding_window` with `w ≥ L` equals `attention`.
+//!
+//! Forms:
+//! - parallel: when `w ≥ L`, one masked `[L, L]` score matrix; otherwise chunked banded
+//!   attention: the sequence is cut into blocks of `w` positions and each block's queries
+//!   attend to the keys of their own block and the previous one (`[w, 2w]` scores per block,
+//!   masked to `t − w < s ≤ t`), O(L·w·d);
+//! - reference: per position, an explicit softmax over the keys `max(0, t−w+1) ..= t`;
+//! - recurrent: a rolling KV cache of at most `w` tokens (oldest dropped first).
+//!
+//! State: `2·d·min(L, w)` elements after `L` tokens (constant `2·d·w` once `L ≥ w`).
+
+use super::attention::{Attention, AttentionConfig};
+use super::common::{future_mask, merge_heads, split_heads};
+use super::{BuildCtx, Mixer, MixerKind, MixerState};
+use crate::error::{config_err, Result};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Kind, Tensor};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlidingWindowConfig {
+    /// Tokens each position sees, itself included (Based: 64).
+    pub window: i64,
+    /// Number of heads (must divide d_model).
+    pub num_heads: i64,
+    /// Dropout on attention weights during training.
+    pub dropout: f64,
+}
+
+impl Default for SlidingWindowConfig {
+    fn default() -> Self {
+        SlidingWindowConfig { window: 64, num_heads: 1, dropout: 0.0 }
+    }
+}
+
+#[derive(Debug)]
+pub struct SlidingWindow {
+    attn: Attention,
+    window: i64,
+}
+
+impl Mixer for SlidingWindow {
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let (_, l, _) = x.size3().unwrap();
+        let (q, k, v) = self.attn.heads_qkv(x, 0, false);
+        let w = self.window;
+        let scale = self.attn.scale();
+        let y = if w >= l {
+            let s = (q.matmul(&k.transpose(-2, -1)) * scale).masked_fill(&future_mask(l, x.device()), f64::NEG_INFINITY);
+            s.softmax(-1, s.kind()).dropout(self.attn.dropout(), train).matmul(&v)
+        } else {
+            let (b, h, _, e) = q.size4().unwrap();
+            let n = (l + w - 1) / w;
+            let pad = |t: &Tensor| t.constant_pad_nd([0, 0, 0, n * w - l]).view([b, h, n, w, e]);
+            let (qb, kb, vb) = (pad(&q), pad(&k), pad(&v));
+            // keys of the previous block (zeros before the first) followed by the block's own
+            let prev = |t: &Tensor| Tensor::cat(&[t.zeros_like().narrow(2, 0, 1), t.narrow(2, 0, n - 1)], 2);
+            let kx = Tensor::cat(&[prev(&kb), kb.shallow_clone()], 3); // [B,H,n,2w,e]
+            let vx = Tensor::cat(&[prev(&vb), vb.shallow_clone()], 3);
+            // query i (position nw+i) may see extended key j (position (n−1)w+j) iff i < j ≤ i+w;
+            // the first block has no previous block
+            let opts = (Kind::Int64, x.device());
+            let i = Tensor::arange(w, opts).view([w, 1]);
+            let j = Tensor::arange(2 * w, opts).view([1, 2 * w]);
+            let band = j.gt_tensor(&i).logical_and(&j.le_tensor(&(&i + w))); // [w, 2w]
+            let first = j.ge(w).logical_and(&band);
+            let allowed = Tensor::stack(&[first].into_iter().chain((1..n).map(|_| band.shallow_clone())).collect::<Vec<_>>(), 0); // [n,w,2w]
+            let s = (qb.matmul(&kx.transpose(-2, -1)) * scale).masked_fill(&allowed.logical_not(), f64::NEG_INFINITY);
+            let a = s.softmax(-1, s.kind()).dropout(self.attn.dropout(), train);
+            a.matmul(&vx).view([b, h, n * w, e]).narrow(2, 0, l)
+        };
+        self.attn.project_out(&y)
+    }
+
+    fn reference(&self, x: &Tensor) -> Tensor {
+        let (_, l, _) = x.size3().unwrap();
+        let (q, k, v) = self.attn.heads_qkv(x, 0, true);
+        let outs: Vec<Tensor> = (0..l)
+            .map(|t| {
+                let lo = (t - self.window + 1).max(0);
+                let (ks, vs) = (k.narrow(2, lo, t - lo + 1), v.narrow(2, lo, t - lo + 1));
+                let s = (q.narrow(2, t, 1) * &ks).sum_dim_intlist([-1i64].as_slice(), false, x.kind()) * self.attn.scale();
+                let w = Attention::explicit_softmax(&s); // [B,H,n]
+                (w.unsqueeze(-1) * vs).sum_dim_intlist([2i64].as_slice(), false, x.kind())
+            })
+            .collect();
+        self.attn.project_out(&Tensor::stack(&outs, 2))
+    }
+
+    fn init_state(&self, batch: i64) -> MixerState {
+        let d = self.attn.width();
+        let z = Tensor::zeros([batch, 0, d], self.attn.opts());
+        MixerState::new(vec![z.shallow_clone(), z])
+    }
+
+    fn step(&self, state: &mut MixerState, x_t: &Tensor) -> Tensor {
+        let heads = self.heads();
+        let (q, k, v) = self.attn.heads_qkv(&x_t.unsqueeze(1), 0, false);
+        let roll = |cache: &Tensor, new: &Tensor| {
+            let c = Tensor::cat(&[cache, &merge_heads(new)], 1);
+            let n = c.size()[1];
+            if n > self.window {
+                c.narrow(1, n - self.window, self.window)
+            } else {
+                c
+            }
+        };
+        let kc = roll(&state.tensors[0], &k);
+        let vc = roll(&state.tensors[1], &v);
+        let (kh, vh) = (split_heads(&kc, heads), split_heads(&vc, heads));
+        let a = (q.matmul(&kh.transpose(-2, -1)) * self.attn.scale()).softmax(-1, x_t.kind());
+        let y = self.attn.project_out(&a.matmul(&vh));
+        state.tensors = vec![kc, vc];
+        y.squeeze_dim(1)
+    }
+
+    fn state_size(&self, seq_len: i64) -> i64 {
+        2 * self.attn.width() * seq_len.min(self.window)
+    }
+}
+
+impl SlidingWindow {
+    fn heads(&self) -> i64 {
+        self.attn.num_heads()
+    }
+}
+
+impl MixerKind for SlidingWindow {
+    type Config = SlidingWindowConfig;
+    const NAME: &'static str = "sliding_window";
+    const ABOUT: &'static str = "causal softmax attention over the last `window` tokens (rolling KV cache)";
+    const STATE_FORMULA: &'static str = "2·d·min(L, w) (rolling KV cache)";
+    const CONSTANT_STATE: bool = false;
+
+    fn validate(c: &SlidingWindowConfig, d: i64, ctx: &BuildCtx, field: &str) -> Result<()> {
+        if c.window < 1 {
+            return Err(config_err(format!("{field}.window"), format!("must be ≥ 1 tokens (got {})", c.window)));
+        }
+        Attention::validate(&Self::attention_config(c), d, ctx, field)
+    }
+
+    fn build(p: nn::Path, d: i64, c: &SlidingWindowConfig, ctx: &BuildCtx) -> Result<Self> {
+        Ok(SlidingWindow { attn: Attention::build(p, d, &Self::attention_config(c), ctx)?, window: c.window })
+    }
+
+    fn suite_variants() -> Vec<SlidingWindowConfig> {
+        vec![
+            SlidingWindowConfig::default(),
+            SlidingWindowConfig { window: 4, ..Default::default() },
+            SlidingWindowConfig { window: 8, num_heads: 2, ..Default::default() },
+        ]
+    }
+}
+
+impl SlidingWindow {
+    fn attention_config(c: &SlidingWindowConfig) -> AttentionConfig {
+        AttentionConfig { num_heads: c.num_heads, dropout: c.dropout, ..Default::default() }
+    }
+}
