@@ -8,6 +8,8 @@ use zoology::tasks::{mqar::MqarConfig, IGNORE};
 use zoology::train::config::{apply_set, RunConfig};
 use zoology::train::{self, TrainOptions};
 
+mod sweeps;
+
 #[derive(Parser)]
 #[command(name = "zoology", version, about = "Associative-recall testbed for sequence mixers (attention, gated convolutions, SSMs, linear attention, hybrids)")]
 struct Cli {
@@ -27,6 +29,30 @@ enum Cmd {
     /// Benchmarks that print ratios against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Sweeps: expand a grid of runs, run it locally or on Slurm, show its status.
+    #[command(subcommand)]
+    Sweep(sweeps::SweepCmd),
+    /// The SQLite index of run directories, tables, CSV/JSON export.
+    #[command(subcommand)]
+    Results(sweeps::ResultsCmd),
+    /// Plots of the runs under DIR (Figure 2, accuracy vs state size, curves) into DIR/plots.
+    Plot {
+        dir: PathBuf,
+        /// Skip the per-run loss/accuracy curves.
+        #[arg(long)]
+        no_curves: bool,
+    },
+    /// One self-contained HTML report of the runs under DIR (DIR/report.html).
+    Report { dir: PathBuf },
+    /// A built-in small sweep (attention vs BaseConv on MQAR, ~10 min on 2 cores): table, plot, report, index.
+    Quickstart {
+        /// Output directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Runs at a time.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
 }
 
 #[derive(Args)]
@@ -136,6 +162,11 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Train(a) => cmd_train(a),
+        Cmd::Sweep(c) => sweeps::cmd_sweep(c),
+        Cmd::Results(c) => sweeps::cmd_results(c),
+        Cmd::Plot { dir, no_curves } => sweeps::cmd_plot(dir, no_curves),
+        Cmd::Report { dir } => sweeps::cmd_report(dir).map(|_| ()),
+        Cmd::Quickstart { out, workers } => sweeps::cmd_quickstart(out, workers),
         Cmd::Data(DataCmd::Mqar { seq_len, kv, vocab_size, power_a, random_non_queries, seed, show }) => {
             let c = MqarConfig { seq_len, num_kv_pairs: kv, num_examples: show.max(1), power_a, random_non_queries };
             c.validate(vocab_size, "data").map_err(|e| {

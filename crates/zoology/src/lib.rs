@@ -5,11 +5,14 @@
 //! registered sequence mixer ([`mixers`]) → the training loop ([`train`]) → a run directory
 //! (config, metrics.jsonl, summary.json, checkpoint.safetensors).
 
+pub mod analysis;
 pub mod bench;
 pub mod device;
 pub mod error;
 pub mod mixers;
 pub mod model;
+pub mod results;
+pub mod sweep;
 pub mod tasks;
 pub mod train;
 

@@ -1,0 +1,370 @@
+//! Verbs for sweeps, results, plots, the report and the quickstart. Each parses its flags and
+//! calls the library.
+
+use anyhow::{anyhow, bail, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use zoology::analysis::{plot, report};
+use zoology::results::{self, index};
+use zoology::sweep::{self, local, slurm, Sweep};
+
+fn e(x: zoology::Error) -> anyhow::Error {
+    anyhow!(x.to_string())
+}
+
+#[derive(Subcommand)]
+pub enum SweepCmd {
+    /// Expand a sweep file and print its runs (index, stable run id, settings) and the count.
+    Plan { sweep: PathBuf },
+    /// Run every unfinished run of a sweep (locally, N at a time, or as a Slurm job array).
+    Run(RunArgs),
+    /// Run one run of a sweep (what each worker / Slurm array task executes).
+    RunOne {
+        sweep: PathBuf,
+        #[arg(long)]
+        index: usize,
+        /// Sweep output directory (default: sweeps/<sweep name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// libtorch threads for this run.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Device override ("cpu", "cuda", "cuda:N"); not part of the run id.
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Show pending/running/done/failed runs from the run directories (and squeue/sacct).
+    Status {
+        sweep: PathBuf,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// List every run, not only the counts and failures.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum Backend {
+    Local,
+    Slurm,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    sweep: PathBuf,
+    /// Runs at a time (local backend).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Output directory (default: sweeps/<sweep name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Threads per run (default: cores / workers).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Run failed or diverged runs again.
+    #[arg(long)]
+    retry_failed: bool,
+    /// Device for every run ("cpu", "cuda", "cuda:N"); not part of the run ids.
+    #[arg(long)]
+    device: Option<String>,
+    #[arg(long, value_enum, default_value_t = Backend::Local)]
+    backend: Backend,
+    /// Slurm partition (overrides [slurm] partition).
+    #[arg(long)]
+    partition: Option<String>,
+    /// Slurm time limit per task, e.g. 02:00:00.
+    #[arg(long)]
+    time: Option<String>,
+    /// GPUs per array task.
+    #[arg(long)]
+    gpus: Option<u32>,
+    /// CPUs per array task.
+    #[arg(long)]
+    cpus_per_task: Option<u32>,
+    /// Array tasks running at once (the %N of --array).
+    #[arg(long)]
+    max_parallel: Option<u32>,
+    /// Slurm: write the sbatch script but do not submit it.
+    #[arg(long)]
+    dry_run: bool,
+    /// Slurm: wait until the array has finished, then index the results.
+    #[arg(long)]
+    wait: bool,
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ResultsCmd {
+    /// Build or refresh DIR/results.sqlite from the run directories under DIR.
+    Index { dir: PathBuf },
+    /// Print the runs under DIR as a table (refreshes the index first).
+    Show(ShowArgs),
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    dir: PathBuf,
+    /// Keep runs whose field equals the value: --where preset=attention --where d_model=64
+    /// (columns, short names like lr, or dotted config keys like model.mixer.num_heads).
+    #[arg(long = "where", value_name = "KEY=VALUE")]
+    wheres: Vec<String>,
+    /// Best accuracy over these keys (comma-separated), e.g. --best-over lr or lr,d_model.
+    #[arg(long, value_name = "KEYS", num_args = 0..=1, default_missing_value = "lr")]
+    best_over: Option<String>,
+    /// Print the MAD-style score (mean over task settings of the best over the optimiser grid).
+    #[arg(long)]
+    score: bool,
+    #[arg(long, conflicts_with = "json")]
+    csv: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+fn out_of(s: &Sweep, out: &Option<PathBuf>) -> PathBuf {
+    out.clone().unwrap_or_else(|| sweep::default_out(s))
+}
+
+fn load(p: &Path) -> Result<Sweep> {
+    Sweep::load(p).map_err(e)
+}
+
+pub fn cmd_sweep(c: SweepCmd) -> Result<()> {
+    match c {
+        SweepCmd::Plan { sweep: p } => {
+            let s = load(&p)?;
+            print!("{}", sweep::plan_table(&s));
+            Ok(())
+        }
+        SweepCmd::Run(a) => cmd_run(a),
+        SweepCmd::RunOne { sweep: p, index, out, threads, device, quiet } => {
+            let s = load(&p)?;
+            let out = out_of(&s, &out);
+            match sweep::run_one(&s, index, &out, threads, device.as_deref(), quiet).map_err(e)? {
+                sweep::RunState::Failed(why) => {
+                    eprintln!("run {index}: {why}");
+                    std::process::exit(2)
+                }
+                st => {
+                    println!("run {index}: {}", st.word());
+                    Ok(())
+                }
+            }
+        }
+        SweepCmd::Status { sweep: p, out, verbose } => {
+            let s = load(&p)?;
+            let out = out_of(&s, &out);
+            let (t, states) = sweep::tally(&s, &out);
+            let sq = slurm::squeue_states(&out).unwrap_or_default();
+            let queued = sq.iter().filter(|(i, st)| st == "PENDING" && !states.get(*i).map(|x| x.is_finished()).unwrap_or(true)).count();
+            println!(
+                "sweep {} ({} runs) in {}: {} done, {} failed, {} running, {} interrupted, {} pending{}",
+                s.name,
+                s.runs.len(),
+                out.display(),
+                t.done,
+                t.failed,
+                t.running,
+                t.interrupted,
+                t.pending,
+                if queued > 0 { format!(" ({queued} queued in Slurm)") } else { String::new() }
+            );
+            if let Some(sa) = slurm::sacct_summary(&out) {
+                println!("sacct: {sa}");
+            }
+            for (r, st) in s.runs.iter().zip(&states) {
+                let slurm_state = sq.iter().find(|(i, _)| *i == r.index).map(|(_, x)| format!(" [slurm {x}]")).unwrap_or_default();
+                match st {
+                    sweep::RunState::Failed(why) => println!("  [{}] {} FAILED: {why}", r.index, r.label()),
+                    other if verbose => println!("  [{}] {} {}{slurm_state}", r.index, r.label(), other.word()),
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn cmd_run(a: RunArgs) -> Result<()> {
+    let s = load(&a.sweep)?;
+    let out = out_of(&s, &a.out);
+    let exe = std::env::current_exe()?;
+    match a.backend {
+        Backend::Local => {
+            if a.wait || a.dry_run {
+                bail!("--wait and --dry-run are for --backend slurm");
+            }
+            eprintln!("sweep {}: {} runs, {} workers, output in {}", s.name, s.runs.len(), a.workers, out.display());
+            let r = local::run_local(&s, &local::LocalOptions { out: out.clone(), workers: a.workers, threads: a.threads, retry_failed: a.retry_failed, quiet: a.quiet, exe, device: a.device.clone() })
+                .map_err(e)?;
+            index::index_dir(&out).map_err(e)?;
+            println!(
+                "sweep {}: ran {} ({} done, {} failed), skipped {} already finished, in {}",
+                s.name,
+                r.ran,
+                r.done,
+                r.failed.len(),
+                r.skipped,
+                local::fmt_secs(r.wall_s)
+            );
+            for (i, why) in &r.failed {
+                println!("  failed [{i}] {}: {why}", s.runs[*i].label());
+            }
+            println!("results: {}", out.join(results::INDEX_FILE).display());
+            Ok(())
+        }
+        Backend::Slurm => {
+            let mut o = s.slurm.clone();
+            o.partition = a.partition.or(o.partition);
+            o.time = a.time.or(o.time);
+            o.gpus = a.gpus.or(o.gpus);
+            o.cpus_per_task = a.cpus_per_task.or(o.cpus_per_task);
+            o.max_parallel = a.max_parallel.or(o.max_parallel);
+            let sub = slurm::submit(&s, &slurm::SlurmSubmit { out: out.clone(), exe, options: o, retry_failed: a.retry_failed, device: a.device.clone(), dry_run: a.dry_run }).map_err(e)?;
+            println!("sbatch script: {}", sub.script.display());
+            match &sub.job_id {
+                None if sub.indices.is_empty() => println!("nothing to submit: every run is finished or running"),
+                None => println!("dry run: not submitted ({} array tasks)", sub.indices.len()),
+                Some(id) => println!("submitted job array {id}: {} tasks (indices {})", sub.indices.len(), slurm::compress_ranges(&sub.indices)),
+            }
+            if a.wait {
+                if let Some(id) = &sub.job_id {
+                    loop {
+                        let o = std::process::Command::new("squeue").args(["-h", "-j", id]).output()?;
+                        if o.status.success() && String::from_utf8_lossy(&o.stdout).trim().is_empty() {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_secs(2));
+                    }
+                }
+                index::index_dir(&out).map_err(e)?;
+                let (t, _) = sweep::tally(&s, &out);
+                println!("array finished: {} done, {} failed, {} unfinished", t.done, t.failed, t.pending + t.interrupted + t.running);
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn cmd_results(c: ResultsCmd) -> Result<()> {
+    match c {
+        ResultsCmd::Index { dir } => {
+            let (idx, recs) = index::index_dir(&dir).map_err(e)?;
+            println!("{}: {} runs indexed ({} rows)", idx.path.display(), recs.len(), idx.count().map_err(e)?);
+            Ok(())
+        }
+        ResultsCmd::Show(a) => {
+            let (_, recs) = index::index_dir(&a.dir).map_err(e)?;
+            let mut wheres = vec![];
+            for w in &a.wheres {
+                let (k, v) = w.split_once('=').ok_or_else(|| anyhow!("--where expects KEY=VALUE, got {w:?}"))?;
+                wheres.push((k.trim().to_string(), v.trim().to_string()));
+            }
+            let recs = results::filter(recs, &wheres);
+            if a.score {
+                let scores = results::mad_scores(&recs);
+                if a.json {
+                    println!("{}", serde_json::to_string_pretty(&scores)?);
+                    return Ok(());
+                }
+                let mut t = vec![vec!["mixer".to_string(), "score".into(), "task_settings".into(), "runs".into(), "model".into()]];
+                for s in &scores {
+                    t.push(vec![s.preset.clone(), format!("{:.4}", s.score), s.task_settings.to_string(), s.runs.to_string(), s.model.clone()]);
+                }
+                print!("{}", if a.csv { results::render_csv(&t) } else { results::render_text(&t) });
+                return Ok(());
+            }
+            if let Some(keys) = &a.best_over {
+                let keys: Vec<String> = keys.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
+                let rows = results::best_over(&recs, &keys);
+                if a.json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    let t = results::best_table(&rows);
+                    print!("{}", if a.csv { results::render_csv(&t) } else { results::render_text(&t) });
+                }
+            } else if a.json {
+                println!("{}", serde_json::to_string_pretty(&recs)?);
+            } else {
+                let t = results::runs_table(&recs);
+                print!("{}", if a.csv { results::render_csv(&t) } else { results::render_text(&t) });
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Indexes DIR and writes DIR/plots; returns the records and plots.
+fn plots_of(dir: &Path, curves: bool) -> Result<(Vec<index::RunRecord>, plot::Plots)> {
+    let (_, recs) = index::index_dir(dir).map_err(e)?;
+    if recs.is_empty() {
+        bail!("no run directories (with config.toml) under {}", dir.display());
+    }
+    let plots = plot::plot_all(&recs, &dir.join("plots"), curves).map_err(e)?;
+    Ok((recs, plots))
+}
+
+pub fn cmd_plot(dir: PathBuf, no_curves: bool) -> Result<()> {
+    let (_, p) = plots_of(&dir, !no_curves)?;
+    for (what, x) in [("figure 2", &p.figure2), ("state size", &p.state)] {
+        if let Some((png, _)) = x {
+            println!("{what}: {} (and .svg)", png.display());
+        }
+    }
+    if !p.curves.is_empty() {
+        println!("curves: {} runs in {}", p.curves.len(), dir.join("plots").join("curves").display());
+    }
+    Ok(())
+}
+
+pub fn cmd_report(dir: PathBuf) -> Result<PathBuf> {
+    let (recs, p) = plots_of(&dir, true)?;
+    let path = dir.join("report.html");
+    let title = recs.iter().map(|r| r.sweep.clone()).find(|s| !s.is_empty()).map(|s| format!("zoology-rs sweep {s}")).unwrap_or_else(|| "zoology-rs results".into());
+    report::write_report(&recs, &p, &title, &path).map_err(e)?;
+    println!("report: {}", path.display());
+    Ok(path)
+}
+
+pub fn cmd_quickstart(out: Option<PathBuf>, workers: usize) -> Result<()> {
+    let out = out.unwrap_or_else(|| PathBuf::from("sweeps/quickstart"));
+    std::fs::create_dir_all(&out)?;
+    let file = out.join("quickstart.toml");
+    if std::fs::read_to_string(&file).ok().as_deref() != Some(sweep::QUICKSTART) {
+        std::fs::write(&file, sweep::QUICKSTART)?;
+    }
+    let s = load(&file)?;
+    eprintln!(
+        "quickstart: attention vs BaseConv on MQAR, {} runs, {workers} at a time (sweep file {}); re-run to resume",
+        s.runs.len(),
+        file.display()
+    );
+    let start = std::time::Instant::now();
+    let r = local::run_local(&s, &local::LocalOptions { out: out.clone(), workers, threads: None, retry_failed: false, quiet: false, exe: std::env::current_exe()?, device: None }).map_err(e)?;
+    let (idx, recs) = index::index_dir(&out).map_err(e)?;
+    let p = plot::plot_all(&recs, &out.join("plots"), true).map_err(e)?;
+    let title = "zoology-rs quickstart: attention vs BaseConv on MQAR";
+    report::write_report(&recs, &p, title, &out.join("report.html")).map_err(e)?;
+    let rows = results::best_over(&recs, &["lr".to_string()]);
+    println!("\nBest test accuracy over learning rate:\n");
+    print!("{}", results::render_text(&results::best_table(&rows)));
+    println!(
+        "\n{} runs ({} ran now, {} failed) in {}",
+        recs.len(),
+        r.ran,
+        r.failed.len(),
+        local::fmt_secs(start.elapsed().as_secs_f64())
+    );
+    if let Some((png, _)) = &p.figure2 {
+        println!("plot:   {}", png.display());
+    }
+    if let Some((png, _)) = &p.state {
+        println!("state:  {}", png.display());
+    }
+    println!("report: {}", out.join("report.html").display());
+    println!("index:  {}  (sqlite3 {} 'select preset, d_model, seq_len, lr, best_accuracy from runs')", idx.path.display(), idx.path.display());
+    Ok(())
+}

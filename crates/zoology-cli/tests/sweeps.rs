@@ -1,0 +1,200 @@
+//! End-to-end sweep tests through the `zoology` binary: a local sweep killed mid-way and
+//! re-run ends with exactly one result per run; a sweep through a real Slurm (skipped with a
+//! printed reason when `sbatch` is absent; `.ci/run` installs and starts one).
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_zoology");
+
+/// A tiny sweep: 4 runs of a few hundred steps, checkpointing often.
+fn tiny_sweep(name: &str, epochs: usize) -> String {
+    format!(
+        r#"
+seed = 7
+[data]
+vocab_size = 64
+batch_size = 16
+[[data.train]]
+task = "mqar"
+seq_len = 16
+num_kv_pairs = 2
+num_examples = 480
+[[data.test]]
+task = "mqar"
+seq_len = 16
+num_kv_pairs = 2
+num_examples = 64
+[model]
+d_model = 16
+n_layers = 2
+state_mixer = "identity"
+[train]
+epochs = {epochs}
+lr = 3e-3
+early_stop_accuracy = 2.0
+checkpoint_every_steps = 10
+log_every_steps = 10
+[sweep]
+name = "{name}"
+"train.lr" = [1e-3, 3e-3]
+[sweep.mixers.attention]
+mixer = {{ name = "attention", num_heads = 1 }}
+[sweep.mixers.base_conv]
+mixer = {{ name = "base_conv", kernel_size = [3, -1] }}
+"#
+    )
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("zoology-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run_dirs(out: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(out.join("runs")).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Eval lines of a run's metrics.jsonl: their epochs must be 1..=n, each once.
+fn eval_epochs(dir: &Path) -> Vec<u64> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "eval")
+        .map(|v| v["epoch"].as_u64().unwrap())
+        .collect()
+}
+
+fn check_complete(out: &Path, runs: usize, epochs: u64) {
+    let dirs = run_dirs(out);
+    assert_eq!(dirs.len(), runs, "one directory per run: {dirs:?}");
+    for d in &dirs {
+        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap_or_else(|_| panic!("{} has no summary.json", d.display()))).unwrap();
+        assert_eq!(s["status"], "done", "{}", d.display());
+        assert_eq!(s["epochs"].as_u64(), Some(epochs), "{}", d.display());
+        assert_eq!(eval_epochs(d), (1..=epochs).collect::<Vec<_>>(), "{}: each epoch evaluated exactly once", d.display());
+        assert!(!d.join("running.json").exists() && !d.join("failed.json").exists());
+    }
+    // the index: exactly one row per run
+    let o = Command::new(EXE).args(["results", "show", "--json"]).arg(out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows.len(), runs, "index rows");
+    let mut ids: Vec<&str> = rows.iter().map(|r| r["run_id"].as_str().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), runs);
+    assert!(rows.iter().all(|r| r["status"] == "done" && r["best_accuracy"].as_f64().is_some()));
+}
+
+#[test]
+fn local_sweep_killed_midway_resumes_to_one_result_per_run() {
+    let dir = tmpdir("sweep-kill");
+    let sweep = dir.join("tiny.toml");
+    std::fs::write(&sweep, tiny_sweep("tiny-kill", 4)).unwrap();
+    let out = dir.join("out");
+    let plan = Command::new(EXE).args(["sweep", "plan"]).arg(&sweep).output().unwrap();
+    assert!(String::from_utf8_lossy(&plan.stdout).contains("4 runs"), "{}", String::from_utf8_lossy(&plan.stdout));
+
+    // Start, wait for the first checkpoint, then SIGKILL the whole process group.
+    let mut child = Command::new(EXE)
+        .args(["sweep", "run", "--workers", "2", "--threads", "1", "-q", "--out"])
+        .arg(&out)
+        .arg(&sweep)
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let has_ckpt = run_dirs(&out).iter().any(|d| d.join("checkpoint.safetensors").exists());
+        if has_ckpt || start.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pgid = child.id();
+    let killed = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).status().unwrap();
+    assert!(killed.success());
+    let _ = child.wait();
+    let finished_before = run_dirs(&out).iter().filter(|d| d.join("summary.json").exists()).count();
+    assert!(finished_before < 4, "the sweep finished before it could be killed; make the tiny sweep longer");
+    // Nothing is training now; markers of killed runs name dead processes.
+    let st = Command::new(EXE).args(["sweep", "status", "--out"]).arg(&out).arg(&sweep).output().unwrap();
+    let st = String::from_utf8_lossy(&st.stdout).to_string();
+    assert!(st.contains("0 running"), "{st}");
+
+    // Re-run: finishes everything, skipping and resuming.
+    let o = Command::new(EXE).args(["sweep", "run", "--workers", "2", "--threads", "1", "-q", "--out"]).arg(&out).arg(&sweep).output().unwrap();
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    check_complete(&out, 4, 4);
+    // A third run does nothing and duplicates nothing.
+    let o = Command::new(EXE).args(["sweep", "run", "-q", "--out"]).arg(&out).arg(&sweep).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("ran 0") && text.contains("skipped 4"), "{text}");
+    check_complete(&out, 4, 4);
+    // best over lr: one row per mixer
+    let o = Command::new(EXE).args(["results", "show", "--best-over", "lr", "--csv"]).arg(&out).output().unwrap();
+    let csv = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    // plots and report
+    let o = Command::new(EXE).arg("report").arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("plots/figure2.png").exists() && out.join("plots/figure2.svg").exists());
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("Best over learning rate") && html.contains("base_conv"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn slurm_backend_runs_every_run() {
+    if Command::new("sbatch").arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
+        println!("SKIPPED slurm_backend_runs_every_run: `sbatch` is not on PATH (run .ci/slurm-setup.sh to start a one-node Slurm)");
+        return;
+    }
+    let ok = Command::new("sinfo").args(["-h", "-o", "%T"]).output().map(|o| String::from_utf8_lossy(&o.stdout).contains("idle") || String::from_utf8_lossy(&o.stdout).contains("mix")).unwrap_or(false);
+    if !ok {
+        println!("SKIPPED slurm_backend_runs_every_run: sbatch exists but no Slurm node is idle (is slurmctld/slurmd running? .ci/slurm-setup.sh starts them)");
+        return;
+    }
+    let dir = tmpdir("sweep-slurm");
+    let sweep = dir.join("tiny.toml");
+    std::fs::write(&sweep, tiny_sweep("tiny-slurm", 1) + "[slurm]\ncpus_per_task = 1\nmax_parallel = 2\ntime = \"00:10:00\"\n").unwrap();
+    let out = dir.join("out");
+    let mut child = Command::new(EXE).args(["sweep", "run", "--backend", "slurm", "--wait", "--out"]).arg(&out).arg(&sweep).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(240) {
+            let _ = child.kill();
+            let _ = Command::new("scancel").args(["-n", "zoology-tiny-slurm"]).status();
+            let logs: Vec<String> = std::fs::read_dir(out.join("slurm")).map(|rd| rd.filter_map(|e| e.ok()).map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect()).unwrap_or_default();
+            panic!("the Slurm array did not finish in 240 s; logs:\n{}", logs.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let o = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{text}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("submitted job array"), "{text}");
+    let script = std::fs::read_to_string(out.join("slurm/sweep.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --array=0-3%2") && script.contains("run-one"), "{script}");
+    check_complete(&out, 4, 1);
+    let st = Command::new(EXE).args(["sweep", "status", "--out"]).arg(&out).arg(&sweep).output().unwrap();
+    let st = String::from_utf8_lossy(&st.stdout).to_string();
+    assert!(st.contains("4 done"), "{st}");
+    // Submitting again has nothing to do.
+    let o = Command::new(EXE).args(["sweep", "run", "--backend", "slurm", "--out"]).arg(&out).arg(&sweep).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to submit"), "{}", String::from_utf8_lossy(&o.stdout));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

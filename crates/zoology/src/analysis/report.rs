@@ -1,0 +1,85 @@
+//! `zoology report DIR`: one self-contained HTML file (no external assets): the Figure-2 plot
+//! and the state-size plot as inline SVG, the best-over-lr table, MAD-style scores, the table
+//! of every run, and each run's curves and resolved config.
+
+use super::plot::Plots;
+use crate::error::{io_err, Result};
+use crate::results::index::RunRecord;
+use crate::results::{best_over, best_table, mad_scores, runs_table};
+use std::path::Path;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn html_table(t: &[Vec<String>]) -> String {
+    let mut s = String::from("<table>\n");
+    for (i, row) in t.iter().enumerate() {
+        let tag = if i == 0 { "th" } else { "td" };
+        s.push_str("<tr>");
+        for c in row {
+            s.push_str(&format!("<{tag}>{}</{tag}>", esc(c)));
+        }
+        s.push_str("</tr>\n");
+    }
+    s.push_str("</table>\n");
+    s
+}
+
+/// Strips the XML prolog so the SVG can be inlined.
+fn inline_svg(svg: &str) -> &str {
+    svg.find("<svg").map(|i| &svg[i..]).unwrap_or(svg)
+}
+
+pub fn write_report(recs: &[RunRecord], plots: &Plots, title: &str, path: &Path) -> Result<()> {
+    let mut h = String::new();
+    h.push_str(&format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{}</title>\n<style>\
+body{{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:2em;color:#222}}\
+table{{border-collapse:collapse;font-size:13px;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
+th{{background:#f0f0f0}}td:first-child,th:first-child{{text-align:left}}pre{{background:#f7f7f7;padding:8px;font-size:12px}}\
+svg{{max-width:100%;height:auto}}details{{margin:0.4em 0}}summary{{cursor:pointer}}</style></head><body>\n",
+        esc(title)
+    ));
+    h.push_str(&format!("<h1>{}</h1>\n", esc(title)));
+    let done = recs.iter().filter(|r| r.status == "done").count();
+    h.push_str(&format!("<p>{} runs: {done} done, {} other (failed, diverged, pending). Accuracy is Zoology's: the per-example accuracy on query positions of the test set, best over epochs.</p>\n", recs.len(), recs.len() - done));
+    if let Some((_, svg)) = &plots.figure2 {
+        h.push_str("<h2>Accuracy vs model dimension (best over learning rate)</h2>\n");
+        h.push_str(inline_svg(svg));
+    }
+    let rows = best_over(recs, &["lr".to_string()]);
+    h.push_str("<h2>Best over learning rate</h2>\n");
+    h.push_str(&html_table(&best_table(&rows)));
+    if let Some((_, svg)) = &plots.state {
+        h.push_str("<h2>Accuracy vs recurrent state size</h2>\n");
+        h.push_str(inline_svg(svg));
+    }
+    let scores = mad_scores(recs);
+    if !scores.is_empty() {
+        h.push_str("<h2>MAD-style score</h2>\n<p>Mean over task settings of the best accuracy over the optimiser grid.</p>\n");
+        let mut t = vec![vec!["mixer".to_string(), "model".into(), "score".into(), "task settings".into(), "runs".into()]];
+        for s in &scores {
+            t.push(vec![s.preset.clone(), s.model.clone(), format!("{:.4}", s.score), s.task_settings.to_string(), s.runs.to_string()]);
+        }
+        h.push_str(&html_table(&t));
+    }
+    h.push_str("<h2>All runs</h2>\n");
+    h.push_str(&html_table(&runs_table(recs)));
+    h.push_str("<h2>Runs</h2>\n");
+    for r in recs {
+        let acc = r.best_accuracy.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into());
+        h.push_str(&format!("<details><summary>{} — {} — best acc {acc} — {}</summary>\n", esc(&r.label), esc(&r.status), esc(&r.run_dir)));
+        if let Some(e) = &r.error {
+            h.push_str(&format!("<p>error: {}</p>\n", esc(e)));
+        }
+        if let Some((_, svg)) = plots.curves.get(&r.run_dir) {
+            h.push_str(inline_svg(svg));
+        }
+        let cfg = std::fs::read_to_string(Path::new(&r.run_dir).join("config.toml")).unwrap_or_default();
+        h.push_str(&format!("<pre>{}</pre></details>\n", esc(&cfg)));
+    }
+    h.push_str("</body></html>\n");
+    std::fs::write(path, h).map_err(io_err(path))?;
+    Ok(())
+}
