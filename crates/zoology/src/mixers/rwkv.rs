@@ -43,7 +43,7 @@ pub struct RwkvConfig {
 
 impl Default for RwkvConfig {
     fn default() -> Self {
-        RwkvConfig { chunk_size: 16 }
+        RwkvConfig { chunk_size: 8 }
     }
 }
 
@@ -218,7 +218,7 @@ impl MixerKind for Rwkv {
 
     fn validate(c: &RwkvConfig, _d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
         if c.chunk_size < 1 {
-            return Err(config_err(format!("{field}.chunk_size"), format!("must be ≥ 1, e.g. 16 (got {})", c.chunk_size)));
+            return Err(config_err(format!("{field}.chunk_size"), format!("must be ≥ 1, e.g. 8 (got {})", c.chunk_size)));
         }
         Ok(())
     }
