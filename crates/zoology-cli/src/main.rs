@@ -155,7 +155,7 @@ fn main() {
     // libtorch backs CPU tensors of 2 MB and more with transparent huge pages when this is set
     // (read once, at the first allocation). Without it the many large, short-lived tensors of a
     // training step are fresh mmaps that page-fault on every step: `zoology bench mixers` showed
-    // more system than user time, and mamba at d=64, L=64, B=64 ran 2.4x slower. See
+    // more system than user time, and mamba at d=64, L=64, B=64 ran 2.2x slower. See
     // docs/PERFORMANCE.md. A value already in the environment is kept.
     if std::env::var_os("THP_MEM_ALLOC_ENABLE").is_none() {
         std::env::set_var("THP_MEM_ALLOC_ENABLE", "1");

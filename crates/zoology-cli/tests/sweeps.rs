@@ -198,3 +198,39 @@ fn slurm_backend_runs_every_run() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to submit"), "{}", String::from_utf8_lossy(&o.stdout));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A run that fails is recorded with its reason, the sweep goes on, a plain re-run leaves it
+/// failed, and `--retry-failed` trains it again: one result per run, one index row per run.
+#[test]
+fn failed_run_is_recorded_skipped_and_retried_with_retry_failed() {
+    let dir = tmpdir("sweep-retry");
+    let sweep = dir.join("tiny.toml");
+    std::fs::write(&sweep, tiny_sweep("tiny-retry", 2)).unwrap();
+    let out = dir.join("out");
+    let zoology = |args: &[&str]| {
+        let o = Command::new(EXE).args(args).arg("--out").arg(&out).arg(&sweep).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+    };
+    // Make run 0 fail: a directory where its metrics.jsonl must be written.
+    let plan = Command::new(EXE).args(["sweep", "plan"]).arg(&sweep).output().unwrap();
+    let plan = String::from_utf8_lossy(&plan.stdout).to_string();
+    let id0 = plan.lines().find_map(|l| l.split_whitespace().collect::<Vec<_>>().get(..2).filter(|w| w[0] == "0").map(|w| w[1].to_string())).unwrap();
+    let blocked = out.join("runs").join(format!("attention-{id0}"));
+    std::fs::create_dir_all(blocked.join("metrics.jsonl")).unwrap();
+
+    let text = zoology(&["sweep", "run", "--workers", "2", "--threads", "1", "-q"]);
+    assert!(text.contains("3 done, 1 failed") && text.contains("Is a directory"), "{text}");
+    let st = zoology(&["sweep", "status"]);
+    assert!(st.contains("3 done, 1 failed"), "{st}");
+    assert!(blocked.join("failed.json").exists());
+    // A plain re-run does not retry it.
+    let text = zoology(&["sweep", "run", "-q"]);
+    assert!(text.contains("ran 0") && text.contains("skipped 4"), "{text}");
+    // Remove the cause; --retry-failed trains it and the sweep is complete.
+    std::fs::remove_dir(blocked.join("metrics.jsonl")).unwrap();
+    let text = zoology(&["sweep", "run", "--retry-failed", "-q"]);
+    assert!(text.contains("ran 1 (1 done, 0 failed)") && text.contains("skipped 3"), "{text}");
+    check_complete(&out, 4, 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

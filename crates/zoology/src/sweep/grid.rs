@@ -454,9 +454,15 @@ mixer = { name = "attention", num_heads = 1 }
         assert_eq!(s.runs.len(), 24);
         assert_eq!(s.name, "quickstart");
         let known: Vec<&str> = crate::mixers::registry().iter().map(|e| e.name).collect();
-        let files: [(&str, &str, usize); 3] = [
+        let cpu = include_str!("../../../../configs/zoology-figure2-cpu.toml");
+        let cpu_mamba = include_str!("../../../../configs/zoology-figure2-cpu-mamba.toml");
+        // the Mamba add-on must keep the CPU figure's base settings (and so its run ids)
+        let base = |t: &'static str| &t[t.find("name = ").unwrap()..t.find("[sweep]").unwrap()];
+        assert_eq!(base(cpu), base(cpu_mamba), "zoology-figure2-cpu-mamba.toml's base settings differ from zoology-figure2-cpu.toml's");
+        let files: [(&str, &str, usize); 4] = [
             ("zoology-figure2", include_str!("../../../../configs/zoology-figure2.toml"), 448),
-            ("zoology-figure2-cpu", include_str!("../../../../configs/zoology-figure2-cpu.toml"), 56),
+            ("zoology-figure2-cpu", cpu, 48),
+            ("zoology-figure2-cpu-mamba", cpu_mamba, 8),
             ("based-figure2", include_str!("../../../../configs/based-figure2.toml"), 108),
         ];
         for (name, text, n) in files {
