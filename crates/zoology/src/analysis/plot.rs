@@ -80,6 +80,20 @@ fn compact(v: f64) -> String {
         trim(v)
     }
 }
+/// Tick label on a log axis: only 1, 2 and 5 times a power of ten are labelled (the other ticks
+/// keep their grid line), so labels never run into each other.
+fn log_label(v: f64) -> String {
+    if v <= 0.0 {
+        return String::new();
+    }
+    let lead = v / 10f64.powf(v.log10().floor());
+    if [1.0, 2.0, 5.0].iter().any(|d| (lead - d).abs() < 1e-6 * d) {
+        compact(v)
+    } else {
+        String::new()
+    }
+}
+
 fn trim(v: f64) -> String {
     let s = format!("{v:.1}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -101,7 +115,10 @@ impl<DB: DrawingBackend> Draw<DB> for Figure2 {
         let lens: BTreeSet<i64> = self.rows.iter().map(|r| r.seq_len).collect();
         let lens: Vec<i64> = lens.into_iter().collect();
         let root = root.titled("MQAR accuracy vs model dimension (best over learning rate)", ("sans-serif", 24)).map_err(&e)?;
-        let panels = root.split_evenly((1, lens.len().max(1)));
+        let (plots, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W));
+        let panels = plots.split_evenly((1, lens.len().max(1)));
+        let mixers: BTreeSet<&str> = self.rows.iter().map(|r| r.preset.as_str()).collect();
+        draw_legend(&legend, &mixers.iter().map(|m| (m.to_string(), mixer_color(m), 0)).collect::<Vec<_>>())?;
         let dmin = self.rows.iter().map(|r| r.d_model).min().unwrap_or(16) as f64;
         let dmax = self.rows.iter().map(|r| r.d_model).max().unwrap_or(256) as f64;
         let (x0, x1) = (dmin.log2() - 0.4, dmax.log2() + 0.4);
@@ -134,54 +151,91 @@ impl<DB: DrawingBackend> Draw<DB> for Figure2 {
             for r in &rows {
                 by_mixer.entry(r.preset.clone()).or_default().push(((r.d_model as f64).log2(), r.best_accuracy));
             }
-            mixer_lines(&mut chart, by_mixer, 3)?;
+            let series = by_mixer.into_iter().map(|(m, pts)| Series { color: mixer_color(&m), shape: 0, pts }).collect();
+            mixer_lines(&mut chart, series, 3)?;
         }
         root.present().map_err(&e)?;
         Ok(())
     }
 }
 
-/// One line with markers per mixer, in the mixer's colour, and the legend.
+/// Width of the legend strip to the right of the plots: the legend never covers data.
+const LEGEND_W: u32 = 190;
+
+/// One line of a plot: its colour (the mixer's), its marker shape and its points.
+struct Series {
+    color: RGBColor,
+    /// 0 circle, 1 triangle, 2 square, 3 diamond (cycles).
+    shape: usize,
+    pts: Vec<(f64, f64)>,
+}
+
+/// One line with markers per series.
 fn mixer_lines<'a, DB: DrawingBackend + 'a, X: Ranged<ValueType = f64>, Y: Ranged<ValueType = f64>>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
-    by_mixer: BTreeMap<String, Vec<(f64, f64)>>,
+    series: Vec<Series>,
     width: u32,
 ) -> Result<()> {
     let e = perr::<DrawingAreaErrorKind<DB::ErrorType>>("lines");
-    for (m, mut pts) in by_mixer {
+    for Series { color: c, shape, mut pts } in series {
         pts.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
-        let c = mixer_color(&m);
-        chart
-            .draw_series(LineSeries::new(pts.clone(), c.stroke_width(width)))
-            .map_err(&e)?
-            .label(m.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(3)));
-        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 5, c.filled()))).map_err(&e)?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::MiddleRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 16))
-        .draw()
+        chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(width))).map_err(&e)?;
+        match shape % 4 {
+            0 => chart.draw_series(pts.iter().map(|&p| Circle::new(p, 5, c.filled()))).map(|_| ()),
+            1 => chart.draw_series(pts.iter().map(|&p| TriangleMarker::new(p, 7, c.filled()))).map(|_| ()),
+            2 => chart.draw_series(pts.iter().map(|&p| EmptyElement::at(p) + Rectangle::new([(-5, -5), (5, 5)], c.filled()))).map(|_| ()),
+            _ => chart.draw_series(pts.iter().map(|&p| EmptyElement::at(p) + Polygon::new(vec![(0, -7), (6, 0), (0, 7), (-6, 0)], c.filled()))).map(|_| ()),
+        }
         .map_err(&e)?;
+    }
+    Ok(())
+}
+
+/// The legend, one entry per (label, colour, marker shape), in a strip of its own.
+fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, entries: &[(String, RGBColor, usize)]) -> Result<()> {
+    let e = perr::<DrawingAreaErrorKind<DB::ErrorType>>("legend");
+    let (x0, mut y) = (8i32, 60i32);
+    for (label, c, shape) in entries {
+        let c = *c;
+        area.draw(&PathElement::new(vec![(x0, y), (x0 + 28, y)], c.stroke_width(3))).map_err(&e)?;
+        let m = (x0 + 14, y);
+        match shape % 4 {
+            0 => area.draw(&Circle::new(m, 5, c.filled())),
+            1 => area.draw(&TriangleMarker::new(m, 7, c.filled())),
+            2 => area.draw(&(EmptyElement::at(m) + Rectangle::new([(-5, -5), (5, 5)], c.filled()))),
+            _ => area.draw(&(EmptyElement::at(m) + Polygon::new(vec![(0, -7), (6, 0), (0, 7), (-6, 0)], c.filled()))),
+        }
+        .map_err(&e)?;
+        area.draw(&Text::new(label.clone(), (x0 + 36, y - 9), ("sans-serif", 16))).map_err(&e)?;
+        y += 26;
+    }
     Ok(())
 }
 
 /// Accuracy vs recurrent state size (log x), best per (mixer, state size).
 pub struct StatePlot {
-    /// (mixer, state size, accuracy)
-    pub points: Vec<(String, f64, f64)>,
+    /// (mixer, sequence length, state size, accuracy)
+    pub points: Vec<(String, i64, f64, f64)>,
 }
 
 impl<DB: DrawingBackend> Draw<DB> for StatePlot {
     fn draw(&self, root: DrawingArea<DB, Shift>) -> Result<()> {
         let e = perr::<DrawingAreaErrorKind<DB::ErrorType>>("state plot");
         root.fill(&WHITE).map_err(&e)?;
-        let smin = self.points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min).max(1.0);
-        let smax = self.points.iter().map(|p| p.1).fold(1.0, f64::max);
-        let mut chart = ChartBuilder::on(&root)
+        let smin = self.points.iter().map(|p| p.2).fold(f64::INFINITY, f64::min).max(1.0);
+        let smax = self.points.iter().map(|p| p.2).fold(1.0, f64::max);
+        // one line per (mixer, L): colour = mixer, marker = L (accuracies at different task
+        // settings are not points of one trade-off curve)
+        let lens: Vec<i64> = self.points.iter().map(|p| p.1).collect::<BTreeSet<_>>().into_iter().collect();
+        let shape = |l: i64| lens.iter().position(|&x| x == l).unwrap_or(0);
+        let mut by_series: BTreeMap<(String, i64), Vec<(f64, f64)>> = BTreeMap::new();
+        for (m, l, st, a) in &self.points {
+            by_series.entry((m.clone(), *l)).or_default().push((*st, *a));
+        }
+        let label = |m: &str, l: i64| if lens.len() > 1 { format!("{m} L={l}") } else { m.to_string() };
+        let (plot, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W));
+        draw_legend(&legend, &by_series.keys().map(|(m, l)| (label(m, *l), mixer_color(m), shape(*l))).collect::<Vec<_>>())?;
+        let mut chart = ChartBuilder::on(&plot)
             .caption("MQAR accuracy vs recurrent state size (best per mixer and state size)", ("sans-serif", 22))
             .margin(16)
             .x_label_area_size(50)
@@ -190,8 +244,8 @@ impl<DB: DrawingBackend> Draw<DB> for StatePlot {
             .map_err(&e)?;
         chart
             .configure_mesh()
-            .x_labels(20)
-            .x_label_formatter(&|x| compact(*x))
+            .x_labels(30)
+            .x_label_formatter(&|x| log_label(*x))
             .y_label_formatter(&|y| format!("{y:.1}"))
             .x_desc("Recurrent state size (elements per sequence, all layers)")
             .y_desc("Accuracy")
@@ -201,11 +255,8 @@ impl<DB: DrawingBackend> Draw<DB> for StatePlot {
             .bold_line_style(BLACK.mix(0.12))
             .draw()
             .map_err(&e)?;
-        let mut by_mixer: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-        for (m, s, a) in &self.points {
-            by_mixer.entry(m.clone()).or_default().push((*s, *a));
-        }
-        mixer_lines(&mut chart, by_mixer, 2)?;
+        let series = by_series.into_iter().map(|((m, l), pts)| Series { color: mixer_color(&m), shape: shape(l), pts }).collect();
+        mixer_lines(&mut chart, series, 2)?;
         root.present().map_err(&e)?;
         Ok(())
     }
@@ -316,22 +367,18 @@ pub fn plot_all(recs: &[RunRecord], out: &Path, with_curves: bool) -> Result<Plo
     let n_lens = rows.iter().map(|r| r.seq_len).collect::<BTreeSet<_>>().len() as u32;
     let fig = Figure2 { rows };
     let stem = out.join("figure2");
-    let svg = render_both(&stem, ((40 + 430 * n_lens.max(1)).max(820), 470), &fig)?;
+    let svg = render_both(&stem, ((40 + 430 * n_lens.max(1)).max(820) + LEGEND_W, 470), &fig)?;
     plots.figure2 = Some((stem.with_extension("png"), svg));
 
-    // One line per (mixer, sequence length) when the runs span several lengths: accuracies at
-    // different task settings are not points of one trade-off curve.
-    let several = recs.iter().map(|r| r.seq_len).collect::<BTreeSet<_>>().len() > 1;
-    let mut best: BTreeMap<(String, i64), f64> = BTreeMap::new();
+    let mut best: BTreeMap<(String, i64, i64), f64> = BTreeMap::new();
     for r in recs.iter().filter(|r| r.state_size.unwrap_or(0) > 0) {
-        let series = if several { format!("{} L={}", r.preset, r.seq_len) } else { r.preset.clone() };
-        let e = best.entry((series, r.state_size.unwrap())).or_insert(0.0);
+        let e = best.entry((r.preset.clone(), r.seq_len, r.state_size.unwrap())).or_insert(0.0);
         *e = e.max(r.best_accuracy.unwrap());
     }
     if !best.is_empty() {
-        let fig = StatePlot { points: best.into_iter().map(|((m, s), a)| (m, s as f64, a)).collect() };
+        let fig = StatePlot { points: best.into_iter().map(|((m, l, s), a)| (m, l, s as f64, a)).collect() };
         let stem = out.join("state_size");
-        let svg = render_both(&stem, (900, 560), &fig)?;
+        let svg = render_both(&stem, (900 + LEGEND_W, 560), &fig)?;
         plots.state = Some((stem.with_extension("png"), svg));
     }
     if with_curves {
@@ -344,5 +391,35 @@ pub fn plot_all(recs: &[RunRecord], out: &Path, with_curves: bool) -> Result<Plo
         }
     }
     Ok(plots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_axis_labels_only_one_two_five() {
+        let got: Vec<String> = [100.0, 300.0, 500.0, 1000.0, 2000.0, 3000.0, 9000.0, 10000.0, 20000.0, 50000.0, 70000.0, 1e6].iter().map(|&v| log_label(v)).collect();
+        assert_eq!(got, ["100", "", "500", "1k", "2k", "", "", "10k", "20k", "50k", "", "1M"]);
+    }
+
+    #[test]
+    fn state_plot_has_one_legend_entry_and_marker_per_mixer_and_length() {
+        let fig = StatePlot {
+            points: vec![("rwkv".into(), 64, 512.0, 0.2), ("rwkv".into(), 64, 1024.0, 0.5), ("rwkv".into(), 128, 512.0, 0.1), ("h3".into(), 128, 4096.0, 0.3)],
+        };
+        register_font();
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (900, 400)).into_drawing_area();
+            Draw::<SVGBackend>::draw(&fig, root).unwrap();
+        }
+        // plotters writes each text's content on a line of its own
+        let texts = |label: &str| svg.lines().filter(|l| l.trim() == label).count();
+        for label in ["rwkv L=64", "rwkv L=128", "h3 L=128"] {
+            assert_eq!(texts(label), 1, "legend entry {label}");
+        }
+        assert_eq!(texts("h3 L=64"), 0);
+    }
 }
 
