@@ -165,7 +165,7 @@ const LEGEND_W: u32 = 190;
 /// One line of a plot: its colour (the mixer's), its marker shape and its points.
 struct Series {
     color: RGBColor,
-    /// 0 circle, 1 triangle, 2 square, 3 diamond (cycles).
+    /// See [`marker`].
     shape: usize,
     pts: Vec<(f64, f64)>,
 }
@@ -180,15 +180,30 @@ fn mixer_lines<'a, DB: DrawingBackend + 'a, X: Ranged<ValueType = f64>, Y: Range
     for Series { color: c, shape, mut pts } in series {
         pts.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
         chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(width))).map_err(&e)?;
-        match shape % 4 {
-            0 => chart.draw_series(pts.iter().map(|&p| Circle::new(p, 5, c.filled()))).map(|_| ()),
-            1 => chart.draw_series(pts.iter().map(|&p| TriangleMarker::new(p, 7, c.filled()))).map(|_| ()),
-            2 => chart.draw_series(pts.iter().map(|&p| EmptyElement::at(p) + Rectangle::new([(-5, -5), (5, 5)], c.filled()))).map(|_| ()),
-            _ => chart.draw_series(pts.iter().map(|&p| EmptyElement::at(p) + Polygon::new(vec![(0, -7), (6, 0), (0, 7), (-6, 0)], c.filled()))).map(|_| ()),
+        for p in pts {
+            marker(chart.plotting_area(), p, shape, c).map_err(&e)?;
         }
-        .map_err(&e)?;
     }
     Ok(())
+}
+
+/// The marker of `shape` (0 circle, 1 triangle, 2 square, 3 diamond; cycles) at `at`, in
+/// whatever coordinates `area` uses: data points in a chart, pixels in the legend.
+fn marker<DB: DrawingBackend, CT: CoordTranslate>(
+    area: &DrawingArea<DB, CT>,
+    at: CT::From,
+    shape: usize,
+    c: RGBColor,
+) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+where
+    CT::From: Clone,
+{
+    match shape % 4 {
+        0 => area.draw(&Circle::new(at, 5, c.filled())),
+        1 => area.draw(&TriangleMarker::new(at, 7, c.filled())),
+        2 => area.draw(&(EmptyElement::at(at) + Rectangle::new([(-5, -5), (5, 5)], c.filled()))),
+        _ => area.draw(&(EmptyElement::at(at) + Polygon::new(vec![(0, -7), (6, 0), (0, 7), (-6, 0)], c.filled()))),
+    }
 }
 
 /// The legend, one entry per (label, colour, marker shape), in a strip of its own.
@@ -198,14 +213,7 @@ fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, entries: &[(St
     for (label, c, shape) in entries {
         let c = *c;
         area.draw(&PathElement::new(vec![(x0, y), (x0 + 28, y)], c.stroke_width(3))).map_err(&e)?;
-        let m = (x0 + 14, y);
-        match shape % 4 {
-            0 => area.draw(&Circle::new(m, 5, c.filled())),
-            1 => area.draw(&TriangleMarker::new(m, 7, c.filled())),
-            2 => area.draw(&(EmptyElement::at(m) + Rectangle::new([(-5, -5), (5, 5)], c.filled()))),
-            _ => area.draw(&(EmptyElement::at(m) + Polygon::new(vec![(0, -7), (6, 0), (0, 7), (-6, 0)], c.filled()))),
-        }
-        .map_err(&e)?;
+        marker(area, (x0 + 14, y), *shape, c).map_err(&e)?;
         area.draw(&Text::new(label.clone(), (x0 + 36, y - 9), ("sans-serif", 16))).map_err(&e)?;
         y += 26;
     }

@@ -123,23 +123,18 @@ impl Mamba {
             t.view([bsz, nc, c, last])
         };
         let a = self.a(); // [E, N]
-        let delta = chunked(&inp.delta); // [B, nc, c, E]
-        let dx = chunked(&(&inp.delta * &inp.x));
+        let (delta, x) = (chunked(&inp.delta), chunked(&inp.x)); // [B, nc, c, E]
         let (bm, cm) = (chunked(&inp.b), chunked(&inp.c)); // [B, nc, c, N]
-        let mut h: Option<Tensor> = None;
+        let mut h = Tensor::zeros([bsz, nc, e, self.n], (x.kind(), x.device())); // every chunk from zero
         let mut ys = Vec::with_capacity(c as usize);
         for t in 0..c {
-            let u = dx.select(2, t).unsqueeze(-1) * bm.select(2, t).unsqueeze(2); // [B, nc, E, N]
-            let next = match h {
-                None => u,
-                Some(prev) => (delta.select(2, t).unsqueeze(-1) * &a).exp() * prev + u,
-            };
-            ys.push((&next * cm.select(2, t).unsqueeze(2)).sum_dim_intlist([-1i64].as_slice(), false, next.kind()));
-            h = Some(next);
+            let (next, y) = self.ssm_step(&h, &delta.select(2, t), &x.select(2, t), &bm.select(2, t), &cm.select(2, t));
+            h = next;
+            ys.push(y);
         }
         let mut y = Tensor::stack(&ys, 2); // [B, nc, c, E]
         if nc > 1 {
-            let h_last = h.expect("chunk has at least one position"); // chunk-end states from zero
+            let h_last = h; // chunk-end states from zero
             let p_chunk = (delta.sum_dim_intlist([2i64].as_slice(), false, delta.kind()).unsqueeze(-1) * &a).exp();
             let (_, h_end) = linear_scan(&p_chunk, &h_last, 1); // [B, nc, E, N] true chunk-end states
             // state carried into chunks 1..nc, applied to their positions only
@@ -161,19 +156,19 @@ impl Mamba {
         let mut ys = Vec::with_capacity(l as usize);
         for t in 0..l {
             let at = |v: &Tensor| v.select(1, t);
-            let it = Inputs { x: at(&inp.x), z: at(&inp.z), delta: at(&inp.delta), b: at(&inp.b), c: at(&inp.c) };
-            let (h2, y) = self.ssm_step(&h, &it);
+            let (h2, y) = self.ssm_step(&h, &at(&inp.delta), &at(&inp.x), &at(&inp.b), &at(&inp.c));
             h = h2;
             ys.push(y);
         }
         Tensor::stack(&ys, 1)
     }
 
-    /// One SSM step on `[B, ..]` inputs: updates `h: [B, E, N]`, returns `h C` as `[B, E]`.
-    fn ssm_step(&self, h: &Tensor, inp: &Inputs) -> (Tensor, Tensor) {
-        let a = (inp.delta.unsqueeze(-1) * self.a()).exp();
-        let h = a * h + (&inp.delta * &inp.x).unsqueeze(-1) * inp.b.unsqueeze(1);
-        let y = (&h * inp.c.unsqueeze(1)).sum_dim_intlist([-1i64].as_slice(), false, h.kind());
+    /// One SSM step on inputs with any leading shape `[..]`: `Δ, x: [.., E]`, `B, C: [.., N]`;
+    /// updates `h: [.., E, N]` and returns it with `h C` as `[.., E]`.
+    fn ssm_step(&self, h: &Tensor, delta: &Tensor, x: &Tensor, b: &Tensor, c: &Tensor) -> (Tensor, Tensor) {
+        let a = (delta.unsqueeze(-1) * self.a()).exp();
+        let h = a * h + (delta * x).unsqueeze(-1) * b.unsqueeze(-2);
+        let y = (&h * c.unsqueeze(-2)).sum_dim_intlist([-1i64].as_slice(), false, h.kind());
         (h, y)
     }
 }
@@ -201,7 +196,7 @@ impl Mixer for Mamba {
         let (x, z) = self.split_in(u_t);
         let xc = fir_step(&mut state.tensors[0], &x, &self.conv_w, Some(&self.conv_b)).silu();
         let inp = self.inputs(xc, z);
-        let (h, y) = self.ssm_step(&state.tensors[1], &inp);
+        let (h, y) = self.ssm_step(&state.tensors[1], &inp.delta, &inp.x, &inp.b, &inp.c);
         state.tensors[1] = h;
         self.finish(y, &inp)
     }
@@ -325,7 +320,7 @@ mod tests {
             let grads = |y: Tensor| {
                 let wrt = [&x, &dl, &bb, &cc, &a_log];
                 let g = Tensor::run_backward(&[(y * &w).sum(Kind::Double)], &wrt, false, false);
-                // a parameter the graph never used (A at L = 1) has an undefined gradient: zero
+                // a parameter a graph never used has an undefined gradient: count it as zero
                 let g: Vec<Tensor> = g.iter().zip(wrt).map(|(g, p)| if g.defined() { g.flatten(0, -1) } else { p.zeros_like().flatten(0, -1) }).collect();
                 Tensor::cat(&g, 0)
             };
