@@ -14,7 +14,7 @@ use crate::tasks::mqar::MqarConfig;
 use crate::tasks::IGNORE;
 use crate::train::optim::AdamW;
 use crate::train::trainer::sparse_head_loss;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use std::time::Instant;
 use tch::{nn, Kind, Tensor};
 
@@ -89,37 +89,48 @@ pub fn sparse_equals_full(model: &LanguageModel, x: &Tensor, y: &Tensor) -> (f64
     })
 }
 
-/// Naive MQAR generator as in numpy: sequential weighted choice without replacement, one thread.
+/// A plain sequential MQAR generator, the baseline of `bench data`: one thread, one generator,
+/// the whole task (distinct keys and values, successive weighted choice of the query gaps by
+/// inverse CDF over the remaining weights as numpy does, inputs and targets). Returns a
+/// checksum so that nothing is optimised away.
 fn naive_generate(l: usize, kv: usize, v: usize, n: usize, seed: u64) -> usize {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = crate::tasks::FastRng::seed_from_u64(seed);
     let space = (l - 2 * kv) / 2;
     let w: Vec<f64> = (0..space).map(|g| 0.01 * ((g + 1) as f64).powf(0.01 - 1.0)).collect();
-    let mut checksum = 0usize;
-    for _ in 0..n {
-        let mut seq = vec![0i64; l];
-        let mut keys: Vec<i64> = vec![];
-        while keys.len() < kv {
-            let k = rng.gen_range(1..v / 2) as i64;
-            if !keys.contains(&k) {
-                keys.push(k);
+    let mut inputs = vec![0i32; n * l];
+    let mut targets = vec![IGNORE; n * l];
+    let draw_distinct = |rng: &mut crate::tasks::FastRng, lo: usize, hi: usize, out: &mut Vec<i32>| {
+        out.clear();
+        while out.len() < kv {
+            let k = rng.gen_range(lo..hi) as i32;
+            if !out.contains(&k) {
+                out.push(k);
             }
         }
+    };
+    let (mut keys, mut vals) = (Vec::with_capacity(kv), Vec::with_capacity(kv));
+    for i in 0..n {
+        let (inp, tgt) = (&mut inputs[i * l..(i + 1) * l], &mut targets[i * l..(i + 1) * l]);
+        draw_distinct(&mut rng, 1, v / 2, &mut keys);
+        draw_distinct(&mut rng, v / 2, v, &mut vals);
         let mut avail = w.clone();
-        for (j, k) in keys.iter().enumerate() {
-            let tot: f64 = avail.iter().sum();
+        let mut tot: f64 = avail.iter().sum();
+        for j in 0..kv {
             let mut r = rng.gen::<f64>() * tot;
             let mut g = 0;
-            while g + 1 < space && (r >= avail[g] || avail[g] == 0.0) {
+            while g + 1 < space && (avail[g] == 0.0 || r >= avail[g]) {
                 r -= avail[g];
                 g += 1;
             }
+            tot -= avail[g];
             avail[g] = 0.0;
-            seq[2 * kv + 2 * g] = *k;
-            seq[2 * j] = *k;
+            inp[2 * j] = keys[j];
+            inp[2 * j + 1] = vals[j];
+            inp[2 * kv + 2 * g] = keys[j];
+            tgt[2 * kv + 2 * g] = vals[j];
         }
-        checksum = checksum.wrapping_add(seq.iter().sum::<i64>() as usize);
     }
-    checksum
+    inputs.iter().chain(targets.iter()).fold(0usize, |a, &x| a.wrapping_add(x as usize))
 }
 
 /// Returns (our examples/s, naive examples/s).

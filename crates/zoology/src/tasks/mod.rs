@@ -87,3 +87,74 @@ pub fn mix_seed(a: u64, b: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+/// xoshiro256++ (Blackman & Vigna), seeded through SplitMix64: a small, fast, portable generator
+/// for per-example data streams. Its output for a given seed is fixed by this code, so data
+/// never changes with a dependency upgrade (unlike `rand`'s `SmallRng`).
+#[derive(Debug, Clone)]
+pub struct FastRng {
+    s: [u64; 4],
+}
+
+impl FastRng {
+    pub fn seed_from_u64(seed: u64) -> Self {
+        let mut z = seed;
+        let mut next = || {
+            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut x = z;
+            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            x ^ (x >> 31)
+        };
+        FastRng { s: [next(), next(), next(), next()] }
+    }
+
+    #[inline]
+    fn next(&mut self) -> u64 {
+        let s = &mut self.s;
+        let out = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        out
+    }
+
+    /// Uniform in (0, 1]: 53 random bits, never 0.
+    #[inline]
+    pub fn unit_open0(&mut self) -> f64 {
+        ((self.next() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// A standard exponential variate, `−ln U`.
+    #[inline]
+    pub fn exp1(&mut self) -> f64 {
+        -self.unit_open0().ln()
+    }
+}
+
+impl rand::RngCore for FastRng {
+    fn next_u32(&mut self) -> u32 {
+        (self.next() >> 32) as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.next()
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        rand_core_fill(self, dest)
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> std::result::Result<(), rand::Error> {
+        rand_core_fill(self, dest);
+        Ok(())
+    }
+}
+
+fn rand_core_fill(r: &mut FastRng, dest: &mut [u8]) {
+    for chunk in dest.chunks_mut(8) {
+        let v = r.next().to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}

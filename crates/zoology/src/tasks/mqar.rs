@@ -14,24 +14,38 @@
 //! at a query-key position is that key's value (the value itself is *not* in the input); every
 //! other target is [`IGNORE`]. Exactly `kv` supervised positions per example.
 //!
-//! With `random_non_queries = true`, every filler 0 in the input becomes a uniform token in
-//! `[0, V)` (Zoology's default; Zoology Figure 2 used `false`, which is our default).
+//! With `random_non_queries = true` (the default, as in Zoology's `MQARConfig`; Zoology Figure 2
+//! sets `false`), every filler 0 in the input becomes a uniform token in `[0, V)`.
 //!
-//! Sampling without replacement with weights uses exponential keys (Efraimidis–Spirakis:
-//! the `kv` largest `ln(u)/w`), which has the same distribution as numpy's sequential
-//! `choice(..., replace=False, p=...)`. Every example has its own ChaCha stream derived from the
-//! segment seed and its index, so generation is parallel and independent of the thread count.
+//! **Which pair is queried in which slot.** Zoology draws the gaps with numpy's
+//! `choice(space, kv, replace=False, p)`, which is *successive* (Plackett–Luce) sampling: the
+//! first drawn gap goes to context pair 0, the second to pair 1, and so on. We draw the same
+//! sequence without numpy's cost (`GapSampler`): by rejection from the full distribution when
+//! few gaps are drawn (a redraw of a taken gap is a draw from the remaining weights), else with
+//! exponential keys `E_g / w_g`, `E_g ~ Exp(1)` i.i.d. (Efraimidis–Spirakis with the sign
+//! flipped): by memorylessness the smallest key is distributed as the first successive draw,
+//! the second smallest as the second, and so on, so the `kv` smallest keys are selected and
+//! then **sorted ascending**, and pair `j` gets the `j`-th. (Selecting without the sort gives
+//! the right *set* of slots but not the right assignment: with `kv == space` every query would
+//! sit exactly `2·kv` tokens after its key.) Tests compare the joint (pair, slot)
+//! distribution with exact successive-sampling probabilities and with an independent
+//! sequential sampler, and the key/query rank correlation with numpy's measured value.
+//!
+//! Every example has its own xoshiro256++ stream seeded from the segment seed and its index, so
+//! generation is parallel and independent of the thread count.
 
-use super::{mix_seed, Segment, Token, IGNORE};
+use super::{mix_seed, FastRng, Segment, Token, IGNORE};
 use crate::error::{config_err, Result};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 fn default_power_a() -> f64 {
     0.01
+}
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,12 +60,15 @@ pub struct MqarConfig {
     /// Power-law exponent of the query-gap distribution.
     #[serde(default = "default_power_a")]
     pub power_a: f64,
-    /// Replace filler tokens by uniform random tokens.
-    #[serde(default)]
+    /// Replace filler tokens by uniform random tokens. Default `true`, Zoology's `MQARConfig`
+    /// default (Based Figure 2 leaves it); Zoology Figure 2 sets `false`.
+    #[serde(default = "yes")]
     pub random_non_queries: bool,
 }
 
 impl MqarConfig {
+    /// A segment with filler left as token 0 (`random_non_queries = false`, Zoology Figure 2's
+    /// setting, which keeps examples easy to read); a config that omits the key gets `true`.
     pub fn new(seq_len: usize, num_kv_pairs: usize, num_examples: usize) -> Self {
         MqarConfig { seq_len, num_kv_pairs, num_examples, power_a: 0.01, random_non_queries: false }
     }
@@ -103,37 +120,27 @@ impl MqarConfig {
     pub fn generate(&self, vocab_size: usize, seed: u64) -> Segment {
         let (l, kv, n) = (self.seq_len, self.num_kv_pairs, self.num_examples);
         let space = (l - 2 * kv) / 2;
-        // Exponential-key weights: key = ln(u) / w, w_g = a (g+1)^(a-1) (normalisation irrelevant).
-        let a = self.power_a;
-        let inv_w: Vec<f64> = (0..space).map(|g| 1.0 / (a * ((g + 1) as f64).powf(a - 1.0))).collect();
+        let sampler = GapSampler::new(space, kv, self.power_a);
         let mut inputs: Vec<Token> = vec![0; n * l];
         let mut targets = vec![IGNORE; n * l];
         inputs
             .par_chunks_mut(l)
             .zip(targets.par_chunks_mut(l))
             .enumerate()
+            .with_min_len(64)
             .for_each_init(
                 || (Vec::with_capacity(space), Vec::with_capacity(kv), Vec::with_capacity(kv)),
                 |(keys_buf, ks, vs), (i, (inp, tgt))| {
-                    let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(seed, i as u64));
+                    let mut rng = FastRng::seed_from_u64(mix_seed(seed, i as u64));
                     distinct_in(&mut rng, 1, vocab_size / 2, kv, ks);
                     distinct_in(&mut rng, vocab_size / 2, vocab_size, kv, vs);
                     for j in 0..kv {
                         inp[2 * j] = ks[j];
                         inp[2 * j + 1] = vs[j];
                     }
-                    keys_buf.clear();
-                    for (g, iw) in inv_w.iter().enumerate() {
-                        let u: f64 = rng.gen::<f64>().max(f64::MIN_POSITIVE);
-                        keys_buf.push((u.ln() * iw, g));
-                    }
-                    // The kv largest keys are the chosen slots. Keys are already a uniformly random
-                    // order, so which key goes to which chosen slot needs no sorting.
-                    if kv < space {
-                        keys_buf.select_nth_unstable_by(kv - 1, |x, y| y.0.total_cmp(&x.0));
-                    }
+                    sampler.draw(&mut rng, keys_buf);
                     for j in 0..kv {
-                        let pos = 2 * kv + 2 * keys_buf[j].1;
+                        let pos = 2 * kv + 2 * keys_buf[j].1 as usize;
                         inp[pos] = ks[j];
                         tgt[pos] = vs[j];
                     }
@@ -153,8 +160,71 @@ impl MqarConfig {
     }
 }
 
+/// Successive sampling of `kv` distinct query gaps out of `space` with weights
+/// `w_g = a·(g+1)^(a−1)`, as numpy's `choice(space, kv, replace=False, p)`: the first, second, …
+/// drawn gap in draw order. Two exact methods, chosen by cost (both are successive sampling, so
+/// the choice changes which random numbers are used, never the distribution):
+/// - **rejection** when the `kv` heaviest gaps hold at most 90% of the mass and `4·kv ≤ space`:
+///   draw from the full distribution (inverse CDF, binary search) and redraw a gap already
+///   taken, which is a draw from the remaining weights renormalised. O(kv·log space), at most
+///   10 expected tries per draw.
+/// - **exponential keys** otherwise: `E_g / w_g` with `E_g ~ Exp(1)`; the `kv` smallest keys,
+///   sorted ascending, are the draws in order (memorylessness of the exponential).
+///   O(space + kv·log kv).
+struct GapSampler {
+    kv: usize,
+    /// `1 / w_g` (exponential keys).
+    inv_w: Vec<f64>,
+    /// Normalised cumulative weights, last entry exactly 1 (rejection), or empty.
+    cdf: Vec<f64>,
+}
+
+impl GapSampler {
+    fn new(space: usize, kv: usize, a: f64) -> Self {
+        let w: Vec<f64> = (0..space).map(|g| a * ((g + 1) as f64).powf(a - 1.0)).collect();
+        let total: f64 = w.iter().sum();
+        let mut sorted = w.clone();
+        sorted.sort_by(|x, y| y.total_cmp(x));
+        let heavy: f64 = sorted[..kv].iter().sum::<f64>() / total;
+        let cdf = if 4 * kv <= space && heavy <= 0.9 {
+            let mut acc = 0.0;
+            let mut c: Vec<f64> = w.iter().map(|x| {
+                acc += x;
+                acc / total
+            }).collect();
+            *c.last_mut().unwrap() = 1.0;
+            c
+        } else {
+            vec![]
+        };
+        GapSampler { kv, inv_w: w.iter().map(|x| 1.0 / x).collect(), cdf }
+    }
+
+    /// Leaves in `buf[..kv]` the drawn gaps (second field) in draw order.
+    fn draw(&self, rng: &mut FastRng, buf: &mut Vec<(f64, u32)>) {
+        buf.clear();
+        if !self.cdf.is_empty() {
+            while buf.len() < self.kv {
+                let u = rng.unit_open0();
+                let g = self.cdf.partition_point(|&c| c < u) as u32;
+                if !buf.iter().any(|x| x.1 == g) {
+                    buf.push((0.0, g));
+                }
+            }
+            return;
+        }
+        for (g, iw) in self.inv_w.iter().enumerate() {
+            buf.push((rng.exp1() * iw, g as u32));
+        }
+        if self.kv < buf.len() {
+            buf.select_nth_unstable_by(self.kv - 1, |x, y| x.0.total_cmp(&y.0));
+        }
+        buf[..self.kv].sort_unstable_by(|x, y| x.0.total_cmp(&y.0));
+    }
+}
+
 /// `k` distinct integers from `[lo, hi)` into `out` (rejection; k is small next to the range).
-fn distinct_in(rng: &mut ChaCha8Rng, lo: usize, hi: usize, k: usize, out: &mut Vec<Token>) {
+fn distinct_in(rng: &mut FastRng, lo: usize, hi: usize, k: usize, out: &mut Vec<Token>) {
     out.clear();
     let range = hi - lo;
     if 2 * k > range {
@@ -246,12 +316,244 @@ mod tests {
         assert_eq!(t0, pinned.1.to_vec(), "targets of example 0 changed");
     }
 
-    // Recorded from this generator (L=16, kv=2, V=64, seed 42): keys 16, 10 with values 43, 63;
-    // key 10 is queried at region slot 0 (position 4), key 16 at slot 4 (position 12).
+    // Recorded from this generator (L=16, kv=2, V=64, seed 42): keys 31, 20 with values 44, 39;
+    // pair 0 (key 31) is queried at region slot 0 (position 4), pair 1 (key 20) at slot 2
+    // (position 8). Re-pinned when the assignment became successive sampling (DECISIONS.md).
     const PINNED_16_2_64_SEED42: ([Token; 16], [Token; 16]) = (
-        [16, 43, 10, 63, 10, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0],
-        [-100, -100, -100, -100, 63, -100, -100, -100, -100, -100, -100, -100, 43, -100, -100, -100],
+        [31, 44, 20, 39, 31, 0, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0],
+        [-100, -100, -100, -100, 44, -100, -100, -100, 39, -100, -100, -100, -100, -100, -100, -100],
     );
+
+    // ---- Successive sampling (numpy's `choice(space, kv, replace=False, p)`) ----
+
+    /// Exact `P(j-th successive draw = g)` for `j < kv`, by dynamic programming over the set of
+    /// gaps drawn so far. Independent of the generator: no exponential keys, no sorting.
+    fn exact_draw_probs(w: &[f64], kv: usize) -> Vec<Vec<f64>> {
+        use std::collections::HashMap;
+        let total: f64 = w.iter().sum();
+        let mut out = vec![vec![0.0; w.len()]; kv];
+        let mut level: HashMap<u64, f64> = HashMap::from([(0u64, 1.0)]);
+        for row in out.iter_mut() {
+            let mut next: HashMap<u64, f64> = HashMap::new();
+            for (&mask, &p) in &level {
+                let rem = total - (0..w.len()).filter(|g| mask >> g & 1 == 1).map(|g| w[g]).sum::<f64>();
+                for g in (0..w.len()).filter(|g| mask >> g & 1 == 0) {
+                    let q = p * w[g] / rem;
+                    row[g] += q;
+                    *next.entry(mask | 1 << g).or_default() += q;
+                }
+            }
+            level = next;
+        }
+        out
+    }
+
+    /// An independent sequential sampler: draw a gap by inverse CDF over the remaining weights,
+    /// remove it, repeat (what numpy's legacy `choice` amounts to), on its own ChaCha stream.
+    fn naive_gaps(w: &[f64], kv: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<usize> {
+        let mut avail = w.to_vec();
+        let mut out = Vec::with_capacity(kv);
+        for _ in 0..kv {
+            let tot: f64 = avail.iter().sum();
+            let mut r = rng.gen::<f64>() * tot;
+            let mut g = 0;
+            while g + 1 < avail.len() && (avail[g] == 0.0 || r >= avail[g]) {
+                r -= avail[g];
+                g += 1;
+            }
+            avail[g] = 0.0;
+            out.push(g);
+        }
+        out
+    }
+
+    fn weights(space: usize, a: f64) -> Vec<f64> {
+        (0..space).map(|g| a * ((g + 1) as f64).powf(a - 1.0)).collect()
+    }
+
+    /// Slot of each context pair in every example: `slots[i][j]` = region slot of pair j.
+    fn pair_slots(s: &Segment, kv: usize) -> Vec<Vec<usize>> {
+        (0..s.n)
+            .map(|i| {
+                let (inp, tgt) = s.example(i);
+                (0..kv)
+                    .map(|j| {
+                        let t = (2 * kv..s.seq_len).find(|&t| tgt[t] != IGNORE && inp[t] == inp[2 * j]).unwrap();
+                        (t - 2 * kv) / 2
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Upper `alpha` quantile of χ²(k) by the Wilson–Hilferty approximation (relative error
+    /// well under 1% for k ≥ 10 at these tail probabilities). `z` is the standard normal upper
+    /// quantile of `alpha`.
+    fn chi2_quantile(k: f64, z: f64) -> f64 {
+        let c = 2.0 / (9.0 * k);
+        k * (1.0 - c + z * c.sqrt()).powi(3)
+    }
+    /// z for α = 1e-4: each χ² test below fails a correct generator with probability 1e-4
+    /// (over seeds; the seeds are fixed, so the outcome is deterministic).
+    const Z_1E4: f64 = 3.719;
+
+    /// Goodness of fit of `obs` to probabilities `p` (cells with expected count < 5 pooled).
+    /// Returns (statistic, degrees of freedom).
+    fn chi2_gof(obs: &[f64], p: &[f64]) -> (f64, f64) {
+        let n: f64 = obs.iter().sum();
+        let (mut stat, mut cells, mut pool_o, mut pool_e) = (0.0, 0.0, 0.0, 0.0);
+        for (o, q) in obs.iter().zip(p) {
+            let e = n * q;
+            if e < 5.0 {
+                pool_o += o;
+                pool_e += e;
+            } else {
+                stat += (o - e).powi(2) / e;
+                cells += 1.0;
+            }
+        }
+        if pool_e > 0.0 {
+            stat += (pool_o - pool_e).powi(2) / pool_e.max(1e-12);
+            cells += 1.0;
+        }
+        (stat, cells - 1.0)
+    }
+
+    /// Two-sample χ² homogeneity test of two count vectors over the same cells (cells with
+    /// fewer than 10 observations in both samples together are pooled).
+    fn chi2_two_sample(a: &[f64], b: &[f64]) -> (f64, f64) {
+        let (na, nb): (f64, f64) = (a.iter().sum(), b.iter().sum());
+        let (ka, kb) = ((nb / na).sqrt(), (na / nb).sqrt());
+        let (mut stat, mut cells, mut pa, mut pb) = (0.0, 0.0, 0.0, 0.0);
+        for (x, y) in a.iter().zip(b) {
+            if x + y < 10.0 {
+                pa += x;
+                pb += y;
+            } else {
+                stat += (x * ka - y * kb).powi(2) / (x + y);
+                cells += 1.0;
+            }
+        }
+        if pa + pb > 0.0 {
+            stat += (pa * ka - pb * kb).powi(2) / (pa + pb);
+            cells += 1.0;
+        }
+        (stat, cells - 1.0)
+    }
+
+    /// One (pair, slot) observation per example — pair `i mod kv` of example `i` — so the
+    /// observations are independent and the joint table is one multinomial.
+    fn joint_counts(slots: &[Vec<usize>], kv: usize, space: usize) -> Vec<f64> {
+        let mut c = vec![0.0; kv * space];
+        for (i, s) in slots.iter().enumerate() {
+            let j = i % kv;
+            c[j * space + s[j]] += 1.0;
+        }
+        c
+    }
+
+    /// The joint (pair index, slot) distribution of the generator against (1) the exact
+    /// successive-sampling probabilities and (2) an independent sequential sampler, at
+    /// kv == space (L = 4·kv, where the old generator was exactly FIFO) and at space > 16
+    /// (where its order was near-ascending).
+    #[test]
+    fn pair_to_slot_assignment_is_successive_sampling() {
+        for &(l, kv, n) in &[(32usize, 8usize, 40_000usize), (64, 16, 64_000), (48, 4, 40_000), (96, 4, 60_000)] {
+            let space = (l - 2 * kv) / 2;
+            let w = weights(space, 0.01);
+            let exact = exact_draw_probs(&w, kv);
+            // exact joint of (j = i mod kv, slot): P(j) = 1/kv
+            let p_joint: Vec<f64> = exact.iter().flat_map(|row| row.iter().map(|q| q / kv as f64)).collect();
+            let s = gen(l, kv, n, 8192, 1234);
+            let ours = joint_counts(&pair_slots(&s, kv), kv, space);
+            let (stat, df) = chi2_gof(&ours, &p_joint);
+            let crit = chi2_quantile(df, Z_1E4);
+            assert!(stat < crit, "L={l} kv={kv}: χ² vs exact successive sampling {stat:.1} ≥ {crit:.1} (df {df})");
+            let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(99);
+            let naive: Vec<Vec<usize>> = (0..n)
+                .map(|_| {
+                    let g = naive_gaps(&w, kv, &mut rng);
+                    g
+                })
+                .collect();
+            let theirs = joint_counts(&naive, kv, space);
+            let (stat2, df2) = chi2_two_sample(&ours, &theirs);
+            let crit2 = chi2_quantile(df2, Z_1E4);
+            assert!(stat2 < crit2, "L={l} kv={kv}: χ² vs sequential sampler {stat2:.1} ≥ {crit2:.1} (df {df2})");
+            // the naive sampler agrees with the exact probabilities too (checks the oracles)
+            let (stat3, df3) = chi2_gof(&theirs, &p_joint);
+            assert!(stat3 < chi2_quantile(df3, Z_1E4), "oracles disagree at L={l} kv={kv}: {stat3:.1} (df {df3})");
+        }
+    }
+
+    /// With one pair the query gap must follow P(g) ∝ a·(g+1)^(a−1) exactly.
+    #[test]
+    fn single_pair_gap_histogram_matches_the_power_law() {
+        let (l, kv, n) = (64, 1, 50_000);
+        let space = (l - 2 * kv) / 2;
+        let w = weights(space, 0.01);
+        let tot: f64 = w.iter().sum();
+        let p: Vec<f64> = w.iter().map(|x| x / tot).collect();
+        let s = gen(l, kv, n, 8192, 5);
+        let mut counts = vec![0.0; space];
+        for sl in pair_slots(&s, kv) {
+            counts[sl[0]] += 1.0;
+        }
+        let (stat, df) = chi2_gof(&counts, &p);
+        let crit = chi2_quantile(df, Z_1E4);
+        assert!(stat < crit, "gap histogram χ² {stat:.1} ≥ {crit:.1} (df {df})");
+    }
+
+    /// At L = 4·kv every slot is used; a FIFO assignment would put every query exactly 2·kv
+    /// tokens after its key. Under successive sampling the key→query lag is the same for all
+    /// pairs of an example in (far) fewer than 1% of examples.
+    #[test]
+    fn key_query_lag_varies_within_examples() {
+        let (l, kv) = (64, 16);
+        let s = gen(l, kv, 10_000, 8192, 11);
+        let constant = pair_slots(&s, kv)
+            .iter()
+            .filter(|sl| {
+                let lags: Vec<i64> = sl.iter().enumerate().map(|(j, &g)| (2 * kv + 2 * g) as i64 - 2 * j as i64).collect();
+                lags.iter().all(|&x| x == lags[0])
+            })
+            .count();
+        assert!((constant as f64) < 0.01 * s.n as f64, "{constant} of {} examples have one lag for all pairs", s.n);
+    }
+
+    /// Mean per-example Kendall τ between a pair's context index and its query slot, against
+    /// the value numpy gives when Zoology's call is run (scripts/reference/mqar_gap_order.py:
+    /// `np.random.choice(space, kv, replace=False, p)`, 20 000 examples, seed 1):
+    /// 0.1479 ± 0.0013 at L=256, kv=16 and 0.2164 ± 0.0005 at L=512, kv=64. The tolerance is
+    /// 4.5 combined standard errors (per-example τ has s.d. 0.179 and 0.077 there).
+    #[test]
+    fn key_to_query_rank_correlation_matches_numpy() {
+        fn tau(x: &[usize]) -> f64 {
+            let k = x.len();
+            let mut s = 0i64;
+            for a in 0..k {
+                for b in a + 1..k {
+                    s += (x[b] as i64 - x[a] as i64).signum();
+                }
+            }
+            s as f64 / (k * (k - 1) / 2) as f64
+        }
+        for &(l, kv, n, want, se_ref, sd) in &[(256usize, 16usize, 4000usize, 0.1479, 0.0013, 0.179), (512, 64, 1000, 0.2164, 0.0005, 0.077)] {
+            let s = gen(l, kv, n, 8192, 21);
+            let taus: Vec<f64> = pair_slots(&s, kv).iter().map(|sl| tau(sl)).collect();
+            let mean = taus.iter().sum::<f64>() / n as f64;
+            let tol = 4.5 * (se_ref * se_ref + sd * sd / n as f64).sqrt();
+            assert!((mean - want).abs() < tol, "L={l} kv={kv}: mean Kendall τ {mean:.4}, numpy {want} ± {tol:.4}");
+        }
+    }
+
+    #[test]
+    fn fast_rng_matches_the_xoshiro256pp_reference() {
+        // Reference vector: state [1, 2, 3, 4] gives 41943041 first (Vigna's xoshiro256plusplus.c).
+        use rand::RngCore;
+        let mut r = FastRng { s: [1, 2, 3, 4] };
+        assert_eq!(r.next_u64(), 41_943_041);
+    }
 
     #[test]
     fn power_law_clusters_queries_after_context() {
@@ -286,6 +588,13 @@ mod tests {
         assert!(zeros < 5, "filler should be random, found {zeros} zeros");
         // labels unaffected: still kv per example
         assert_eq!(s.num_supervised(), 4 * 50);
+    }
+
+    #[test]
+    fn random_non_queries_defaults_to_zoologys_true() {
+        let c: MqarConfig = toml::from_str("seq_len = 64\nnum_kv_pairs = 4\nnum_examples = 10").unwrap();
+        assert!(c.random_non_queries);
+        assert_eq!(c.power_a, 0.01);
     }
 
     #[test]
