@@ -18,7 +18,7 @@
 //! already rotated, and values of every past token; the new token's position is the number of
 //! cached tokens). The state grows with the sequence: `2·d·L` elements after `L` tokens.
 
-use super::common::{future_mask, merge_heads, rope, rope_reference, split_heads, Linear};
+use super::layers::{future_mask, merge_heads, rope, rope_reference, split_heads, Linear};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};

@@ -13,11 +13,12 @@
 //!
 //! `kernel_size` may be a list, one entry per layer (Zoology Figure 2: `[3, -1]`).
 //!
-//! Forms: short conv via conv1d / explicit tap sums / a window of the last k inputs
-//! (state `d·k`); long conv via FFT / dense Toeplitz matrix / a cache of every input so far
-//! (state `d·L`).
+//! Forms: short conv via conv1d / explicit tap sums / a window of the previous k−1 inputs
+//! (`conv::fir_step`, state `d·(k−1)`, the FIR convention of every mixer); long conv via FFT /
+//! dense Toeplitz matrix / a cache of every input so far (state `d·L`).
 
-use super::common::{fft_causal_conv, long_conv_step, short_conv, short_conv_reference, short_conv_step, toeplitz_causal_conv, Linear};
+use super::conv::{fft_causal_conv, fir_step, long_conv_step, short_conv, short_conv_reference, toeplitz_causal_conv};
+use super::layers::Linear;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -123,13 +124,14 @@ impl Mixer for BaseConv {
 
     fn init_state(&self, batch: i64) -> MixerState {
         let opts = (self.proj.ws.kind(), self.proj.ws.device());
-        let len = self.kernel_size().unwrap_or(0);
+        // short: the previous k−1 inputs (`fir_step`); long: the cache starts empty
+        let len = self.kernel_size().map_or(0, |k| k - 1);
         MixerState::new(vec![Tensor::zeros([batch, len, self.d], opts)])
     }
 
     fn step(&self, state: &mut MixerState, x_t: &Tensor) -> Tensor {
         let c = match &self.conv {
-            Conv::Short { w, b } => short_conv_step(&mut state.tensors[0], x_t, w, Some(b)),
+            Conv::Short { w, b } => fir_step(&mut state.tensors[0], x_t, w, Some(b)),
             _ => long_conv_step(&mut state.tensors[0], x_t, &self.filter()) + x_t,
         };
         c * self.proj.forward(x_t) + x_t
@@ -137,7 +139,7 @@ impl Mixer for BaseConv {
 
     fn state_size(&self, seq_len: i64) -> i64 {
         match self.kernel_size() {
-            Some(k) => self.d * k,
+            Some(k) => self.d * (k - 1),
             None => self.d * seq_len,
         }
     }
@@ -147,7 +149,7 @@ impl MixerKind for BaseConv {
     type Config = BaseConvConfig;
     const NAME: &'static str = "base_conv";
     const ABOUT: &'static str = "gated convolution y = conv(u) ⊙ linear(u) + u; short (k>0) or long FFT (k=-1) filter";
-    const STATE_FORMULA: &'static str = "d·k (short), d·L (long)";
+    const STATE_FORMULA: &'static str = "d·(k−1) (short), d·L (long)";
     const CONSTANT_STATE: bool = false;
 
     fn validate(c: &BaseConvConfig, _d: i64, ctx: &BuildCtx, field: &str) -> Result<()> {

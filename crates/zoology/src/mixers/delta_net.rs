@@ -15,17 +15,19 @@
 //! (`A_log = log U(1, 16)`, `dt_bias = softplus⁻¹(dt)`, `dt` log-uniform in [1e-3, 0.1], as in
 //! the reference implementation.)
 //!
-//! Forms: training = chunked WY/UT form (`common::chunked_delta_rule`: per chunk of
+//! Forms: training = chunked WY/UT form (`delta::chunked_delta_rule`: per chunk of
 //! `chunk_size`, one unit-lower-triangular solve gives the pseudo-values `U = Ũ − W S₀`; all
 //! chunks' solves are batched, only the `S` hand-off loops over chunks; decays in log space);
 //! reference = the recurrence with the dense `(I − β k kᵀ)` transition and the explicit-tap
 //! short convolution; recurrent = one delta update per token with conv windows of the previous
-//! `conv_size − 1` inputs of q, k and v (`common::fir_step`).
+//! `conv_size − 1` inputs of q, k and v (`conv::fir_step`).
 //!
 //! State: `H·h² + 3·(conv_size−1)·d` = `d²/H + 9·d` elements by default (`d²/H` without short
 //! conv), constant in L.
 
-use super::common::{chunked_delta_rule, delta_rule_reference, delta_rule_step, l2_norm, merge_heads, rms_norm, short_conv, short_conv_reference, fir_step, split_heads, Linear};
+use super::conv::{fir_step, short_conv, short_conv_reference};
+use super::delta::{chunked_delta_rule, delta_rule_reference, delta_rule_step};
+use super::layers::{l2_norm, merge_heads, rms_norm, split_heads, Linear};
 use super::{delegate_mixer, BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};

@@ -11,14 +11,15 @@
 //! ```
 //! RMSNorm is over each head's `d_v` channels with a learned weight shared by the heads.
 //!
-//! Forms: training = chunked (`common::chunked_linear_attention` with per-channel gates:
+//! Forms: training = chunked (`linear_attn::chunked_linear_attention` with per-channel gates:
 //! cumulative log gates `b_t` inside each chunk, intra-chunk scores
 //! `Σ_k q_tk k_sk e^{b_tk − b_sk}` with every exponent ≤ 0, state carried across chunks);
 //! reference = the recurrence loop; recurrent = one gated update per token.
 //!
 //! State: `H·d_k·d_v` = key_dim·value_dim/H elements, constant in L.
 
-use super::common::{merge_heads, rms_norm, split_heads, DecayedLinear, Linear};
+use super::layers::{merge_heads, rms_norm, split_heads, Linear};
+use super::linear_attn::DecayedLinear;
 use super::{BuildCtx, MixerKind};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};

@@ -11,7 +11,7 @@
 //! ```
 //! The shift SSM has `A` = shift matrix and `B = e₁`, so its kernel is just its `C` (N taps)
 //! and its state is the shift register of past inputs. The diagonal SSM is S4D
-//! (`common::S4d`: N/2 complex-conjugate mode pairs, S4D-Lin init, zero-order hold, f32):
+//! (`modal::S4d`: N/2 complex-conjugate mode pairs, S4D-Lin init, zero-order hold, f32):
 //! `K_h[t] = 2·Re Σ_n C_n (e^{ΔA_n} − 1)/A_n · e^{ΔA_n t}`. Defaults follow H3 / Zoology
 //! (`d_state` 64, `head_dim` 1); Zoology Figure 2 used `d_state = L`, `head_dim = 2`.
 //!
@@ -22,7 +22,9 @@
 //! and the diagonal state (N/2 complex = N reals per kv channel, H·p²·N = d·p·N), i.e.
 //! `d·(N−1) + d·p·N` real elements, independent of L.
 
-use super::common::{fft_causal_conv, fir_step, short_conv_reference, Linear, S4d};
+use super::conv::{fft_causal_conv, fir_step, short_conv_reference};
+use super::layers::Linear;
+use super::modal::S4d;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -173,7 +175,7 @@ impl MixerKind for H3 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::common::validate_error;
+    use super::super::testing::validate_error;
 
     #[test]
     fn bad_configs_name_the_field() {

@@ -25,7 +25,8 @@
 //! Not reproduced: Safari trains the filter with its own learning rate and zero weight decay;
 //! our trainer has a single parameter group.
 
-use super::common::{fft_causal_conv, fir_step, fir_window_after, long_conv_step, short_conv, short_conv_reference, toeplitz_causal_conv, Linear};
+use super::conv::{fft_causal_conv, fir_step, fir_window_after, long_conv_step, short_conv, short_conv_reference, toeplitz_causal_conv};
+use super::layers::Linear;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -249,7 +250,7 @@ impl MixerKind for Hyena {
 
 #[cfg(test)]
 mod tests {
-    use super::super::common::validate_error;
+    use super::super::testing::validate_error;
 
     #[test]
     fn bad_configs_name_the_field() {

@@ -19,13 +19,14 @@
 //! so every form runs one recurrence `S'_t = S'_{t−1} + k_t v'_tᵀ`.
 //!
 //! Forms: training = chunked (quadratic `(Q Kᵀ ⊙ M) V'` within chunks of `chunk_size`, state
-//! passed across chunks; `common::chunked_linear_attention`), reference = the explicit
+//! passed across chunks; `linear_attn::chunked_linear_attention`), reference = the explicit
 //! recurrence loop, recurrent = one update of `S'` per token.
 //!
 //! State: `H·F·(d_v + 1)` elements (normalised) or `H·F·d_v` (unnormalised), constant in L.
 //! `based` is this mixer with the Taylor map and normalisation (see `based.rs`).
 
-use super::common::{merge_heads, split_heads, DecayedLinear, Linear};
+use super::layers::{merge_heads, split_heads, Linear};
+use super::linear_attn::DecayedLinear;
 use super::{BuildCtx, MixerKind};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};

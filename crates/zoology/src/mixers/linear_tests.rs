@@ -2,7 +2,10 @@
 //! specifics, each against an independent dense or closed form (the generic suite compares
 //! each mixer's forms with each other; these pin the math itself).
 
-use super::common::*;
+use super::delta::*;
+use super::layers::*;
+use super::linear_attn::*;
+use super::testing::{rel_err, seed_guard};
 use super::linear_attention::FeatureMap;
 use super::{registry, BuildCtx, MixerEntry};
 use tch::{nn, Device, Kind, Tensor};
@@ -21,7 +24,7 @@ fn table(src: &str) -> toml::Table {
 
 #[test]
 fn rope_matches_reference_and_depends_only_on_relative_position() {
-    tch::manual_seed(0);
+    let _rng = seed_guard(0);
     let x = randn(&[2, 3, 9, 8]);
     assert!(rel_err(&rope(&x, 5, 10000.0), &rope_reference(&x, 5, 10000.0)) < 1e-5);
     assert!(rel_err(&rope(&x, 0, 10000.0).select(2, 0), &x.select(2, 0)) < 1e-7, "position 0 is not rotated");
@@ -34,7 +37,7 @@ fn rope_matches_reference_and_depends_only_on_relative_position() {
 
 #[test]
 fn taylor_feature_map_inner_product_is_second_order_exp() {
-    tch::manual_seed(1);
+    let _rng = seed_guard(1);
     let f = 5;
     let (q, k) = (randn(&[f]), randn(&[f]));
     let phi = |x: &Tensor| FeatureMap::Taylor.apply(x);
@@ -64,7 +67,7 @@ fn dense_decayed(q: &Tensor, k: &Tensor, v: &Tensor, g: &Tensor) -> Tensor {
 
 #[test]
 fn chunked_linear_attention_matches_dense_products_of_gates() {
-    tch::manual_seed(2);
+    let _rng = seed_guard(2);
     let (q, k, v) = (randn(&[2, 2, 11, 3]), randn(&[2, 2, 11, 3]), randn(&[2, 2, 11, 4]));
     // per-channel gates, scalar gates, and no decay (g = 0)
     let gk = (randn(&[2, 2, 11, 3]) - 1.0).log_sigmoid();
@@ -90,7 +93,7 @@ fn chunked_linear_attention_matches_dense_products_of_gates() {
 #[test]
 fn retention_parallel_form_uses_gamma_powers() {
     // (QKᵀ ⊙ D)V with D[t,s] = γ^{t−s}, γ = 1 − 2^{−5}, equals the chunked form with log γ
-    tch::manual_seed(3);
+    let _rng = seed_guard(3);
     let (q, k, v) = (randn(&[1, 1, 9, 4]), randn(&[1, 1, 9, 4]), randn(&[1, 1, 9, 4]));
     let gamma: f64 = 1.0 - 2f64.powi(-5);
     let mut d = vec![0f32; 81];
@@ -108,7 +111,7 @@ fn retention_parallel_form_uses_gamma_powers() {
 
 #[test]
 fn chunked_delta_rule_state_matches_recurrence_and_solves_recall() {
-    tch::manual_seed(4);
+    let _rng = seed_guard(4);
     let (b, h, l, dk, dv) = (2, 2, 13, 4, 3);
     let q = l2_norm(&randn(&[b, h, l, dk]), 1e-6);
     let k = l2_norm(&randn(&[b, h, l, dk]), 1e-6);
@@ -190,7 +193,7 @@ fn mixer_step_times() {
     for (l, b) in [(32i64, 64i64), (256, 8)] {
         let ctx = BuildCtx::new(1, 2, l);
         for e in registry() {
-            tch::manual_seed(0);
+            let _rng = seed_guard(0);
             let vs = nn::VarStore::new(Device::Cpu);
             let m = (e.build)(vs.root() / "m", 64, &toml::Table::new(), &ctx, "model.mixer").unwrap();
             let x = randn(&[b, l, 64]).set_requires_grad(true);

@@ -9,7 +9,7 @@
 //! - `s4d`: the kernel of a diagonal SSM with state size `N = d_state` per channel:
 //!   `K[t] = 2·Re Σ_{n<N/2} C_n (exp(ΔA_n) − 1)/A_n · exp(ΔA_n)^t` (zero-order hold, `B = 1`,
 //!   conjugate pairs), S4D-Lin init `A_n = −½ + iπn`, `Δ` log-uniform in [1e-3, 1e-1], all in
-//!   f32 (see `common::S4d`).
+//!   f32 (see `modal::S4d`).
 //!
 //! `D ∈ ℝ^d` is a learned skip (N(0, 1) init, as in S4).
 //!
@@ -18,7 +18,8 @@
 //! far (explicit, state `d·L`) or the constant-size recurrence `s_t = exp(ΔA) ⊙ s_{t−1} + u_t`,
 //! `y_t = 2·Re(C′ s_t) + D u_t` (s4d: `N/2` complex per channel = `d·N` real elements).
 
-use super::common::{fft_causal_conv, long_conv_step, toeplitz_causal_conv, S4d};
+use super::conv::{fft_causal_conv, long_conv_step, toeplitz_causal_conv};
+use super::modal::S4d;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -166,7 +167,7 @@ impl MixerKind for LongConv {
 
 #[cfg(test)]
 mod tests {
-    use super::super::common::validate_error;
+    use super::super::testing::validate_error;
 
     #[test]
     fn bad_configs_name_the_field() {

@@ -27,10 +27,13 @@
 //!   time-invariant, so the cumulative decay is the cumulative Δ times `A`). Every exponent is
 //!   `Δ A ≤ 0`: factors are ≤ 1 and nothing overflows. Sequential depth is `chunk_size + log₂
 //!   (L/chunk_size)` whatever L is;
-//! - step: the previous k−1 inner inputs of the conv (`E·(k−1)`, `common::fir_step`) and the
+//! - step: the previous k−1 inner inputs of the conv (`E·(k−1)`, `conv::fir_step`) and the
 //!   SSM state (`E·N`).
 
-use super::common::{fir_step, linear_scan, short_conv, short_conv_reference, Linear};
+use super::chunking::ChunkLayout;
+use super::conv::{fir_step, short_conv, short_conv_reference};
+use super::layers::Linear;
+use super::scan::linear_scan;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -113,15 +116,10 @@ impl Mamba {
     /// `t` of a chunk through `exp((Σ_{s≤t} Δ_s) A)`, since `A` does not depend on time.
     fn scan_chunked(&self, inp: &Inputs) -> Tensor {
         let (bsz, l, e) = inp.x.size3().unwrap();
-        let c = self.chunk.min(l).max(1);
-        let nc = (l + c - 1) / c;
-        let pad = nc * c - l;
+        let lay = ChunkLayout::new(l, self.chunk);
+        let (nc, c) = (lay.n, lay.c);
         // zero padding at the end: Δ = 0 there, so the decay is 1 and the input 0
-        let chunked = |t: &Tensor| {
-            let last = t.size()[2];
-            let t = if pad == 0 { t.shallow_clone() } else { t.constant_pad_nd([0, 0, 0, pad].as_slice()) };
-            t.view([bsz, nc, c, last])
-        };
+        let chunked = |t: &Tensor| lay.split(t, 1);
         let a = self.a(); // [E, N]
         let (delta, x) = (chunked(&inp.delta), chunked(&inp.x)); // [B, nc, c, E]
         let (bm, cm) = (chunked(&inp.b), chunked(&inp.c)); // [B, nc, c, N]
@@ -146,7 +144,7 @@ impl Mamba {
             let zero = Tensor::zeros([bsz, 1, c, e], (y.kind(), y.device()));
             y = y + Tensor::cat(&[zero, carry], 1);
         }
-        y.view([bsz, nc * c, e]).narrow(1, 0, l)
+        lay.merge(&y, 1)
     }
 
     /// Reference scan: one [`Self::ssm_step`] per position from a zero state. `[B, L, E]`.
@@ -278,14 +276,14 @@ impl MixerKind for Mamba {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mixers::common::rel_err;
+    use crate::mixers::testing::rel_err;
     use tch::Device;
 
     /// Large step sizes (Δ A down to about −1000 per step) must not overflow the chunked scan,
     /// and it must agree with the per-step recurrence.
     #[test]
     fn chunked_scan_is_stable_for_large_steps() {
-        tch::manual_seed(0);
+        let _rng = crate::mixers::testing::seed_guard(0);
         let vs = nn::VarStore::new(Device::Cpu);
         let cfg = MambaConfig { d_state: 4, chunk_size: 8, ..Default::default() };
         let m = Mamba::build(vs.root(), 8, &cfg, &BuildCtx::new(0, 2, 64)).unwrap();
@@ -306,7 +304,7 @@ mod tests {
     #[test]
     fn chunked_scan_matches_recurrence_when_state_carries_across_chunks() {
         for &(chunk, l) in &[(4i64, 1i64), (4, 7), (4, 16), (8, 33), (16, 64), (5, 64), (64, 40)] {
-            tch::manual_seed(chunk * 100 + l);
+            let _rng = crate::mixers::testing::seed_guard(chunk * 100 + l);
             let vs = nn::VarStore::new(Device::Cpu);
             let cfg = MambaConfig { d_state: 4, chunk_size: chunk, ..Default::default() };
             let m = Mamba::build(vs.root(), 8, &cfg, &BuildCtx::new(0, 2, 64)).unwrap();

@@ -32,7 +32,10 @@
 //!   or `n(L) = ((L−1) mod c) + 1` entries: state `d·h + (z_dim + h_dim)·n(L)` elements. This
 //!   grows with L (bounded by c when chunked), so the mixer declares a non-constant state.
 
-use super::common::{fft_causal_conv, Linear, Modes};
+use super::chunking::ChunkLayout;
+use super::conv::fft_causal_conv;
+use super::layers::Linear;
+use super::modal::Modes;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -141,26 +144,21 @@ impl Mega {
 
 impl Mixer for Mega {
     fn forward(&self, x: &Tensor, _train: bool) -> Tensor {
-        let (b, l, _) = x.size3().unwrap();
+        let l = x.size()[1];
         self.check_len(l);
         let ema = fft_causal_conv(x, &self.ema_kernel(l).to_kind(x.kind()));
         let [u, q, k, v, r, hx] = self.gates(x, &ema);
-        let c = self.chunk.unwrap_or(l).min(l).max(1);
-        let n = (l + c - 1) / c;
-        let pad = n * c - l;
-        let chunks = |t: &Tensor| {
-            let w = t.size()[2];
-            let t = if pad > 0 { t.constant_pad_nd([0, 0, 0, pad]) } else { t.shallow_clone() };
-            t.view([b, n, c, w])
-        };
+        let lay = ChunkLayout::new(l, self.chunk.unwrap_or(l));
+        let c = lay.c;
+        let chunks = |t: &Tensor| lay.split(t, 1);
         let (qc, kc, vc) = (chunks(&q), chunks(&k), chunks(&v));
         // bias[i, j] = b[i − j] for j ≤ i within a chunk
         let idx = Tensor::arange(c, (Kind::Int64, x.device()));
         let off = (idx.unsqueeze(1) - idx.unsqueeze(0)).clamp_min(0);
         let bias = self.rel_bias.index_select(0, &off.view([-1])).view([c, c]);
         let scores = qc.matmul(&kc.transpose(-2, -1)) * self.scaling() + bias;
-        let scores = scores.masked_fill(&super::common::future_mask(c, x.device()), f64::NEG_INFINITY);
-        let av = scores.softmax(-1, scores.kind()).matmul(&vc).view([b, n * c, self.hd]).narrow(1, 0, l);
+        let scores = scores.masked_fill(&super::layers::future_mask(c, x.device()), f64::NEG_INFINITY);
+        let av = lay.merge(&scores.softmax(-1, scores.kind()).matmul(&vc), 1);
         self.output(x, &u, &r, &hx, &av)
     }
 
@@ -300,7 +298,7 @@ impl MixerKind for Mega {
 
 #[cfg(test)]
 mod tests {
-    use super::super::common::validate_error;
+    use super::super::testing::validate_error;
 
     #[test]
     fn bad_configs_name_the_field() {

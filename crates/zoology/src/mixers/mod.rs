@@ -11,16 +11,22 @@
 pub mod attention;
 pub mod base_conv;
 pub mod based;
-pub mod common;
+pub mod chunking;
+pub mod conv;
+pub mod delta;
 pub mod delta_net;
 pub mod gla;
 pub mod h3;
 pub mod hybrid;
 pub mod hyena;
+pub mod layers;
+pub mod linear_attn;
 pub mod linear_attention;
 pub mod long_conv;
+pub mod modal;
 pub mod mega;
 pub mod retnet;
+pub mod scan;
 pub mod sliding_window;
 pub mod stripedhyena;
 pub mod mamba;
@@ -29,6 +35,8 @@ pub mod rwkv;
 mod linear_tests;
 #[cfg(test)]
 mod suite;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use crate::error::{config_err, Result};
 use serde::de::DeserializeOwned;
@@ -97,8 +105,17 @@ pub trait Mixer: std::fmt::Debug + Send {
     fn init_state(&self, batch: i64) -> MixerState;
     /// One recurrent step: `x_t: [B, D] → y_t: [B, D]`, updating `state`.
     fn step(&self, state: &mut MixerState, x_t: &Tensor) -> Tensor;
-    /// Elements of the recurrent state per sequence after `seq_len` tokens.
+    /// Elements of the recurrent state per sequence after `seq_len` tokens: what `step` really
+    /// carries (checked by the suite).
     fn state_size(&self, seq_len: i64) -> i64;
+    /// The same mixer's state as Zoology's `state_size(sequence_length)` counts it (Zoology's own
+    /// per-mixer formula, in its units: elements; its logger reports 4 bytes per element), after
+    /// `seq_len` tokens. `None` where Zoology defines no formula (e.g. RWKV-4) or has no such
+    /// mixer. Differs from [`Mixer::state_size`] where Zoology leaves out carried state (short
+    /// convolutions) or counts it otherwise (Based's symmetric features).
+    fn state_size_zoology(&self, _seq_len: i64) -> Option<i64> {
+        None
+    }
     /// Processes a prompt and returns its outputs and the state after its last token.
     /// Default: the step form token by token. Mixers with a parallel prefill override it.
     fn prefill(&self, x: &Tensor) -> (Tensor, MixerState) {
@@ -128,6 +145,9 @@ macro_rules! delegate_mixer {
             }
             fn state_size(&self, seq_len: i64) -> i64 {
                 self.$inner.state_size(seq_len)
+            }
+            fn state_size_zoology(&self, seq_len: i64) -> Option<i64> {
+                self.$inner.state_size_zoology(seq_len)
             }
             fn prefill(&self, x: &tch::Tensor) -> (tch::Tensor, $crate::mixers::MixerState) {
                 self.$inner.prefill(x)

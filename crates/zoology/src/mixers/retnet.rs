@@ -11,7 +11,7 @@
 //! GroupNorm normalises each head's `o_t` (mean and variance over its `h` channels, eps
 //! `norm_eps`) with a learned affine over D.
 //!
-//! Forms: training = chunked retention (`common::chunked_linear_attention` with the scalar log
+//! Forms: training = chunked retention (`linear_attn::chunked_linear_attention` with the scalar log
 //! decay `log γ` per head: within a chunk exactly the parallel `(QKᵀ ⊙ D)V`, so with
 //! `chunk_size ≥ L` the training form *is* the parallel form; across chunks the state is carried
 //! with decay `γ^C`); reference = the recurrence loop; recurrent = one update per token.
@@ -19,7 +19,8 @@
 //!
 //! State: `H·h·h = d²/H` elements, constant in L.
 
-use super::common::{merge_heads, split_heads, DecayedLinear, Linear};
+use super::layers::{merge_heads, split_heads, Linear};
+use super::linear_attn::DecayedLinear;
 use super::{BuildCtx, MixerKind};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};

@@ -25,7 +25,8 @@
 //! Init as in RWKV-4 / Zoology: decay speeds `−5 + 8·(c/(d−1))^{0.7+1.3·ρ₀}`, `time_first =
 //! ln 0.3 + zigzag`, mixes `(c/d)^{ρ₁}` with `ρ₀ = layer/(n−1)`, `ρ₁ = 1 − layer/n`.
 
-use super::common::{time_mix, token_shift, Linear};
+use super::chunking::ChunkLayout;
+use super::layers::{time_mix, token_shift, Linear};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -105,16 +106,9 @@ impl Rwkv {
     /// Chunked WKV: `k, v: [B, L, D] → [B, L, D]`.
     fn wkv_chunked(&self, k: &Tensor, v: &Tensor) -> Tensor {
         let (b, l, d) = k.size3().unwrap();
-        let c = self.chunk.min(l).max(1);
-        let n = (l + c - 1) / c;
-        let pad = n * c - l;
-        let (k, v) = if pad > 0 {
-            let z = Tensor::zeros([b, pad, d], (k.kind(), k.device()));
-            (Tensor::cat(&[k, &z], 1), Tensor::cat(&[v, &z], 1))
-        } else {
-            (k.shallow_clone(), v.shallow_clone())
-        };
-        let (k4, v4) = (k.view([b, n, c, d]), v.view([b, n, c, d]));
+        let lay = ChunkLayout::new(l, self.chunk);
+        let (n, c) = (lay.n, lay.c);
+        let (k4, v4) = (lay.split(k, 1), lay.split(v, 1)); // [B, n, C, D], zero-padded
         let opts = (k.kind(), k.device());
         let w = self.w();
         let u = &self.time_first;
@@ -165,7 +159,7 @@ impl Rwkv {
         let es = (ls - &m).exp();
         let num = (&e * v4.unsqueeze(2)).sum_dim_intlist([3i64].as_slice(), false, k.kind()) + &es * s_aa.unsqueeze(2);
         let den = e.sum_dim_intlist([3i64].as_slice(), false, k.kind()) + es * s_bb.unsqueeze(2);
-        (num / den).view([b, n * c, d]).narrow(1, 0, l)
+        lay.merge(&(num / den), 1)
     }
 }
 
@@ -258,14 +252,14 @@ impl MixerKind for Rwkv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mixers::common::rel_err;
+    use crate::mixers::testing::rel_err;
     use tch::Device;
 
     /// Keys up to ±200 would overflow e^k in f32; the stabilised chunked and step forms must
     /// stay finite and agree with the plain formula evaluated in f64 (where e^200 is fine).
     #[test]
     fn wkv_is_stable_for_large_keys_and_matches_the_plain_formula_in_f64() {
-        tch::manual_seed(0);
+        let _rng = crate::mixers::testing::seed_guard(0);
         let vs = nn::VarStore::new(Device::Cpu);
         let (d, l) = (8i64, 37i64);
         let m = Rwkv::build(vs.root(), d, &RwkvConfig { chunk_size: 8 }, &BuildCtx::new(1, 2, 64)).unwrap();

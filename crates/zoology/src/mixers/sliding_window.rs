@@ -20,7 +20,8 @@
 //! State: `2·d·min(L, w)` elements after `L` tokens (constant `2·d·w` once `L ≥ w`).
 
 use super::attention::{Attention, AttentionConfig};
-use super::common::{future_mask, merge_heads, split_heads};
+use super::chunking::ChunkLayout;
+use super::layers::{future_mask, merge_heads, split_heads};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -59,9 +60,9 @@ impl Mixer for SlidingWindow {
             let s = (q.matmul(&k.transpose(-2, -1)) * scale).masked_fill(&future_mask(l, x.device()), f64::NEG_INFINITY);
             s.softmax(-1, s.kind()).dropout(self.attn.dropout(), train).matmul(&v)
         } else {
-            let (b, h, _, e) = q.size4().unwrap();
-            let n = (l + w - 1) / w;
-            let pad = |t: &Tensor| t.constant_pad_nd([0, 0, 0, n * w - l]).view([b, h, n, w, e]);
+            let lay = ChunkLayout::new(l, w);
+            let n = lay.n;
+            let pad = |t: &Tensor| lay.split(t, 2); // [B,H,n,w,e]
             let (qb, kb, vb) = (pad(&q), pad(&k), pad(&v));
             // keys of the previous block (zeros before the first) followed by the block's own
             let prev = |t: &Tensor| Tensor::cat(&[t.zeros_like().narrow(2, 0, 1), t.narrow(2, 0, n - 1)], 2);
@@ -77,7 +78,7 @@ impl Mixer for SlidingWindow {
             let allowed = Tensor::stack(&[first].into_iter().chain((1..n).map(|_| band.shallow_clone())).collect::<Vec<_>>(), 0); // [n,w,2w]
             let s = (qb.matmul(&kx.transpose(-2, -1)) * scale).masked_fill(&allowed.logical_not(), f64::NEG_INFINITY);
             let a = s.softmax(-1, s.kind()).dropout(self.attn.dropout(), train);
-            a.matmul(&vx).view([b, h, n * w, e]).narrow(2, 0, l)
+            lay.merge(&a.matmul(&vx), 2)
         };
         self.attn.project_out(&y)
     }

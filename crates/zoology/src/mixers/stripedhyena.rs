@@ -20,7 +20,9 @@
 //!   position in closed form `s_{L−1} = Σ_j p^{L−1−j} w_j` (a Vandermonde contraction), so a
 //!   long prompt never runs the recurrence token by token.
 
-use super::common::{fft_causal_conv, fir_step, fir_window_after, short_conv, short_conv_reference, Linear, Modes};
+use super::conv::{fft_causal_conv, fir_step, fir_window_after, short_conv, short_conv_reference};
+use super::layers::Linear;
+use super::modal::Modes;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -165,7 +167,7 @@ impl MixerKind for StripedHyena {
 
 #[cfg(test)]
 mod tests {
-    use super::super::common::validate_error;
+    use super::super::testing::validate_error;
 
     #[test]
     fn bad_configs_name_the_field() {

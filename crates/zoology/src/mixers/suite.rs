@@ -2,7 +2,7 @@
 //! through the same checks. Nothing here names a mixer; adding a registry line adds it here.
 //! Each test prints the mixers it ran and fails listing every mixer that failed.
 
-use super::common::rel_err;
+use super::testing::{rel_err, seed_guard, seeded};
 use super::{registry, BuildCtx, Mixer, MixerEntry};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -23,7 +23,7 @@ fn all_built(seed: i64) -> Vec<Built> {
     for e in registry() {
         for (vi, table) in (e.suite_variants)().into_iter().enumerate() {
             for layer in 0..2usize {
-                tch::manual_seed(seed);
+                let _rng = seed_guard(seed);
                 let vs = nn::VarStore::new(Device::Cpu);
                 let ctx = BuildCtx::new(layer, 2, MAX_LEN);
                 let m = (e.build)(vs.root() / "mixer", D, &table, &ctx, "model.mixer")
@@ -52,8 +52,7 @@ fn suite_parallel_matches_reference() {
     let (mut ran, mut fails) = (vec![], vec![]);
     for b in all_built(1) {
         for &l in &[1i64, 7, 16, 33] {
-            tch::manual_seed(100 + l);
-            let x = randn(&[2, l, D]);
+            let x = seeded(100 + l, || randn(&[2, l, D]));
             let (y, r) = tch::no_grad(|| (b.m.forward(&x, false), b.m.reference(&x)));
             let e = rel_err(&y, &r);
             if !(e < TOL_FWD) || y.size() != vec![2, l, D] {
@@ -70,8 +69,7 @@ fn suite_prefill_then_step_matches_parallel() {
     let (mut ran, mut fails) = (vec![], vec![]);
     for b in all_built(2) {
         for &(l, t) in &[(13i64, 5i64), (20, 1), (9, 9)] {
-            tch::manual_seed(7 + l);
-            let x = randn(&[2, l, D]);
+            let x = seeded(7 + l, || randn(&[2, l, D]));
             let res = tch::no_grad(|| {
                 let full = b.m.forward(&x, false);
                 let (pre, mut state) = b.m.prefill(&x.narrow(1, 0, t));
@@ -96,7 +94,7 @@ fn suite_causality() {
     let (mut ran, mut fails) = (vec![], vec![]);
     for b in all_built(3) {
         let l = 24;
-        tch::manual_seed(5);
+        let _rng = seed_guard(5);
         let x = randn(&[2, l, D]);
         for &t in &[0i64, 6, 17] {
             let x2 = x.copy();
@@ -143,7 +141,7 @@ fn suite_gradients_match_reference() {
     let (mut ran, mut fails) = (vec![], vec![]);
     for b in all_built(4) {
         let l = 11;
-        tch::manual_seed(9);
+        let _rng = seed_guard(9);
         let x = randn(&[2, l, D]);
         let w = randn(&[2, l, D]);
         let gf = grads(&b, &x, &w, true);
@@ -223,7 +221,7 @@ fn suite_learnability_smoke() {
             fails.push(format!("{}: default config invalid at d=32: {err}", e.name));
             continue;
         }
-        tch::manual_seed(0);
+        let _rng = seed_guard(0);
         let vs = nn::VarStore::new(Device::Cpu);
         let model = LanguageModel::new(&vs.root(), &cfg, 64, 32).unwrap();
         let mut opt = AdamW::new(vs.variables().into_iter().collect(), 0.0, 0.9, 0.999, 1e-8, false);
@@ -265,7 +263,7 @@ fn suite_cuda_matches_cpu() {
     for e in registry() {
         for (vi, table) in (e.suite_variants)().into_iter().enumerate() {
             let ctx = BuildCtx::new(0, 2, MAX_LEN);
-            tch::manual_seed(1);
+            let _rng = seed_guard(1);
             let vs_cpu = nn::VarStore::new(Device::Cpu);
             let m_cpu = (e.build)(vs_cpu.root() / "mixer", D, &table, &ctx, "model.mixer").unwrap();
             let mut vs_gpu = nn::VarStore::new(gpu);

@@ -207,6 +207,14 @@ impl LanguageModel {
     pub fn state_size(&self, seq_len: i64) -> i64 {
         self.blocks.iter().map(|b| b.mixer.state_size(seq_len) + b.state_mixer.state_size()).sum()
     }
+
+    /// The state size Zoology logs (`LanguageModel.state_size`, zoology/model.py): each layer's
+    /// sequence mixer's [`Mixer::state_size_zoology`] summed over layers (state mixers are not
+    /// counted), times 4 bytes per element. `None` when any layer's mixer has no Zoology formula,
+    /// as Zoology returns None then.
+    pub fn state_size_zoology_bytes(&self, seq_len: i64) -> Option<i64> {
+        self.blocks.iter().map(|b| b.mixer.state_size_zoology(seq_len)).sum::<Option<i64>>().map(|e| 4 * e)
+    }
 }
 
 /// Number of scalar parameters in a var store.

@@ -5,7 +5,7 @@
 //! the token shift `rwkv_channel` looks one token back (causally), so a recurrent decoder would
 //! carry the last input: `d` elements per layer, counted by [`StateMixer::state_size`].
 
-use crate::mixers::common::{time_mix, token_shift, Linear};
+use crate::mixers::layers::{time_mix, token_shift, Linear};
 use crate::mixers::BuildCtx;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -92,7 +92,7 @@ mod tests {
     /// outputs ≤ t unchanged, and changes output t+1 (through the token shift).
     #[test]
     fn rwkv_channel_is_causal_and_sees_the_previous_token() {
-        tch::manual_seed(0);
+        let _rng = crate::mixers::testing::seed_guard(0);
         let vs = nn::VarStore::new(Device::Cpu);
         let d = 8;
         let m = StateMixer::new(vs.root(), StateMixerKind::RwkvChannel, d, &BuildCtx::new(0, 2, 16));

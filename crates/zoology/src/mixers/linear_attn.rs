@@ -1,0 +1,127 @@
+//! Decayed linear attention, shared by `linear_attention`, `based`, `retnet` and `gla`: the
+//! chunked core, its one-token step, and the [`DecayedLinear`] trait through which those mixers
+//! get every [`super::Mixer`] form.
+
+use super::chunking::{lower_mask, pair_decay, ChunkedQkv};
+use tch::{Kind, Tensor};
+
+/// Decayed linear attention, the recurrence shared by linear attention, Based, RetNet and GLA:
+/// per head `S_t = diag(exp(g_t)) S_{t−1} + k_t v_tᵀ`, `o_t = S_tᵀ q_t`.
+///
+/// `q, k: [B, H, L, K]`, `v: [B, H, L, V]`, `g` (log decays ≤ 0): `None` (no decay),
+/// `[B, H, L, 1]` (scalar per head) or `[B, H, L, K]` (per key channel). Chunked form: with
+/// `b_t = Σ_{i≤t} g_i` inside a chunk of `chunk` positions (zero-padded at the end),
+/// `o_t = Σ_{s≤t} (q_t ⊙ e^{b_t−b_s})·k_s v_s + (q_t ⊙ e^{b_t})ᵀ S₀` and
+/// `S_C = diag(e^{b_C}) S₀ + Σ_s (k_s ⊙ e^{b_C−b_s}) v_sᵀ`: quadratic within chunks, recurrent
+/// across them, O(L·C·(K+V)) and every exponent ≤ 0. Returns `(o, S_L)`, `S_L: [B, H, K, V]`.
+pub fn chunked_linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, g: Option<&Tensor>, chunk: i64) -> (Tensor, Tensor) {
+    let ChunkedQkv { b, h, dk, dv, lay, q: qc, k: kc, v: vc } = ChunkedQkv::new(q, k, v, chunk);
+    let (n, c) = (lay.n, lay.c);
+    let chunks = |x: &Tensor| lay.split(x, 2);
+    let incl = lower_mask(c, false, q.device());
+    // intra-chunk scores A[t, s] = Σ_k q_t k_s e^{b_t − b_s}, s ≤ t
+    let (scores, bc) = match g {
+        None => (qc.matmul(&kc.transpose(-2, -1)) * incl.to_kind(q.kind()), None),
+        Some(g) => {
+            let bc = chunks(g).cumsum(3, g.kind()); // [B,H,n,C,1|K]
+            let s = if bc.size()[4] == 1 {
+                qc.matmul(&kc.transpose(-2, -1)) * pair_decay(&bc.squeeze_dim(-1), &incl)
+            } else {
+                // [B,H,n,C(t),C(s),K], masked to s ≤ t before the exponential
+                let diff = bc.unsqueeze(4) - bc.unsqueeze(3);
+                let dec = diff.masked_fill(&incl.logical_not().unsqueeze(-1), f64::NEG_INFINITY).exp();
+                (qc.unsqueeze(4) * kc.unsqueeze(3) * dec).sum_dim_intlist([-1i64].as_slice(), false, q.kind())
+            };
+            (s, Some(bc))
+        }
+    };
+    let intra = scores.matmul(&vc); // [B,H,n,C,V]
+    let mut state = Tensor::zeros([b, h, dk, dv], (q.kind(), q.device()));
+    let mut outs = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let (qi, ki, vi) = (qc.select(2, i), kc.select(2, i), vc.select(2, i));
+        let oi = intra.select(2, i);
+        match &bc {
+            None => {
+                outs.push(oi + qi.matmul(&state));
+                state = state + ki.transpose(-2, -1).matmul(&vi);
+            }
+            Some(bc) => {
+                let bi = bc.select(2, i); // [B,H,C,1|K]
+                let last = bi.narrow(2, c - 1, 1); // [B,H,1,1|K]
+                outs.push(oi + (&qi * bi.exp()).matmul(&state));
+                let kd = &ki * (&last - &bi).exp();
+                state = last.transpose(-2, -1).exp() * state + kd.transpose(-2, -1).matmul(&vi);
+            }
+        }
+    }
+    let o = lay.merge(&Tensor::stack(&outs, 2), 2);
+    (o, state)
+}
+
+/// One step of [`chunked_linear_attention`]'s recurrence: `q_t, k_t: [B, H, K]`, `v_t: [B, H, V]`,
+/// `g_t: [B, H, 1|K]`; updates `state: [B, H, K, V]` and returns `o_t: [B, H, V]`.
+pub fn linear_attention_step(state: &mut Tensor, q: &Tensor, k: &Tensor, v: &Tensor, g: Option<&Tensor>) -> Tensor {
+    let kv = k.unsqueeze(-1) * v.unsqueeze(-2);
+    let decayed = match g {
+        None => state.shallow_clone(),
+        Some(g) => g.exp().unsqueeze(-1) * &*state,
+    };
+    *state = decayed + kv;
+    (q.unsqueeze(-1) * &*state).sum_dim_intlist([-2i64].as_slice(), false, q.kind())
+}
+
+/// Reference for [`chunked_linear_attention`]: the recurrence, one position at a time.
+pub fn linear_attention_reference(q: &Tensor, k: &Tensor, v: &Tensor, g: Option<&Tensor>) -> Tensor {
+    let (b, h, l, dk) = q.size4().unwrap();
+    let dv = v.size()[3];
+    let mut state = Tensor::zeros([b, h, dk, dv], (q.kind(), q.device()));
+    let outs: Vec<Tensor> = (0..l)
+        .map(|t| {
+            let gt = g.map(|g| g.select(2, t));
+            linear_attention_step(&mut state, &q.select(2, t), &k.select(2, t), &v.select(2, t), gt.as_ref())
+        })
+        .collect();
+    Tensor::stack(&outs, 2)
+}
+
+/// A mixer built around [`chunked_linear_attention`]: it maps `x` to per-head `q, k, v` and
+/// optional log decays `g`, and maps the recurrence output back. Implementing this gives the
+/// [`super::Mixer`] forms: chunked forward, recurrence-loop reference, and a step carrying one
+/// `[B, H, K, V]` state.
+pub trait DecayedLinear: std::fmt::Debug + Send {
+    /// `x: [B, L, D]` → q, k `[B, H, L, K]`, v `[B, H, L, V]`, g `[B, H, L, 1|K]` or None.
+    fn qkvg(&self, x: &Tensor) -> (Tensor, Tensor, Tensor, Option<Tensor>);
+    /// `o: [B, H, L, V]` (and the input `x`) → `[B, L, D]`.
+    fn finish(&self, o: &Tensor, x: &Tensor) -> Tensor;
+    fn chunk_size(&self) -> i64;
+    /// `[H, K, V]` of the state.
+    fn state_shape(&self) -> [i64; 3];
+    /// Kind and device of the parameters.
+    fn opts(&self) -> (Kind, tch::Device);
+}
+
+impl<T: DecayedLinear> super::Mixer for T {
+    fn forward(&self, x: &Tensor, _train: bool) -> Tensor {
+        let (q, k, v, g) = self.qkvg(x);
+        self.finish(&chunked_linear_attention(&q, &k, &v, g.as_ref(), self.chunk_size()).0, x)
+    }
+    fn reference(&self, x: &Tensor) -> Tensor {
+        let (q, k, v, g) = self.qkvg(x);
+        self.finish(&linear_attention_reference(&q, &k, &v, g.as_ref()), x)
+    }
+    fn init_state(&self, batch: i64) -> super::MixerState {
+        let [h, k, v] = self.state_shape();
+        super::MixerState::new(vec![Tensor::zeros([batch, h, k, v], self.opts())])
+    }
+    fn step(&self, state: &mut super::MixerState, x_t: &Tensor) -> Tensor {
+        let x = x_t.unsqueeze(1);
+        let (q, k, v, g) = self.qkvg(&x);
+        let g = g.map(|g| g.select(2, 0));
+        let o = linear_attention_step(&mut state.tensors[0], &q.select(2, 0), &k.select(2, 0), &v.select(2, 0), g.as_ref());
+        self.finish(&o.unsqueeze(2), &x).squeeze_dim(1)
+    }
+    fn state_size(&self, _seq_len: i64) -> i64 {
+        self.state_shape().iter().product()
+    }
+}

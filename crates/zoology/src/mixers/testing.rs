@@ -1,0 +1,43 @@
+//! Test helpers shared by the mixer tests (compiled only for tests).
+
+use std::sync::{Mutex, MutexGuard};
+use tch::{Kind, Tensor};
+
+/// Serialises every use of the process-global torch RNG in tests.
+static GLOBAL_RNG: Mutex<()> = Mutex::new(());
+
+/// Runs `f` with the global torch RNG seeded by `seed` while holding one process-wide lock, so
+/// that no other test (running in another thread) reseeds or draws from the generator between
+/// `manual_seed` and the draws that depend on it. Put the seed *and* every draw that must be
+/// reproducible (parameter init in `VarStore`s, `Tensor::randn`, …) inside `f`; do not nest.
+pub fn seeded<T>(seed: i64, f: impl FnOnce() -> T) -> T {
+    let _guard = seed_guard(seed);
+    f()
+}
+
+/// [`seeded`] as a guard: locks the global torch RNG, seeds it, and keeps it locked until the
+/// returned guard is dropped (`let _rng = seed_guard(0);` holds it for the rest of the scope).
+pub fn seed_guard(seed: i64) -> MutexGuard<'static, ()> {
+    let guard = GLOBAL_RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tch::manual_seed(seed);
+    guard
+}
+
+/// Relative error ‖a − b‖ / max(‖b‖, 1e-12), as f64.
+pub fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    let diff = (a - b).to_kind(Kind::Double).norm().double_value(&[]);
+    let base = b.to_kind(Kind::Double).norm().double_value(&[]);
+    diff / base.max(1e-12)
+}
+
+/// Test helper: validates the mixer table written as inline TOML (e.g.
+/// `{ name = "h3", head_dim = 3 }`) for `d_model = 16`, `max_seq_len = 48` and returns the
+/// error text (panics if the table is accepted).
+pub fn validate_error(inline: &str) -> String {
+    let t: toml::Table = toml::from_str(&format!("m = {inline}")).unwrap();
+    let m = t["m"].as_table().unwrap().clone();
+    match super::validate_table(&m, 16, &super::BuildCtx::new(0, 2, 48), "model.mixer") {
+        Ok(()) => panic!("{inline} was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
