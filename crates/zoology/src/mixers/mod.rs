@@ -11,6 +11,7 @@
 pub mod attention;
 pub mod base_conv;
 pub mod based;
+pub mod bounds;
 pub mod chunking;
 pub mod conv;
 pub mod delta;
@@ -116,6 +117,13 @@ pub trait Mixer: std::fmt::Debug + Send {
     fn state_size_zoology(&self, _seq_len: i64) -> Option<i64> {
         None
     }
+    /// True for a mixer that is a whole residual layer of its own model: it normalises its own
+    /// input and computes its update from the un-normalised residual stream `r` (Mega's gated
+    /// residual `r + u ⊙ (h − r)`). The block then feeds it `r` instead of `norm1(r)` and adds
+    /// its output to `r`. Default false: the block normalises, the mixer sees `norm1(r)`.
+    fn takes_raw_residual(&self) -> bool {
+        false
+    }
     /// Processes a prompt and returns its outputs and the state after its last token.
     /// Default: the step form token by token. Mixers with a parallel prefill override it.
     fn prefill(&self, x: &Tensor) -> (Tensor, MixerState) {
@@ -148,6 +156,9 @@ macro_rules! delegate_mixer {
             }
             fn state_size_zoology(&self, seq_len: i64) -> Option<i64> {
                 self.$inner.state_size_zoology(seq_len)
+            }
+            fn takes_raw_residual(&self) -> bool {
+                self.$inner.takes_raw_residual()
             }
             fn prefill(&self, x: &tch::Tensor) -> (tch::Tensor, $crate::mixers::MixerState) {
                 self.$inner.prefill(x)
