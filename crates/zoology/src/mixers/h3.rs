@@ -11,9 +11,17 @@
 //! ```
 //! The shift SSM has `A` = shift matrix and `B = e₁`, so its kernel is just its `C` (N taps)
 //! and its state is the shift register of past inputs. The diagonal SSM is S4D
-//! (`modal::S4d`: N/2 complex-conjugate mode pairs, S4D-Lin init, zero-order hold, f32):
-//! `K_h[t] = 2·Re Σ_n C_n (e^{ΔA_n} − 1)/A_n · e^{ΔA_n t}`. Defaults follow H3 / Zoology
-//! (`d_state` 64, `head_dim` 1); Zoology Figure 2 used `d_state = L`, `head_dim = 2`.
+//! (`modal::S4d`: N/2 complex-conjugate mode pairs, S4D-Lin init, f32) discretised, as H3's and
+//! Zoology's `SSKernelDiag` do by default (`disc='bilinear'`), by the bilinear transform:
+//! `K_h[t] = 2·Re Σ_n C_n Δ/(1 − ΔA_n/2) · ((1 + ΔA_n/2)/(1 − ΔA_n/2))^t`;
+//! `discretization = "zoh"` gives zero-order hold, `2·Re Σ_n C_n (e^{ΔA_n} − 1)/A_n · e^{ΔA_n t}`
+//! (S4D's `s4d.py`). The two differ most for the fast-rotating high modes, which
+//! `d_state = L` (Zoology Figure 2) has many of. Defaults follow H3 / Zoology (`d_state` 64,
+//! `head_dim` 1); Zoology Figure 2 used `d_state = L`, `head_dim = 2`.
+//!
+//! Init as Zoology's `_init_weights` leaves it: q, k, v and the output projection
+//! (`output_linear`, whose name escapes Zoology's `out_proj` rule) N(0, 0.02), zero bias; the
+//! shift SSM's C as a Conv1d (U(±1/√N)); both D skips N(0, 1).
 //!
 //! Forms: training by FFT (both convolutions zero-padded to 2L: the shift FIR has N taps, and
 //! N may be as long as L, where a direct depthwise conv1d is slow on CPU);
@@ -22,9 +30,10 @@
 //! and the diagonal state (N/2 complex = N reals per kv channel, H·p²·N = d·p·N), i.e.
 //! `d·(N−1) + d·p·N` real elements, independent of L.
 
+use super::bounds::{int_in, MAX_SIZE};
 use super::conv::{fft_causal_conv, fir_step, short_conv_reference};
 use super::layers::Linear;
-use super::modal::S4d;
+use super::modal::{Discretization, S4d};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -37,11 +46,13 @@ pub struct H3Config {
     pub d_state: i64,
     /// Head width p (divides d_model); the diagonal SSM runs on H·p² = d·p channels.
     pub head_dim: i64,
+    /// Discretisation of the diagonal SSM: `bilinear` (H3 / Zoology) or `zoh`.
+    pub discretization: Discretization,
 }
 
 impl Default for H3Config {
     fn default() -> Self {
-        H3Config { d_state: 64, head_dim: 1 }
+        H3Config { d_state: 64, head_dim: 1, discretization: Discretization::Bilinear }
     }
 }
 
@@ -125,6 +136,11 @@ impl Mixer for H3 {
     fn state_size(&self, _seq_len: i64) -> i64 {
         self.d * (self.n - 1) + self.d * self.p * self.n
     }
+
+    /// Zoology's `H3.state_size`: `d_model · d_state` (whatever `head_dim`).
+    fn state_size_zoology(&self, _seq_len: i64) -> Option<i64> {
+        Some(self.d * self.n)
+    }
 }
 
 impl MixerKind for H3 {
@@ -135,7 +151,8 @@ impl MixerKind for H3 {
     const CONSTANT_STATE: bool = true;
 
     fn validate(c: &H3Config, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
-        if c.d_state < 2 || c.d_state % 2 != 0 {
+        int_in(field, "d_state", c.d_state, 2, MAX_SIZE, "64")?;
+        if c.d_state % 2 != 0 {
             return Err(config_err(
                 format!("{field}.d_state"),
                 format!("must be even and ≥ 2 (N/2 complex conjugate pairs), got {}", c.d_state),
@@ -157,10 +174,10 @@ impl MixerKind for H3 {
             q_proj: Linear::new(&p / "q_proj", d, d, true, ctx.init_std),
             k_proj: Linear::new(&p / "k_proj", d, d, true, ctx.init_std),
             v_proj: Linear::new(&p / "v_proj", d, d, true, ctx.init_std),
-            out_proj: Linear::new(&p / "out_proj", d, d, true, ctx.out_std),
+            out_proj: Linear::new(&p / "output_linear", d, d, true, ctx.init_std),
             shift_c: p.var("shift_C", &[d, n], nn::Init::Uniform { lo: -bound, up: bound }),
             shift_d: p.var("shift_D", &[d], nn::Init::Randn { mean: 0.0, stdev: 1.0 }),
-            ssm: S4d::new(&p / "ssm", d / c.head_dim, n),
+            ssm: S4d::new(&p / "ssm", d / c.head_dim, n, c.discretization),
             skip: p.var("D", &[d / c.head_dim], nn::Init::Randn { mean: 0.0, stdev: 1.0 }),
             d,
             p: c.head_dim,
@@ -169,7 +186,12 @@ impl MixerKind for H3 {
     }
 
     fn suite_variants() -> Vec<H3Config> {
-        vec![H3Config::default(), H3Config { d_state: 8, head_dim: 2 }, H3Config { d_state: 2, head_dim: 4 }]
+        vec![
+            H3Config::default(),
+            H3Config { d_state: 8, head_dim: 2, ..Default::default() },
+            H3Config { d_state: 2, head_dim: 4, ..Default::default() },
+            H3Config { d_state: 16, discretization: Discretization::Zoh, ..Default::default() },
+        ]
     }
 }
 

@@ -11,15 +11,27 @@
 //!   conjugate pairs), S4D-Lin init `A_n = −½ + iπn`, `Δ` log-uniform in [1e-3, 1e-1], all in
 //!   f32 (see `modal::S4d`).
 //!
-//! `D ∈ ℝ^d` is a learned skip (N(0, 1) init, as in S4).
+//! `D ∈ ℝ^d` is a learned skip (N(0, 1) init, as in S4). `discretization = "bilinear"` swaps
+//! zero-order hold for the bilinear transform (H3's default, see `modal::Discretization`).
+//!
+//! `output = "glu"` adds the output stage of S4D's block (`s4d.py`) and Safari's `LongConv`:
+//! ```text
+//! out = GLU(W_o · GELU(y) + b_o),   W_o: d → 2d,   GLU([a, g]) = a ⊙ σ(g)
+//! ```
+//! `W_o` is N(0, 0.02/√(2·n_layers)) (Zoology's name rule gives `output_linear.0.weight` that
+//! std), `b_o` U(±1/√d) (PyTorch's Conv1d/Linear bias init, which the rule leaves alone).
+//! `output = "none"` (the default) is the bare convolution.
 //!
 //! Forms: training by FFT (zero-padded to 2L, O(L log L)); reference by a dense Toeplitz matrix
 //! (explicit) or the SSM recurrence run token by token (s4d); step by a cache of every input so
 //! far (explicit, state `d·L`) or the constant-size recurrence `s_t = exp(ΔA) ⊙ s_{t−1} + u_t`,
-//! `y_t = 2·Re(C′ s_t) + D u_t` (s4d: `N/2` complex per channel = `d·N` real elements).
+//! `y_t = 2·Re(C′ s_t) + D u_t` (s4d: `N/2` complex per channel = `d·N` real elements). The
+//! output stage is per position and adds no state.
 
 use super::conv::{fft_causal_conv, long_conv_step, toeplitz_causal_conv};
-use super::modal::S4d;
+use super::bounds::{int_in, MAX_SIZE};
+use super::layers::Linear;
+use super::modal::{Discretization, S4d};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -32,6 +44,16 @@ pub enum LongConvFilter {
     S4d,
 }
 
+/// What follows the convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LongConvOutput {
+    /// The convolution output as is.
+    None,
+    /// S4D / Safari `LongConv`: GELU, then a d → 2d linear map and a GLU.
+    Glu,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LongConvConfig {
@@ -39,11 +61,20 @@ pub struct LongConvConfig {
     pub filter: LongConvFilter,
     /// SSM state size N per channel for `s4d` (even: N/2 complex conjugate pairs). S4D: 64.
     pub d_state: i64,
+    /// Discretisation of the `s4d` kernel: `zoh` (S4D) or `bilinear` (H3).
+    pub discretization: Discretization,
+    /// `none` or `glu` (S4D's GELU → linear → GLU output stage).
+    pub output: LongConvOutput,
 }
 
 impl Default for LongConvConfig {
     fn default() -> Self {
-        LongConvConfig { filter: LongConvFilter::S4d, d_state: 64 }
+        LongConvConfig {
+            filter: LongConvFilter::S4d,
+            d_state: 64,
+            discretization: Discretization::Zoh,
+            output: LongConvOutput::None,
+        }
     }
 }
 
@@ -57,6 +88,7 @@ enum Filter {
 pub struct LongConv {
     filter: Filter,
     skip: Tensor,
+    output: Option<Linear>,
     d: i64,
     n: i64,
     max_len: i64,
@@ -72,12 +104,19 @@ impl LongConv {
             Filter::S4d(s) => s.modes().kernel(l),
         }
     }
+    /// The output stage on the convolution output `y + D u` (any leading shape).
+    fn finish(&self, y: Tensor) -> Tensor {
+        match &self.output {
+            None => y,
+            Some(lin) => lin.forward(&y.gelu("none")).glu(-1),
+        }
+    }
 }
 
 impl Mixer for LongConv {
     fn forward(&self, u: &Tensor, _train: bool) -> Tensor {
         let l = u.size()[1];
-        fft_causal_conv(u, &self.kernel(l).to_kind(u.kind())) + u * &self.skip
+        self.finish(fft_causal_conv(u, &self.kernel(l).to_kind(u.kind())) + u * &self.skip)
     }
 
     fn reference(&self, u: &Tensor) -> Tensor {
@@ -85,7 +124,7 @@ impl Mixer for LongConv {
             Filter::Explicit(_) => toeplitz_causal_conv(u, &self.kernel(u.size()[1])),
             Filter::S4d(s) => s.modes().scan_reference(u),
         };
-        y + u * &self.skip
+        self.finish(y + u * &self.skip)
     }
 
     fn init_state(&self, batch: i64) -> MixerState {
@@ -108,7 +147,7 @@ impl Mixer for LongConv {
                 y
             }
         };
-        y + x_t * &self.skip
+        self.finish(y + x_t * &self.skip)
     }
 
     fn state_size(&self, seq_len: i64) -> i64 {
@@ -127,7 +166,8 @@ impl MixerKind for LongConv {
     const CONSTANT_STATE: bool = false;
 
     fn validate(c: &LongConvConfig, _d: i64, ctx: &BuildCtx, field: &str) -> Result<()> {
-        if c.filter == LongConvFilter::S4d && (c.d_state < 2 || c.d_state % 2 != 0) {
+        int_in(field, "d_state", c.d_state, 2, MAX_SIZE, "64")?;
+        if c.filter == LongConvFilter::S4d && c.d_state % 2 != 0 {
             return Err(config_err(
                 format!("{field}.d_state"),
                 format!("must be even and ≥ 2 (N/2 complex conjugate pairs), got {}", c.d_state),
@@ -150,17 +190,27 @@ impl MixerKind for LongConv {
                 &[d, max_len],
                 nn::Init::Randn { mean: 0.0, stdev: 1.0 / (max_len as f64).sqrt() },
             )),
-            LongConvFilter::S4d => Filter::S4d(S4d::new(&p / "ssm", d, c.d_state)),
+            LongConvFilter::S4d => Filter::S4d(S4d::new(&p / "ssm", d, c.d_state, c.discretization)),
         };
         let skip = p.var("D", &[d], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
-        Ok(LongConv { filter, skip, d, n: c.d_state, max_len })
+        let output = (c.output == LongConvOutput::Glu).then(|| {
+            let lin = Linear::new(&p / "output_linear" / 0, d, 2 * d, true, ctx.out_std);
+            let bound = 1.0 / (d as f64).sqrt();
+            tch::no_grad(|| {
+                let _ = lin.bs.as_ref().unwrap().shallow_clone().uniform_(-bound, bound);
+            });
+            lin
+        });
+        Ok(LongConv { filter, skip, output, d, n: c.d_state, max_len })
     }
 
     fn suite_variants() -> Vec<LongConvConfig> {
         vec![
             LongConvConfig::default(),
-            LongConvConfig { filter: LongConvFilter::S4d, d_state: 8 },
+            LongConvConfig { d_state: 8, discretization: Discretization::Bilinear, ..Default::default() },
             LongConvConfig { filter: LongConvFilter::Explicit, ..Default::default() },
+            LongConvConfig { d_state: 8, output: LongConvOutput::Glu, ..Default::default() },
+            LongConvConfig { filter: LongConvFilter::Explicit, output: LongConvOutput::Glu, ..Default::default() },
         ]
     }
 }

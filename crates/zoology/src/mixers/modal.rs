@@ -2,6 +2,7 @@
 //! parametrisation that produces one ([`S4d`]). Used by `long_conv`, `h3`, `stripedhyena`
 //! and `mega`.
 
+use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
 /// A bank of `H` channels with `M` complex modes each (all `[H, M]`, f32):
@@ -79,11 +80,23 @@ impl Modes {
     }
 }
 
+/// How a continuous diagonal SSM `x' = A x + B u` is discretised with step `Δ`.
+/// `Zoh` (zero-order hold, S4D's `s4d.py`): `p = exp(ΔA)`, input weight `(exp(ΔA) − 1)/A`.
+/// `Bilinear` (Tustin; the default of H3's and Zoology's `SSKernelDiag`, `disc='bilinear'`):
+/// `p = (1 + ΔA/2)/(1 − ΔA/2)`, input weight `Δ/(1 − ΔA/2)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discretization {
+    Zoh,
+    Bilinear,
+}
+
 /// S4D diagonal SSM parameters for `H` channels with `N/2` complex-conjugate mode pairs
 /// (S4D-Lin init: `A_n = −½ + iπn`, `B = 1`, `C ~ CN(0, 1)`, `Δ` log-uniform in
-/// [1e-3, 1e-1]; all f32). Zero-order hold gives the kernel
-/// `K[t] = 2·Re Σ_n C_n (exp(ΔA_n) − 1)/A_n · exp(ΔA_n)^t`, i.e. [`Modes`] with
-/// `p = exp(ΔA)` and `c = 2C(p − 1)/A`. The state is `N/2` complex = `N` reals per channel.
+/// [1e-3, 1e-1]; all f32). The kernel is `K[t] = 2·Re Σ_n C_n w_n p_n^t`, i.e. [`Modes`] with
+/// pole `p` and coefficient `c = 2·C·w`, where `(p, w)` come from the [`Discretization`]:
+/// ZOH `p = exp(ΔA)`, `w = (p − 1)/A`; bilinear `p = (1 + ΔA/2)/(1 − ΔA/2)`,
+/// `w = Δ/(1 − ΔA/2)`. The state is `N/2` complex = `N` reals per channel.
 #[derive(Debug)]
 pub struct S4d {
     pub log_dt: Tensor,
@@ -91,11 +104,12 @@ pub struct S4d {
     pub a_im: Tensor,
     pub c_re: Tensor,
     pub c_im: Tensor,
+    pub disc: Discretization,
 }
 
 impl S4d {
     /// `n_state` = N (even): `N/2` complex modes per channel.
-    pub fn new(p: nn::Path, h: i64, n_state: i64) -> Self {
+    pub fn new(p: nn::Path, h: i64, n_state: i64, disc: Discretization) -> Self {
         let m = n_state / 2;
         let dev = p.device();
         let log_dt = p.var("log_dt", &[h], nn::Init::Uniform { lo: (1e-3f64).ln(), up: (1e-1f64).ln() });
@@ -105,7 +119,7 @@ impl S4d {
         let s = (0.5f64).sqrt();
         let c_re = p.var("c_re", &[h, m], nn::Init::Randn { mean: 0.0, stdev: s });
         let c_im = p.var("c_im", &[h, m], nn::Init::Randn { mean: 0.0, stdev: s });
-        S4d { log_dt, log_a_re, a_im, c_re, c_im }
+        S4d { log_dt, log_a_re, a_im, c_re, c_im, disc }
     }
 
     /// The discretised modes (computed in f32).
@@ -113,16 +127,120 @@ impl S4d {
         let dt = self.log_dt.to_kind(Kind::Float).exp().unsqueeze(1);
         let ar = -self.log_a_re.to_kind(Kind::Float).exp();
         let ai = self.a_im.to_kind(Kind::Float);
-        let log_mag = &dt * &ar;
-        let theta = &dt * &ai;
-        let mag = log_mag.exp();
-        let (pr1, pi) = (&mag * theta.cos() - 1.0, &mag * theta.sin()); // p − 1
-        let den = &ar * &ar + &ai * &ai;
-        let q_re = (&pr1 * &ar + &pi * &ai) / &den;
-        let q_im = (&pi * &ar - &pr1 * &ai) / &den;
+        let (zr, zi) = (&dt * &ar, &dt * &ai); // ΔA
+        // (log|p|, arg p) and the input weight w = (w_re, w_im)
+        let (log_mag, theta, w_re, w_im) = match self.disc {
+            Discretization::Zoh => {
+                let mag = zr.exp();
+                let (pr1, pi) = (&mag * zi.cos() - 1.0, &mag * zi.sin()); // p − 1
+                let den = &ar * &ar + &ai * &ai;
+                // (p − 1)/A
+                let w_re = (&pr1 * &ar + &pi * &ai) / &den;
+                let w_im = (&pi * &ar - &pr1 * &ai) / &den;
+                (zr, zi, w_re, w_im)
+            }
+            Discretization::Bilinear => {
+                // p = (1 + z/2)/(1 − z/2), w = Δ/(1 − z/2), z = ΔA
+                let (nr, ni) = (&zr * 0.5 + 1.0, &zi * 0.5);
+                let (dr, di) = (1.0 - &zr * 0.5, -(&zi * 0.5));
+                let den = &dr * &dr + &di * &di;
+                let pr = (&nr * &dr + &ni * &di) / &den;
+                let pi = (&ni * &dr - &nr * &di) / &den;
+                let log_mag = (&pr * &pr + &pi * &pi).log() * 0.5;
+                let theta = pi.atan2(&pr);
+                let w_re = &dr * &dt / &den;
+                let w_im = -(&di * &dt) / &den;
+                (log_mag, theta, w_re, w_im)
+            }
+        };
         let (cr, ci) = (self.c_re.to_kind(Kind::Float), self.c_im.to_kind(Kind::Float));
-        let c_re = (&cr * &q_re - &ci * &q_im) * 2.0;
-        let c_im = (&cr * &q_im + &ci * &q_re) * 2.0;
+        let c_re = (&cr * &w_re - &ci * &w_im) * 2.0;
+        let c_im = (&cr * &w_im + &ci * &w_re) * 2.0;
         Modes { log_mag, theta, c_re, c_im }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    /// An S4D bank with one channel and three modes set to known values:
+    /// `Δ = 0.1`, `A_n = −0.5 + i·{0, π, 3π}`, `C = {1, 0.5 − 0.25i, −0.3 + 0.7i}`.
+    fn known(disc: Discretization) -> (nn::VarStore, S4d) {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let s = S4d::new(vs.root(), 1, 6, disc);
+        let pi = std::f64::consts::PI;
+        tch::no_grad(|| {
+            let set = |t: &Tensor, v: &[f32]| {
+                let _ = t.shallow_clone().copy_(&Tensor::from_slice(v).view(t.size().as_slice()));
+            };
+            set(&s.log_dt, &[(0.1f64).ln() as f32]);
+            set(&s.log_a_re, &[(0.5f64).ln() as f32; 3]);
+            set(&s.a_im, &[0.0, pi as f32, (3.0 * pi) as f32]);
+            set(&s.c_re, &[1.0, 0.5, -0.3]);
+            set(&s.c_im, &[0.0, -0.25, 0.7]);
+        });
+        (vs, s)
+    }
+
+    /// Poles, coefficients `c = 2·C·w` and kernel taps against values computed independently
+    /// with Python's `cmath` from the closed forms (ZOH: `p = e^{ΔA}`, `w = (p − 1)/A`;
+    /// bilinear: `p = (1 + ΔA/2)/(1 − ΔA/2)`, `w = Δ/(1 − ΔA/2)`; `K[t] = Re Σ c p^t`).
+    #[test]
+    fn s4d_modes_match_the_closed_forms_for_zoh_and_bilinear() {
+        // per mode: (p_re, p_im, c_re, c_im), then K[0], K[1], K[5] summed over the modes
+        let zoh = [
+            [0.951229424500714, 0.0, 0.19508230199714394, 0.0],
+            [0.9046729426630928, 0.2939460577202216, 0.10349961715105778, -0.0329118989951118],
+            [0.5591186272681762, 0.7695607699705787, -0.10959832037776879, 0.09206109874632741],
+        ];
+        let zoh_k = [
+            0.19508230199714394 + 0.10349961715105778 - 0.10959832037776879,
+            0.18556802585901772 + 0.10330762617425018 - 0.13212507247607708,
+            0.151930249558748 + 0.025631812709760053 + 0.0716972557940537,
+        ];
+        let bil = [
+            [0.951219512195122, 0.0, 0.19512195121951223, 0.0],
+            [0.9064464665399085, 0.2921599128655608, 0.10262632114863446, -0.033053166020219675],
+            [0.6107600670510538, 0.7405393160990332, -0.10016055413846395, 0.09053702521060276],
+        ];
+        let bil_k = [
+            0.19512195121951223 + 0.10262632114863446 - 0.10016055413846395,
+            0.18560380725758482 + 0.10268207628356789 - 0.12822029349257963,
+            0.1519532109990174 + 0.02684270978017183 + 0.09498661859487442,
+        ];
+        for (disc, modes_want, k_want) in [(Discretization::Zoh, zoh, zoh_k), (Discretization::Bilinear, bil, bil_k)] {
+            let (_vs, s) = known(disc);
+            let m = tch::no_grad(|| s.modes());
+            let v = |t: &Tensor| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
+            let (lm, th, cr, ci) = (v(&m.log_mag), v(&m.theta), v(&m.c_re), v(&m.c_im));
+            for (n, want) in modes_want.iter().enumerate() {
+                let mag = (lm[n] as f64).exp();
+                let got = [mag * (th[n] as f64).cos(), mag * (th[n] as f64).sin(), cr[n] as f64, ci[n] as f64];
+                for (g, w) in got.iter().zip(want) {
+                    assert!((g - w).abs() < 2e-6, "{disc:?} mode {n}: got {got:?}, want {want:?}");
+                }
+            }
+            let k = v(&tch::no_grad(|| m.kernel(6)));
+            for (i, &t) in [0usize, 1, 5].iter().enumerate() {
+                assert!((k[t] as f64 - k_want[i]).abs() < 2e-6, "{disc:?} K[{t}] = {}, want {}", k[t], k_want[i]);
+            }
+        }
+    }
+
+    /// The two discretisations agree to first order in ΔA and differ for fast-rotating modes:
+    /// at the third mode (|ΔA| ≈ 0.94) the poles differ by more than 0.05.
+    #[test]
+    fn bilinear_and_zoh_differ_for_high_modes() {
+        let p = |disc| {
+            let (_vs, s) = known(disc);
+            let m = tch::no_grad(|| s.modes());
+            (m.log_mag.exp() * m.theta.cos(), m.log_mag.exp() * m.theta.sin())
+        };
+        let ((zr, zi), (br, bi)) = (p(Discretization::Zoh), p(Discretization::Bilinear));
+        let gap = ((zr - br).square() + (zi - bi).square()).sqrt();
+        let gap = Vec::<f32>::try_from(gap.flatten(0, -1)).unwrap();
+        assert!(gap[0] < 1e-4 && gap[2] > 0.05, "pole gaps {gap:?}");
     }
 }
