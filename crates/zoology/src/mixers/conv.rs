@@ -107,3 +107,38 @@ pub fn long_conv_step(cache: &mut Tensor, x_t: &Tensor, h: &Tensor) -> Tensor {
     let taps = h.narrow(1, 0, t).flip([1]); // [D, t]: taps[:, s] = h[t-1-s]
     (&*cache * taps.transpose(0, 1).unsqueeze(0)).sum_dim_intlist([1i64].as_slice(), false, cache.kind())
 }
+
+// ---- Implicit long filters (base_conv, hyena): positional features and MLP init ----
+
+/// Init of an implicit filter's MLP (shared by `base_conv` and `hyena`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterInit {
+    /// Zoology's `_init_weights`: every Linear N(0, 0.02), zero bias.
+    Normal,
+    /// Scaled by fan-in (weights N(0, 1/√fan_in), zero bias): taps of order 1 at init.
+    FanIn,
+}
+
+impl FilterInit {
+    /// Weight std of a filter Linear with `fan_in` inputs.
+    pub fn std(self, fan_in: i64) -> f64 {
+        match self {
+            FilterInit::Normal => 0.02,
+            FilterInit::FanIn => 1.0 / (fan_in as f64).sqrt(),
+        }
+    }
+}
+
+/// Zoology's `PositionalEmbedding` for implicit filters over `l` positions, `[l, emb_dim]`:
+/// `[t/(l−1), Re e^{−i2πf t/l}, Im e^{−i2πf t/l}]` with `B = (emb_dim − 1)/2` bands
+/// `f = linspace(1e-4, B − 1, B)` (`linspace(0, 1, 1) = [0]` when `l = 1`).
+pub fn positional_features(l: i64, emb_dim: i64, dev: tch::Device) -> Tensor {
+    let opts = (tch::Kind::Float, dev);
+    let bands = (emb_dim - 1) / 2;
+    let t01 = Tensor::linspace(0.0, 1.0, l, opts).unsqueeze(1); // [L, 1]
+    let t = Tensor::arange(l, opts).unsqueeze(1);
+    let f = Tensor::linspace(1e-4, (bands - 1) as f64, bands, opts).unsqueeze(0);
+    let ang = t * f * (2.0 * std::f64::consts::PI / l as f64); // [L, B]
+    Tensor::cat(&[t01, ang.cos(), -ang.sin()], 1)
+}
