@@ -12,12 +12,20 @@
 //! y_t    = h_t C_t + D ⊙ x_t
 //! out    = W_out (y ⊙ silu(z))                      (no bias)
 //! ```
-//! Init as in Mamba: `b_Δ = softplus⁻¹(dt)`, dt log-uniform in [1e-3, 0.1]; `W_Δ` uniform
-//! ±R^{−1/2}; `D = 1`; conv as PyTorch's Conv1d; other projections N(0, init_std), the output
-//! projection N(0, out_std).
+//! Always `A_log = ln(n+1)` (S4D-real), `D = 1`, the conv as PyTorch's Conv1d (U(±1/√k)).
+//! The Linear layers follow `init`:
+//! - `"normal"` (default): Zoology Figure 2's. Until d66b046 (2025-01-15) Zoology's
+//!   `_init_weights` re-initialised every `nn.Linear` of the model, Mamba's included, to
+//!   N(0, 0.02) with zero bias, and `dt_proj.bias` too (its `_no_reinit` mark was ignored), so
+//!   `Δ ≈ softplus(0) ≈ 0.69` at init; `out_proj` matches the name rule: N(0, 0.02/√(2·n_layers)).
+//! - `"mamba"`: Mamba's own (state-spaces/mamba, and Zoology since d66b046): in_proj and x_proj
+//!   PyTorch's default U(±1/√fan_in); `W_Δ ~ U(±R^{−1/2})`, `b_Δ = softplus⁻¹(dt)` with dt
+//!   log-uniform in [1e-3, 0.1] (floor 1e-4); out_proj U(±1/√E)/√n_layers (kaiming-uniform,
+//!   one residual per layer).
 //!
 //! Forms:
-//! - reference: short conv by explicit tap sums, then one recurrence step per position;
+//! - reference: one plain loop over positions that does everything itself (conv taps, SiLU,
+//!   Δ, B, C, the recurrence, the gate), sharing no helper with the fast and step forms;
 //! - fast (training): a chunked selective scan. The sequence is cut into chunks of
 //!   `chunk_size`; all chunks advance together through `chunk_size` recurrence steps on
 //!   `[B, L/chunk, E, N]` states from a zero start, emitting `h_t C_t` as they go (so the
@@ -31,13 +39,24 @@
 //!   SSM state (`E·N`).
 
 use super::chunking::ChunkLayout;
-use super::conv::{fir_step, short_conv, short_conv_reference};
+use super::conv::{fir_step, short_conv};
+use super::bounds::{int_in, MAX_SIZE};
 use super::layers::Linear;
 use super::scan::linear_scan;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
+
+/// Which init the Linear layers get (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MambaInit {
+    /// Zoology Figure 2: every Linear N(0, 0.02), zero bias (dt bias too); out_proj by the name rule.
+    Normal,
+    /// state-spaces/mamba: PyTorch default Linears, Mamba's Δ init, scaled kaiming out_proj.
+    Mamba,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -52,11 +71,13 @@ pub struct MambaConfig {
     pub dt_rank: i64,
     /// Positions per chunk of the fast scan.
     pub chunk_size: i64,
+    /// `normal` (Zoology Figure 2) or `mamba` (Mamba's own).
+    pub init: MambaInit,
 }
 
 impl Default for MambaConfig {
     fn default() -> Self {
-        MambaConfig { d_state: 16, d_conv: 4, expand: 2, dt_rank: 0, chunk_size: 64 }
+        MambaConfig { d_state: 16, d_conv: 4, expand: 2, dt_rank: 0, chunk_size: 64, init: MambaInit::Normal }
     }
 }
 
@@ -70,6 +91,7 @@ pub struct Mamba {
     a_log: Tensor,
     d_skip: Tensor,
     out_proj: Linear,
+    d: i64,
     e: i64,
     n: i64,
     r: i64,
@@ -147,16 +169,18 @@ impl Mamba {
         lay.merge(&y, 1)
     }
 
-    /// Reference scan: one [`Self::ssm_step`] per position from a zero state. `[B, L, E]`.
+    /// Reference scan over prepared inputs, written out per position (it does not call
+    /// [`Self::ssm_step`]): `h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t x_t) B_tᵀ`, `y_t = h_t C_t`. `[B, L, E]`.
     fn scan_loop(&self, inp: &Inputs) -> Tensor {
         let (bsz, l, _) = inp.x.size3().unwrap();
+        let a = -self.a_log.exp(); // [E, N]
         let mut h = Tensor::zeros([bsz, self.e, self.n], (inp.x.kind(), inp.x.device()));
         let mut ys = Vec::with_capacity(l as usize);
         for t in 0..l {
-            let at = |v: &Tensor| v.select(1, t);
-            let (h2, y) = self.ssm_step(&h, &at(&inp.delta), &at(&inp.x), &at(&inp.b), &at(&inp.c));
-            h = h2;
-            ys.push(y);
+            let (dt, xt) = (inp.delta.select(1, t), inp.x.select(1, t)); // [B, E]
+            let (bt, ct) = (inp.b.select(1, t), inp.c.select(1, t)); // [B, N]
+            h = (dt.view([bsz, self.e, 1]) * &a).exp() * h + (dt * xt).view([bsz, self.e, 1]) * bt.view([bsz, 1, self.n]);
+            ys.push(h.matmul(&ct.view([bsz, self.n, 1])).view([bsz, self.e]));
         }
         Tensor::stack(&ys, 1)
     }
@@ -178,10 +202,34 @@ impl Mixer for Mamba {
         self.finish(self.scan_chunked(&inp), &inp)
     }
 
+    /// Naive form: one loop over positions, every step written out with plain tensor ops
+    /// (no `short_conv`, `inputs`, `ssm_step`, `finish` or Linear helper).
     fn reference(&self, u: &Tensor) -> Tensor {
-        let (x, z) = self.split_in(u);
-        let inp = self.inputs(short_conv_reference(&x, &self.conv_w, Some(&self.conv_b)).silu(), z);
-        self.finish(self.scan_loop(&inp), &inp)
+        let (bsz, l, _) = u.size3().unwrap();
+        let (e, n, r) = (self.e, self.n, self.r);
+        let k = self.conv_w.size()[1];
+        let xz = u.matmul(&self.in_proj.ws.tr()); // [B, L, 2E]
+        let (x, z) = (xz.narrow(2, 0, e), xz.narrow(2, e, e));
+        let a = -self.a_log.exp(); // [E, N]
+        let mut h = Tensor::zeros([bsz, e, n], (u.kind(), u.device()));
+        let mut outs = Vec::with_capacity(l as usize);
+        for t in 0..l {
+            // causal depthwise conv: tap k−1−j multiplies x_{t−j}
+            let mut c = self.conv_b.view([1, e]).expand([bsz, e], false).shallow_clone();
+            for j in 0..k.min(t + 1) {
+                c = c + x.select(1, t - j) * self.conv_w.select(1, k - 1 - j);
+            }
+            let xc = &c * c.sigmoid(); // SiLU
+            let dbl = xc.matmul(&self.x_proj.ws.tr()); // [B, R + 2N]
+            let (dt_in, bt, ct) = (dbl.narrow(1, 0, r), dbl.narrow(1, r, n), dbl.narrow(1, r + n, n));
+            let pre = dt_in.matmul(&self.dt_proj.ws.tr()) + self.dt_proj.bs.as_ref().unwrap(); // [B, E]
+            let delta = pre.clamp_min(0.0) + (-pre.abs()).exp().log1p(); // softplus, stable
+            h = (delta.view([bsz, e, 1]) * &a).exp() * h + (&delta * &xc).view([bsz, e, 1]) * bt.view([bsz, 1, n]);
+            let y = (&h * ct.view([bsz, 1, n])).sum_dim_intlist([2i64].as_slice(), false, h.kind()) + &xc * &self.d_skip;
+            let zt = z.select(1, t);
+            outs.push((y * &zt * zt.sigmoid()).matmul(&self.out_proj.ws.tr()));
+        }
+        Tensor::stack(&outs, 1)
     }
 
     fn init_state(&self, batch: i64) -> MixerState {
@@ -202,6 +250,12 @@ impl Mixer for Mamba {
     fn state_size(&self, _seq_len: i64) -> i64 {
         self.e * (self.conv_w.size()[1] - 1) + self.e * self.n
     }
+
+    /// Zoology's `Mamba.state_size`: `2 · d_model · d_state` (the SSM state with expand 2;
+    /// Zoology writes 2, not `expand`, and leaves out the conv state).
+    fn state_size_zoology(&self, _seq_len: i64) -> Option<i64> {
+        Some(2 * self.d * self.n)
+    }
 }
 
 impl MixerKind for Mamba {
@@ -212,19 +266,15 @@ impl MixerKind for Mamba {
     const CONSTANT_STATE: bool = true;
 
     fn validate(c: &MambaConfig, _d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
-        let pos = |v: i64, key: &str, eg: &str| {
-            if v < 1 {
-                Err(config_err(format!("{field}.{key}"), format!("must be ≥ 1, e.g. {eg} (got {v})")))
-            } else {
-                Ok(())
-            }
-        };
-        pos(c.d_state, "d_state", "16")?;
-        pos(c.d_conv, "d_conv", "4")?;
-        pos(c.expand, "expand", "2")?;
-        pos(c.chunk_size, "chunk_size", "64")?;
-        if c.dt_rank < 0 {
-            return Err(config_err(format!("{field}.dt_rank"), format!("must be ≥ 1, or 0 for ⌈d_model/16⌉ (got {})", c.dt_rank)));
+        int_in(field, "d_state", c.d_state, 1, 4096, "16")?;
+        int_in(field, "d_conv", c.d_conv, 1, 1024, "4")?;
+        int_in(field, "expand", c.expand, 1, 64, "2")?;
+        int_in(field, "chunk_size", c.chunk_size, 1, MAX_SIZE, "64")?;
+        if c.dt_rank < 0 || c.dt_rank > MAX_SIZE {
+            return Err(config_err(
+                format!("{field}.dt_rank"),
+                format!("must be in [1, {MAX_SIZE}], or 0 for ⌈d_model/16⌉ (got {})", c.dt_rank),
+            ));
         }
         Ok(())
     }
@@ -235,28 +285,41 @@ impl MixerKind for Mamba {
         let r = if c.dt_rank == 0 { (d + 15) / 16 } else { c.dt_rank };
         let dev = p.device();
         let cb = 1.0 / (k as f64).sqrt();
-        let rb = 1.0 / (r as f64).sqrt();
-        let dt_proj = Linear::new(&p / "dt_proj", r, e, true, 1.0);
+        let std = ctx.init_std;
+        let in_proj = Linear::new(&p / "in_proj", d, 2 * e, false, std);
+        let x_proj = Linear::new(&p / "x_proj", e, r + 2 * n, false, std);
+        let dt_proj = Linear::new(&p / "dt_proj", r, e, true, std);
+        let out_proj = Linear::new(&p / "out_proj", e, d, false, ctx.out_std);
         let a_log = p.var("A_log", &[e, n], nn::Init::Const(0.0));
         tch::no_grad(|| {
-            // W_Δ ~ U(±R^{-1/2}); b_Δ = softplus⁻¹(dt), dt log-uniform in [1e-3, 0.1]
-            let _ = dt_proj.ws.shallow_clone().uniform_(-rb, rb);
-            let (lo, hi) = (1e-3f64.ln(), 0.1f64.ln());
-            let dt = (Tensor::rand([e], (Kind::Float, dev)) * (hi - lo) + lo).exp().clamp_min(1e-4);
-            let inv = &dt + (-(-&dt).expm1()).log();
-            let _ = dt_proj.bs.as_ref().unwrap().shallow_clone().copy_(&inv);
             let a = Tensor::arange_start(1, n + 1, (Kind::Float, dev)).log().unsqueeze(0).expand([e, n], false);
             let _ = a_log.shallow_clone().copy_(&a);
+            if c.init == MambaInit::Mamba {
+                // PyTorch's Linear default: U(±1/√fan_in)
+                let _ = in_proj.ws.shallow_clone().uniform_(-1.0 / (d as f64).sqrt(), 1.0 / (d as f64).sqrt());
+                let _ = x_proj.ws.shallow_clone().uniform_(-1.0 / (e as f64).sqrt(), 1.0 / (e as f64).sqrt());
+                // W_Δ ~ U(±R^{-1/2}); b_Δ = softplus⁻¹(dt), dt log-uniform in [1e-3, 0.1], floor 1e-4
+                let rb = 1.0 / (r as f64).sqrt();
+                let _ = dt_proj.ws.shallow_clone().uniform_(-rb, rb);
+                let (lo, hi) = (1e-3f64.ln(), 0.1f64.ln());
+                let dt = (Tensor::rand([e], (Kind::Float, dev)) * (hi - lo) + lo).exp().clamp_min(1e-4);
+                let inv = &dt + (-(-&dt).expm1()).log();
+                let _ = dt_proj.bs.as_ref().unwrap().shallow_clone().copy_(&inv);
+                // kaiming_uniform(a=√5) = U(±1/√fan_in), divided by √(n_layers)
+                let ob = 1.0 / (e as f64).sqrt() / (ctx.n_layers.max(1) as f64).sqrt();
+                let _ = out_proj.ws.shallow_clone().uniform_(-ob, ob);
+            }
         });
         Ok(Mamba {
-            in_proj: Linear::new(&p / "in_proj", d, 2 * e, false, ctx.init_std),
+            in_proj,
             conv_w: p.var("conv_weight", &[e, k], nn::Init::Uniform { lo: -cb, up: cb }),
             conv_b: p.var("conv_bias", &[e], nn::Init::Uniform { lo: -cb, up: cb }),
-            x_proj: Linear::new(&p / "x_proj", e, r + 2 * n, false, ctx.init_std),
+            x_proj,
             dt_proj,
             a_log,
             d_skip: p.var("D", &[e], nn::Init::Const(1.0)),
-            out_proj: Linear::new(&p / "out_proj", e, d, false, ctx.out_std),
+            out_proj,
+            d,
             e,
             n,
             r,
@@ -268,7 +331,7 @@ impl MixerKind for Mamba {
         vec![
             MambaConfig::default(),
             MambaConfig { d_state: 4, chunk_size: 4, ..Default::default() },
-            MambaConfig { chunk_size: 1, dt_rank: 3, ..Default::default() },
+            MambaConfig { chunk_size: 1, dt_rank: 3, init: MambaInit::Mamba, ..Default::default() },
         ]
     }
 }
@@ -327,6 +390,105 @@ mod tests {
             assert!(err < 1e-10, "chunk {chunk} L={l}: chunked vs per-step rel err {err:.2e}");
             let gerr = rel_err(&grads(fast), &grads(slow));
             assert!(gerr < 1e-10, "chunk {chunk} L={l}: gradient rel err {gerr:.2e}");
+        }
+    }
+
+    /// The whole mixer's chunked form (default chunk 64) against the naive per-token loop
+    /// across chunk boundaries (L = 150: two full chunks and a partial one), with Mamba's own
+    /// init (small Δ, so state carried across chunks matters), then with Zoology's.
+    #[test]
+    fn forward_matches_the_naive_loop_across_chunk_boundaries() {
+        for init in [MambaInit::Mamba, MambaInit::Normal] {
+            let (m, x) = crate::mixers::testing::seeded(21, || {
+                let vs = nn::VarStore::new(Device::Cpu);
+                let cfg = MambaConfig { d_state: 4, init, ..Default::default() };
+                (Mamba::build(vs.root(), 8, &cfg, &BuildCtx::new(0, 2, 160)).unwrap(), Tensor::randn([2, 150, 8], (Kind::Float, Device::Cpu)))
+            });
+            let (fast, slow) = tch::no_grad(|| (m.forward(&x, false), m.reference(&x)));
+            let err = rel_err(&fast, &slow);
+            assert!(err < 1e-4, "{init:?}: chunked forward vs naive loop rel err {err:.2e}");
+            // the positions after the first chunk really depend on the carried state (Mamba init)
+            if init == MambaInit::Mamba {
+                let x2 = x.copy();
+                let _ = x2.narrow(1, 0, 64).g_mul_scalar_(-1.0);
+                let y2 = tch::no_grad(|| m.forward(&x2, false));
+                let moved = rel_err(&y2.narrow(1, 100, 50), &fast.narrow(1, 100, 50));
+                assert!(moved > 1e-3, "outputs 100..150 do not see chunk 0 (rel change {moved:.2e})");
+            }
+        }
+    }
+
+    fn lm_vars(init: &str) -> std::collections::HashMap<String, Tensor> {
+        use crate::model::{LanguageModel, ModelConfig};
+        let cfg: ModelConfig =
+            toml::from_str(&format!("d_model = 64\nstate_mixer = \"identity\"\nmixer = {{ name = \"mamba\", init = \"{init}\" }}")).unwrap();
+        crate::mixers::testing::seeded(4, || {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let _lm = LanguageModel::new(&vs.root(), &cfg, 64, 64).unwrap();
+            vs.variables()
+        })
+    }
+
+    /// Zoology Figure 2's init (the default), on a built 2-layer LM: every Linear N(0, 0.02),
+    /// `dt_proj.bias` zero (Δ = softplus(W_Δ δ) ≈ 0.69), out_proj N(0, 0.02/√(2·2)), A = −(n+1), D = 1.
+    #[test]
+    fn init_is_zoology_figure2s_by_default() {
+        let v = lm_vars("normal");
+        let std = |n: &str| v[n].std(true).double_value(&[]);
+        for layer in 0..2 {
+            let p = |n: &str| format!("layers.{layer}.mixer.{n}");
+            for n in ["in_proj.weight", "x_proj.weight", "dt_proj.weight"] {
+                assert!((std(&p(n)) - 0.02).abs() < 0.0015, "layer {layer} {n}: std {}", std(&p(n)));
+            }
+            assert!((std(&p("out_proj.weight")) - 0.01).abs() < 0.0008, "out_proj std {}", std(&p("out_proj.weight")));
+            assert_eq!(v[&p("dt_proj.bias")].abs().max().double_value(&[]), 0.0, "dt bias must be zero");
+            let want_a = Tensor::arange_start(1, 17, (Kind::Float, Device::Cpu)).expand([128, 16], false);
+            assert!(rel_err(&v[&p("A_log")].exp(), &want_a) < 1e-6, "A = −exp(A_log) is not −(n+1)");
+            assert_eq!(v[&p("D")].min().double_value(&[]), 1.0);
+        }
+    }
+
+    /// Mamba's own init: PyTorch-default in_proj/x_proj, Δ bias with softplus(b) in [1e-3, 0.1],
+    /// out_proj within U(±1/√E)/√n_layers.
+    #[test]
+    fn mamba_init_option_is_mambas_own() {
+        let v = lm_vars("mamba");
+        let (d, e, r) = (64f64, 128f64, 4f64);
+        let p = |n: &str| format!("layers.1.mixer.{n}");
+        let maxabs = |n: &str| v[&p(n)].abs().max().double_value(&[]);
+        let std = |n: &str| v[&p(n)].std(true).double_value(&[]);
+        assert!(maxabs("in_proj.weight") <= 1.0 / d.sqrt() && (std("in_proj.weight") - 1.0 / (3.0 * d).sqrt()).abs() < 0.003);
+        assert!(maxabs("x_proj.weight") <= 1.0 / e.sqrt() && (std("x_proj.weight") - 1.0 / (3.0 * e).sqrt()).abs() < 0.003);
+        assert!(maxabs("dt_proj.weight") <= 1.0 / r.sqrt());
+        let ob = 1.0 / e.sqrt() / 2f64.sqrt();
+        assert!(maxabs("out_proj.weight") <= ob && maxabs("out_proj.weight") > 0.9 * ob);
+        let dt = v[&p("dt_proj.bias")].softplus();
+        let (lo, hi) = (dt.min().double_value(&[]), dt.max().double_value(&[]));
+        assert!(lo >= 0.99e-3 && hi <= 0.1001 && hi > 0.05, "softplus(dt bias) in [{lo}, {hi}]");
+    }
+
+    #[test]
+    fn state_sizes_in_both_conventions() {
+        let m = crate::mixers::testing::seeded(0, || {
+            Mamba::build(nn::VarStore::new(Device::Cpu).root(), 8, &MambaConfig::default(), &BuildCtx::new(0, 2, 32)).unwrap()
+        });
+        assert_eq!(m.state_size(20), 16 * 3 + 16 * 16);
+        assert_eq!(m.state_size_zoology(20), Some(2 * 8 * 16));
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        use crate::mixers::testing::validate_error;
+        for (bad, key) in [
+            (r#"{ name = "mamba", d_state = 0 }"#, "d_state"),
+            (r#"{ name = "mamba", d_conv = 100000 }"#, "d_conv"),
+            (r#"{ name = "mamba", expand = 0 }"#, "expand"),
+            (r#"{ name = "mamba", dt_rank = -1 }"#, "dt_rank"),
+            (r#"{ name = "mamba", chunk_size = 0 }"#, "chunk_size"),
+            (r#"{ name = "mamba", init = "xavier" }"#, "init"),
+        ] {
+            let e = validate_error(bad);
+            assert!(e.contains(&format!("model.mixer.{key}")), "{bad}: {e}");
         }
     }
 }

@@ -1,23 +1,41 @@
-//! The language model around a sequence mixer (Zoology's `LanguageModel`).
+//! The language model around a sequence mixer (Zoology's `LanguageModel`), with one of two
+//! blocks (`block`):
 //!
 //! ```text
 //! h = dropout_emb(E[x] + P[pos])            (P only when max_position_embeddings > 0)
-//! residual = h
-//! for each block:                           (block 0 starts from residual = h)
-//!     residual += dropout(h)   (not in block 0)
-//!     h = mixer(LN1(residual))
-//!     residual += dropout(h)
-//!     h = state_mixer(LN2(residual))        (identity | MLP(GELU, ×4) | GLU | RWKV channel mix)
-//! out = LN_f(residual + h)
+//! transformer (Zoology's TransformerBlock):
+//!   for each block:                         (block 0 starts from residual = h)
+//!       residual += dropout(h)   (not in block 0)
+//!       h = mixer(LN1(residual))
+//!       residual += dropout(h)
+//!       h = state_mixer(LN2(residual))      (identity | MLP(GELU, ×4) | GLU | RWKV channel mix)
+//! mamba (Zoology's MambaBlock = mamba_ssm's Block):
+//!   for each block:
+//!       residual += h            (not in block 0)
+//!       h = mixer(RMSNorm(residual))
+//!       if state_mixer ≠ identity:          (mamba_ssm's Block with an MLP; not in Figure 2)
+//!           residual += h;  h = state_mixer(RMSNorm2(residual))
+//! out = LN_f(residual + dropout(h))
 //! logits = out Eᵀ                           (tied head; or a separate head)
 //! ```
-//! Weights N(0, 0.02), biases 0, output projections N(0, 0.02/√(2·n_layers)). The head can be
-//! applied to all positions ([`LanguageModel::logits`]) or only to gathered supervised
-//! positions ([`LanguageModel::hidden`] + [`LanguageModel::head`]); both give the same loss.
+//! A mixer that is a residual layer of its own ([`Mixer::takes_raw_residual`], Mega) gets the
+//! residual stream itself instead of its normalised copy, in either block.
+//!
+//! `block = "auto"` (the default) resolves, when the config is read, to `mamba` for the mamba
+//! mixer and `transformer` otherwise, as Zoology's configs choose `block_type`; `embed_dropout`
+//! left unset resolves to 0.1 (Zoology's default) for the transformer block and 0 for the mamba
+//! block (Zoology's MambaBlock has no dropout). So a written config.toml always names both.
+//!
+//! Init (Zoology's `_init_weights`): embeddings and Linear weights N(0, 0.02), biases 0, output
+//! projections N(0, 0.02/√(2·n_layers)), norm weights 1; mixers document their exceptions.
+//! The head can be applied to all positions ([`LanguageModel::logits`]) or only to gathered
+//! supervised positions ([`LanguageModel::hidden`] + [`LanguageModel::head`]); both give the
+//! same loss.
 
 pub mod state_mixer;
 
 use crate::error::{config_err, Result};
+use crate::mixers::layers::rms_norm;
 use crate::mixers::{self, BuildCtx, Mixer};
 use serde::{Deserialize, Serialize};
 use state_mixer::{StateMixer, StateMixerKind};
@@ -41,28 +59,91 @@ fn default_mixer() -> toml::Table {
     t
 }
 
+/// The block around each layer's mixer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockKind {
+    /// `mamba` for the mamba mixer, `transformer` otherwise (resolved when a config is read).
+    #[default]
+    Auto,
+    /// Zoology's `TransformerBlock`: LayerNorms, two residual branches (mixer, state mixer).
+    Transformer,
+    /// Zoology's `MambaBlock` (mamba_ssm's `Block`): RMSNorm → mixer → one residual; a
+    /// non-identity state mixer adds mamba_ssm's second RMSNorm → MLP branch.
+    Mamba,
+}
+
+impl BlockKind {
+    /// The concrete block for a model whose mixer is called `mixer_name`.
+    pub fn resolve(self, mixer_name: &str) -> BlockKind {
+        match self {
+            BlockKind::Auto if mixer_name == "mamba" => BlockKind::Mamba,
+            BlockKind::Auto => BlockKind::Transformer,
+            k => k,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "ModelConfigSpec")]
 pub struct ModelConfig {
-    #[serde(default = "d_model")]
     pub d_model: i64,
-    #[serde(default = "n_layers")]
     pub n_layers: i64,
     /// Learned absolute positions for this many positions; 0 = none.
-    #[serde(default)]
     pub max_position_embeddings: i64,
-    #[serde(default)]
+    /// `transformer` or `mamba` (`auto` only in configs built in code; reading resolves it).
+    pub block: BlockKind,
     pub state_mixer: StateMixerKind,
-    #[serde(default = "embed_dropout")]
     pub embed_dropout: f64,
-    #[serde(default)]
     pub resid_dropout: f64,
     /// LM head shares the token embedding.
-    #[serde(default = "yes")]
     pub tie_embeddings: bool,
     /// The sequence mixer: `{ name = "...", <its hyperparameters> }`.
-    #[serde(default = "default_mixer")]
     pub mixer: toml::Table,
+}
+
+/// `[model]` as written: `block = "auto"` and an unset `embed_dropout` are resolved into
+/// [`ModelConfig`]'s concrete values, so the config a run writes is the whole truth.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelConfigSpec {
+    #[serde(default = "d_model")]
+    d_model: i64,
+    #[serde(default = "n_layers")]
+    n_layers: i64,
+    #[serde(default)]
+    max_position_embeddings: i64,
+    #[serde(default)]
+    block: BlockKind,
+    #[serde(default)]
+    state_mixer: StateMixerKind,
+    #[serde(default)]
+    embed_dropout: Option<f64>,
+    #[serde(default)]
+    resid_dropout: f64,
+    #[serde(default = "yes")]
+    tie_embeddings: bool,
+    #[serde(default = "default_mixer")]
+    mixer: toml::Table,
+}
+
+impl From<ModelConfigSpec> for ModelConfig {
+    fn from(s: ModelConfigSpec) -> Self {
+        let name = s.mixer.get("name").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let block = s.block.resolve(&name);
+        let embed_dropout = s.embed_dropout.unwrap_or(if block == BlockKind::Mamba { 0.0 } else { embed_dropout() });
+        ModelConfig {
+            d_model: s.d_model,
+            n_layers: s.n_layers,
+            max_position_embeddings: s.max_position_embeddings,
+            block,
+            state_mixer: s.state_mixer,
+            embed_dropout,
+            resid_dropout: s.resid_dropout,
+            tie_embeddings: s.tie_embeddings,
+            mixer: s.mixer,
+        }
+    }
 }
 
 impl Default for ModelConfig {
@@ -107,6 +188,11 @@ impl ModelConfig {
     pub fn mixer_name(&self) -> String {
         self.mixer.get("name").and_then(|v| v.as_str()).unwrap_or("?").to_string()
     }
+
+    /// The concrete block (`auto` resolved by the mixer's name).
+    pub fn block_kind(&self) -> BlockKind {
+        self.block.resolve(&self.mixer_name())
+    }
 }
 
 #[derive(Debug)]
@@ -125,12 +211,57 @@ impl LayerNorm {
     }
 }
 
+/// RMSNorm as mamba_ssm's (`x / √(mean(x²) + eps) · w`, w = 1 at init, eps 1e-5).
+#[derive(Debug)]
+struct RmsNorm {
+    w: Tensor,
+}
+
+impl RmsNorm {
+    fn new(p: nn::Path, d: i64) -> Self {
+        RmsNorm { w: p.var("weight", &[d], nn::Init::Const(1.0)) }
+    }
+}
+
+#[derive(Debug)]
+enum Norm {
+    Layer(LayerNorm),
+    Rms(RmsNorm),
+}
+
+impl Norm {
+    fn new(p: nn::Path, kind: BlockKind, d: i64) -> Self {
+        match kind {
+            BlockKind::Mamba => Norm::Rms(RmsNorm::new(p, d)),
+            _ => Norm::Layer(LayerNorm::new(p, d)),
+        }
+    }
+    fn forward(&self, x: &Tensor) -> Tensor {
+        match self {
+            Norm::Layer(n) => n.forward(x),
+            Norm::Rms(n) => rms_norm(x, &n.w, 1e-5),
+        }
+    }
+}
+
+/// One layer. `norm1` is absent for a mixer that normalises its own input
+/// ([`Mixer::takes_raw_residual`]); `second` is the state-mixer branch (absent in the mamba
+/// block with an identity state mixer, Zoology's MambaBlock).
 #[derive(Debug)]
 struct Block {
-    ln1: LayerNorm,
+    norm1: Option<Norm>,
     mixer: Box<dyn Mixer>,
-    ln2: LayerNorm,
-    state_mixer: StateMixer,
+    second: Option<(Norm, StateMixer)>,
+}
+
+impl Block {
+    /// The mixer branch on the residual stream `r`.
+    fn mix(&self, r: &Tensor, train: bool) -> Tensor {
+        match &self.norm1 {
+            Some(n) => self.mixer.forward(&n.forward(r), train),
+            None => self.mixer.forward(r, train),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -154,16 +285,19 @@ impl LanguageModel {
         let wpe = (cfg.max_position_embeddings > 0).then(|| {
             (p / "position_embedding").var("weight", &[cfg.max_position_embeddings, d], nn::Init::Randn { mean: 0.0, stdev: std })
         });
+        let kind = cfg.block_kind();
         let mut blocks = Vec::with_capacity(n);
         for i in 0..n {
             let bp = p / "layers" / i;
             let ctx = BuildCtx::new(i, n, max_seq_len);
-            blocks.push(Block {
-                ln1: LayerNorm::new(&bp / "norm1", d),
-                mixer: mixers::build_table(&bp / "mixer", &cfg.mixer, d, &ctx, "model.mixer")?,
-                ln2: LayerNorm::new(&bp / "norm2", d),
-                state_mixer: StateMixer::new(&bp / "state_mixer", cfg.state_mixer, d, &ctx),
+            let mixer = mixers::build_table(&bp / "mixer", &cfg.mixer, d, &ctx, "model.mixer")?;
+            // Zoology names the mamba block's norm `norm`, the transformer block's `norm1`
+            let norm1_name = if kind == BlockKind::Mamba { "norm" } else { "norm1" };
+            let norm1 = (!mixer.takes_raw_residual()).then(|| Norm::new(&bp / norm1_name, kind, d));
+            let second = (kind != BlockKind::Mamba || cfg.state_mixer != StateMixerKind::Identity).then(|| {
+                (Norm::new(&bp / "norm2", kind, d), StateMixer::new(&bp / "state_mixer", cfg.state_mixer, d, &ctx))
             });
+            blocks.push(Block { norm1, mixer, second });
         }
         let head = (!cfg.tie_embeddings)
             .then(|| (p / "lm_head").var("weight", &[vocab_size, d], nn::Init::Randn { mean: 0.0, stdev: std }));
@@ -180,17 +314,24 @@ impl LanguageModel {
         }
         let mut h = h.dropout(self.cfg.embed_dropout, train);
         let mut residual: Option<Tensor> = None;
+        let p = self.cfg.resid_dropout;
+        // the mamba block (Zoology's MambaBlock) has no dropout inside; the transformer block's
+        // are Zoology's dropout1/dropout2
+        let inner_p = if self.cfg.block_kind() == BlockKind::Mamba { 0.0 } else { p };
         for b in &self.blocks {
-            let r = match residual {
+            let mut r = match residual {
                 None => h.shallow_clone(),
-                Some(r) => r + h.dropout(self.cfg.resid_dropout, train),
+                Some(r) => r + h.dropout(inner_p, train),
             };
-            let m = b.mixer.forward(&b.ln1.forward(&r), train);
-            let r = r + m.dropout(self.cfg.resid_dropout, train);
-            h = b.state_mixer.forward(&b.ln2.forward(&r), train);
+            h = b.mix(&r, train);
+            if let Some((norm2, state_mixer)) = &b.second {
+                r = r + h.dropout(inner_p, train);
+                h = state_mixer.forward(&norm2.forward(&r), train);
+            }
             residual = Some(r);
         }
-        self.ln_f.forward(&(residual.unwrap() + h))
+        // Zoology's LMBackbone: residual + drop_f(h), then ln_f
+        self.ln_f.forward(&(residual.unwrap() + h.dropout(p, train)))
     }
 
     /// Vocabulary logits for hidden states of any leading shape.
@@ -205,7 +346,7 @@ impl LanguageModel {
 
     /// Recurrent state elements per sequence, summed over layers, after `seq_len` tokens.
     pub fn state_size(&self, seq_len: i64) -> i64 {
-        self.blocks.iter().map(|b| b.mixer.state_size(seq_len) + b.state_mixer.state_size()).sum()
+        self.blocks.iter().map(|b| b.mixer.state_size(seq_len) + b.second.as_ref().map_or(0, |(_, s)| s.state_size())).sum()
     }
 
     /// The state size Zoology logs (`LanguageModel.state_size`, zoology/model.py): each layer's
@@ -220,4 +361,153 @@ impl LanguageModel {
 /// Number of scalar parameters in a var store.
 pub fn num_parameters(vs: &nn::VarStore) -> i64 {
     vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mixers::testing::{rel_err, seeded};
+    use tch::{Device, Kind};
+
+    fn cfg(text: &str) -> ModelConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    /// `block = "auto"` and an unset `embed_dropout` resolve when a config is read, and what is
+    /// written back names the concrete values.
+    #[test]
+    fn block_and_embed_dropout_resolve_when_read() {
+        let m = cfg("mixer = { name = \"mamba\" }");
+        assert_eq!((m.block, m.embed_dropout), (BlockKind::Mamba, 0.0));
+        let a = cfg("mixer = { name = \"attention\" }");
+        assert_eq!((a.block, a.embed_dropout), (BlockKind::Transformer, 0.1));
+        let h = cfg("mixer = { name = \"hybrid\", layers = [{ name = \"mamba\" }] }");
+        assert_eq!(h.block, BlockKind::Transformer, "auto picks by the model's mixer name, as Zoology's configs");
+        let t = cfg("block = \"transformer\"\nmixer = { name = \"mamba\" }");
+        assert_eq!((t.block, t.embed_dropout), (BlockKind::Transformer, 0.1));
+        let e = cfg("embed_dropout = 0.2\nmixer = { name = \"mamba\" }");
+        assert_eq!((e.block, e.embed_dropout), (BlockKind::Mamba, 0.2));
+        let text = toml::to_string(&m).unwrap();
+        assert!(text.contains("block = \"mamba\"") && text.contains("embed_dropout = 0.0"), "{text}");
+        assert_eq!(cfg(&text), m);
+        assert!(toml::from_str::<ModelConfig>("block = \"rnn\"").unwrap_err().to_string().contains("block"));
+    }
+
+    fn rms(x: &Tensor, w: &Tensor) -> Tensor {
+        x / (x.square().mean_dim([-1i64].as_slice(), true, Kind::Float) + 1e-5).sqrt() * w
+    }
+
+    fn ln(x: &Tensor, vars: &std::collections::HashMap<String, Tensor>, name: &str) -> Tensor {
+        let mu = x.mean_dim([-1i64].as_slice(), true, Kind::Float);
+        let var = (x - &mu).square().mean_dim([-1i64].as_slice(), true, Kind::Float);
+        (x - mu) / (var + 1e-5).sqrt() * &vars[&format!("{name}.weight")] + &vars[&format!("{name}.bias")]
+    }
+
+    /// Builds an LM, gives every norm random affine parameters (so that using the wrong one
+    /// shows), and returns it with its variables and a token batch.
+    fn lm(text: &str, vocab: i64, l: i64) -> (nn::VarStore, LanguageModel, std::collections::HashMap<String, Tensor>, Tensor) {
+        seeded(12, || {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let model = LanguageModel::new(&vs.root(), &cfg(text), vocab, l).unwrap();
+            let vars = vs.variables();
+            tch::no_grad(|| {
+                for (name, v) in &vars {
+                    if name.contains("norm") || name.starts_with("ln_f") {
+                        let _ = v.shallow_clone().g_add_(&(Tensor::randn(v.size().as_slice(), (Kind::Float, Device::Cpu)) * 0.3));
+                    }
+                }
+            });
+            let tokens = Tensor::randint(vocab, [2, l], (Kind::Int64, Device::Cpu));
+            (vs, model, vars, tokens)
+        })
+    }
+
+    /// Zoology Figure 2's Mamba LM: embedding (no dropout, no positions) → per layer
+    /// `residual += h; h = mamba(RMSNorm(residual))` → LayerNorm_f(residual + h), tied head;
+    /// its parameters are exactly the embedding, per layer `norm` + `mixer`, and `ln_f`.
+    #[test]
+    fn mamba_lm_is_zoologys_mamba_block_composition() {
+        let (_vs, model, vars, tokens) = lm("d_model = 16\nstate_mixer = \"identity\"\nmixer = { name = \"mamba\", d_state = 4 }", 32, 10);
+        let mut names: Vec<&String> = vars.keys().filter(|k| !k.contains(".mixer.")).collect();
+        names.sort();
+        let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, ["embedding.weight", "layers.0.norm.weight", "layers.1.norm.weight", "ln_f.bias", "ln_f.weight"]);
+        assert!(vars.contains_key("layers.0.mixer.in_proj.weight") && vars.contains_key("layers.1.mixer.dt_proj.bias"));
+        let got = tch::no_grad(|| model.hidden(&tokens, true)); // train = true: still no dropout
+        let want = tch::no_grad(|| {
+            let mut r = Tensor::embedding(&vars["embedding.weight"], &tokens, -1, false, false);
+            let mut h: Option<Tensor> = None;
+            for (i, b) in model.blocks.iter().enumerate() {
+                if let Some(h) = h.take() {
+                    r = r + h;
+                }
+                h = Some(b.mixer.forward(&rms(&r, &vars[&format!("layers.{i}.norm.weight")]), false));
+            }
+            ln(&(r + h.unwrap()), &vars, "ln_f")
+        });
+        assert!(rel_err(&got, &want) < 1e-6, "mamba LM differs from RMSNorm → mixer → residual: {:.2e}", rel_err(&got, &want));
+    }
+
+    /// The transformer block (Zoology's TransformerBlock) with the identity state mixer adds
+    /// LN2(residual) each layer; a Mega mixer gets the residual itself (no norm1) and its own
+    /// gated update is added once.
+    #[test]
+    fn transformer_block_composition_and_megas_raw_residual() {
+        for (mixer, raw) in [("{ name = \"base_conv\", kernel_size = 3 }", false), ("{ name = \"mega\", z_dim = 8, ndim = 2 }", true)] {
+            let (_vs, model, vars, tokens) =
+                lm(&format!("d_model = 16\nstate_mixer = \"identity\"\nembed_dropout = 0.0\nmixer = {mixer}"), 32, 10);
+            assert_eq!(model.cfg.block, BlockKind::Transformer);
+            assert_eq!(vars.contains_key("layers.0.norm1.weight"), !raw, "{mixer}: norm1 must exist iff the mixer does not normalise itself");
+            let got = tch::no_grad(|| model.hidden(&tokens, false));
+            let want = tch::no_grad(|| {
+                let mut r = Tensor::embedding(&vars["embedding.weight"], &tokens, -1, false, false);
+                let mut h: Option<Tensor> = None;
+                for (i, b) in model.blocks.iter().enumerate() {
+                    if let Some(h) = h.take() {
+                        r = r + h;
+                    }
+                    let inp = if raw { r.shallow_clone() } else { ln(&r, &vars, &format!("layers.{i}.norm1")) };
+                    r = &r + b.mixer.forward(&inp, false);
+                    h = Some(ln(&r, &vars, &format!("layers.{i}.norm2")));
+                }
+                ln(&(r + h.unwrap()), &vars, "ln_f")
+            });
+            assert!(rel_err(&got, &want) < 1e-6, "{mixer}: block composition differs: {:.2e}", rel_err(&got, &want));
+        }
+    }
+
+    /// The mamba block with a non-identity state mixer is mamba_ssm's `Block` with an MLP:
+    /// `residual += h; h = mlp(RMSNorm2(residual))` after the mixer.
+    #[test]
+    fn mamba_block_with_an_mlp_is_mamba_ssms_block() {
+        let (_vs, model, vars, tokens) = lm("d_model = 16\nblock = \"mamba\"\nstate_mixer = \"mlp\"\nmixer = { name = \"mamba\", d_state = 4 }", 32, 10);
+        assert!(vars.contains_key("layers.1.norm2.weight") && !vars.contains_key("layers.1.norm2.bias"), "norm2 must be an RMSNorm");
+        let got = tch::no_grad(|| model.hidden(&tokens, false));
+        let want = tch::no_grad(|| {
+            let mut r = Tensor::embedding(&vars["embedding.weight"], &tokens, -1, false, false);
+            let mut h: Option<Tensor> = None;
+            for (i, b) in model.blocks.iter().enumerate() {
+                if let Some(h) = h.take() {
+                    r = r + h;
+                }
+                r = &r + b.mixer.forward(&rms(&r, &vars[&format!("layers.{i}.norm.weight")]), false);
+                let x = rms(&r, &vars[&format!("layers.{i}.norm2.weight")]);
+                let p = |n: &str| &vars[&format!("layers.{i}.state_mixer.{n}")];
+                h = Some(x.linear(p("fc1.weight"), Some(p("fc1.bias"))).gelu("none").linear(p("fc2.weight"), Some(p("fc2.bias"))));
+            }
+            ln(&(r + h.unwrap()), &vars, "ln_f")
+        });
+        assert!(rel_err(&got, &want) < 1e-6, "{:.2e}", rel_err(&got, &want));
+    }
+
+    /// Zoology's state-size convention summed over layers, × 4 bytes.
+    #[test]
+    fn zoology_state_bytes_sum_the_mixers_formulas() {
+        let (_vs, m, _, _) = lm("d_model = 16\nstate_mixer = \"identity\"\nmixer = { name = \"mamba\", d_state = 4 }", 32, 10);
+        assert_eq!(m.state_size_zoology_bytes(10), Some(4 * 2 * (2 * 16 * 4)));
+        let (_vs, b, _, _) = lm("d_model = 16\nstate_mixer = \"identity\"\nmixer = { name = \"base_conv\", kernel_size = [3, -1] }", 32, 10);
+        assert_eq!(b.state_size_zoology_bytes(10), Some(4 * (16 * 3 + 16 * 10)));
+        let (_vs, r, _, _) = lm("d_model = 16\nstate_mixer = \"identity\"\nmixer = { name = \"rwkv\" }", 32, 10);
+        assert_eq!(r.state_size_zoology_bytes(10), None);
+    }
 }
