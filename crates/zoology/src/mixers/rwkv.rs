@@ -23,8 +23,15 @@
 //! - step: state = last input (token shift) and `(aa, bb, p)`: `4·d` elements per sequence.
 //!
 //! Init as in RWKV-4 / Zoology: decay speeds `−5 + 8·(c/(d−1))^{0.7+1.3·ρ₀}`, `time_first =
-//! ln 0.3 + zigzag`, mixes `(c/d)^{ρ₁}` with `ρ₀ = layer/(n−1)`, `ρ₁ = 1 − layer/n`.
+//! ln 0.3 + zigzag`, mixes `(c/d)^{ρ₁}` with `ρ₀ = layer/(n−1)`, `ρ₁ = 1 − layer/n`, where n is
+//! `n_layer`: Zoology's `RWKVTimeMixer` takes `n_layer=12` by default and its model never passes
+//! one, so its 2-layer models use n = 12 (the default here); `n_layer = 0` uses the model's
+//! depth instead. Linear layers (`linear_init`): `"pytorch"` (default) is PyTorch's default
+//! U(±1/√fan_in) — the mixer is a `torch.jit.ScriptModule`, whose Linear submodules escape
+//! Zoology's `_init_weights` (and `init_rwkv` is never called); `"normal"` applies Zoology's rule
+//! for every other mixer, N(0, 0.02) with the output N(0, 0.02/√(2·n_layers)).
 
+use super::bounds::{int_in, MAX_SIZE};
 use super::chunking::ChunkLayout;
 use super::layers::{time_mix, token_shift, Linear};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
@@ -35,16 +42,30 @@ use tch::{nn, Kind, Tensor};
 /// Log-weight of "nothing yet": finite so that differences never produce NaN.
 const NEG: f64 = -1e30;
 
+/// Init of the r, k, v and output Linear layers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RwkvLinearInit {
+    /// PyTorch's default U(±1/√fan_in) (what Zoology's ScriptModule keeps).
+    Pytorch,
+    /// Zoology's rule for other mixers: N(0, 0.02), output N(0, 0.02/√(2·n_layers)).
+    Normal,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RwkvConfig {
     /// Positions per chunk in the fast form (memory grows as B·L·chunk_size·d).
     pub chunk_size: i64,
+    /// Depth the layer-dependent init assumes (Zoology: 12, never passed); 0 = the model's.
+    pub n_layer: i64,
+    /// `pytorch` (Zoology) or `normal`.
+    pub linear_init: RwkvLinearInit,
 }
 
 impl Default for RwkvConfig {
     fn default() -> Self {
-        RwkvConfig { chunk_size: 8 }
+        RwkvConfig { chunk_size: 8, n_layer: 12, linear_init: RwkvLinearInit::Pytorch }
     }
 }
 
@@ -63,7 +84,8 @@ pub struct Rwkv {
     d: i64,
 }
 
-/// The RWKV-4 per-channel init vectors for layer `layer` of `n`: (ρ₀, ρ₁, c/d).
+/// The RWKV-4 per-channel init vectors for layer `layer` of `n`: (ρ₀, ρ₁, c/d). (`n = 1`
+/// is treated as 2 in ρ₀, where RWKV divides by n − 1.)
 pub(crate) fn rwkv_ratios(layer: usize, n: usize, d: i64, dev: tch::Device) -> (f64, f64, Tensor) {
     let r0 = layer as f64 / (n.max(2) - 1) as f64;
     let r1 = 1.0 - layer as f64 / n.max(1) as f64;
@@ -210,16 +232,30 @@ impl MixerKind for Rwkv {
     const STATE_FORMULA: &'static str = "4·d (last x, a, b, running max)";
     const CONSTANT_STATE: bool = true;
 
-    fn validate(c: &RwkvConfig, _d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
-        if c.chunk_size < 1 {
-            return Err(config_err(format!("{field}.chunk_size"), format!("must be ≥ 1, e.g. 8 (got {})", c.chunk_size)));
+    fn validate(c: &RwkvConfig, _d: i64, ctx: &BuildCtx, field: &str) -> Result<()> {
+        int_in(field, "chunk_size", c.chunk_size, 1, MAX_SIZE, "8")?;
+        if c.n_layer != 0 && !(2..=MAX_SIZE).contains(&c.n_layer) {
+            return Err(config_err(
+                format!("{field}.n_layer"),
+                format!("must be ≥ 2 (the depth RWKV's init divides by n − 1; Zoology: 12), or 0 for the model's n_layers (got {})", c.n_layer),
+            ));
+        }
+        if c.n_layer != 0 && ctx.layer_idx as i64 >= c.n_layer {
+            return Err(config_err(
+                format!("{field}.n_layer"),
+                format!(
+                    "is {} but this is layer {} of {}: RWKV's init needs layer < n_layer (its mixes would be (c/d)^negative); raise it or set 0 for the model's depth",
+                    c.n_layer, ctx.layer_idx, ctx.n_layers
+                ),
+            ));
         }
         Ok(())
     }
 
     fn build(p: nn::Path, d: i64, c: &RwkvConfig, ctx: &BuildCtx) -> Result<Self> {
         let dev = p.device();
-        let (r0, r1, ddd) = rwkv_ratios(ctx.layer_idx, ctx.n_layers, d, dev);
+        let depth = if c.n_layer == 0 { ctx.n_layers } else { c.n_layer as usize };
+        let (r0, r1, ddd) = rwkv_ratios(ctx.layer_idx, depth, d, dev);
         let h = Tensor::arange(d, (Kind::Float, dev));
         let decay = (&h / (d.max(2) - 1) as f64).pow_tensor_scalar(0.7 + 1.3 * r0) * 8.0 - 5.0;
         let zigzag = ((&h + 1.0).remainder(3.0) - 1.0) * 0.5;
@@ -229,11 +265,21 @@ impl MixerKind for Rwkv {
             tch::no_grad(|| t.shallow_clone().copy_(&init));
             t
         };
+        let linear = |name: &str, std: f64| {
+            let lin = Linear::new(&p / name, d, d, false, std);
+            if c.linear_init == RwkvLinearInit::Pytorch {
+                let b = 1.0 / (d as f64).sqrt();
+                tch::no_grad(|| {
+                    let _ = lin.ws.shallow_clone().uniform_(-b, b);
+                });
+            }
+            lin
+        };
         Ok(Rwkv {
-            key: Linear::new(&p / "key", d, d, false, ctx.init_std),
-            value: Linear::new(&p / "value", d, d, false, ctx.init_std),
-            receptance: Linear::new(&p / "receptance", d, d, false, ctx.init_std),
-            output: Linear::new(&p / "output", d, d, false, ctx.out_std),
+            key: linear("key", ctx.init_std),
+            value: linear("value", ctx.init_std),
+            receptance: linear("receptance", ctx.init_std),
+            output: linear("output", ctx.out_std),
             time_decay: var("time_decay", decay),
             time_first: var("time_first", first),
             mix_k: var("time_mix_k", ddd.pow_tensor_scalar(r1)),
@@ -245,7 +291,11 @@ impl MixerKind for Rwkv {
     }
 
     fn suite_variants() -> Vec<RwkvConfig> {
-        vec![RwkvConfig::default(), RwkvConfig { chunk_size: 5 }, RwkvConfig { chunk_size: 1 }]
+        vec![
+            RwkvConfig::default(),
+            RwkvConfig { chunk_size: 5, linear_init: RwkvLinearInit::Normal, n_layer: 0 },
+            RwkvConfig { chunk_size: 1, ..Default::default() },
+        ]
     }
 }
 
@@ -262,7 +312,7 @@ mod tests {
         let _rng = crate::mixers::testing::seed_guard(0);
         let vs = nn::VarStore::new(Device::Cpu);
         let (d, l) = (8i64, 37i64);
-        let m = Rwkv::build(vs.root(), d, &RwkvConfig { chunk_size: 8 }, &BuildCtx::new(1, 2, 64)).unwrap();
+        let m = Rwkv::build(vs.root(), d, &RwkvConfig { chunk_size: 8, ..Default::default() }, &BuildCtx::new(1, 2, 64)).unwrap();
         let k = Tensor::randn([2, l, d], (Kind::Float, Device::Cpu)) * 60.0;
         let v = Tensor::randn([2, l, d], (Kind::Float, Device::Cpu));
         let (w, u) = (m.w(), m.time_first.shallow_clone());
@@ -294,5 +344,73 @@ mod tests {
         assert!(bool::try_from(steps.isfinite().all()).unwrap(), "step form not finite");
         let (ef, es) = (rel_err(&fast.to_kind(Kind::Double), &plain), rel_err(&steps.to_kind(Kind::Double), &plain));
         assert!(ef < 1e-5 && es < 1e-5, "rel err vs f64 formula: chunked {ef:.2e}, step {es:.2e}");
+    }
+
+    /// Zoology's init on a built 2-layer LM: the layer-dependent vectors with n_layer = 12
+    /// (layer 1: ρ₀ = 1/11, ρ₁ = 11/12, not the 2-layer values 1 and 1/2), and PyTorch's
+    /// default U(±1/√d) Linears; the named options give the 2-layer vectors and N(0, 0.02).
+    #[test]
+    fn init_is_zoologys_by_default() {
+        use crate::model::{LanguageModel, ModelConfig};
+        let vars = |mixer: &str| {
+            let cfg: ModelConfig = toml::from_str(&format!("d_model = 64\nstate_mixer = \"identity\"\nmixer = {mixer}")).unwrap();
+            crate::mixers::testing::seeded(6, || {
+                let vs = nn::VarStore::new(Device::Cpu);
+                let _lm = LanguageModel::new(&vs.root(), &cfg, 64, 64).unwrap();
+                vs.variables()
+            })
+        };
+        let d = 64usize;
+        let expect = |n_layer: f64| {
+            let (r0, r1) = (1.0 / (n_layer - 1.0), 1.0 - 1.0 / n_layer);
+            let decay: Vec<f64> = (0..d).map(|h| -5.0 + 8.0 * (h as f64 / (d - 1) as f64).powf(0.7 + 1.3 * r0)).collect();
+            let mix_k: Vec<f64> = (0..d).map(|i| (i as f64 / d as f64).powf(r1)).collect();
+            let mix_v: Vec<f64> = (0..d).map(|i| (i as f64 / d as f64).powf(r1) + 0.3 * r0).collect();
+            let mix_r: Vec<f64> = (0..d).map(|i| (i as f64 / d as f64).powf(0.5 * r1)).collect();
+            [decay, mix_k, mix_v, mix_r]
+        };
+        let floats = |t: &Tensor| Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap();
+        for (mixer, n_layer, pytorch) in [
+            (r#"{ name = "rwkv" }"#, 12.0, true),
+            (r#"{ name = "rwkv", n_layer = 0, linear_init = "normal" }"#, 2.0, false),
+        ] {
+            let v = vars(mixer);
+            for (name, want) in ["time_decay", "time_mix_k", "time_mix_v", "time_mix_r"].iter().zip(expect(n_layer)) {
+                let got = floats(&v[&format!("layers.1.mixer.{name}")]);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() < 1e-5, "{mixer} {name}: {g} vs {w}");
+                }
+            }
+            for name in ["key", "value", "receptance", "output"] {
+                let w = &v[&format!("layers.1.mixer.{name}.weight")];
+                let (mx, sd) = (w.abs().max().double_value(&[]), w.std(true).double_value(&[]));
+                if pytorch {
+                    let b = 1.0 / (d as f64).sqrt();
+                    assert!(mx <= b && mx > 0.95 * b && (sd - b / 3f64.sqrt()).abs() < 0.005, "{name}: max {mx}, std {sd}");
+                } else {
+                    let want = if name == "output" { 0.01 } else { 0.02 };
+                    assert!((sd - want).abs() < 0.1 * want, "{name}: std {sd} vs {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_zoology_state_formula_and_bad_configs_name_the_field() {
+        use crate::mixers::testing::validate_error;
+        let m = crate::mixers::testing::seeded(0, || {
+            Rwkv::build(nn::VarStore::new(Device::Cpu).root(), 8, &RwkvConfig::default(), &BuildCtx::new(0, 2, 32)).unwrap()
+        });
+        assert_eq!((m.state_size(9), m.state_size_zoology(9)), (32, None));
+        let e = validate_error(r#"{ name = "rwkv", n_layer = 1 }"#);
+        assert!(e.contains("model.mixer.n_layer"), "{e}");
+        let e = validate_error(r#"{ name = "rwkv", chunk_size = 0 }"#);
+        assert!(e.contains("model.mixer.chunk_size"), "{e}");
+        let e = validate_error(r#"{ name = "rwkv", linear_init = "orthogonal" }"#);
+        assert!(e.contains("model.mixer.linear_init"), "{e}");
+        // a 16-layer model with Zoology's n_layer = 12
+        let t: toml::Table = toml::from_str(r#"name = "rwkv""#).unwrap();
+        let e = crate::mixers::validate_table(&t, 16, &BuildCtx::new(13, 16, 32), "model.mixer").unwrap_err().to_string();
+        assert!(e.contains("model.mixer.n_layer") && e.contains("layer 13"), "{e}");
     }
 }
