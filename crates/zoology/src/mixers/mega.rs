@@ -1,5 +1,11 @@
 //! `mega`: Moving Average Equipped Gated Attention (Ma et al. 2023), single head, causal.
 //!
+//! The mixer is Mega's whole layer (`MovingAverageGatedAttention` with `prenorm=True`): it
+//! normalises its own input, `X = LayerNorm(R)` (R = the un-normalised residual stream), and its
+//! output is a gated residual on R, `R + u ⊙ (Ĥ − R)`. So it declares
+//! [`Mixer::takes_raw_residual`]: the block hands it R (no norm1 in front) and adds what it
+//! returns, `u ⊙ (Ĥ − R)`, to R once.
+//!
 //! Multi-dimensional damped EMA, `h = ndim` dimensions per channel (α, δ = σ(·), per channel
 //! and dimension; β, γ learned):
 //! ```text
@@ -13,13 +19,15 @@
 //! Q = κ_q ⊙ Z + μ_q    K = κ_k ⊙ Z + μ_k    V = silu(W_v X)
 //! A = softmax(Q Kᵀ / √z_dim + b + M)                  M masks s > t, and s in another chunk
 //! Ĥ = silu(W_h X′ + U(r ⊙ A V))                      (W_h X′ is hx)
-//! Y = u ⊙ Ĥ + (1 − u) ⊙ X
+//! out = u ⊙ (Ĥ − R)                                   (the layer's output is R + out)
 //! ```
 //! `chunk_size = c > 0` restricts attention to chunks of c positions (chunk = ⌊t/c⌋), which is
 //! linear in L; `chunk_size = 0` attends to the whole prefix. The EMA always runs over the
 //! whole sequence. Defaults: h = 16 (LRA), z_dim = 64, h_dim = 2·d, no chunking; init as Mega
-//! (α, δ ~ N(0, 0.2); β ~ N(±1, 0.02) alternating; γ, ω ~ N(0, 1); linears N(0, 0.02);
-//! κ ~ N(0, 0.02), μ = 0; relative bias N(0, 0.02)). Only softmax attention (Mega's LM
+//! (α, δ ~ N(0, 0.2); β ~ N(±1, 0.02) alternating; γ, ω ~ N(0, 1); linears, U included,
+//! N(0, 0.02) with zero biases; κ ~ N(0, 0.02), μ = 0; relative bias N(0, 0.02); the
+//! LayerNorm's weight 1, bias 0, eps 1e-5). Mega's code names the EMA's parameters the other
+//! way round (its `delta` multiplies β and its `alpha` damps): the same function. Only softmax attention (Mega's LM
 //! choice) is provided; laplace/relu² and dropouts are not.
 //!
 //! Forms:
@@ -32,6 +40,7 @@
 //!   or `n(L) = ((L−1) mod c) + 1` entries: state `d·h + (z_dim + h_dim)·n(L)` elements. This
 //!   grows with L (bounded by c when chunked), so the mixer declares a non-constant state.
 
+use super::bounds::{int_in, MAX_SIZE};
 use super::chunking::ChunkLayout;
 use super::conv::fft_causal_conv;
 use super::layers::Linear;
@@ -62,6 +71,9 @@ impl Default for MegaConfig {
 
 #[derive(Debug)]
 pub struct Mega {
+    // Mega's own pre-norm
+    norm_w: Tensor,
+    norm_b: Tensor,
     // EMA
     alpha: Tensor,
     delta: Tensor,
@@ -125,10 +137,14 @@ impl Mega {
         let v = self.v_proj.forward(x).silu();
         [u, q, k, v, zr[1].shallow_clone(), parts[2].shallow_clone()]
     }
-    /// `Y = u ⊙ silu(hx + U(r ⊙ AV)) + (1 − u) ⊙ x`.
-    fn output(&self, x: &Tensor, u: &Tensor, r: &Tensor, hx: &Tensor, av: &Tensor) -> Tensor {
+    /// Mega's pre-norm `X = LayerNorm(R)` (last dimension, eps 1e-5).
+    fn norm(&self, r: &Tensor) -> Tensor {
+        r.layer_norm([self.d], Some(&self.norm_w), Some(&self.norm_b), 1e-5, false)
+    }
+    /// The residual update `u ⊙ (silu(hx + U(r ⊙ AV)) − R)` on the un-normalised input `R`.
+    fn output(&self, raw: &Tensor, u: &Tensor, r: &Tensor, hx: &Tensor, av: &Tensor) -> Tensor {
         let h = (hx + self.h_proj.forward(&(r * av))).silu();
-        x + u * (h - x)
+        u * (h - raw)
     }
     fn scaling(&self) -> f64 {
         1.0 / (self.z as f64).sqrt()
@@ -143,9 +159,10 @@ impl Mega {
 }
 
 impl Mixer for Mega {
-    fn forward(&self, x: &Tensor, _train: bool) -> Tensor {
-        let l = x.size()[1];
+    fn forward(&self, raw: &Tensor, _train: bool) -> Tensor {
+        let l = raw.size()[1];
         self.check_len(l);
+        let x = &self.norm(raw);
         let ema = fft_causal_conv(x, &self.ema_kernel(l).to_kind(x.kind()));
         let [u, q, k, v, r, hx] = self.gates(x, &ema);
         let lay = ChunkLayout::new(l, self.chunk.unwrap_or(l));
@@ -159,12 +176,13 @@ impl Mixer for Mega {
         let scores = qc.matmul(&kc.transpose(-2, -1)) * self.scaling() + bias;
         let scores = scores.masked_fill(&super::layers::future_mask(c, x.device()), f64::NEG_INFINITY);
         let av = lay.merge(&scores.softmax(-1, scores.kind()).matmul(&vc), 1);
-        self.output(x, &u, &r, &hx, &av)
+        self.output(raw, &u, &r, &hx, &av)
     }
 
-    fn reference(&self, x: &Tensor) -> Tensor {
-        let (b, l, _) = x.size3().unwrap();
+    fn reference(&self, raw: &Tensor) -> Tensor {
+        let (b, l, _) = raw.size3().unwrap();
         self.check_len(l);
+        let x = &self.norm(raw);
         let mut s = Tensor::zeros([b, self.d, self.ndim], (x.kind(), x.device()));
         let ema = Tensor::stack(&(0..l).map(|t| self.ema_step(&mut s, &x.select(1, t))).collect::<Vec<_>>(), 1);
         let [u, q, k, v, r, hx] = self.gates(x, &ema);
@@ -185,7 +203,7 @@ impl Mixer for Mega {
             outs.push((w.unsqueeze(-1) * vs).sum_dim_intlist([1i64].as_slice(), false, x.kind()));
         }
         let av = Tensor::stack(&outs, 1);
-        self.output(x, &u, &r, &hx, &av)
+        self.output(raw, &u, &r, &hx, &av)
     }
 
     fn init_state(&self, batch: i64) -> MixerState {
@@ -197,7 +215,8 @@ impl Mixer for Mega {
         ])
     }
 
-    fn step(&self, state: &mut MixerState, x_t: &Tensor) -> Tensor {
+    fn step(&self, state: &mut MixerState, raw_t: &Tensor) -> Tensor {
+        let x_t = &self.norm(raw_t);
         let mut s = state.tensors[0].shallow_clone();
         let ema = self.ema_step(&mut s, x_t);
         let [u, q, k, v, r, hx] = self.gates(x_t, &ema);
@@ -217,7 +236,11 @@ impl Mixer for Mega {
         let w = sc.softmax(-1, x_t.kind());
         let av = (w.unsqueeze(-1) * &vc).sum_dim_intlist([1i64].as_slice(), false, x_t.kind());
         state.tensors = vec![s, kc, vc];
-        self.output(x_t, &u, &r, &hx, &av)
+        self.output(raw_t, &u, &r, &hx, &av)
+    }
+
+    fn takes_raw_residual(&self) -> bool {
+        true
     }
 
     fn state_size(&self, seq_len: i64) -> i64 {
@@ -238,23 +261,15 @@ impl MixerKind for Mega {
     const CONSTANT_STATE: bool = false;
 
     fn validate(c: &MegaConfig, _d: i64, ctx: &BuildCtx, field: &str) -> Result<()> {
-        if c.ndim < 1 {
-            return Err(config_err(format!("{field}.ndim"), format!("must be ≥ 1 EMA dimension (got {})", c.ndim)));
-        }
-        if c.z_dim < 1 {
-            return Err(config_err(format!("{field}.z_dim"), format!("must be ≥ 1 (got {})", c.z_dim)));
-        }
-        if c.h_mult < 1 {
-            return Err(config_err(format!("{field}.h_mult"), format!("must be ≥ 1 (got {})", c.h_mult)));
-        }
-        if c.chunk_size < 0 {
+        int_in(field, "ndim", c.ndim, 1, 1024, "16")?;
+        int_in(field, "z_dim", c.z_dim, 1, MAX_SIZE, "64")?;
+        int_in(field, "h_mult", c.h_mult, 1, 64, "2")?;
+        int_in(field, "chunk_size", c.chunk_size, 0, MAX_SIZE, "0 (no chunking) or 128")?;
+        if c.chunk_size == 0 && !(1..=MAX_SIZE).contains(&ctx.max_seq_len) {
             return Err(config_err(
                 format!("{field}.chunk_size"),
-                format!("must be 0 (no chunking) or a positive chunk length (got {})", c.chunk_size),
+                format!("unchunked mega needs the longest sequence length in [1, {MAX_SIZE}] to size its position bias (got {})", ctx.max_seq_len),
             ));
-        }
-        if c.chunk_size == 0 && ctx.max_seq_len < 1 {
-            return Err(config_err(format!("{field}.chunk_size"), "unchunked mega needs the longest sequence length to size its position bias"));
         }
         Ok(())
     }
@@ -267,6 +282,8 @@ impl MixerKind for Mega {
         let chunk = (c.chunk_size > 0).then_some(c.chunk_size);
         let bias_len = chunk.unwrap_or(ctx.max_seq_len);
         Ok(Mega {
+            norm_w: p.var("norm_weight", &[d], nn::Init::Const(1.0)),
+            norm_b: p.var("norm_bias", &[d], nn::Init::Const(0.0)),
             alpha: p.var("ema_alpha", &[d, h], nn::Init::Randn { mean: 0.0, stdev: 0.2 }),
             delta: p.var("ema_delta", &[d, h], nn::Init::Randn { mean: 0.0, stdev: 0.2 }),
             beta: p.var_copy("ema_beta", &beta_init),
@@ -274,7 +291,7 @@ impl MixerKind for Mega {
             omega: p.var("ema_omega", &[d], nn::Init::Randn { mean: 0.0, stdev: 1.0 }),
             v_proj: Linear::new(&p / "v_proj", d, hd, true, ctx.init_std),
             mx_proj: Linear::new(&p / "mx_proj", d, 2 * d + c.z_dim + hd, true, ctx.init_std),
-            h_proj: Linear::new(&p / "h_proj", hd, d, true, ctx.out_std),
+            h_proj: Linear::new(&p / "h_proj", hd, d, true, ctx.init_std),
             qk_scale: p.var("qk_gamma", &[2, c.z_dim], nn::Init::Randn { mean: 0.0, stdev: 0.02 }),
             qk_shift: p.var("qk_beta", &[2, c.z_dim], nn::Init::Const(0.0)),
             rel_bias: p.var("rel_pos_bias", &[bias_len], nn::Init::Randn { mean: 0.0, stdev: 0.02 }),
@@ -298,7 +315,66 @@ impl MixerKind for Mega {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::validate_error;
+    use super::super::testing::{seeded, validate_error};
+    use super::*;
+    use tch::Device;
+
+    fn build(c: &MegaConfig, d: i64, l: i64) -> Mega {
+        seeded(8, || Mega::build(nn::VarStore::new(Device::Cpu).root(), d, c, &BuildCtx::new(0, 2, l)).unwrap())
+    }
+
+    /// The EMA kernel in closed form for known parameters, one channel, h = 2 (paper naming:
+    /// α multiplies β, δ damps): σ(α) = (1/2, 3/4), σ(δ) = (1/2, 1/4), β = (1, −1), γ = (2, 1):
+    /// `K[j] = (2·½·1·(1 − ¼)^j + 1·¾·(−1)·(1 − 3/16)^j)/√2 = (0.75^j − 0.75·0.8125^j)/√2`.
+    /// Checked for the FFT form's kernel and for the impulse response of the step form.
+    #[test]
+    fn ema_coefficients_match_the_closed_form() {
+        let m = build(&MegaConfig { ndim: 2, z_dim: 4, h_mult: 1, chunk_size: 0 }, 1, 12);
+        tch::no_grad(|| {
+            let set = |t: &Tensor, v: &[f32]| {
+                let _ = t.shallow_clone().copy_(&Tensor::from_slice(v).view(t.size().as_slice()));
+            };
+            set(&m.alpha, &[0.0, (3.0f32).ln()]);
+            set(&m.delta, &[0.0, -(3.0f32).ln()]);
+            set(&m.beta, &[1.0, -1.0]);
+            set(&m.gamma, &[2.0, 1.0]);
+        });
+        let want: Vec<f64> = (0..12).map(|j| (0.75f64.powi(j) - 0.75 * 0.8125f64.powi(j)) / 2f64.sqrt()).collect();
+        let kernel = Vec::<f32>::try_from(tch::no_grad(|| m.ema_kernel(12)).flatten(0, -1)).unwrap();
+        let mut s = Tensor::zeros([1, 1, 2], (Kind::Float, Device::Cpu));
+        let impulse: Vec<f64> = (0..12)
+            .map(|j| {
+                let x = Tensor::from_slice(&[if j == 0 { 1.0f32 } else { 0.0 }]).view([1, 1]);
+                tch::no_grad(|| m.ema_step(&mut s, &x)).double_value(&[0, 0])
+            })
+            .collect();
+        for j in 0..12 {
+            assert!((kernel[j] as f64 - want[j]).abs() < 1e-6, "FFT kernel K[{j}] = {}, closed form {}", kernel[j], want[j]);
+            assert!((impulse[j] - want[j]).abs() < 1e-6, "step impulse response [{j}] = {}, closed form {}", impulse[j], want[j]);
+        }
+    }
+
+    /// Mega's layer is a gated residual on its un-normalised input: `R + out(R) = (1 − u) R + u Ĥ`
+    /// where u and Ĥ depend on R only through LayerNorm(R). Shifting every position of R by a
+    /// constant b (LayerNorm(R + b) = LayerNorm(R)) must therefore change `R + out(R)` by exactly
+    /// `(1 − u) b` with the same `1 − u ∈ (0, 1)` for every b. A double residual (the old block:
+    /// `R + LN(R) + u(Ĥ − LN(R))`) changes it by exactly b; a gate on the normalised input by 0.
+    #[test]
+    fn layer_is_a_gated_residual_on_the_raw_input() {
+        let m = build(&MegaConfig { ndim: 4, z_dim: 8, h_mult: 2, chunk_size: 5 }, 8, 16);
+        assert!(m.takes_raw_residual());
+        let r = seeded(1, || Tensor::randn([2, 11, 8], (Kind::Float, Device::Cpu)) * 2.0);
+        let layer = |x: &Tensor| tch::no_grad(|| x + m.forward(x, false));
+        let base = layer(&r);
+        let one_minus_u = |b: f64| (layer(&(&r + b)) - &base) / b;
+        let (g1, g2) = (one_minus_u(3.0), one_minus_u(-2.0));
+        let (lo, hi) = (g1.min().double_value(&[]), g1.max().double_value(&[]));
+        assert!(lo > 0.0 && hi < 1.0, "1 − u out of (0, 1): [{lo}, {hi}]");
+        let spread = (&g1 - &g2).abs().max().double_value(&[]);
+        assert!(spread < 2e-3, "1 − u differs between shifts by {spread}: not a gated residual on R");
+        // and the gate is not trivially 0 or 1 everywhere
+        assert!(hi - lo > 0.01, "1 − u is constant ({lo}..{hi})");
+    }
 
     #[test]
     fn bad_configs_name_the_field() {
@@ -308,5 +384,7 @@ mod tests {
         assert!(e.contains("model.mixer.ndim"), "{e}");
         let e = validate_error(r#"{ name = "mega", z_dim = 0 }"#);
         assert!(e.contains("model.mixer.z_dim"), "{e}");
+        let e = validate_error(r#"{ name = "mega", h_mult = 1000 }"#);
+        assert!(e.contains("model.mixer.h_mult"), "{e}");
     }
 }
