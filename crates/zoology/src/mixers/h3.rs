@@ -197,7 +197,40 @@ impl MixerKind for H3 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::validate_error;
+    use super::super::testing::{seeded, validate_error};
+    use super::*;
+    use tch::Device;
+
+    /// Zoology's H3 on a built 2-layer LM: bilinear diagonal SSM by default, q/k/v and
+    /// `output_linear` N(0, 0.02) (the output escapes the `out_proj` rule), zero biases; the
+    /// kernel is the bilinear one (ZOH is the named option) and Zoology's state is d·N.
+    #[test]
+    fn defaults_are_zoologys() {
+        use crate::model::{LanguageModel, ModelConfig};
+        assert_eq!(H3Config::default().discretization, Discretization::Bilinear);
+        let cfg: ModelConfig = toml::from_str("d_model = 64\nstate_mixer = \"identity\"\nmixer = { name = \"h3\", d_state = 8, head_dim = 2 }").unwrap();
+        seeded(3, || {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let lm = LanguageModel::new(&vs.root(), &cfg, 64, 32).unwrap();
+            let v = vs.variables();
+            for n in ["q_proj", "k_proj", "v_proj", "output_linear"] {
+                let s = v[&format!("layers.1.mixer.{n}.weight")].std(true).double_value(&[]);
+                assert!((s - 0.02).abs() < 0.0015, "{n}: std {s}");
+                assert_eq!(v[&format!("layers.1.mixer.{n}.bias")].abs().max().double_value(&[]), 0.0);
+            }
+            assert!(!v.keys().any(|k| k.contains("out_proj")));
+            assert_eq!(lm.state_size_zoology_bytes(32), Some(4 * 2 * 64 * 8));
+        });
+        let build = |disc| {
+            seeded(4, || {
+                let m = H3::build(nn::VarStore::new(Device::Cpu).root(), 8, &H3Config { d_state: 8, head_dim: 1, discretization: disc }, &BuildCtx::new(0, 2, 16)).unwrap();
+                tch::no_grad(|| m.ssm.modes().kernel(16))
+            })
+        };
+        let (zoh, bil) = (build(Discretization::Zoh), build(Discretization::Bilinear));
+        let gap = super::super::testing::rel_err(&zoh, &bil);
+        assert!(gap > 1e-4, "bilinear and ZOH kernels coincide ({gap:.2e})");
+    }
 
     #[test]
     fn bad_configs_name_the_field() {

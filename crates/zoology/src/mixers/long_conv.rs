@@ -217,7 +217,40 @@ impl MixerKind for LongConv {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::validate_error;
+    use super::super::testing::{rel_err, seeded, validate_error};
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// `output = "glu"` is S4D's output stage on the bare convolution: with the same seed the
+    /// filter and skip are the same draws, and `GLU(W gelu(y) + b) = a ⊙ σ(g)`, `[a, g] = W gelu(y) + b`,
+    /// written out here; W starts N(0, 0.02/√(2·n_layers)), b within ±1/√d.
+    #[test]
+    fn glu_output_is_s4ds_output_stage() {
+        for filter in [LongConvFilter::S4d, LongConvFilter::Explicit] {
+            let build = |output| {
+                seeded(9, || {
+                    let vs = nn::VarStore::new(Device::Cpu);
+                    let c = LongConvConfig { filter, d_state: 8, output, ..Default::default() };
+                    let m = LongConv::build(vs.root(), 64, &c, &BuildCtx::new(0, 2, 16)).unwrap();
+                    (vs, m)
+                })
+            };
+            let ((_v0, bare), (vs, glu)) = (build(LongConvOutput::None), build(LongConvOutput::Glu));
+            let x = seeded(1, || Tensor::randn([2, 16, 64], (Kind::Float, Device::Cpu)));
+            let vars = vs.variables();
+            let (w, b) = (&vars["output_linear.0.weight"], &vars["output_linear.0.bias"]);
+            let want = tch::no_grad(|| {
+                let y = bare.forward(&x, false).gelu("none").matmul(&w.tr()) + b;
+                y.narrow(2, 0, 64) * y.narrow(2, 64, 64).sigmoid()
+            });
+            let got = tch::no_grad(|| glu.forward(&x, false));
+            assert!(rel_err(&got, &want) < 1e-6, "{filter:?}: {:.2e}", rel_err(&got, &want));
+            let s = w.std(true).double_value(&[]);
+            assert!((s - 0.01).abs() < 0.001, "output_linear.0.weight std {s}");
+            let bmax = b.abs().max().double_value(&[]);
+            assert!(bmax <= 1.0 / 8.0 && bmax > 0.1, "bias max {bmax}");
+        }
+    }
 
     #[test]
     fn bad_configs_name_the_field() {
