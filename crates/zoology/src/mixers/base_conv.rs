@@ -335,9 +335,10 @@ mod tests {
     fn implicit_filter_init_is_zoologys_by_default() {
         use crate::model::{LanguageModel, ModelConfig};
         assert_eq!(BaseConvConfig::default().long_filter, LongFilter::Implicit);
-        let tap_rms = |init: &str| {
+        // `extra` = "" is the default config
+        let tap_rms = |extra: &str| {
             let cfg: ModelConfig = toml::from_str(&format!(
-                "d_model = 64\nstate_mixer = \"identity\"\nmixer = {{ name = \"base_conv\", kernel_size = [3, -1], filter_init = \"{init}\" }}"
+                "d_model = 64\nstate_mixer = \"identity\"\nmixer = {{ name = \"base_conv\", kernel_size = [3, -1]{extra} }}"
             ))
             .unwrap();
             seeded(11, || {
@@ -356,10 +357,10 @@ mod tests {
                 (std(w1), std(w2), taps.square().mean(Kind::Float).sqrt().double_value(&[]))
             })
         };
-        let (s1, s2, rms) = tap_rms("normal");
+        let (s1, s2, rms) = tap_rms("");
         assert!((s2 - 0.02).abs() < 0.002 && (s1 - 0.02).abs() < 0.008, "normal init: weight stds {s1}, {s2}");
         assert!(rms > 2e-4 && rms < 5e-3, "normal init: tap rms {rms} is not ≈ 1e-3");
-        let (s1, s2, rms) = tap_rms("fan_in");
+        let (s1, s2, rms) = tap_rms(", filter_init = \"fan_in\"");
         assert!((s2 - 0.25).abs() < 0.025 && s1 > 0.3, "fan_in init: weight stds {s1}, {s2}");
         assert!(rms > 0.1, "fan_in init: tap rms {rms}");
     }

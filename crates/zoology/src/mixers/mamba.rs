@@ -330,7 +330,7 @@ impl MixerKind for Mamba {
     fn suite_variants() -> Vec<MambaConfig> {
         vec![
             MambaConfig::default(),
-            MambaConfig { d_state: 4, chunk_size: 4, ..Default::default() },
+            MambaConfig { d_state: 4, chunk_size: 4, init: MambaInit::Mamba, ..Default::default() },
             MambaConfig { chunk_size: 1, dt_rank: 3, init: MambaInit::Mamba, ..Default::default() },
         ]
     }
@@ -418,10 +418,11 @@ mod tests {
         }
     }
 
-    fn lm_vars(init: &str) -> std::collections::HashMap<String, Tensor> {
+    /// A built 2-layer mamba LM's variables; `extra` = "" is the default mixer config.
+    fn lm_vars(extra: &str) -> std::collections::HashMap<String, Tensor> {
         use crate::model::{LanguageModel, ModelConfig};
         let cfg: ModelConfig =
-            toml::from_str(&format!("d_model = 64\nstate_mixer = \"identity\"\nmixer = {{ name = \"mamba\", init = \"{init}\" }}")).unwrap();
+            toml::from_str(&format!("d_model = 64\nstate_mixer = \"identity\"\nmixer = {{ name = \"mamba\"{extra} }}")).unwrap();
         crate::mixers::testing::seeded(4, || {
             let vs = nn::VarStore::new(Device::Cpu);
             let _lm = LanguageModel::new(&vs.root(), &cfg, 64, 64).unwrap();
@@ -433,7 +434,7 @@ mod tests {
     /// `dt_proj.bias` zero (Δ = softplus(W_Δ δ) ≈ 0.69), out_proj N(0, 0.02/√(2·2)), A = −(n+1), D = 1.
     #[test]
     fn init_is_zoology_figure2s_by_default() {
-        let v = lm_vars("normal");
+        let v = lm_vars("");
         let std = |n: &str| v[n].std(true).double_value(&[]);
         for layer in 0..2 {
             let p = |n: &str| format!("layers.{layer}.mixer.{n}");
@@ -452,7 +453,7 @@ mod tests {
     /// out_proj within U(±1/√E)/√n_layers.
     #[test]
     fn mamba_init_option_is_mambas_own() {
-        let v = lm_vars("mamba");
+        let v = lm_vars(", init = \"mamba\"");
         let (d, e, r) = (64f64, 128f64, 4f64);
         let p = |n: &str| format!("layers.1.mixer.{n}");
         let maxabs = |n: &str| v[&p(n)].abs().max().double_value(&[]);
