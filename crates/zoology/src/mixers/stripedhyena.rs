@@ -9,6 +9,10 @@
 //! ```
 //! Poles (ρ, θ) and residues R are kept in f32 (StripedHyena needs fp32 poles). Init: decay
 //! rates exp(ρ) log-uniform in [5e-3, 0.5], θ uniform in [0, π], R ~ N(0, 1/P) (re and im).
+//! This init is ours: StripedHyena's `ParallelHyenaFilter` (stripedhyena/model.py) creates
+//! placeholders that its checkpoints overwrite (poles N(0, 1e-2) + i·N(0, 1e-3), i.e. filters
+//! that vanish after one step; residues N(0, 1); D = 0; FIR taps N(0, 1)), and it has no
+//! training init to match. Zoology has no such mixer, so there is no Zoology state formula.
 //!
 //! Forms:
 //! - training: FIR by conv1d, `h * w` by FFT zero-padded to 2L (O(L log L));
