@@ -203,6 +203,8 @@ pub struct MixerEntry {
     pub validate: fn(&toml::Table, i64, &BuildCtx, &str) -> Result<()>,
     pub build: fn(nn::Path, i64, &toml::Table, &BuildCtx, &str) -> Result<Box<dyn Mixer>>,
     pub suite_variants: fn() -> Vec<toml::Table>,
+    /// The table with every field of the mixer's config written out (defaults filled in).
+    pub resolve: fn(&toml::Table) -> Result<toml::Table>,
 }
 
 /// Every mixer zoology-rs knows. Adding a mixer = one file + one line here.
@@ -251,6 +253,24 @@ pub fn lookup(table: &toml::Table, field: &str) -> Result<MixerEntry> {
     })
 }
 
+/// A mixer table with every default of its config written out, so that a saved config names
+/// the whole mixer (a later change of a default cannot change what it means); a hybrid's
+/// `layers` are resolved too. `None` when the table does not parse: validation says why.
+pub fn resolve_table(table: &toml::Table) -> Option<toml::Table> {
+    let e = lookup(table, "model.mixer").ok()?;
+    let mut r = (e.resolve)(table).ok()?;
+    if e.name == "hybrid" {
+        if let Some(toml::Value::Array(layers)) = r.get_mut("layers") {
+            for l in layers.iter_mut() {
+                if let toml::Value::Table(t) = l {
+                    *t = resolve_table(t)?;
+                }
+            }
+        }
+    }
+    Some(r)
+}
+
 /// Validates a mixer table without building it.
 pub fn validate_table(table: &toml::Table, d_model: i64, ctx: &BuildCtx, field: &str) -> Result<()> {
     let e = lookup(table, field)?;
@@ -297,6 +317,12 @@ fn entry<M: MixerKind>() -> MixerEntry {
             let c: M::Config = parse_config(t, field)?;
             M::validate(&c, d, ctx, field)?;
             Ok(Box::new(M::build(p, d, &c, ctx)?) as Box<dyn Mixer>)
+        },
+        resolve: |t| {
+            let c: M::Config = parse_config(t, "model.mixer")?;
+            let mut r = to_table(&c);
+            r.insert("name".into(), toml::Value::String(M::NAME.into()));
+            Ok(r)
         },
         suite_variants: || {
             M::suite_variants()

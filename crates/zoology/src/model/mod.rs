@@ -24,7 +24,9 @@
 //! `block = "auto"` (the default) resolves, when the config is read, to `mamba` for the mamba
 //! mixer and `transformer` otherwise, as Zoology's configs choose `block_type`; `embed_dropout`
 //! left unset resolves to 0.1 (Zoology's default) for the transformer block and 0 for the mamba
-//! block (Zoology's MambaBlock has no dropout). So a written config.toml always names both.
+//! block (Zoology's MambaBlock has no dropout). The mixer table is stored with every default of
+//! its config written out. So a written config.toml names the block, the dropout and every
+//! mixer hyperparameter, and a later change of a default cannot change what it means.
 //!
 //! Init (Zoology's `_init_weights`): embeddings and Linear weights N(0, 0.02), biases 0, output
 //! projections N(0, 0.02/√(2·n_layers)), norm weights 1; mixers document their exceptions.
@@ -141,7 +143,7 @@ impl From<ModelConfigSpec> for ModelConfig {
             embed_dropout,
             resid_dropout: s.resid_dropout,
             tie_embeddings: s.tie_embeddings,
-            mixer: s.mixer,
+            mixer: mixers::resolve_table(&s.mixer).unwrap_or(s.mixer),
         }
     }
 }
@@ -390,6 +392,16 @@ mod tests {
         let text = toml::to_string(&m).unwrap();
         assert!(text.contains("block = \"mamba\"") && text.contains("embed_dropout = 0.0"), "{text}");
         assert_eq!(cfg(&text), m);
+        // the mixer table is written with its defaults, a hybrid's layers too
+        assert_eq!(m.mixer["init"].as_str(), Some("normal"));
+        let b = cfg("mixer = { name = \"hybrid\", layers = [{ name = \"base_conv\", kernel_size = [3, -1] }, { name = \"h3\" }] }");
+        let layers = b.mixer["layers"].as_array().unwrap();
+        assert_eq!(layers[0]["long_filter"].as_str(), Some("implicit"));
+        assert_eq!(layers[1]["discretization"].as_str(), Some("bilinear"));
+        assert_eq!(cfg(&toml::to_string(&b).unwrap()), b);
+        // a table that does not parse is kept as written (validation names the field)
+        let bad = cfg("mixer = { name = \"mamba\", d_sate = 4 }");
+        assert!(bad.mixer.contains_key("d_sate") && bad.validate(64, 32).unwrap_err().to_string().contains("d_sate"));
         assert!(toml::from_str::<ModelConfig>("block = \"rnn\"").unwrap_err().to_string().contains("block"));
     }
 
