@@ -9,8 +9,12 @@
 //! y_{h,j} = Σ_i q_{h,i} · s[i, j]
 //! out     = W_o y + b_o
 //! ```
-//! The shift SSM has `A` = shift matrix and `B = e₁`, so its kernel is just its `C` (N taps)
-//! and its state is the shift register of past inputs. The diagonal SSM is S4D
+//! The shift SSM has `A` = shift matrix, input vector `B` and output vector `C` (both `[d, N]`),
+//! so its kernel is the correlation `k[j] = Σ_{n<N−j} B_n C_{n+j}` (N taps) and its state is the
+//! shift register of past inputs. As in Zoology's `SSKernelShift`, `B` starts at `e₁` (so
+//! `k = C`) and is trained, and the diagonal SSM's `B` (`SSKernelDiag`, starts at 1) is trained
+//! too; `trained_b = false` fixes both at their initial values (`k = C`, `B = 1`), the
+//! parametrisation of S4D and of most reimplementations. The diagonal SSM is S4D
 //! (`modal::S4d`: N/2 complex-conjugate mode pairs, S4D-Lin init, f32) discretised, as H3's and
 //! Zoology's `SSKernelDiag` do by default (`disc='bilinear'`), by the bilinear transform:
 //! `K_h[t] = 2·Re Σ_n C_n Δ/(1 − ΔA_n/2) · ((1 + ΔA_n/2)/(1 − ΔA_n/2))^t`;
@@ -37,7 +41,7 @@ use super::modal::{Discretization, S4d};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
-use tch::{nn, Tensor};
+use tch::{nn, Kind, Tensor};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -48,11 +52,13 @@ pub struct H3Config {
     pub head_dim: i64,
     /// Discretisation of the diagonal SSM: `bilinear` (H3 / Zoology) or `zoh`.
     pub discretization: Discretization,
+    /// Train both SSMs' `B` (Zoology's H3) or keep them at `e₁` and 1.
+    pub trained_b: bool,
 }
 
 impl Default for H3Config {
     fn default() -> Self {
-        H3Config { d_state: 64, head_dim: 1, discretization: Discretization::Bilinear }
+        H3Config { d_state: 64, head_dim: 1, discretization: Discretization::Bilinear, trained_b: true }
     }
 }
 
@@ -63,6 +69,7 @@ pub struct H3 {
     v_proj: Linear,
     out_proj: Linear,
     shift_c: Tensor,
+    shift_b: Option<Tensor>,
     shift_d: Tensor,
     ssm: S4d,
     skip: Tensor,
@@ -87,6 +94,21 @@ impl H3 {
         let y = (q.view([b, l, self.heads(), self.p, 1]) * s).sum_dim_intlist([3i64].as_slice(), false, q.kind());
         self.out_proj.forward(&y.reshape([b, l, self.d]))
     }
+    /// The shift SSM's impulse response `k[j] = Σ_{n<N−j} B_n C_{n+j}`, `[d, N]` (`k = C` when
+    /// B is fixed at `e₁`), computed as a depthwise cross-correlation.
+    fn shift_kernel(&self) -> Tensor {
+        match &self.shift_b {
+            None => self.shift_c.shallow_clone(),
+            Some(b) => {
+                let c = self.shift_c.unsqueeze(0).constant_pad_nd([0, self.n - 1]); // [1, d, 2N−1]
+                c.conv1d(&b.unsqueeze(1), None::<&Tensor>, [1], [0], [1], self.d).squeeze_dim(0)
+            }
+        }
+    }
+    /// The same kernel as FIR taps (tap `N−1−j` multiplies the input `j` steps back).
+    fn shift_taps(&self) -> Tensor {
+        self.shift_kernel().flip([1])
+    }
     /// Per-head skip broadcast over `[.., H, p, p]`.
     fn skip5(&self) -> Tensor {
         self.skip.view([self.heads(), 1, 1])
@@ -98,7 +120,7 @@ impl Mixer for H3 {
         let (b, l, _) = u.size3().unwrap();
         let (q, k, v) = (self.q_proj.forward(u), self.k_proj.forward(u), self.v_proj.forward(u));
         // shift SSM impulse response h[j] = C tap (N−1−j), zero-padded to L taps, by FFT
-        let shift_h = self.shift_c.flip([1]).constant_pad_nd([0, (l - self.n).max(0)]);
+        let shift_h = self.shift_kernel().constant_pad_nd([0, (l - self.n).max(0)]);
         let kt = fft_causal_conv(&k, &shift_h) + &k * &self.shift_d;
         let kv = self.outer(&kt, &v);
         let pp = self.p * self.p;
@@ -109,7 +131,7 @@ impl Mixer for H3 {
 
     fn reference(&self, u: &Tensor) -> Tensor {
         let (q, k, v) = (self.q_proj.forward(u), self.k_proj.forward(u), self.v_proj.forward(u));
-        let kt = short_conv_reference(&k, &self.shift_c, None) + &k * &self.shift_d;
+        let kt = short_conv_reference(&k, &self.shift_taps(), None) + &k * &self.shift_d;
         let kv = self.outer(&kt, &v); // [B, L, H, p, p]
         let s = self.ssm.modes().scan_reference(&kv.permute([0, 1, 3, 4, 2])).permute([0, 1, 4, 2, 3]);
         self.readout(&q, &(s + &kv * self.skip5()))
@@ -125,7 +147,7 @@ impl Mixer for H3 {
         let u = x_t.unsqueeze(1);
         let (q, k, v) = (self.q_proj.forward(&u), self.k_proj.forward(&u), self.v_proj.forward(&u));
         let mut window = state.tensors[0].shallow_clone();
-        let kt = fir_step(&mut window, &k.squeeze_dim(1), &self.shift_c, None) + k.squeeze_dim(1) * &self.shift_d;
+        let kt = fir_step(&mut window, &k.squeeze_dim(1), &self.shift_taps(), None) + k.squeeze_dim(1) * &self.shift_d;
         let kv = self.outer(&kt.unsqueeze(1), &v).squeeze_dim(1); // [B, H, p, p]
         let (mut re, mut im) = (state.tensors[1].shallow_clone(), state.tensors[2].shallow_clone());
         let s = self.ssm.modes().step(&mut re, &mut im, &kv.permute([0, 2, 3, 1])).permute([0, 3, 1, 2]).to_kind(x_t.kind());
@@ -176,8 +198,13 @@ impl MixerKind for H3 {
             v_proj: Linear::new(&p / "v_proj", d, d, true, ctx.init_std),
             out_proj: Linear::new(&p / "output_linear", d, d, true, ctx.init_std),
             shift_c: p.var("shift_C", &[d, n], nn::Init::Uniform { lo: -bound, up: bound }),
+            shift_b: c.trained_b.then(|| {
+                let e1 = Tensor::zeros([d, n], (Kind::Float, p.device()));
+                let _ = e1.narrow(1, 0, 1).fill_(1.0);
+                p.var_copy("shift_B", &e1)
+            }),
             shift_d: p.var("shift_D", &[d], nn::Init::Randn { mean: 0.0, stdev: 1.0 }),
-            ssm: S4d::new(&p / "ssm", d / c.head_dim, n, c.discretization),
+            ssm: S4d::new(&p / "ssm", d / c.head_dim, n, c.discretization, c.trained_b),
             skip: p.var("D", &[d / c.head_dim], nn::Init::Randn { mean: 0.0, stdev: 1.0 }),
             d,
             p: c.head_dim,
@@ -190,7 +217,7 @@ impl MixerKind for H3 {
             H3Config::default(),
             H3Config { d_state: 8, head_dim: 2, ..Default::default() },
             H3Config { d_state: 2, head_dim: 4, ..Default::default() },
-            H3Config { d_state: 16, discretization: Discretization::Zoh, ..Default::default() },
+            H3Config { d_state: 16, discretization: Discretization::Zoh, trained_b: false, ..Default::default() },
         ]
     }
 }
@@ -219,17 +246,46 @@ mod tests {
                 assert_eq!(v[&format!("layers.1.mixer.{n}.bias")].abs().max().double_value(&[]), 0.0);
             }
             assert!(!v.keys().any(|k| k.contains("out_proj")));
+            // both B's are trained parameters starting at e₁ (shift) and 1 (diagonal)
+            let e1 = Tensor::zeros([64, 8], (tch::Kind::Float, Device::Cpu));
+            let _ = e1.narrow(1, 0, 1).fill_(1.0);
+            assert!(v["layers.1.mixer.shift_B"].equal(&e1) && v["layers.1.mixer.shift_B"].requires_grad());
+            assert_eq!(v["layers.1.mixer.ssm.b_re"].min().double_value(&[]), 1.0);
+            assert_eq!(v["layers.1.mixer.ssm.b_im"].abs().max().double_value(&[]), 0.0);
             assert_eq!(lm.state_size_zoology_bytes(32), Some(4 * 2 * 64 * 8));
         });
         let build = |disc| {
             seeded(4, || {
-                let m = H3::build(nn::VarStore::new(Device::Cpu).root(), 8, &H3Config { d_state: 8, head_dim: 1, discretization: disc }, &BuildCtx::new(0, 2, 16)).unwrap();
+                let m = H3::build(nn::VarStore::new(Device::Cpu).root(), 8, &H3Config { d_state: 8, discretization: disc, ..Default::default() }, &BuildCtx::new(0, 2, 16)).unwrap();
                 tch::no_grad(|| m.ssm.modes().kernel(16))
             })
         };
         let (zoh, bil) = (build(Discretization::Zoh), build(Discretization::Bilinear));
         let gap = super::super::testing::rel_err(&zoh, &bil);
         assert!(gap > 1e-4, "bilinear and ZOH kernels coincide ({gap:.2e})");
+    }
+
+    /// The shift SSM's kernel is Zoology's `irfft(conj(B_f)·C_f)[:N]`, the correlation
+    /// `k[j] = Σ_{n<N−j} B_n C_{n+j}`, written out here for known B and C (channel 1's B = e₂
+    /// shifts C by one tap); with `trained_b = false` it is C itself.
+    #[test]
+    fn shift_kernel_is_the_correlation_of_b_and_c() {
+        let m = seeded(0, || H3::build(nn::VarStore::new(Device::Cpu).root(), 2, &H3Config { d_state: 4, ..Default::default() }, &BuildCtx::new(0, 2, 8)).unwrap());
+        let (c, b) = ([[1.0f32, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]], [[1.0f32, 0.5, 0.0, -1.0], [0.0, 1.0, 0.0, 0.0]]);
+        tch::no_grad(|| {
+            let _ = m.shift_c.shallow_clone().copy_(&Tensor::from_slice(c.concat().as_slice()).view([2, 4]));
+            let _ = m.shift_b.as_ref().unwrap().shallow_clone().copy_(&Tensor::from_slice(b.concat().as_slice()).view([2, 4]));
+        });
+        let k = Vec::<f32>::try_from(tch::no_grad(|| m.shift_kernel()).flatten(0, -1)).unwrap();
+        for ch in 0..2 {
+            for j in 0..4 {
+                let want: f32 = (0..4 - j).map(|n| b[ch][n] * c[ch][n + j]).sum();
+                assert!((k[ch * 4 + j] - want).abs() < 1e-6, "k[{ch}][{j}] = {}, want {want}", k[ch * 4 + j]);
+            }
+        }
+        assert_eq!(&k[4..8], &[-1.0, 0.0, 2.0, 0.0]);
+        let fixed = seeded(0, || H3::build(nn::VarStore::new(Device::Cpu).root(), 2, &H3Config { d_state: 4, trained_b: false, ..Default::default() }, &BuildCtx::new(0, 2, 8)).unwrap());
+        assert!(fixed.shift_b.is_none() && fixed.ssm.b.is_none() && fixed.shift_kernel().equal(&fixed.shift_c));
     }
 
     #[test]

@@ -190,7 +190,7 @@ impl MixerKind for LongConv {
                 &[d, max_len],
                 nn::Init::Randn { mean: 0.0, stdev: 1.0 / (max_len as f64).sqrt() },
             )),
-            LongConvFilter::S4d => Filter::S4d(S4d::new(&p / "ssm", d, c.d_state, c.discretization)),
+            LongConvFilter::S4d => Filter::S4d(S4d::new(&p / "ssm", d, c.d_state, c.discretization, false)),
         };
         let skip = p.var("D", &[d], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
         let output = (c.output == LongConvOutput::Glu).then(|| {

@@ -93,8 +93,11 @@ pub enum Discretization {
 
 /// S4D diagonal SSM parameters for `H` channels with `N/2` complex-conjugate mode pairs
 /// (S4D-Lin init: `A_n = −½ + iπn`, `B = 1`, `C ~ CN(0, 1)`, `Δ` log-uniform in
-/// [1e-3, 1e-1]; all f32). The kernel is `K[t] = 2·Re Σ_n C_n w_n p_n^t`, i.e. [`Modes`] with
-/// pole `p` and coefficient `c = 2·C·w`, where `(p, w)` come from the [`Discretization`]:
+/// [1e-3, 1e-1]; all f32). `B` is a constant 1 (S4D's `s4d.py`), or a trained complex
+/// parameter starting at 1 ([`S4d::new`]'s `trained_b`; H3's / Zoology's `SSKernelDiag`
+/// registers it), which only enters as the product `C·B`. The kernel is
+/// `K[t] = 2·Re Σ_n C_n B_n w_n p_n^t`, i.e. [`Modes`] with pole `p` and coefficient
+/// `c = 2·C·B·w`, where `(p, w)` come from the [`Discretization`]:
 /// ZOH `p = exp(ΔA)`, `w = (p − 1)/A`; bilinear `p = (1 + ΔA/2)/(1 − ΔA/2)`,
 /// `w = Δ/(1 − ΔA/2)`. The state is `N/2` complex = `N` reals per channel.
 #[derive(Debug)]
@@ -104,12 +107,14 @@ pub struct S4d {
     pub a_im: Tensor,
     pub c_re: Tensor,
     pub c_im: Tensor,
+    /// Trained `B` as (re, im), `[H, N/2]`; `None` = the constant 1.
+    pub b: Option<(Tensor, Tensor)>,
     pub disc: Discretization,
 }
 
 impl S4d {
     /// `n_state` = N (even): `N/2` complex modes per channel.
-    pub fn new(p: nn::Path, h: i64, n_state: i64, disc: Discretization) -> Self {
+    pub fn new(p: nn::Path, h: i64, n_state: i64, disc: Discretization, trained_b: bool) -> Self {
         let m = n_state / 2;
         let dev = p.device();
         let log_dt = p.var("log_dt", &[h], nn::Init::Uniform { lo: (1e-3f64).ln(), up: (1e-1f64).ln() });
@@ -119,7 +124,8 @@ impl S4d {
         let s = (0.5f64).sqrt();
         let c_re = p.var("c_re", &[h, m], nn::Init::Randn { mean: 0.0, stdev: s });
         let c_im = p.var("c_im", &[h, m], nn::Init::Randn { mean: 0.0, stdev: s });
-        S4d { log_dt, log_a_re, a_im, c_re, c_im, disc }
+        let b = trained_b.then(|| (p.var("b_re", &[h, m], nn::Init::Const(1.0)), p.var("b_im", &[h, m], nn::Init::Const(0.0))));
+        S4d { log_dt, log_a_re, a_im, c_re, c_im, b, disc }
     }
 
     /// The discretised modes (computed in f32).
@@ -153,7 +159,11 @@ impl S4d {
                 (log_mag, theta, w_re, w_im)
             }
         };
-        let (cr, ci) = (self.c_re.to_kind(Kind::Float), self.c_im.to_kind(Kind::Float));
+        let (mut cr, mut ci) = (self.c_re.to_kind(Kind::Float), self.c_im.to_kind(Kind::Float));
+        if let Some((br, bi)) = &self.b {
+            let (br, bi) = (br.to_kind(Kind::Float), bi.to_kind(Kind::Float));
+            (cr, ci) = (&cr * &br - &ci * &bi, &cr * &bi + &ci * &br);
+        }
         let c_re = (&cr * &w_re - &ci * &w_im) * 2.0;
         let c_im = (&cr * &w_im + &ci * &w_re) * 2.0;
         Modes { log_mag, theta, c_re, c_im }
@@ -169,7 +179,7 @@ mod tests {
     /// `Δ = 0.1`, `A_n = −0.5 + i·{0, π, 3π}`, `C = {1, 0.5 − 0.25i, −0.3 + 0.7i}`.
     fn known(disc: Discretization) -> (nn::VarStore, S4d) {
         let vs = nn::VarStore::new(Device::Cpu);
-        let s = S4d::new(vs.root(), 1, 6, disc);
+        let s = S4d::new(vs.root(), 1, 6, disc, false);
         let pi = std::f64::consts::PI;
         tch::no_grad(|| {
             let set = |t: &Tensor, v: &[f32]| {
@@ -227,6 +237,32 @@ mod tests {
                 assert!((k[t] as f64 - k_want[i]).abs() < 2e-6, "{disc:?} K[{t}] = {}, want {}", k[t], k_want[i]);
             }
         }
+    }
+
+    /// A trained B enters as the complex product C·B: the coefficients with
+    /// B = (1, 2 + i, −0.5 + 0.25i) are those with B = 1 times B.
+    #[test]
+    fn trained_b_multiplies_c() {
+        let (_vs, plain) = known(Discretization::Bilinear);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let s = S4d::new(vs.root(), 1, 6, Discretization::Bilinear, true);
+        tch::no_grad(|| {
+            for (dst, src) in [(&s.log_dt, &plain.log_dt), (&s.log_a_re, &plain.log_a_re), (&s.a_im, &plain.a_im), (&s.c_re, &plain.c_re), (&s.c_im, &plain.c_im)] {
+                let _ = dst.shallow_clone().copy_(src);
+            }
+            let (br, bi) = s.b.as_ref().unwrap();
+            let _ = br.shallow_clone().copy_(&Tensor::from_slice(&[1.0f32, 2.0, -0.5]).view([1, 3]));
+            let _ = bi.shallow_clone().copy_(&Tensor::from_slice(&[0.0f32, 1.0, 0.25]).view([1, 3]));
+        });
+        let v = |t: &Tensor| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
+        let (m0, m1) = tch::no_grad(|| (plain.modes(), s.modes()));
+        let (r0, i0, r1, i1) = (v(&m0.c_re), v(&m0.c_im), v(&m1.c_re), v(&m1.c_im));
+        let b = [(1.0f32, 0.0f32), (2.0, 1.0), (-0.5, 0.25)];
+        for n in 0..3 {
+            let (wr, wi) = (r0[n] * b[n].0 - i0[n] * b[n].1, r0[n] * b[n].1 + i0[n] * b[n].0);
+            assert!((r1[n] - wr).abs() < 1e-6 && (i1[n] - wi).abs() < 1e-6, "mode {n}: ({}, {}) vs ({wr}, {wi})", r1[n], i1[n]);
+        }
+        assert!(v(&m1.log_mag) == v(&m0.log_mag) && v(&m1.theta) == v(&m0.theta), "B must not move the poles");
     }
 
     /// The two discretisations agree to first order in ΔA and differ for fast-rotating modes:
