@@ -463,6 +463,17 @@ impl<'a> ArHitAnalyzer<'a> {
     }
 }
 
+/// Token counts of every slice of a split cut into windows, without a model (every loss 0; only
+/// the `tokens` fields mean anything): how many AR hits each frequency and distance bucket holds.
+pub fn slice_counts(tokens: &[u32], seq_len: usize, counts: &BigramCounts, buckets: &FreqBuckets) -> Result<ArHitReport> {
+    let mut a = ArHitAnalyzer::new(counts, buckets, seq_len);
+    let zeros = vec![0f32; seq_len];
+    for seq in crate::text::dataset::window_sequences(tokens, seq_len) {
+        a.add_window(seq, &zeros)?;
+    }
+    Ok(a.finish())
+}
+
 /// Shares of the reference-vs-model loss gap by label (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GapShare {
@@ -556,18 +567,28 @@ impl GapHistogram {
     /// Maximum-likelihood exponent β of a discrete power law `P(g) ∝ g^(−β)` on
     /// `gmin ..= gmax` (golden-section search on β ∈ [0, 5]; the log-likelihood is concave).
     /// MQAR's `P ∝ (g' + 1)^(a − 1)` over slots g' = g − 1 ≥ 0 is β = 1 − a.
-    pub fn fit_exponent(&self, gmin: usize, gmax: usize) -> Option<f64> {
-        let gmax = gmax.min(self.seq_len);
+    ///
+    /// With `edge_corrected`, each count is divided by `L − g`, the number of targets of a
+    /// window that can have distance g: in a stationary stream the count at g is the
+    /// distance's rate times `L − g`, so this undoes the window edge, which otherwise bends the
+    /// tail down near L.
+    pub fn fit_exponent(&self, gmin: usize, gmax: usize, edge_corrected: bool) -> Option<f64> {
+        let gmax = gmax.min(self.seq_len - 1);
         if gmin < 1 || gmin >= gmax {
             return None;
         }
-        let n: f64 = self.counts[gmin..=gmax].iter().sum::<u64>() as f64;
+        let w = |g: usize| if edge_corrected { self.counts[g] as f64 / (self.seq_len - g) as f64 } else { self.counts[g] as f64 };
+        let n: f64 = (gmin..=gmax).map(w).sum();
         if n == 0.0 {
             return None;
         }
-        let slog: f64 = (gmin..=gmax).map(|g| self.counts[g] as f64 * (g as f64).ln()).sum();
+        let slog: f64 = (gmin..=gmax).map(|g| w(g) * (g as f64).ln()).sum();
         let ll = |b: f64| -b * slog - n * (gmin..=gmax).map(|g| (g as f64).powf(-b)).sum::<f64>().ln();
         Some(golden_max(ll, 0.0, 5.0))
+    }
+    /// The most frequent distance.
+    pub fn mode(&self) -> usize {
+        (1..=self.seq_len).max_by_key(|&g| (self.counts[g], std::cmp::Reverse(g))).unwrap_or(1)
     }
 }
 
@@ -883,11 +904,19 @@ mod tests {
             h.counts[*g] = (p * 1e7).round() as u64;
             h.ar_hits += h.counts[*g];
         }
-        let b = h.fit_exponent(1, 256).unwrap();
+        assert!(h.cdf(256) > 0.999 && h.median() == 1 + (1..256).take_while(|&g| h.cdf(g) < 0.5).count());
+        let b = h.fit_exponent(1, 255, false).unwrap();
         assert!((b - 1.3).abs() < 1e-3, "{b}");
+        // the same law seen through windows: counts thinned by L − g; the correction undoes it
+        for g in 1..256 {
+            h.counts[g] = (pmf[g - 1].1 * 1e9 * (256 - g) as f64 / 256.0).round() as u64;
+        }
+        let raw = h.fit_exponent(8, 200, false).unwrap();
+        let fixed = h.fit_exponent(8, 200, true).unwrap();
+        assert!(raw > 1.35 && (fixed - 1.3).abs() < 1e-3, "raw {raw}, corrected {fixed}");
+        assert_eq!(h.mode(), 1);
         let pl = power_law_pmf(0.01, 100);
         assert!((pl.iter().map(|p| p.1).sum::<f64>() - 1.0).abs() < 1e-12);
         assert!((pl[0].1 / pl[1].1 - 2f64.powf(0.99)).abs() < 1e-12);
-        assert!(h.cdf(256) > 0.999 && h.median() >= 1);
     }
 }
