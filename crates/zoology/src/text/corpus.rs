@@ -136,11 +136,15 @@ impl Split {
     }
 }
 
+/// A key's place in 0..1000 (see the module docs): below `valid_permille` → validation.
+pub fn split_bucket(key: &str) -> u64 {
+    let h = Sha256::digest(format!("zoology-rs/split/v1/{key}").as_bytes());
+    u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) % 1000
+}
+
 /// The side of the split a key belongs to (see the module docs).
 pub fn split_of(key: &str, valid_permille: u32) -> Split {
-    let h = Sha256::digest(format!("zoology-rs/split/v1/{key}").as_bytes());
-    let x = u64::from_le_bytes(h[..8].try_into().expect("8 bytes"));
-    if x % 1000 < valid_permille as u64 {
+    if split_bucket(key) < valid_permille as u64 {
         Split::Valid
     } else {
         Split::Train
