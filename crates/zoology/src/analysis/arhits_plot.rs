@@ -37,7 +37,8 @@ impl<DB: DrawingBackend> Draw<DB> for FrequencyPlot {
         let (plots, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W));
         draw_legend(&legend, &self.models.iter().map(|(m, _)| (m.clone(), mixer_color(m), 0)).collect::<Vec<_>>())?;
         let all = self.models.iter().flat_map(|(_, r)| r.by_frequency.iter().flat_map(|row| [ppl(&row.ar_hit), ppl(&row.other)])).flatten();
-        let (y0, y1) = log_range(all).unwrap_or((1.0, 10.0));
+        // linear from 0: the plotters log axis labels too few ticks over one decade
+        let y1 = all.fold(1.0f64, f64::max) * 1.08;
         let n = labels.len();
         for (pi, (panel, (name, pick))) in plots.split_evenly((1, 2)).iter().zip([("AR hits", 0usize), ("Other tokens", 1)]).enumerate() {
             let mut chart = ChartBuilder::on(panel)
@@ -45,7 +46,7 @@ impl<DB: DrawingBackend> Draw<DB> for FrequencyPlot {
                 .margin(12)
                 .x_label_area_size(58)
                 .y_label_area_size(if pi == 0 { 62 } else { 44 })
-                .build_cartesian_2d(-0.5..(n as f64 - 0.5), (y0..y1).log_scale())
+                .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..y1)
                 .map_err(&e)?;
             chart
                 .configure_mesh()
@@ -58,8 +59,8 @@ impl<DB: DrawingBackend> Draw<DB> for FrequencyPlot {
                         String::new()
                     }
                 })
-                .y_labels(30)
-                .y_label_formatter(&|y| log_label(*y))
+                .y_labels(8)
+                .y_label_formatter(&|y| compact(*y))
                 .x_desc(format!("Training count of the bigram ({})", if first.freq_scheme.contains("quantile") { "quantile buckets" } else { "relative buckets" }))
                 .y_desc(if pi == 0 { "Perplexity" } else { "" })
                 .label_style(("sans-serif", 14))
@@ -316,6 +317,20 @@ mod tests {
         assert_eq!(texts(&svg, "corpus, L = 64"), 1);
         assert_eq!(texts(&svg, "corpus, L = 256"), 1);
         assert_eq!(texts(&svg, "MQAR a = 0.01"), 1);
+    }
+
+    #[test]
+    fn plots_are_written_as_png_and_svg() {
+        let dir = std::env::temp_dir().join(format!("zoology-arhits-plot-{}", std::process::id()));
+        let r = reports();
+        plot_frequency(&r, &dir.join("freq")).unwrap();
+        plot_ar_vs_other(&r, &dir.join("bars")).unwrap();
+        for f in ["freq.png", "freq.svg", "bars.png", "bars.svg"] {
+            assert!(std::fs::metadata(dir.join(f)).unwrap().len() > 1000, "{f}");
+        }
+        if std::env::var_os("ZOOLOGY_KEEP_PLOTS").is_none() {
+            std::fs::remove_dir_all(&dir).ok();
+        }
     }
 
     #[test]

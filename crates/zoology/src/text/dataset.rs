@@ -257,17 +257,18 @@ impl TokenDataset {
         let dir = corpus_dir.join(spec.name());
         let mpath = dir.join("dataset.json");
         let fix = format!("run `zoology corpus fetch --corpus {} --tokenizer {}`", corpus.corpus, spec.name());
+        let refix = format!("run `zoology corpus fetch --corpus {} --tokenizer {} --force`", corpus.corpus, spec.name());
         if !mpath.exists() {
             return Err(Error::Data(format!("{} not found: the corpus has not been tokenized with {}; {fix}", mpath.display(), spec.name())));
         }
         let text = std::fs::read_to_string(&mpath).map_err(io_err(&mpath))?;
-        let manifest: DatasetManifest = serde_json::from_str(&text).map_err(|e| Error::Data(format!("{}: {e}; {fix} --force", mpath.display())))?;
+        let manifest: DatasetManifest = serde_json::from_str(&text).map_err(|e| Error::Data(format!("{}: {e}; {refix}", mpath.display())))?;
         if manifest.format != DATASET_FORMAT {
-            return Err(Error::Data(format!("{}: format {} (this version reads {DATASET_FORMAT}); {fix} --force", mpath.display(), manifest.format)));
+            return Err(Error::Data(format!("{}: format {} (this version reads {DATASET_FORMAT}); {refix}", mpath.display(), manifest.format)));
         }
         if manifest.text_sha256 != corpus.text_sha256 {
             return Err(Error::Data(format!(
-                "{}: made from corpus text {} but the corpus text is now {}; {fix} --force",
+                "{}: made from corpus text {} but the corpus text is now {}; {refix}",
                 mpath.display(),
                 short(&manifest.text_sha256),
                 short(&corpus.text_sha256)
@@ -278,7 +279,7 @@ impl TokenDataset {
             let bytes = std::fs::read(&p).map_err(io_err(&p))?;
             let got = sha256_hex(&bytes);
             if got != want {
-                return Err(Error::Data(format!("{}: checksum {} does not match dataset.json ({}): the file was modified; {fix} --force", p.display(), short(&got), short(want))));
+                return Err(Error::Data(format!("{}: checksum {} does not match dataset.json ({}): the file was modified; {refix}", p.display(), short(&got), short(want))));
             }
             Ok(bytes)
         };

@@ -4,7 +4,8 @@
 //! stray one only ends a skipped region early):
 //! - `<note>…</note>` is dropped with everything inside (footnotes, cross-references, Strong's
 //!   glosses, alternative readings): editorial apparatus, not the text.
-//! - Block elements (`div p l lg lb title item row list table br chapter head h1–h6`, opening,
+//! - Block elements (`div p l lg lb title item row list table br chapter head h1–h6`, ThML's
+//!   `div1–div6`, `li ul ol`; opening,
 //!   closing or self-closing) end the current line: the output has one paragraph, title or
 //!   poetic line per line and no blank lines.
 //! - `<cell>` becomes a space; every other tag (`w`, `transChange`, `hi`, `q`, `divineName`,
@@ -112,7 +113,7 @@ fn entity(body: &str) -> Option<char> {
 }
 
 const BLOCK_TAGS: &[&str] =
-    &["div", "p", "l", "lg", "lb", "title", "item", "row", "list", "table", "br", "chapter", "head", "h1", "h2", "h3", "h4", "h5", "h6"];
+    &["div", "div1", "div2", "div3", "div4", "div5", "div6", "p", "l", "lg", "lb", "title", "item", "row", "list", "table", "br", "chapter", "head", "h1", "h2", "h3", "h4", "h5", "h6", "li", "ul", "ol"];
 
 /// Streams markup into a [`TextBuilder`] and reports structure markers. Keeps no state between
 /// calls except the text builder, so one malformed entry cannot hide the next.
@@ -217,6 +218,12 @@ mod tests {
     fn strips_tags_notes_entities_and_keeps_lines() {
         let m = r#"<title type="psalm">A Psalm &amp; song</title><w lemma="strong:H1">In</w>  the <transChange type="added">beginning</transChange><note placement="foot"><reference>1:1</reference>The <hi>note</hi> text</note>, God&#39;s <divineName>Lord</divineName>&#x2019;s &unknown; <l sID="x"/>line two<l eID="x"/><lb/>"#;
         assert_eq!(strip(m), "A Psalm & song\nIn the beginning, God's Lord\u{2019}s &unknown;\nline two");
+    }
+
+    #[test]
+    fn thml_paragraphs_scripture_references_and_notes() {
+        let m = r#"<div2 title="Psalm 1"><p>Blessed is the man<note n="1">a note</note>, <scripRef passage="Ps 1:1">Ps 1:1</scripRef>.</p><p class="x">Second<br />line &#8212; <sync type="Strongs" value="H1"/>end</p></div2>"#;
+        assert_eq!(strip(m), "Blessed is the man, Ps 1:1.\nSecond\nline \u{2014} end");
     }
 
     #[test]
