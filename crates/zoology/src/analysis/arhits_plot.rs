@@ -5,7 +5,7 @@
 //! 2. perplexity on AR hits vs other tokens, a pair of bars per model;
 //! 3. the corpus's distribution of AR-hit distances (log-log) against MQAR's power law.
 
-use super::plot::{compact, draw_legend, log_label, mixer_color, mixer_lines, perr, render_both, Draw, Series, LEGEND_W};
+use super::plot::{compact, draw_legend, house_mesh, log_label, mixer_color, mixer_lines, perr, render_both, Draw, Series, LEGEND_W};
 use crate::error::{Error, Result};
 use crate::text::arhits::{power_law_pmf, ArHitReport, GapHistogram, SliceStats};
 use plotters::coord::Shift;
@@ -20,6 +20,16 @@ fn ppl(s: &SliceStats) -> Option<f64> {
 fn log_range(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     let (lo, hi) = vals.filter(|v| *v > 0.0 && v.is_finite()).fold((f64::INFINITY, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
     (hi > 0.0).then(|| (lo / 1.3, hi * 1.3))
+}
+
+/// The label of category `x` on an axis whose categories sit at 0, 1, 2, …
+fn category(labels: &[String], x: f64) -> String {
+    let i = x.round();
+    if (x - i).abs() < 1e-6 && i >= 0.0 {
+        labels.get(i as usize).cloned().unwrap_or_default()
+    } else {
+        String::new()
+    }
 }
 
 /// Perplexity by bigram-frequency bucket, one line per model.
@@ -48,25 +58,13 @@ impl<DB: DrawingBackend> Draw<DB> for FrequencyPlot {
                 .y_label_area_size(if pi == 0 { 62 } else { 44 })
                 .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..y1)
                 .map_err(&e)?;
-            chart
-                .configure_mesh()
+            house_mesh(&mut chart.configure_mesh(), 14, 16)
                 .x_labels(n)
-                .x_label_formatter(&|x| {
-                    let i = x.round();
-                    if (x - i).abs() < 1e-6 && i >= 0.0 {
-                        labels.get(i as usize).cloned().unwrap_or_default()
-                    } else {
-                        String::new()
-                    }
-                })
+                .x_label_formatter(&|x| category(&labels, *x))
                 .y_labels(8)
                 .y_label_formatter(&|y| compact(*y))
                 .x_desc(format!("Training count of the bigram ({})", if first.freq_scheme.contains("quantile") { "quantile buckets" } else { "relative buckets" }))
                 .y_desc(if pi == 0 { "Perplexity" } else { "" })
-                .label_style(("sans-serif", 14))
-                .axis_desc_style(("sans-serif", 16))
-                .light_line_style(WHITE.mix(0.0))
-                .bold_line_style(BLACK.mix(0.12))
                 .draw()
                 .map_err(&e)?;
             let series = self
@@ -105,23 +103,11 @@ impl<DB: DrawingBackend> Draw<DB> for ArVsOtherPlot {
             .y_label_area_size(62)
             .build_cartesian_2d(-0.6..(n as f64 - 0.4), 0.0..ymax)
             .map_err(&e)?;
-        chart
-            .configure_mesh()
+        house_mesh(&mut chart.configure_mesh(), 15, 17)
             .x_labels(n.max(2))
-            .x_label_formatter(&|x| {
-                let i = x.round();
-                if (x - i).abs() < 1e-6 && i >= 0.0 {
-                    names.get(i as usize).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
+            .x_label_formatter(&|x| category(&names, *x))
             .y_label_formatter(&|y| compact(*y))
             .y_desc("Perplexity")
-            .label_style(("sans-serif", 15))
-            .axis_desc_style(("sans-serif", 17))
-            .light_line_style(WHITE.mix(0.0))
-            .bold_line_style(BLACK.mix(0.12))
             .disable_x_mesh()
             .draw()
             .map_err(&e)?;
@@ -200,8 +186,7 @@ impl<DB: DrawingBackend> Draw<DB> for GapPlot {
             .y_label_area_size(70)
             .build_cartesian_2d((0.8..xmax * 1.25).log_scale(), (y0..y1).log_scale())
             .map_err(&e)?;
-        chart
-            .configure_mesh()
+        house_mesh(&mut chart.configure_mesh(), 15, 17)
             .x_labels(30)
             .x_label_formatter(&|x| log_label(*x))
             .y_labels(30)
@@ -215,10 +200,6 @@ impl<DB: DrawingBackend> Draw<DB> for GapPlot {
             })
             .x_desc("Distance (tokens)")
             .y_desc("P(distance), mean over log bins")
-            .label_style(("sans-serif", 15))
-            .axis_desc_style(("sans-serif", 17))
-            .light_line_style(WHITE.mix(0.0))
-            .bold_line_style(BLACK.mix(0.12))
             .draw()
             .map_err(&e)?;
         let mut entries = vec![];

@@ -159,6 +159,16 @@ impl<DB: DrawingBackend> Draw<DB> for Figure2 {
     }
 }
 
+/// The house style of a chart's mesh: fonts of the given sizes, no minor grid, a light major
+/// grid (for new charts; the older ones above spell it out).
+pub(crate) fn house_mesh<'a, 'b, 'c, X: Ranged, Y: Ranged, DB: DrawingBackend>(
+    m: &'c mut plotters::chart::MeshStyle<'a, 'b, X, Y, DB>,
+    label: u32,
+    desc: u32,
+) -> &'c mut plotters::chart::MeshStyle<'a, 'b, X, Y, DB> {
+    m.label_style(("sans-serif", label)).axis_desc_style(("sans-serif", desc)).light_line_style(WHITE.mix(0.0)).bold_line_style(BLACK.mix(0.12))
+}
+
 /// Width of the legend strip to the right of the plots: the legend never covers data.
 pub(crate) const LEGEND_W: u32 = 190;
 
