@@ -573,6 +573,9 @@ impl GapHistogram {
     /// distance's rate times `L − g`, so this undoes the window edge, which otherwise bends the
     /// tail down near L.
     pub fn fit_exponent(&self, gmin: usize, gmax: usize, edge_corrected: bool) -> Option<f64> {
+        if self.seq_len < 2 {
+            return None;
+        }
         let gmax = gmax.min(self.seq_len - 1);
         if gmin < 1 || gmin >= gmax {
             return None;
@@ -915,6 +918,8 @@ mod tests {
         let fixed = h.fit_exponent(8, 200, true).unwrap();
         assert!(raw > 1.35 && (fixed - 1.3).abs() < 1e-3, "raw {raw}, corrected {fixed}");
         assert_eq!(h.mode(), 1);
+        let empty = GapHistogram::from_stream(&[1, 2, 1, 2], 0);
+        assert_eq!((empty.targets, empty.fit_exponent(1, 8, true), empty.median()), (0, None, 0));
         let pl = power_law_pmf(0.01, 100);
         assert!((pl.iter().map(|p| p.1).sum::<f64>() - 1.0).abs() < 1e-12);
         assert!((pl[0].1 / pl[1].1 - 2f64.powf(0.99)).abs() < 1e-12);

@@ -452,11 +452,13 @@ fn obtain(p: &PackageSpec, dir: &Path, opts: &PrepareOptions) -> Result<(Vec<u8>
             }
             (Origin::Debian, Source::Apt) => {
                 let tmp = debs.join(format!(".partial-{}", std::process::id()));
-                let got = apt_download(p.name, (!opts.any_version).then_some(p.version), &tmp)?;
-                let dest = debs.join(got.file_name().expect("a file"));
-                std::fs::rename(&got, &dest).map_err(io_err(&dest))?;
+                let got = apt_download(p.name, (!opts.any_version).then_some(p.version), &tmp).and_then(|got| {
+                    let dest = debs.join(got.file_name().expect("a file"));
+                    std::fs::rename(&got, &dest).map_err(io_err(&dest))?;
+                    Ok(dest)
+                });
                 std::fs::remove_dir_all(&tmp).ok();
-                dest
+                got?
             }
             (Origin::Debian, Source::Dir(d)) => {
                 let src = find_deb(d, p, opts.any_version)?.ok_or_else(|| {
