@@ -8,6 +8,7 @@ use zoology::tasks::{mqar::MqarConfig, IGNORE};
 use zoology::train::config::{apply_set, RunConfig};
 use zoology::train::{self, TrainOptions};
 
+mod corpus;
 mod sweeps;
 
 #[derive(Parser)]
@@ -44,6 +45,9 @@ enum Cmd {
     },
     /// One self-contained HTML report of the runs under DIR (DIR/report.html).
     Report { dir: PathBuf },
+    /// Real-text corpus: fetch (packages → text → tokens, into the cache) and info.
+    #[command(subcommand)]
+    Corpus(corpus::CorpusCmd),
     /// A built-in small sweep (attention vs BaseConv on MQAR, ~10 min on 2 cores): table, plot, report, index.
     Quickstart {
         /// Output directory.
@@ -175,6 +179,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Plot { dir, no_curves } => sweeps::cmd_plot(dir, no_curves),
         Cmd::Report { dir } => sweeps::cmd_report(dir).map(|_| ()),
         Cmd::Quickstart { out, workers } => sweeps::cmd_quickstart(out, workers),
+        Cmd::Corpus(c) => corpus::cmd_corpus(c),
         Cmd::Data(DataCmd::Mqar { seq_len, kv, vocab_size, power_a, random_non_queries, seed, show }) => {
             let c = MqarConfig { seq_len, num_kv_pairs: kv, num_examples: show.max(1), power_a, random_non_queries };
             c.validate(vocab_size, "data").map_err(|e| {

@@ -14,6 +14,7 @@ pub mod model;
 pub mod results;
 pub mod sweep;
 pub mod tasks;
+pub mod text;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -1,4 +1,6 @@
-//! Plots ([`plot`]) and the self-contained HTML report ([`report`]) of a results directory.
+//! Plots ([`plot`]) and the self-contained HTML report ([`report`]) of a results directory;
+//! plots of the AR-hit analysis of real text ([`arhits_plot`]).
 
+pub mod arhits_plot;
 pub mod plot;
 pub mod report;

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 static FONT: &[u8] = include_bytes!("../../../../assets/fonts/DejaVuSans.ttf");
 
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         for style in [FontStyle::Normal, FontStyle::Bold] {
@@ -54,7 +54,7 @@ pub fn mixer_color(name: &str) -> RGBColor {
     RGBColor(c.0, c.1, c.2)
 }
 
-fn perr<E: std::fmt::Debug>(what: &str) -> impl Fn(E) -> Error + '_ {
+pub(crate) fn perr<E: std::fmt::Debug>(what: &str) -> impl Fn(E) -> Error + '_ {
     move |e| Error::Other(format!("plotting {what}: {e:?}"))
 }
 
@@ -71,7 +71,7 @@ fn pow2_label(x: &f64) -> String {
     }
 }
 
-fn compact(v: f64) -> String {
+pub(crate) fn compact(v: f64) -> String {
     if v >= 1e6 {
         format!("{}M", trim(v / 1e6))
     } else if v >= 1e3 {
@@ -82,7 +82,7 @@ fn compact(v: f64) -> String {
 }
 /// Tick label on a log axis: only 1, 2 and 5 times a power of ten are labelled (the other ticks
 /// keep their grid line), so labels never run into each other.
-fn log_label(v: f64) -> String {
+pub(crate) fn log_label(v: f64) -> String {
     if v <= 0.0 {
         return String::new();
     }
@@ -104,7 +104,7 @@ pub struct Figure2 {
     pub rows: Vec<BestRow>,
 }
 
-trait Draw<DB: DrawingBackend> {
+pub(crate) trait Draw<DB: DrawingBackend> {
     fn draw(&self, root: DrawingArea<DB, Shift>) -> Result<()>;
 }
 
@@ -159,19 +159,29 @@ impl<DB: DrawingBackend> Draw<DB> for Figure2 {
     }
 }
 
+/// The house style of a chart's mesh: fonts of the given sizes, no minor grid, a light major
+/// grid (for new charts; the older ones above spell it out).
+pub(crate) fn house_mesh<'a, 'b, 'c, X: Ranged, Y: Ranged, DB: DrawingBackend>(
+    m: &'c mut plotters::chart::MeshStyle<'a, 'b, X, Y, DB>,
+    label: u32,
+    desc: u32,
+) -> &'c mut plotters::chart::MeshStyle<'a, 'b, X, Y, DB> {
+    m.label_style(("sans-serif", label)).axis_desc_style(("sans-serif", desc)).light_line_style(WHITE.mix(0.0)).bold_line_style(BLACK.mix(0.12))
+}
+
 /// Width of the legend strip to the right of the plots: the legend never covers data.
-const LEGEND_W: u32 = 190;
+pub(crate) const LEGEND_W: u32 = 190;
 
 /// One line of a plot: its colour (the mixer's), its marker shape and its points.
-struct Series {
-    color: RGBColor,
+pub(crate) struct Series {
+    pub(crate) color: RGBColor,
     /// See [`marker`].
-    shape: usize,
-    pts: Vec<(f64, f64)>,
+    pub(crate) shape: usize,
+    pub(crate) pts: Vec<(f64, f64)>,
 }
 
 /// One line with markers per series.
-fn mixer_lines<'a, DB: DrawingBackend + 'a, X: Ranged<ValueType = f64>, Y: Ranged<ValueType = f64>>(
+pub(crate) fn mixer_lines<'a, DB: DrawingBackend + 'a, X: Ranged<ValueType = f64>, Y: Ranged<ValueType = f64>>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
     series: Vec<Series>,
     width: u32,
@@ -189,7 +199,7 @@ fn mixer_lines<'a, DB: DrawingBackend + 'a, X: Ranged<ValueType = f64>, Y: Range
 
 /// The marker of `shape` (0 circle, 1 triangle, 2 square, 3 diamond; cycles) at `at`, in
 /// whatever coordinates `area` uses: data points in a chart, pixels in the legend.
-fn marker<DB: DrawingBackend, CT: CoordTranslate>(
+pub(crate) fn marker<DB: DrawingBackend, CT: CoordTranslate>(
     area: &DrawingArea<DB, CT>,
     at: CT::From,
     shape: usize,
@@ -207,7 +217,7 @@ where
 }
 
 /// The legend, one entry per (label, colour, marker shape), in a strip of its own.
-fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, entries: &[(String, RGBColor, usize)]) -> Result<()> {
+pub(crate) fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, entries: &[(String, RGBColor, usize)]) -> Result<()> {
     let e = perr::<DrawingAreaErrorKind<DB::ErrorType>>("legend");
     let (x0, mut y) = (8i32, 60i32);
     for (label, c, shape) in entries {
@@ -319,7 +329,7 @@ impl<DB: DrawingBackend> Draw<DB> for Curves {
 }
 
 /// Draws `fig` into `stem.png` and `stem.svg`; returns the SVG text.
-fn render_both<T>(stem: &Path, size: (u32, u32), fig: &T) -> Result<String>
+pub(crate) fn render_both<T>(stem: &Path, size: (u32, u32), fig: &T) -> Result<String>
 where
     T: for<'a> Draw<SVGBackend<'a>> + for<'a> Draw<BitMapBackend<'a>>,
 {
