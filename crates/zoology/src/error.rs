@@ -21,6 +21,15 @@ pub enum Error {
     /// A libtorch operation failed (shape mismatch, device unavailable, ...).
     #[error("torch: {0}")]
     Torch(#[from] tch::TchError),
+    /// A checkpoint that cannot be used: damaged, foreign, edited or from another version.
+    #[error("{}: {msg}", path.display())]
+    Checkpoint { path: PathBuf, msg: String },
+    /// Another process trains this run directory now (its lock is held).
+    #[error("{0}")]
+    Busy(String),
+    /// Code panicked (a bug, or libtorch rejected an operation); caught and reported.
+    #[error("panicked: {0}")]
+    Panic(String),
     /// Anything else, with a message that says what to do.
     #[error("{0}")]
     Other(String),
@@ -37,4 +46,24 @@ pub fn config_err(field: impl Into<String>, msg: impl Into<String>) -> Error {
 pub fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();
     move |source| Error::Io { path, source }
+}
+
+/// Runs `f`, turning a panic into [`Error::Panic`] with the panic's message, so that a run that
+/// hits a bug is recorded as failed with a reason instead of vanishing.
+pub fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => Err(Error::Panic(panic_message(payload.as_ref()))),
+    }
+}
+
+/// The message of a panic payload (`&str` or `String`; else a placeholder).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic without a message)".into()
+    }
 }
