@@ -312,3 +312,103 @@ pub fn restore(loaded: &Loaded, path: &Path, model: &[(String, Tensor)], opt: &m
     opt.t = loaded.adam_t;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn;
+
+    fn tmp(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("zoology-ckpt-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn tiny() -> (nn::VarStore, Vec<(String, Tensor)>, AdamW) {
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().var("w", &[3, 4], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
+        let b = vs.root().var("b", &[4], nn::Init::Const(0.5));
+        let named = vec![("b".to_string(), b), ("w".to_string(), w)];
+        let mut opt = AdamW::new(named.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(), 0.1, 0.9, 0.999, 1e-8, false);
+        opt.t = 7;
+        (vs, named, opt)
+    }
+
+    fn id() -> Identity {
+        Identity { config_hash: "0123456789ab".into(), seed: 5 }
+    }
+
+    fn err(path: &Path, expect: &Identity) -> String {
+        match load(path, expect) {
+            Ok(_) => panic!("{} loaded", path.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn round_trip_restores_parameters_state_and_identity() {
+        let d = tmp("ok");
+        let p = d.join(FILE);
+        let (_vs, named, opt) = tiny();
+        let st = TrainerState { step: 42, epoch: 3, best_accuracy: 0.5, stopped: Some(StopReason::EarlyStop), metrics_bytes: 123, last_eval: Some(EvalResult { loss: f64::NAN, ..Default::default() }), ..Default::default() };
+        save(&p, &named, &opt, &st, &id()).unwrap();
+        let l = load(&p, &id()).unwrap();
+        assert_eq!((l.state.step, l.state.stopped, l.state.metrics_bytes, l.adam_t), (42, Some(StopReason::EarlyStop), 123, 7));
+        assert!(l.state.last_eval.as_ref().unwrap().loss.is_nan(), "a NaN in the trainer state reads back");
+        let (_vs2, named2, mut opt2) = tiny();
+        tch::no_grad(|| named2[1].1.shallow_clone().zero_());
+        restore(&l, &p, &named2, &mut opt2).unwrap();
+        assert!(named2[1].1.equal(&named[1].1));
+        assert_eq!(opt2.t, 7);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn damaged_foreign_edited_and_old_checkpoints_are_refused_in_words() {
+        let d = tmp("bad");
+        let p = d.join(FILE);
+        let (_vs, named, opt) = tiny();
+        let st = TrainerState { step: 42, ..Default::default() };
+        save(&p, &named, &opt, &st, &id()).unwrap();
+        let good = std::fs::read(&p).unwrap();
+        let all_errors = std::cell::RefCell::new(vec![]);
+        let check = |bytes: &[u8], expect: &Identity, want: &str| {
+            std::fs::write(&p, bytes).unwrap();
+            let e = err(&p, expect);
+            assert!(e.contains(want), "want {want:?} in: {e}");
+            assert!(e.contains(&p.display().to_string()), "the error names the file: {e}");
+            all_errors.borrow_mut().push(e);
+        };
+        // another run's config or seed
+        check(&good, &Identity { config_hash: "ffffffffffff".into(), seed: 5 }, "belongs to another run");
+        check(&good, &Identity { config_hash: id().config_hash, seed: 6 }, "belongs to another run");
+        // one flipped bit in the last tensor byte
+        let mut flipped = good.clone();
+        *flipped.last_mut().unwrap() ^= 0x10;
+        check(&flipped, &id(), "do not match its checksum");
+        // an edited training state in the header (same length, still valid JSON)
+        let text = String::from_utf8_lossy(&good).to_string();
+        let edited = text.replacen("\\\"step\\\":42", "\\\"step\\\":43", 1);
+        assert_ne!(edited, text, "the trainer state is in the header");
+        check(edited.as_bytes(), &id(), "do not match its checksum");
+        // cut off, empty, garbage
+        check(&good[..good.len() / 2], &id(), "cut off");
+        check(&[], &id(), "too short");
+        check(b"this is not a checkpoint at all", &id(), "cut off");
+        let mut garbage = (20u64).to_le_bytes().to_vec();
+        garbage.extend(b"{not json at all!!!}");
+        check(&garbage, &id(), "not readable JSON");
+        // written by tch's own safetensors writer (format 1 had no metadata)
+        Tensor::write_safetensors(&[("model/w", &named[1].1)], &p).unwrap();
+        check(&std::fs::read(&p).unwrap(), &id(), "before checkpoints carried a version");
+        // a newer format
+        let newer = text.replacen("\"format_version\":\"2\"", "\"format_version\":\"9\"", 1);
+        check(newer.as_bytes(), &id(), "newer zoology-rs");
+        for e in all_errors.borrow().iter() {
+            assert!(!e.contains("HeaderTooSmall") && !e.contains("InvalidHeader"), "library enum names are not messages: {e}");
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

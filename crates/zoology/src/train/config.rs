@@ -643,4 +643,87 @@ mod tests {
         let e = apply_set(&mut t, "data.train.7.seq_len=3").unwrap_err().to_string();
         assert!(e.contains("out of range"), "{e}");
     }
+
+    #[test]
+    fn sizes_are_bounded_with_named_errors_and_no_hang() {
+        let cases: &[(&str, &str)] = &[
+            ("[model]\nn_layers = 2147483648", "model.n_layers"),
+            ("[model]\nd_model = 4294967296", "model.d_model"),
+            ("[model]\nmax_position_embeddings = 9223372036854775807", "model.max_position_embeddings"),
+            ("threads = 4294967297", "threads"),
+            ("[data]\nvocab_size = 4294967552", "data.vocab_size"),
+            ("[data]\nbatch_size = 1099511627776", "data.batch_size"),
+            ("[data]\ntest_batch_size = 0", "data.test_batch_size"),
+            ("[train]\nepochs = 0", "train.epochs"),
+            ("[train]\nepochs = 9223372036854775807", "train.epochs"),
+            ("[train]\nweight_decay = nan", "train.weight_decay"),
+            ("[train]\nweight_decay = inf", "train.weight_decay"),
+            ("[train]\ngrad_clip = inf", "train.grad_clip"),
+            ("[train]\ngrad_clip = nan", "train.grad_clip"),
+            ("[train]\nearly_stop_accuracy = nan", "train.early_stop_accuracy"),
+            ("[train]\neps = inf", "train.eps"),
+            ("[train]\neps = nan", "train.eps"),
+            ("[train]\nlr = inf", "train.lr"),
+            ("[train]\nbeta1 = nan", "train.beta1"),
+            ("[train]\nmin_lr_ratio = nan", "train.min_lr_ratio"),
+            ("[train]\nwarmup_steps = 9223372036854775807", "train.warmup_steps"),
+            ("[model]\nembed_dropout = nan", "model.embed_dropout"),
+        ];
+        for (extra, field) in cases {
+            // merge the extra keys into OK's tables
+            let mut t: toml::Table = toml::from_str(OK).unwrap();
+            let x: toml::Table = toml::from_str(extra).unwrap();
+            for (k, v) in x {
+                match (t.get_mut(&k), v) {
+                    (Some(toml::Value::Table(dst)), toml::Value::Table(src)) => dst.extend(src),
+                    (_, v) => {
+                        t.insert(k, v);
+                    }
+                }
+            }
+            let start = std::time::Instant::now();
+            let e = RunConfig::from_table(t).unwrap_err().to_string();
+            assert!(start.elapsed().as_secs_f64() < 1.0, "{extra}: validation took {:?}", start.elapsed());
+            assert!(e.contains(&format!("`{field}`")), "{extra}: error should name {field}: {e}");
+        }
+        // big data: refused before anything is generated, naming what is large
+        let big = OK
+            .replace("num_examples = 10\n        [[data.test]]", "num_examples = 4294967296\n        [[data.test]]")
+            .replace("seq_len = 32\n        num_kv_pairs = 4\n        num_examples = 4294967296", "seq_len = 4096\n        num_kv_pairs = 4\n        num_examples = 4294967296")
+            .replace("vocab_size = 256", "vocab_size = 8192");
+        let e = err_of(&big);
+        assert!(e.contains("<memory>") && e.contains("token data"), "{e}");
+    }
+
+    #[test]
+    fn type_errors_inside_task_entries_name_the_field() {
+        let e = err_of(&OK.replacen("seq_len = 32", "seq_len = \"long\"", 1));
+        assert!(e.contains("`data.train[0].seq_len`"), "{e}");
+        let e = err_of(&OK.replacen("num_examples = 10\n        [model]", "num_examples = [10]\n        [model]", 1));
+        assert!(e.contains("`data.test[0].num_examples`"), "{e}");
+        let e = err_of(&OK.replacen("num_examples = 10\n        [model]", "num_examples = 10\n        power_a = \"flat\"\n        [model]", 1));
+        assert!(e.contains("`data.test[0].power_a`"), "{e}");
+        let e = err_of(&OK.replacen("task = \"mqar\"", "task = \"recall\"", 1));
+        assert!(e.contains("`data.train[0].task`") && e.contains("mqar"), "{e}");
+        let e = err_of(&OK.replacen("task = \"mqar\"", "task = 3", 1));
+        assert!(e.contains("`data.train[0].task`"), "{e}");
+        let e = err_of(&OK.replacen("num_kv_pairs = 4\n", "", 1));
+        assert!(e.contains("`data.train[0]`") && e.contains("num_kv_pairs"), "{e}");
+    }
+
+    #[test]
+    fn mixer_defaults_are_resolved_into_the_config() {
+        let c = RunConfig::from_toml_str(OK, "t").unwrap();
+        let d = (crate::mixers::lookup(&c.model.mixer, "m").unwrap().defaults)();
+        for (k, v) in &d {
+            if k != "num_heads" {
+                assert_eq!(c.model.mixer.get(k), Some(v), "{k}");
+            }
+        }
+        assert_eq!(c.model.mixer["num_heads"].as_integer(), Some(2), "a set option is kept");
+        // an integer given for a float option is written as the float default's type
+        let t: toml::Table = toml::from_str("name = \"attention\"\nrope_base = 100").unwrap();
+        let r = resolve_mixer_defaults(&t, "m").unwrap();
+        assert_eq!(r["rope_base"], toml::Value::Float(100.0));
+    }
 }
