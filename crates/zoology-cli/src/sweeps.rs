@@ -240,6 +240,9 @@ fn cmd_run(a: RunArgs) -> Result<()> {
                 r.skipped,
                 local::fmt_secs(r.wall_s)
             );
+            for (i, note) in &r.retried {
+                println!("  retried [{i}] {}: it {note}", s.runs[*i].label());
+            }
             for (i, why) in &r.failed {
                 println!("  failed [{i}] {}: {why}", s.runs[*i].label());
             }

@@ -211,7 +211,7 @@ fn killing_the_sweep_parent_leaves_no_orphan() {
 #[test]
 fn two_sweeps_on_one_directory_leave_each_others_runs_alone() {
     let dir = tmpdir("twosweeps");
-    let sw = Sw::new(&dir, &sweep_text("two", "1e-3, 2e-3, 3e-3, 4e-3", 2, 160, ""));
+    let sw = Sw::new(&dir, &sweep_text("two", "1e-3, 2e-3, 3e-3, 4e-3", 2, 2400, ""));
     let mut a = sw.cmd(&["sweep", "run", "-q", "--threads", "1"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let t0 = Instant::now();
     while !sw.dirs().iter().any(|d| d.join("running.json").exists()) {

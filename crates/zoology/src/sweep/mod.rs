@@ -47,13 +47,13 @@ pub fn run_dir(out: &Path, spec: &RunSpec) -> PathBuf {
 /// and the run starts over. Returns a note saying which happened.
 pub fn reset_failed(dir: &Path, cfg: &RunConfig) -> Result<String> {
     let Some(_lock) = RunLock::try_acquire(dir)? else { return Err(marker::busy_error(dir)) };
-    let mut note = "resumes from its checkpoint".to_string();
+    let mut note = None;
     if let Ok(s) = rundir::read_summary(dir) {
         if !s.is_done() {
             for f in [rundir::SUMMARY, rundir::CHECKPOINT, rundir::METRICS] {
                 let _ = std::fs::remove_file(dir.join(f));
             }
-            note = "restarts from scratch".into();
+            note = Some("restarts from scratch (it diverged)".to_string());
         }
     } else if dir.join(rundir::SUMMARY).exists() {
         let _ = std::fs::remove_file(dir.join(rundir::SUMMARY)); // unreadable: nothing to keep
@@ -61,17 +61,18 @@ pub fn reset_failed(dir: &Path, cfg: &RunConfig) -> Result<String> {
     let ckpt = dir.join(rundir::CHECKPOINT);
     if ckpt.exists() {
         let id = checkpoint::Identity { config_hash: rundir::run_id(cfg), seed: cfg.seed };
-        if let Err(e) = checkpoint::load(&ckpt, &id) {
-            let aside = dir.join(format!("{}.unusable", rundir::CHECKPOINT));
-            std::fs::rename(&ckpt, &aside).map_err(io_err(&ckpt))?;
-            let _ = std::fs::remove_file(dir.join(rundir::METRICS));
-            note = format!("starts over: its checkpoint could not be used ({e}); kept as {}", aside.display());
+        match checkpoint::load(&ckpt, &id) {
+            Ok(_) => note = Some("resumes from its checkpoint".into()),
+            Err(e) => {
+                let aside = dir.join(format!("{}.unusable", rundir::CHECKPOINT));
+                std::fs::rename(&ckpt, &aside).map_err(io_err(&ckpt))?;
+                let _ = std::fs::remove_file(dir.join(rundir::METRICS));
+                note = Some(format!("starts over: its checkpoint could not be used ({e}); kept as {}", aside.display()));
+            }
         }
-    } else if !dir.join(rundir::SUMMARY).exists() {
-        note = "starts from scratch".into();
     }
     let _ = std::fs::remove_file(dir.join(rundir::FAILED));
-    Ok(note)
+    Ok(note.unwrap_or_else(|| "starts from scratch (it had no checkpoint)".into()))
 }
 
 /// Trains run `index` of the sweep into `out` (resuming when possible) and returns its final
