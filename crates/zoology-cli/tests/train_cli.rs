@@ -319,6 +319,7 @@ fn bad_input_is_a_named_error_not_a_panic_or_a_hang() {
         (vec!["train".into(), p.display().to_string(), "--set".into(), "train.grad_clip=nan".into()], "train.grad_clip"),
         (vec!["results".into(), "show".into(), root.join("nope").display().to_string()], "no such results directory"),
         (vec!["results".into(), "index".into(), root.join("nope").display().to_string()], "no such results directory"),
+        (vec!["sweep".into(), "run".into(), "--backend".into(), "slurm".into(), "--wait".into(), "--wait-timeout".into(), "soon".into(), p.display().to_string()], "--wait-timeout"),
     ];
     for (args, want) in cases {
         let t0 = Instant::now();
@@ -330,6 +331,30 @@ fn bad_input_is_a_named_error_not_a_panic_or_a_hang() {
         assert!(t0.elapsed() < Duration::from_secs(60), "{args:?} took {:?}", t0.elapsed());
     }
     assert!(!root.join("nope").exists(), "a missing results directory is not created");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A config that validates but cannot fit in this machine's memory is refused before anything
+/// is allocated, with the estimate and what drives it.
+#[test]
+fn a_run_that_cannot_fit_in_memory_is_refused_before_it_allocates() {
+    let total_kb: f64 = std::fs::read_to_string("/proc/meminfo").unwrap().lines().find(|l| l.starts_with("MemTotal:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let total = total_kb * 1024.0;
+    // token data alone (24 bytes a token) at twice this machine's memory
+    let n = (2.0 * total / (24.0 * 32.0)).ceil() as u64;
+    if total > 4e11 || n > 1 << 32 {
+        println!("SKIPPED: this machine has {:.0} GiB of memory; the test needs a config above it and below the validation limit", total / 2f64.powi(30));
+        return;
+    }
+    let root = tmpdir("memory");
+    let p = root.join("big.toml");
+    std::fs::write(&p, TINY.replace("num_examples = 1600", &format!("num_examples = {n}"))).unwrap();
+    let t0 = Instant::now();
+    let o = zoology().args(["train", p.to_str().unwrap(), "--out", root.join("r").to_str().unwrap(), "-q"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("`<memory>`") && err.contains("token data") && err.contains("this machine has"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(30), "refused only after {:?}", t0.elapsed());
     let _ = std::fs::remove_dir_all(&root);
 }
 
