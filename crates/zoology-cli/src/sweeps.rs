@@ -240,6 +240,9 @@ fn cmd_run(a: RunArgs) -> Result<()> {
                 r.skipped,
                 local::fmt_secs(r.wall_s)
             );
+            for (old, new) in &r.adopted {
+                println!("  renamed {} to {} (its run id under this version)", old.display(), new.display());
+            }
             for (i, note) in &r.retried {
                 println!("  retried [{i}] {}: it {note}", s.runs[*i].label());
             }
@@ -265,6 +268,9 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             o.max_parallel = a.max_parallel.or(o.max_parallel);
             let sub = slurm::submit(&s, &slurm::SlurmSubmit { out: out.clone(), exe, options: o, retry_failed: a.retry_failed, device: a.device.clone(), dry_run: a.dry_run }).map_err(e)?;
             println!("sbatch script: {}", sub.script.display());
+            for (old, new) in &sub.adopted {
+                println!("renamed {} to {} (its run id under this version)", old.display(), new.display());
+            }
             for (i, note) in &sub.retried {
                 println!("  [{i}] {}: retrying; it {note}", s.runs[*i].label());
             }

@@ -304,3 +304,23 @@ fn results_work_on_a_read_only_directory() {
     assert!(plots.join("figure2.png").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A finished run whose directory carries the id an older version gave it is renamed to its
+/// current id, not retrained.
+#[test]
+fn finished_runs_under_an_older_run_id_are_adopted_not_retrained() {
+    let dir = tmpdir("adopt");
+    let sw = Sw::new(&dir, &sweep_text("adopt", "3e-3", 1, 32, ""));
+    let (code, text) = sw.run(&["sweep", "run", "-q"], &[]);
+    assert_eq!(code, Some(0), "{text}");
+    let now = sw.dirs().remove(0);
+    let old = now.with_file_name("attention-0123456789ab");
+    std::fs::rename(&now, &old).unwrap();
+    let summary = std::fs::read(old.join("summary.json")).unwrap();
+    let (code, text) = sw.run(&["sweep", "run", "-q"], &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("renamed") && text.contains("ran 0") && text.contains("skipped 1"), "{text}");
+    assert_eq!(sw.dirs(), vec![now.clone()]);
+    assert_eq!(std::fs::read(now.join("summary.json")).unwrap(), summary);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

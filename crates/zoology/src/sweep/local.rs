@@ -40,6 +40,8 @@ pub struct LocalReport {
     pub interrupted: Vec<(usize, String)>,
     /// Notes of `--retry-failed` on the runs it reset.
     pub retried: Vec<(usize, String)>,
+    /// Run directories renamed from an older run id (see [`super::adopt_renamed`]).
+    pub adopted: Vec<(PathBuf, PathBuf)>,
     pub wall_s: f64,
 }
 
@@ -104,6 +106,7 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
     let workers = opts.workers.max(1);
     let threads = opts.threads.unwrap_or((cores / workers).max(1));
     let mut report = LocalReport::default();
+    report.adopted = super::adopt_renamed(sweep, &opts.out)?;
     let mut queue: Vec<usize> = vec![];
     for r in &sweep.runs {
         let dir = run_dir(&opts.out, r);

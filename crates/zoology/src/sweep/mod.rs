@@ -40,6 +40,42 @@ pub fn run_dir(out: &Path, spec: &RunSpec) -> PathBuf {
     out.join("runs").join(spec.dir_name())
 }
 
+/// Renames run directories whose name carries an older run id (ids were once a hash of the
+/// whole config file) to the name their config has now, so that an upgrade does not retrain
+/// finished runs: a directory under `out/runs` that no run of the sweep names, whose config.toml
+/// has the id of a run whose directory does not exist yet, becomes that run's directory.
+/// Returns (old, new) pairs.
+pub fn adopt_renamed(sweep: &Sweep, out: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let runs = out.join("runs");
+    let Ok(rd) = std::fs::read_dir(&runs) else { return Ok(vec![]) };
+    let wanted: std::collections::HashMap<String, &RunSpec> = sweep.runs.iter().map(|r| (r.id.clone(), r)).collect();
+    let names: std::collections::HashSet<String> = sweep.runs.iter().map(|r| r.dir_name()).collect();
+    let mut moved = vec![];
+    let mut others: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    others.sort();
+    for old in others {
+        let name = old.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        if names.contains(&name) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(old.join(rundir::CONFIG)) else { continue };
+        let Ok(mut table) = toml::from_str::<toml::Table>(&text) else { continue };
+        table.insert("device".into(), toml::Value::String("cpu".into())); // not part of the id
+        let Ok(cfg) = RunConfig::from_table(table) else { continue };
+        let Some(spec) = wanted.get(&rundir::run_id(&cfg)) else { continue };
+        let new = run_dir(out, spec);
+        if new.exists() || !name.starts_with(&format!("{}-", spec.dir_name().rsplit_once('-').map(|x| x.0).unwrap_or(""))) {
+            continue;
+        }
+        if RunLock::try_acquire(&old)?.is_none() {
+            continue; // something trains it right now
+        }
+        std::fs::rename(&old, &new).map_err(io_err(&old))?;
+        moved.push((old, new));
+    }
+    Ok(moved)
+}
+
 /// Clears a failed run so that it runs again: a diverged run restarts from scratch (same
 /// config, so resuming its checkpoint would only replay the divergence); a failed one resumes
 /// from its checkpoint when that checkpoint verifies and belongs to `cfg`, and otherwise (a

@@ -37,6 +37,8 @@ pub struct Submitted {
     pub queued: Vec<usize>,
     /// `--retry-failed` notes: (index, what happens to the run).
     pub retried: Vec<(usize, String)>,
+    /// Run directories renamed from an older run id.
+    pub adopted: Vec<(PathBuf, PathBuf)>,
 }
 
 fn abs(p: &Path) -> PathBuf {
@@ -147,10 +149,11 @@ pub fn compress_ranges(v: &[usize]) -> String {
 
 pub fn submit(sweep: &Sweep, s: &SlurmSubmit) -> Result<Submitted> {
     let out = abs(&s.out);
+    let adopted = if s.dry_run { vec![] } else { super::adopt_renamed(sweep, &out)? };
     let (indices, queued, retried) = select(sweep, &out, s.retry_failed)?;
     let script = write_script_for(sweep, s, &indices)?;
     if indices.is_empty() || s.dry_run {
-        return Ok(Submitted { script, job_id: None, indices, queued, retried });
+        return Ok(Submitted { script, job_id: None, indices, queued, retried, adopted });
     }
     let o = Command::new("sbatch")
         .arg("--parsable")
@@ -165,7 +168,7 @@ pub fn submit(sweep: &Sweep, s: &SlurmSubmit) -> Result<Submitted> {
     let mut prev = std::fs::read_to_string(&jobs).unwrap_or_default();
     prev.push_str(&format!("{id}\n"));
     rundir::write_atomic(&jobs, prev.as_bytes())?;
-    Ok(Submitted { script, job_id: Some(id), indices, queued, retried })
+    Ok(Submitted { script, job_id: Some(id), indices, queued, retried, adopted })
 }
 
 /// How [`wait`] ended.
