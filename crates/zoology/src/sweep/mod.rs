@@ -127,9 +127,10 @@ pub fn run_one(sweep: &Sweep, index: usize, out: &Path, threads: Option<usize>, 
     if state.is_finished() {
         return Ok(state);
     }
-    if state == RunState::Running {
-        // a live marker although the lock was free: a process on another host of a filesystem
-        // without coherent locks
+    if state == RunState::Running && rundir::RunningMarker::read(&dir).map(|m| m.host != rundir::hostname()).unwrap_or(true) {
+        // a live marker from another host although the lock was free: a filesystem whose locks
+        // are not shared between hosts. (On this host the lock is the truth: a live pid there is
+        // a reused one.)
         return Err(marker::busy_error(&dir));
     }
     let meta = SweepMeta { sweep: sweep.name.clone(), index, preset: spec.preset.clone(), label: spec.label(), point: spec.point.iter().cloned().collect() };
