@@ -57,13 +57,35 @@ pub fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     }
 }
 
-/// The message of a panic payload (`&str` or `String`; else a placeholder).
+/// The message of a panic payload (`&str` or `String`; else a placeholder), without the C++
+/// backtrace libtorch appends to its errors.
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
+    let s = if let Some(s) = payload.downcast_ref::<&str>() {
         s.to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
         "(a panic without a message)".into()
+    };
+    without_cpp_backtrace(&s)
+}
+
+/// Cuts a libtorch error message before its "Exception raised from" / "frame #0" lines.
+pub fn without_cpp_backtrace(s: &str) -> String {
+    let cut = ["\nException raised from", "\\nException raised from", "\nframe #0", "\\nframe #0"].iter().filter_map(|m| s.find(m)).min();
+    match cut {
+        Some(i) => format!("{} [libtorch backtrace omitted]", s[..i].trim_end()),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn panics_become_errors_without_libtorch_backtraces() {
+        let e = super::catch_panic::<()>(|| panic!("boom {}", 3)).unwrap_err().to_string();
+        assert_eq!(e, "panicked: boom 3");
+        let t = "Torch(\"[enforce fail] can't allocate memory: you tried to allocate 4398046512128 bytes.\\nframe #0: c10::Throw\\nframe #1: x\")";
+        assert_eq!(super::without_cpp_backtrace(t), "Torch(\"[enforce fail] can't allocate memory: you tried to allocate 4398046512128 bytes. [libtorch backtrace omitted]");
     }
 }
