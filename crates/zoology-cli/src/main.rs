@@ -39,12 +39,20 @@ enum Cmd {
     /// Plots of the runs under DIR (Figure 2, accuracy vs state size, curves) into DIR/plots.
     Plot {
         dir: PathBuf,
+        /// Where to write the plots (default DIR/plots; use it for a read-only DIR).
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Skip the per-run loss/accuracy curves.
         #[arg(long)]
         no_curves: bool,
     },
     /// One self-contained HTML report of the runs under DIR (DIR/report.html).
-    Report { dir: PathBuf },
+    Report {
+        dir: PathBuf,
+        /// Directory for report.html and its plots (default DIR; use it for a read-only DIR).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Real-text corpus: fetch (packages → text → tokens, into the cache) and info.
     #[command(subcommand)]
     Corpus(corpus::CorpusCmd),
@@ -176,11 +184,17 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Train(a) => cmd_train(a),
         Cmd::Sweep(c) => sweeps::cmd_sweep(c),
         Cmd::Results(c) => sweeps::cmd_results(c),
-        Cmd::Plot { dir, no_curves } => sweeps::cmd_plot(dir, no_curves),
-        Cmd::Report { dir } => sweeps::cmd_report(dir).map(|_| ()),
+        Cmd::Plot { dir, out, no_curves } => sweeps::cmd_plot(dir, out, no_curves),
+        Cmd::Report { dir, out } => sweeps::cmd_report(dir, out).map(|_| ()),
         Cmd::Quickstart { out, workers } => sweeps::cmd_quickstart(out, workers),
         Cmd::Corpus(c) => corpus::cmd_corpus(c),
         Cmd::Data(DataCmd::Mqar { seq_len, kv, vocab_size, power_a, random_non_queries, seed, show }) => {
+            if !(1..=MAX_SHOW).contains(&show) {
+                bail!("--show: must be in [1, {MAX_SHOW}] (got {show}); the examples are printed, not stored");
+            }
+            if vocab_size > zoology::train::config::limits::MAX_VOCAB {
+                bail!("--vocab-size: must be ≤ {} = 2^31 (got {vocab_size}): token ids are 32-bit integers", zoology::train::config::limits::MAX_VOCAB);
+            }
             let c = MqarConfig { seq_len, num_kv_pairs: kv, num_examples: show.max(1), power_a, random_non_queries };
             c.validate(vocab_size, "data").map_err(|e| {
                 let msg = e.to_string();
@@ -219,6 +233,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Bench(BenchCmd::Step { d_model, seq_len, kv, batch, vocab_size, iters, device }) => {
+            check_bench_step(d_model, seq_len, kv, batch, vocab_size, iters)?;
             let dev = zoology::device::DeviceSpec(device).resolve("--device").map_err(|e| anyhow::anyhow!(e.to_string()))?;
             let rt = zoology::device::Runtime::new(dev);
             let b = zoology::bench::StepBench { d_model, seq_len, kv, batch, vocab: vocab_size, iters, mixer: "attention".into() };
@@ -259,6 +274,42 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Largest `data mqar --show`: the examples are printed, one screen each.
+const MAX_SHOW: usize = 10_000;
+
+/// Flag checks of `bench step`, each error naming its flag.
+fn check_bench_step(d_model: i64, seq_len: usize, kv: usize, batch: usize, vocab_size: usize, iters: usize) -> Result<()> {
+    use zoology::train::config::limits;
+    if iters == 0 || iters > 100_000 {
+        bail!("--iters: must be in [1, 100000] (got {iters}); the time is the median over iterations");
+    }
+    if !(1..=limits::MAX_D_MODEL).contains(&d_model) {
+        bail!("--d-model: must be in [1, {}] (got {d_model})", limits::MAX_D_MODEL);
+    }
+    if batch == 0 || batch > limits::MAX_BATCH {
+        bail!("--batch: must be in [1, {}] (got {batch})", limits::MAX_BATCH);
+    }
+    if seq_len > limits::MAX_SEQ_LEN || vocab_size > limits::MAX_VOCAB {
+        bail!("--seq-len must be ≤ {} and --vocab-size ≤ {} (got {seq_len}, {vocab_size})", limits::MAX_SEQ_LEN, limits::MAX_VOCAB);
+    }
+    MqarConfig::new(seq_len, kv, batch).validate(vocab_size, "bench").map_err(|err| {
+        let msg = err.to_string();
+        let flag = [("bench.seq_len", "--seq-len"), ("bench.num_kv_pairs", "--kv"), ("data.vocab_size", "--vocab-size"), ("bench.num_examples", "--batch")]
+            .iter()
+            .find(|(f, _)| msg.contains(&format!("`{f}`")))
+            .map(|(_, fl)| *fl)
+            .unwrap_or("bench step");
+        anyhow::anyhow!("{flag}: {}", msg.splitn(2, "`: ").nth(1).unwrap_or(&msg))
+    })?;
+    let bytes = 4.0 * batch as f64 * seq_len as f64 * d_model as f64 * 16.0 + 16.0 * vocab_size as f64 * d_model as f64;
+    if let Some(total) = zoology::train::config::mem_total_bytes() {
+        if bytes > total {
+            bail!("bench step: these sizes need at least {:.1} GiB, more than the {:.1} GiB this machine has; lower --batch, --seq-len, --d-model or --vocab-size", bytes / 2f64.powi(30), total / 2f64.powi(30));
+        }
+    }
+    Ok(())
+}
+
 fn rayon_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
@@ -296,12 +347,22 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         }
     }
     eprintln!("run directory: {}", out.display());
-    let s = train::train(&cfg, &TrainOptions { out_dir: out.clone(), resume, quiet: a.quiet, label: String::new() })
-        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    let finished_before = resume && out.join(zoology::rundir::SUMMARY).exists();
+    let s = match train::train(&cfg, &TrainOptions { out_dir: out.clone(), resume, quiet: a.quiet, label: String::new() }) {
+        Ok(s) => s,
+        Err(err @ zoology::Error::Busy(_)) => {
+            eprintln!("error: {err}");
+            std::process::exit(3);
+        }
+        Err(err) => return Err(anyhow::anyhow!(err.to_string())),
+    };
+    if finished_before {
+        eprintln!("this run had already ended; nothing was trained (delete {} to train it again)", out.join(zoology::rundir::SUMMARY).display());
+    }
     println!(
         "{}: {} after {} epochs ({} steps, {:.1} s): best acc {:.4} (epoch {}), final acc {:.4}, {} params, state {} elements",
         out.display(),
-        serde_json::to_value(s.stop_reason).unwrap().as_str().unwrap_or(""),
+        s.stop_reason.word(),
         s.epochs,
         s.steps,
         s.wall_time_s,
@@ -311,7 +372,8 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         s.num_parameters,
         s.state_size
     );
-    if s.status == "diverged" {
+    if let Some(why) = s.failure() {
+        eprintln!("{why}");
         std::process::exit(2);
     }
     Ok(())

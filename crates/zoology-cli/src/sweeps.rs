@@ -93,6 +93,9 @@ pub struct RunArgs {
     /// Slurm: wait until the array has finished, then index the results.
     #[arg(long)]
     wait: bool,
+    /// Slurm: give up waiting after this long (seconds, or [D-]HH:MM:SS); the array keeps running.
+    #[arg(long, value_name = "DURATION", default_value = "24:00:00", requires = "wait")]
+    wait_timeout: String,
     #[arg(long, short)]
     quiet: bool,
 }
@@ -143,20 +146,35 @@ pub fn cmd_sweep(c: SweepCmd) -> Result<()> {
         SweepCmd::RunOne { sweep: p, index, out, threads, device, quiet } => {
             let s = load(&p)?;
             let out = out_of(&s, &out);
-            match sweep::run_one(&s, index, &out, threads, device.as_deref(), quiet).map_err(e)? {
-                sweep::RunState::Failed(why) => {
-                    eprintln!("run {index}: {why}");
-                    std::process::exit(2)
+            match sweep::run_one(&s, index, &out, threads, device.as_deref(), quiet) {
+                Ok(sweep::RunState::Failed(why)) => {
+                    eprintln!("run {index}: failed: {why}");
+                    std::process::exit(local::EXIT_FAILED)
                 }
-                st => {
+                Ok(st) => {
                     println!("run {index}: {}", st.word());
                     Ok(())
                 }
+                Err(err @ zoology::Error::Busy(_)) => {
+                    eprintln!("run {index}: {err}");
+                    std::process::exit(local::EXIT_BUSY)
+                }
+                Err(err) => match s.runs.get(index).map(|r| sweep::run_state(&sweep::run_dir(&out, r))) {
+                    // the trainer recorded it in failed.json
+                    Some(sweep::RunState::Failed(_)) => {
+                        eprintln!("run {index}: failed: {err}");
+                        std::process::exit(local::EXIT_FAILED)
+                    }
+                    _ => Err(e(err)),
+                },
             }
         }
         SweepCmd::Status { sweep: p, out, verbose } => {
             let s = load(&p)?;
             let out = out_of(&s, &out);
+            if !out.is_dir() {
+                bail!("{}: no such directory; has the sweep run? (`--out` gives another output directory)", out.display());
+            }
             let (t, states) = sweep::tally(&s, &out);
             let sq = slurm::squeue_states(&out).unwrap_or_default();
             let queued = sq.iter().filter(|(i, st)| st == "PENDING" && !states.get(*i).map(|x| x.is_finished()).unwrap_or(true)).count();
@@ -176,11 +194,20 @@ pub fn cmd_sweep(c: SweepCmd) -> Result<()> {
                 println!("sacct: {sa}");
             }
             for (r, st) in s.runs.iter().zip(&states) {
+                let dir = sweep::run_dir(&out, r);
                 let slurm_state = sq.iter().find(|(i, _)| *i == r.index).map(|(_, x)| format!(" [slurm {x}]")).unwrap_or_default();
                 match st {
                     sweep::RunState::Failed(why) => println!("  [{}] {} FAILED: {why}", r.index, r.label()),
-                    other if verbose => println!("  [{}] {} {}{slurm_state}", r.index, r.label(), other.word()),
-                    _ => {}
+                    sweep::RunState::Running if verbose => {
+                        let who = zoology::rundir::RunningMarker::read(&dir).map(|m| format!(" ({})", m.describe())).unwrap_or_default();
+                        println!("  [{}] {} running{who}{slurm_state}", r.index, r.label())
+                    }
+                    other => {
+                        let note = zoology::rundir::inspect(&dir).1;
+                        if verbose || note.is_some() {
+                            println!("  [{}] {} {}{}{slurm_state}", r.index, r.label(), other.word(), note.map(|n| format!(" ({n})")).unwrap_or_default());
+                        }
+                    }
                 }
             }
             Ok(())
@@ -200,7 +227,10 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             eprintln!("sweep {}: {} runs, {} workers, output in {}", s.name, s.runs.len(), a.workers, out.display());
             let r = local::run_local(&s, &local::LocalOptions { out: out.clone(), workers: a.workers, threads: a.threads, retry_failed: a.retry_failed, quiet: a.quiet, exe, device: a.device.clone() })
                 .map_err(e)?;
-            index::index_dir(&out).map_err(e)?;
+            let (_, note) = index::index_dir(&out).map_err(e)?;
+            if let Some(n) = note {
+                eprintln!("warning: {n}");
+            }
             println!(
                 "sweep {}: ran {} ({} done, {} failed), skipped {} already finished, in {}",
                 s.name,
@@ -210,13 +240,26 @@ fn cmd_run(a: RunArgs) -> Result<()> {
                 r.skipped,
                 local::fmt_secs(r.wall_s)
             );
+            for (old, new) in &r.adopted {
+                println!("  renamed {} to {} (its run id under this version)", old.display(), new.display());
+            }
+            for (i, note) in &r.retried {
+                println!("  retried [{i}] {}: it {note}", s.runs[*i].label());
+            }
             for (i, why) in &r.failed {
                 println!("  failed [{i}] {}: {why}", s.runs[*i].label());
             }
+            for (i, why) in &r.interrupted {
+                println!("  interrupted [{i}] {}: {why}", s.runs[*i].label());
+            }
+            if !r.elsewhere.is_empty() {
+                println!("  {} runs were being trained by another process (left alone): {:?}", r.elsewhere.len(), r.elsewhere);
+            }
             println!("results: {}", out.join(results::INDEX_FILE).display());
-            Ok(())
+            finish(&s, &out)
         }
         Backend::Slurm => {
+            let wait_timeout = slurm::parse_duration(&a.wait_timeout).ok_or_else(|| anyhow!("--wait-timeout: expected seconds or [D-]HH:MM:SS, got {:?}", a.wait_timeout))?;
             let mut o = s.slurm.clone();
             o.partition = a.partition.or(o.partition);
             o.time = a.time.or(o.time);
@@ -225,45 +268,77 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             o.max_parallel = a.max_parallel.or(o.max_parallel);
             let sub = slurm::submit(&s, &slurm::SlurmSubmit { out: out.clone(), exe, options: o, retry_failed: a.retry_failed, device: a.device.clone(), dry_run: a.dry_run }).map_err(e)?;
             println!("sbatch script: {}", sub.script.display());
+            for (old, new) in &sub.adopted {
+                println!("renamed {} to {} (its run id under this version)", old.display(), new.display());
+            }
+            for (i, note) in &sub.retried {
+                println!("  [{i}] {}: retrying; it {note}", s.runs[*i].label());
+            }
+            if !sub.queued.is_empty() {
+                println!("{} runs are already queued or running in this sweep's jobs: {}", sub.queued.len(), slurm::compress_ranges(&sub.queued));
+            }
             match &sub.job_id {
-                None if sub.indices.is_empty() => println!("nothing to submit: every run is finished or running"),
+                None if sub.indices.is_empty() => println!("nothing to submit: every run is finished, running or queued"),
                 None => println!("dry run: not submitted ({} array tasks)", sub.indices.len()),
                 Some(id) => println!("submitted job array {id}: {} tasks (indices {})", sub.indices.len(), slurm::compress_ranges(&sub.indices)),
             }
-            if a.wait {
-                if let Some(id) = &sub.job_id {
-                    loop {
-                        let o = std::process::Command::new("squeue").args(["-h", "-j", id]).output()?;
-                        if o.status.success() && String::from_utf8_lossy(&o.stdout).trim().is_empty() {
-                            break;
-                        }
-                        std::thread::sleep(std::time::Duration::from_secs(2));
-                    }
-                }
-                index::index_dir(&out).map_err(e)?;
-                let (t, _) = sweep::tally(&s, &out);
-                println!("array finished: {} done, {} failed, {} unfinished", t.done, t.failed, t.pending + t.interrupted + t.running);
+            if !a.wait {
+                return Ok(());
             }
-            Ok(())
+            if let Some(id) = &sub.job_id {
+                if slurm::wait(id, wait_timeout, std::time::Duration::from_secs(2)).map_err(e)? == slurm::Waited::TimedOut {
+                    println!("stopped waiting after {} (--wait-timeout); job {id} keeps running: `zoology sweep status` shows progress", a.wait_timeout);
+                }
+            }
+            let (path, _) = index::build_index(&out).map_err(e)?;
+            let (t, _) = sweep::tally(&s, &out);
+            println!("array finished: {} done, {} failed, {} unfinished; index {}", t.done, t.failed, t.pending + t.interrupted + t.running, path.display());
+            if t.interrupted > 0 {
+                println!("{} runs were interrupted (time limit, scancel or a node failure?); run the same command again to resubmit them: they resume from their checkpoints", t.interrupted);
+            }
+            finish(&s, &out)
         }
     }
+}
+
+/// Ends `sweep run` with the sweep's exit status: 0 all done, 2 some failed or diverged,
+/// 3 some unfinished.
+fn finish(s: &Sweep, out: &Path) -> Result<()> {
+    let (t, _) = sweep::tally(s, out);
+    let code = t.exit_code();
+    if code == 2 {
+        eprintln!("{} of {} runs failed or diverged (`zoology sweep status` lists them)", t.failed, s.runs.len());
+    } else if code == 3 {
+        eprintln!("{} of {} runs are not finished ({} running, {} interrupted, {} pending)", t.pending + t.running + t.interrupted, s.runs.len(), t.running, t.interrupted, t.pending);
+    }
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
 }
 
 pub fn cmd_results(c: ResultsCmd) -> Result<()> {
     match c {
         ResultsCmd::Index { dir } => {
-            let (idx, recs) = index::index_dir(&dir).map_err(e)?;
-            println!("{}: {} runs indexed ({} rows)", idx.path.display(), recs.len(), idx.count().map_err(e)?);
+            let (path, recs) = index::build_index(&dir).map_err(e)?;
+            let n = index::Index::open(&path).and_then(|i| i.count()).map_err(e)?;
+            println!("{}: {} runs indexed ({n} rows)", path.display(), recs.len());
             Ok(())
         }
         ResultsCmd::Show(a) => {
-            let (_, recs) = index::index_dir(&a.dir).map_err(e)?;
+            let (recs, note) = index::index_dir(&a.dir).map_err(e)?;
+            if let Some(n) = note {
+                eprintln!("note: {n}");
+            }
+            if recs.is_empty() {
+                bail!("no run directories (with a config.toml) under {}", a.dir.display());
+            }
             let mut wheres = vec![];
             for w in &a.wheres {
                 let (k, v) = w.split_once('=').ok_or_else(|| anyhow!("--where expects KEY=VALUE, got {w:?}"))?;
                 wheres.push((k.trim().to_string(), v.trim().to_string()));
             }
-            let recs = results::filter(recs, &wheres);
+            let recs = results::filter(recs, &wheres).map_err(e)?;
             if a.score {
                 let scores = results::mad_scores(&recs);
                 if a.json {
@@ -292,37 +367,59 @@ pub fn cmd_results(c: ResultsCmd) -> Result<()> {
                 let t = results::runs_table(&recs);
                 print!("{}", if a.csv { results::render_csv(&t) } else { results::render_text(&t) });
             }
+            if !a.json && !a.csv {
+                let failed = results::failures(&recs);
+                if !failed.is_empty() {
+                    println!("\n{} failed or diverged (left out of best-over and scores):", failed.len());
+                    for (r, why) in failed {
+                        println!("  {} {} [{}]: {why}", r.status, if r.label.is_empty() { &r.preset } else { &r.label }, r.run_id);
+                    }
+                }
+            }
             Ok(())
         }
     }
 }
 
-/// Indexes DIR and writes DIR/plots; returns the records and plots.
-fn plots_of(dir: &Path, curves: bool) -> Result<(Vec<index::RunRecord>, plot::Plots)> {
-    let (_, recs) = index::index_dir(dir).map_err(e)?;
+/// Reads the runs under DIR and writes the plots into `out` (default DIR/plots).
+fn plots_of(dir: &Path, out: Option<PathBuf>, curves: bool) -> Result<(Vec<index::RunRecord>, plot::Plots, PathBuf)> {
+    let (recs, note) = index::index_dir(dir).map_err(e)?;
+    if let Some(n) = note {
+        eprintln!("note: {n}");
+    }
     if recs.is_empty() {
         bail!("no run directories (with config.toml) under {}", dir.display());
     }
-    let plots = plot::plot_all(&recs, &dir.join("plots"), curves).map_err(e)?;
-    Ok((recs, plots))
+    let out = out.unwrap_or_else(|| dir.join("plots"));
+    writable(&out)?;
+    let plots = plot::plot_all(&recs, &out, curves).map_err(e)?;
+    Ok((recs, plots, out))
 }
 
-pub fn cmd_plot(dir: PathBuf, no_curves: bool) -> Result<()> {
-    let (_, p) = plots_of(&dir, !no_curves)?;
+/// Fails early, with the fix, when `dir` cannot be created or written (a read-only results dir).
+fn writable(dir: &Path) -> Result<()> {
+    let probe = dir.join(".zoology-write-test");
+    let res = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&probe, b"")).and_then(|_| std::fs::remove_file(&probe));
+    res.map_err(|err| anyhow!("cannot write to {} ({err}); the results directory may be read-only: pass --out DIR to write elsewhere", dir.display()))
+}
+
+pub fn cmd_plot(dir: PathBuf, out: Option<PathBuf>, no_curves: bool) -> Result<()> {
+    let (_, p, out) = plots_of(&dir, out, !no_curves)?;
     for (what, x) in [("figure 2", &p.figure2), ("state size", &p.state)] {
         if let Some((png, _)) = x {
             println!("{what}: {} (and .svg)", png.display());
         }
     }
     if !p.curves.is_empty() {
-        println!("curves: {} runs in {}", p.curves.len(), dir.join("plots").join("curves").display());
+        println!("curves: {} runs in {}", p.curves.len(), out.join("curves").display());
     }
     Ok(())
 }
 
-pub fn cmd_report(dir: PathBuf) -> Result<PathBuf> {
-    let (recs, p) = plots_of(&dir, true)?;
-    let path = dir.join("report.html");
+pub fn cmd_report(dir: PathBuf, out: Option<PathBuf>) -> Result<PathBuf> {
+    let plots_dir = out.as_ref().map(|o| o.join("plots"));
+    let (recs, p, _) = plots_of(&dir, plots_dir, true)?;
+    let path = out.unwrap_or_else(|| dir.clone()).join("report.html");
     let title = recs.iter().map(|r| r.sweep.clone()).find(|s| !s.is_empty()).map(|s| format!("zoology-rs sweep {s}")).unwrap_or_else(|| "zoology-rs results".into());
     report::write_report(&recs, &p, &title, &path).map_err(e)?;
     println!("report: {}", path.display());
@@ -344,7 +441,7 @@ pub fn cmd_quickstart(out: Option<PathBuf>, workers: usize) -> Result<()> {
     );
     let start = std::time::Instant::now();
     let r = local::run_local(&s, &local::LocalOptions { out: out.clone(), workers, threads: None, retry_failed: false, quiet: false, exe: std::env::current_exe()?, device: None }).map_err(e)?;
-    let (idx, recs) = index::index_dir(&out).map_err(e)?;
+    let (path, recs) = index::build_index(&out).map_err(e)?;
     let p = plot::plot_all(&recs, &out.join("plots"), true).map_err(e)?;
     let title = "zoology-rs quickstart: attention vs BaseConv on MQAR";
     report::write_report(&recs, &p, title, &out.join("report.html")).map_err(e)?;
@@ -365,6 +462,9 @@ pub fn cmd_quickstart(out: Option<PathBuf>, workers: usize) -> Result<()> {
         println!("state:  {}", png.display());
     }
     println!("report: {}", out.join("report.html").display());
-    println!("index:  {}  (sqlite3 {} 'select preset, d_model, seq_len, lr, best_accuracy from runs')", idx.path.display(), idx.path.display());
+    println!("index:  {}  (sqlite3 {} 'select preset, d_model, seq_len, lr, best_accuracy from runs')", path.display(), path.display());
+    if !r.failed.is_empty() {
+        std::process::exit(local::EXIT_FAILED);
+    }
     Ok(())
 }

@@ -157,15 +157,22 @@ fn local_sweep_killed_midway_resumes_to_one_result_per_run() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn slurm_backend_runs_every_run() {
+/// Whether a Slurm cluster can run the test now; prints why not (the test is then skipped).
+fn slurm_ready(test: &str) -> bool {
     if Command::new("sbatch").arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
-        println!("SKIPPED slurm_backend_runs_every_run: `sbatch` is not on PATH (run .ci/slurm-setup.sh to start a one-node Slurm)");
-        return;
+        println!("SKIPPED {test}: `sbatch` is not on PATH (run .ci/slurm-setup.sh to start a one-node Slurm)");
+        return false;
     }
     let ok = Command::new("sinfo").args(["-h", "-o", "%T"]).output().map(|o| String::from_utf8_lossy(&o.stdout).contains("idle") || String::from_utf8_lossy(&o.stdout).contains("mix")).unwrap_or(false);
     if !ok {
-        println!("SKIPPED slurm_backend_runs_every_run: sbatch exists but no Slurm node is idle (is slurmctld/slurmd running? .ci/slurm-setup.sh starts them)");
+        println!("SKIPPED {test}: sbatch exists but no Slurm node is idle (is slurmctld/slurmd running? .ci/slurm-setup.sh starts them)");
+    }
+    ok
+}
+
+#[test]
+fn slurm_backend_runs_every_run() {
+    if !slurm_ready("slurm_backend_runs_every_run") {
         return;
     }
     let dir = tmpdir("sweep-slurm");
@@ -207,9 +214,9 @@ fn failed_run_is_recorded_skipped_and_retried_with_retry_failed() {
     let sweep = dir.join("tiny.toml");
     std::fs::write(&sweep, tiny_sweep("tiny-retry", 2)).unwrap();
     let out = dir.join("out");
-    let zoology = |args: &[&str]| {
+    let zoology = |args: &[&str], code: i32| {
         let o = Command::new(EXE).args(args).arg("--out").arg(&out).arg(&sweep).output().unwrap();
-        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
     };
     // Make run 0 fail: a directory where its metrics.jsonl must be written.
@@ -219,18 +226,101 @@ fn failed_run_is_recorded_skipped_and_retried_with_retry_failed() {
     let blocked = out.join("runs").join(format!("attention-{id0}"));
     std::fs::create_dir_all(blocked.join("metrics.jsonl")).unwrap();
 
-    let text = zoology(&["sweep", "run", "--workers", "2", "--threads", "1", "-q"]);
+    // a sweep with a failed run exits 2
+    let text = zoology(&["sweep", "run", "--workers", "2", "--threads", "1", "-q"], 2);
     assert!(text.contains("3 done, 1 failed") && text.contains("Is a directory"), "{text}");
-    let st = zoology(&["sweep", "status"]);
+    let st = zoology(&["sweep", "status"], 0);
     assert!(st.contains("3 done, 1 failed"), "{st}");
     assert!(blocked.join("failed.json").exists());
     // A plain re-run does not retry it.
-    let text = zoology(&["sweep", "run", "-q"]);
+    let text = zoology(&["sweep", "run", "-q"], 2);
     assert!(text.contains("ran 0") && text.contains("skipped 4"), "{text}");
     // Remove the cause; --retry-failed trains it and the sweep is complete.
     std::fs::remove_dir(blocked.join("metrics.jsonl")).unwrap();
-    let text = zoology(&["sweep", "run", "--retry-failed", "-q"]);
+    let text = zoology(&["sweep", "run", "--retry-failed", "-q"], 0);
     assert!(text.contains("ran 1 (1 done, 0 failed)") && text.contains("skipped 3"), "{text}");
     check_complete(&out, 4, 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Rewrites a run's running.json as if another node had written it (a host where no pid can be
+/// checked), with a fresh heartbeat: only Slurm can then tell whether its task still runs.
+fn as_if_from_another_node(run: &Path) -> serde_json::Value {
+    let p = run.join("running.json");
+    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    m["host"] = "node-that-went-away".into();
+    m["heartbeat"] = now().into();
+    std::fs::write(&p, m.to_string()).unwrap();
+    m
+}
+
+fn squeue_has(job: &str) -> bool {
+    let o = Command::new("squeue").args(["-h", "-j", job, "-o", "%i"]).output().unwrap();
+    o.status.success() && !String::from_utf8_lossy(&o.stdout).trim().is_empty()
+}
+
+/// A Slurm task cancelled mid-run (as a time limit or a node failure would) leaves a
+/// running.json behind. Readers must not trust it forever: its Slurm job is gone from squeue, so
+/// `sweep status` shows the run interrupted, and submitting again resumes it to the end.
+#[test]
+fn slurm_task_cancelled_mid_run_is_detected_and_resubmitted() {
+    if !slurm_ready("slurm_task_cancelled_mid_run_is_detected_and_resubmitted") {
+        return;
+    }
+    let dir = tmpdir("sweep-scancel");
+    let sweep = dir.join("one.toml");
+    let text = tiny_sweep("tiny-scancel", 4).replace("num_examples = 480", "num_examples = 2400").replace(
+        "[sweep.mixers.base_conv]\nmixer = { name = \"base_conv\", kernel_size = [3, -1] }\n",
+        "",
+    ).replace("\"train.lr\" = [1e-3, 3e-3]", "\"train.lr\" = [3e-3]");
+    std::fs::write(&sweep, text + "[slurm]\ncpus_per_task = 1\ntime = \"00:10:00\"\n").unwrap();
+    let out = dir.join("out");
+    let status = || {
+        let o = Command::new(EXE).args(["sweep", "status", "-v", "--out"]).arg(&out).arg(&sweep).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    // the trainer's heartbeat must not rewrite the marker this test edits
+    let o = Command::new(EXE).args(["sweep", "run", "--backend", "slurm", "--out"]).arg(&out).arg(&sweep).env("ZOOLOGY_HEARTBEAT_S", "3600").output().unwrap();
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success() && said.contains("submitted job array") && said.contains("1 tasks"), "{said}{}", String::from_utf8_lossy(&o.stderr));
+    let job = std::fs::read_to_string(out.join("slurm/jobs.txt")).unwrap().lines().next().unwrap().trim().to_string();
+    let t0 = Instant::now();
+    let run = loop {
+        let run = run_dirs(&out).into_iter().next();
+        if let Some(r) = run.filter(|r| r.join("checkpoint.safetensors").exists() && r.join("running.json").exists()) {
+            break r;
+        }
+        if t0.elapsed() > Duration::from_secs(240) || (t0.elapsed() > Duration::from_secs(5) && !squeue_has(&job)) {
+            let _ = Command::new("scancel").arg(&job).status();
+            panic!("the task never checkpointed while running (job {job}); logs in {}", out.join("slurm").display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // a live task on "another node": Slurm says it runs, so the run is running
+    let m = as_if_from_another_node(&run);
+    assert!(m["slurm_job_id"].as_str().is_some(), "the marker names the Slurm task: {m}");
+    let st = status();
+    assert!(st.contains("1 running"), "{st}");
+    assert!(Command::new("scancel").arg(&job).status().unwrap().success());
+    let t0 = Instant::now();
+    while squeue_has(&job) {
+        assert!(t0.elapsed() < Duration::from_secs(60), "scancel did not end job {job}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(run.join("running.json").exists() && !run.join("summary.json").exists(), "the cancelled task left its marker (what a time limit or a node failure leaves)");
+    as_if_from_another_node(&run);
+    let st = status();
+    assert!(st.contains("0 running") && st.contains("1 interrupted") && st.contains("no longer in squeue"), "{st}");
+    // submitting again resumes it from its checkpoint to the end
+    let o = Command::new(EXE).args(["sweep", "run", "--backend", "slurm", "--wait", "--wait-timeout", "300", "--out"]).arg(&out).arg(&sweep).output().unwrap();
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{said}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(said.contains("submitted job array") && said.contains("1 done, 0 failed"), "{said}");
+    assert_eq!(eval_epochs(&run), vec![1, 2, 3, 4], "each epoch evaluated once across the cancel and the resubmission");
+    assert!(!run.join("running.json").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

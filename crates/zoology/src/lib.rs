@@ -3,7 +3,7 @@
 //! Data flow of one run: a TOML config ([`train::config::RunConfig`]) → task generators
 //! ([`tasks`]) build train/test [`tasks::Segment`]s → a [`model::LanguageModel`] built from a
 //! registered sequence mixer ([`mixers`]) → the training loop ([`train`]) → a run directory
-//! (config, metrics.jsonl, summary.json, checkpoint.safetensors).
+//! (config, metrics.jsonl, summary.json, checkpoint.safetensors; the protocol is [`rundir`]).
 
 pub mod analysis;
 pub mod bench;
@@ -12,6 +12,7 @@ pub mod error;
 pub mod mixers;
 pub mod model;
 pub mod results;
+pub mod rundir;
 pub mod sweep;
 pub mod tasks;
 pub mod text;

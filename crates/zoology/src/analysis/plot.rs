@@ -58,9 +58,10 @@ pub(crate) fn perr<E: std::fmt::Debug>(what: &str) -> impl Fn(E) -> Error + '_ {
     move |e| Error::Other(format!("plotting {what}: {e:?}"))
 }
 
-/// Which runs go into the plots: finished ones with an accuracy.
+/// Which runs go into the accuracy plots: finished ones with an accuracy (not failed or
+/// diverged ones; their curves are still drawn).
 fn usable(recs: &[RunRecord]) -> Vec<RunRecord> {
-    recs.iter().filter(|r| r.best_accuracy.is_some()).cloned().collect()
+    recs.iter().filter(|r| crate::results::is_result(r)).cloned().collect()
 }
 
 fn pow2_label(x: &f64) -> String {
@@ -366,8 +367,9 @@ pub fn curves_of(r: &RunRecord) -> Curves {
     let mut acc = vec![];
     for l in lines {
         match l {
-            MetricLine::Train { step, loss: x, .. } => loss.push((step as f64, x)),
-            MetricLine::Eval { step, result, .. } => acc.push((step as f64, result.accuracy)),
+            MetricLine::Train { step, loss: x, .. } if x.is_finite() => loss.push((step as f64, x)),
+            MetricLine::Eval { step, result, .. } if result.accuracy.is_finite() => acc.push((step as f64, result.accuracy)),
+            _ => {}
         }
     }
     Curves { title: format!("{} ({})", if r.label.is_empty() { &r.preset } else { &r.label }, r.run_id), mixer: r.preset.clone(), loss, acc }
@@ -375,9 +377,18 @@ pub fn curves_of(r: &RunRecord) -> Curves {
 
 /// Writes every plot for these runs under `out` (`figure2.png/svg`, `state_size.png/svg`,
 /// `curves/<run dir name>.png/svg`).
-pub fn plot_all(recs: &[RunRecord], out: &Path, with_curves: bool) -> Result<Plots> {
-    let recs = usable(recs);
+pub fn plot_all(all: &[RunRecord], out: &Path, with_curves: bool) -> Result<Plots> {
+    let recs = usable(all);
     let mut plots = Plots::default();
+    if with_curves {
+        for r in all.iter().filter(|r| r.best_accuracy.is_some()) {
+            let c = curves_of(r);
+            let name = Path::new(&r.run_dir).file_name().and_then(|s| s.to_str()).unwrap_or(&r.run_id).to_string();
+            let stem = out.join("curves").join(&name);
+            let svg = render_both(&stem, (860, 330), &c)?;
+            plots.curves.insert(r.run_dir.clone(), (stem.with_extension("png"), svg));
+        }
+    }
     if recs.is_empty() {
         return Ok(plots);
     }
@@ -398,15 +409,6 @@ pub fn plot_all(recs: &[RunRecord], out: &Path, with_curves: bool) -> Result<Plo
         let stem = out.join("state_size");
         let svg = render_both(&stem, (900 + LEGEND_W, 560), &fig)?;
         plots.state = Some((stem.with_extension("png"), svg));
-    }
-    if with_curves {
-        for r in &recs {
-            let c = curves_of(r);
-            let name = Path::new(&r.run_dir).file_name().and_then(|s| s.to_str()).unwrap_or(&r.run_id).to_string();
-            let stem = out.join("curves").join(&name);
-            let svg = render_both(&stem, (860, 330), &c)?;
-            plots.curves.insert(r.run_dir.clone(), (stem.with_extension("png"), svg));
-        }
     }
     Ok(plots)
 }

@@ -43,7 +43,21 @@ svg{{max-width:100%;height:auto}}details{{margin:0.4em 0}}summary{{cursor:pointe
     ));
     h.push_str(&format!("<h1>{}</h1>\n", esc(title)));
     let done = recs.iter().filter(|r| r.status == "done").count();
-    h.push_str(&format!("<p>{} runs: {done} done, {} other (failed, diverged, pending). Accuracy is Zoology's: the per-example accuracy on query positions of the test set, best over epochs.</p>\n", recs.len(), recs.len() - done));
+    let failed = crate::results::failures(recs);
+    h.push_str(&format!(
+        "<p>{} runs: {done} done, {} failed or diverged, {} unfinished. Accuracy is Zoology's: the per-example accuracy on query positions of the test set, best over epochs. Failed and diverged runs are left out of the plots and tables of results.</p>\n",
+        recs.len(),
+        failed.len(),
+        recs.len() - done - failed.len()
+    ));
+    if !failed.is_empty() {
+        h.push_str("<h2>Failed and diverged runs</h2>\n");
+        let mut t = vec![vec!["run".to_string(), "status".into(), "reason".into(), "run_id".into()]];
+        for (r, why) in &failed {
+            t.push(vec![if r.label.is_empty() { r.preset.clone() } else { r.label.clone() }, r.status.clone(), why.clone(), r.run_id.clone()]);
+        }
+        h.push_str(&html_table(&t));
+    }
     if let Some((_, svg)) = &plots.figure2 {
         h.push_str("<h2>Accuracy vs model dimension (best over learning rate)</h2>\n");
         h.push_str(inline_svg(svg));

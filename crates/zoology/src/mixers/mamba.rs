@@ -169,6 +169,7 @@ impl Mamba {
         lay.merge(&y, 1)
     }
 
+    #[cfg(test)]
     /// Reference scan over prepared inputs, written out per position (it does not call
     /// [`Self::ssm_step`]): `h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t x_t) B_tᵀ`, `y_t = h_t C_t`. `[B, L, E]`.
     fn scan_loop(&self, inp: &Inputs) -> Tensor {

@@ -157,14 +157,16 @@ impl Default for ModelConfig {
 impl ModelConfig {
     /// `max_seq_len`: longest sequence in the data.
     pub fn validate(&self, vocab_size: i64, max_seq_len: i64) -> Result<()> {
-        if self.d_model < 1 {
-            return Err(config_err("model.d_model", format!("must be ≥ 1 (got {})", self.d_model)));
+        use crate::train::config::limits::{MAX_D_MODEL, MAX_LAYERS, MAX_POSITIONS};
+        if !(1..=MAX_D_MODEL).contains(&self.d_model) {
+            return Err(config_err("model.d_model", format!("must be in [1, {MAX_D_MODEL}] (got {})", self.d_model)));
         }
-        if self.n_layers < 1 {
-            return Err(config_err("model.n_layers", format!("must be ≥ 1 (got {})", self.n_layers)));
+        // bounded before the per-layer checks below, which visit every layer
+        if !(1..=MAX_LAYERS).contains(&self.n_layers) {
+            return Err(config_err("model.n_layers", format!("must be in [1, {MAX_LAYERS}] (got {})", self.n_layers)));
         }
-        if self.max_position_embeddings < 0 {
-            return Err(config_err("model.max_position_embeddings", "must be ≥ 0 (0 = no position embeddings)"));
+        if !(0..=MAX_POSITIONS).contains(&self.max_position_embeddings) {
+            return Err(config_err("model.max_position_embeddings", format!("must be in [0, {MAX_POSITIONS}] (got {}); 0 = no position embeddings", self.max_position_embeddings)));
         }
         if self.max_position_embeddings > 0 && self.max_position_embeddings < max_seq_len {
             return Err(config_err(

@@ -1,13 +1,16 @@
-//! The SQLite index of run directories: one row per run, keyed by run id (upserts, so a
-//! re-index or a second writer never duplicates a row). WAL journal, `BEGIN IMMEDIATE`
-//! transactions, a busy timeout and a retry loop let several processes (sweep workers, Slurm
-//! tasks) write at once.
+//! The SQLite index of run directories: one row per run, keyed by run id. The run
+//! directories are the truth and the index a cache of them for other tools, built by one
+//! process at a time (`zoology results index`, the local sweep parent when its children have
+//! ended, `sweep run --backend slurm --wait`), never by the runs themselves. It is written
+//! whole into a temporary file and renamed into place, so a reader sees the old index or the new
+//! one, nothing needs SQLite's locking (which does not work over NFS and the like), and two
+//! builders at once each leave a complete index. Readers of a read-only results directory get
+//! the records without the index being rewritten.
 
 use crate::error::{io_err, Error, Result};
-use crate::sweep::{run_state, RunState, SweepMeta};
+use crate::rundir::{self, float, RunState};
 use crate::train::config::RunConfig;
-use crate::train::metrics::read_summary;
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +28,7 @@ pub struct RunRecord {
     pub mixer: String,
     pub d_model: i64,
     pub n_layers: i64,
+    #[serde(with = "float")]
     pub lr: f64,
     /// Longest training sequence and its number of kv pairs.
     pub seq_len: i64,
@@ -37,14 +41,20 @@ pub struct RunRecord {
     /// done | diverged | failed | interrupted | running | pending
     pub status: String,
     pub stop_reason: Option<String>,
+    /// Why a failed or diverged run did not finish.
     pub error: Option<String>,
+    #[serde(with = "float::opt")]
     pub best_accuracy: Option<f64>,
+    #[serde(with = "float::opt")]
     pub final_accuracy: Option<f64>,
     pub best_epoch: Option<i64>,
+    #[serde(with = "float::map")]
     pub slices: BTreeMap<String, f64>,
+    #[serde(with = "float::map")]
     pub best_slices: BTreeMap<String, f64>,
     pub num_parameters: Option<i64>,
     pub state_size: Option<i64>,
+    #[serde(with = "float::opt")]
     pub wall_time_s: Option<f64>,
     pub epochs: Option<i64>,
     pub steps: Option<i64>,
@@ -70,11 +80,16 @@ pub fn flatten(v: &serde_json::Value, prefix: &str, out: &mut BTreeMap<String, s
 }
 
 impl RunRecord {
-    /// Reads a run directory (config.toml, summary.json, sweep.json, failed.json).
+    /// Reads a run directory (config.toml, summary.json, sweep.json, failed.json). The
+    /// config's device is not checked (a results machine need not have the run's GPU).
     pub fn from_dir(dir: &Path) -> Result<RunRecord> {
-        let cfg = RunConfig::load(&dir.join("config.toml"))?;
-        let meta: Option<SweepMeta> = std::fs::read_to_string(dir.join("sweep.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
-        let id = crate::sweep::grid::stable_id(&cfg);
+        let path = dir.join(rundir::CONFIG);
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| Error::Data(format!("{}: not valid TOML: {e}", path.display())))?;
+        table.insert("device".into(), toml::Value::String("cpu".into()));
+        let cfg = RunConfig::from_table(table).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+        let meta = rundir::read_sweep_meta(dir);
+        let id = rundir::run_id(&cfg);
         let mut c = cfg.clone();
         c.threads = 0;
         let mut hparams = BTreeMap::new();
@@ -90,10 +105,10 @@ impl RunRecord {
             .filter_map(|(_, v)| v.as_i64())
             .max()
             .unwrap_or(0);
-        let state = run_state(dir);
-        let summary = read_summary(dir).ok();
+        let state = rundir::run_state(dir);
+        let summary = rundir::read_summary(dir).ok();
         let (status, error) = match (&state, &summary) {
-            (_, Some(s)) => (s.status.clone(), None),
+            (_, Some(s)) => (s.status.clone(), s.failure()),
             (RunState::Failed(why), None) => ("failed".to_string(), Some(why.clone())),
             (other, None) => (other.word().to_string(), None),
         };
@@ -114,7 +129,7 @@ impl RunRecord {
             test_seq_lens: cfg.data.test.iter().map(|t| t.seq_len() as i64).collect(),
             hparams,
             status,
-            stop_reason: summary.as_ref().map(|s| serde_json::to_value(s.stop_reason).unwrap().as_str().unwrap_or("").to_string()),
+            stop_reason: summary.as_ref().map(|s| s.stop_reason.word().to_string()),
             error,
             best_accuracy: summary.as_ref().map(|s| s.best_accuracy),
             final_accuracy: summary.as_ref().map(|s| s.final_accuracy),
@@ -146,7 +161,7 @@ impl RunRecord {
 }
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS runs (
+CREATE TABLE runs (
   run_id TEXT PRIMARY KEY,
   run_dir TEXT NOT NULL,
   sweep TEXT, label TEXT, preset TEXT, mixer TEXT,
@@ -162,135 +177,91 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 ";
 
+/// A read-only handle on an index file.
 pub struct Index {
     conn: Connection,
     pub path: PathBuf,
-}
-
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
 }
 
 fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |e| Error::Other(format!("{}: sqlite: {e}", path.display()))
 }
 
-/// Retries `f` while SQLite reports the database busy (another writer), up to ~60 s.
-fn retry<T>(path: &Path, mut f: impl FnMut() -> rusqlite::Result<T>) -> Result<T> {
-    let mut wait = Duration::from_millis(5);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_millis(200));
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// Writes a complete index of `recs` to `path`: into a temporary file next to it, then renamed
+/// over it (so readers and concurrent builders never see a partial index). A run id that
+/// appears twice (the same run in two directories) keeps its last record.
+pub fn write_index(path: &Path, recs: &[RunRecord]) -> Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("results.sqlite");
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let res = (|| -> rusqlite::Result<()> {
+        let mut conn = Connection::open(&tmp)?;
+        conn.execute_batch(SCHEMA)?;
+        let tx = conn.transaction()?;
+        {
+            let mut st = tx.prepare(
+                "INSERT OR REPLACE INTO runs (run_id, run_dir, sweep, label, preset, mixer, d_model, n_layers, lr, seq_len, num_kv_pairs, vocab_size,
+                   train_seq_lens, test_seq_lens, hparams, status, stop_reason, error, best_accuracy, final_accuracy, best_epoch,
+                   slices, best_slices, num_parameters, state_size, wall_time_s, epochs, steps, record, updated_at)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30)",
+            )?;
+            // SQLite stores NaN as NULL; the record JSON keeps the value
+            let real = |x: Option<f64>| x.filter(|v| v.is_finite());
+            for r in recs {
+                st.execute(params![
+                    r.run_id, r.run_dir, r.sweep, r.label, r.preset, r.mixer, r.d_model, r.n_layers, real(Some(r.lr)), r.seq_len, r.num_kv_pairs,
+                    r.vocab_size, json(&r.train_seq_lens), json(&r.test_seq_lens), json(&r.hparams), r.status, r.stop_reason, r.error,
+                    real(r.best_accuracy), real(r.final_accuracy), r.best_epoch, json(&r.slices), json(&r.best_slices), r.num_parameters,
+                    r.state_size, real(r.wall_time_s), r.epochs, r.steps, json(r), rundir::now()
+                ])?;
             }
-            Err(e) => return Err(db_err(path)(e)),
         }
+        tx.commit()?;
+        conn.close().map_err(|(_, e)| e)
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(db_err(path)(e));
     }
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err(&tmp))?;
+    // an index written by an older version in WAL mode may have these beside it
+    for ext in ["-wal", "-shm", "-journal"] {
+        let _ = std::fs::remove_file(path.with_file_name(format!("{name}{ext}")));
+    }
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    Ok(())
 }
 
 impl Index {
+    /// Opens an existing index read-only.
     pub fn open(path: &Path) -> Result<Index> {
-        if let Some(p) = path.parent() {
-            std::fs::create_dir_all(p).map_err(io_err(p))?;
+        if !path.is_file() {
+            return Err(Error::Other(format!("{}: no index here; build it with `zoology results index DIR`", path.display())));
         }
-        let conn = Connection::open(path).map_err(db_err(path))?;
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(db_err(path))?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(db_err(path))?;
-        retry(path, || conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)))?;
-        retry(path, || conn.execute_batch(SCHEMA))?;
         Ok(Index { conn, path: path.to_path_buf() })
     }
 
-    /// Inserts or replaces the rows of these records, in one transaction.
-    pub fn upsert_all(&self, recs: &[RunRecord]) -> Result<()> {
-        retry(&self.path, || {
-            self.conn.execute_batch("BEGIN IMMEDIATE")?;
-            let res = (|| {
-                let mut st = self.conn.prepare_cached(
-                    "INSERT INTO runs (run_id, run_dir, sweep, label, preset, mixer, d_model, n_layers, lr, seq_len, num_kv_pairs, vocab_size,
-                       train_seq_lens, test_seq_lens, hparams, status, stop_reason, error, best_accuracy, final_accuracy, best_epoch,
-                       slices, best_slices, num_parameters, state_size, wall_time_s, epochs, steps, record, updated_at)
-                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30)
-                     ON CONFLICT(run_id) DO UPDATE SET run_dir=excluded.run_dir, sweep=excluded.sweep, label=excluded.label,
-                       preset=excluded.preset, mixer=excluded.mixer, d_model=excluded.d_model, n_layers=excluded.n_layers, lr=excluded.lr,
-                       seq_len=excluded.seq_len, num_kv_pairs=excluded.num_kv_pairs, vocab_size=excluded.vocab_size,
-                       train_seq_lens=excluded.train_seq_lens, test_seq_lens=excluded.test_seq_lens, hparams=excluded.hparams,
-                       status=excluded.status, stop_reason=excluded.stop_reason, error=excluded.error, best_accuracy=excluded.best_accuracy,
-                       final_accuracy=excluded.final_accuracy, best_epoch=excluded.best_epoch, slices=excluded.slices,
-                       best_slices=excluded.best_slices, num_parameters=excluded.num_parameters, state_size=excluded.state_size,
-                       wall_time_s=excluded.wall_time_s, epochs=excluded.epochs, steps=excluded.steps, record=excluded.record,
-                       updated_at=excluded.updated_at",
-                )?;
-                for r in recs {
-                    let j = |v: &dyn erased::Ser| v.json();
-                    st.execute(params![
-                        r.run_id, r.run_dir, r.sweep, r.label, r.preset, r.mixer, r.d_model, r.n_layers, r.lr, r.seq_len, r.num_kv_pairs,
-                        r.vocab_size, j(&r.train_seq_lens), j(&r.test_seq_lens), j(&r.hparams), r.status, r.stop_reason, r.error,
-                        r.best_accuracy, r.final_accuracy, r.best_epoch, j(&r.slices), j(&r.best_slices), r.num_parameters,
-                        r.state_size, r.wall_time_s, r.epochs, r.steps, j(r), crate::sweep::now()
-                    ])?;
-                }
-                Ok(())
-            })();
-            match res {
-                Ok(()) => self.conn.execute_batch("COMMIT"),
-                Err(e) => {
-                    let _ = self.conn.execute_batch("ROLLBACK");
-                    Err(e)
-                }
-            }
-        })
-    }
-
-    pub fn upsert(&self, r: &RunRecord) -> Result<()> {
-        self.upsert_all(std::slice::from_ref(r))
-    }
-
-    /// Deletes rows whose run directory is gone.
-    pub fn prune_missing(&self) -> Result<usize> {
-        let dirs: Vec<(String, String)> = retry(&self.path, || {
-            let mut st = self.conn.prepare("SELECT run_id, run_dir FROM runs")?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
-        })?;
-        let mut n = 0;
-        for (id, d) in dirs {
-            if !Path::new(&d).join("config.toml").exists() {
-                n += retry(&self.path, || self.conn.execute("DELETE FROM runs WHERE run_id = ?1", [&id]))?;
-            }
-        }
-        Ok(n)
-    }
-
     pub fn all(&self) -> Result<Vec<RunRecord>> {
-        let texts: Vec<String> = retry(&self.path, || {
-            let mut st = self.conn.prepare("SELECT record FROM runs ORDER BY run_dir")?;
-            let rows = st.query_map([], |r| r.get(0))?;
-            rows.collect()
-        })?;
+        let mut st = self.conn.prepare("SELECT record FROM runs ORDER BY run_dir").map_err(db_err(&self.path))?;
+        let texts: Vec<String> = st.query_map([], |r| r.get(0)).and_then(|rows| rows.collect()).map_err(db_err(&self.path))?;
         texts.iter().map(|t| serde_json::from_str(t).map_err(|e| Error::Other(format!("{}: bad record: {e}", self.path.display())))).collect()
     }
 
     pub fn count(&self) -> Result<i64> {
-        retry(&self.path, || self.conn.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0)))
+        self.conn.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0)).map_err(db_err(&self.path))
     }
 
     pub fn get(&self, run_id: &str) -> Result<Option<RunRecord>> {
-        let t: Option<String> = retry(&self.path, || self.conn.query_row("SELECT record FROM runs WHERE run_id = ?1", [run_id], |r| r.get(0)).optional())?;
+        let t: Option<String> = self.conn.query_row("SELECT record FROM runs WHERE run_id = ?1", [run_id], |r| r.get(0)).optional().map_err(db_err(&self.path))?;
         Ok(t.and_then(|t| serde_json::from_str(&t).ok()))
-    }
-}
-
-mod erased {
-    pub trait Ser {
-        fn json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn json(&self) -> String {
-            serde_json::to_string(self).unwrap()
-        }
     }
 }
 
@@ -317,9 +288,12 @@ pub fn find_run_dirs(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Builds or refreshes `root/results.sqlite` from the run directories under `root`.
-pub fn index_dir(root: &Path) -> Result<(Index, Vec<RunRecord>)> {
-    let idx = Index::open(&root.join(super::INDEX_FILE))?;
+/// The records of every run directory under `root`, sorted by directory. A missing `root` is an
+/// error (not an empty result); an unreadable run directory is skipped with a warning.
+pub fn records(root: &Path) -> Result<Vec<RunRecord>> {
+    if !root.is_dir() {
+        return Err(Error::Other(format!("{}: no such results directory (give a sweep's output directory, or a directory with run directories)", root.display())));
+    }
     let mut recs = vec![];
     for d in find_run_dirs(root) {
         match RunRecord::from_dir(&d) {
@@ -327,9 +301,27 @@ pub fn index_dir(root: &Path) -> Result<(Index, Vec<RunRecord>)> {
             Err(e) => eprintln!("warning: skipping {}: {e}", d.display()),
         }
     }
-    idx.upsert_all(&recs)?;
-    idx.prune_missing()?;
-    Ok((idx, recs))
+    Ok(recs)
+}
+
+/// Builds `root/results.sqlite` from the run directories under `root` (`zoology results index`).
+pub fn build_index(root: &Path) -> Result<(PathBuf, Vec<RunRecord>)> {
+    let recs = records(root)?;
+    let path = root.join(super::INDEX_FILE);
+    write_index(&path, &recs)?;
+    Ok((path, recs))
+}
+
+/// The records under `root`, refreshing the index when the directory can be written: a
+/// read-only results directory still gives its records, with the reason the index was not
+/// refreshed as the second value.
+pub fn index_dir(root: &Path) -> Result<(Vec<RunRecord>, Option<String>)> {
+    let recs = records(root)?;
+    let path = root.join(super::INDEX_FILE);
+    match write_index(&path, &recs) {
+        Ok(()) => Ok((recs, None)),
+        Err(e) => Ok((recs, Some(format!("the index {} was not refreshed: {e}", path.display())))),
+    }
 }
 
 #[cfg(test)]
@@ -376,34 +368,42 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn upsert_replaces_by_run_id() {
+    fn index_is_rebuilt_whole_and_replaces_the_old_one() {
         let dir = std::env::temp_dir().join(format!("zoology-idx-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let idx = Index::open(&dir.join("r.sqlite")).unwrap();
-        idx.upsert(&rec("a", "attention", 64, 64, 1e-3, 0.5)).unwrap();
-        idx.upsert(&rec("a", "attention", 64, 64, 1e-3, 0.9)).unwrap();
-        idx.upsert(&rec("b", "attention", 64, 64, 1e-2, 0.7)).unwrap();
-        assert_eq!(idx.count().unwrap(), 2);
-        assert_eq!(idx.get("a").unwrap().unwrap().best_accuracy, Some(0.9));
-        assert_eq!(idx.all().unwrap().len(), 2);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("r.sqlite");
+        write_index(&p, &[rec("a", "attention", 64, 64, 1e-3, 0.5), rec("b", "attention", 64, 64, 1e-2, 0.7)]).unwrap();
+        assert_eq!(Index::open(&p).unwrap().count().unwrap(), 2);
+        let mut nan = rec("a", "attention", 64, 64, 1e-3, 0.9);
+        nan.final_accuracy = Some(f64::NAN);
+        write_index(&p, &[nan.clone(), nan]).unwrap();
+        let idx = Index::open(&p).unwrap();
+        assert_eq!(idx.count().unwrap(), 1);
+        let a = idx.get("a").unwrap().unwrap();
+        assert_eq!(a.best_accuracy, Some(0.9));
+        assert!(a.final_accuracy.unwrap().is_nan(), "the record keeps a NaN");
+        // no temporary files are left behind
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("r.sqlite")]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn concurrent_writers_lose_and_duplicate_nothing() {
+    fn concurrent_builders_each_leave_a_complete_index() {
         let dir = std::env::temp_dir().join(format!("zoology-idx-conc-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("r.sqlite");
-        Index::open(&path).unwrap();
-        let threads: Vec<_> = (0..6)
-            .map(|t| {
-                let path = path.clone();
+        let recs: Vec<RunRecord> = (0..60).map(|i| rec(&format!("run{i}"), "attention", 64, 64, 1e-3, 0.1)).collect();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (path, recs) = (path.clone(), recs.clone());
                 std::thread::spawn(move || {
-                    let idx = Index::open(&path).unwrap(); // own connection per writer
-                    for i in 0..40 {
-                        // every writer writes every id: upserts must not duplicate
-                        idx.upsert(&rec(&format!("run{i}"), "attention", 64, 64, 1e-3, (t * 100 + i) as f64)).unwrap();
-                        idx.upsert(&rec(&format!("own{t}-{i}"), "base_conv", 64, 64, 1e-3, 0.1)).unwrap();
+                    for _ in 0..5 {
+                        write_index(&path, &recs).unwrap();
+                        // a reader in between always sees a whole index
+                        assert_eq!(Index::open(&path).unwrap().count().unwrap(), 60);
                     }
                 })
             })
@@ -411,11 +411,7 @@ pub(crate) mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        let idx = Index::open(&path).unwrap();
-        assert_eq!(idx.count().unwrap(), 40 + 6 * 40);
-        let all = idx.all().unwrap();
-        let ids: std::collections::HashSet<_> = all.iter().map(|r| r.run_id.clone()).collect();
-        assert_eq!(ids.len(), all.len());
+        assert_eq!(Index::open(&path).unwrap().all().unwrap().len(), 60);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

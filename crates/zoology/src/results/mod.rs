@@ -22,8 +22,24 @@ pub fn config_key(k: &str) -> String {
 }
 
 /// Keeps records whose field `k` equals `v` (`--where mixer=attention --where d_model=64`).
-pub fn filter(recs: Vec<RunRecord>, wheres: &[(String, String)]) -> Vec<RunRecord> {
-    recs.into_iter()
+/// A key that no record has (not a column, short name or config key) is an error naming the
+/// keys there are, not a silently empty table.
+pub fn filter(recs: Vec<RunRecord>, wheres: &[(String, String)]) -> crate::Result<Vec<RunRecord>> {
+    for (k, _) in wheres {
+        if !recs.iter().any(|r| r.get(k).or_else(|| r.get(&config_key(k))).is_some()) {
+            let mut known: Vec<String> = recs.first().and_then(|r| serde_json::to_value(r).ok()).and_then(|v| v.as_object().map(|o| o.keys().filter(|k| *k != "hparams").cloned().collect())).unwrap_or_default();
+            let mut keys: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+            for r in &recs {
+                keys.extend(r.hparams.keys().cloned());
+            }
+            known.extend(keys);
+            return Err(crate::Error::Config {
+                field: format!("--where {k}"),
+                msg: format!("no run has a field {k:?}; use a column ({}), a short name (lr, d_model, n_layers, epochs, ...) or a dotted config key", known.join(", ")),
+            });
+        }
+    }
+    Ok(recs.into_iter()
         .filter(|r| {
             wheres.iter().all(|(k, v)| match r.get(k).or_else(|| r.get(&config_key(k))) {
                 Some(serde_json::Value::String(s)) => &s == v,
@@ -35,7 +51,18 @@ pub fn filter(recs: Vec<RunRecord>, wheres: &[(String, String)]) -> Vec<RunRecor
                 None => false,
             })
         })
-        .collect()
+        .collect())
+}
+
+/// Runs that count as results: finished normally with an accuracy. Failed and diverged runs
+/// are listed with their reasons, never averaged or plotted as if they were results.
+pub fn is_result(r: &RunRecord) -> bool {
+    r.status == "done" && r.best_accuracy.map(|a| a.is_finite()).unwrap_or(false)
+}
+
+/// Failed and diverged runs with their reasons (for tables and reports).
+pub fn failures(recs: &[RunRecord]) -> Vec<(&RunRecord, String)> {
+    recs.iter().filter(|r| r.status == "failed" || r.status == "diverged").map(|r| (r, r.error.clone().unwrap_or_else(|| r.status.clone()))).collect()
 }
 
 /// One group of runs that differ only in the best-over keys, and its best run.
@@ -67,11 +94,11 @@ fn group_key(r: &RunRecord, drop: &[String]) -> String {
 }
 
 /// Best accuracy over `keys` (e.g. `["lr"]`): one row per group of runs that agree on every
-/// other config value. Runs without an accuracy (pending, failed) are left out.
+/// other config value. Only [`is_result`] runs count (pending, failed, diverged are left out).
 pub fn best_over(recs: &[RunRecord], keys: &[String]) -> Vec<BestRow> {
     let drop: Vec<String> = keys.iter().map(|k| config_key(k)).collect();
     let mut groups: BTreeMap<String, Vec<&RunRecord>> = BTreeMap::new();
-    for r in recs.iter().filter(|r| r.best_accuracy.is_some()) {
+    for r in recs.iter().filter(|r| is_result(r)) {
         groups.entry(group_key(r, &drop)).or_default().push(r);
     }
     let mut rows: Vec<BestRow> = groups
@@ -114,7 +141,7 @@ pub struct Score {
 /// ...), and averages over task settings.
 pub fn mad_scores(recs: &[RunRecord]) -> Vec<Score> {
     let mut models: BTreeMap<(String, String), BTreeMap<String, (f64, usize)>> = BTreeMap::new();
-    for r in recs.iter().filter(|r| r.best_accuracy.is_some()) {
+    for r in recs.iter().filter(|r| is_result(r)) {
         let model: Vec<String> = r.hparams.iter().filter(|(k, _)| k.starts_with("model.")).map(|(k, v)| format!("{}={v}", &k[6..])).collect();
         let task: Vec<String> = r.hparams.iter().filter(|(k, _)| k.starts_with("data.")).map(|(k, v)| format!("{k}={v}")).collect();
         let e = models.entry((r.preset.clone(), model.join(" "))).or_default().entry(task.join(";")).or_insert((f64::NEG_INFINITY, 0));
@@ -233,10 +260,14 @@ mod tests {
         // best over lr and d_model: one row per mixer
         let rows = best_over(&recs, &["lr".into(), "d_model".into()]);
         assert_eq!(rows.len(), 2);
-        // pending runs are left out
+        // pending runs are left out, and so are diverged ones (even with an accuracy)
         let mut p = rec("p", "attention", 64, 64, 3e-3, 0.0);
         p.best_accuracy = None;
-        assert_eq!(best_over(&[p], &["lr".into()]).len(), 0);
+        let mut dv = rec("d", "attention", 64, 64, 1e-1, 0.95);
+        dv.status = "diverged".into();
+        assert_eq!(best_over(&[p, dv.clone()], &["lr".into()]).len(), 0);
+        assert_eq!(best_over(&[recs[0].clone(), dv.clone()], &["lr".into()])[0].best_accuracy, 0.5);
+        assert!(mad_scores(&[dv]).is_empty());
     }
 
     #[test]
@@ -259,9 +290,12 @@ mod tests {
     #[test]
     fn where_filters_by_column_or_config_key() {
         let recs = vec![rec("a1", "attention", 64, 64, 1e-3, 0.5), rec("a2", "attention", 128, 64, 1e-2, 0.9), rec("b", "base_conv", 64, 64, 1e-3, 0.1)];
-        assert_eq!(filter(recs.clone(), &[("preset".into(), "attention".into())]).len(), 2);
-        assert_eq!(filter(recs.clone(), &[("d_model".into(), "64".into())]).len(), 2);
-        assert_eq!(filter(recs.clone(), &[("lr".into(), "0.001".into())]).len(), 2);
-        assert_eq!(filter(recs, &[("model.mixer.name".into(), "base_conv".into())]).len(), 1);
+        assert_eq!(filter(recs.clone(), &[("preset".into(), "attention".into())]).unwrap().len(), 2);
+        assert_eq!(filter(recs.clone(), &[("d_model".into(), "64".into())]).unwrap().len(), 2);
+        assert_eq!(filter(recs.clone(), &[("lr".into(), "0.001".into())]).unwrap().len(), 2);
+        assert_eq!(filter(recs.clone(), &[("model.mixer.name".into(), "base_conv".into())]).unwrap().len(), 1);
+        // a key no run has is an error, not an empty table
+        let e = filter(recs, &[("d_modle".into(), "64".into())]).unwrap_err().to_string();
+        assert!(e.contains("d_modle") && e.contains("model.d_model"), "{e}");
     }
 }

@@ -24,7 +24,8 @@
 //! the run and the field.
 
 use crate::error::{config_err, io_err, Error, Result};
-use crate::train::config::{run_id, set_path, RunConfig};
+use crate::rundir::run_id;
+use crate::train::config::{set_path, RunConfig};
 use std::path::Path;
 
 /// One expanded run.
@@ -228,7 +229,7 @@ impl Sweep {
                 }
                 resolve_refs(&mut table).map_err(|e| wrap(&ctx(""), e))?;
                 let config = RunConfig::from_table(table).map_err(|e| wrap(&ctx(""), e))?;
-                let id = stable_id(&config);
+                let id = run_id(&config);
                 if let Some(prev) = seen.insert(id.clone(), index) {
                     return Err(Error::Other(format!(
                         "{origin}: runs {prev} and {index} resolve to the same config (id {id}); remove the duplicate values from [sweep]"
@@ -240,15 +241,6 @@ impl Sweep {
         }
         Ok(Sweep { name, path: origin.into(), runs, slurm })
     }
-}
-
-/// The run id of a config, ignoring `threads` and `device` (where and on how many cores a run
-/// computes is not what it computes; the sweep runner sets them per machine).
-pub fn stable_id(cfg: &RunConfig) -> String {
-    let mut c = cfg.clone();
-    c.threads = 0;
-    c.device = Default::default();
-    run_id(&c)
 }
 
 fn wrap(ctx: &str, e: Error) -> Error {

@@ -1,14 +1,18 @@
 //! Local backend: runs N runs at a time as child processes of the same binary
 //! (`zoology sweep run-one SWEEP --index i`), splitting the CPU threads between them, with one
-//! progress display. Killing the sweep kills its children (same process group); re-running
-//! skips finished runs and resumes interrupted ones.
+//! progress display. Each child asks the kernel to SIGTERM it when this process dies
+//! (`PR_SET_PDEATHSIG`), so killing the sweep, its process group or only its parent process
+//! leaves no run training as an orphan; the runs stay resumable. Re-running skips finished
+//! runs, resumes interrupted ones and leaves runs another process trains alone.
 
-use super::{run_dir, run_state, reset_failed, RunState, Sweep};
+use super::{reset_failed, run_dir, RunState, Sweep};
 use crate::error::{io_err, Error, Result};
+use crate::rundir::{self, RunLock};
 use crate::train::metrics::{read_lines, MetricLine};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct LocalOptions {
@@ -30,6 +34,14 @@ pub struct LocalReport {
     pub skipped: usize,
     pub done: usize,
     pub failed: Vec<(usize, String)>,
+    /// Runs another process was training (skipped, or claimed by it first).
+    pub elsewhere: Vec<usize>,
+    /// Runs whose process was killed by a signal (resumable).
+    pub interrupted: Vec<(usize, String)>,
+    /// Notes of `--retry-failed` on the runs it reset.
+    pub retried: Vec<(usize, String)>,
+    /// Run directories renamed from an older run id (see [`super::adopt_renamed`]).
+    pub adopted: Vec<(PathBuf, PathBuf)>,
     pub wall_s: f64,
 }
 
@@ -40,6 +52,53 @@ struct Active {
     started: Instant,
 }
 
+/// Exit status of `sweep run-one` when another process holds the run.
+pub const EXIT_BUSY: i32 = 3;
+/// Exit status of `sweep run-one` (and `train`) when the run failed or diverged.
+pub const EXIT_FAILED: i32 = 2;
+
+/// Signals that stop a run from outside (a user, a scheduler, this sweep's death): the run is
+/// interrupted and resumable, not failed.
+fn is_stop_signal(sig: i32) -> bool {
+    [libc::SIGKILL, libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT].contains(&sig)
+}
+
+/// The last `n` lines of a file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// What the parent makes of a child that exited: a state for the report, recording the run as
+/// failed (with the exit status and the end of its log) when it crashed without saying why.
+fn judge_exit(dir: &Path, status: ExitStatus) -> RunState {
+    let state = rundir::run_state(dir);
+    if state.is_finished() || state == RunState::Running {
+        return state;
+    }
+    if status.code() == Some(EXIT_BUSY) {
+        return RunState::Running;
+    }
+    if let Some(sig) = status.signal() {
+        if is_stop_signal(sig) {
+            return state; // interrupted (or pending): resumable
+        }
+    }
+    let how = match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("was killed by signal {s}{}", if s == libc::SIGABRT { " (SIGABRT: an abort, e.g. in libtorch)" } else if s == libc::SIGSEGV { " (SIGSEGV)" } else { "" }),
+        _ => format!("ended with {status}"),
+    };
+    let log = dir.join(rundir::LOG);
+    let why = format!("the run's process {how} without recording a reason; last lines of {}:\n{}", log.display(), tail(&log, 8));
+    // record it only if no process has claimed the run since
+    if let Ok(Some(_lock)) = RunLock::try_acquire(dir) {
+        let _ = rundir::record_failure(dir, &why);
+    }
+    RunState::Failed(why)
+}
+
 pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
     let start = Instant::now();
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
@@ -47,29 +106,34 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
     let workers = opts.workers.max(1);
     let threads = opts.threads.unwrap_or((cores / workers).max(1));
     let mut report = LocalReport::default();
+    report.adopted = super::adopt_renamed(sweep, &opts.out)?;
     let mut queue: Vec<usize> = vec![];
     for r in &sweep.runs {
         let dir = run_dir(&opts.out, r);
-        match run_state(&dir) {
+        match rundir::run_state(&dir) {
             RunState::Done => report.skipped += 1,
-            RunState::Failed(_) if opts.retry_failed => {
-                reset_failed(&dir)?;
-                queue.push(r.index);
-            }
+            RunState::Failed(_) if opts.retry_failed => match reset_failed(&dir, &r.config) {
+                Ok(note) => {
+                    report.retried.push((r.index, note));
+                    queue.push(r.index);
+                }
+                Err(Error::Busy(_)) => report.elsewhere.push(r.index),
+                Err(e) => return Err(e),
+            },
             RunState::Failed(_) => report.skipped += 1,
-            RunState::Running => {
-                return Err(Error::Other(format!(
-                    "{} is being trained by another live process; is another `zoology sweep run` on {} still going?",
-                    dir.display(),
-                    opts.out.display()
-                )))
-            }
+            RunState::Running => report.elsewhere.push(r.index),
             RunState::Pending | RunState::Interrupted => queue.push(r.index),
         }
     }
     queue.reverse(); // pop() takes runs in index order
     let total = queue.len();
     let mp = MultiProgress::with_draw_target(if opts.quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() });
+    for (i, note) in &report.retried {
+        mp.println(format!("  [{i}] {}: retrying; it {note}", sweep.runs[*i].label())).ok();
+    }
+    if !report.elsewhere.is_empty() {
+        mp.println(format!("  {} runs are being trained by another process; leaving them alone", report.elsewhere.len())).ok();
+    }
     let overall = mp.add(ProgressBar::new(total as u64));
     overall.set_style(ProgressStyle::with_template("sweep {prefix} [{elapsed_precise}] {bar:30.green/white} {pos}/{len} finished  {msg}").unwrap().progress_chars("=> "));
     overall.set_prefix(sweep.name.clone());
@@ -77,22 +141,37 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
     let mut active: Vec<Active> = vec![];
     let mut durations: Vec<f64> = vec![];
     let mut failed_now = 0usize;
+    let parent = std::process::id() as libc::pid_t;
     loop {
         while active.len() < workers {
             let Some(i) = queue.pop() else { break };
             let spec = &sweep.runs[i];
             let dir = run_dir(&opts.out, spec);
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-            let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("log.txt")).map_err(io_err(dir.join("log.txt")))?;
+            let log_path = dir.join(rundir::LOG);
+            let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io_err(&log_path))?;
             let mut cmd = Command::new(&opts.exe);
             cmd.args(["sweep", "run-one"]).arg(&sweep.path).args(["--index", &i.to_string(), "--threads", &threads.to_string(), "-q", "--out"]).arg(&opts.out);
             if let Some(d) = &opts.device {
                 cmd.args(["--device", d]);
             }
+            // SAFETY: prctl and getppid are async-signal-safe; the closure allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if libc::getppid() != parent {
+                        // the sweep died between fork and prctl
+                        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                    }
+                    Ok(())
+                });
+            }
             let child = cmd
                 .env("RAYON_NUM_THREADS", threads.to_string())
                 .stdin(Stdio::null())
-                .stdout(log.try_clone().map_err(io_err(dir.join("log.txt")))?)
+                .stdout(log.try_clone().map_err(io_err(&log_path))?)
                 .stderr(log)
                 .spawn()
                 .map_err(io_err(&opts.exe))?;
@@ -119,8 +198,7 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
                 Some(status) => {
                     let a = active.remove(k);
                     let dir = run_dir(&opts.out, &sweep.runs[a.index]);
-                    let state = run_state(&dir);
-                    let line = match &state {
+                    let line = match judge_exit(&dir, status) {
                         RunState::Done => {
                             report.done += 1;
                             let s = crate::train::metrics::read_summary(&dir)?;
@@ -131,11 +209,15 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
                             failed_now += 1;
                             format!("FAILED: {why}")
                         }
+                        RunState::Running => {
+                            report.elsewhere.push(a.index);
+                            report.ran -= 1;
+                            "another process is training it; left alone".to_string()
+                        }
                         other => {
-                            let why = format!("exited with {status} leaving the run {} (see {})", other.word(), dir.join("log.txt").display());
-                            report.failed.push((a.index, why.clone()));
-                            failed_now += 1;
-                            format!("FAILED: {why}")
+                            let why = format!("{} by {status}; resumable: run the sweep again", other.word());
+                            report.interrupted.push((a.index, why.clone()));
+                            why
                         }
                     };
                     durations.push(a.started.elapsed().as_secs_f64());

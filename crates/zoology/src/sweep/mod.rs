@@ -1,27 +1,31 @@
 //! Sweeps: a grid of run configs ([`grid`]) run locally as child processes ([`local`]) or as a
-//! Slurm job array ([`slurm`]). Run directories are the source of truth:
+//! Slurm job array ([`slurm`]). Run directories are the source of truth (the protocol is
+//! [`crate::rundir`]):
 //!
 //! ```text
 //! OUT/runs/<preset>-<run id>/  config.toml  metrics.jsonl  summary.json  checkpoint.safetensors
-//!                              sweep.json (index, preset, label, point)  log.txt
-//!                              running.json (while a process trains it)  failed.json (error)
-//! OUT/results.sqlite           the index (see crate::results)
+//!                              sweep.json  log.txt  running.json  failed.json  train.lock
+//! OUT/results.sqlite           the index, built by one process (crate::results), never by runs
 //! ```
 //!
-//! Every run is executed by `zoology sweep run-one SWEEP --index i` ([`run_one`]): it resumes
-//! from a checkpoint when one exists, returns at once when summary.json exists, records errors
-//! in failed.json, and upserts its row into the index when it ends.
+//! Every run is executed by `zoology sweep run-one SWEEP --index i` ([`run_one`]): it claims the
+//! run by taking its directory's lock (a run another process holds is left alone), returns at
+//! once when the run has finished, resumes from a checkpoint when one exists, and records an
+//! error or a panic in failed.json. It writes nothing outside its run directory.
 
 pub mod grid;
 pub mod local;
 pub mod slurm;
 
+pub use crate::rundir::{run_state, RunState, SweepMeta};
 pub use grid::{RunSpec, Sweep};
 
 use crate::error::{io_err, Error, Result};
-use crate::train::metrics::{self, write_atomic};
-use crate::train::{train, TrainOptions};
-use serde::{Deserialize, Serialize};
+use crate::rundir::{self, marker, RunLock};
+use crate::train::checkpoint;
+use crate::train::config::RunConfig;
+use crate::train::trainer::train_locked;
+use crate::train::TrainOptions;
 use std::path::{Path, PathBuf};
 
 /// The built-in quickstart sweep (`zoology quickstart`).
@@ -36,139 +40,101 @@ pub fn run_dir(out: &Path, spec: &RunSpec) -> PathBuf {
     out.join("runs").join(spec.dir_name())
 }
 
-/// What a run directory says about its run.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunState {
-    /// No directory or nothing trained yet.
-    Pending,
-    /// A process is training it now (running.json names a live process, or a Slurm task).
-    Running,
-    /// Has a checkpoint but no summary: resumes from it.
-    Interrupted,
-    Done,
-    /// Diverged (summary status) or failed (failed.json): the reason.
-    Failed(String),
-}
-
-impl RunState {
-    pub fn word(&self) -> &'static str {
-        match self {
-            RunState::Pending => "pending",
-            RunState::Running => "running",
-            RunState::Interrupted => "interrupted",
-            RunState::Done => "done",
-            RunState::Failed(_) => "failed",
+/// Renames run directories whose name carries an older run id (ids were once a hash of the
+/// whole config file) to the name their config has now, so that an upgrade does not retrain
+/// finished runs: a directory under `out/runs` that no run of the sweep names, whose config.toml
+/// has the id of a run whose directory does not exist yet, becomes that run's directory.
+/// Returns (old, new) pairs.
+pub fn adopt_renamed(sweep: &Sweep, out: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let runs = out.join("runs");
+    let Ok(rd) = std::fs::read_dir(&runs) else { return Ok(vec![]) };
+    let wanted: std::collections::HashMap<String, &RunSpec> = sweep.runs.iter().map(|r| (r.id.clone(), r)).collect();
+    let names: std::collections::HashSet<String> = sweep.runs.iter().map(|r| r.dir_name()).collect();
+    let mut moved = vec![];
+    let mut others: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    others.sort();
+    for old in others {
+        let name = old.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        if names.contains(&name) {
+            continue;
         }
-    }
-    pub fn is_finished(&self) -> bool {
-        matches!(self, RunState::Done | RunState::Failed(_))
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunningMarker {
-    pub pid: u32,
-    pub host: String,
-    pub started: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FailedMarker {
-    pub reason: String,
-    pub time: f64,
-}
-
-/// Sweep metadata stored with each run (read by the results index).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SweepMeta {
-    pub sweep: String,
-    pub index: usize,
-    pub preset: String,
-    pub label: String,
-    pub point: toml::Table,
-}
-
-pub fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
-}
-
-/// A live (not zombie) process on this host.
-fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // "pid (comm) S ...": the state follows the last ')'
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).map(|c| c != 'Z' && c != 'X').unwrap_or(false),
-        Err(_) => false,
-    }
-}
-
-/// Reads the state of one run directory.
-pub fn run_state(dir: &Path) -> RunState {
-    if let Ok(s) = metrics::read_summary(dir) {
-        return if s.status == "done" { RunState::Done } else { RunState::Failed(format!("{} (final loss {})", s.status, s.final_loss)) };
-    }
-    if let Ok(t) = std::fs::read_to_string(dir.join("failed.json")) {
-        let reason = serde_json::from_str::<FailedMarker>(&t).map(|f| f.reason).unwrap_or(t);
-        return RunState::Failed(reason);
-    }
-    if let Ok(t) = std::fs::read_to_string(dir.join("running.json")) {
-        if let Ok(m) = serde_json::from_str::<RunningMarker>(&t) {
-            // On another host we cannot check the pid: trust the marker.
-            if m.host != hostname() || pid_alive(m.pid) {
-                return RunState::Running;
-            }
+        let Ok(text) = std::fs::read_to_string(old.join(rundir::CONFIG)) else { continue };
+        let Ok(mut table) = toml::from_str::<toml::Table>(&text) else { continue };
+        table.insert("device".into(), toml::Value::String("cpu".into())); // not part of the id
+        let Ok(cfg) = RunConfig::from_table(table) else { continue };
+        let Some(spec) = wanted.get(&rundir::run_id(&cfg)) else { continue };
+        let new = run_dir(out, spec);
+        if new.exists() || !name.starts_with(&format!("{}-", spec.dir_name().rsplit_once('-').map(|x| x.0).unwrap_or(""))) {
+            continue;
         }
+        if RunLock::try_acquire(&old)?.is_none() {
+            continue; // something trains it right now
+        }
+        std::fs::rename(&old, &new).map_err(io_err(&old))?;
+        moved.push((old, new));
     }
-    if dir.join(crate::train::checkpoint::FILE).exists() {
-        return RunState::Interrupted;
-    }
-    RunState::Pending
+    Ok(moved)
 }
 
-/// Clears a failed run so it runs again: a diverged run restarts from scratch (same config,
-/// so resuming would diverge again at the same step only if nothing changed); a failed one
-/// resumes from its checkpoint.
-pub fn reset_failed(dir: &Path) -> Result<()> {
-    if let Ok(s) = metrics::read_summary(dir) {
-        if s.status != "done" {
-            for f in ["summary.json", crate::train::checkpoint::FILE, "metrics.jsonl"] {
+/// Clears a failed run so that it runs again: a diverged run restarts from scratch (same
+/// config, so resuming its checkpoint would only replay the divergence); a failed one resumes
+/// from its checkpoint when that checkpoint verifies and belongs to `cfg`, and otherwise (a
+/// damaged, foreign or old-format checkpoint) is moved aside to `checkpoint.safetensors.unusable`
+/// and the run starts over. Returns a note saying which happened.
+pub fn reset_failed(dir: &Path, cfg: &RunConfig) -> Result<String> {
+    let Some(_lock) = RunLock::try_acquire(dir)? else { return Err(marker::busy_error(dir)) };
+    let mut note = None;
+    if let Ok(s) = rundir::read_summary(dir) {
+        if !s.is_done() {
+            for f in [rundir::SUMMARY, rundir::CHECKPOINT, rundir::METRICS] {
                 let _ = std::fs::remove_file(dir.join(f));
             }
+            note = Some("restarts from scratch (it diverged)".to_string());
+        }
+    } else if dir.join(rundir::SUMMARY).exists() {
+        let _ = std::fs::remove_file(dir.join(rundir::SUMMARY)); // unreadable: nothing to keep
+    }
+    let ckpt = dir.join(rundir::CHECKPOINT);
+    if ckpt.exists() {
+        let id = checkpoint::Identity { config_hash: rundir::run_id(cfg), seed: cfg.seed };
+        match checkpoint::load(&ckpt, &id) {
+            Ok(_) => note = Some("resumes from its checkpoint".into()),
+            Err(e) => {
+                let aside = dir.join(format!("{}.unusable", rundir::CHECKPOINT));
+                std::fs::rename(&ckpt, &aside).map_err(io_err(&ckpt))?;
+                let _ = std::fs::remove_file(dir.join(rundir::METRICS));
+                note = Some(format!("starts over: its checkpoint could not be used ({e}); kept as {}", aside.display()));
+            }
         }
     }
-    let _ = std::fs::remove_file(dir.join("failed.json"));
-    Ok(())
+    let _ = std::fs::remove_file(dir.join(rundir::FAILED));
+    Ok(note.unwrap_or_else(|| "starts from scratch (it had no checkpoint)".into()))
 }
 
-/// Trains run `index` of the sweep into `out` (resuming when possible), records failures, and
-/// upserts the run's row into `out/results.sqlite`. Returns the final state.
-/// `device` overrides the config's device (not part of the run id).
+/// Trains run `index` of the sweep into `out` (resuming when possible) and returns its final
+/// state. Claims the run with its directory's lock first: when another process holds it (or a
+/// live running.json names one), returns [`Error::Busy`] and touches nothing. Errors and panics
+/// while training are recorded in failed.json by the trainer. `device` overrides the config's
+/// device (not part of the run id).
 pub fn run_one(sweep: &Sweep, index: usize, out: &Path, threads: Option<usize>, device: Option<&str>, quiet: bool) -> Result<RunState> {
     let spec = sweep.runs.get(index).ok_or_else(|| {
         Error::Other(format!("--index {index} is out of range: {} has {} runs (0..{})", sweep.path.display(), sweep.runs.len(), sweep.runs.len()))
     })?;
     let dir = run_dir(out, spec);
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let Some(lock) = RunLock::try_acquire(&dir)? else { return Err(marker::busy_error(&dir)) };
     let state = run_state(&dir);
     if state.is_finished() {
         return Ok(state);
     }
-    if state == RunState::Running {
-        return Err(Error::Other(format!("{} is being trained by another process (running.json); not starting a second one", dir.display())));
+    if state == RunState::Running && rundir::RunningMarker::read(&dir).map(|m| m.host != rundir::hostname()).unwrap_or(true) {
+        // a live marker from another host although the lock was free: a filesystem whose locks
+        // are not shared between hosts. (On this host the lock is the truth: a live pid there is
+        // a reused one.)
+        return Err(marker::busy_error(&dir));
     }
-    let meta = SweepMeta {
-        sweep: sweep.name.clone(),
-        index,
-        preset: spec.preset.clone(),
-        label: spec.label(),
-        point: spec.point.iter().cloned().collect(),
-    };
-    write_atomic(&dir.join("sweep.json"), serde_json::to_string_pretty(&meta).unwrap().as_bytes())?;
-    let marker = RunningMarker { pid: std::process::id(), host: hostname(), started: now() };
-    write_atomic(&dir.join("running.json"), serde_json::to_string(&marker).unwrap().as_bytes())?;
+    let meta = SweepMeta { sweep: sweep.name.clone(), index, preset: spec.preset.clone(), label: spec.label(), point: spec.point.iter().cloned().collect() };
+    rundir::write_atomic(&dir.join(rundir::SWEEP_META), serde_json::to_string_pretty(&meta).unwrap_or_default().as_bytes())?;
     let mut cfg = spec.config.clone();
     if let Some(t) = threads {
         cfg.threads = t;
@@ -176,20 +142,9 @@ pub fn run_one(sweep: &Sweep, index: usize, out: &Path, threads: Option<usize>, 
     if let Some(d) = device {
         cfg.device = crate::device::DeviceSpec(d.to_string());
     }
-    let resume = dir.join("config.toml").exists();
-    let result = train(&cfg, &TrainOptions { out_dir: dir.clone(), resume, quiet, label: format!("[{index}] {}", spec.label()) });
-    if let Err(e) = &result {
-        let f = FailedMarker { reason: e.to_string(), time: now() };
-        write_atomic(&dir.join("failed.json"), serde_json::to_string_pretty(&f).unwrap().as_bytes())?;
-    }
-    let _ = std::fs::remove_file(dir.join("running.json"));
-    let index_path = out.join(crate::results::INDEX_FILE);
-    let idx = crate::results::index::Index::open(&index_path)?;
-    idx.upsert(&crate::results::index::RunRecord::from_dir(&dir)?)?;
-    match result {
-        Ok(_) => Ok(run_state(&dir)),
-        Err(e) => Err(e),
-    }
+    let resume = dir.join(rundir::CONFIG).exists();
+    train_locked(&cfg, &TrainOptions { out_dir: dir.clone(), resume, quiet, label: format!("[{index}] {}", spec.label()) }, &lock)?;
+    Ok(run_state(&dir))
 }
 
 /// Counts of run states.
@@ -200,6 +155,21 @@ pub struct Tally {
     pub interrupted: usize,
     pub done: usize,
     pub failed: usize,
+}
+
+impl Tally {
+    /// The exit status of `sweep run` for this outcome: 0 when every run is done, 2 when any
+    /// failed or diverged, 3 when none failed but some are unfinished (running elsewhere,
+    /// interrupted, or still queued).
+    pub fn exit_code(&self) -> i32 {
+        if self.failed > 0 {
+            2
+        } else if self.pending + self.running + self.interrupted > 0 {
+            3
+        } else {
+            0
+        }
+    }
 }
 
 pub fn tally(sweep: &Sweep, out: &Path) -> (Tally, Vec<RunState>) {

@@ -25,11 +25,33 @@
 //! ```
 
 use crate::device::DeviceSpec;
-use crate::error::{config_err, io_err, Result};
+use crate::error::{config_err, io_err, Error, Result};
 use crate::model::ModelConfig;
 use crate::tasks::TaskConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+
+pub use crate::rundir::run_id;
+
+/// Upper bounds of the sizes in a config. Each keeps a value from overflowing an integer
+/// type downstream or from hanging validation; what fits in memory is [`MemoryEstimate`]'s job.
+pub mod limits {
+    /// Token ids are stored as i32 on the host, so the largest id, V − 1, must fit in an i32.
+    pub const MAX_VOCAB: usize = 1 << 31;
+    pub const MAX_D_MODEL: i64 = 1 << 16;
+    /// Validation and construction visit every layer.
+    pub const MAX_LAYERS: i64 = 1024;
+    pub const MAX_SEQ_LEN: usize = 1 << 24;
+    pub const MAX_POSITIONS: i64 = 1 << 24;
+    pub const MAX_EXAMPLES: usize = 1 << 32;
+    pub const MAX_BATCH: usize = 1 << 24;
+    /// libtorch takes an i32; more threads than this is a typo.
+    pub const MAX_THREADS: usize = 1024;
+    pub const MAX_EPOCHS: usize = 1_000_000;
+    pub const MAX_STEPS: usize = 1 << 40;
+    /// A config whose estimated memory exceeds this cannot run on any single machine.
+    pub const MAX_BYTES: f64 = (1u64 << 40) as f64;
+}
 
 fn seed() -> u64 {
     123
@@ -151,14 +173,25 @@ impl RunConfig {
         Self::from_table(table)
     }
 
-    /// Deserialises and validates a TOML table (after any `--set` overrides).
+    /// Deserialises a TOML table (after any `--set` overrides), resolves the mixer's defaults
+    /// into it (so config.toml is the whole truth) and validates it.
     pub fn from_table(table: toml::Table) -> Result<Self> {
+        check_task_entries(&table)?;
         let cfg: RunConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let path = e.path().to_string();
             config_err(if path == "." { "<root>".into() } else { path }, e.into_inner().to_string())
         })?;
+        let cfg = cfg.resolved()?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The same config with every mixer option its registry default does not set explicitly
+    /// filled in (recursively for mixers inside mixers, e.g. `hybrid`'s layers).
+    pub fn resolved(&self) -> Result<Self> {
+        let mut c = self.clone();
+        c.model.mixer = resolve_mixer_defaults(&self.model.mixer, "model.mixer")?;
+        Ok(c)
     }
 
     pub fn to_toml(&self) -> String {
@@ -170,56 +203,286 @@ impl RunConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        use limits::*;
         let d = &self.data;
+        if self.threads > MAX_THREADS {
+            return Err(config_err("threads", format!("must be ≤ {MAX_THREADS} (got {}); 0 = libtorch's default", self.threads)));
+        }
         if d.train.is_empty() {
             return Err(config_err("data.train", "needs at least one [[data.train]] segment"));
         }
         if d.test.is_empty() {
             return Err(config_err("data.test", "needs at least one [[data.test]] segment"));
         }
-        if d.batch_size == 0 {
-            return Err(config_err("data.batch_size", "must be ≥ 1"));
+        if d.vocab_size > MAX_VOCAB {
+            return Err(config_err(
+                "data.vocab_size",
+                format!("must be ≤ {MAX_VOCAB} = 2^31 (got {}): token ids are stored as 32-bit integers", d.vocab_size),
+            ));
         }
-        if d.test_batch_size == Some(0) {
-            return Err(config_err("data.test_batch_size", "must be ≥ 1"));
+        for (f, b) in [("data.batch_size", Some(d.batch_size)), ("data.test_batch_size", d.test_batch_size)] {
+            match b {
+                Some(0) => return Err(config_err(f, "must be ≥ 1")),
+                Some(b) if b > MAX_BATCH => return Err(config_err(f, format!("must be ≤ {MAX_BATCH} (got {b})"))),
+                _ => {}
+            }
         }
-        for (i, t) in d.train.iter().enumerate() {
-            t.validate(d.vocab_size, &format!("data.train[{i}]"))?;
-        }
-        for (i, t) in d.test.iter().enumerate() {
-            t.validate(d.vocab_size, &format!("data.test[{i}]"))?;
+        for (part, list) in [("train", &d.train), ("test", &d.test)] {
+            for (i, t) in list.iter().enumerate() {
+                let field = format!("data.{part}[{i}]");
+                // sizes first, so that a task's own checks never see absurd numbers
+                if t.seq_len() > MAX_SEQ_LEN {
+                    return Err(config_err(format!("{field}.seq_len"), format!("must be ≤ {MAX_SEQ_LEN} (got {})", t.seq_len())));
+                }
+                if t.num_examples() > MAX_EXAMPLES {
+                    return Err(config_err(format!("{field}.num_examples"), format!("must be ≤ {MAX_EXAMPLES} (got {})", t.num_examples())));
+                }
+                t.validate(d.vocab_size, &field)?;
+            }
         }
         self.model.validate(d.vocab_size as i64, self.max_seq_len() as i64)?;
         let t = &self.train;
-        if t.epochs == 0 {
-            return Err(config_err("train.epochs", "must be ≥ 1"));
+        if t.epochs == 0 || t.epochs > MAX_EPOCHS {
+            return Err(config_err("train.epochs", format!("must be in [1, {MAX_EPOCHS}] (got {})", t.epochs)));
         }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return Err(config_err("train.lr", format!("must be a positive number (got {})", t.lr)));
         }
-        if t.weight_decay < 0.0 {
-            return Err(config_err("train.weight_decay", "must be ≥ 0"));
+        if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
+            return Err(config_err("train.weight_decay", format!("must be a finite number ≥ 0 (got {})", t.weight_decay)));
         }
         for (f, b) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
             if !(0.0..1.0).contains(&b) {
                 return Err(config_err(f, format!("must be in [0, 1) (got {b})")));
             }
         }
-        if !(t.eps > 0.0) {
-            return Err(config_err("train.eps", "must be > 0"));
+        if !(t.eps > 0.0 && t.eps.is_finite()) {
+            return Err(config_err("train.eps", format!("must be a finite number > 0 (got {})", t.eps)));
         }
         if !(0.0..=1.0).contains(&t.min_lr_ratio) {
-            return Err(config_err("train.min_lr_ratio", "must be in [0, 1]"));
+            return Err(config_err("train.min_lr_ratio", format!("must be in [0, 1] (got {})", t.min_lr_ratio)));
         }
-        if t.grad_clip < 0.0 {
-            return Err(config_err("train.grad_clip", "must be ≥ 0 (0 = off)"));
+        if !(t.grad_clip >= 0.0 && t.grad_clip.is_finite()) {
+            return Err(config_err("train.grad_clip", format!("must be a finite number ≥ 0, 0 = off (got {})", t.grad_clip)));
+        }
+        if !t.early_stop_accuracy.is_finite() {
+            return Err(config_err("train.early_stop_accuracy", format!("must be a finite number; > 1 never stops early (got {})", t.early_stop_accuracy)));
+        }
+        for (f, v) in [("train.warmup_steps", t.warmup_steps), ("train.log_every_steps", t.log_every_steps), ("train.checkpoint_every_steps", t.checkpoint_every_steps)] {
+            if v > MAX_STEPS {
+                return Err(config_err(f, format!("must be ≤ {MAX_STEPS} (got {v})")));
+            }
         }
         if t.log_every_steps == 0 {
             return Err(config_err("train.log_every_steps", "must be ≥ 1"));
         }
+        let m = self.memory_estimate();
+        if m.bytes > MAX_BYTES {
+            return Err(config_err("<memory>", format!("{}, more than any single machine has (limit {}); make the largest part smaller", m.describe(), gib(MAX_BYTES))));
+        }
         self.device.resolve("device")?;
         Ok(())
     }
+
+    /// A lower bound on the memory this run needs (see [`MemoryEstimate`]).
+    pub fn memory_estimate(&self) -> MemoryEstimate {
+        MemoryEstimate::of(self)
+    }
+}
+
+fn gib(b: f64) -> String {
+    format!("{:.1} GiB", b / (1u64 << 30) as f64)
+}
+
+/// What one layer's sequence mixer costs: parameters, and activation floats kept for the
+/// backward pass per token. The hook for per-mixer cost functions; until a mixer has one, the
+/// generic bound is used (no parameters, the mixer's output only), which never overestimates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerCost {
+    pub params: f64,
+    pub activations_per_token: f64,
+}
+
+/// Cost of one layer's mixer. Per-mixer cost functions (from the registry) plug in here.
+pub fn mixer_layer_cost(_mixer: &toml::Table, d_model: f64) -> LayerCost {
+    LayerCost { params: 0.0, activations_per_token: d_model }
+}
+
+/// A lower bound on the memory of a training run, in bytes, from its sizes alone: parameters
+/// with their gradients and AdamW moments (4 × 4 bytes each: embedding, positions, norms, state
+/// mixers and [`mixer_layer_cost`]), training activations (per token and layer: the block's
+/// two LayerNorm inputs and outputs, the mixer's output and the state mixer's hidden units, f32)
+/// and the token data (host i32 + device i64 copies of inputs and targets). Validation refuses a
+/// config above [`limits::MAX_BYTES`]; the trainer refuses one above the machine's memory
+/// before it allocates anything. Being a lower bound, it never refuses a config that fits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryEstimate {
+    pub parameters: f64,
+    pub bytes: f64,
+    /// (what, bytes, which config keys drive it)
+    pub parts: Vec<(&'static str, f64, &'static str)>,
+}
+
+impl MemoryEstimate {
+    pub fn of(cfg: &RunConfig) -> Self {
+        use crate::model::state_mixer::StateMixerKind;
+        let m = &cfg.model;
+        let d = m.d_model.max(0) as f64;
+        let layers = m.n_layers.max(0) as f64;
+        let v = cfg.data.vocab_size as f64;
+        let state_mixer = match m.state_mixer {
+            StateMixerKind::Identity => (0.0, 0.0),
+            StateMixerKind::Mlp => (8.0 * d * d + 5.0 * d, 8.0 * d),
+            StateMixerKind::Glu => (12.0 * d * d + 9.0 * d, 12.0 * d),
+            StateMixerKind::RwkvChannel => (9.0 * d * d + 2.0 * d, 8.0 * d),
+        };
+        let mixer = mixer_layer_cost(&m.mixer, d);
+        let per_layer = 4.0 * d + state_mixer.0 + mixer.params;
+        let params = v * d * if m.tie_embeddings { 1.0 } else { 2.0 } + m.max_position_embeddings.max(0) as f64 * d + layers * per_layer + 2.0 * d;
+        let tokens = |segs: &[TaskConfig]| segs.iter().map(|t| t.num_examples() as f64 * t.seq_len() as f64).sum::<f64>();
+        let data = 24.0 * (tokens(&cfg.data.train) + tokens(&cfg.data.test));
+        let max_train_len = cfg.data.train.iter().map(|t| t.seq_len()).max().unwrap_or(0) as f64;
+        let per_token = d + layers * (4.0 * d + mixer.activations_per_token + state_mixer.1);
+        let activations = 4.0 * cfg.data.batch_size as f64 * max_train_len * per_token;
+        let parts = vec![
+            ("parameters with gradients and AdamW state", 16.0 * params, "model.d_model, model.n_layers, data.vocab_size, model.max_position_embeddings"),
+            ("training activations", activations, "data.batch_size × seq_len × model.d_model × model.n_layers"),
+            ("token data", data, "num_examples × seq_len of [[data.train]] and [[data.test]]"),
+        ];
+        MemoryEstimate { parameters: params, bytes: parts.iter().map(|p| p.1).sum(), parts }
+    }
+
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self.parts.iter().filter(|p| p.1 > 0.0).map(|(w, b, k)| format!("{w} {} ({k})", gib(*b))).collect();
+        format!("this run needs at least {}: {}", gib(self.bytes), parts.join("; "))
+    }
+
+    /// Refuses the run when it cannot fit in this machine's memory (CPU: MemTotal; on a GPU the
+    /// parameters, activations and device data must fit in the host's memory too, so the same
+    /// bound is a valid lower bound there).
+    pub fn check_fits_here(&self) -> Result<()> {
+        let Some(total) = mem_total_bytes() else { return Ok(()) };
+        if self.bytes > total {
+            return Err(config_err("<memory>", format!("{}, more than the {} of memory this machine has; make the largest part smaller", self.describe(), gib(total))));
+        }
+        Ok(())
+    }
+}
+
+/// MemTotal of /proc/meminfo in bytes.
+pub fn mem_total_bytes() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|kb| kb * 1024.0)
+}
+
+/// Checks each `[[data.train]]` / `[[data.test]]` entry on its own, so that a type error names
+/// the field (`data.train[0].seq_len`): the task enum is internally tagged, and serde loses the
+/// path inside such enums. When it does, the key that alone reproduces the error is named.
+fn check_task_entries(table: &toml::Table) -> Result<()> {
+    let Some(toml::Value::Table(data)) = table.get("data") else { return Ok(()) };
+    for part in ["train", "test"] {
+        let Some(toml::Value::Array(entries)) = data.get(part) else { continue };
+        for (i, e) in entries.iter().enumerate() {
+            let field = format!("data.{part}[{i}]");
+            let Some(t) = e.as_table() else {
+                return Err(config_err(&field, format!("must be a table ([[data.{part}]] with task = \"...\" and its options), got a {}", e.type_str())));
+            };
+            if let Err(err) = serde_path_to_error::deserialize::<_, TaskConfig>(e.clone()) {
+                let path = err.path().to_string();
+                let msg = err.into_inner().to_string();
+                if !(path.is_empty() || path == ".") {
+                    return Err(config_err(format!("{field}.{path}"), msg));
+                }
+                return Err(task_entry_error(t, &field, msg));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn task_entry_error(t: &toml::Table, field: &str, msg: String) -> Error {
+    // Deserialising `task` plus one key at a time: a type error or an unknown key shows up on
+    // its own, while the other required keys are merely "missing".
+    let probe = |keys: &[&str]| -> Option<String> {
+        let sub: toml::Table = keys.iter().filter_map(|k| t.get(*k).map(|v| (k.to_string(), v.clone()))).collect();
+        match TaskConfig::deserialize(toml::Value::Table(sub)) {
+            Ok(_) => None,
+            Err(e) => Some(e.to_string()).filter(|m| !m.contains("missing field")),
+        }
+    };
+    if t.contains_key("task") {
+        if let Some(m) = probe(&["task"]) {
+            return config_err(format!("{field}.task"), m.trim().to_string());
+        }
+        for k in t.keys().filter(|k| *k != "task") {
+            if let Some(m) = probe(&["task", k]) {
+                return config_err(format!("{field}.{k}"), m.trim().to_string());
+            }
+        }
+    }
+    config_err(field, msg.trim().to_string())
+}
+
+/// True when `t` is a mixer table: its `name` is a registered mixer.
+fn is_mixer_table(t: &toml::Table) -> bool {
+    t.get("name").and_then(|v| v.as_str()).map(|n| crate::mixers::names().contains(&n)).unwrap_or(false)
+}
+
+/// Fills in every option of a mixer table that the table leaves out, from the registry
+/// (`mixers::resolve_table`: the table is parsed into the mixer's config and written back, so
+/// types are canonical, e.g. an integer where the option is a float becomes that float; a
+/// hybrid's layers are resolved too). An unknown mixer is an error naming `field`; a table
+/// whose options do not parse is returned as is, for validation to name the bad option.
+pub fn resolve_mixer_defaults(t: &toml::Table, field: &str) -> Result<toml::Table> {
+    crate::mixers::lookup(t, field)?;
+    Ok(crate::mixers::resolve_table(t).unwrap_or_else(|| t.clone()))
+}
+
+/// The inverse for run ids: drops every option equal to its registry default (compared after
+/// resolving both sides), recursively. Tables that are not valid mixer tables are kept as is.
+pub fn strip_mixer_defaults(t: &toml::Table) -> toml::Table {
+    let Ok(entry) = crate::mixers::lookup(t, "") else { return t.clone() };
+    let resolve = |v: &toml::Value| -> toml::Value {
+        match v {
+            toml::Value::Table(x) if is_mixer_table(x) => resolve_mixer_defaults(x, "").map(toml::Value::Table).unwrap_or_else(|_| v.clone()),
+            toml::Value::Array(a) => toml::Value::Array(
+                a.iter()
+                    .map(|x| match x {
+                        toml::Value::Table(y) if is_mixer_table(y) => resolve_mixer_defaults(y, "").map(toml::Value::Table).unwrap_or_else(|_| x.clone()),
+                        other => other.clone(),
+                    })
+                    .collect(),
+            ),
+            toml::Value::Integer(i) => toml::Value::Float(*i as f64),
+            other => other.clone(),
+        }
+    };
+    let defaults = (entry.defaults)();
+    let mut out = toml::Table::new();
+    for (k, v) in t {
+        if k != "name" {
+            if let Some(dv) = defaults.get(k) {
+                if resolve(v) == resolve(dv) {
+                    continue;
+                }
+            }
+        }
+        let v = match v {
+            toml::Value::Table(x) if is_mixer_table(x) => toml::Value::Table(strip_mixer_defaults(x)),
+            toml::Value::Array(a) => toml::Value::Array(
+                a.iter()
+                    .map(|x| match x {
+                        toml::Value::Table(y) if is_mixer_table(y) => toml::Value::Table(strip_mixer_defaults(y)),
+                        other => other.clone(),
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        };
+        out.insert(k.clone(), v);
+    }
+    out
 }
 
 /// Applies `key=value` overrides to a TOML table. `key` is a dotted path (`train.lr`,
@@ -352,15 +615,87 @@ mod tests {
         let e = apply_set(&mut t, "data.train.7.seq_len=3").unwrap_err().to_string();
         assert!(e.contains("out of range"), "{e}");
     }
-}
 
-/// Stable run id: FNV-1a (64-bit) of the resolved config's canonical TOML, 12 hex digits.
-pub fn run_id(cfg: &RunConfig) -> String {
-    let text = cfg.to_toml();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    #[test]
+    fn sizes_are_bounded_with_named_errors_and_no_hang() {
+        let cases: &[(&str, &str)] = &[
+            ("[model]\nn_layers = 2147483648", "model.n_layers"),
+            ("[model]\nd_model = 4294967296", "model.d_model"),
+            ("[model]\nmax_position_embeddings = 9223372036854775807", "model.max_position_embeddings"),
+            ("threads = 4294967297", "threads"),
+            ("[data]\nvocab_size = 4294967552", "data.vocab_size"),
+            ("[data]\nbatch_size = 1099511627776", "data.batch_size"),
+            ("[data]\ntest_batch_size = 0", "data.test_batch_size"),
+            ("[train]\nepochs = 0", "train.epochs"),
+            ("[train]\nepochs = 9223372036854775807", "train.epochs"),
+            ("[train]\nweight_decay = nan", "train.weight_decay"),
+            ("[train]\nweight_decay = inf", "train.weight_decay"),
+            ("[train]\ngrad_clip = inf", "train.grad_clip"),
+            ("[train]\ngrad_clip = nan", "train.grad_clip"),
+            ("[train]\nearly_stop_accuracy = nan", "train.early_stop_accuracy"),
+            ("[train]\neps = inf", "train.eps"),
+            ("[train]\neps = nan", "train.eps"),
+            ("[train]\nlr = inf", "train.lr"),
+            ("[train]\nbeta1 = nan", "train.beta1"),
+            ("[train]\nmin_lr_ratio = nan", "train.min_lr_ratio"),
+            ("[train]\nwarmup_steps = 9223372036854775807", "train.warmup_steps"),
+            ("[model]\nembed_dropout = nan", "model.embed_dropout"),
+        ];
+        for (extra, field) in cases {
+            // merge the extra keys into OK's tables
+            let mut t: toml::Table = toml::from_str(OK).unwrap();
+            let x: toml::Table = toml::from_str(extra).unwrap();
+            for (k, v) in x {
+                match (t.get_mut(&k), v) {
+                    (Some(toml::Value::Table(dst)), toml::Value::Table(src)) => dst.extend(src),
+                    (_, v) => {
+                        t.insert(k, v);
+                    }
+                }
+            }
+            let start = std::time::Instant::now();
+            let e = RunConfig::from_table(t).unwrap_err().to_string();
+            assert!(start.elapsed().as_secs_f64() < 1.0, "{extra}: validation took {:?}", start.elapsed());
+            assert!(e.contains(&format!("`{field}`")), "{extra}: error should name {field}: {e}");
+        }
+        // big data: refused before anything is generated, naming what is large
+        let big = OK
+            .replace("num_examples = 10\n        [[data.test]]", "num_examples = 4294967296\n        [[data.test]]")
+            .replace("seq_len = 32\n        num_kv_pairs = 4\n        num_examples = 4294967296", "seq_len = 4096\n        num_kv_pairs = 4\n        num_examples = 4294967296")
+            .replace("vocab_size = 256", "vocab_size = 8192");
+        let e = err_of(&big);
+        assert!(e.contains("<memory>") && e.contains("token data"), "{e}");
     }
-    format!("{:012x}", h & 0xffff_ffff_ffff)
+
+    #[test]
+    fn type_errors_inside_task_entries_name_the_field() {
+        let e = err_of(&OK.replacen("seq_len = 32", "seq_len = \"long\"", 1));
+        assert!(e.contains("`data.train[0].seq_len`"), "{e}");
+        let e = err_of(&OK.replacen("num_examples = 10\n        [model]", "num_examples = [10]\n        [model]", 1));
+        assert!(e.contains("`data.test[0].num_examples`"), "{e}");
+        let e = err_of(&OK.replacen("num_examples = 10\n        [model]", "num_examples = 10\n        power_a = \"flat\"\n        [model]", 1));
+        assert!(e.contains("`data.test[0].power_a`"), "{e}");
+        let e = err_of(&OK.replacen("task = \"mqar\"", "task = \"recall\"", 1));
+        assert!(e.contains("`data.train[0].task`") && e.contains("mqar"), "{e}");
+        let e = err_of(&OK.replacen("task = \"mqar\"", "task = 3", 1));
+        assert!(e.contains("`data.train[0].task`"), "{e}");
+        let e = err_of(&OK.replacen("num_kv_pairs = 4\n", "", 1));
+        assert!(e.contains("`data.train[0]`") && e.contains("num_kv_pairs"), "{e}");
+    }
+
+    #[test]
+    fn mixer_defaults_are_resolved_into_the_config() {
+        let c = RunConfig::from_toml_str(OK, "t").unwrap();
+        let d = (crate::mixers::lookup(&c.model.mixer, "m").unwrap().defaults)();
+        for (k, v) in &d {
+            if k != "num_heads" {
+                assert_eq!(c.model.mixer.get(k), Some(v), "{k}");
+            }
+        }
+        assert_eq!(c.model.mixer["num_heads"].as_integer(), Some(2), "a set option is kept");
+        // an integer given for a float option is written as the float default's type
+        let t: toml::Table = toml::from_str("name = \"attention\"\nrope_base = 100").unwrap();
+        let r = resolve_mixer_defaults(&t, "m").unwrap();
+        assert_eq!(r["rope_base"], toml::Value::Float(100.0));
+    }
 }

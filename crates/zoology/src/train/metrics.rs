@@ -1,29 +1,58 @@
-//! Run-directory files: metrics.jsonl lines and summary.json, and evaluation results.
+//! metrics.jsonl lines and evaluation results. Floats that can be non-finite (a diverging
+//! loss) are written as the strings "NaN" / "inf" / "-inf" ([`crate::rundir::float`]), so every
+//! line is strict JSON and reads back. The file is append-only; resuming cuts it back to the
+//! byte length the checkpoint recorded, so earlier lines are kept byte for byte.
 
-use crate::error::{io_err, Result};
+use crate::error::{io_err, Error, Result};
+use crate::rundir::float;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
+pub use crate::rundir::summary::{read_summary, write_summary, StopReason, Summary};
+pub use crate::rundir::write_atomic;
+
 /// Accuracy and loss on the test segments.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct EvalResult {
     /// Mean over examples of the per-example accuracy on supervised positions (Zoology).
+    #[serde(with = "float")]
     pub accuracy: f64,
     /// Mean over all supervised positions (micro average), for comparison with other suites.
+    #[serde(with = "float")]
     pub accuracy_micro: f64,
     /// Mean cross-entropy over supervised positions.
+    #[serde(with = "float")]
     pub loss: f64,
     /// `"num_kv_pairs=4"` / `"seq_len=64"` → per-example accuracy on that slice.
+    #[serde(with = "float::map")]
     pub slices: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MetricLine {
-    Train { step: usize, epoch: usize, loss: f64, lr: f64, tokens_per_s: f64, grad_norm: f64 },
-    Eval { step: usize, epoch: usize, #[serde(flatten)] result: EvalResult, elapsed_s: f64 },
+    Train {
+        step: usize,
+        epoch: usize,
+        #[serde(with = "float")]
+        loss: f64,
+        #[serde(with = "float")]
+        lr: f64,
+        #[serde(with = "float")]
+        tokens_per_s: f64,
+        #[serde(with = "float")]
+        grad_norm: f64,
+    },
+    Eval {
+        step: usize,
+        epoch: usize,
+        #[serde(flatten)]
+        result: EvalResult,
+        #[serde(with = "float")]
+        elapsed_s: f64,
+    },
 }
 
 impl MetricLine {
@@ -34,44 +63,12 @@ impl MetricLine {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// Test accuracy passed `train.early_stop_accuracy`.
-    EarlyStop,
-    /// Ran every epoch.
-    MaxEpochs,
-    /// Loss became NaN or infinite.
-    Diverged,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Summary {
-    pub status: String,
-    pub stop_reason: StopReason,
-    pub mixer: String,
-    pub d_model: i64,
-    pub best_accuracy: f64,
-    pub best_epoch: usize,
-    pub final_accuracy: f64,
-    pub final_loss: f64,
-    pub slices: BTreeMap<String, f64>,
-    pub best_slices: BTreeMap<String, f64>,
-    pub num_parameters: i64,
-    /// Recurrent state elements per sequence, summed over layers, at the longest test length.
-    pub state_size: i64,
-    pub state_size_seq_len: i64,
-    pub wall_time_s: f64,
-    pub epochs: usize,
-    pub steps: usize,
-    pub device: String,
-}
-
-pub fn append_line(path: &Path, line: &MetricLine) -> Result<()> {
+/// Appends one line; returns the file's length after it (what a checkpoint records).
+pub fn append_line(path: &Path, line: &MetricLine) -> Result<u64> {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io_err(path))?;
-    let s = serde_json::to_string(line).expect("metric lines serialise");
+    let s = serde_json::to_string(line).map_err(|e| Error::Other(format!("a metrics line does not serialise: {e}")))?;
     writeln!(f, "{s}").map_err(io_err(path))?;
-    Ok(())
+    f.metadata().map(|m| m.len()).map_err(io_err(path))
 }
 
 pub fn read_lines(path: &Path) -> Result<Vec<MetricLine>> {
@@ -83,31 +80,52 @@ pub fn read_lines(path: &Path) -> Result<Vec<MetricLine>> {
     Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
 
-/// Keeps only lines up to and including `step` (used when resuming from a checkpoint).
-pub fn truncate_after(path: &Path, step: usize) -> Result<()> {
-    let keep: Vec<MetricLine> = read_lines(path)?.into_iter().filter(|l| l.step() <= step).collect();
-    let mut text = String::new();
-    for l in &keep {
-        text.push_str(&serde_json::to_string(l).unwrap());
-        text.push('\n');
+/// Cuts the file back to its first `len` bytes (the length when the checkpoint being resumed
+/// was written), keeping those bytes exactly as they are.
+pub fn truncate_to(path: &Path, len: u64) -> Result<()> {
+    let have = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if have < len {
+        return Err(Error::Data(format!(
+            "{}: has {have} bytes but the checkpoint was written after {len}; it was shortened or replaced since, so the run's history is lost (delete the run directory to start over)",
+            path.display()
+        )));
     }
-    write_atomic(path, text.as_bytes())
-}
-
-/// Writes via a temporary file and a rename, so a reader never sees a half-written file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
-    std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    if have > len {
+        let f = std::fs::OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+        f.set_len(len).map_err(io_err(path))?;
+        f.sync_all().map_err(io_err(path))?;
+    }
     Ok(())
 }
 
-pub fn write_summary(dir: &Path, s: &Summary) -> Result<()> {
-    write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(s).unwrap().as_bytes())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-pub fn read_summary(dir: &Path) -> Result<Summary> {
-    let p = dir.join("summary.json");
-    let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
-    serde_json::from_str(&text).map_err(|e| crate::Error::Data(format!("{}: {e}", p.display())))
+    #[test]
+    fn non_finite_losses_are_strict_json_and_read_back() {
+        let d = std::env::temp_dir().join(format!("zoology-metrics-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("m.jsonl");
+        let a = MetricLine::Train { step: 1, epoch: 0, loss: 2.5, lr: 1e-3, tokens_per_s: 10.0, grad_norm: 0.5 };
+        let b = MetricLine::Train { step: 2, epoch: 0, loss: f64::NAN, lr: 1e-3, tokens_per_s: 10.0, grad_norm: f64::INFINITY };
+        let c = MetricLine::Eval { step: 2, epoch: 1, result: EvalResult { loss: f64::NAN, ..Default::default() }, elapsed_s: 1.0 };
+        let n1 = append_line(&p, &a).unwrap();
+        append_line(&p, &b).unwrap();
+        append_line(&p, &c).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        for l in text.lines() {
+            serde_json::from_str::<serde_json::Value>(l).unwrap();
+            assert!(!l.contains("null"), "{l}");
+        }
+        let back = read_lines(&p).unwrap();
+        assert_eq!(back.len(), 3, "{text}");
+        assert!(matches!(back[1], MetricLine::Train { loss, grad_norm, .. } if loss.is_nan() && grad_norm.is_infinite()));
+        // truncation keeps the prefix byte for byte
+        truncate_to(&p, n1).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), text.lines().next().unwrap().to_string() + "\n");
+        assert!(truncate_to(&p, n1 + 1).unwrap_err().to_string().contains("shortened"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -2,6 +2,7 @@
 //! run-directory files ([`metrics`]) and the loop itself ([`trainer`]).
 
 pub mod checkpoint;
+pub mod fuzz;
 pub mod config;
 pub mod metrics;
 pub mod optim;

@@ -7,7 +7,8 @@ use super::config::{RunConfig, Schedule};
 use super::metrics::{self, EvalResult, MetricLine, StopReason, Summary};
 use super::optim::AdamW;
 use crate::device::{set_threads, Runtime};
-use crate::error::{io_err, Error, Result};
+use crate::error::{catch_panic, io_err, Error, Result};
+use crate::rundir::{self, Heartbeat, RunLock};
 use crate::model::{num_parameters, LanguageModel};
 use crate::tasks::{mix_seed, Segment, IGNORE};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -147,27 +148,76 @@ fn lr_at(cfg: &super::config::TrainConfig, step: usize, total: usize) -> f64 {
     }
 }
 
-/// Runs (or resumes) one training run and writes its run directory.
+/// Runs (or resumes) one training run and writes its run directory. Takes the directory's
+/// lock first: a second trainer of the same directory is refused ([`Error::Busy`]).
 pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
+    let cfg = cfg.resolved()?;
     cfg.validate()?;
     let dir = &opts.out_dir;
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let lock = RunLock::acquire(dir)?;
+    train_locked(&cfg, opts, &lock)
+}
+
+/// [`train`] with the run directory's lock already held (a sweep takes it to claim the run).
+/// While it trains, running.json names this process and carries a heartbeat; an error or a
+/// panic after that point is recorded in failed.json with its reason.
+pub fn train_locked(cfg: &RunConfig, opts: &TrainOptions, lock: &RunLock) -> Result<Summary> {
+    let cfg = &cfg.resolved()?;
+    cfg.validate()?;
+    let dir = &opts.out_dir;
+    if lock.dir != *dir {
+        return Err(Error::Other(format!("internal: the lock held is for {}, not {}", lock.dir.display(), dir.display())));
+    }
     let ckpt_path = dir.join(checkpoint::FILE);
-    let metrics_path = dir.join("metrics.jsonl");
     if opts.resume {
-        if let Ok(s) = metrics::read_summary(dir) {
-            return Ok(s); // already finished
+        if dir.join(rundir::SUMMARY).exists() {
+            return metrics::read_summary(dir); // already finished: nothing is retrained
         }
-    } else {
-        if ckpt_path.exists() || dir.join("summary.json").exists() {
-            return Err(Error::Other(format!(
-                "{} already holds a run; pass --resume to continue it, or choose another --out",
-                dir.display()
-            )));
+    } else if ckpt_path.exists() || dir.join(rundir::SUMMARY).exists() {
+        return Err(Error::Other(format!("{} already holds a run; pass --resume to continue it, or choose another --out", dir.display())));
+    }
+    let _ = std::fs::remove_file(dir.join(rundir::FAILED)); // trying again
+    let mut heartbeat = Heartbeat::start(dir, lock)?;
+    let result = catch_panic(|| run(cfg, opts));
+    heartbeat.stop();
+    if let Err(e) = &result {
+        rundir::record_failure(dir, &e.to_string())?;
+    }
+    result
+}
+
+/// Test hooks for the failure paths (`ZOOLOGY_FAULT`, comma-separated): `panic@N` panics and
+/// `abort@N` aborts the process right after step N; `kill-before-summary` SIGKILLs the process
+/// after the last checkpoint, before summary.json. Unset in normal use.
+fn fault(what: &str, step: usize) {
+    let Ok(spec) = std::env::var("ZOOLOGY_FAULT") else { return };
+    for f in spec.split(',').map(str::trim) {
+        match f.split_once('@') {
+            Some((kind, n)) if kind == what && n.parse() == Ok(step) => match kind {
+                "panic" => panic!("injected fault ZOOLOGY_FAULT={f}"),
+                "abort" => std::process::abort(),
+                _ => {}
+            },
+            None if f == what => {
+                // SAFETY: sends a signal to this process; nothing is shared.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            }
+            _ => {}
         }
+    }
+}
+
+fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
+    let dir = &opts.out_dir;
+    let ckpt_path = dir.join(checkpoint::FILE);
+    let metrics_path = dir.join(rundir::METRICS);
+    let identity = checkpoint::Identity { config_hash: rundir::run_id(cfg), seed: cfg.seed };
+    if !opts.resume {
         let _ = std::fs::remove_file(&metrics_path);
     }
-    metrics::write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+    metrics::write_atomic(&dir.join(rundir::CONFIG), cfg.to_toml().as_bytes())?;
+    cfg.memory_estimate().check_fits_here()?;
 
     set_threads(cfg.threads);
     let rt = Runtime::new(cfg.device.resolve("device")?);
@@ -190,10 +240,10 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
 
     let mut st = TrainerState::default();
     if opts.resume && ckpt_path.exists() {
-        let loaded = checkpoint::load(&ckpt_path)?;
-        checkpoint::restore(&loaded, &named, &mut opt)?;
+        let loaded = checkpoint::load(&ckpt_path, &identity)?;
+        checkpoint::restore(&loaded, &ckpt_path, &named, &mut opt)?;
         st = loaded.state;
-        metrics::truncate_after(&metrics_path, st.step)?;
+        metrics::truncate_to(&metrics_path, st.metrics_bytes)?;
     } else if opts.resume {
         let _ = std::fs::remove_file(&metrics_path);
     }
@@ -212,14 +262,17 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
 
     let session_start = Instant::now();
     let wall_before = st.wall_time_s;
-    let wall = |st: &TrainerState| wall_before + session_start.elapsed().as_secs_f64() + 0.0 * st.wall_time_s;
-    let mut stop = StopReason::MaxEpochs;
+    let wall = || wall_before + session_start.elapsed().as_secs_f64();
+    // a checkpoint that already decided to stop: write the summary, train nothing
+    let resumed_stopped = st.stopped.is_some();
+    let mut stop = st.stopped.unwrap_or(StopReason::MaxEpochs);
+    let mut reason: Option<String> = None;
     let mut last_loss = f64::NAN;
     let mut tokens_since = 0usize;
     let mut tick = Instant::now();
     let mut grad_norm;
 
-    'epochs: while st.epoch < t.epochs {
+    'epochs: while st.epoch < t.epochs && st.stopped.is_none() {
         let batches = epoch_batches(&train_data.segments, cfg.data.batch_size, t.shuffle, cfg.seed, st.epoch);
         while st.batch < batches.len() {
             let (si, idx) = &batches[st.batch];
@@ -233,11 +286,17 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
             if !lv.is_finite() {
                 stop = StopReason::Diverged;
                 last_loss = lv;
-                pb.println(format!("{}loss became {lv} at step {}; stopping (diverged)", pb.prefix(), st.step));
+                reason = Some(format!("training loss became {lv} at step {} (epoch {})", st.step + 1, st.epoch + 1));
                 break 'epochs;
             }
             loss.backward();
             grad_norm = opt.clip_grad_norm(t.grad_clip);
+            if !grad_norm.is_finite() {
+                stop = StopReason::Diverged;
+                last_loss = lv;
+                reason = Some(format!("gradient norm became {grad_norm} at step {} (epoch {}); that step was not applied", st.step + 1, st.epoch + 1));
+                break 'epochs;
+            }
             let lr = lr_at(t, st.step, total_steps);
             opt.step(lr);
             st.step += 1;
@@ -249,14 +308,16 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
                 let tps = tokens_since as f64 / tick.elapsed().as_secs_f64().max(1e-9);
                 tokens_since = 0;
                 tick = Instant::now();
-                metrics::append_line(&metrics_path, &MetricLine::Train { step: st.step, epoch: st.epoch, loss: lv, lr, tokens_per_s: tps, grad_norm })?;
+                st.metrics_bytes = metrics::append_line(&metrics_path, &MetricLine::Train { step: st.step, epoch: st.epoch, loss: lv, lr, tokens_per_s: tps, grad_norm })?;
                 let acc = st.last_eval.as_ref().map(|e| format!(" acc {:.3}", e.accuracy)).unwrap_or_default();
                 pb.set_message(format!("ep {}/{} loss {lv:.3}{acc} {:.0} tok/s", st.epoch + 1, t.epochs, tps));
             }
             if t.checkpoint_every_steps > 0 && st.step % t.checkpoint_every_steps == 0 && st.batch < batches.len() {
-                st.wall_time_s = wall(&st);
-                checkpoint::save(&ckpt_path, &named, &opt, &st)?;
+                st.wall_time_s = wall();
+                checkpoint::save(&ckpt_path, &named, &opt, &st, &identity)?;
             }
+            fault("panic", st.step);
+            fault("abort", st.step);
         }
         // end of epoch: evaluate, record, checkpoint
         let ev = evaluate(&model, &test_data, test_batch);
@@ -266,25 +327,40 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
             st.best_slices = ev.slices.clone();
         }
         st.epochs_done = st.epoch + 1;
-        st.wall_time_s = wall(&st);
-        metrics::append_line(&metrics_path, &MetricLine::Eval { step: st.step, epoch: st.epoch + 1, result: ev.clone(), elapsed_s: st.wall_time_s })?;
+        st.wall_time_s = wall();
+        st.metrics_bytes = metrics::append_line(&metrics_path, &MetricLine::Eval { step: st.step, epoch: st.epoch + 1, result: ev.clone(), elapsed_s: st.wall_time_s })?;
         pb.set_message(format!("ep {}/{} loss {last_loss:.3} acc {:.3} (test loss {:.3})", st.epoch + 1, t.epochs, ev.accuracy, ev.loss));
+        let diverged = !ev.loss.is_finite();
         let early = ev.accuracy > t.early_stop_accuracy;
+        if diverged {
+            reason = Some(format!("test loss became {} after epoch {}", ev.loss, st.epoch + 1));
+            last_loss = ev.loss;
+        }
         st.last_eval = Some(ev);
         st.epoch += 1;
         st.batch = 0;
-        checkpoint::save(&ckpt_path, &named, &opt, &st)?;
+        if diverged {
+            stop = StopReason::Diverged;
+            break;
+        }
         if early {
+            // the decision travels with the checkpoint: a resumed run ends here too
+            st.stopped = Some(StopReason::EarlyStop);
             stop = StopReason::EarlyStop;
+        }
+        checkpoint::save(&ckpt_path, &named, &opt, &st, &identity)?;
+        if early {
             break;
         }
     }
     pb.finish_and_clear();
+    fault("kill-before-summary", 0);
 
     let last = st.last_eval.clone().unwrap_or_default();
     let summary = Summary {
         status: if stop == StopReason::Diverged { "diverged".into() } else { "done".into() },
         stop_reason: stop,
+        reason,
         mixer: cfg.model.mixer_name(),
         d_model: cfg.model.d_model,
         best_accuracy: st.best_accuracy,
@@ -296,7 +372,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
         num_parameters: num_parameters(&vs),
         state_size: model.state_size(max_test_len),
         state_size_seq_len: max_test_len,
-        wall_time_s: wall(&st),
+        wall_time_s: if resumed_stopped { st.wall_time_s } else { wall() },
         epochs: st.epochs_done,
         steps: st.step,
         device: rt.name(),
@@ -308,7 +384,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
 /// Default run directory for a config: `runs/<name or mixer>-<run id>`.
 pub fn default_out_dir(cfg: &RunConfig) -> PathBuf {
     let stem = if cfg.name.is_empty() { cfg.model.mixer_name() } else { cfg.name.clone() };
-    Path::new("runs").join(format!("{stem}-{}", super::config::run_id(cfg)))
+    Path::new("runs").join(format!("{stem}-{}", rundir::run_id(cfg)))
 }
 
 #[cfg(test)]

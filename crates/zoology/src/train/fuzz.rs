@@ -1,0 +1,311 @@
+//! Mutated configs for the tests that keep "bad input never panics" true: a fixed-seed sample
+//! runs in the suite (`train::fuzz::tests`), a larger campaign through the CLI is an ignored test
+//! (`crates/zoology-cli/tests/fuzz_campaign.rs`). Both draw from [`Fuzzer`].
+//!
+//! Mutations: drop a key; give a key a value of the wrong type; give a number an extreme value
+//! (0, −1, 2^31, 2^32+1, i64::MAX, 1e308, ±inf, NaN, …); add an unknown key to a table; switch
+//! the mixer; set a mixer option to an extreme or wrong-typed value or add an unknown option.
+//! Mixer-option mutations are drawn only for the mixers in [`fuzzed_mixers`]: those whose
+//! `validate` bounds every option. Flip [`FUZZ_EVERY_MIXER`] to include every registered mixer.
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Include every registered mixer's options in the mutations (once each mixer's `validate`
+/// bounds all its options).
+pub const FUZZ_EVERY_MIXER: bool = false;
+
+/// Mixers whose `validate` already bounds every option (checked by the fuzz campaign).
+pub const MIXERS_WITH_BOUNDED_OPTIONS: &[&str] = &["attention"];
+
+/// The mixers whose options the fuzzer mutates.
+pub fn fuzzed_mixers() -> Vec<&'static str> {
+    let all = crate::mixers::names();
+    if FUZZ_EVERY_MIXER {
+        all
+    } else {
+        all.into_iter().filter(|n| MIXERS_WITH_BOUNDED_OPTIONS.contains(n)).collect()
+    }
+}
+
+/// A small valid config every mutation starts from.
+pub const BASE: &str = r#"
+name = "fuzz"
+seed = 3
+threads = 1
+[data]
+vocab_size = 64
+batch_size = 8
+[[data.train]]
+task = "mqar"
+seq_len = 16
+num_kv_pairs = 2
+num_examples = 16
+[[data.test]]
+task = "mqar"
+seq_len = 16
+num_kv_pairs = 2
+num_examples = 8
+[model]
+d_model = 16
+n_layers = 2
+max_position_embeddings = 16
+state_mixer = "identity"
+embed_dropout = 0.0
+mixer = { name = "attention", num_heads = 1 }
+[train]
+epochs = 1
+lr = 3e-3
+log_every_steps = 1
+"#;
+
+fn extremes() -> Vec<toml::Value> {
+    use toml::Value::{Float as F, Integer as I};
+    vec![
+        I(0),
+        I(-1),
+        I(1),
+        I(3),
+        I(1 << 31),
+        I((1 << 32) + 1),
+        I(1 << 53),
+        I(i64::MAX),
+        I(i64::MIN),
+        F(0.0),
+        F(-0.0),
+        F(0.5),
+        F(1e308),
+        F(-1e308),
+        F(1e-320),
+        F(f64::INFINITY),
+        F(f64::NEG_INFINITY),
+        F(f64::NAN),
+    ]
+}
+
+fn wrong_types() -> Vec<toml::Value> {
+    let mut t = toml::Table::new();
+    t.insert("a".into(), toml::Value::Integer(1));
+    vec![
+        toml::Value::String("x".into()),
+        toml::Value::String(String::new()),
+        toml::Value::Boolean(true),
+        toml::Value::Array(vec![toml::Value::Integer(1), toml::Value::Integer(2)]),
+        toml::Value::Array(vec![]),
+        toml::Value::Table(t),
+        toml::Value::Float(2.5),
+        toml::Value::Integer(7),
+    ]
+}
+
+/// Paths to every value in a table: keys, and indices into arrays.
+fn paths(v: &toml::Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, x) in t {
+                prefix.push(k.clone());
+                out.push(prefix.clone());
+                paths(x, prefix, out);
+                prefix.pop();
+            }
+        }
+        toml::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                prefix.push(i.to_string());
+                out.push(prefix.clone());
+                paths(x, prefix, out);
+                prefix.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn get_mut<'a>(v: &'a mut toml::Value, path: &[String]) -> Option<&'a mut toml::Value> {
+    let mut cur = v;
+    for p in path {
+        cur = match cur {
+            toml::Value::Table(t) => t.get_mut(p)?,
+            toml::Value::Array(a) => a.get_mut(p.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+/// Removes the value at `path` (a table key or an array element).
+fn remove(v: &mut toml::Value, path: &[String]) -> bool {
+    let Some((last, parent)) = path.split_last() else { return false };
+    match get_mut(v, parent) {
+        Some(toml::Value::Table(t)) => t.remove(last).is_some(),
+        Some(toml::Value::Array(a)) => match last.parse::<usize>() {
+            Ok(i) if i < a.len() => {
+                a.remove(i);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Draws mutated configs from a fixed seed.
+pub struct Fuzzer {
+    rng: ChaCha8Rng,
+    base: toml::Value,
+    mixers: Vec<&'static str>,
+}
+
+impl Fuzzer {
+    pub fn new(seed: u64) -> Self {
+        Self::with_mixers(seed, fuzzed_mixers())
+    }
+
+    /// A fuzzer that mutates the options of these mixers (e.g. every registered one, to find
+    /// which still lack bounds).
+    pub fn with_mixers(seed: u64, mixers: Vec<&'static str>) -> Self {
+        Fuzzer { rng: ChaCha8Rng::seed_from_u64(seed), base: toml::Value::Table(toml::from_str(BASE).expect("the fuzz base parses")), mixers }
+    }
+
+    /// One mutated config and a description of its mutations (1 to 3 of them).
+    pub fn next_config(&mut self) -> (toml::Table, Vec<String>) {
+        let mut v = self.base.clone();
+        let mut what = vec![];
+        // start from a mixer the fuzzer covers, with its defaults spelled out half of the time
+        if let Some(&m) = self.mixers.choose(&mut self.rng) {
+            let mut t = toml::Table::new();
+            t.insert("name".into(), m.into());
+            if self.rng.gen_bool(0.5) {
+                if let Ok(e) = crate::mixers::lookup(&t, "m") {
+                    t.extend((e.defaults)());
+                }
+            }
+            if let Some(slot) = get_mut(&mut v, &["model".into(), "mixer".into()]) {
+                *slot = toml::Value::Table(t);
+            }
+        }
+        let n = [1, 1, 1, 1, 1, 1, 2, 2, 2, 3][self.rng.gen_range(0..10)];
+        for _ in 0..n {
+            let mut all = vec![];
+            paths(&v, &mut vec![], &mut all);
+            let kind = self.rng.gen_range(0..100);
+            if kind < 25 && !self.mixers.is_empty() {
+                // a mixer option
+                let mixer_paths: Vec<&Vec<String>> = all.iter().filter(|p| p.len() >= 3 && p[0] == "model" && p[1] == "mixer" && p[2] != "name").collect();
+                let pick: Vec<String> = match mixer_paths.choose(&mut self.rng) {
+                    Some(p) if self.rng.gen_bool(0.8) => (*p).clone(),
+                    _ => vec!["model".into(), "mixer".into(), ["fuzz_option", "num_heads", "d_state", "chunk_size", "feature_dim"].choose(&mut self.rng).unwrap().to_string()],
+                };
+                let val = if self.rng.gen_bool(0.7) { extremes().choose(&mut self.rng).unwrap().clone() } else { wrong_types().choose(&mut self.rng).unwrap().clone() };
+                if let Some((last, parent)) = pick.split_last() {
+                    if let Some(toml::Value::Table(t)) = get_mut(&mut v, parent) {
+                        what.push(format!("{} = {val}", pick.join(".")));
+                        t.insert(last.clone(), val);
+                    }
+                }
+                continue;
+            }
+            let Some(path) = all.choose(&mut self.rng).cloned() else { break };
+            let key = path.join(".");
+            match kind {
+                25..=44 => {
+                    if remove(&mut v, &path) {
+                        what.push(format!("drop {key}"));
+                    }
+                }
+                45..=64 => {
+                    let val = wrong_types().choose(&mut self.rng).unwrap().clone();
+                    what.push(format!("{key} = {val} (type)"));
+                    *get_mut(&mut v, &path).unwrap() = val;
+                }
+                65..=89 => {
+                    let val = extremes().choose(&mut self.rng).unwrap().clone();
+                    what.push(format!("{key} = {val}"));
+                    *get_mut(&mut v, &path).unwrap() = val;
+                }
+                _ => {
+                    // an unknown key in the table holding `path`, or in the root
+                    let parent = &path[..path.len() - 1];
+                    if let Some(toml::Value::Table(t)) = get_mut(&mut v, parent) {
+                        t.insert("fuzz_unknown".into(), toml::Value::Integer(1));
+                        what.push(format!("unknown key in {}", if parent.is_empty() { "<root>".into() } else { parent.join(".") }));
+                    }
+                }
+            }
+        }
+        match v {
+            toml::Value::Table(t) => (t, what),
+            _ => unreachable!("the base is a table"),
+        }
+    }
+}
+
+/// Shrinks an accepted config so that one epoch is a step or two (for "runs that finish"):
+/// at most 2 batches of training data and 1 of test data, one epoch, one thread.
+pub fn make_short(cfg: &mut crate::train::RunConfig) {
+    cfg.train.epochs = 1;
+    cfg.threads = 1;
+    let b = cfg.data.batch_size;
+    let t = cfg.data.test_batch_size.unwrap_or(b);
+    let shrink = |list: &mut Vec<crate::tasks::TaskConfig>, n: usize| {
+        for e in list.iter_mut() {
+            if let Ok(toml::Value::Table(mut tab)) = toml::Value::try_from(&*e) {
+                let cur = tab.get("num_examples").and_then(|v| v.as_integer()).unwrap_or(1);
+                tab.insert("num_examples".into(), toml::Value::Integer(cur.min(n as i64).max(1)));
+                if let Ok(x) = toml::Value::Table(tab).try_into() {
+                    *e = x;
+                }
+            }
+        }
+    };
+    shrink(&mut cfg.data.train, 2 * b);
+    shrink(&mut cfg.data.test, t);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{catch_panic, Error};
+    use crate::train::{train, RunConfig, TrainOptions};
+
+    /// A fixed-seed sample of mutated configs: validation gives a config or an error naming a
+    /// field, never a panic; a few accepted ones train an epoch of one or two steps and finish.
+    #[test]
+    fn mutated_configs_give_named_errors_or_runs_that_finish() {
+        let mut f = Fuzzer::new(20240611);
+        let (mut accepted, mut named, mut trained) = (vec![], 0, 0);
+        for i in 0..400 {
+            let (table, what) = f.next_config();
+            let text = toml::to_string(&table).unwrap_or_default();
+            match std::panic::catch_unwind(|| RunConfig::from_table(table.clone())) {
+                Ok(Ok(cfg)) => accepted.push((cfg, what)),
+                Ok(Err(Error::Config { field, msg })) => {
+                    assert!(!field.is_empty() && !msg.is_empty(), "config {i} ({what:?}): empty error");
+                    named += 1;
+                }
+                Ok(Err(e)) => panic!("config {i} ({what:?}) gave an error that is not a config error: {e}\n{text}"),
+                Err(_) => panic!("config {i} ({what:?}) panicked in validation:\n{text}"),
+            }
+        }
+        assert!(named > 100 && accepted.len() > 20, "the sample should hit both outcomes: {named} errors, {} accepted", accepted.len());
+        let dir = std::env::temp_dir().join(format!("zoology-fuzz-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (k, (mut cfg, what)) in accepted.into_iter().enumerate().filter(|(k, _)| k % 6 == 0).take(5) {
+            make_short(&mut cfg);
+            if cfg.memory_estimate().bytes > 2e8 {
+                continue;
+            }
+            let out = dir.join(format!("r{k}"));
+            match catch_panic(|| train(&cfg, &TrainOptions { out_dir: out.clone(), resume: false, quiet: true, label: String::new() })) {
+                Ok(s) => assert!(s.steps >= 1 || s.status == "diverged", "{what:?}: {s:?}"),
+                Err(e @ (Error::Panic(_) | Error::Torch(_))) => panic!("accepted config {k} ({what:?}) crashed in training: {e}\n{}", cfg.to_toml()),
+                Err(e) => println!("accepted config {k} ({what:?}) ended with an error: {e}"),
+            }
+            trained += 1;
+        }
+        println!("fuzz sample: {named} named errors, {trained} trained");
+        assert!(trained >= 3, "only {trained} accepted configs were small enough to train");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
