@@ -9,14 +9,21 @@ use std::path::Path;
 /// Accuracy and loss on the test segments.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct EvalResult {
-    /// Mean over examples of the per-example accuracy on supervised positions (Zoology).
+    /// The test tasks' own metric (Zoology's per-example accuracy for MQAR; see `metric`).
     pub accuracy: f64,
     /// Mean over all supervised positions (micro average), for comparison with other suites.
     pub accuracy_micro: f64,
     /// Mean cross-entropy over supervised positions.
     pub loss: f64,
-    /// `"num_kv_pairs=4"` / `"seq_len=64"` → per-example accuracy on that slice.
+    /// `"num_kv_pairs=4"` / `"seq_len=64"` → primary accuracy on that slice.
     pub slices: BTreeMap<String, f64>,
+    /// Which metric `accuracy` is (the tasks' own: `per_example_accuracy` for Zoology's,
+    /// `mad_macro_accuracy` for MAD's, `micro_accuracy` for safari's).
+    #[serde(default)]
+    pub metric: String,
+    /// Every averaging convention on the same predictions, by name.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -54,6 +61,12 @@ pub struct Summary {
     pub best_accuracy: f64,
     pub best_epoch: usize,
     pub final_accuracy: f64,
+    /// Which metric the accuracies are (see [`EvalResult::metric`]).
+    #[serde(default)]
+    pub metric: String,
+    /// Every convention on the final evaluation (per-example, micro, MAD macro, perplexity).
+    #[serde(default)]
+    pub final_metrics: BTreeMap<String, f64>,
     pub final_loss: f64,
     pub slices: BTreeMap<String, f64>,
     pub best_slices: BTreeMap<String, f64>,
