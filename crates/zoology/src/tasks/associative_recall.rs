@@ -22,7 +22,7 @@
 //! (`accuracy_ignore_index`), which with one target per example is the fraction of examples
 //! right. Slices: `vocab_size`, `seq_len`.
 
-use super::{check_common, dedup_examples, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
+use super::{examples_field, check_common, dedup_examples, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
 use crate::error::{config_err, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -119,19 +119,12 @@ impl Task for AssociativeRecallConfig {
     const SUPERVISION: &'static str = "train: every next token; test: the last position only (the queried value)";
     const SLICES: &'static [Slice] = &[VOCAB, SEQ_LEN];
     const DEFAULT_VOCAB: usize = 20;
+    const METRIC: Metric = Metric::Micro;
 
-    fn metric(&self) -> Metric {
-        Metric::Micro
-    }
     fn seq_len(&self) -> usize {
         self.pairs() * (self.num_keys + 1) + self.num_keys + 1
     }
-    fn num_examples(&self) -> usize {
-        self.num_examples
-    }
-    fn set_num_examples(&mut self, n: usize) {
-        self.num_examples = n;
-    }
+    examples_field!();
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
         check_common(field, self.seq_len, self.num_keys + 1, self.num_examples, vocab_size, 4, "a key, a value, the no-op 0 and => (V−1)")?;
         if self.num_keys == 0 {

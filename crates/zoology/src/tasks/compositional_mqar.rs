@@ -19,8 +19,8 @@
 //! `[0, V)`. Preconditions (Zoology's): L even, V > L, `6·kv ≤ L`, `kv` a perfect square.
 //! Train and test alike. Metric: per-example accuracy. Slices: `num_kv_pairs`, `seq_len`.
 
-use super::mqar::{distinct_in, naive_successive, power_weights, GapSampler, KV_PAIRS};
-use super::{fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN};
+use super::mqar::{check_power_law_task, distinct_in, naive_successive, power_weights, GapSampler, KV_PAIRS};
+use super::{size_fields, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN};
 use crate::error::{config_err, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -66,26 +66,14 @@ impl Task for CompositionalMqarConfig {
     const SLICES: &'static [Slice] = &[KV_PAIRS, SEQ_LEN];
     const ALIASES: &'static [(&'static str, &'static str)] = &[("kv", "num_kv_pairs")];
     const DEFAULT_VOCAB: usize = 8192;
+    const METRIC: Metric = Metric::PerExample;
 
-    fn metric(&self) -> Metric {
-        Metric::PerExample
-    }
-    fn seq_len(&self) -> usize {
-        self.seq_len
-    }
-    fn num_examples(&self) -> usize {
-        self.num_examples
-    }
-    fn set_num_examples(&mut self, n: usize) {
-        self.num_examples = n;
-    }
+    size_fields!();
 
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
         let (l, kv, v) = (self.seq_len, self.num_kv_pairs, vocab_size);
         let f = |k: &str| format!("{field}.{k}");
-        if l == 0 || l % 2 != 0 {
-            return Err(config_err(f("seq_len"), format!("must be even and > 0 (got {l})")));
-        }
+        check_power_law_task(field, l, v, self.num_examples, self.power_a)?;
         let g = self.grid();
         if kv == 0 || g * g != kv {
             return Err(config_err(f("num_kv_pairs"), format!("must be a perfect square ≥ 1 (4, 9, 16, …) to form the key grid (got {kv})")));
@@ -93,18 +81,9 @@ impl Task for CompositionalMqarConfig {
         if 6 * kv > l {
             return Err(config_err(f("num_kv_pairs"), format!("6·num_kv_pairs must be ≤ seq_len (3 context + 3 query tokens per pair; got 6·{kv} > {l})")));
         }
-        if v <= l {
-            return Err(config_err("data.vocab_size", format!("must be greater than seq_len (got {v} ≤ {l} in {field})")));
-        }
         let t = v / 3;
         if t < g + 1 || v - 2 * t < kv {
             return Err(config_err("data.vocab_size", format!("too small for {g} first keys in [1, V/3), {g} second keys and {kv} distinct values in [2V/3, V) (got V={v})")));
-        }
-        if self.num_examples == 0 {
-            return Err(config_err(f("num_examples"), "must be at least 1"));
-        }
-        if !(self.power_a > 0.0 && self.power_a.is_finite()) {
-            return Err(config_err(f("power_a"), format!("must be a positive number (got {})", self.power_a)));
         }
         Ok(())
     }

@@ -13,7 +13,7 @@
 //! L ∈ {64, 128, 256}, N ∈ {6400, 3200, 1600, 800}. Metric: MAD's macro accuracy. Slices:
 //! `vocab_size`, `seq_len`. (MAD's unused noise options are left out.)
 
-use super::{check_common, fill_examples, Backbone, FastRng, Metric, Slice, Split, Task, Token, SEQ_LEN, VOCAB};
+use super::{size_fields, check_common, fill_examples, Backbone, FastRng, Metric, Slice, Split, Task, Token, SEQ_LEN, VOCAB};
 use crate::error::Result;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -40,19 +40,9 @@ impl Task for CompressionConfig {
     const SLICES: &'static [Slice] = &[VOCAB, SEQ_LEN];
     const DEFAULT_VOCAB: usize = 16;
     const BACKBONE: Backbone = Backbone::Autoencoder;
+    const METRIC: Metric = Metric::MAD;
 
-    fn metric(&self) -> Metric {
-        Metric::MAD
-    }
-    fn seq_len(&self) -> usize {
-        self.seq_len
-    }
-    fn num_examples(&self) -> usize {
-        self.num_examples
-    }
-    fn set_num_examples(&mut self, n: usize) {
-        self.num_examples = n;
-    }
+    size_fields!();
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
         check_common(field, self.seq_len, 2, self.num_examples, vocab_size, 2, "data tokens and the compression token V−1")
     }

@@ -6,7 +6,7 @@
 //! `cumsum(2·bit − 1) ≥ 0`: a tie gives 1, unlike `majority`), else 0. Train = test. Metric:
 //! per-example accuracy. Slice: `seq_len`. Needs `V ≥ 2`.
 
-use super::{check_common, fill_examples, random_bits, FastRng, Metric, Slice, Split, Task, Token, SEQ_LEN};
+use super::{size_fields, check_common, fill_examples, random_bits, FastRng, Metric, Slice, Split, Task, Token, SEQ_LEN};
 use crate::error::Result;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -32,19 +32,9 @@ impl Task for CumulativeMajorityConfig {
     const SUPERVISION: &'static str = "every position (target: 1 if ones ≥ zeros in bits 0..=t); train = test";
     const SLICES: &'static [Slice] = &[SEQ_LEN];
     const DEFAULT_VOCAB: usize = 3;
+    const METRIC: Metric = Metric::PerExample;
 
-    fn metric(&self) -> Metric {
-        Metric::PerExample
-    }
-    fn seq_len(&self) -> usize {
-        self.seq_len
-    }
-    fn num_examples(&self) -> usize {
-        self.num_examples
-    }
-    fn set_num_examples(&mut self, n: usize) {
-        self.num_examples = n;
-    }
+    size_fields!();
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
         check_common(field, self.seq_len, 1, self.num_examples, vocab_size, 2, "bits 0/1")
     }

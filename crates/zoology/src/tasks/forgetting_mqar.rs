@@ -23,8 +23,8 @@
 //! own original value, which is what the code's comment says it intends (the effect on numbers
 //! is below 0.03% at V = 8192).
 
-use super::mqar::{distinct_in, naive_successive, power_weights, GapSampler, KV_PAIRS};
-use super::{fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN};
+use super::mqar::{check_power_law_task, distinct_in, naive_successive, power_weights, GapSampler, KV_PAIRS};
+use super::{size_fields, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN};
 use crate::error::{config_err, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -82,26 +82,14 @@ impl Task for ForgettingMqarConfig {
     const SLICES: &'static [Slice] = &[KV_PAIRS, UPDATES, SEQ_LEN];
     const ALIASES: &'static [(&'static str, &'static str)] = &[("kv", "num_kv_pairs"), ("updates", "num_updates")];
     const DEFAULT_VOCAB: usize = 8192;
+    const METRIC: Metric = Metric::PerExample;
 
-    fn metric(&self) -> Metric {
-        Metric::PerExample
-    }
-    fn seq_len(&self) -> usize {
-        self.seq_len
-    }
-    fn num_examples(&self) -> usize {
-        self.num_examples
-    }
-    fn set_num_examples(&mut self, n: usize) {
-        self.num_examples = n;
-    }
+    size_fields!();
 
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
         let (l, kv, u, v) = (self.seq_len, self.num_kv_pairs, self.num_updates, vocab_size);
         let f = |k: &str| format!("{field}.{k}");
-        if l == 0 || l % 2 != 0 {
-            return Err(config_err(f("seq_len"), format!("must be even and > 0 (got {l})")));
-        }
+        check_power_law_task(field, l, v, self.num_examples, self.power_a)?;
         if kv == 0 {
             return Err(config_err(f("num_kv_pairs"), "must be at least 1"));
         }
@@ -111,17 +99,8 @@ impl Task for ForgettingMqarConfig {
         if 2 * (kv + u) + 2 * kv > l {
             return Err(config_err(f("num_kv_pairs"), format!("2·(num_kv_pairs + num_updates) + 2·num_kv_pairs must be ≤ seq_len (got {} > {l})", 2 * (kv + u) + 2 * kv)));
         }
-        if v <= l {
-            return Err(config_err("data.vocab_size", format!("must be greater than seq_len (got {v} ≤ {l} in {field})")));
-        }
         if v / 2 < kv + 1 || v - v / 2 < kv.max(2) {
             return Err(config_err("data.vocab_size", format!("too small for {kv} distinct keys in [1, V/2) and values in [V/2, V) (got V={v})")));
-        }
-        if self.num_examples == 0 {
-            return Err(config_err(f("num_examples"), "must be at least 1"));
-        }
-        if !(self.power_a > 0.0 && self.power_a.is_finite()) {
-            return Err(config_err(f("power_a"), format!("must be a positive number (got {})", self.power_a)));
         }
         Ok(())
     }

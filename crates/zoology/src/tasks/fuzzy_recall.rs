@@ -28,7 +28,7 @@
 //! accuracy. Slices: `vocab_size`, `seq_len`.
 
 use super::in_context_recall::shift_into;
-use super::{check_common, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
+use super::{size_fields, check_common, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
 use crate::error::{config_err, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -207,19 +207,9 @@ impl Task for FuzzyRecallConfig {
     const SUPERVISION: &'static str = "train: every next token; test: the value tokens after each key presented before, and the final probe's value";
     const SLICES: &'static [Slice] = &[VOCAB, SEQ_LEN];
     const DEFAULT_VOCAB: usize = 16;
+    const METRIC: Metric = Metric::MAD;
 
-    fn metric(&self) -> Metric {
-        Metric::MAD
-    }
-    fn seq_len(&self) -> usize {
-        self.seq_len
-    }
-    fn num_examples(&self) -> usize {
-        self.num_examples
-    }
-    fn set_num_examples(&mut self, n: usize) {
-        self.num_examples = n;
-    }
+    size_fields!();
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
         let f = |k: &str| format!("{field}.{k}");
         let (km, vm) = (self.k_motif_size, self.v_motif_size);

@@ -30,7 +30,7 @@
 //! slot turned to noise MAD's generator then fails (no key to probe). We draw the forced slot
 //! among the `seq_len/2 − 1` slots that can be noise, so an example always has a key to probe.
 
-use super::{check_common, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
+use super::{examples_field, check_common, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
 use crate::error::{config_err, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -242,19 +242,12 @@ impl Task for InContextRecallConfig {
     const SUPERVISION: &'static str = "train: every next token; test: the value after each key presented before, and the final probe's value";
     const SLICES: &'static [Slice] = &[VOCAB, SEQ_LEN];
     const DEFAULT_VOCAB: usize = 16;
+    const METRIC: Metric = Metric::MAD;
 
-    fn metric(&self) -> Metric {
-        Metric::MAD
-    }
     fn seq_len(&self) -> usize {
         self.raw_len() - 1
     }
-    fn num_examples(&self) -> usize {
-        self.num_examples
-    }
-    fn set_num_examples(&mut self, n: usize) {
-        self.num_examples = n;
-    }
+    examples_field!();
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
         self.check(vocab_size, field)
     }

@@ -17,7 +17,7 @@
 //! examples (`icl_synthetics` defaults). Metric: micro accuracy. Slices: `vocab_size`,
 //! `seq_len`.
 
-use super::{check_common, dedup_examples, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
+use super::{examples_field, check_common, dedup_examples, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
 use crate::error::{config_err, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -92,19 +92,12 @@ impl Task for InductionHeadConfig {
     const SUPERVISION: &'static str = "train: every next token; test: the last induction_len positions (the token(s) after the final =>)";
     const SLICES: &'static [Slice] = &[VOCAB, SEQ_LEN];
     const DEFAULT_VOCAB: usize = 20;
+    const METRIC: Metric = Metric::Micro;
 
-    fn metric(&self) -> Metric {
-        Metric::Micro
-    }
     fn seq_len(&self) -> usize {
         self.seq_len + self.induction_len
     }
-    fn num_examples(&self) -> usize {
-        self.num_examples
-    }
-    fn set_num_examples(&mut self, n: usize) {
-        self.num_examples = n;
-    }
+    examples_field!();
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
         if self.induction_len == 0 || self.num_triggers == 0 {
             let k = if self.induction_len == 0 { "induction_len" } else { "num_triggers" };

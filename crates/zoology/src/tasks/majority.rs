@@ -7,7 +7,7 @@
 //! (Zoology's generator divides by zero at L = 1).
 
 use super::parity::{bits_then_answer, naive_bits_then_answer};
-use super::{check_common, Metric, Slice, Split, Task, Token, SEQ_LEN};
+use super::{size_fields, check_common, Metric, Slice, Split, Task, Token, SEQ_LEN};
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
 
@@ -35,19 +35,9 @@ impl Task for MajorityConfig {
     const SUPERVISION: &'static str = "the end position only (target: 1 if more than half the bits are 1); train = test";
     const SLICES: &'static [Slice] = &[SEQ_LEN];
     const DEFAULT_VOCAB: usize = 3;
+    const METRIC: Metric = Metric::PerExample;
 
-    fn metric(&self) -> Metric {
-        Metric::PerExample
-    }
-    fn seq_len(&self) -> usize {
-        self.seq_len
-    }
-    fn num_examples(&self) -> usize {
-        self.num_examples
-    }
-    fn set_num_examples(&mut self, n: usize) {
-        self.num_examples = n;
-    }
+    size_fields!();
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
         check_common(field, self.seq_len, 2, self.num_examples, vocab_size, 3, "bits 0/1 and the end token 2")
     }

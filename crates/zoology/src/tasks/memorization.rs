@@ -14,7 +14,7 @@
 //! examples; variations V ∈ {512, 1024, 2048, 4096, 8192}. Metric: MAD's macro accuracy.
 //! Slices: `vocab_size`, `seq_len`. (MAD's unused noise options are left out.)
 
-use super::{check_common, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
+use super::{size_fields, check_common, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
 use crate::error::{config_err, Result};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -65,19 +65,9 @@ impl Task for MemorizationConfig {
     const SUPERVISION: &'static str = "every insert token (target: the fixed value of the key before it); train = test";
     const SLICES: &'static [Slice] = &[VOCAB, SEQ_LEN];
     const DEFAULT_VOCAB: usize = 256;
+    const METRIC: Metric = Metric::MAD;
 
-    fn metric(&self) -> Metric {
-        Metric::MAD
-    }
-    fn seq_len(&self) -> usize {
-        self.seq_len
-    }
-    fn num_examples(&self) -> usize {
-        self.num_examples
-    }
-    fn set_num_examples(&mut self, n: usize) {
-        self.num_examples = n;
-    }
+    size_fields!();
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
         check_common(field, self.seq_len, 2, self.num_examples, vocab_size, 4, "keys, values and the insert token V−1")?;
         if self.seq_len % 2 != 0 {

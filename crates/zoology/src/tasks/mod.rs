@@ -16,6 +16,10 @@
 pub mod export;
 pub mod metric;
 #[cfg(test)]
+mod learn_tests;
+#[cfg(test)]
+mod mad_configs_test;
+#[cfg(test)]
 pub(crate) mod stats;
 
 pub mod associative_recall;
@@ -138,7 +142,8 @@ pub trait Task: Serialize + DeserializeOwned + Clone + std::fmt::Debug + Partial
     const BACKBONE: Backbone = Backbone::LanguageModel;
 
     /// How test predictions are scored, so that numbers compare with the peer's.
-    fn metric(&self) -> Metric;
+    const METRIC: Metric;
+
     /// Length of every generated example (the model's sequence length).
     fn seq_len(&self) -> usize;
     fn num_examples(&self) -> usize;
@@ -160,6 +165,28 @@ pub trait Task: Serialize + DeserializeOwned + Clone + std::fmt::Debug + Partial
         render_tokens(inputs, targets)
     }
 }
+
+/// The `num_examples` accessors of a [`Task`] impl whose config has a `num_examples` field.
+macro_rules! examples_field {
+    () => {
+        fn num_examples(&self) -> usize {
+            self.num_examples
+        }
+        fn set_num_examples(&mut self, n: usize) {
+            self.num_examples = n;
+        }
+    };
+}
+/// `examples_field!()` plus `seq_len()` from a `seq_len` field (the example length).
+macro_rules! size_fields {
+    () => {
+        fn seq_len(&self) -> usize {
+            self.seq_len
+        }
+        $crate::tasks::examples_field!();
+    };
+}
+pub(crate) use {examples_field, size_fields};
 
 /// Tokens separated by spaces; a supervised position shows `[input→target]`.
 pub fn render_tokens(inputs: &[Token], targets: &[Token]) -> String {
@@ -315,7 +342,7 @@ trait DynTask {
 
 impl<T: Task> DynTask for T {
     fn metric(&self) -> Metric {
-        Task::metric(self)
+        T::METRIC
     }
     fn seq_len(&self) -> usize {
         Task::seq_len(self)
@@ -510,6 +537,21 @@ pub fn lookup(name: &str) -> Option<TaskEntry> {
 /// The slice with this key in any registered task (`seq_len`, `num_kv_pairs`, `vocab_size`, …).
 pub fn find_slice(key: &str) -> Option<Slice> {
     registry().iter().flat_map(|e| e.slices.iter().copied()).find(|s| s.key == key)
+}
+
+/// A task entry as a sweep label: `in_context_recall L=256`, the task name and its slices'
+/// short labels (`vocab_size` is not in a task entry, so it is left out here).
+pub fn describe_entry(t: &toml::Table) -> String {
+    let name = t.get("task").and_then(|v| v.as_str()).unwrap_or("?");
+    let mut s = name.to_string();
+    if let Some(e) = lookup(name) {
+        for sl in e.slices {
+            if let Some(v) = t.get(sl.key) {
+                s.push_str(&format!(" {}={}", sl.short, value_text(v)));
+            }
+        }
+    }
+    s
 }
 
 /// Checks that every task of a run can be trained with `backbone`: compression needs MAD's

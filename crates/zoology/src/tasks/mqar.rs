@@ -37,7 +37,7 @@
 //!
 //! Metric: Zoology's per-example accuracy. Slices: `num_kv_pairs`, `seq_len`.
 
-use super::{fill_examples, FastRng, Metric, Segment, Slice, Split, Task, TaskConfig, Token, IGNORE, SEQ_LEN};
+use super::{size_fields, fill_examples, FastRng, Metric, Segment, Slice, Split, Task, TaskConfig, Token, IGNORE, SEQ_LEN};
 use crate::error::{config_err, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -89,9 +89,7 @@ impl MqarConfig {
     fn check(&self, vocab_size: usize, field: &str) -> Result<()> {
         let (l, kv, v) = (self.seq_len, self.num_kv_pairs, vocab_size);
         let f = |k: &str| format!("{field}.{k}");
-        if l == 0 || l % 2 != 0 {
-            return Err(config_err(f("seq_len"), format!("must be even and > 0 (got {l})")));
-        }
+        check_power_law_task(field, l, v, self.num_examples, self.power_a)?;
         if kv == 0 {
             return Err(config_err(f("num_kv_pairs"), "must be at least 1"));
         }
@@ -101,23 +99,11 @@ impl MqarConfig {
                 format!("4·num_kv_pairs must be ≤ seq_len (got 4·{kv} > {l}); lower num_kv_pairs to ≤ {} or raise seq_len", l / 4),
             ));
         }
-        if v <= l {
-            return Err(config_err(
-                "data.vocab_size",
-                format!("must be greater than seq_len (got vocab_size {v} ≤ seq_len {l} in {field})"),
-            ));
-        }
         if v / 2 < kv + 1 {
             return Err(config_err(
                 "data.vocab_size",
                 format!("vocab_size/2 − 1 must be ≥ num_kv_pairs to draw distinct keys (got V={v}, kv={kv})"),
             ));
-        }
-        if self.num_examples == 0 {
-            return Err(config_err(f("num_examples"), "must be at least 1"));
-        }
-        if !(self.power_a > 0.0 && self.power_a.is_finite()) {
-            return Err(config_err(f("power_a"), format!("must be a positive number (got {})", self.power_a)));
         }
         Ok(())
     }
@@ -169,19 +155,9 @@ impl Task for MqarConfig {
     const SLICES: &'static [Slice] = &[KV_PAIRS, SEQ_LEN];
     const ALIASES: &'static [(&'static str, &'static str)] = &[("kv", "num_kv_pairs")];
     const DEFAULT_VOCAB: usize = 8192;
+    const METRIC: Metric = Metric::PerExample;
 
-    fn metric(&self) -> Metric {
-        Metric::PerExample
-    }
-    fn seq_len(&self) -> usize {
-        self.seq_len
-    }
-    fn num_examples(&self) -> usize {
-        self.num_examples
-    }
-    fn set_num_examples(&mut self, n: usize) {
-        self.num_examples = n;
-    }
+    size_fields!();
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
         self.check(vocab_size, field)
     }
@@ -308,6 +284,25 @@ impl GapSampler {
         }
         buf[..self.kv].sort_unstable_by(|x, y| x.0.total_cmp(&y.0));
     }
+}
+
+/// The preconditions the MQAR family shares (Zoology's asserts): `seq_len` even and > 0,
+/// `vocab_size > seq_len`, at least one example, `power_a > 0`.
+pub(crate) fn check_power_law_task(field: &str, seq_len: usize, vocab_size: usize, num_examples: usize, power_a: f64) -> Result<()> {
+    let f = |k: &str| format!("{field}.{k}");
+    if seq_len == 0 || seq_len % 2 != 0 {
+        return Err(config_err(f("seq_len"), format!("must be even and > 0 (got {seq_len})")));
+    }
+    if vocab_size <= seq_len {
+        return Err(config_err("data.vocab_size", format!("must be greater than seq_len (got vocab_size {vocab_size} ≤ seq_len {seq_len} in {field})")));
+    }
+    if num_examples == 0 {
+        return Err(config_err(f("num_examples"), "must be at least 1"));
+    }
+    if !(power_a > 0.0 && power_a.is_finite()) {
+        return Err(config_err(f("power_a"), format!("must be a positive number (got {power_a})")));
+    }
+    Ok(())
 }
 
 /// `w_g = a·(g+1)^(a−1)` for `g < space`: Zoology's query-gap weights (unnormalised).

@@ -12,7 +12,7 @@
 //! Slices: `vocab_size`, `seq_len`, `frac_noise`.
 
 use super::in_context_recall::{naive_recall, recall_legend, InContextRecallConfig, Scratch};
-use super::{fill_examples, Metric, Slice, Split, Task, Token, SEQ_LEN, VOCAB};
+use super::{examples_field, fill_examples, Metric, Slice, Split, Task, Token, SEQ_LEN, VOCAB};
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
 
@@ -69,19 +69,12 @@ impl Task for NoisyRecallConfig {
     const SLICES: &'static [Slice] = &[VOCAB, SEQ_LEN, NOISE];
     const ALIASES: &'static [(&'static str, &'static str)] = &[("noise", "frac_noise")];
     const DEFAULT_VOCAB: usize = 32;
+    const METRIC: Metric = Metric::MAD;
 
-    fn metric(&self) -> Metric {
-        Metric::MAD
-    }
     fn seq_len(&self) -> usize {
         Task::seq_len(&self.recall())
     }
-    fn num_examples(&self) -> usize {
-        self.num_examples
-    }
-    fn set_num_examples(&mut self, n: usize) {
-        self.num_examples = n;
-    }
+    examples_field!();
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
         self.recall().check(vocab_size, field)
     }

@@ -7,7 +7,7 @@
 //! per example, so it equals the micro accuracy). Slice: `seq_len`. Needs `V ≥ 3`; Zoology's
 //! circuit configs use V = 3.
 
-use super::{check_common, fill_examples, random_bits, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN};
+use super::{size_fields, check_common, fill_examples, random_bits, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN};
 use crate::error::Result;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -64,19 +64,9 @@ impl Task for ParityConfig {
     const SUPERVISION: &'static str = "the end position only (target: parity of the bits); train = test";
     const SLICES: &'static [Slice] = &[SEQ_LEN];
     const DEFAULT_VOCAB: usize = 3;
+    const METRIC: Metric = Metric::PerExample;
 
-    fn metric(&self) -> Metric {
-        Metric::PerExample
-    }
-    fn seq_len(&self) -> usize {
-        self.seq_len
-    }
-    fn num_examples(&self) -> usize {
-        self.num_examples
-    }
-    fn set_num_examples(&mut self, n: usize) {
-        self.num_examples = n;
-    }
+    size_fields!();
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
         check_common(field, self.seq_len, 2, self.num_examples, vocab_size, 3, "bits 0/1 and the end token 2")
     }

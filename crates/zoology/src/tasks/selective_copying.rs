@@ -15,7 +15,7 @@
 //! {32, 64, 96}. Metric: MAD's macro accuracy. Slices: `vocab_size`, `seq_len`,
 //! `num_tokens_to_copy`.
 
-use super::{check_common, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
+use super::{size_fields, check_common, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
 use crate::error::{config_err, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -56,19 +56,9 @@ impl Task for SelectiveCopyingConfig {
     const SLICES: &'static [Slice] = &[VOCAB, SEQ_LEN, TO_COPY];
     const ALIASES: &'static [(&'static str, &'static str)] = &[("copy", "num_tokens_to_copy")];
     const DEFAULT_VOCAB: usize = 16;
+    const METRIC: Metric = Metric::MAD;
 
-    fn metric(&self) -> Metric {
-        Metric::MAD
-    }
-    fn seq_len(&self) -> usize {
-        self.seq_len
-    }
-    fn num_examples(&self) -> usize {
-        self.num_examples
-    }
-    fn set_num_examples(&mut self, n: usize) {
-        self.num_examples = n;
-    }
+    size_fields!();
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
         let n = self.num_tokens_to_copy;
         if n == 0 {

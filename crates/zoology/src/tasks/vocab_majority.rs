@@ -7,7 +7,7 @@
 //! of the input as shown. Train = test. Metric: per-example accuracy. Slices: `vocab_size`
 //! (Zoology's), `seq_len`. No published config fixes V; `zoology data` uses 16.
 
-use super::{check_common, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
+use super::{size_fields, check_common, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
 use crate::error::Result;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -63,19 +63,9 @@ impl Task for VocabMajorityConfig {
     const SUPERVISION: &'static str = "the end position only (target: the unique most frequent token); train = test";
     const SLICES: &'static [Slice] = &[VOCAB, SEQ_LEN];
     const DEFAULT_VOCAB: usize = 16;
+    const METRIC: Metric = Metric::PerExample;
 
-    fn metric(&self) -> Metric {
-        Metric::PerExample
-    }
-    fn seq_len(&self) -> usize {
-        self.seq_len
-    }
-    fn num_examples(&self) -> usize {
-        self.num_examples
-    }
-    fn set_num_examples(&mut self, n: usize) {
-        self.num_examples = n;
-    }
+    size_fields!();
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
         check_common(field, self.seq_len, 2, self.num_examples, vocab_size, 2, "tokens [1, V) and the end token 0")
     }
