@@ -4,11 +4,13 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
-use zoology::tasks::{mqar::MqarConfig, IGNORE};
+use zoology::tasks::mqar::MqarConfig;
+use zoology::tasks::Task;
 use zoology::train::config::{apply_set, RunConfig};
 use zoology::train::{self, TrainOptions};
 
 mod corpus;
+mod data;
 mod sweeps;
 
 #[derive(Parser)]
@@ -22,9 +24,11 @@ struct Cli {
 enum Cmd {
     /// Train one model from a TOML config and write a run directory.
     Train(TrainArgs),
-    /// Show generated task data.
-    #[command(subcommand)]
-    Data(DataCmd),
+    /// Show or export generated task data: `zoology data mqar --seq-len 64 --kv 4 --show 3`,
+    /// `zoology data in_context_recall seq_len=256 --vocab-size 32 --out icr.safetensors`.
+    Data(DataArgs),
+    /// List every registered task: what it is, its supervision, metric, slices and defaults.
+    Tasks,
     /// List every registered mixer with its state size and default hyperparameters.
     Mixers,
     /// Benchmarks that print ratios against a baseline measured in the same run.
@@ -88,26 +92,14 @@ struct TrainArgs {
     quiet: bool,
 }
 
-#[derive(Subcommand)]
-enum DataCmd {
-    /// Multi-query associative recall (Zoology's MQAR).
-    Mqar {
-        #[arg(long, default_value_t = 64)]
-        seq_len: usize,
-        #[arg(long, default_value_t = 4)]
-        kv: usize,
-        #[arg(long, default_value_t = 8192)]
-        vocab_size: usize,
-        #[arg(long, default_value_t = 0.01)]
-        power_a: f64,
-        #[arg(long)]
-        random_non_queries: bool,
-        #[arg(long, default_value_t = 123)]
-        seed: u64,
-        /// Number of examples to print.
-        #[arg(long, default_value_t = 3)]
-        show: usize,
-    },
+#[derive(Args)]
+#[command(after_help = "Task options are the task's config fields (see `zoology tasks`), as key=value, --key value or --key=value (dashes or underscores; a bare --flag sets a boolean to true). Other options: --vocab-size V (default: the task's), --seed S (123), --split train|test (test), --show N (3, at most 1000; 0 with --out), --out FILE.safetensors|.npz|.npy (writes FILE and a FILE.json sidecar; exports num_examples examples).")]
+struct DataArgs {
+    /// Task name (`zoology tasks` lists them).
+    task: String,
+    /// Task fields and options, e.g. --seq-len 64 --kv 4 --show 3.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "OPTIONS")]
+    options: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -150,16 +142,20 @@ enum BenchCmd {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
-    /// MQAR generation rate vs a naive sequential generator.
+    /// A task's generation time vs its plain sequential generator, on the same segment
+    /// (default: MQAR, L=512, kv=64, 100,000 examples). `--all`: every task at three lengths.
+    #[command(after_help = "Options as for `zoology data` (task fields as key=value or --key value), plus --vocab-size, --split train|test and --reps N (3).")]
     Data {
-        #[arg(long, default_value_t = 512)]
-        seq_len: usize,
-        #[arg(long, default_value_t = 64)]
-        kv: usize,
-        #[arg(long, default_value_t = 8192)]
-        vocab_size: usize,
-        #[arg(long, default_value_t = 100_000)]
-        num_examples: usize,
+        /// Every registered task at its default config and 4×/16× longer sequences.
+        #[arg(long)]
+        all: bool,
+        /// Examples per task with --all (at the default length; fewer at longer ones).
+        #[arg(long, default_value_t = 20_000)]
+        examples: usize,
+        /// Task name (default mqar at the size above).
+        task: Option<String>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "OPTIONS")]
+        options: Vec<String>,
     },
 }
 
@@ -188,38 +184,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Report { dir, out } => sweeps::cmd_report(dir, out).map(|_| ()),
         Cmd::Quickstart { out, workers } => sweeps::cmd_quickstart(out, workers),
         Cmd::Corpus(c) => corpus::cmd_corpus(c),
-        Cmd::Data(DataCmd::Mqar { seq_len, kv, vocab_size, power_a, random_non_queries, seed, show }) => {
-            if !(1..=MAX_SHOW).contains(&show) {
-                bail!("--show: must be in [1, {MAX_SHOW}] (got {show}); the examples are printed, not stored");
-            }
-            if vocab_size > zoology::train::config::limits::MAX_VOCAB {
-                bail!("--vocab-size: must be ≤ {} = 2^31 (got {vocab_size}): token ids are 32-bit integers", zoology::train::config::limits::MAX_VOCAB);
-            }
-            let c = MqarConfig { seq_len, num_kv_pairs: kv, num_examples: show.max(1), power_a, random_non_queries };
-            c.validate(vocab_size, "data").map_err(|e| {
-                let msg = e.to_string();
-                let flag = [("data.seq_len", "--seq-len"), ("data.num_kv_pairs", "--kv"), ("data.vocab_size", "--vocab-size"), ("data.power_a", "--power-a"), ("data.num_examples", "--show")]
-                    .iter()
-                    .find(|(f, _)| msg.contains(&format!("`{f}`")))
-                    .map(|(_, fl)| *fl)
-                    .unwrap_or("--");
-                anyhow::anyhow!("{flag}: {}", msg.splitn(2, "`: ").nth(1).unwrap_or(&msg))
-            })?;
-            let seg = c.generate(vocab_size, seed);
-            println!("{}  V={vocab_size} seed={seed}", c.describe());
-            println!("keys in [1, {}), values in [{}, {}), 0 = filler; [k→v] marks a query whose target is v\n", vocab_size / 2, vocab_size / 2, vocab_size);
-            for i in 0..show {
-                let (inp, tgt) = seg.example(i);
-                let toks: Vec<String> = inp
-                    .iter()
-                    .zip(tgt)
-                    .map(|(&x, &y)| if y != IGNORE { format!("[{x}→{y}]") } else { x.to_string() })
-                    .collect();
-                println!("example {i}: context {}", toks[..2 * kv].join(" "));
-                println!("           queries {}\n", toks[2 * kv..].join(" "));
-            }
-            Ok(())
-        }
+        Cmd::Data(a) => data::cmd_data(&a.task, &a.options),
+        Cmd::Tasks => data::cmd_tasks(),
         Cmd::Mixers => {
             for e in zoology::mixers::registry() {
                 println!("{:<18} {}", e.name, e.about);
@@ -263,19 +229,10 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", zoology::bench::format_mixer_table(&rows, &lengths));
             Ok(())
         }
-        Cmd::Bench(BenchCmd::Data { seq_len, kv, vocab_size, num_examples }) => {
-            println!("bench data: MQAR L={seq_len} kv={kv} V={vocab_size}, {num_examples} examples, {} rayon threads", rayon_threads());
-            let (ours, naive) = zoology::bench::gen_rate(seq_len, kv, vocab_size, num_examples).map_err(|e| anyhow::anyhow!(e.to_string()))?;
-            println!("  zoology-rs generator: {:>12.0} examples/s ({:.3} s for {num_examples})", ours, num_examples as f64 / ours);
-            println!("  naive sequential    : {:>12.0} examples/s", naive);
-            println!("  ratio (ours / naive): {:.1}x", ours / naive);
-            Ok(())
-        }
+        Cmd::Bench(BenchCmd::Data { all, examples, task, options }) => data::cmd_bench_data(task.as_deref(), &options, all, examples),
     }
 }
 
-/// Largest `data mqar --show`: the examples are printed, one screen each.
-const MAX_SHOW: usize = 10_000;
 
 /// Flag checks of `bench step`, each error naming its flag.
 fn check_bench_step(d_model: i64, seq_len: usize, kv: usize, batch: usize, vocab_size: usize, iters: usize) -> Result<()> {
@@ -310,9 +267,6 @@ fn check_bench_step(d_model: i64, seq_len: usize, kv: usize, batch: usize, vocab
     Ok(())
 }
 
-fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}
 
 fn cmd_train(a: TrainArgs) -> Result<()> {
     let (cfg, out, resume) = if let Some(dir) = &a.resume {

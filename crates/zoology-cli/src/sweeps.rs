@@ -118,8 +118,9 @@ pub struct ShowArgs {
     /// Best accuracy over these keys (comma-separated), e.g. --best-over lr or lr,d_model.
     #[arg(long, value_name = "KEYS", num_args = 0..=1, default_missing_value = "lr")]
     best_over: Option<String>,
-    /// Print the MAD-style score (mean over task settings of the best over the optimiser grid).
-    #[arg(long)]
+    /// Print the MAD score: per task, the mean over its settings of the best final accuracy
+    /// over the optimiser grid (lr, weight decay); the mean over tasks.
+    #[arg(long = "mad-score", alias = "score")]
     score: bool,
     #[arg(long, conflicts_with = "json")]
     csv: bool,
@@ -345,10 +346,7 @@ pub fn cmd_results(c: ResultsCmd) -> Result<()> {
                     println!("{}", serde_json::to_string_pretty(&scores)?);
                     return Ok(());
                 }
-                let mut t = vec![vec!["mixer".to_string(), "score".into(), "task_settings".into(), "runs".into(), "model".into()]];
-                for s in &scores {
-                    t.push(vec![s.preset.clone(), format!("{:.4}", s.score), s.task_settings.to_string(), s.runs.to_string(), s.model.clone()]);
-                }
+                let t = results::mad_table(&scores);
                 print!("{}", if a.csv { results::render_csv(&t) } else { results::render_text(&t) });
                 return Ok(());
             }

@@ -2,8 +2,8 @@
 //! baseline measured in the same process, because these machines are shared and noisy:
 //! - `step`: one AdamW training step of a 2-layer attention LM (default d=128, L=256, B=64,
 //!   V=8192) with the full vocabulary head vs the head applied only at supervised positions;
-//! - `data`: MQAR generation rate (default 100,000 examples at L=512, kv=64, V=8192) vs a
-//!   naive sequential generator (numpy-style sequential weighted choice, one thread);
+//! - `data`: a task's generation rate (default MQAR, 100,000 examples at L=512, kv=64,
+//!   V=8192) vs the task's plain sequential generator (`Task::naive`) on the same segment;
 //! - `mixers`: forward+backward time of each registered mixer alone across sequence lengths,
 //!   with the ratio t(L_max)/t(L_min) that shows linear vs quadratic scaling.
 
@@ -11,10 +11,9 @@ use crate::device::Runtime;
 use crate::error::Result;
 use crate::model::{LanguageModel, ModelConfig};
 use crate::tasks::mqar::MqarConfig;
-use crate::tasks::IGNORE;
+use crate::tasks::{Split, TaskConfig, IGNORE};
 use crate::train::optim::AdamW;
 use crate::train::trainer::sparse_head_loss;
-use rand::Rng;
 use std::time::Instant;
 use tch::{nn, Kind, Tensor};
 
@@ -89,63 +88,60 @@ pub fn sparse_equals_full(model: &LanguageModel, x: &Tensor, y: &Tensor) -> (f64
     })
 }
 
-/// A plain sequential MQAR generator, the baseline of `bench data`: one thread, one generator,
-/// the whole task (distinct keys and values, successive weighted choice of the query gaps by
-/// inverse CDF over the remaining weights as numpy does, inputs and targets). Returns a
-/// checksum so that nothing is optimised away.
-fn naive_generate(l: usize, kv: usize, v: usize, n: usize, seed: u64) -> usize {
-    let mut rng = crate::tasks::FastRng::seed_from_u64(seed);
-    let space = (l - 2 * kv) / 2;
-    let w: Vec<f64> = (0..space).map(|g| 0.01 * ((g + 1) as f64).powf(0.01 - 1.0)).collect();
-    let mut inputs = vec![0i32; n * l];
-    let mut targets = vec![IGNORE; n * l];
-    let draw_distinct = |rng: &mut crate::tasks::FastRng, lo: usize, hi: usize, out: &mut Vec<i32>| {
-        out.clear();
-        while out.len() < kv {
-            let k = rng.gen_range(lo..hi) as i32;
-            if !out.contains(&k) {
-                out.push(k);
-            }
-        }
-    };
-    let (mut keys, mut vals) = (Vec::with_capacity(kv), Vec::with_capacity(kv));
-    for i in 0..n {
-        let (inp, tgt) = (&mut inputs[i * l..(i + 1) * l], &mut targets[i * l..(i + 1) * l]);
-        draw_distinct(&mut rng, 1, v / 2, &mut keys);
-        draw_distinct(&mut rng, v / 2, v, &mut vals);
-        let mut avail = w.clone();
-        let mut tot: f64 = avail.iter().sum();
-        for j in 0..kv {
-            let mut r = rng.gen::<f64>() * tot;
-            let mut g = 0;
-            while g + 1 < space && (avail[g] == 0.0 || r >= avail[g]) {
-                r -= avail[g];
-                g += 1;
-            }
-            tot -= avail[g];
-            avail[g] = 0.0;
-            inp[2 * j] = keys[j];
-            inp[2 * j + 1] = vals[j];
-            inp[2 * kv + 2 * g] = keys[j];
-            tgt[2 * kv + 2 * g] = vals[j];
-        }
-    }
-    inputs.iter().chain(targets.iter()).fold(0usize, |a, &x| a.wrapping_add(x as usize))
+/// One row of `zoology bench data`: a task's generator against its plain sequential
+/// generator (`Task::naive`), both generating the whole segment of `n` examples.
+#[derive(Debug, Clone)]
+pub struct GenRow {
+    pub task: String,
+    pub seq_len: usize,
+    pub n: usize,
+    /// Median seconds of the task's generator and of the naive one.
+    pub ours_s: f64,
+    pub naive_s: f64,
 }
 
-/// Returns (our examples/s, naive examples/s).
-pub fn gen_rate(l: usize, kv: usize, v: usize, n: usize) -> Result<(f64, f64)> {
-    let c = MqarConfig::new(l, kv, n);
-    c.validate(v, "bench")?;
-    let t0 = Instant::now();
-    let seg = c.generate(v, 1);
-    let ours = t0.elapsed().as_secs_f64();
-    assert_eq!(seg.n, n);
-    let n_naive = (n / 10).max(100);
-    let t1 = Instant::now();
-    std::hint::black_box(naive_generate(l, kv, v, n_naive, 1));
-    let naive = t1.elapsed().as_secs_f64();
-    Ok((n as f64 / ours, n_naive as f64 / naive))
+impl GenRow {
+    pub fn ratio(&self) -> f64 {
+        self.naive_s / self.ours_s
+    }
+}
+
+/// Times `task`'s generator and its naive generator on the same segment (`reps` interleaved
+/// repetitions each, medians), after validating the config.
+pub fn gen_rate(task: &TaskConfig, vocab_size: usize, split: Split, reps: usize) -> Result<GenRow> {
+    task.validate(vocab_size, "bench")?;
+    let (mut ours, mut naive) = (vec![], vec![]);
+    for r in 0..reps.max(1) {
+        let t0 = Instant::now();
+        let seg = task.generate_split(vocab_size, r as u64, split);
+        ours.push(t0.elapsed().as_secs_f64());
+        std::hint::black_box(&seg);
+        let t1 = Instant::now();
+        let nv = task.generate_naive(vocab_size, r as u64, split);
+        naive.push(t1.elapsed().as_secs_f64());
+        std::hint::black_box(&nv);
+        assert_eq!((seg.n, seg.seq_len), (nv.n, nv.seq_len));
+    }
+    Ok(GenRow { task: task.name().to_string(), seq_len: task.seq_len(), n: task.num_examples(), ours_s: median(ours), naive_s: median(naive) })
+}
+
+/// The sizes `bench data --all` measures for a task: its default config at `n` examples, and
+/// the same with the sequence 4× and 16× longer where that config is valid.
+pub fn gen_sizes(entry: &crate::tasks::TaskEntry, n: usize) -> Vec<TaskConfig> {
+    let base = (entry.defaults)();
+    let l = base.fields().get("seq_len").and_then(|v| v.as_integer()).unwrap_or(0);
+    let mut out = vec![];
+    for mul in [1, 4, 16] {
+        let mut f = base.fields();
+        f.insert("seq_len".into(), toml::Value::Integer(l * mul));
+        if let Ok(mut c) = TaskConfig::from_fields(entry.name, &f, "bench") {
+            c.set_num_examples((n / mul as usize).max(100));
+            if c.validate(entry.default_vocab, "bench").is_ok() {
+                out.push(c);
+            }
+        }
+    }
+    out
 }
 
 /// Settings of `zoology bench mixers`.

@@ -100,6 +100,44 @@ fn trim(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// Titles of the tasks of these runs (from the task registry), joined: "MQAR",
+/// "In-context recall (MAD) + Compression (MAD)".
+pub fn task_titles<'a>(tasks: impl Iterator<Item = &'a str>) -> String {
+    let mut out: Vec<String> = vec![];
+    for t in tasks.flat_map(|t| t.split('+')) {
+        let title = crate::tasks::lookup(t).map(|e| e.title.to_string()).unwrap_or_else(|| t.to_string());
+        if !out.contains(&title) {
+            out.push(title);
+        }
+    }
+    if out.is_empty() {
+        "Task".into()
+    } else {
+        out.join(" + ")
+    }
+}
+
+/// "4 kv pairs", "V 16, 0.2 noise fraction": the non-seq_len slices of some rows, values of
+/// each slice joined, labels from the task registry.
+pub fn slice_caption(rows: &[&BestRow]) -> String {
+    let mut keys: Vec<&str> = vec![];
+    for r in rows {
+        for (k, _) in &r.slices {
+            if !keys.contains(&k.as_str()) {
+                keys.push(k);
+            }
+        }
+    }
+    keys.iter()
+        .map(|k| {
+            let vals: BTreeSet<&str> = rows.iter().flat_map(|r| r.slices.iter().filter(|(x, _)| x == k).map(|(_, v)| v.as_str())).collect();
+            let label = crate::tasks::find_slice(k).map(|s| s.label).unwrap_or(k);
+            format!("{} {label}", vals.into_iter().collect::<Vec<_>>().join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Figure 2: accuracy vs model dimension, a panel per sequence length, best over lr.
 pub struct Figure2 {
     pub rows: Vec<BestRow>,
@@ -115,7 +153,8 @@ impl<DB: DrawingBackend> Draw<DB> for Figure2 {
         root.fill(&WHITE).map_err(&e)?;
         let lens: BTreeSet<i64> = self.rows.iter().map(|r| r.seq_len).collect();
         let lens: Vec<i64> = lens.into_iter().collect();
-        let root = root.titled("MQAR accuracy vs model dimension (best over learning rate)", ("sans-serif", 24)).map_err(&e)?;
+        let title = format!("{} accuracy vs model dimension (best over learning rate)", task_titles(self.rows.iter().map(|r| r.task.as_str())));
+        let root = root.titled(&title, ("sans-serif", 24)).map_err(&e)?;
         let (plots, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W));
         let panels = plots.split_evenly((1, lens.len().max(1)));
         let mixers: BTreeSet<&str> = self.rows.iter().map(|r| r.preset.as_str()).collect();
@@ -125,10 +164,10 @@ impl<DB: DrawingBackend> Draw<DB> for Figure2 {
         let (x0, x1) = (dmin.log2() - 0.4, dmax.log2() + 0.4);
         for (pi, (panel, &l)) in panels.iter().zip(&lens).enumerate() {
             let rows: Vec<&BestRow> = self.rows.iter().filter(|r| r.seq_len == l).collect();
-            let kvs: BTreeSet<i64> = rows.iter().map(|r| r.num_kv_pairs).collect();
-            let kv = kvs.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(",");
+            let sl = slice_caption(&rows);
+            let caption = if sl.is_empty() { format!("Sequence length {l}") } else { format!("Sequence length {l} ({sl})") };
             let mut chart = ChartBuilder::on(panel)
-                .caption(format!("Sequence length {l} ({kv} kv pairs)"), ("sans-serif", 20))
+                .caption(caption, ("sans-serif", 20))
                 .margin(12)
                 .x_label_area_size(48)
                 .y_label_area_size(if pi == 0 { 62 } else { 44 })
@@ -235,6 +274,8 @@ pub(crate) fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, ent
 pub struct StatePlot {
     /// (mixer, sequence length, state size, accuracy)
     pub points: Vec<(String, i64, f64, f64)>,
+    /// Task title(s) for the caption.
+    pub title: String,
 }
 
 impl<DB: DrawingBackend> Draw<DB> for StatePlot {
@@ -255,7 +296,7 @@ impl<DB: DrawingBackend> Draw<DB> for StatePlot {
         let (plot, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W));
         draw_legend(&legend, &by_series.keys().map(|(m, l)| (label(m, *l), mixer_color(m), shape(*l))).collect::<Vec<_>>())?;
         let mut chart = ChartBuilder::on(&plot)
-            .caption("MQAR accuracy vs recurrent state size (best per mixer and state size)", ("sans-serif", 22))
+            .caption(format!("{} accuracy vs recurrent state size (best per mixer and state size)", self.title), ("sans-serif", 22))
             .margin(16)
             .x_label_area_size(50)
             .y_label_area_size(62)
@@ -405,7 +446,8 @@ pub fn plot_all(all: &[RunRecord], out: &Path, with_curves: bool) -> Result<Plot
         *e = e.max(r.best_accuracy.unwrap());
     }
     if !best.is_empty() {
-        let fig = StatePlot { points: best.into_iter().map(|((m, l, s), a)| (m, l, s as f64, a)).collect() };
+        let title = task_titles(recs.iter().map(|r| r.hparams.get("data.train.0.task").and_then(|v| v.as_str()).unwrap_or("")).filter(|t| !t.is_empty()));
+        let fig = StatePlot { points: best.into_iter().map(|((m, l, s), a)| (m, l, s as f64, a)).collect(), title };
         let stem = out.join("state_size");
         let svg = render_both(&stem, (900 + LEGEND_W, 560), &fig)?;
         plots.state = Some((stem.with_extension("png"), svg));
@@ -427,6 +469,7 @@ mod tests {
     fn state_plot_has_one_legend_entry_and_marker_per_mixer_and_length() {
         let fig = StatePlot {
             points: vec![("rwkv".into(), 64, 512.0, 0.2), ("rwkv".into(), 64, 1024.0, 0.5), ("rwkv".into(), 128, 512.0, 0.1), ("h3".into(), 128, 4096.0, 0.3)],
+            title: "MQAR".into(),
         };
         register_font();
         let mut svg = String::new();
@@ -440,6 +483,42 @@ mod tests {
             assert_eq!(texts(label), 1, "legend entry {label}");
         }
         assert_eq!(texts("h3 L=64"), 0);
+    }
+
+    /// Titles and panel captions come from the task registry: MQAR's "kv pairs", MAD's noise
+    /// fraction, no slice words for a task without extra slices.
+    #[test]
+    fn figure2_captions_come_from_the_task_registry() {
+        let row = |task: &str, l: i64, slices: Vec<(&str, &str)>| BestRow {
+            preset: "attention".into(),
+            mixer: "attention".into(),
+            d_model: 64,
+            seq_len: l,
+            task: task.into(),
+            slices: slices.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            state_size: None,
+            best_accuracy: 0.5,
+            best_at: Default::default(),
+            runs: 1,
+            run_id: "x".into(),
+            run_dir: "x".into(),
+        };
+        register_font();
+        let draw = |rows: Vec<BestRow>| {
+            let mut svg = String::new();
+            {
+                let root = SVGBackend::with_string(&mut svg, (1200, 400)).into_drawing_area();
+                Draw::<SVGBackend>::draw(&Figure2 { rows }, root).unwrap();
+            }
+            svg
+        };
+        let svg = draw(vec![row("mqar", 64, vec![("num_kv_pairs", "4")]), row("mqar", 128, vec![("num_kv_pairs", "8")])]);
+        assert!(svg.contains("MQAR accuracy vs model dimension") && svg.contains("Sequence length 64 (4 kv pairs)") && svg.contains("Sequence length 128 (8 kv pairs)"), "{svg}");
+        let svg = draw(vec![row("noisy_recall", 128, vec![("vocab_size", "32"), ("frac_noise", "0.2")])]);
+        assert!(svg.contains("Noisy recall (MAD) accuracy") && svg.contains("Sequence length 128 (32 vocabulary size, 0.2 noise fraction)"), "{svg}");
+        let svg = draw(vec![row("parity", 16, vec![])]);
+        assert!(svg.contains(">Sequence length 16<") || svg.lines().any(|l| l.trim() == "Sequence length 16"), "{svg}");
+        assert!(!svg.contains("kv pairs"));
     }
 }
 

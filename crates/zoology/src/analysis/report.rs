@@ -5,7 +5,7 @@
 use super::plot::Plots;
 use crate::error::{io_err, Result};
 use crate::results::index::RunRecord;
-use crate::results::{best_over, best_table, mad_scores, runs_table};
+use crate::results::{best_over, best_table, mad_scores, mad_table, runs_table};
 use std::path::Path;
 
 fn esc(s: &str) -> String {
@@ -45,11 +45,18 @@ svg{{max-width:100%;height:auto}}details{{margin:0.4em 0}}summary{{cursor:pointe
     let done = recs.iter().filter(|r| r.status == "done").count();
     let failed = crate::results::failures(recs);
     h.push_str(&format!(
-        "<p>{} runs: {done} done, {} failed or diverged, {} unfinished. Accuracy is Zoology's: the per-example accuracy on query positions of the test set, best over epochs. Failed and diverged runs are left out of the plots and tables of results.</p>\n",
+        "<p>{} runs: {done} done, {} failed or diverged, {} unfinished. Failed and diverged runs are left out of the plots and tables of results. Accuracy is each task's own metric on its test set (best over epochs in the tables; the MAD score uses the final accuracy, as MAD does):</p>\n<ul>\n",
         recs.len(),
         failed.len(),
         recs.len() - done - failed.len()
     ));
+    let tasks: std::collections::BTreeSet<String> = recs.iter().map(crate::results::task_of).collect();
+    for t in tasks.iter().flat_map(|t| t.split('+').map(str::to_string).collect::<Vec<_>>()).collect::<std::collections::BTreeSet<_>>() {
+        if let Some(e) = crate::tasks::lookup(&t) {
+            h.push_str(&format!("<li><b>{}</b> ({}): {}; scored positions: {}</li>\n", esc(e.title), esc(&t), esc(&e.metric().about()), esc(e.supervision)));
+        }
+    }
+    h.push_str("</ul>\n");
     if !failed.is_empty() {
         h.push_str("<h2>Failed and diverged runs</h2>\n");
         let mut t = vec![vec!["run".to_string(), "status".into(), "reason".into(), "run_id".into()]];
@@ -71,12 +78,8 @@ svg{{max-width:100%;height:auto}}details{{margin:0.4em 0}}summary{{cursor:pointe
     }
     let scores = mad_scores(recs);
     if !scores.is_empty() {
-        h.push_str("<h2>MAD-style score</h2>\n<p>Mean over task settings of the best accuracy over the optimiser grid.</p>\n");
-        let mut t = vec![vec!["mixer".to_string(), "model".into(), "score".into(), "task settings".into(), "runs".into()]];
-        for s in &scores {
-            t.push(vec![s.preset.clone(), s.model.clone(), format!("{:.4}", s.score), s.task_settings.to_string(), s.runs.to_string()]);
-        }
-        h.push_str(&html_table(&t));
+        h.push_str("<h2>MAD score</h2>\n<p>Per task: the mean over its settings of the best final test accuracy over the optimiser grid; score: the mean over tasks (MAD's <code>compute_model_mad_scores</code>).</p>\n");
+        h.push_str(&html_table(&mad_table(&scores)));
     }
     h.push_str("<h2>All runs</h2>\n");
     h.push_str(&html_table(&runs_table(recs)));

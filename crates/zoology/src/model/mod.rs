@@ -33,11 +33,20 @@
 //! The head can be applied to all positions ([`LanguageModel::logits`]) or only to gathered
 //! supervised positions ([`LanguageModel::hidden`] + [`LanguageModel::head`]); both give the
 //! same loss.
+//!
+//! `backbone = "autoencoder"` is MAD's `AutoEncoder` (`mad/model/auto_encoder.py`, used by its
+//! compression task): the blocks above encode the sequence, the residual stream at the **last**
+//! position is the code `z`, and a fixed MLP decoder rebuilds every position `i` from
+//! `z + sincos(i)` (fairseq's sinusoidal embedding, as MAD's `posemb_sincos_1d`):
+//! `x_i = GELU(W₂ LN(GELU(W₁ LN(z + sincos(i)))))`, `out_i = LN_f(x_i)`, then the head. The
+//! decoder sees the whole input through `z`, so only tasks whose targets are the input itself
+//! may use it (checked at config validation).
 
 pub mod state_mixer;
 
 use crate::error::{config_err, Result};
 use crate::mixers::layers::rms_norm;
+use crate::mixers::layers::Linear;
 use crate::mixers::{self, BuildCtx, Mixer};
 use serde::{Deserialize, Serialize};
 use state_mixer::{StateMixer, StateMixerKind};
@@ -55,6 +64,29 @@ fn embed_dropout() -> f64 {
 fn yes() -> bool {
     true
 }
+/// What the blocks feed: a causal language model (every task but one) or MAD's autoencoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Backbone {
+    #[default]
+    LanguageModel,
+    Autoencoder,
+}
+
+impl Backbone {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backbone::LanguageModel => "language_model",
+            Backbone::Autoencoder => "autoencoder",
+        }
+    }
+    /// Left out of serialised configs when default, so that existing configs keep their text
+    /// and run ids.
+    pub fn is_default(&self) -> bool {
+        *self == Backbone::LanguageModel
+    }
+}
+
 fn default_mixer() -> toml::Table {
     let mut t = toml::Table::new();
     t.insert("name".into(), "attention".into());
@@ -102,6 +134,9 @@ pub struct ModelConfig {
     pub tie_embeddings: bool,
     /// The sequence mixer: `{ name = "...", <its hyperparameters> }`.
     pub mixer: toml::Table,
+    /// `language_model` (default) or `autoencoder` (MAD's compression setup).
+    #[serde(skip_serializing_if = "Backbone::is_default")]
+    pub backbone: Backbone,
 }
 
 /// `[model]` as written: `block = "auto"` and an unset `embed_dropout` are resolved into
@@ -127,6 +162,8 @@ struct ModelConfigSpec {
     tie_embeddings: bool,
     #[serde(default = "default_mixer")]
     mixer: toml::Table,
+    #[serde(default)]
+    backbone: Backbone,
 }
 
 impl From<ModelConfigSpec> for ModelConfig {
@@ -144,6 +181,7 @@ impl From<ModelConfigSpec> for ModelConfig {
             resid_dropout: s.resid_dropout,
             tie_embeddings: s.tie_embeddings,
             mixer: mixers::resolve_table(&s.mixer).unwrap_or(s.mixer),
+            backbone: s.backbone,
         }
     }
 }
@@ -268,6 +306,33 @@ impl Block {
     }
 }
 
+/// MAD's non-expanding MLP decoder with fixed sinusoidal positions.
+#[derive(Debug)]
+struct Decoder {
+    n1: LayerNorm,
+    fc1: Linear,
+    n2: LayerNorm,
+    fc2: Linear,
+    /// `[max_len, D]`, not trained.
+    pos: Tensor,
+}
+
+/// fairseq's sinusoidal embedding, as MAD's `posemb_sincos_1d(n, d)`: `[sin(p·f) | cos(p·f)]`
+/// with `f_j = exp(−j·ln(10000)/(d/2 − 1))`, `j < d/2`, a zero column when d is odd.
+pub fn posemb_sincos_1d(n: i64, d: i64, device: tch::Device) -> Tensor {
+    let half = d / 2;
+    let step = (10000f64).ln() / ((half - 1).max(1)) as f64;
+    let opts = (tch::Kind::Float, device);
+    let freqs = (Tensor::arange(half, opts) * -step).exp();
+    let ang = Tensor::arange(n, opts).unsqueeze(1) * freqs.unsqueeze(0);
+    let emb = Tensor::cat(&[ang.sin(), ang.cos()], 1);
+    if d % 2 == 1 {
+        Tensor::cat(&[emb, Tensor::zeros([n, 1], opts)], 1)
+    } else {
+        emb
+    }
+}
+
 #[derive(Debug)]
 pub struct LanguageModel {
     pub cfg: ModelConfig,
@@ -276,6 +341,7 @@ pub struct LanguageModel {
     blocks: Vec<Block>,
     ln_f: LayerNorm,
     head: Option<Tensor>,
+    decoder: Option<Decoder>,
     pub vocab_size: i64,
 }
 
@@ -305,7 +371,17 @@ impl LanguageModel {
         }
         let head = (!cfg.tie_embeddings)
             .then(|| (p / "lm_head").var("weight", &[vocab_size, d], nn::Init::Randn { mean: 0.0, stdev: std }));
-        Ok(LanguageModel { cfg: cfg.clone(), wte, wpe, blocks, ln_f: LayerNorm::new(p / "ln_f", d), head, vocab_size })
+        let decoder = (cfg.backbone == Backbone::Autoencoder).then(|| {
+            let dp = p / "decoder";
+            Decoder {
+                n1: LayerNorm::new(&dp / "norm1", d),
+                fc1: Linear::new(&dp / "fc1", d, d, true, std),
+                n2: LayerNorm::new(&dp / "norm2", d),
+                fc2: Linear::new(&dp / "fc2", d, d, true, std),
+                pos: posemb_sincos_1d(max_seq_len.max(1), d, p.device()),
+            }
+        });
+        Ok(LanguageModel { cfg: cfg.clone(), wte, wpe, blocks, ln_f: LayerNorm::new(p / "ln_f", d), head, decoder, vocab_size })
     }
 
     /// Final hidden states `[B, L, D]` (after LN_f), before the head.
@@ -335,7 +411,17 @@ impl LanguageModel {
             residual = Some(r);
         }
         // Zoology's LMBackbone: residual + drop_f(h), then ln_f
-        self.ln_f.forward(&(residual.unwrap() + h.dropout(p, train)))
+        let out = residual.unwrap() + h.dropout(p, train);
+        match &self.decoder {
+            None => self.ln_f.forward(&out),
+            Some(dec) => {
+                let z = out.select(1, l - 1).unsqueeze(1); // [B, 1, D]
+                let x = z + dec.pos.narrow(0, 0, l).unsqueeze(0);
+                let x = dec.fc1.forward(&dec.n1.forward(&x)).gelu("none");
+                let x = dec.fc2.forward(&dec.n2.forward(&x)).gelu("none");
+                self.ln_f.forward(&x)
+            }
+        }
     }
 
     /// Vocabulary logits for hidden states of any leading shape.

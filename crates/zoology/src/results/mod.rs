@@ -1,6 +1,8 @@
 //! Results: the SQLite index of run directories ([`index`]) and the aggregations the paper
-//! plots use: best over a set of keys (default: learning rate, as Zoology's Figure 2) and a
-//! MAD-style score (mean over task settings of the best accuracy over the optimiser grid).
+//! plots use: best over a set of keys (default: learning rate, as Zoology's Figure 2) and the
+//! MAD score (per task, the mean over its settings of the best accuracy over the optimiser
+//! grid; then the mean over tasks). Task names, slice columns and their labels come from the
+//! task registry (`tasks::registry`), so nothing here is specific to one task.
 
 pub mod index;
 
@@ -65,6 +67,80 @@ pub fn failures(recs: &[RunRecord]) -> Vec<(&RunRecord, String)> {
     recs.iter().filter(|r| r.status == "failed" || r.status == "diverged").map(|r| (r, r.error.clone().unwrap_or_else(|| r.status.clone()))).collect()
 }
 
+/// The task(s) a run trains on (`data.train.*.task`, distinct, joined by "+").
+pub fn task_of(r: &RunRecord) -> String {
+    let mut tasks: Vec<String> = vec![];
+    for i in 0.. {
+        match r.hparams.get(&format!("data.train.{i}.task")).and_then(|v| v.as_str()) {
+            Some(t) => {
+                if !tasks.iter().any(|x| x == t) {
+                    tasks.push(t.to_string());
+                }
+            }
+            None => break,
+        }
+    }
+    tasks.join("+")
+}
+
+/// The registry's slices of a run's training tasks other than `seq_len` (which has its own
+/// column), in registry order: `(key, value)`, values of several segments joined by ",".
+pub fn slice_values(r: &RunRecord) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = vec![];
+    for name in task_of(r).split('+') {
+        let Some(e) = crate::tasks::lookup(name) else { continue };
+        for s in e.slices.iter().filter(|s| s.key != "seq_len") {
+            if out.iter().any(|(k, _)| k == s.key) {
+                continue;
+            }
+            let mut vals: Vec<String> = vec![];
+            if s.key == "vocab_size" {
+                vals.push(r.vocab_size.to_string());
+            } else {
+                for i in 0.. {
+                    let Some(v) = r.hparams.get(&format!("data.train.{i}.{}", s.key)) else {
+                        if r.hparams.get(&format!("data.train.{i}.task")).is_none() {
+                            break;
+                        }
+                        continue;
+                    };
+                    let t = match v {
+                        serde_json::Value::String(x) => x.clone(),
+                        other => other.to_string(),
+                    };
+                    if !vals.contains(&t) {
+                        vals.push(t);
+                    }
+                }
+            }
+            out.push((s.key.to_string(), vals.join(",")));
+        }
+    }
+    out
+}
+
+/// Column header of a slice key: its short label from the registry.
+pub fn slice_short(key: &str) -> String {
+    crate::tasks::find_slice(key).map(|s| s.short.to_string()).unwrap_or_else(|| key.to_string())
+}
+
+/// Slice keys of these rows, in first-seen order.
+fn slice_keys<'a>(rows: impl Iterator<Item = &'a Vec<(String, String)>>) -> Vec<String> {
+    let mut keys: Vec<String> = vec![];
+    for r in rows {
+        for (k, _) in r {
+            if !keys.contains(k) {
+                keys.push(k.clone());
+            }
+        }
+    }
+    keys
+}
+
+fn slice_cell(r: &[(String, String)], key: &str) -> String {
+    r.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap_or_else(|| "-".into())
+}
+
 /// One group of runs that differ only in the best-over keys, and its best run.
 #[derive(Debug, Clone, Serialize)]
 pub struct BestRow {
@@ -72,7 +148,10 @@ pub struct BestRow {
     pub mixer: String,
     pub d_model: i64,
     pub seq_len: i64,
-    pub num_kv_pairs: i64,
+    /// Training task(s).
+    pub task: String,
+    /// The tasks' slices other than seq_len: (key, value).
+    pub slices: Vec<(String, String)>,
     pub state_size: Option<i64>,
     pub best_accuracy: f64,
     /// Values of the best-over keys in the best run.
@@ -110,7 +189,8 @@ pub fn best_over(recs: &[RunRecord], keys: &[String]) -> Vec<BestRow> {
                 mixer: best.mixer.clone(),
                 d_model: best.d_model,
                 seq_len: best.seq_len,
-                num_kv_pairs: best.num_kv_pairs,
+                task: task_of(best),
+                slices: slice_values(best),
                 state_size: best.state_size,
                 best_accuracy: best.best_accuracy.unwrap(),
                 best_at: drop.iter().map(|k| (k.clone(), best.hparams.get(k).cloned().unwrap_or(serde_json::Value::Null))).collect(),
@@ -120,46 +200,83 @@ pub fn best_over(recs: &[RunRecord], keys: &[String]) -> Vec<BestRow> {
             }
         })
         .collect();
-    rows.sort_by(|a, b| (&a.preset, a.seq_len, a.d_model, a.num_kv_pairs).cmp(&(&b.preset, b.seq_len, b.d_model, b.num_kv_pairs)));
+    rows.sort_by(|a, b| (&a.preset, &a.task, a.seq_len, a.d_model, &a.slices).cmp(&(&b.preset, &b.task, b.seq_len, b.d_model, &b.slices)));
     rows
 }
 
-/// MAD-style score of one model configuration.
+/// The MAD score of one model configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Score {
     pub preset: String,
-    /// The model.* values of this configuration, `key=value` joined by spaces.
+    /// The model.* values of this configuration (backbone excluded: MAD's compression runs
+    /// the same layers in its autoencoder), `key=value` joined by spaces.
     pub model: String,
-    /// Mean over task settings of the best accuracy over the optimiser grid.
+    /// Mean over tasks of the per-task scores.
     pub score: f64,
+    /// Task → (mean over its settings of the best accuracy over the optimiser grid, settings).
+    pub tasks: BTreeMap<String, (f64, usize)>,
     pub task_settings: usize,
     pub runs: usize,
 }
 
-/// Groups runs by model (preset + `model.*` keys); within each, by task setting (`data.*`
-/// keys), takes the best accuracy over everything else (the optimiser grid: lr, weight decay,
-/// ...), and averages over task settings.
+/// MAD's score (`mad/analysis.py: compute_model_mad_scores`): runs are grouped by model
+/// (preset + `model.*` keys other than `backbone`); within a model, by task
+/// (`data.train.0.task`) and task setting (all `data.*` keys); the best **final** test accuracy
+/// over everything else (the optimiser grid: lr, weight decay, …) is the setting's result,
+/// as MAD takes `test_acc` from the model at the end of training; a task's score is the mean
+/// over its settings, the model's score the mean over tasks.
 pub fn mad_scores(recs: &[RunRecord]) -> Vec<Score> {
-    let mut models: BTreeMap<(String, String), BTreeMap<String, (f64, usize)>> = BTreeMap::new();
-    for r in recs.iter().filter(|r| is_result(r)) {
-        let model: Vec<String> = r.hparams.iter().filter(|(k, _)| k.starts_with("model.")).map(|(k, v)| format!("{}={v}", &k[6..])).collect();
-        let task: Vec<String> = r.hparams.iter().filter(|(k, _)| k.starts_with("data.")).map(|(k, v)| format!("{k}={v}")).collect();
-        let e = models.entry((r.preset.clone(), model.join(" "))).or_default().entry(task.join(";")).or_insert((f64::NEG_INFINITY, 0));
-        e.0 = e.0.max(r.best_accuracy.unwrap());
+    type Settings = BTreeMap<String, (f64, usize)>;
+    let mut models: BTreeMap<(String, String), BTreeMap<String, Settings>> = BTreeMap::new();
+    for r in recs.iter().filter(|r| is_result(r) && r.final_accuracy.is_some()) {
+        let model: Vec<String> = r.hparams.iter().filter(|(k, _)| k.starts_with("model.") && k.as_str() != "model.backbone").map(|(k, v)| format!("{}={v}", &k[6..])).collect();
+        let setting: Vec<String> = r.hparams.iter().filter(|(k, _)| k.starts_with("data.")).map(|(k, v)| format!("{k}={v}")).collect();
+        let e = models.entry((r.preset.clone(), model.join(" "))).or_default().entry(task_of(r)).or_default().entry(setting.join(";")).or_insert((f64::NEG_INFINITY, 0));
+        e.0 = e.0.max(r.final_accuracy.unwrap());
         e.1 += 1;
     }
     let mut out: Vec<Score> = models
         .into_iter()
-        .map(|((preset, model), tasks)| Score {
-            preset,
-            model,
-            score: tasks.values().map(|t| t.0).sum::<f64>() / tasks.len() as f64,
-            task_settings: tasks.len(),
-            runs: tasks.values().map(|t| t.1).sum(),
+        .map(|((preset, model), tasks)| {
+            let per: BTreeMap<String, (f64, usize)> = tasks.iter().map(|(t, s)| (t.clone(), (s.values().map(|x| x.0).sum::<f64>() / s.len() as f64, s.len()))).collect();
+            Score {
+                preset,
+                model,
+                score: per.values().map(|x| x.0).sum::<f64>() / per.len() as f64,
+                task_settings: per.values().map(|x| x.1).sum(),
+                runs: tasks.values().flat_map(|s| s.values().map(|x| x.1)).sum(),
+                tasks: per,
+            }
         })
         .collect();
     out.sort_by(|a, b| b.score.partial_cmp(&a.score).unwrap());
     out
+}
+
+/// The MAD score table: mixer, one column per task (registry order), the mean, then counts and
+/// the model keys.
+pub fn mad_table(scores: &[Score]) -> Vec<Vec<String>> {
+    let mut tasks: Vec<String> = vec![];
+    for s in scores {
+        for t in s.tasks.keys() {
+            if !tasks.contains(t) {
+                tasks.push(t.clone());
+            }
+        }
+    }
+    let order = crate::tasks::names();
+    tasks.sort_by_key(|t| (order.iter().position(|n| n == t).unwrap_or(usize::MAX), t.clone()));
+    let mut head = vec!["mixer".to_string()];
+    head.extend(tasks.iter().cloned());
+    head.extend(["score", "settings", "runs", "model"].iter().map(|s| s.to_string()));
+    let mut t = vec![head];
+    for s in scores {
+        let mut row = vec![s.preset.clone()];
+        row.extend(tasks.iter().map(|k| s.tasks.get(k).map(|x| format!("{:.3}", x.0)).unwrap_or_else(|| "-".into())));
+        row.extend([format!("{:.4}", s.score), s.task_settings.to_string(), s.runs.to_string(), s.model.clone()]);
+        t.push(row);
+    }
+    t
 }
 
 fn opt_f(v: Option<f64>, prec: usize) -> String {
@@ -169,18 +286,29 @@ fn opt_i(v: Option<i64>) -> String {
     v.map(|x| x.to_string()).unwrap_or_else(|| "-".into())
 }
 
-/// Rows of a table as strings (header first).
+/// Rows of a table as strings (header first). Slice columns (short labels from the task
+/// registry) and a task column (when the runs have several tasks) follow `seq_len`.
 pub fn runs_table(recs: &[RunRecord]) -> Vec<Vec<String>> {
-    let mut t = vec![["mixer", "d_model", "seq_len", "kv", "lr", "status", "best_acc", "final_acc", "params", "state", "wall_s", "epochs", "run_id"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect::<Vec<_>>()];
-    for r in recs {
-        t.push(vec![
-            r.preset.clone(),
-            r.d_model.to_string(),
-            r.seq_len.to_string(),
-            r.num_kv_pairs.to_string(),
+    let slices: Vec<Vec<(String, String)>> = recs.iter().map(slice_values).collect();
+    let keys = slice_keys(slices.iter());
+    let tasks: std::collections::BTreeSet<String> = recs.iter().map(task_of).collect();
+    let with_task = tasks.len() > 1;
+    let mut head: Vec<String> = vec!["mixer".into()];
+    if with_task {
+        head.push("task".into());
+    }
+    head.extend(["d_model".into(), "seq_len".into()]);
+    head.extend(keys.iter().map(|k| slice_short(k)));
+    head.extend(["lr", "status", "best_acc", "final_acc", "params", "state", "wall_s", "epochs", "run_id"].iter().map(|s| s.to_string()));
+    let mut t = vec![head];
+    for (r, sl) in recs.iter().zip(&slices) {
+        let mut row = vec![r.preset.clone()];
+        if with_task {
+            row.push(task_of(r));
+        }
+        row.extend([r.d_model.to_string(), r.seq_len.to_string()]);
+        row.extend(keys.iter().map(|k| slice_cell(sl, k)));
+        row.extend([
             format!("{:.2e}", r.lr),
             r.status.clone(),
             opt_f(r.best_accuracy, 4),
@@ -191,18 +319,33 @@ pub fn runs_table(recs: &[RunRecord]) -> Vec<Vec<String>> {
             opt_i(r.epochs),
             r.run_id.clone(),
         ]);
+        t.push(row);
     }
     t
 }
 
 pub fn best_table(rows: &[BestRow]) -> Vec<Vec<String>> {
     let over: Vec<String> = rows.first().map(|r| r.best_at.keys().cloned().collect()).unwrap_or_default();
-    let mut head: Vec<String> = ["mixer", "d_model", "seq_len", "kv", "best_acc"].iter().map(|s| s.to_string()).collect();
+    let keys = slice_keys(rows.iter().map(|r| &r.slices));
+    let with_task = rows.iter().map(|r| &r.task).collect::<std::collections::BTreeSet<_>>().len() > 1;
+    let mut head: Vec<String> = vec!["mixer".into()];
+    if with_task {
+        head.push("task".into());
+    }
+    head.extend(["d_model".into(), "seq_len".into()]);
+    head.extend(keys.iter().map(|k| slice_short(k)));
+    head.push("best_acc".into());
     head.extend(over.iter().map(|k| format!("best {}", k.rsplit('.').next().unwrap_or(k))));
     head.extend(["runs", "state", "run_id"].iter().map(|s| s.to_string()));
     let mut t = vec![head];
     for r in rows {
-        let mut row = vec![r.preset.clone(), r.d_model.to_string(), r.seq_len.to_string(), r.num_kv_pairs.to_string(), format!("{:.4}", r.best_accuracy)];
+        let mut row = vec![r.preset.clone()];
+        if with_task {
+            row.push(r.task.clone());
+        }
+        row.extend([r.d_model.to_string(), r.seq_len.to_string()]);
+        row.extend(keys.iter().map(|k| slice_cell(&r.slices, k)));
+        row.push(format!("{:.4}", r.best_accuracy));
         row.extend(r.best_at.values().map(|v| match v.as_f64() {
             Some(f) if v.is_f64() => format!("{f:.2e}"),
             _ => v.to_string(),
@@ -270,21 +413,55 @@ mod tests {
         assert!(mad_scores(&[dv]).is_empty());
     }
 
+    /// MAD's aggregation by hand: per task, the mean over settings of the best final accuracy
+    /// over the optimiser grid; then the mean over tasks (not over all settings).
     #[test]
-    fn mad_score_is_mean_over_tasks_of_best_over_optimiser() {
+    fn mad_score_is_mean_over_tasks_of_mean_over_settings_of_best_final() {
+        let run = |id: &str, preset: &str, task: &str, l: i64, lr: f64, best: f64, fin: f64| {
+            let mut r = rec(id, preset, 64, l, lr, best);
+            r.final_accuracy = Some(fin);
+            r.hparams.insert("data.train.0.task".into(), serde_json::json!(task));
+            r
+        };
+        let mut comp = run("c1", "attention", "compression", 32, 1e-3, 0.9, 0.3);
+        comp.hparams.insert("model.backbone".into(), serde_json::json!("autoencoder"));
         let recs = vec![
-            rec("a1", "attention", 64, 64, 1e-3, 0.5),
-            rec("a2", "attention", 64, 64, 1e-2, 1.0),
-            rec("a3", "attention", 64, 128, 1e-3, 0.6),
-            rec("a4", "attention", 64, 128, 1e-2, 0.4),
-            rec("b1", "base_conv", 64, 64, 1e-3, 0.2),
+            // task A, setting L=64: best final over lr is 1.0 (the best-epoch 0.95 run is not it)
+            run("a1", "attention", "in_context_recall", 64, 1e-3, 0.95, 0.5),
+            run("a2", "attention", "in_context_recall", 64, 1e-2, 1.0, 1.0),
+            // task A, setting L=128: 0.6
+            run("a3", "attention", "in_context_recall", 128, 1e-3, 0.6, 0.6),
+            run("a4", "attention", "in_context_recall", 128, 1e-2, 0.4, 0.4),
+            // task B, one setting: 0.3 (the autoencoder backbone does not split the model)
+            comp,
+            run("b1", "base_conv", "in_context_recall", 64, 1e-3, 0.2, 0.2),
         ];
         let s = mad_scores(&recs);
-        assert_eq!(s.len(), 2);
+        assert_eq!(s.len(), 2, "{s:?}");
         assert_eq!(s[0].preset, "attention");
-        assert!((s[0].score - 0.8).abs() < 1e-12, "{}", s[0].score); // (1.0 + 0.6) / 2
-        assert_eq!((s[0].task_settings, s[0].runs), (2, 4));
+        // task A = (1.0 + 0.6)/2 = 0.8, task B = 0.3 → (0.8 + 0.3)/2 = 0.55, not (1.0+0.6+0.3)/3
+        assert!((s[0].tasks["in_context_recall"].0 - 0.8).abs() < 1e-12, "{s:?}");
+        assert!((s[0].score - 0.55).abs() < 1e-12, "{}", s[0].score);
+        assert_eq!((s[0].task_settings, s[0].runs), (3, 5));
         assert!((s[1].score - 0.2).abs() < 1e-12);
+        let t = mad_table(&s);
+        assert_eq!(t[0], vec!["mixer", "in_context_recall", "compression", "score", "settings", "runs", "model"]);
+    }
+
+    #[test]
+    fn tables_take_slice_columns_from_the_registry() {
+        let mut a = rec("a1", "attention", 64, 64, 1e-3, 0.5);
+        a.hparams.insert("data.train.0.task".into(), serde_json::json!("mqar"));
+        a.hparams.insert("data.train.0.num_kv_pairs".into(), serde_json::json!(4));
+        let t = runs_table(&[a.clone()]);
+        assert_eq!(&t[0][..4], &["mixer", "d_model", "seq_len", "kv"]);
+        assert_eq!(t[1][3], "4");
+        let mut b = rec("b1", "attention", 64, 64, 1e-3, 0.5);
+        b.hparams.insert("data.train.0.task".into(), serde_json::json!("noisy_recall"));
+        b.hparams.insert("data.train.0.frac_noise".into(), serde_json::json!(0.4));
+        let t = runs_table(&[a, b]);
+        assert_eq!(&t[0][..7], &["mixer", "task", "d_model", "seq_len", "kv", "V", "noise"], "{:?}", t[0]);
+        assert_eq!(&t[2][4..7], &["-", "256", "0.4"]);
     }
 
     #[test]

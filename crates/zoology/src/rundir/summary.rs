@@ -44,6 +44,12 @@ pub struct Summary {
     pub best_epoch: usize,
     #[serde(with = "float")]
     pub final_accuracy: f64,
+    /// Which metric the accuracies are (see [`crate::train::metrics::EvalResult::metric`]).
+    #[serde(default)]
+    pub metric: String,
+    /// Every convention on the final evaluation (per-example, micro, MAD macro, perplexity).
+    #[serde(default, with = "float::map")]
+    pub final_metrics: BTreeMap<String, f64>,
     #[serde(with = "float")]
     pub final_loss: f64,
     #[serde(with = "float::map")]

@@ -49,13 +49,15 @@ impl RunSpec {
             if k == "mixer" {
                 continue;
             }
-            let short = match k.rsplit('.').next().unwrap_or(k) {
-                "seq_len" => "L",
-                "num_kv_pairs" => "kv",
-                "d_model" => "d",
-                other => other,
+            let item = match v {
+                // a whole task entry (`"data.train.0" = [{ task = "...", ... }]`): its name and slices
+                toml::Value::Table(t) if t.contains_key("task") => crate::tasks::describe_entry(t),
+                _ => {
+                    let last = k.rsplit('.').next().unwrap_or(k);
+                    let short = if last == "d_model" { "d".to_string() } else { crate::tasks::find_slice(last).map(|s| s.short.to_string()).unwrap_or_else(|| last.to_string()) };
+                    format!("{short}={}", fmt_value(v))
+                }
             };
-            let item = format!("{short}={}", fmt_value(v));
             if !shown.contains(&item) {
                 s.push(' ');
                 s.push_str(&item);

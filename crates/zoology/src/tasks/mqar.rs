@@ -32,14 +32,15 @@
 //! sequential sampler, and the key/query rank correlation with numpy's measured value.
 //!
 //! Every example has its own xoshiro256++ stream seeded from the segment seed and its index, so
-//! generation is parallel and independent of the thread count.
+//! generation is parallel and independent of the thread count. Train and test segments are
+//! generated alike (they differ by seed only, as in Zoology).
+//!
+//! Metric: Zoology's per-example accuracy. Slices: `num_kv_pairs`, `seq_len`.
 
-use super::{mix_seed, FastRng, Segment, Token, IGNORE};
+use super::{size_fields, fill_examples, FastRng, Metric, Segment, Slice, Split, Task, TaskConfig, Token, IGNORE, SEQ_LEN};
 use crate::error::{config_err, Result};
 use rand::Rng;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 fn default_power_a() -> f64 {
     0.01
@@ -66,6 +67,18 @@ pub struct MqarConfig {
     pub random_non_queries: bool,
 }
 
+impl Default for MqarConfig {
+    /// `zoology data mqar`'s defaults: L = 64, kv = 4 (Zoology Figure 2's first setting),
+    /// 1000 examples (Zoology's `MQARConfig` default), Zoology's power_a and
+    /// random_non_queries. (In TOML, seq_len, num_kv_pairs and num_examples must be given.)
+    fn default() -> Self {
+        MqarConfig { random_non_queries: true, ..MqarConfig::new(64, 4, 1000) }
+    }
+}
+
+/// `kv pairs`: the slice every MQAR variant reports by.
+pub const KV_PAIRS: Slice = Slice { key: "num_kv_pairs", label: "kv pairs", short: "kv" };
+
 impl MqarConfig {
     /// A segment with filler left as token 0 (`random_non_queries = false`, Zoology Figure 2's
     /// setting, which keeps examples easy to read); a config that omits the key gets `true`.
@@ -73,12 +86,10 @@ impl MqarConfig {
         MqarConfig { seq_len, num_kv_pairs, num_examples, power_a: 0.01, random_non_queries: false }
     }
 
-    pub fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
+    fn check(&self, vocab_size: usize, field: &str) -> Result<()> {
         let (l, kv, v) = (self.seq_len, self.num_kv_pairs, vocab_size);
         let f = |k: &str| format!("{field}.{k}");
-        if l == 0 || l % 2 != 0 {
-            return Err(config_err(f("seq_len"), format!("must be even and > 0 (got {l})")));
-        }
+        check_power_law_task(field, l, v, self.num_examples, self.power_a)?;
         if kv == 0 {
             return Err(config_err(f("num_kv_pairs"), "must be at least 1"));
         }
@@ -88,75 +99,127 @@ impl MqarConfig {
                 format!("4·num_kv_pairs must be ≤ seq_len (got 4·{kv} > {l}); lower num_kv_pairs to ≤ {} or raise seq_len", l / 4),
             ));
         }
-        if v <= l {
-            return Err(config_err(
-                "data.vocab_size",
-                format!("must be greater than seq_len (got vocab_size {v} ≤ seq_len {l} in {field})"),
-            ));
-        }
         if v / 2 < kv + 1 {
             return Err(config_err(
                 "data.vocab_size",
                 format!("vocab_size/2 − 1 must be ≥ num_kv_pairs to draw distinct keys (got V={v}, kv={kv})"),
             ));
         }
-        if self.num_examples == 0 {
-            return Err(config_err(f("num_examples"), "must be at least 1"));
-        }
-        if !(self.power_a > 0.0 && self.power_a.is_finite()) {
-            return Err(config_err(f("power_a"), format!("must be a positive number (got {})", self.power_a)));
-        }
         Ok(())
     }
 
-    pub fn describe(&self) -> String {
-        format!(
-            "mqar L={} kv={} n={} power_a={} random_non_queries={}",
-            self.seq_len, self.num_kv_pairs, self.num_examples, self.power_a, self.random_non_queries
-        )
+    /// The segment (test split; MQAR's splits are alike). Call `validate` first.
+    pub fn generate(&self, vocab_size: usize, seed: u64) -> Segment {
+        TaskConfig::Mqar(self.clone()).generate(vocab_size, seed)
     }
 
-    /// Generates the segment. Call [`MqarConfig::validate`] first; this panics on configs it rejects.
-    pub fn generate(&self, vocab_size: usize, seed: u64) -> Segment {
+    fn fill(&self, vocab_size: usize, seed: u64) -> (Vec<Token>, Vec<Token>) {
         let (l, kv, n) = (self.seq_len, self.num_kv_pairs, self.num_examples);
         let space = (l - 2 * kv) / 2;
         let sampler = GapSampler::new(space, kv, self.power_a);
-        let mut inputs: Vec<Token> = vec![0; n * l];
-        let mut targets = vec![IGNORE; n * l];
-        inputs
-            .par_chunks_mut(l)
-            .zip(targets.par_chunks_mut(l))
-            .enumerate()
-            .with_min_len(64)
-            .for_each_init(
-                || (Vec::with_capacity(space), Vec::with_capacity(kv), Vec::with_capacity(kv)),
-                |(keys_buf, ks, vs), (i, (inp, tgt))| {
-                    let mut rng = FastRng::seed_from_u64(mix_seed(seed, i as u64));
-                    distinct_in(&mut rng, 1, vocab_size / 2, kv, ks);
-                    distinct_in(&mut rng, vocab_size / 2, vocab_size, kv, vs);
-                    for j in 0..kv {
-                        inp[2 * j] = ks[j];
-                        inp[2 * j + 1] = vs[j];
-                    }
-                    sampler.draw(&mut rng, keys_buf);
-                    for j in 0..kv {
-                        let pos = 2 * kv + 2 * keys_buf[j].1 as usize;
-                        inp[pos] = ks[j];
-                        tgt[pos] = vs[j];
-                    }
-                    if self.random_non_queries {
-                        for t in inp.iter_mut() {
-                            if *t == 0 {
-                                *t = rng.gen_range(0..vocab_size as Token);
-                            }
+        fill_examples(
+            n,
+            l,
+            seed,
+            || (Vec::with_capacity(space), Vec::with_capacity(kv), Vec::with_capacity(kv)),
+            |(keys_buf, ks, vs), rng, inp, tgt| {
+                distinct_in(rng, 1, vocab_size / 2, kv, ks);
+                distinct_in(rng, vocab_size / 2, vocab_size, kv, vs);
+                for j in 0..kv {
+                    inp[2 * j] = ks[j];
+                    inp[2 * j + 1] = vs[j];
+                }
+                sampler.draw(rng, keys_buf);
+                for j in 0..kv {
+                    let pos = 2 * kv + 2 * keys_buf[j].1 as usize;
+                    inp[pos] = ks[j];
+                    tgt[pos] = vs[j];
+                }
+                if self.random_non_queries {
+                    for t in inp.iter_mut() {
+                        if *t == 0 {
+                            *t = rng.gen_range(0..vocab_size as Token);
                         }
                     }
-                },
-            );
-        let mut slices = BTreeMap::new();
-        slices.insert("num_kv_pairs".to_string(), kv.to_string());
-        slices.insert("seq_len".to_string(), l.to_string());
-        Segment { seq_len: l, n, inputs, targets, slices }
+                }
+            },
+        )
+    }
+}
+
+impl Task for MqarConfig {
+    const TITLE: &'static str = "MQAR";
+    const ABOUT: &'static str = "multi-query associative recall: kv distinct key-value pairs, then each key queried once at a power-law gap";
+    const SOURCE: &'static str = "HazyResearch/zoology zoology/data/multiquery_ar.py";
+    const SUPERVISION: &'static str = "the kv query-key positions (target: the key's value); train = test";
+    const SLICES: &'static [Slice] = &[KV_PAIRS, SEQ_LEN];
+    const ALIASES: &'static [(&'static str, &'static str)] = &[("kv", "num_kv_pairs")];
+    const DEFAULT_VOCAB: usize = 8192;
+    const METRIC: Metric = Metric::PerExample;
+
+    size_fields!();
+    fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
+        self.check(vocab_size, field)
+    }
+    fn generate(&self, vocab_size: usize, seed: u64, _split: Split) -> (Vec<Token>, Vec<Token>) {
+        self.fill(vocab_size, seed)
+    }
+
+    /// One thread, one stream, the whole task: distinct keys and values by rejection,
+    /// successive weighted choice of the query gaps by inverse CDF over the remaining weights
+    /// (what numpy's `choice(replace=False, p)` does), random filler.
+    fn naive(&self, vocab_size: usize, seed: u64, _split: Split) -> (Vec<Token>, Vec<Token>) {
+        let (l, kv, n, v) = (self.seq_len, self.num_kv_pairs, self.num_examples, vocab_size);
+        let mut rng = FastRng::seed_from_u64(seed);
+        let w = power_weights((l - 2 * kv) / 2, self.power_a);
+        let mut inputs = vec![0; n * l];
+        let mut targets = vec![IGNORE; n * l];
+        let draw_distinct = |rng: &mut FastRng, lo: usize, hi: usize, out: &mut Vec<Token>| {
+            out.clear();
+            while out.len() < kv {
+                let k = rng.gen_range(lo..hi) as Token;
+                if !out.contains(&k) {
+                    out.push(k);
+                }
+            }
+        };
+        let (mut keys, mut vals) = (Vec::with_capacity(kv), Vec::with_capacity(kv));
+        for i in 0..n {
+            let (inp, tgt) = (&mut inputs[i * l..(i + 1) * l], &mut targets[i * l..(i + 1) * l]);
+            draw_distinct(&mut rng, 1, v / 2, &mut keys);
+            draw_distinct(&mut rng, v / 2, v, &mut vals);
+            let gaps = naive_successive(&mut rng, &w, kv);
+            for (j, &g) in gaps.iter().enumerate() {
+                inp[2 * j] = keys[j];
+                inp[2 * j + 1] = vals[j];
+                inp[2 * kv + 2 * g] = keys[j];
+                tgt[2 * kv + 2 * g] = vals[j];
+            }
+            if self.random_non_queries {
+                for t in inp.iter_mut() {
+                    if *t == 0 {
+                        *t = rng.gen_range(0..v as Token);
+                    }
+                }
+            }
+        }
+        (inputs, targets)
+    }
+
+    fn legend(&self, vocab_size: usize) -> String {
+        format!(
+            "keys in [1, {h}), values in [{h}, {vocab_size}), 0 = filler{}; [k→v] marks a query whose target is v",
+            if self.random_non_queries { " (replaced by random tokens)" } else { "" },
+            h = vocab_size / 2
+        )
+    }
+
+    /// The context pairs on one line and the query region on the next.
+    fn render(&self, inputs: &[Token], targets: &[Token]) -> String {
+        let toks = super::render_tokens(inputs, targets);
+        let toks: Vec<&str> = toks.split(' ').collect();
+        let c = 2 * self.num_kv_pairs;
+        format!("context {}\n           queries {}", toks[..c].join(" "), toks[c..].join(" "))
     }
 }
 
@@ -171,7 +234,7 @@ impl MqarConfig {
 /// - **exponential keys** otherwise: `E_g / w_g` with `E_g ~ Exp(1)`; the `kv` smallest keys,
 ///   sorted ascending, are the draws in order (memorylessness of the exponential).
 ///   O(space + kv·log kv).
-struct GapSampler {
+pub(crate) struct GapSampler {
     kv: usize,
     /// `1 / w_g` (exponential keys).
     inv_w: Vec<f64>,
@@ -180,7 +243,7 @@ struct GapSampler {
 }
 
 impl GapSampler {
-    fn new(space: usize, kv: usize, a: f64) -> Self {
+    pub(crate) fn new(space: usize, kv: usize, a: f64) -> Self {
         let w: Vec<f64> = (0..space).map(|g| a * ((g + 1) as f64).powf(a - 1.0)).collect();
         let total: f64 = w.iter().sum();
         let mut sorted = w.clone();
@@ -201,7 +264,7 @@ impl GapSampler {
     }
 
     /// Leaves in `buf[..kv]` the drawn gaps (second field) in draw order.
-    fn draw(&self, rng: &mut FastRng, buf: &mut Vec<(f64, u32)>) {
+    pub(crate) fn draw(&self, rng: &mut FastRng, buf: &mut Vec<(f64, u32)>) {
         buf.clear();
         if !self.cdf.is_empty() {
             while buf.len() < self.kv {
@@ -223,8 +286,53 @@ impl GapSampler {
     }
 }
 
+/// The preconditions the MQAR family shares (Zoology's asserts): `seq_len` even and > 0,
+/// `vocab_size > seq_len`, at least one example, `power_a > 0`.
+pub(crate) fn check_power_law_task(field: &str, seq_len: usize, vocab_size: usize, num_examples: usize, power_a: f64) -> Result<()> {
+    let f = |k: &str| format!("{field}.{k}");
+    if seq_len == 0 || seq_len % 2 != 0 {
+        return Err(config_err(f("seq_len"), format!("must be even and > 0 (got {seq_len})")));
+    }
+    if vocab_size <= seq_len {
+        return Err(config_err("data.vocab_size", format!("must be greater than seq_len (got vocab_size {vocab_size} ≤ seq_len {seq_len} in {field})")));
+    }
+    if num_examples == 0 {
+        return Err(config_err(f("num_examples"), "must be at least 1"));
+    }
+    if !(power_a > 0.0 && power_a.is_finite()) {
+        return Err(config_err(f("power_a"), format!("must be a positive number (got {power_a})")));
+    }
+    Ok(())
+}
+
+/// `w_g = a·(g+1)^(a−1)` for `g < space`: Zoology's query-gap weights (unnormalised).
+pub(crate) fn power_weights(space: usize, a: f64) -> Vec<f64> {
+    (0..space).map(|g| a * ((g + 1) as f64).powf(a - 1.0)).collect()
+}
+
+/// Successive weighted sampling the plain way (numpy's legacy `choice(replace=False, p)`):
+/// draw by inverse CDF over the remaining weights, remove the drawn cell, repeat. The naive
+/// generators' sampler, and an oracle for `GapSampler`.
+pub(crate) fn naive_successive(rng: &mut FastRng, w: &[f64], k: usize) -> Vec<usize> {
+    let mut avail = w.to_vec();
+    let mut tot: f64 = avail.iter().sum();
+    let mut out = Vec::with_capacity(k);
+    for _ in 0..k {
+        let mut r = rng.gen::<f64>() * tot;
+        let mut g = 0;
+        while g + 1 < avail.len() && (avail[g] == 0.0 || r >= avail[g]) {
+            r -= avail[g];
+            g += 1;
+        }
+        tot -= avail[g];
+        avail[g] = 0.0;
+        out.push(g);
+    }
+    out
+}
+
 /// `k` distinct integers from `[lo, hi)` into `out` (rejection; k is small next to the range).
-fn distinct_in(rng: &mut FastRng, lo: usize, hi: usize, k: usize, out: &mut Vec<Token>) {
+pub(crate) fn distinct_in(rng: &mut FastRng, lo: usize, hi: usize, k: usize, out: &mut Vec<Token>) {
     out.clear();
     let range = hi - lo;
     if 2 * k > range {
@@ -247,6 +355,7 @@ fn distinct_in(rng: &mut FastRng, lo: usize, hi: usize, k: usize, out: &mut Vec<
 
 #[cfg(test)]
 mod tests {
+    use super::super::stats::{chi2_gof, chi2_quantile, chi2_two_sample, Z_1E4};
     use super::*;
 
     fn gen(l: usize, kv: usize, n: usize, v: usize, seed: u64) -> Segment {
@@ -384,61 +493,6 @@ mod tests {
                     .collect()
             })
             .collect()
-    }
-
-    /// Upper `alpha` quantile of χ²(k) by the Wilson–Hilferty approximation (relative error
-    /// well under 1% for k ≥ 10 at these tail probabilities). `z` is the standard normal upper
-    /// quantile of `alpha`.
-    fn chi2_quantile(k: f64, z: f64) -> f64 {
-        let c = 2.0 / (9.0 * k);
-        k * (1.0 - c + z * c.sqrt()).powi(3)
-    }
-    /// z for α = 1e-4: each χ² test below fails a correct generator with probability 1e-4
-    /// (over seeds; the seeds are fixed, so the outcome is deterministic).
-    const Z_1E4: f64 = 3.719;
-
-    /// Goodness of fit of `obs` to probabilities `p` (cells with expected count < 5 pooled).
-    /// Returns (statistic, degrees of freedom).
-    fn chi2_gof(obs: &[f64], p: &[f64]) -> (f64, f64) {
-        let n: f64 = obs.iter().sum();
-        let (mut stat, mut cells, mut pool_o, mut pool_e) = (0.0, 0.0, 0.0, 0.0);
-        for (o, q) in obs.iter().zip(p) {
-            let e = n * q;
-            if e < 5.0 {
-                pool_o += o;
-                pool_e += e;
-            } else {
-                stat += (o - e).powi(2) / e;
-                cells += 1.0;
-            }
-        }
-        if pool_e > 0.0 {
-            stat += (pool_o - pool_e).powi(2) / pool_e.max(1e-12);
-            cells += 1.0;
-        }
-        (stat, cells - 1.0)
-    }
-
-    /// Two-sample χ² homogeneity test of two count vectors over the same cells (cells with
-    /// fewer than 10 observations in both samples together are pooled).
-    fn chi2_two_sample(a: &[f64], b: &[f64]) -> (f64, f64) {
-        let (na, nb): (f64, f64) = (a.iter().sum(), b.iter().sum());
-        let (ka, kb) = ((nb / na).sqrt(), (na / nb).sqrt());
-        let (mut stat, mut cells, mut pa, mut pb) = (0.0, 0.0, 0.0, 0.0);
-        for (x, y) in a.iter().zip(b) {
-            if x + y < 10.0 {
-                pa += x;
-                pb += y;
-            } else {
-                stat += (x * ka - y * kb).powi(2) / (x + y);
-                cells += 1.0;
-            }
-        }
-        if pa + pb > 0.0 {
-            stat += (pa * ka - pb * kb).powi(2) / (pa + pb);
-            cells += 1.0;
-        }
-        (stat, cells - 1.0)
     }
 
     /// One (pair, slot) observation per example — pair `i mod kv` of example `i` — so the

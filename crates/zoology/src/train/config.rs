@@ -240,6 +240,8 @@ impl RunConfig {
                 t.validate(d.vocab_size, &field)?;
             }
         }
+        let tasks: Vec<(String, &TaskConfig)> = d.train.iter().enumerate().map(|(i, t)| (format!("data.train[{i}]"), t)).chain(d.test.iter().enumerate().map(|(i, t)| (format!("data.test[{i}]"), t))).collect();
+        crate::tasks::check_backbone(&tasks, self.model.backbone)?;
         self.model.validate(d.vocab_size as i64, self.max_seq_len() as i64)?;
         let t = &self.train;
         if t.epochs == 0 || t.epochs > MAX_EPOCHS {

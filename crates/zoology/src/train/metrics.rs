@@ -16,7 +16,7 @@ pub use crate::rundir::write_atomic;
 /// Accuracy and loss on the test segments.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct EvalResult {
-    /// Mean over examples of the per-example accuracy on supervised positions (Zoology).
+    /// The test tasks' own metric (Zoology's per-example accuracy for MQAR; see `metric`).
     #[serde(with = "float")]
     pub accuracy: f64,
     /// Mean over all supervised positions (micro average), for comparison with other suites.
@@ -25,9 +25,16 @@ pub struct EvalResult {
     /// Mean cross-entropy over supervised positions.
     #[serde(with = "float")]
     pub loss: f64,
-    /// `"num_kv_pairs=4"` / `"seq_len=64"` → per-example accuracy on that slice.
+    /// `"num_kv_pairs=4"` / `"seq_len=64"` → primary accuracy on that slice.
     #[serde(with = "float::map")]
     pub slices: BTreeMap<String, f64>,
+    /// Which metric `accuracy` is (the tasks' own: `per_example_accuracy` for Zoology's,
+    /// `mad_macro_accuracy` for MAD's, `micro_accuracy` for safari's).
+    #[serde(default)]
+    pub metric: String,
+    /// Every averaging convention on the same predictions, by name.
+    #[serde(default, with = "float::map")]
+    pub metrics: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -10,15 +10,15 @@ use crate::device::{set_threads, Runtime};
 use crate::error::{catch_panic, io_err, Error, Result};
 use crate::rundir::{self, Heartbeat, RunLock};
 use crate::model::{num_parameters, LanguageModel};
-use crate::tasks::{mix_seed, Segment, IGNORE};
+use crate::tasks::metric::{self, Accumulator};
+use crate::tasks::{mix_seed, Segment, Split, IGNORE};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
 
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
@@ -46,11 +46,12 @@ impl DeviceData {
     }
 }
 
-/// Generates the train and test segments of a config (disjoint seed streams).
+/// Generates the train and test segments of a config (disjoint seed streams; each task told
+/// which split it generates, since some supervise differently in training and at test).
 pub fn generate_data(cfg: &RunConfig) -> (Vec<Segment>, Vec<Segment>) {
     let v = cfg.data.vocab_size;
-    let train = cfg.data.train.iter().enumerate().map(|(i, t)| t.generate(v, mix_seed(cfg.seed, 1_000 + i as u64))).collect();
-    let test = cfg.data.test.iter().enumerate().map(|(i, t)| t.generate(v, mix_seed(cfg.seed, 2_000_000 + i as u64))).collect();
+    let train = cfg.data.train.iter().enumerate().map(|(i, t)| t.generate_split(v, mix_seed(cfg.seed, 1_000 + i as u64), Split::Train)).collect();
+    let test = cfg.data.test.iter().enumerate().map(|(i, t)| t.generate_split(v, mix_seed(cfg.seed, 2_000_000 + i as u64), Split::Test)).collect();
     (train, test)
 }
 
@@ -89,13 +90,14 @@ pub fn sparse_head_loss(model: &LanguageModel, x: &Tensor, y: &Tensor, train: bo
     (loss, logits, tg, ex)
 }
 
-/// Evaluates on the test segments (no dropout, no gradients).
+/// Evaluates on the test segments (no dropout, no gradients), each scored by its task's
+/// metric (`tasks::metric`): the primary `accuracy` is that metric, `metrics` holds every
+/// convention (per-example, micro, MAD's macro where the task uses it, perplexity).
 pub fn evaluate(model: &LanguageModel, data: &DeviceData, batch: usize) -> EvalResult {
     tch::no_grad(|| {
-        let (mut acc_sum, mut n_ex, mut correct, mut n_pos, mut loss_sum) = (0f64, 0f64, 0f64, 0f64, 0f64);
-        let mut slice_acc: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        let mut parts = Vec::with_capacity(data.segments.len());
         for (si, seg) in data.segments.iter().enumerate() {
-            let (mut s_acc, mut s_n) = (0f64, 0f64);
+            let mut acc = Accumulator::new(seg.metric);
             let n = seg.n as i64;
             let mut start = 0;
             while start < n {
@@ -103,33 +105,13 @@ pub fn evaluate(model: &LanguageModel, data: &DeviceData, batch: usize) -> EvalR
                 let x = data.inputs[si].narrow(0, start, len);
                 let y = data.targets[si].narrow(0, start, len);
                 let (_, logits, tg, ex) = sparse_head_loss(model, &x, &y, false);
-                let ok = logits.argmax(-1, false).eq_tensor(&tg).to_kind(Kind::Float);
-                let ce = logits.cross_entropy_loss::<Tensor>(&tg, None, tch::Reduction::Sum, -100, 0.0);
-                let per_ok = Tensor::zeros([len], (Kind::Float, x.device())).index_add(0, &ex, &ok);
-                let per_n = Tensor::zeros([len], (Kind::Float, x.device())).index_add(0, &ex, &ok.ones_like());
-                let has = per_n.gt(0.0);
-                let per_acc = (&per_ok / per_n.clamp_min(1.0)).masked_select(&has);
-                s_acc += per_acc.sum(Kind::Double).double_value(&[]);
-                s_n += has.sum(Kind::Double).double_value(&[]);
-                correct += ok.sum(Kind::Double).double_value(&[]);
-                n_pos += ok.size()[0] as f64;
-                loss_sum += ce.double_value(&[]);
+                metric::score_batch(&mut acc, &logits, &tg, &ex, len as usize);
                 start += len;
             }
-            acc_sum += s_acc;
-            n_ex += s_n;
-            for (k, v) in &seg.slices {
-                let e = slice_acc.entry(format!("{k}={v}")).or_insert((0.0, 0.0));
-                e.0 += s_acc;
-                e.1 += s_n;
-            }
+            parts.push((seg.metric, &seg.slices, acc.finish()));
         }
-        EvalResult {
-            accuracy: acc_sum / n_ex.max(1.0),
-            accuracy_micro: correct / n_pos.max(1.0),
-            loss: loss_sum / n_pos.max(1.0),
-            slices: slice_acc.into_iter().map(|(k, (a, n))| (k, a / n.max(1.0))).collect(),
-        }
+        let s = metric::summarize(&parts);
+        EvalResult { accuracy: s.accuracy, accuracy_micro: s.accuracy_micro, loss: s.loss, slices: s.slices, metric: s.metric, metrics: s.metrics }
     })
 }
 
@@ -366,6 +348,8 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
         best_accuracy: st.best_accuracy,
         best_epoch: st.best_epoch,
         final_accuracy: last.accuracy,
+        metric: last.metric.clone(),
+        final_metrics: last.metrics.clone(),
         final_loss: if stop == StopReason::Diverged { last_loss } else { last.loss },
         slices: last.slices.clone(),
         best_slices: st.best_slices.clone(),
@@ -392,6 +376,7 @@ mod tests {
     use super::*;
     use crate::model::ModelConfig;
     use crate::tasks::mqar::MqarConfig;
+    use crate::tasks::{Metric, Token};
 
     #[test]
     fn sparse_head_loss_equals_full_head_loss() {
@@ -409,22 +394,61 @@ mod tests {
         }
     }
 
+    /// `evaluate` scores each segment with its task's metric and combines segments by sums:
+    /// a model whose logits are fixed (every position predicts the same token) is right exactly
+    /// where that token is the target, which makes every number computable by hand.
     #[test]
-    fn per_example_accuracy_differs_from_micro_when_counts_differ() {
-        // Two test segments with different kv: per-example averaging weights examples equally.
-        let cfg: ModelConfig = toml::from_str("d_model = 16\nmixer = { name = \"attention\" }").unwrap();
-        tch::manual_seed(1);
+    fn evaluate_uses_each_segments_metric() {
+        let cfg: ModelConfig = toml::from_str("d_model = 8\nn_layers = 1\nmixer = { name = \"attention\" }").unwrap();
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let model = LanguageModel::new(&vs.root(), &cfg, 128, 32).unwrap();
+        let model = LanguageModel::new(&vs.root(), &cfg, 16, 8).unwrap();
+        // bias the head to always predict token 3: tied embeddings, so make row 3 dominate LN_f outputs
+        tch::no_grad(|| {
+            for (name, t) in vs.variables() {
+                if name.ends_with("embedding.weight") {
+                    let _ = t.shallow_clone().fill_(0.0);
+                    let _ = t.get(3).fill_(1.0);
+                }
+                if name.ends_with("ln_f.weight") {
+                    let _ = t.shallow_clone().fill_(0.0);
+                }
+                if name.ends_with("ln_f.bias") {
+                    let _ = t.shallow_clone().fill_(1.0);
+                }
+            }
+        });
         let rt = Runtime::cpu();
-        let segs = vec![MqarConfig::new(32, 2, 40).generate(128, 1), MqarConfig::new(32, 8, 40).generate(128, 2)];
-        let data = DeviceData::new(segs, &rt);
-        let ev = evaluate(&model, &data, 16);
-        assert!(ev.accuracy >= 0.0 && ev.accuracy <= 1.0);
-        assert!(ev.slices.contains_key("num_kv_pairs=2") && ev.slices.contains_key("num_kv_pairs=8"));
-        // per-example mean = mean of the two slice means (equal example counts)
-        let m = (ev.slices["num_kv_pairs=2"] + ev.slices["num_kv_pairs=8"]) / 2.0;
-        assert!((ev.accuracy - m).abs() < 1e-9, "{} vs {m}", ev.accuracy);
+        let seg = |targets: Vec<Vec<Token>>, metric: Metric, kv: &str| {
+            let l = 8;
+            let n = targets.len();
+            let mut t = vec![IGNORE; n * l];
+            for (i, row) in targets.iter().enumerate() {
+                t[i * l..i * l + row.len()].copy_from_slice(row);
+            }
+            Segment { seq_len: l, n, inputs: vec![1; n * l], targets: t, slices: [("k".to_string(), kv.to_string())].into(), task: "t".into(), metric, split: Split::Test }
+        };
+        // segment A: example 0 has 1 target (3: right), example 1 has 3 (all wrong) → per-example 0.5, micro 0.25
+        let a = seg(vec![vec![3], vec![5, 5, 5]], Metric::PerExample, "a");
+        let data = DeviceData::new(vec![a.clone()], &rt);
+        for b in [1, 2] {
+            let ev = evaluate(&model, &data, b);
+            assert!((ev.accuracy - 0.5).abs() < 1e-9 && (ev.accuracy_micro - 0.25).abs() < 1e-9, "batch {b}: {ev:?}");
+            assert_eq!(ev.metric, "per_example_accuracy");
+        }
+        // the same data under MAD's macro: class 3 right (1/1), class 5 never (0/3) → 0.5; micro 0.25
+        let m = seg(vec![vec![3], vec![5, 5, 5]], Metric::MadMacro { batch: 2 }, "a");
+        let ev = evaluate(&model, &DeviceData::new(vec![m], &rt), 1);
+        assert!((ev.accuracy - 0.5).abs() < 1e-9, "{ev:?}");
+        assert!((ev.metrics["mad_macro_accuracy"] - 0.5).abs() < 1e-9);
+        // micro on targets [3,5,5,5] then [3]: 2 of 5; per-example would be (0.25 + 1) / 2
+        let u = seg(vec![vec![3, 5, 5, 5], vec![3]], Metric::Micro, "b");
+        let ev = evaluate(&model, &DeviceData::new(vec![u], &rt), 2);
+        assert!((ev.accuracy - 0.4).abs() < 1e-9 && (ev.metrics["per_example_accuracy"] - 0.625).abs() < 1e-9, "{ev:?}");
+        // two per-example segments combine over all examples; slices keep their own values
+        let b2 = seg(vec![vec![3], vec![3], vec![3], vec![5]], Metric::PerExample, "b");
+        let ev = evaluate(&model, &DeviceData::new(vec![a, b2], &rt), 3);
+        assert!((ev.accuracy - (1.0 + 0.0 + 3.0) / 6.0).abs() < 1e-9, "{ev:?}");
+        assert!((ev.slices["k=a"] - 0.5).abs() < 1e-9 && (ev.slices["k=b"] - 0.75).abs() < 1e-9, "{ev:?}");
         assert!(ev.loss > 0.0);
     }
 
