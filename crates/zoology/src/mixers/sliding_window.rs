@@ -14,12 +14,12 @@
 //! wraps one), so `sliding_window` with `n ≥ L` equals `attention`.
 //!
 //! Forms:
-//! - parallel: when `w ≥ L`, one masked `[L, L]` score matrix; otherwise chunked banded
-//!   attention: the sequence is cut into blocks of `w` positions and each block's queries
-//!   attend to the keys of their own block and the previous one (`[w, 2w]` scores per block,
-//!   masked to `t − w < s ≤ t`), O(L·w·d);
-//! - reference: per position, an explicit softmax over the keys `max(0, t−w+1) ..= t`;
-//! - recurrent: a rolling KV cache of at most `w` tokens (oldest dropped first).
+//! - parallel: when `n ≥ L`, one masked `[L, L]` score matrix; otherwise chunked banded
+//!   attention: the sequence is cut into blocks of `n` positions and each block's queries
+//!   attend to the keys of their own block and the previous one (`[n, 2n]` scores per block,
+//!   masked to `t − n < s ≤ t`), O(L·n·d);
+//! - reference: per position, an explicit softmax over the keys `max(0, t−n+1) ..= t`;
+//! - recurrent: a rolling KV cache of at most `n` tokens (oldest dropped first).
 //!
 //! State: `2·d·min(L, n)` elements after `L` tokens (constant `2·d·n` once `L ≥ n`). Zoology's
 //! `state_size()` counts `2·w·d` whatever L and the convention (`state_size_zoology`).
@@ -78,7 +78,7 @@ const MAX_WINDOW: i64 = 1 << 20;
 #[derive(Debug)]
 pub struct SlidingWindow {
     attn: Attention,
-    /// Tokens each position sees (n).
+    /// Tokens each position sees (n; the code below calls it `w`).
     window: i64,
     /// The configured w (Zoology's `block_size`), for Zoology's state formula.
     block_size: i64,
