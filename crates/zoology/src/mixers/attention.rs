@@ -17,6 +17,8 @@
 //! explicit exponentials; rotations built per position in f64), recurrent (KV cache: keys,
 //! already rotated, and values of every past token; the new token's position is the number of
 //! cached tokens). The state grows with the sequence: `2·d·L` elements after `L` tokens.
+//!
+//! Init: `wqkv` N(0, 0.02), `out_proj` N(0, 0.02/√(2·n_layers)), zero biases (Zoology's rule).
 
 use super::layers::{future_mask, merge_heads, rope, rope_reference, split_heads, Linear};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
@@ -139,6 +141,11 @@ impl Mixer for Attention {
 
     fn state_size(&self, seq_len: i64) -> i64 {
         2 * self.d * seq_len
+    }
+
+    /// Zoology's `MHA.state_size`: `2 · d_model · sequence_length`, the same count.
+    fn state_size_zoology(&self, seq_len: i64) -> Option<i64> {
+        Some(2 * self.d * seq_len)
     }
 }
 

@@ -13,8 +13,13 @@
 //! `sliding_window` and `base_conv` layers, e.g.
 //! `mixer = { name = "hybrid", layers = [{ name = "base_conv" }, { name = "based" }, { name = "sliding_window" }] }`.
 //!
-//! State: `H·(F·d_v + F)` elements, F = 1 + f + f² (Based counts the symmetric f(f+1)/2 terms;
-//! its forward, like ours, materialises all f²).
+//! State: `H·(F·d_v + F)` elements, F = 1 + f + f² (what `step` carries: its forward, like
+//! Based's, materialises all f² second-order terms). Zoology's `Based.state_size()` counts the
+//! symmetric terms only, `F_z = 1 + f + f(f+1)/2` (`state_size_zoology`, 1.78× smaller at
+//! f = 16); plots that reproduce Based's Figure 2 use that convention.
+//!
+//! Init: `proj_q`, `proj_k`, `proj_v`, `proj_o` all N(0, 0.02) (Zoology's name rule leaves
+//! `proj_o` unscaled).
 
 use super::linear_attention::{FeatureMap, LinearAttention, LinearAttentionConfig};
 use super::{delegate_mixer, BuildCtx, MixerKind};

@@ -1,6 +1,7 @@
 //! `gla`: gated linear attention (Yang et al. 2024, GLA Transformer).
 //!
-//! With `H` heads, key width `d_k = round(D·expand_k)/H`, value width `d_v = D·expand_v/H`,
+//! With `H` heads, key width `d_k = ⌊D·expand_k⌋/H`, value width `d_v = ⌊D·expand_v⌋/H` (fla's
+//! `int()`),
 //! `q = W_q x / √d_k`, `k = W_k x`, `v = W_v x`, and a data-dependent forget gate per key
 //! channel from a low-rank (`gate_low_rank_dim` = 16) projection:
 //!
@@ -16,9 +17,14 @@
 //! `Σ_k q_tk k_sk e^{b_tk − b_sk}` with every exponent ≤ 0, state carried across chunks);
 //! reference = the recurrence loop; recurrent = one gated update per token.
 //!
-//! State: `H·d_k·d_v` = key_dim·value_dim/H elements, constant in L.
+//! State: `H·d_k·d_v` = key_dim·value_dim/H elements, constant in L; Zoology's `state_size()`
+//! (`key_dim · head_v_dim`) is the same number.
+//!
+//! Init: every Linear N(0, 0.02), zero bias (Zoology's rule; `o_proj` is not an `out_proj`, so
+//! it is not rescaled); RMSNorm weight 1.
 
 use super::layers::{merge_heads, rms_norm, split_heads, Linear};
+use super::linear_attention::{check_chunk, MAX_EXPAND};
 use super::linear_attn::DecayedLinear;
 use super::{BuildCtx, MixerKind};
 use crate::error::{config_err, Result};
@@ -51,9 +57,17 @@ impl Default for GlaConfig {
 }
 
 impl GlaConfig {
-    fn widths(&self, d: i64) -> (i64, i64) {
-        ((d as f64 * self.expand_k).round() as i64, (d as f64 * self.expand_v).round() as i64)
+    /// `(key_dim, value_dim) = (int(d·expand_k), int(d·expand_v))`, as fla (floor for the
+    /// positive widths `validate` admits).
+    pub fn widths(&self, d: i64) -> (i64, i64) {
+        ((d as f64 * self.expand_k).floor() as i64, (d as f64 * self.expand_v).floor() as i64)
     }
+}
+
+/// GLA's forget gate in log space: `log α = logsigmoid(z) / normalizer` (≤ 0) for the gate
+/// logits `z` (fla's `F.logsigmoid(gk) / gate_logit_normalizer`).
+pub fn gate_log_decay(logits: &Tensor, normalizer: f64) -> Tensor {
+    logits.log_sigmoid() / normalizer
 }
 
 #[derive(Debug)]
@@ -79,7 +93,7 @@ impl DecayedLinear for Gla {
         let q = split_heads(&self.wq.forward(x), h) / (dk as f64).sqrt();
         let k = split_heads(&self.wk.forward(x), h);
         let v = split_heads(&self.wv.forward(x), h);
-        let g = self.gk2.forward(&self.gk1.forward(x)).log_sigmoid() / self.cfg.gate_logit_normalizer;
+        let g = gate_log_decay(&self.gk2.forward(&self.gk1.forward(x)), self.cfg.gate_logit_normalizer);
         (q, k, v, Some(split_heads(&g, h)))
     }
     fn finish(&self, o: &Tensor, x: &Tensor) -> Tensor {
@@ -96,7 +110,14 @@ impl DecayedLinear for Gla {
     fn opts(&self) -> (tch::Kind, tch::Device) {
         (self.out.ws.kind(), self.out.ws.device())
     }
+    /// Zoology's `GatedLinearAttention.state_size`: `key_dim · head_v_dim` (no short conv).
+    fn zoology_state(&self) -> Option<i64> {
+        Some(self.key_dim * (self.value_dim / self.cfg.num_heads))
+    }
 }
+
+/// Largest accepted low-rank gate width.
+const MAX_GATE_RANK: i64 = 4096;
 
 impl MixerKind for Gla {
     type Config = GlaConfig;
@@ -106,13 +127,15 @@ impl MixerKind for Gla {
     const CONSTANT_STATE: bool = true;
 
     fn validate(c: &GlaConfig, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
+        for (name, e) in [("expand_k", c.expand_k), ("expand_v", c.expand_v)] {
+            if !(e > 0.0 && e <= MAX_EXPAND && (d as f64 * e).floor() >= 1.0) {
+                return Err(config_err(
+                    format!("{field}.{name}"),
+                    format!("must be a finite number in (0, {MAX_EXPAND}] with ⌊d_model·{name}⌋ ≥ 1 (d_model {d}, got {e})"),
+                ));
+            }
+        }
         let (kd, vd) = c.widths(d);
-        if !(c.expand_k > 0.0 && kd >= 1) {
-            return Err(config_err(format!("{field}.expand_k"), format!("d_model·expand_k must be ≥ 1 (got {} → {kd})", c.expand_k)));
-        }
-        if !(c.expand_v > 0.0 && vd >= 1) {
-            return Err(config_err(format!("{field}.expand_v"), format!("d_model·expand_v must be ≥ 1 (got {} → {vd})", c.expand_v)));
-        }
         if c.num_heads < 1 || kd % c.num_heads != 0 || vd % c.num_heads != 0 {
             return Err(config_err(
                 format!("{field}.num_heads"),
@@ -122,15 +145,13 @@ impl MixerKind for Gla {
                 ),
             ));
         }
-        if c.gate_low_rank_dim < 1 {
-            return Err(config_err(format!("{field}.gate_low_rank_dim"), format!("must be ≥ 1 (got {})", c.gate_low_rank_dim)));
+        if !(1..=MAX_GATE_RANK).contains(&c.gate_low_rank_dim) {
+            return Err(config_err(format!("{field}.gate_low_rank_dim"), format!("must be between 1 and {MAX_GATE_RANK} (got {})", c.gate_low_rank_dim)));
         }
         if !(c.gate_logit_normalizer >= 1.0 && c.gate_logit_normalizer.is_finite()) {
             return Err(config_err(format!("{field}.gate_logit_normalizer"), format!("must be a finite number ≥ 1 (got {})", c.gate_logit_normalizer)));
         }
-        if c.chunk_size < 1 {
-            return Err(config_err(format!("{field}.chunk_size"), format!("must be ≥ 1 (got {})", c.chunk_size)));
-        }
+        check_chunk(c.chunk_size, field)?;
         if !(c.norm_eps > 0.0 && c.norm_eps.is_finite()) {
             return Err(config_err(format!("{field}.norm_eps"), format!("must be a finite number > 0 (got {})", c.norm_eps)));
         }
@@ -148,7 +169,7 @@ impl MixerKind for Gla {
             gk1: Linear::new(&p / "gk_proj1", d, c.gate_low_rank_dim, false, s),
             gk2: Linear::new(&p / "gk_proj2", c.gate_low_rank_dim, kd, true, s),
             norm_weight: p.var("g_norm_weight", &[vd / c.num_heads], nn::Init::Const(1.0)),
-            out: Linear::new(&p / "o_proj", vd, d, false, ctx.out_std),
+            out: Linear::new(&p / "o_proj", vd, d, false, s),
             cfg: c.clone(),
             key_dim: kd,
             value_dim: vd,

@@ -2,8 +2,8 @@
 //! `Hybrid`). The standard recipe is `[base_conv(k=3), X]`: layer 0 a short gated convolution,
 //! layer 1 the mixer under test; StripedHyena alternates Hyena and attention the same way.
 //!
-//! Every form delegates to the chosen layer's mixer, so its math, state and state size are
-//! exactly that mixer's.
+//! Every form delegates to the chosen layer's mixer, so its math, state and state size (both
+//! conventions, as Zoology's `Hybrid.state_size`) are exactly that mixer's.
 
 use super::{build_table, delegate_mixer, validate_table, BuildCtx, Mixer, MixerKind};
 use crate::error::{config_err, Result};

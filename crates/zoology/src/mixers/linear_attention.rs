@@ -10,8 +10,10 @@
 //! y_t = S_tᵀ q_t                        unnormalised
 //! y   = concat_heads(y) W_oᵀ
 //! ```
-//! Feature maps φ: `identity` (F = f), `elu_plus_one` (elu(x)+1, Katharopoulos; default),
-//! `relu`, `squared_relu` (relu(x)²), and `taylor`, Based's 2nd-order Taylor map
+//! Feature maps φ: `identity` (F = f), `elu_plus_one` (elu(x)+1, Katharopoulos; Zoology's
+//! `PosELU`; default), `relu` (Zoology's `ReLU`: relu(x) clamped below at 1e-12, Zoology's
+//! feature-map eps), `square` (Zoology's `Square`: x²), `squared_relu` (relu(x)², a named option),
+//! and `taylor`, Based's 2nd-order Taylor map
 //! `φ(x) = [1, x/f^{1/4}, vec(x xᵀ)/(√2·√f)]` (F = 1 + f + f²), for which
 //! `φ(q)·φ(k) = 1 + q·k/√f + (q·k)²/(2f) ≈ exp(q·k/√f)`.
 //!
@@ -23,6 +25,12 @@
 //! recurrence loop, recurrent = one update of `S'` per token.
 //!
 //! State: `H·F·(d_v + 1)` elements (normalised) or `H·F·d_v` (unnormalised), constant in L.
+//! Zoology's `state_size()` (Based's formula) counts `H·d_v·F_z + H·F_z` with `F_z = f`, or
+//! `1 + f + f(f+1)/2` for the Taylor map (its symmetric second-order terms); it has no
+//! unnormalised form (`state_size_zoology` is None then).
+//!
+//! Init: every projection N(0, 0.02) (Zoology's rule; the output projection is `proj_o`, as in
+//! Zoology's `Based`, so it is not rescaled).
 //! `based` is this mixer with the Taylor map and normalisation (see `based.rs`).
 
 use super::layers::{merge_heads, split_heads, Linear};
@@ -38,9 +46,13 @@ pub enum FeatureMap {
     Identity,
     EluPlusOne,
     Relu,
+    Square,
     SquaredRelu,
     Taylor,
 }
+
+/// Zoology's feature-map eps (`Based` passes `eps = 1e-12`): the `relu` map's lower clamp.
+pub const FEATURE_EPS: f64 = 1e-12;
 
 impl FeatureMap {
     /// Expanded feature count F for a projection of width f.
@@ -50,12 +62,21 @@ impl FeatureMap {
             _ => f,
         }
     }
+    /// The feature count Zoology's `expanded_size()` reports: the Taylor map's symmetric
+    /// `1 + f + f(f+1)/2` (what its memory-saving form keeps), f otherwise.
+    pub fn zoology_expanded_dim(self, f: i64) -> i64 {
+        match self {
+            FeatureMap::Taylor => 1 + f + f * (f + 1) / 2,
+            _ => f,
+        }
+    }
     /// φ applied to the last axis of `x: [..., f]`.
     pub fn apply(self, x: &Tensor) -> Tensor {
         match self {
             FeatureMap::Identity => x.shallow_clone(),
             FeatureMap::EluPlusOne => x.elu() + 1.0,
-            FeatureMap::Relu => x.relu(),
+            FeatureMap::Relu => x.relu().clamp_min(FEATURE_EPS),
+            FeatureMap::Square => x.square(),
             FeatureMap::SquaredRelu => x.relu().square(),
             FeatureMap::Taylor => {
                 let f = *x.size().last().unwrap();
@@ -72,7 +93,7 @@ impl FeatureMap {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LinearAttentionConfig {
-    /// φ: identity, elu_plus_one, relu, squared_relu or taylor.
+    /// φ: identity, elu_plus_one, relu, square, squared_relu or taylor.
     pub feature_map: FeatureMap,
     /// Projected q/k width per head before φ (f).
     pub feature_dim: i64,
@@ -148,12 +169,23 @@ impl DecayedLinear for LinearAttention {
     fn opts(&self) -> (tch::Kind, tch::Device) {
         (self.out.ws.kind(), self.out.ws.device())
     }
+    fn zoology_state(&self) -> Option<i64> {
+        let h = self.cfg.num_heads;
+        let fz = self.cfg.feature_map.zoology_expanded_dim(self.cfg.feature_dim);
+        self.cfg.normalize.then(|| h * (self.d / h) * fz + h * fz)
+    }
 }
+
+/// Largest accepted `feature_dim` without the Taylor expansion, and with it.
+const MAX_FEATURE_DIM: i64 = 4096;
+const MAX_TAYLOR_FEATURE_DIM: i64 = 64;
+/// Largest accepted `chunk_size` of the chunked linear-attention family.
+pub const MAX_CHUNK: i64 = 1 << 16;
 
 impl MixerKind for LinearAttention {
     type Config = LinearAttentionConfig;
     const NAME: &'static str = "linear_attention";
-    const ABOUT: &'static str = "Katharopoulos linear attention, feature maps identity/elu_plus_one/relu/squared_relu/taylor, chunked";
+    const ABOUT: &'static str = "Katharopoulos linear attention, feature maps identity/elu_plus_one/relu/square/squared_relu/taylor, chunked";
     const STATE_FORMULA: &'static str = "H·F·(d_v+1) normalised, H·F·d_v unnormalised (F = f, or 1+f+f² for taylor; d_v = d/H)";
     const CONSTANT_STATE: bool = true;
 
@@ -164,18 +196,16 @@ impl MixerKind for LinearAttention {
                 format!("must be ≥ 1 and divide d_model = {d} (got {})", c.num_heads),
             ));
         }
-        if c.feature_dim < 1 {
-            return Err(config_err(format!("{field}.feature_dim"), format!("must be ≥ 1 (got {})", c.feature_dim)));
+        if !(1..=MAX_FEATURE_DIM).contains(&c.feature_dim) {
+            return Err(config_err(format!("{field}.feature_dim"), format!("must be between 1 and {MAX_FEATURE_DIM} (got {})", c.feature_dim)));
         }
-        if c.feature_map == FeatureMap::Taylor && c.feature_dim > 64 {
+        if c.feature_map == FeatureMap::Taylor && c.feature_dim > MAX_TAYLOR_FEATURE_DIM {
             return Err(config_err(
                 format!("{field}.feature_dim"),
                 format!("taylor expands f = {} to 1+f+f² = {} features per head; use f ≤ 64 (Based: 16)", c.feature_dim, 1 + c.feature_dim * (1 + c.feature_dim)),
             ));
         }
-        if c.chunk_size < 1 {
-            return Err(config_err(format!("{field}.chunk_size"), format!("must be ≥ 1 (got {})", c.chunk_size)));
-        }
+        check_chunk(c.chunk_size, field)?;
         if !(c.eps >= 0.0 && c.eps.is_finite()) {
             return Err(config_err(format!("{field}.eps"), format!("must be a finite number ≥ 0 (got {})", c.eps)));
         }
@@ -185,10 +215,10 @@ impl MixerKind for LinearAttention {
     fn build(p: nn::Path, d: i64, c: &LinearAttentionConfig, ctx: &BuildCtx) -> Result<Self> {
         let hf = c.num_heads * c.feature_dim;
         Ok(LinearAttention {
-            wq: Linear::new(&p / "feature_map_q", d, hf, false, ctx.init_std),
-            wk: Linear::new(&p / "feature_map_k", d, hf, false, ctx.init_std),
+            wq: Linear::new(&p / "proj_q", d, hf, false, ctx.init_std),
+            wk: Linear::new(&p / "proj_k", d, hf, false, ctx.init_std),
             wv: Linear::new(&p / "proj_v", d, d, false, ctx.init_std),
-            out: Linear::new(&p / "out_proj", d, d, false, ctx.out_std),
+            out: Linear::new(&p / "proj_o", d, d, false, ctx.init_std),
             cfg: c.clone(),
             d,
         })
@@ -201,9 +231,38 @@ impl MixerKind for LinearAttention {
             small(FeatureMap::Identity, false),
             small(FeatureMap::EluPlusOne, false),
             small(FeatureMap::Relu, true),
+            small(FeatureMap::Square, true),
             small(FeatureMap::SquaredRelu, true),
             small(FeatureMap::Taylor, true),
             LinearAttentionConfig { num_heads: 2, chunk_size: 4, ..Default::default() },
         ]
     }
+}
+
+/// Checks a chunked form's `chunk_size` (1 ..= [`MAX_CHUNK`]).
+pub fn check_chunk(chunk: i64, field: &str) -> Result<()> {
+    if !(1..=MAX_CHUNK).contains(&chunk) {
+        return Err(config_err(format!("{field}.chunk_size"), format!("must be between 1 and {MAX_CHUNK} (got {chunk})")));
+    }
+    Ok(())
+}
+
+/// Largest accepted `expand_k` / `expand_v` of the linear-attention family.
+pub const MAX_EXPAND: f64 = 16.0;
+
+/// Checks `expand_v` (finite, in (0, [`MAX_EXPAND`]], `⌊d·expand_v⌋ ≥ 1`) and that `num_heads`
+/// (already checked to divide d) divides the value width; returns the value width.
+pub fn check_value_width(num_heads: i64, expand_v: f64, d: i64, field: &str) -> Result<i64> {
+    let vd = (d as f64 * expand_v).floor();
+    if !(expand_v > 0.0 && expand_v <= MAX_EXPAND && vd >= 1.0) {
+        return Err(config_err(
+            format!("{field}.expand_v"),
+            format!("must be a finite number in (0, {MAX_EXPAND}] with ⌊d_model·expand_v⌋ ≥ 1 (d_model {d}, got {expand_v})"),
+        ));
+    }
+    let vd = vd as i64;
+    if vd % num_heads != 0 {
+        return Err(config_err(format!("{field}.num_heads"), format!("must divide the value width ⌊d_model·expand_v⌋ = {vd} (got {num_heads})")));
+    }
+    Ok(vd)
 }

@@ -71,23 +71,31 @@ pub fn linear_attention_step(state: &mut Tensor, q: &Tensor, k: &Tensor, v: &Ten
     (q.unsqueeze(-1) * &*state).sum_dim_intlist([-2i64].as_slice(), false, q.kind())
 }
 
-/// Reference for [`chunked_linear_attention`]: the recurrence, one position at a time.
+/// Reference for [`chunked_linear_attention`], sharing no helper with it or with
+/// [`linear_attention_step`]: the dense double sum
+/// `o_t = Σ_{s≤t} (Σ_k q_tk k_sk Π_{s<i≤t} α_ik) v_s`, each product of gates taken as `exp` of
+/// the explicit sum of log gates over `(s, t]`. O(L²) small tensor operations.
 pub fn linear_attention_reference(q: &Tensor, k: &Tensor, v: &Tensor, g: Option<&Tensor>) -> Tensor {
-    let (b, h, l, dk) = q.size4().unwrap();
-    let dv = v.size()[3];
-    let mut state = Tensor::zeros([b, h, dk, dv], (q.kind(), q.device()));
-    let outs: Vec<Tensor> = (0..l)
-        .map(|t| {
-            let gt = g.map(|g| g.select(2, t));
-            linear_attention_step(&mut state, &q.select(2, t), &k.select(2, t), &v.select(2, t), gt.as_ref())
-        })
-        .collect();
+    let l = q.size()[2];
+    let kind = q.kind();
+    let mut outs = Vec::with_capacity(l as usize);
+    for t in 0..l {
+        let mut acc = v.select(2, 0).zeros_like(); // [B, H, V]
+        for s in 0..=t {
+            let mut qk = q.select(2, t) * k.select(2, s); // [B, H, K]
+            if let (Some(g), true) = (g, s < t) {
+                qk = qk * g.narrow(2, s + 1, t - s).sum_dim_intlist([2i64].as_slice(), false, kind).exp(); // [B, H, 1|K]
+            }
+            acc = acc + qk.sum_dim_intlist([-1i64].as_slice(), true, kind) * v.select(2, s);
+        }
+        outs.push(acc);
+    }
     Tensor::stack(&outs, 2)
 }
 
 /// A mixer built around [`chunked_linear_attention`]: it maps `x` to per-head `q, k, v` and
 /// optional log decays `g`, and maps the recurrence output back. Implementing this gives the
-/// [`super::Mixer`] forms: chunked forward, recurrence-loop reference, and a step carrying one
+/// [`super::Mixer`] forms: chunked forward, dense reference, and a step carrying one
 /// `[B, H, K, V]` state.
 pub trait DecayedLinear: std::fmt::Debug + Send {
     /// `x: [B, L, D]` → q, k `[B, H, L, K]`, v `[B, H, L, V]`, g `[B, H, L, 1|K]` or None.
@@ -99,6 +107,11 @@ pub trait DecayedLinear: std::fmt::Debug + Send {
     fn state_shape(&self) -> [i64; 3];
     /// Kind and device of the parameters.
     fn opts(&self) -> (Kind, tch::Device);
+    /// Zoology's `state_size()` for this mixer ([`super::Mixer::state_size_zoology`]); None
+    /// where Zoology has no formula.
+    fn zoology_state(&self) -> Option<i64> {
+        None
+    }
 }
 
 impl<T: DecayedLinear> super::Mixer for T {
@@ -123,5 +136,8 @@ impl<T: DecayedLinear> super::Mixer for T {
     }
     fn state_size(&self, _seq_len: i64) -> i64 {
         self.state_shape().iter().product()
+    }
+    fn state_size_zoology(&self, _seq_len: i64) -> Option<i64> {
+        self.zoology_state()
     }
 }

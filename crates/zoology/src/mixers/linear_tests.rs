@@ -48,23 +48,6 @@ fn taylor_feature_map_inner_product_is_second_order_exp() {
     assert!((got - want).abs() < 1e-4 * want.abs().max(1.0), "{got} vs {want}");
 }
 
-/// Dense decayed attention: `o_t = Σ_{s≤t} Σ_k q_tk k_sk Π_{t≥i>s} α_ik v_s` from explicit
-/// products of gates.
-fn dense_decayed(q: &Tensor, k: &Tensor, v: &Tensor, g: &Tensor) -> Tensor {
-    let l = q.size()[2];
-    let mut outs = vec![];
-    for t in 0..l {
-        let mut acc = v.select(2, 0).zeros_like();
-        for s in 0..=t {
-            let decay = if s < t { g.narrow(2, s + 1, t - s).sum_dim_intlist([2i64].as_slice(), false, Kind::Float).exp() } else { g.select(2, s).zeros_like().exp() };
-            let w = (q.select(2, t) * k.select(2, s) * decay).sum_dim_intlist([-1i64].as_slice(), true, Kind::Float);
-            acc = acc + w * v.select(2, s);
-        }
-        outs.push(acc);
-    }
-    Tensor::stack(&outs, 2)
-}
-
 #[test]
 fn chunked_linear_attention_matches_dense_products_of_gates() {
     let _rng = seed_guard(2);
@@ -73,8 +56,7 @@ fn chunked_linear_attention_matches_dense_products_of_gates() {
     let gk = (randn(&[2, 2, 11, 3]) - 1.0).log_sigmoid();
     let gs = (randn(&[2, 2, 11, 1]) - 1.0).log_sigmoid();
     for (g, name) in [(Some(&gk), "per-channel"), (Some(&gs), "scalar"), (None, "none")] {
-        let zero = Tensor::zeros([2, 2, 11, 1], (Kind::Float, Device::Cpu));
-        let want = dense_decayed(&q, &k, &v, g.unwrap_or(&zero));
+        let want = linear_attention_reference(&q, &k, &v, g);
         for chunk in [1, 3, 4, 64] {
             let (o, s) = chunked_linear_attention(&q, &k, &v, g, chunk);
             let e = rel_err(&o, &want);
@@ -151,12 +133,13 @@ fn sliding_window_at_least_as_long_as_the_input_is_attention() {
     let (mut b, swa) = build("sliding_window", "window = 20\nnum_heads = 2");
     // the same weights by copying (re-seeding the global RNG races with tests in other threads)
     b.copy(&a).unwrap();
-    let x = randn(&[2, 20, 16]);
-    let e = tch::no_grad(|| rel_err(&swa.forward(&x, false), &attn.forward(&x, false)));
-    assert!(e < 1e-6, "w = L: {e:.2e}");
+    // window = 20 sees 21 tokens (Zoology's mask keeps w + 1)
     let x = randn(&[2, 21, 16]);
     let e = tch::no_grad(|| rel_err(&swa.forward(&x, false), &attn.forward(&x, false)));
-    assert!(e > 1e-4, "w < L must differ from full attention");
+    assert!(e < 1e-6, "w + 1 = L: {e:.2e}");
+    let x = randn(&[2, 22, 16]);
+    let e = tch::no_grad(|| rel_err(&swa.forward(&x, false), &attn.forward(&x, false)));
+    assert!(e > 1e-4, "w + 1 < L must differ from full attention");
 }
 
 #[test]
@@ -173,6 +156,31 @@ fn validate_names_the_field() {
         ("delta_net", "conv_size = 0", "model.mixer.conv_size"),
         ("gated_delta_net", "heads = 2", "model.mixer"),
         ("attention", "rope = true\nnum_heads = 16", "model.mixer.rope"),
+        // every option is bounded, so that no config panics later (issue 12 fuzzes configs)
+        ("sliding_window", "window = 2000000", "model.mixer.window"),
+        ("sliding_window", "window_convention = \"half\"", "model.mixer.window_convention"),
+        ("linear_attention", "feature_dim = 100000", "model.mixer.feature_dim"),
+        ("linear_attention", "chunk_size = 1000000", "model.mixer.chunk_size"),
+        ("linear_attention", "eps = nan", "model.mixer.eps"),
+        ("based", "feature_dim = 65", "model.mixer.feature_dim"),
+        ("based", "eps = inf", "model.mixer.eps"),
+        ("retnet", "expand_v = 0.0", "model.mixer.expand_v"),
+        ("retnet", "expand_v = inf", "model.mixer.expand_v"),
+        ("retnet", "expand_v = 1.25\nnum_heads = 8", "model.mixer.num_heads"),
+        ("retnet", "norm = \"layer_norm\"", "model.mixer.norm"),
+        ("retnet", "norm_eps = nan", "model.mixer.norm_eps"),
+        ("gla", "expand_k = nan", "model.mixer.expand_k"),
+        ("gla", "expand_v = 1e300", "model.mixer.expand_v"),
+        ("gla", "gate_low_rank_dim = 100000", "model.mixer.gate_low_rank_dim"),
+        ("gla", "gate_logit_normalizer = inf", "model.mixer.gate_logit_normalizer"),
+        ("delta_net", "conv_size = 1000", "model.mixer.conv_size"),
+        ("delta_net", "expand_v = -1.0", "model.mixer.expand_v"),
+        ("delta_net", "chunk_size = 0", "model.mixer.chunk_size"),
+        ("gated_delta_net", "a_init_range = [16.0, 1.0]", "model.mixer.a_init_range"),
+        ("gated_delta_net", "a_init_range = [-1.0, 16.0]", "model.mixer.a_init_range"),
+        ("gated_delta_net", "expand_v = 1.5\nnum_heads = 16", "model.mixer.num_heads"),
+        ("attention", "dropout = nan", "model.mixer.dropout"),
+        ("attention", "num_heads = 0", "model.mixer.num_heads"),
     ];
     for (name, t, field) in cases {
         let err = (entry(name).validate)(&table(t), 16, &ctx, "model.mixer").expect_err(&format!("{name} {t} must fail"));

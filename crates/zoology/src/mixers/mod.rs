@@ -35,6 +35,8 @@ pub mod rwkv;
 #[cfg(test)]
 mod linear_tests;
 #[cfg(test)]
+mod parity_tests;
+#[cfg(test)]
 mod suite;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -124,6 +126,12 @@ pub trait Mixer: std::fmt::Debug + Send {
     fn takes_raw_residual(&self) -> bool {
         false
     }
+    /// Names (relative to the mixer's own path, e.g. `"g_proj.weight"`) of parameters that this
+    /// config builds but none of its forms uses, so that they get no gradient. The gradient
+    /// suite fails on a parameter that gets none in both forms unless it is listed here.
+    fn unused_parameters(&self) -> Vec<String> {
+        vec![]
+    }
     /// Processes a prompt and returns its outputs and the state after its last token.
     /// Default: the step form token by token. Mixers with a parallel prefill override it.
     fn prefill(&self, x: &Tensor) -> (Tensor, MixerState) {
@@ -159,6 +167,9 @@ macro_rules! delegate_mixer {
             }
             fn takes_raw_residual(&self) -> bool {
                 self.$inner.takes_raw_residual()
+            }
+            fn unused_parameters(&self) -> Vec<String> {
+                self.$inner.unused_parameters()
             }
             fn prefill(&self, x: &tch::Tensor) -> (tch::Tensor, $crate::mixers::MixerState) {
                 self.$inner.prefill(x)
@@ -230,6 +241,17 @@ pub fn registry() -> Vec<MixerEntry> {
     ]
 }
 
+/// Mixers that only tests can build (by name, through [`lookup`]); the generic suite and
+/// `zoology mixers` do not see them.
+#[cfg(test)]
+fn test_only_entries() -> Vec<MixerEntry> {
+    vec![entry::<testing::ZeroMixer>()]
+}
+#[cfg(not(test))]
+fn test_only_entries() -> Vec<MixerEntry> {
+    vec![]
+}
+
 pub fn names() -> Vec<&'static str> {
     registry().iter().map(|e| e.name).collect()
 }
@@ -248,7 +270,7 @@ pub fn lookup(table: &toml::Table, field: &str) -> Result<MixerEntry> {
             ))
         }
     };
-    registry().into_iter().find(|e| e.name == name).ok_or_else(|| {
+    registry().into_iter().chain(test_only_entries()).find(|e| e.name == name).ok_or_else(|| {
         config_err(format!("{field}.name"), format!("unknown mixer {name:?}; one of: {}", names().join(", ")))
     })
 }

@@ -1,23 +1,28 @@
-//! `sliding_window`: causal softmax attention over the last `w` tokens (Based's / Zoology's
-//! `SlidingAttn`, window `w` including the current token).
+//! `sliding_window`: causal softmax attention over a window of recent tokens (Zoology's
+//! `SlidingAttn`).
 //!
-//! Per head (width `h = D/H`), with `[q, k, v] = x W_qkvᵀ + b`:
+//! Per head (width `h = D/H`), with `[q, k, v] = x W_qkvᵀ + b` and `n` the number of tokens a
+//! position sees (itself included):
 //!
 //! ```text
-//! y_t = Σ_{s=max(0,t−w+1)}^{t} softmax_s(q_t·k_s / √h) v_s,   y = concat_heads(y) W_oᵀ + b_o
+//! y_t = Σ_{s=max(0,t−n+1)}^{t} softmax_s(q_t·k_s / √h) v_s,   y = concat_heads(y) W_oᵀ + b_o
 //! ```
+//! `window = w` gives `n` by `window_convention`: `"zoology"` (default) `n = w + 1`, as Zoology's
+//! mask (`mask[i, 0:max(0, i − w)] = −∞` keeps positions `i − w ..= i`); `"exact"` `n = w`;
+//! `"based_flash"` `n = ⌊w/2⌋ + 1`, as Based's flash-attention window `(w/2, 0)`.
 //! The projections, head split and output projection are the `attention` mixer's (this mixer
-//! wraps one), so `sliding_window` with `w ≥ L` equals `attention`.
+//! wraps one), so `sliding_window` with `n ≥ L` equals `attention`.
 //!
 //! Forms:
-//! - parallel: when `w ≥ L`, one masked `[L, L]` score matrix; otherwise chunked banded
-//!   attention: the sequence is cut into blocks of `w` positions and each block's queries
-//!   attend to the keys of their own block and the previous one (`[w, 2w]` scores per block,
-//!   masked to `t − w < s ≤ t`), O(L·w·d);
-//! - reference: per position, an explicit softmax over the keys `max(0, t−w+1) ..= t`;
-//! - recurrent: a rolling KV cache of at most `w` tokens (oldest dropped first).
+//! - parallel: when `n ≥ L`, one masked `[L, L]` score matrix; otherwise chunked banded
+//!   attention: the sequence is cut into blocks of `n` positions and each block's queries
+//!   attend to the keys of their own block and the previous one (`[n, 2n]` scores per block,
+//!   masked to `t − n < s ≤ t`), O(L·n·d);
+//! - reference: per position, an explicit softmax over the keys `max(0, t−n+1) ..= t`;
+//! - recurrent: a rolling KV cache of at most `n` tokens (oldest dropped first).
 //!
-//! State: `2·d·min(L, w)` elements after `L` tokens (constant `2·d·w` once `L ≥ w`).
+//! State: `2·d·min(L, n)` elements after `L` tokens (constant `2·d·n` once `L ≥ n`). Zoology's
+//! `state_size()` counts `2·w·d` whatever L and the convention (`state_size_zoology`).
 
 use super::attention::{Attention, AttentionConfig};
 use super::chunking::ChunkLayout;
@@ -30,8 +35,12 @@ use tch::{nn, Kind, Tensor};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SlidingWindowConfig {
-    /// Tokens each position sees, itself included (Based: 64).
+    /// Window size w (Zoology's `block_size`; Based: 64); how many tokens it lets a position
+    /// see is set by `window_convention`.
     pub window: i64,
+    /// `"zoology"`: w + 1 tokens (Zoology's mask); `"exact"`: w tokens; `"based_flash"`:
+    /// ⌊w/2⌋ + 1 tokens (Based's flash-attention window (w/2, 0)).
+    pub window_convention: WindowConvention,
     /// Number of heads (must divide d_model).
     pub num_heads: i64,
     /// Dropout on attention weights during training.
@@ -40,14 +49,39 @@ pub struct SlidingWindowConfig {
 
 impl Default for SlidingWindowConfig {
     fn default() -> Self {
-        SlidingWindowConfig { window: 64, num_heads: 1, dropout: 0.0 }
+        SlidingWindowConfig { window: 64, window_convention: WindowConvention::Zoology, num_heads: 1, dropout: 0.0 }
     }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowConvention {
+    Zoology,
+    Exact,
+    BasedFlash,
+}
+
+impl SlidingWindowConfig {
+    /// Tokens each position sees, itself included.
+    pub fn tokens_seen(&self) -> i64 {
+        match self.window_convention {
+            WindowConvention::Zoology => self.window + 1,
+            WindowConvention::Exact => self.window,
+            WindowConvention::BasedFlash => self.window / 2 + 1,
+        }
+    }
+}
+
+/// Largest accepted `window` (a config beyond it is almost certainly a typo).
+const MAX_WINDOW: i64 = 1 << 20;
 
 #[derive(Debug)]
 pub struct SlidingWindow {
     attn: Attention,
+    /// Tokens each position sees (n; the code below calls it `w`).
     window: i64,
+    /// The configured w (Zoology's `block_size`), for Zoology's state formula.
+    block_size: i64,
 }
 
 impl Mixer for SlidingWindow {
@@ -128,6 +162,11 @@ impl Mixer for SlidingWindow {
     fn state_size(&self, seq_len: i64) -> i64 {
         2 * self.attn.width() * seq_len.min(self.window)
     }
+
+    /// Zoology's `SlidingAttn.state_size`: `block_size · d · 2`.
+    fn state_size_zoology(&self, _seq_len: i64) -> Option<i64> {
+        Some(2 * self.block_size * self.attn.width())
+    }
 }
 
 impl SlidingWindow {
@@ -139,25 +178,27 @@ impl SlidingWindow {
 impl MixerKind for SlidingWindow {
     type Config = SlidingWindowConfig;
     const NAME: &'static str = "sliding_window";
-    const ABOUT: &'static str = "causal softmax attention over the last `window` tokens (rolling KV cache)";
-    const STATE_FORMULA: &'static str = "2·d·min(L, w) (rolling KV cache)";
+    const ABOUT: &'static str = "causal softmax attention over the last w+1 tokens (Zoology's mask; window_convention exact/based_flash), rolling KV cache";
+    const STATE_FORMULA: &'static str = "2·d·min(L, n), n = w+1 (zoology), w (exact), ⌊w/2⌋+1 (based_flash) (rolling KV cache)";
     const CONSTANT_STATE: bool = false;
 
     fn validate(c: &SlidingWindowConfig, d: i64, ctx: &BuildCtx, field: &str) -> Result<()> {
-        if c.window < 1 {
-            return Err(config_err(format!("{field}.window"), format!("must be ≥ 1 tokens (got {})", c.window)));
+        if !(1..=MAX_WINDOW).contains(&c.window) {
+            return Err(config_err(format!("{field}.window"), format!("must be between 1 and {MAX_WINDOW} tokens (got {})", c.window)));
         }
         Attention::validate(&Self::attention_config(c), d, ctx, field)
     }
 
     fn build(p: nn::Path, d: i64, c: &SlidingWindowConfig, ctx: &BuildCtx) -> Result<Self> {
-        Ok(SlidingWindow { attn: Attention::build(p, d, &Self::attention_config(c), ctx)?, window: c.window })
+        Ok(SlidingWindow { attn: Attention::build(p, d, &Self::attention_config(c), ctx)?, window: c.tokens_seen(), block_size: c.window })
     }
 
     fn suite_variants() -> Vec<SlidingWindowConfig> {
         vec![
             SlidingWindowConfig::default(),
             SlidingWindowConfig { window: 4, ..Default::default() },
+            SlidingWindowConfig { window: 4, window_convention: WindowConvention::Exact, ..Default::default() },
+            SlidingWindowConfig { window: 7, window_convention: WindowConvention::BasedFlash, num_heads: 2, ..Default::default() },
             SlidingWindowConfig { window: 8, num_heads: 2, ..Default::default() },
         ]
     }

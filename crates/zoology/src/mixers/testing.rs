@@ -1,7 +1,10 @@
 //! Test helpers shared by the mixer tests (compiled only for tests).
 
+use super::{BuildCtx, Mixer, MixerKind, MixerState};
+use crate::error::Result;
+use serde::{Deserialize, Serialize};
 use std::sync::{Mutex, MutexGuard};
-use tch::{Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 /// Serialises every use of the process-global torch RNG in tests.
 static GLOBAL_RNG: Mutex<()> = Mutex::new(());
@@ -39,5 +42,43 @@ pub fn validate_error(inline: &str) -> String {
     match super::validate_table(&m, 16, &super::BuildCtx::new(0, 2, 48), "model.mixer") {
         Ok(()) => panic!("{inline} was accepted"),
         Err(e) => e.to_string(),
+    }
+}
+
+/// A no-op mixer for baselines: every form outputs zeros, so a model built with it sees no
+/// other position than the current token's. Registered for tests only (`test_zero`).
+#[derive(Debug)]
+pub struct ZeroMixer;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZeroMixerConfig {}
+
+impl Mixer for ZeroMixer {
+    fn forward(&self, x: &Tensor, _train: bool) -> Tensor {
+        x.zeros_like()
+    }
+    fn reference(&self, x: &Tensor) -> Tensor {
+        x.zeros_like()
+    }
+    fn init_state(&self, _batch: i64) -> MixerState {
+        MixerState::default()
+    }
+    fn step(&self, _state: &mut MixerState, x_t: &Tensor) -> Tensor {
+        x_t.zeros_like()
+    }
+    fn state_size(&self, _seq_len: i64) -> i64 {
+        0
+    }
+}
+
+impl MixerKind for ZeroMixer {
+    type Config = ZeroMixerConfig;
+    const NAME: &'static str = "test_zero";
+    const ABOUT: &'static str = "test only: outputs zeros (the no-op baseline of the learnability test)";
+    const STATE_FORMULA: &'static str = "0";
+    const CONSTANT_STATE: bool = true;
+    fn build(_p: nn::Path, _d: i64, _c: &ZeroMixerConfig, _ctx: &BuildCtx) -> Result<Self> {
+        Ok(ZeroMixer)
     }
 }
