@@ -130,7 +130,12 @@ impl TaskArgs {
     }
 
     pub fn vocab_size(&self) -> Result<usize> {
-        Ok(self.generic_usize("vocab-size")?.unwrap_or(self.entry.default_vocab))
+        let v = self.generic_usize("vocab-size")?.unwrap_or(self.entry.default_vocab);
+        let max = zoology::train::config::limits::MAX_VOCAB;
+        if v > max {
+            bail!("--vocab-size: must be ≤ {max} = 2^31 (got {v}): token ids are 32-bit integers");
+        }
+        Ok(v)
     }
 
     pub fn split(&self) -> Result<Split> {

@@ -446,6 +446,7 @@ pub fn cmd_quickstart(out: Option<PathBuf>, workers: usize) -> Result<()> {
     let rows = results::best_over(&recs, &["lr".to_string()]);
     println!("\nBest test accuracy over learning rate:\n");
     print!("{}", results::render_text(&results::best_table(&rows)));
+    println!("\nWhat the plot shows: {}", results::trend_summary(&rows));
     println!(
         "\n{} runs ({} ran now, {} failed) in {}",
         recs.len(),

@@ -363,7 +363,7 @@ fn data_verb_shows_examples() {
     let o = zoology().args(["data", "mqar", "--seq-len", "64", "--kv", "4", "--show", "3"]).output().unwrap();
     assert!(o.status.success());
     let s = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(s.matches("example ").count(), 3, "{s}");
+    assert_eq!(s.lines().filter(|l| l.starts_with("example ")).count(), 3, "{s}");
     assert_eq!(s.matches('→').count(), 12 + 1, "{s}"); // 3 examples × 4 queries, plus the legend
     let o = zoology().args(["data", "mqar", "--seq-len", "64", "--kv", "17"]).output().unwrap();
     assert!(!o.status.success());

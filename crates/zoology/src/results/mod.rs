@@ -378,10 +378,74 @@ pub fn render_csv(t: &[Vec<String>]) -> String {
     t.iter().map(|r| r.iter().map(|x| esc(x)).collect::<Vec<_>>().join(",") + "\n").collect()
 }
 
+/// Accuracy at which a width counts as solving the task in [`trend_summary`].
+pub const SOLVED: f64 = 0.9;
+
+/// One sentence on what the accuracy-vs-width figure shows: per mixer (preset), per sequence
+/// length, the smallest width whose best-over-lr accuracy reaches [`SOLVED`], and whether that
+/// width grows with L (the paper's finding for gated convolutions). Built from the rows alone,
+/// so it says "does not solve" when no width does.
+pub fn trend_summary(rows: &[BestRow]) -> String {
+    let mut by: BTreeMap<String, BTreeMap<i64, Vec<(i64, f64)>>> = BTreeMap::new();
+    for r in rows {
+        by.entry(r.preset.clone()).or_default().entry(r.seq_len).or_default().push((r.d_model, r.best_accuracy));
+    }
+    let mut parts = vec![];
+    for (preset, lens) in &by {
+        let mut per_len = vec![];
+        let mut needed: Vec<Option<i64>> = vec![];
+        for (l, widths) in lens {
+            let mut w = widths.clone();
+            w.sort_by_key(|x| x.0);
+            let solved = w.iter().find(|x| x.1 >= SOLVED).map(|x| x.0);
+            let all = w.iter().all(|x| x.1 >= SOLVED);
+            needed.push(solved);
+            per_len.push(match solved {
+                Some(_) if all => format!("every width at L={l}"),
+                Some(d) => format!("d ≥ {d} at L={l}"),
+                None => format!("no width at L={l} (best {:.2})", w.iter().map(|x| x.1).fold(0.0, f64::max)),
+            });
+        }
+        let grows = needed.windows(2).any(|p| match (p[0], p[1]) {
+            (Some(a), Some(b)) => b > a,
+            (Some(_), None) => true,
+            _ => false,
+        }) && needed.first().map_or(false, |x| x.is_some());
+        let tail = if grows { " — the width it needs grows with L" } else { "" };
+        parts.push(format!("{preset} solves MQAR (≥ {SOLVED}) at {}{tail}", per_len.join(", ")));
+    }
+    if parts.is_empty() {
+        return "no finished runs to summarise".into();
+    }
+    format!("{}.", parts.join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::index::tests::rec;
     use super::*;
+
+    #[test]
+    fn trend_summary_names_the_width_each_mixer_needs_per_length() {
+        let recs = vec![
+            rec("a1", "attention", 32, 64, 1e-3, 0.95),
+            rec("a2", "attention", 64, 64, 1e-3, 0.99),
+            rec("a3", "attention", 32, 128, 1e-3, 0.93),
+            rec("a4", "attention", 64, 128, 1e-3, 0.99),
+            rec("b1", "base_conv", 32, 64, 1e-3, 0.5),
+            rec("b2", "base_conv", 64, 64, 1e-3, 0.92),
+            rec("b3", "base_conv", 32, 128, 1e-3, 0.2),
+            rec("b4", "base_conv", 64, 128, 1e-3, 0.4),
+        ];
+        let s = trend_summary(&best_over(&recs, &["lr".into()]));
+        assert_eq!(
+            s,
+            "attention solves MQAR (≥ 0.9) at every width at L=64, every width at L=128; base_conv solves MQAR (≥ 0.9) at d ≥ 64 at L=64, no width at L=128 (best 0.40) — the width it needs grows with L."
+        );
+        // no growth claimed when the longer length is solved at the same width
+        let flat = vec![rec("b1", "base_conv", 64, 64, 1e-3, 0.95), rec("b2", "base_conv", 64, 128, 1e-3, 0.95)];
+        assert!(!trend_summary(&best_over(&flat, &["lr".into()])).contains("grows"));
+    }
 
     #[test]
     fn best_over_lr_picks_the_best_per_setting() {
