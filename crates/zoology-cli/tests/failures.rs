@@ -133,6 +133,9 @@ fn diverged_run_in_a_sweep_is_a_failure_everywhere() {
     // a plain re-run does not retrain it; --retry-failed does (and it diverges again)
     let summaries = |sw: &Sw| sw.dirs().iter().map(|d| std::fs::read(d.join("summary.json")).unwrap()).collect::<Vec<_>>();
     let before = summaries(&sw);
+    // the diverged run's summary still names the metric it is scored by (it diverged before
+    // its first evaluation)
+    assert!(before.iter().all(|b| String::from_utf8_lossy(b).contains("\"metric\": \"per_example_accuracy\"")), "{:?}", before.iter().map(|b| String::from_utf8_lossy(b).to_string()).collect::<Vec<_>>());
     let (code, text) = sw.run(&["sweep", "run", "-q"], &[]);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("ran 0") && text.contains("skipped 2"), "{text}");

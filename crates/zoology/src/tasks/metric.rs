@@ -242,6 +242,17 @@ pub struct Summary {
     pub slices: BTreeMap<String, f64>,
 }
 
+/// The name [`summarize`] gives the primary accuracy of segments scored by these metrics
+/// (one metric's name, or `mean_over_segments` when they differ; empty for none).
+pub fn name_of(metrics: impl Iterator<Item = Metric>) -> String {
+    let m: Vec<Metric> = metrics.collect();
+    match m.first() {
+        None => String::new(),
+        Some(f) if m.iter().all(|x| x == f) => f.name().to_string(),
+        Some(_) => "mean_over_segments".to_string(),
+    }
+}
+
 fn primary(parts: &[(Metric, &Stats)]) -> (f64, String) {
     let first = match parts.first() {
         Some(p) => p.0,
@@ -252,9 +263,9 @@ fn primary(parts: &[(Metric, &Stats)]) -> (f64, String) {
         for p in parts {
             s.add(p.1);
         }
-        (s.accuracy(first), first.name().to_string())
+        (s.accuracy(first), name_of(parts.iter().map(|p| p.0)))
     } else {
-        (parts.iter().map(|p| p.1.accuracy(p.0)).sum::<f64>() / parts.len() as f64, "mean_over_segments".to_string())
+        (parts.iter().map(|p| p.1.accuracy(p.0)).sum::<f64>() / parts.len() as f64, name_of(parts.iter().map(|p| p.0)))
     }
 }
 

@@ -348,7 +348,8 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
         best_accuracy: st.best_accuracy,
         best_epoch: st.best_epoch,
         final_accuracy: last.accuracy,
-        metric: last.metric.clone(),
+        // a run that diverged before its first evaluation still names the metric it is scored by
+        metric: if last.metric.is_empty() { metric::name_of(test_data.segments.iter().map(|s| s.metric)) } else { last.metric.clone() },
         final_metrics: last.metrics.clone(),
         final_loss: if stop == StopReason::Diverged { last_loss } else { last.loss },
         slices: last.slices.clone(),
