@@ -28,7 +28,7 @@ use super::conv::{fft_causal_conv, fir_step, fir_window_after, short_conv, short
 use super::layers::Linear;
 use super::modal::Modes;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
-use crate::error::{config_err, Result};
+use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
@@ -135,13 +135,10 @@ impl MixerKind for StripedHyena {
     const CONSTANT_STATE: bool = true;
 
     fn validate(c: &StripedHyenaConfig, _d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
-        if c.poles < 1 {
-            return Err(config_err(format!("{field}.poles"), format!("must be ≥ 1 complex pole per channel (got {})", c.poles)));
-        }
-        if c.short_filter_order < 1 {
-            return Err(config_err(format!("{field}.short_filter_order"), format!("must be ≥ 1 (got {})", c.short_filter_order)));
-        }
-        Ok(())
+        // StripedHyena uses a handful of poles per channel and a FIR of order 3; the upper
+        // bounds keep absurd values a named error instead of an allocation failure at build
+        super::bounds::int_in(field, "poles", c.poles, 1, 1024, "2 complex poles per channel")?;
+        super::bounds::int_in(field, "short_filter_order", c.short_filter_order, 1, 256, "3")
     }
 
     fn build(p: nn::Path, d: i64, c: &StripedHyenaConfig, ctx: &BuildCtx) -> Result<Self> {
@@ -179,5 +176,10 @@ mod tests {
         assert!(e.contains("model.mixer.poles"), "{e}");
         let e = validate_error(r#"{ name = "stripedhyena", short_filter_order = -1 }"#);
         assert!(e.contains("model.mixer.short_filter_order"), "{e}");
+        // found by the fuzz campaign: 2^31 taps were accepted and failed at allocation
+        let e = validate_error(r#"{ name = "stripedhyena", short_filter_order = 2147483648 }"#);
+        assert!(e.contains("model.mixer.short_filter_order") && e.contains("[1, 256]"), "{e}");
+        let e = validate_error(r#"{ name = "stripedhyena", poles = 1048576 }"#);
+        assert!(e.contains("model.mixer.poles"), "{e}");
     }
 }
