@@ -273,10 +273,37 @@ pub fn code_seed(seed: u64, which: u64) -> u64 {
     mix_seed(seed, 1000 + which)
 }
 
+/// A lower bound on the bytes a construction of width `d` needs: embedding and head (V·d
+/// each), projections (4·d² for attention, 2·d² + d·L for base_conv), the largest per-batch
+/// intermediate (attention's L×L scores, base_conv's FFT buffers) and the test data.
+pub fn memory_estimate(mixer: &str, spec: &Spec, d: i64) -> f64 {
+    let (v, l, n) = (spec.vocab as f64, spec.seq_len as f64, spec.examples as f64);
+    let d = d as f64;
+    let (weights, batch) = match mixer {
+        "attention" => (4.0 * d * d, 3.0 * l * l),
+        _ => (2.0 * d * d + d * l, 4.0 * d * 2.0 * l),
+    };
+    4.0 * (2.0 * v * d + weights + batch) + 24.0 * n * l
+}
+
 /// Builds the named construction, evaluates it and times it. `mixer` is `attention` or
 /// `base_conv`.
 pub fn run(mixer: &str, spec: &Spec) -> Result<Outcome> {
     spec.validate()?;
+    let widest = spec.d.unwrap_or(if mixer == "attention" { attention::DEFAULT_D } else { *BASE_CONV_WIDTHS.last().unwrap() });
+    let need = memory_estimate(mixer, spec, widest);
+    if let Some(total) = crate::train::config::mem_total_bytes() {
+        if need > total {
+            return Err(config_err(
+                "construct",
+                format!(
+                    "these sizes need at least {:.1} GiB (d = {widest}), more than the {:.1} GiB this machine has; lower --d, --vocab, --seq-len or --examples",
+                    need / 2f64.powi(30),
+                    total / 2f64.powi(30)
+                ),
+            ));
+        }
+    }
     let t0 = std::time::Instant::now();
     let (name, built, search): (&'static str, Built, Vec<(i64, f64)>) = match mixer {
         "attention" => ("attention", attention::build(spec, spec.d.unwrap_or(attention::DEFAULT_D))?, vec![]),
@@ -347,5 +374,10 @@ mod tests {
         s.examples = 0;
         assert!(s.validate().unwrap_err().to_string().contains("--examples"));
         assert!(run("mamba", &Spec::new(64, None)).unwrap_err().to_string().contains("attention"));
+        // sizes no machine holds are refused before anything is allocated
+        let huge = Spec { vocab: 1 << 20, d: Some(MAX_D), examples: 1 << 20, ..Spec::new(1 << 16, None) };
+        if crate::train::config::mem_total_bytes().is_some() {
+            assert!(run("attention", &huge).unwrap_err().to_string().contains("GiB"));
+        }
     }
 }
