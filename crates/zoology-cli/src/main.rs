@@ -315,7 +315,7 @@ fn cmd_construct(a: ConstructArgs) -> Result<()> {
     }
     println!("  mixer {}  L={}  kv={}  V={}  d={}", o.mixer, o.seq_len, o.kv, o.vocab, o.d);
     println!("  parameters {}  state {} elements per sequence at L={}", o.num_parameters, o.state_size, o.seq_len);
-    println!("  accuracy {:.4} (Zoology's per-example accuracy on query positions) over {} test examples (seed {}), {:.1} s", o.accuracy, o.examples, spec.seed, o.seconds);
+    println!("  accuracy {:.4} (Zoology's per-example accuracy on query positions), mean cross-entropy {:.3}, over {} test examples (seed {}), {:.1} s", o.accuracy, o.loss, o.examples, spec.seed, o.seconds);
     Ok(())
 }
 

@@ -150,6 +150,8 @@ pub struct Outcome {
     pub num_parameters: i64,
     pub state_size: i64,
     pub accuracy: f64,
+    /// Mean cross-entropy at the query positions (nats).
+    pub loss: f64,
     pub examples: usize,
     pub seconds: f64,
     /// base_conv's width search: (d, accuracy on the calibration examples).
@@ -238,6 +240,11 @@ pub(crate) fn rows(vocab: usize, lo: i64, hi: i64, codes: &Tensor) -> Tensor {
 /// Zoology's per-example accuracy of `model` on `examples` MQAR test examples (seed `seed`),
 /// with the head at the query positions only (as the trainer's sparse head evaluates).
 pub fn evaluate(built: &Built, spec: &Spec, examples: usize, seed: u64) -> Result<f64> {
+    Ok(evaluate_stats(built, spec, examples, seed)?.accuracy(Metric::PerExample))
+}
+
+/// [`evaluate`]'s statistics: accuracies and the mean cross-entropy at the query positions.
+pub fn evaluate_stats(built: &Built, spec: &Spec, examples: usize, seed: u64) -> Result<metric::Stats> {
     let seg = spec.mqar(examples)?.generate(spec.vocab, seed);
     let (x, y) = seg.to_tensors(Device::Cpu);
     let n = seg.n as i64;
@@ -256,7 +263,7 @@ pub fn evaluate(built: &Built, spec: &Spec, examples: usize, seed: u64) -> Resul
             start += len;
         }
     });
-    Ok(acc.finish().accuracy(Metric::PerExample))
+    Ok(acc.finish())
 }
 
 /// Examples the width search of [`base_conv`] evaluates each candidate on (a calibration seed,
@@ -316,7 +323,7 @@ pub fn run(mixer: &str, spec: &Spec) -> Result<Outcome> {
         },
         other => return Err(config_err("MIXER", format!("no construction for `{other}`; constructions exist for `attention` and `base_conv`"))),
     };
-    let accuracy = evaluate(&built, spec, spec.examples, spec.seed)?;
+    let stats = evaluate_stats(&built, spec, spec.examples, spec.seed)?;
     Ok(Outcome {
         mixer: name,
         seq_len: spec.seq_len,
@@ -325,7 +332,8 @@ pub fn run(mixer: &str, spec: &Spec) -> Result<Outcome> {
         d: built.d,
         num_parameters: built.num_parameters(),
         state_size: built.state_size(spec.seq_len as i64),
-        accuracy,
+        accuracy: stats.accuracy(Metric::PerExample),
+        loss: stats.ce.value(),
         examples: spec.examples,
         seconds: t0.elapsed().as_secs_f64(),
         search,
