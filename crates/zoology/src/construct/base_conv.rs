@@ -121,7 +121,21 @@ impl Fast {
             let off = w.abs().sum(Kind::Double).double_value(&[]) - diag.abs().sum(Kind::Double).double_value(&[]);
             assert!(off == 0.0, "base_conv construction: projection {layer} has entries outside its X→P diagonal");
         }
+        let head = &vars["lm_head.weight"];
+        let v = head.size()[0];
+        let block = head.narrow(0, v / 2, v - v / 2).narrow(1, 0, m);
+        let off = head.abs().sum(Kind::Double).double_value(&[]) - block.abs().sum(Kind::Double).double_value(&[]);
+        assert!(off == 0.0, "base_conv construction: the head has entries outside value rows × P");
         Fast { vars, m, d }
+    }
+    /// The head's logits `[M, V]` from its value-rows × P block.
+    pub(crate) fn head(&self, hidden: &Tensor) -> Tensor {
+        let head = self.var("lm_head.weight");
+        let v = head.size()[0];
+        let logits = Tensor::zeros([hidden.size()[0], v], (hidden.kind(), hidden.device()));
+        let block = head.narrow(0, v / 2, v - v / 2).narrow(1, 0, self.m);
+        let _ = logits.narrow(1, v / 2, v - v / 2).copy_(&hidden.narrow(1, 0, self.m).matmul(&block.transpose(0, 1)));
+        logits
     }
     fn var(&self, name: &str) -> &Tensor {
         &self.vars[name]
@@ -193,6 +207,10 @@ mod tests {
         let (fast, full) = tch::no_grad(|| (b.hidden(&x), b.model.hidden(&x, false)));
         let err = crate::mixers::testing::rel_err(&fast, &full);
         assert!(err < 1e-5, "fast forward differs from LanguageModel::hidden: {err:.2e}");
+        let h = full.reshape([-1, 64]);
+        let (fast, full) = tch::no_grad(|| (b.head(&h), b.model.head(&h)));
+        let err = crate::mixers::testing::rel_err(&fast, &full);
+        assert!(err < 1e-5, "fast head differs from LanguageModel::head: {err:.2e}");
     }
 
     /// At L = 64 (kv 4) and L = 256 (kv 16) a wide enough construction solves MQAR; a quarter

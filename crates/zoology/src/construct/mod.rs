@@ -130,6 +130,13 @@ impl Built {
     pub fn state_size(&self, seq_len: i64) -> i64 {
         self.model.state_size(seq_len)
     }
+    /// Logits `[M, V]` of hidden states `[M, d]` (the model's head).
+    pub fn head(&self, hidden: &Tensor) -> Tensor {
+        match &self.fast {
+            Some(f) => f.head(hidden),
+            None => self.model.head(hidden),
+        }
+    }
     /// Final hidden states `[B, L, d]` of `tokens` (evaluation mode).
     pub fn hidden(&self, tokens: &Tensor) -> Tensor {
         match &self.fast {
@@ -257,7 +264,7 @@ pub fn evaluate_stats(built: &Built, spec: &Spec, examples: usize, seed: u64) ->
             let d = h.size()[2];
             let flat_y = y.narrow(0, start, len).reshape([-1]);
             let idx = flat_y.ne(IGNORE as i64).nonzero().squeeze_dim(1);
-            let logits = built.model.head(&h.reshape([-1, d]).index_select(0, &idx));
+            let logits = built.head(&h.reshape([-1, d]).index_select(0, &idx));
             let ex = idx.divide_scalar_mode(seg.seq_len as i64, "floor");
             metric::score_batch(&mut acc, &logits, &flat_y.index_select(0, &idx), &ex, len as usize);
             start += len;
