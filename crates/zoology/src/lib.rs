@@ -7,6 +7,7 @@
 
 pub mod analysis;
 pub mod bench;
+pub mod construct;
 pub mod device;
 pub mod error;
 pub mod mixers;
