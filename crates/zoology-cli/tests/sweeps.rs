@@ -284,7 +284,9 @@ fn slurm_task_cancelled_mid_run_is_detected_and_resubmitted() {
         String::from_utf8_lossy(&o.stdout).to_string()
     };
     // the trainer's heartbeat must not rewrite the marker this test edits
-    let o = Command::new(EXE).args(["sweep", "run", "--backend", "slurm", "--out"]).arg(&out).arg(&sweep).env("ZOOLOGY_HEARTBEAT_S", "3600").output().unwrap();
+    // ... and each step is slowed so that the cancel lands mid-run on a fast or a loaded machine
+    // (without it the run could finish between its first checkpoint and the scancel)
+    let o = Command::new(EXE).args(["sweep", "run", "--backend", "slurm", "--out"]).arg(&out).arg(&sweep).env("ZOOLOGY_HEARTBEAT_S", "3600").env("ZOOLOGY_STEP_DELAY_MS", "20").output().unwrap();
     let said = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(o.status.success() && said.contains("submitted job array") && said.contains("1 tasks"), "{said}{}", String::from_utf8_lossy(&o.stderr));
     let job = std::fs::read_to_string(out.join("slurm/jobs.txt")).unwrap().lines().next().unwrap().trim().to_string();

@@ -354,7 +354,11 @@ fn a_run_that_cannot_fit_in_memory_is_refused_before_it_allocates() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("`<memory>`") && err.contains("token data") && err.contains("this machine has"), "{err}");
-    assert!(t0.elapsed() < Duration::from_secs(30), "refused only after {:?}", t0.elapsed());
+    // The named `<memory>` error comes only from the check that runs before any data is
+    // generated (had it allocated first, 47 GiB of token data on this machine would end in an
+    // OOM kill, not this message). The bound is a hang guard, generous because the machine is
+    // shared: 1 s alone, 31 s once beside a quickstart and a fuzz campaign.
+    assert!(t0.elapsed() < Duration::from_secs(300), "refused only after {:?}", t0.elapsed());
     let _ = std::fs::remove_dir_all(&root);
 }
 

@@ -190,6 +190,14 @@ fn fault(what: &str, step: usize) {
     }
 }
 
+/// Test hook: `ZOOLOGY_STEP_DELAY_MS=N` sleeps N ms after every training step, so that a test
+/// can act on a run while it trains (a Slurm cancel mid-run) however fast or loaded the machine.
+fn step_delay() {
+    if let Some(ms) = std::env::var("ZOOLOGY_STEP_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms.min(10_000)));
+    }
+}
+
 fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
     let dir = &opts.out_dir;
     let ckpt_path = dir.join(checkpoint::FILE);
@@ -300,6 +308,7 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
             }
             fault("panic", st.step);
             fault("abort", st.step);
+            step_delay();
         }
         // end of epoch: evaluate, record, checkpoint
         let ev = evaluate(&model, &test_data, test_batch);
