@@ -86,6 +86,10 @@ fn check(c: Case) {
 /// 2-layer one-head softmax attention, d = 64, learned positions, no MLP (Zoology's paper
 /// configs; the recipe of `examples/mqar-tiny-attention.toml`).
 const ATTN: &str = "d_model = 64\nn_layers = 2\nmax_position_embeddings = 64\nembed_dropout = 0.0\nstate_mixer = \"identity\"\nmixer = { name = \"attention\", num_heads = 1 }";
+/// The Based recipe (the quickstart's "attention"): a short convolution (BaseConv k = 3) in
+/// layer 0, one-head softmax attention in layer 1. Plain 2-layer attention stays on its recall
+/// plateau far longer than these budgets.
+const BASED_RECIPE: &str = "d_model = 64\nn_layers = 2\nmax_position_embeddings = 64\nembed_dropout = 0.0\nstate_mixer = \"identity\"\nmixer = { name = \"hybrid\", layers = [{ name = \"base_conv\", kernel_size = 3 }, { name = \"attention\", num_heads = 1 }] }";
 /// The same with the MLP state mixer (the circuit tasks need a nonlinearity per position).
 const ATTN_MLP: &str = "d_model = 64\nn_layers = 2\nmax_position_embeddings = 64\nembed_dropout = 0.0\nstate_mixer = \"mlp\"\nmixer = { name = \"attention\", num_heads = 1 }";
 
@@ -112,9 +116,9 @@ macro_rules! untuned_learn_test {
 
 // Recall tasks leave a plateau ("one of the context's values", ≈ 1/kv) after 1–2k steps.
 // chance: 1/kv among the context's values (the plateau), 1/128 over the value half
-untuned_learn_test!(mqar, "budget not tuned: attention reached 0.531 at these settings", Case { task: "mqar", fields: "seq_len = 32\nnum_kv_pairs = 4\nrandom_non_queries = false", vocab: 256, train: 20_000, model: ATTN, steps: 2500, batch: 64, lr: 3e-3, threshold: 0.9 });
-untuned_learn_test!(compositional_mqar, "budget not tuned: attention reached 0.268 at these settings", Case { task: "compositional_mqar", fields: "seq_len = 48\nnum_kv_pairs = 4\nrandom_non_queries = false", vocab: 256, train: 20_000, model: ATTN, steps: 2500, batch: 64, lr: 3e-3, threshold: 0.9 });
-untuned_learn_test!(forgetting_mqar, "budget not tuned: attention reached 0.221 at these settings", Case { task: "forgetting_mqar", fields: "seq_len = 40\nnum_kv_pairs = 4\nnum_updates = 2\nrandom_non_queries = false", vocab: 256, train: 20_000, model: ATTN, steps: 2500, batch: 64, lr: 3e-3, threshold: 0.9 });
+untuned_learn_test!(mqar, "budget not tuned: attention reached 0.531 at these settings (the Based recipe too)", Case { task: "mqar", fields: "seq_len = 32\nnum_kv_pairs = 4\nrandom_non_queries = false", vocab: 256, train: 20_000, model: ATTN, steps: 2500, batch: 64, lr: 3e-3, threshold: 0.9 });
+untuned_learn_test!(compositional_mqar, "budget not tuned: attention reached 0.268 at these settings (the Based recipe too)", Case { task: "compositional_mqar", fields: "seq_len = 48\nnum_kv_pairs = 4\nrandom_non_queries = false", vocab: 256, train: 20_000, model: ATTN, steps: 2500, batch: 64, lr: 3e-3, threshold: 0.9 });
+learn_test!(forgetting_mqar, Case { task: "forgetting_mqar", fields: "seq_len = 40\nnum_kv_pairs = 4\nnum_updates = 2\nrandom_non_queries = false", vocab: 256, train: 20_000, model: BASED_RECIPE, steps: 2500, batch: 64, lr: 3e-3, threshold: 0.9 });
 // chance 0.5
 untuned_learn_test!(parity, "budget not tuned: attention reached 0.525 at these settings", Case { task: "parity", fields: "seq_len = 6", vocab: 3, train: 4000, model: ATTN_MLP, steps: 1500, batch: 64, lr: 3e-3, threshold: 0.95 });
 learn_test!(majority, Case { task: "majority", fields: "seq_len = 8", vocab: 3, train: 2000, model: ATTN_MLP, steps: 300, batch: 64, lr: 3e-3, threshold: 0.95 });
@@ -134,8 +138,8 @@ learn_test!(compression, Case { task: "compression", fields: "seq_len = 6", voca
 // chance 1/16: the values are in the weights only
 learn_test!(memorization, Case { task: "memorization", fields: "seq_len = 16", vocab: 32, train: 512, model: ATTN_MLP, steps: 300, batch: 32, lr: 1e-2, threshold: 0.95 });
 // chance 1/9
-untuned_learn_test!(associative_recall, "budget not tuned: attention reached 0.434 at these settings", Case { task: "associative_recall", fields: "seq_len = 20", vocab: 20, train: 20_000, model: ATTN, steps: 2500, batch: 64, lr: 3e-3, threshold: 0.9 });
-untuned_learn_test!(induction_head, "budget not tuned: attention reached 0.061 at these settings", Case { task: "induction_head", fields: "seq_len = 20", vocab: 20, train: 20_000, model: ATTN, steps: 2500, batch: 64, lr: 3e-3, threshold: 0.9 });
+untuned_learn_test!(associative_recall, "budget not tuned: attention reached 0.434 at these settings (the Based recipe too)", Case { task: "associative_recall", fields: "seq_len = 20", vocab: 20, train: 20_000, model: ATTN, steps: 2500, batch: 64, lr: 3e-3, threshold: 0.9 });
+untuned_learn_test!(induction_head, "budget not tuned: attention reached 0.061 at these settings (the Based recipe too)", Case { task: "induction_head", fields: "seq_len = 20", vocab: 20, train: 20_000, model: ATTN, steps: 2500, batch: 64, lr: 3e-3, threshold: 0.9 });
 
 #[test]
 fn every_task_has_a_learnability_check() {
