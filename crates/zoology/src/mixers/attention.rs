@@ -18,10 +18,16 @@
 //! already rotated, and values of every past token; the new token's position is the number of
 //! cached tokens). The state grows with the sequence: `2·d·L` elements after `L` tokens.
 //!
+//! FLOPs ([`crate::flops`] convention): projections `8·L·d²` (`x W_qkvᵀ` 6, `W_o` 2), scores
+//! `QKᵀ` `2·L²·d` and `AV` `2·L²·d`, counted in full (the masked `[L, L]` matrix is computed);
+//! forward `8·L·d² + 4·L²·d` per sequence. Decode at context L: `8·d² + 4·d·L`; prefill runs
+//! the KV-cache step form, `Σ_{t≤L}` of that.
+//!
 //! Init: `wqkv` N(0, 0.02), `out_proj` N(0, 0.02/√(2·n_layers)), zero biases (Zoology's rule).
 
 use super::layers::{future_mask, merge_heads, rope, rope_reference, split_heads, Linear};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
+use crate::flops::MixerFlops;
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -83,6 +89,10 @@ impl Attention {
     /// Kind and device of the parameters.
     pub(super) fn opts(&self) -> (tch::Kind, tch::Device) {
         (self.out.ws.kind(), self.out.ws.device())
+    }
+    /// Projection FLOPs per token (`wqkv` and `out_proj`).
+    pub(super) fn proj_flops(&self) -> f64 {
+        self.wqkv.flops() + self.out.flops()
     }
     pub(super) fn num_heads(&self) -> i64 {
         self.heads
@@ -146,6 +156,11 @@ impl Mixer for Attention {
     /// Zoology's `MHA.state_size`: `2 · d_model · sequence_length`, the same count.
     fn state_size_zoology(&self, seq_len: i64) -> Option<i64> {
         Some(2 * self.d * seq_len)
+    }
+
+    fn flops(&self, seq_len: i64) -> MixerFlops {
+        let (d, l, proj) = (self.d as f64, seq_len as f64, self.proj_flops());
+        MixerFlops::stepwise(l * proj + 4.0 * l * l * d, 0.0, seq_len, |t| proj + 4.0 * d * t as f64)
     }
 }
 

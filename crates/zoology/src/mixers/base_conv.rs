@@ -25,6 +25,12 @@
 //! `kernel_size` may be a list indexed by layer (Zoology Figure 2: `[3, -1, 3, -1]` for two
 //! layers); like Zoology, a list must have an entry for every layer (extra entries are unused).
 //!
+//! FLOPs ([`crate::flops`] convention): projection `2·d²` per token. Short: `+ 2·d·k` per
+//! token (forward and decode alike). Long: `+ fft_conv(d, L) ≈ 10·L·log₂(2L)·d` per sequence;
+//! per batch the filter's FFT (`2.5·2L·log₂(2L)·d`) and, implicit, its MLP over the `L_max`
+//! filter positions (`L_max·(2·d_emb·d_hidden + 2·d_hidden·d)`); decode at context L
+//! `2·d² + 2·d·L` (the cached filter against every cached input). Prefill is the step form.
+//!
 //! Forms: short conv via conv1d / explicit tap sums / a window of the previous k−1 inputs
 //! (`conv::fir_step`, state `d·(k−1)`, the FIR convention of every mixer); long conv via FFT /
 //! dense Toeplitz matrix / a cache of every input so far (state `d·L`).
@@ -168,6 +174,24 @@ impl Mixer for BaseConv {
 
     /// Zoology's `BaseConv.state_size` (its conv's): `d·k` short (`ShortConvolution`, which
     /// counts a k-input window), `d·L` long (explicit or implicit).
+    fn flops(&self, seq_len: i64) -> crate::flops::MixerFlops {
+        use crate::flops::{fft_conv, fft_filter, fir, MixerFlops};
+        let (d, l, proj) = (self.d, seq_len as f64, self.proj.flops());
+        match &self.conv {
+            Conv::Short { w, .. } => {
+                let tok = proj + fir(d, w.size()[1]);
+                MixerFlops::stepwise(l * tok, 0.0, seq_len, |_| tok)
+            }
+            conv => {
+                let mlp = match conv {
+                    Conv::Implicit { l1, l2, .. } => self.max_len as f64 * (l1.flops() + l2.flops()),
+                    _ => 0.0,
+                };
+                MixerFlops::stepwise(l * proj + fft_conv(d, seq_len), fft_filter(d, seq_len) + mlp, seq_len, |t| proj + 2.0 * (d * t) as f64)
+            }
+        }
+    }
+
     fn state_size_zoology(&self, seq_len: i64) -> Option<i64> {
         Some(match self.kernel_size() {
             Some(k) => self.d * k,

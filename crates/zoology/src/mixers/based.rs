@@ -18,6 +18,8 @@
 //! symmetric terms only, `F_z = 1 + f + f(f+1)/2` (`state_size_zoology`, 1.78× smaller at
 //! f = 16); plots that reproduce Based's Figure 2 use that convention.
 //!
+//! FLOPs: `linear_attention`'s with the Taylor map (F = 1 + f + f²; see `linear_attention.rs`).
+//!
 //! Init: `proj_q`, `proj_k`, `proj_v`, `proj_o` all N(0, 0.02) (Zoology's name rule leaves
 //! `proj_o` unscaled).
 

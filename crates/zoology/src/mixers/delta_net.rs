@@ -31,6 +31,13 @@
 //! short convolution; recurrent = one delta update per token with conv windows of the previous
 //! `conv_size − 1` inputs of q, k and v (`conv::fir_step`).
 //!
+//! FLOPs ([`crate::flops`] convention): projections q, k `2·d²`, v, g `2·d·d_v`, β and α
+//! `2·d·H`, o `2·d_v·d` and the short convs `2·(2d + d_v)·conv_size` per token; the chunked
+//! core per position and head `4·C·h + (C−1)·(h + h_v) + 2·C·h_v + 6·h·h_v` (`KKᵀ`, two
+//! unit-triangular solves with `h` and `h_v` right-hand sides, `QKᵀ`, `P·U`, `W·S₀`, `Q·S₀`,
+//! `Kᵀ·U`) over `⌈L/C⌉·C`. Decode per head `6·h·h_v` (`Sᵀk`, the rank-1 update, the readout),
+//! `7·h·h_v` with the decay, plus the per-token terms. Prefill is the step form.
+//!
 //! State: `H·h·h_v + (conv_size−1)·(2d + ⌊d·expand_v⌋)` elements (`d²/H + 9·d` for DeltaNet's
 //! defaults; without short conv only `H·h·h_v`), constant in L. Zoology's `state_size()` counts
 //! `H·h·h_v` only (`state_size_zoology`).
@@ -322,6 +329,22 @@ impl Mixer for DeltaRule {
         );
         state.tensors.extend(windows.into_inner());
         self.finish(&o.unsqueeze(2), &x).squeeze_dim(1)
+    }
+
+    fn flops(&self, seq_len: i64) -> crate::flops::MixerFlops {
+        let h = self.spec.num_heads;
+        let (k, v, c, hf) = ((self.d / h) as f64, (self.value_dim / h) as f64, self.spec.chunk_size as f64, h as f64);
+        let mut tok = self.wq.flops() + self.wk.flops() + self.wv.flops() + self.wb.flops() + self.out.flops();
+        tok += self.decay.as_ref().map_or(0.0, |dc| dc.wa.flops()) + self.wg.as_ref().map_or(0.0, |g| g.flops());
+        if self.convs.is_some() {
+            tok += self.conv_channels().iter().map(|&ch| crate::flops::fir(ch, self.spec.conv_size)).sum::<f64>();
+        }
+        // per position and head: K Kᵀ 2CK, two unit-triangular solves (C−1)(K+V), Q Kᵀ 2CK,
+        // P U 2CV, W S₀ + Q S₀ + Kᵀ U 6KV
+        let core = hf * (4.0 * c * k + (c - 1.0) * (k + v) + 2.0 * c * v + 6.0 * k * v);
+        let fwd = seq_len as f64 * tok + crate::flops::padded(seq_len, self.spec.chunk_size) as f64 * core;
+        let step = hf * k * v * if self.decay.is_some() { 7.0 } else { 6.0 };
+        crate::flops::MixerFlops::stepwise(fwd, 0.0, seq_len, |_| tok + step)
     }
 
     fn state_size(&self, _seq_len: i64) -> i64 {

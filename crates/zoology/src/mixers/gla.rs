@@ -20,6 +20,11 @@
 //! State: `H·d_k·d_v` = key_dim·value_dim/H elements, constant in L; Zoology's `state_size()`
 //! (`key_dim · head_v_dim`) is the same number.
 //!
+//! FLOPs ([`crate::flops`] convention): projections q, k `2·d·key_dim`, v, g `2·d·value_dim`,
+//! the low-rank gate `2·d·16 + 2·16·key_dim`, o `2·value_dim·d` per token, plus the chunked
+//! core with a gate per key channel, `H·(3·C·d_k + 2·C·d_v + 4·d_k·d_v)` per position over
+//! `⌈L/C⌉·C` (see `linear_attn`); decode `H·5·d_k·d_v` plus the projections.
+//!
 //! Init: every Linear N(0, 0.02), zero bias (Zoology's rule; `o_proj` is not an `out_proj`, so
 //! it is not rescaled); RMSNorm weight 1.
 
@@ -99,6 +104,12 @@ impl DecayedLinear for Gla {
     fn finish(&self, o: &Tensor, x: &Tensor) -> Tensor {
         let normed = merge_heads(&rms_norm(o, &self.norm_weight, self.cfg.norm_eps));
         self.out.forward(&(self.wg.forward(x).silu() * normed))
+    }
+    fn token_flops(&self) -> f64 {
+        [&self.wq, &self.wk, &self.wv, &self.wg, &self.gk1, &self.gk2, &self.out].iter().map(|l| l.flops()).sum()
+    }
+    fn decay_width(&self) -> i64 {
+        self.key_dim / self.cfg.num_heads
     }
     fn chunk_size(&self) -> i64 {
         self.cfg.chunk_size

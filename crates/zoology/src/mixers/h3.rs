@@ -33,6 +33,13 @@
 //! the SSM recurrences with explicit state: the shift register (previous N−1 values of k, d·(N−1))
 //! and the diagonal state (N/2 complex = N reals per kv channel, H·p²·N = d·p·N), i.e.
 //! `d·(N−1) + d·p·N` real elements, independent of L.
+//!
+//! FLOPs ([`crate::flops`] convention): per token 4 projections `8·d²` and the readout
+//! `Σ_i q_i s_ij` `2·d·p`; per sequence two FFT convolutions, the shift (`fft_conv(d, L)`) and
+//! the diagonal SSM over `d·p` channels (`fft_conv(d·p, L)`), each `≈ 10·L·log₂(2L)` per
+//! channel; per batch the shift kernel (`2·d·N²` when B is trained), the SSM kernel
+//! `8·H·(N/2)·L` and the kernels' FFTs. Decode: `8·d² + 2·d·p` plus the shift FIR `2·d·N` and
+//! the modal step `12·d·p·N/2`, constant in L. Prefill is the step form.
 
 use super::bounds::{int_in, MAX_SIZE};
 use super::conv::{fft_causal_conv, fir_step, short_conv_reference};
@@ -157,6 +164,18 @@ impl Mixer for H3 {
 
     fn state_size(&self, _seq_len: i64) -> i64 {
         self.d * (self.n - 1) + self.d * self.p * self.n
+    }
+
+    fn flops(&self, seq_len: i64) -> crate::flops::MixerFlops {
+        use crate::flops::{fft_conv, fft_filter, fir, modal_kernel, modal_step, MixerFlops};
+        let (d, dp, n, l) = (self.d, self.d * self.p, self.n, seq_len as f64);
+        let proj = self.q_proj.flops() + self.k_proj.flops() + self.v_proj.flops() + self.out_proj.flops();
+        let readout = 2.0 * dp as f64;
+        let fwd = l * (proj + readout) + fft_conv(d, seq_len) + fft_conv(dp, seq_len);
+        let shift_kernel = if self.shift_b.is_some() { 2.0 * (d * n * n) as f64 } else { 0.0 };
+        let per_batch = shift_kernel + fft_filter(d, seq_len) + modal_kernel(self.heads(), n / 2, seq_len) + fft_filter(dp, seq_len);
+        let tok = proj + readout + fir(d, n) + modal_step(dp, n / 2);
+        MixerFlops::stepwise(fwd, per_batch, seq_len, |_| tok)
     }
 
     /// Zoology's `H3.state_size`: `d_model · d_state` (whatever `head_dim`).

@@ -34,6 +34,12 @@
 //! filter as a causal convolution over a cache of every past `x1 ⊙ v` (d·L elements) plus the
 //! FIR window of the previous k−1 projected inputs (3d·(k−1)): state `d·L + 3d·(k−1)`.
 //!
+//! FLOPs ([`crate::flops`] convention): per token `in_proj` `6·d²`, FIR `2·3d·k`, `out_proj`
+//! `2·d²`; per sequence the long conv `fft_conv(d, L) ≈ 10·L·log₂(2L)·d`; per batch the filter
+//! FFN over `L_max` positions (`L_max·(2·e·F + 2·F²·inner + 2·F·d)`) and the filter's FFT.
+//! Decode at context L: the per-token terms plus `2·d·L` (cached filter against the cache).
+//! Prefill is the parallel form (the final state is a copy of its inputs).
+//!
 //! Not reproduced: Safari trains the filter with its own learning rate and zero weight decay;
 //! our trainer has a single parameter group.
 
@@ -165,6 +171,15 @@ impl Mixer for Hyena {
 
     fn state_size(&self, seq_len: i64) -> i64 {
         self.d * seq_len + 3 * self.d * (self.k - 1)
+    }
+
+    fn flops(&self, seq_len: i64) -> crate::flops::MixerFlops {
+        use crate::flops::{fft_conv, fft_filter, fir, MixerFlops};
+        let d = self.d;
+        let tok = self.in_proj.flops() + fir(3 * d, self.k) + self.out_proj.flops();
+        let ffn: f64 = self.ffn.iter().map(|f| f.flops()).sum::<f64>() + self.ffn_out.flops();
+        let per_batch = self.max_len as f64 * ffn + fft_filter(d, seq_len);
+        MixerFlops::parallel(seq_len as f64 * tok + fft_conv(d, seq_len), per_batch, 0.0, tok + 2.0 * (d * seq_len) as f64)
     }
 
     /// Zoology's `Hyena.state_size`: `d·L` (the long conv's input cache; no FIR window).

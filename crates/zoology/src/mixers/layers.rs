@@ -11,6 +11,10 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// FLOPs on one token: 2 per weight (a multiply-add each; the bias is not counted).
+    pub fn flops(&self) -> f64 {
+        2.0 * self.ws.numel() as f64
+    }
     pub fn new(p: nn::Path, d_in: i64, d_out: i64, bias: bool, std: f64) -> Self {
         let ws = p.var("weight", &[d_out, d_in], nn::Init::Randn { mean: 0.0, stdev: std });
         let bs = bias.then(|| p.var("bias", &[d_out], nn::Init::Const(0.0)));

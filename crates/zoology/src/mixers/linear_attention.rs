@@ -29,6 +29,11 @@
 //! `1 + f + f(f+1)/2` for the Taylor map (its symmetric second-order terms); it has no
 //! unnormalised form (`state_size_zoology` is None then).
 //!
+//! FLOPs ([`crate::flops`] convention): projections `2·d·(2·H·f) + 4·d²` per token (the
+//! feature map φ is element-wise, not counted), plus the chunked core with K = F, V = d_v (+1):
+//! `H·(2·C·F + 2·C·V + 4·F·V)` per position over `⌈L/C⌉·C` (see `linear_attn`); decode
+//! `H·4·F·V` plus the projections, constant in L. Prefill is the step form.
+//!
 //! Init: every projection N(0, 0.02) (Zoology's rule; the output projection is `proj_o`, as in
 //! Zoology's `Based`, so it is not rescaled).
 //! `based` is this mixer with the Taylor map and normalisation (see `based.rs`).
@@ -168,6 +173,12 @@ impl DecayedLinear for LinearAttention {
     }
     fn opts(&self) -> (tch::Kind, tch::Device) {
         (self.out.ws.kind(), self.out.ws.device())
+    }
+    fn token_flops(&self) -> f64 {
+        self.wq.flops() + self.wk.flops() + self.wv.flops() + self.out.flops()
+    }
+    fn decay_width(&self) -> i64 {
+        0
     }
     fn zoology_state(&self) -> Option<i64> {
         let h = self.cfg.num_heads;

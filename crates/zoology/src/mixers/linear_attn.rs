@@ -93,6 +93,13 @@ pub fn linear_attention_reference(q: &Tensor, k: &Tensor, v: &Tensor, g: Option<
     Tensor::stack(&outs, 2)
 }
 
+/// FLOPs of the decayed linear attention core ([`crate::flops`] convention), per position and
+/// head, with chunk C, key width K, value width V: intra-chunk scores `2·C·K` (full `C×C`
+/// blocks), their decay (`C` for a scalar per head, `C·K` per key channel), intra-chunk
+/// `AV` `2·C·V`, inter-chunk readout `q·S` `2·K·V` and state update `kᵀv` `2·K·V`, over
+/// `L_p = ⌈L/C⌉·C`. Decode per head: update and readout `4·K·V`, plus `K·V` for the decay.
+/// Each mixer adds its projections ([`DecayedLinear::token_flops`]).
+///
 /// A mixer built around [`chunked_linear_attention`]: it maps `x` to per-head `q, k, v` and
 /// optional log decays `g`, and maps the recurrence output back. Implementing this gives the
 /// [`super::Mixer`] forms: chunked forward, dense reference, and a step carrying one
@@ -107,6 +114,10 @@ pub trait DecayedLinear: std::fmt::Debug + Send {
     fn state_shape(&self) -> [i64; 3];
     /// Kind and device of the parameters.
     fn opts(&self) -> (Kind, tch::Device);
+    /// FLOPs per token of everything around the recurrence (projections, gates, output).
+    fn token_flops(&self) -> f64;
+    /// Width of the log decay `g`: 0 (none), 1 (one per head) or the key width K.
+    fn decay_width(&self) -> i64;
     /// Zoology's `state_size()` for this mixer ([`super::Mixer::state_size_zoology`]); None
     /// where Zoology has no formula.
     fn zoology_state(&self) -> Option<i64> {
@@ -136,6 +147,19 @@ impl<T: DecayedLinear> super::Mixer for T {
     }
     fn state_size(&self, _seq_len: i64) -> i64 {
         self.state_shape().iter().product()
+    }
+    fn flops(&self, seq_len: i64) -> crate::flops::MixerFlops {
+        let ([h, k, v], c, tok) = (self.state_shape().map(|x| x as f64), self.chunk_size(), self.token_flops());
+        let (cf, g) = (c as f64, self.decay_width());
+        let decay_intra = match g {
+            0 => 0.0,
+            1 => cf,
+            _ => cf * k,
+        };
+        let core = h * (2.0 * cf * k + decay_intra + 2.0 * cf * v + 4.0 * k * v);
+        let fwd = seq_len as f64 * tok + crate::flops::padded(seq_len, c) as f64 * core;
+        let step = h * (4.0 * k * v + if g > 0 { k * v } else { 0.0 });
+        crate::flops::MixerFlops::stepwise(fwd, 0.0, seq_len, |_| tok + step)
     }
     fn state_size_zoology(&self, _seq_len: i64) -> Option<i64> {
         self.zoology_state()

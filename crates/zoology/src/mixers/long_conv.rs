@@ -22,6 +22,11 @@
 //! std), `b_o` U(±1/√d) (PyTorch's Conv1d/Linear bias init, which the rule leaves alone).
 //! `output = "none"` (the default) is the bare convolution.
 //!
+//! FLOPs ([`crate::flops`] convention): `fft_conv(d, L) ≈ 10·L·log₂(2L)·d` per sequence, per
+//! batch the kernel's FFT (`2.5·2L·log₂(2L)·d`) and, s4d, its modal kernel `8·d·(N/2)·L`;
+//! `output = "glu"` adds `4·d²` per token. Decode at context L: explicit `2·d·L`, s4d
+//! `12·d·N/2` (modal step), plus the GLU's `4·d²`. Prefill is the step form.
+//!
 //! Forms: training by FFT (zero-padded to 2L, O(L log L)); reference by a dense Toeplitz matrix
 //! (explicit) or the SSM recurrence run token by token (s4d); step by a cache of every input so
 //! far (explicit, state `d·L`) or the constant-size recurrence `s_t = exp(ΔA) ⊙ s_{t−1} + u_t`,
@@ -148,6 +153,17 @@ impl Mixer for LongConv {
             }
         };
         self.finish(y + x_t * &self.skip)
+    }
+
+    fn flops(&self, seq_len: i64) -> crate::flops::MixerFlops {
+        use crate::flops::{fft_conv, fft_filter, modal_kernel, modal_step, MixerFlops};
+        let (d, l) = (self.d, seq_len as f64);
+        let out = self.output.as_ref().map_or(0.0, |o| o.flops());
+        let (kernel, step): (f64, Box<dyn Fn(i64) -> f64>) = match self.filter {
+            Filter::Explicit(_) => (0.0, Box::new(move |t| 2.0 * (d * t) as f64)),
+            Filter::S4d(_) => (modal_kernel(d, self.n / 2, seq_len), Box::new(move |_| modal_step(d, self.n / 2))),
+        };
+        MixerFlops::stepwise(fft_conv(d, seq_len) + l * out, fft_filter(d, seq_len) + kernel, seq_len, |t| step(t) + out)
     }
 
     fn state_size(&self, seq_len: i64) -> i64 {

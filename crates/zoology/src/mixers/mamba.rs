@@ -23,6 +23,11 @@
 //!   log-uniform in [1e-3, 0.1] (floor 1e-4); out_proj U(±1/√E)/√n_layers (kaiming-uniform,
 //!   one residual per layer).
 //!
+//! FLOPs ([`crate::flops`] convention): per token `in_proj` `2·d·2E`, conv `2·E·k`, `x_proj`
+//! `2·E·(R + 2N)`, `dt_proj` `2·R·E`, `out_proj` `2·E·d`; the selective scan `9·E·N` per
+//! position (the Mamba paper's count) over `L_p = ⌈L/chunk⌉·chunk`. Decode: the same per-token
+//! terms, constant in L. Prefill is the step form.
+//!
 //! Forms:
 //! - reference: one plain loop over positions that does everything itself (conv taps, SiLU,
 //!   Δ, B, C, the recurrence, the gate), sharing no helper with the fast and step forms;
@@ -250,6 +255,17 @@ impl Mixer for Mamba {
 
     fn state_size(&self, _seq_len: i64) -> i64 {
         self.e * (self.conv_w.size()[1] - 1) + self.e * self.n
+    }
+
+    fn flops(&self, seq_len: i64) -> crate::flops::MixerFlops {
+        let tok = self.in_proj.flops()
+            + crate::flops::fir(self.e, self.conv_w.size()[1])
+            + self.x_proj.flops()
+            + self.dt_proj.flops()
+            + self.out_proj.flops();
+        let scan = 9.0 * (self.e * self.n) as f64;
+        let fwd = seq_len as f64 * tok + crate::flops::padded(seq_len, self.chunk) as f64 * scan;
+        crate::flops::MixerFlops::stepwise(fwd, 0.0, seq_len, |_| tok + scan)
     }
 
     /// Zoology's `Mamba.state_size`: `2 · d_model · d_state` (the SSM state with expand 2;

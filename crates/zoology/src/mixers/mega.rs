@@ -30,6 +30,13 @@
 //! way round (its `delta` multiplies β and its `alpha` damps): the same function. Only softmax attention (Mega's LM
 //! choice) is provided; laplace/relu² and dropouts are not.
 //!
+//! FLOPs ([`crate::flops`] convention): per token `v_proj` `2·d·h_dim`, `mx_proj`
+//! `2·d·(2d + z + h_dim)`, `h_proj` `2·h_dim·d`; per sequence the EMA `fft_conv(d, L)` and
+//! attention over chunks of `c` (`c = L` unchunked) `2·c·(z + h_dim)·L_p`, `L_p = ⌈L/c⌉·c`
+//! (quadratic unchunked, counted in full); per batch the EMA kernel `8·d·h·L` and its FFT.
+//! Decode at context L: the projections, the EMA step `5·d·h` and attention over the `n(L)`
+//! cached entries `2·n(L)·(z + h_dim)`. Prefill is the step form.
+//!
 //! Forms:
 //! - training: EMA by FFT (zero-padded to 2L); attention on padded chunks `[B, ⌈L/c⌉, c, c]`
 //!   (one chunk of L when unchunked), O(L·c·(z+h_dim));
@@ -241,6 +248,22 @@ impl Mixer for Mega {
 
     fn takes_raw_residual(&self) -> bool {
         true
+    }
+
+    fn flops(&self, seq_len: i64) -> crate::flops::MixerFlops {
+        use crate::flops::{fft_conv, fft_filter, modal_kernel, padded, MixerFlops};
+        let (d, l) = (self.d, seq_len as f64);
+        let tok = self.v_proj.flops() + self.mx_proj.flops() + self.h_proj.flops();
+        let zh = (self.z + self.hd) as f64;
+        let c = self.chunk.unwrap_or(seq_len);
+        let fwd = l * tok + fft_conv(d, seq_len) + 2.0 * c as f64 * zh * padded(seq_len, c) as f64;
+        let per_batch = modal_kernel(d, self.ndim, seq_len) + fft_filter(d, seq_len);
+        let ema = 5.0 * (d * self.ndim) as f64;
+        let cached = |t: i64| match self.chunk {
+            Some(c) => (t - 1) % c + 1,
+            None => t,
+        };
+        MixerFlops::stepwise(fwd, per_batch, seq_len, |t| tok + ema + 2.0 * cached(t) as f64 * zh)
     }
 
     fn state_size(&self, seq_len: i64) -> i64 {

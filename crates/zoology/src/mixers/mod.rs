@@ -33,6 +33,8 @@ pub mod stripedhyena;
 pub mod mamba;
 pub mod rwkv;
 #[cfg(test)]
+mod flops_tests;
+#[cfg(test)]
 mod linear_tests;
 #[cfg(test)]
 mod parity_tests;
@@ -111,6 +113,10 @@ pub trait Mixer: std::fmt::Debug + Send {
     /// Elements of the recurrent state per sequence after `seq_len` tokens: what `step` really
     /// carries (checked by the suite).
     fn state_size(&self, seq_len: i64) -> i64;
+    /// FLOPs for sequences of `seq_len` tokens under the convention of [`crate::flops`]:
+    /// forward (training form) per sequence, parameter-only work per batch, prefill of one
+    /// prompt, and the decode step at context `seq_len`. Each mixer's doc states its formula.
+    fn flops(&self, seq_len: i64) -> crate::flops::MixerFlops;
     /// The same mixer's state as Zoology's `state_size(sequence_length)` counts it (Zoology's own
     /// per-mixer formula, in its units: elements; its logger reports 4 bytes per element), after
     /// `seq_len` tokens. `None` where Zoology defines no formula (e.g. RWKV-4) or has no such
@@ -164,6 +170,9 @@ macro_rules! delegate_mixer {
             }
             fn state_size_zoology(&self, seq_len: i64) -> Option<i64> {
                 self.$inner.state_size_zoology(seq_len)
+            }
+            fn flops(&self, seq_len: i64) -> $crate::flops::MixerFlops {
+                self.$inner.flops(seq_len)
             }
             fn takes_raw_residual(&self) -> bool {
                 self.$inner.takes_raw_residual()

@@ -25,6 +25,11 @@
 //! State: `H·h·h_v` (`d²/H` by default) elements, constant in L. Zoology has no RetNet, so
 //! `state_size_zoology` is None.
 //!
+//! FLOPs ([`crate::flops`] convention): projections q, k `2·d²` each, v, g `2·d·d_v` each,
+//! o `2·d_v·d` per token, plus the chunked core with a scalar decay per head,
+//! `H·(2·C·h + C + 2·C·h_v + 4·h·h_v)` per position over `⌈L/C⌉·C` (see `linear_attn`);
+//! decode `H·5·h·h_v` plus the projections. Prefill is the step form.
+//!
 //! Init: every Linear N(0, 0.02) (Zoology's rule applied to fla's names: `o_proj` is not
 //! rescaled); norm weight 1, bias 0.
 
@@ -123,6 +128,12 @@ impl DecayedLinear for RetNet {
     /// Per-head norm, swish gate, output projection. `o: [B, H, L, h_v]`, `x: [B, L, D]`.
     fn finish(&self, o: &Tensor, x: &Tensor) -> Tensor {
         self.out.forward(&(self.wg.forward(x).silu() * self.norm(o)))
+    }
+    fn token_flops(&self) -> f64 {
+        self.wq.flops() + self.wk.flops() + self.wv.flops() + self.wg.flops() + self.out.flops()
+    }
+    fn decay_width(&self) -> i64 {
+        1
     }
     fn chunk_size(&self) -> i64 {
         self.cfg.chunk_size

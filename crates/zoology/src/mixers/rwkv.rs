@@ -22,6 +22,12 @@
 //!   chunks on `[B, D]` tensors. Work O(L·C·D); autodiff ops O(L/C);
 //! - step: state = last input (token shift) and `(aa, bb, p)`: `4·d` elements per sequence.
 //!
+//! FLOPs ([`crate::flops`] convention): 4 Linears `8·d²` per token; the chunked wkv
+//! `4·C·d` per position over `L_p = ⌈L/C⌉·C` (numerator and denominator multiply-adds over
+//! every pair of a `C×C` block, masked ones included) plus `4·d` for the carried state. Decode:
+//! `8·d² + 12·d` (the stabilised wkv step, 12 per channel), constant in L. Prefill is the step
+//! form.
+//!
 //! Init as in RWKV-4 / Zoology: decay speeds `−5 + 8·(c/(d−1))^{0.7+1.3·ρ₀}`, `time_first =
 //! ln 0.3 + zigzag`, mixes `(c/d)^{ρ₁}` with `ρ₀ = layer/(n−1)`, `ρ₁ = 1 − layer/n`, where n is
 //! `n_layer`: Zoology's `RWKVTimeMixer` takes `n_layer=12` by default and its model never passes
@@ -222,6 +228,13 @@ impl Mixer for Rwkv {
 
     fn state_size(&self, _seq_len: i64) -> i64 {
         4 * self.d
+    }
+
+    fn flops(&self, seq_len: i64) -> crate::flops::MixerFlops {
+        let d = self.d as f64;
+        let tok = self.key.flops() + self.value.flops() + self.receptance.flops() + self.output.flops();
+        let wkv = crate::flops::padded(seq_len, self.chunk) as f64 * (4.0 * self.chunk as f64 * d + 4.0 * d);
+        crate::flops::MixerFlops::stepwise(seq_len as f64 * tok + wkv, 0.0, seq_len, |_| tok + 12.0 * d)
     }
 }
 

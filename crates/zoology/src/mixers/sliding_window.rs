@@ -21,6 +21,11 @@
 //! - reference: per position, an explicit softmax over the keys `max(0, t−n+1) ..= t`;
 //! - recurrent: a rolling KV cache of at most `n` tokens (oldest dropped first).
 //!
+//! FLOPs ([`crate::flops`] convention): `n ≥ L`: attention's `8·L·d² + 4·L²·d`. Otherwise
+//! each block of `n` queries scores `2n` keys: `8·L·d² + 8·n·d·L_p` with `L_p = ⌈L/n⌉·n`
+//! (`QKᵀ` and `AV` over `[n, 2n]` blocks, masked entries counted). Decode at context L:
+//! `8·d² + 4·d·min(L, n)`; prefill is the step form.
+//!
 //! State: `2·d·min(L, n)` elements after `L` tokens (constant `2·d·n` once `L ≥ n`). Zoology's
 //! `state_size()` counts `2·w·d` whatever L and the convention (`state_size_zoology`).
 
@@ -166,6 +171,12 @@ impl Mixer for SlidingWindow {
     /// Zoology's `SlidingAttn.state_size`: `block_size · d · 2`.
     fn state_size_zoology(&self, _seq_len: i64) -> Option<i64> {
         Some(2 * self.block_size * self.attn.width())
+    }
+
+    fn flops(&self, seq_len: i64) -> crate::flops::MixerFlops {
+        let (d, l, n, proj) = (self.attn.width() as f64, seq_len as f64, self.window, self.attn.proj_flops());
+        let mix = if n >= seq_len { 4.0 * l * l * d } else { 8.0 * n as f64 * d * crate::flops::padded(seq_len, n) as f64 };
+        crate::flops::MixerFlops::stepwise(l * proj + mix, 0.0, seq_len, |t| proj + 4.0 * d * t.min(n) as f64)
     }
 }
 

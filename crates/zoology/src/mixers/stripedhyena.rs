@@ -14,6 +14,11 @@
 //! that vanish after one step; residues N(0, 1); D = 0; FIR taps N(0, 1)), and it has no
 //! training init to match. Zoology has no such mixer, so there is no Zoology state formula.
 //!
+//! FLOPs ([`crate::flops`] convention): per token `in_proj` `6·d²`, FIR `2·3d·k`, `out_proj`
+//! `2·d²`; per sequence `fft_conv(d, L) ≈ 10·L·log₂(2L)·d`; per batch the modal kernel
+//! `8·d·P·L` and its FFT. Decode: the per-token terms plus the modal step `12·d·P`, constant
+//! in L. Prefill: the parallel form plus the closed-form final state (`8·d·P·L`).
+//!
 //! Forms:
 //! - training: FIR by conv1d, `h * w` by FFT zero-padded to 2L (O(L log L));
 //! - reference: explicit FIR tap sums and the modal recurrence run token by token;
@@ -113,6 +118,14 @@ impl Mixer for StripedHyena {
 
     fn state_size(&self, _seq_len: i64) -> i64 {
         3 * self.d * (self.k - 1) + 2 * self.d * self.poles
+    }
+
+    fn flops(&self, seq_len: i64) -> crate::flops::MixerFlops {
+        use crate::flops::{fft_conv, fft_filter, fir, modal_kernel, modal_step, MixerFlops};
+        let (d, p) = (self.d, self.poles);
+        let tok = self.in_proj.flops() + fir(3 * d, self.k) + self.out_proj.flops();
+        let fwd = seq_len as f64 * tok + fft_conv(d, seq_len);
+        MixerFlops::parallel(fwd, modal_kernel(d, p, seq_len) + fft_filter(d, seq_len), modal_kernel(d, p, seq_len), tok + modal_step(d, p))
     }
 
     /// `modal-fft` prefill: FFT outputs plus the closed-form final state.

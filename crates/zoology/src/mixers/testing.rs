@@ -70,6 +70,10 @@ impl Mixer for ZeroMixer {
     fn state_size(&self, _seq_len: i64) -> i64 {
         0
     }
+    /// Zero everywhere: it computes nothing (`zeros_like` is not arithmetic).
+    fn flops(&self, _seq_len: i64) -> crate::flops::MixerFlops {
+        crate::flops::MixerFlops::default()
+    }
 }
 
 impl MixerKind for ZeroMixer {

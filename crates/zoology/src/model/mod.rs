@@ -44,6 +44,7 @@
 
 pub mod state_mixer;
 
+use crate::flops::MixerFlops;
 use crate::error::{config_err, Result};
 use crate::mixers::layers::rms_norm;
 use crate::mixers::layers::Linear;
@@ -434,6 +435,24 @@ impl LanguageModel {
         self.head(&self.hidden(tokens, train))
     }
 
+    /// FLOPs of the model without its head for sequences of `seq_len` tokens ([`crate::flops`]
+    /// convention): every layer's mixer and state mixer (per token), MAD's decoder (2 Linears
+    /// per position), and the head's cost per position it is applied at (`2·d·V`).
+    pub fn flops(&self, seq_len: i64) -> ModelFlops {
+        let l = seq_len as f64;
+        let mut body = MixerFlops::default();
+        for b in &self.blocks {
+            let sm = b.second.as_ref().map_or(0.0, |(_, s)| s.flops_per_token());
+            body = body
+                + b.mixer.flops(seq_len)
+                + MixerFlops { forward_per_seq: l * sm, forward_per_batch: 0.0, prefill_per_seq: l * sm, decode_per_token: sm };
+        }
+        if let Some(dec) = &self.decoder {
+            body.forward_per_seq += l * (dec.fc1.flops() + dec.fc2.flops());
+        }
+        ModelFlops { body, head_per_position: 2.0 * (self.cfg.d_model * self.vocab_size) as f64 }
+    }
+
     /// Recurrent state elements per sequence, summed over layers, after `seq_len` tokens.
     pub fn state_size(&self, seq_len: i64) -> i64 {
         self.blocks.iter().map(|b| b.mixer.state_size(seq_len) + b.second.as_ref().map_or(0, |(_, s)| s.state_size())).sum()
@@ -446,6 +465,14 @@ impl LanguageModel {
     pub fn state_size_zoology_bytes(&self, seq_len: i64) -> Option<i64> {
         self.blocks.iter().map(|b| b.mixer.state_size_zoology(seq_len)).sum::<Option<i64>>().map(|e| 4 * e)
     }
+}
+
+/// [`LanguageModel::flops`]: the body (embeddings, blocks, decoder) as a [`MixerFlops`] and
+/// the head per position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelFlops {
+    pub body: MixerFlops,
+    pub head_per_position: f64,
 }
 
 /// Number of scalar parameters in a var store.

@@ -69,6 +69,18 @@ impl StateMixer {
         }
     }
 
+    /// FLOPs per token ([`crate::flops`] convention: its Linears; activations and the token
+    /// shift are element-wise, not counted): `identity` 0, `mlp` `16·d²`, `glu` `24·d²`,
+    /// `rwkv_channel` `18·d²`.
+    pub fn flops_per_token(&self) -> f64 {
+        match self {
+            StateMixer::Identity => 0.0,
+            StateMixer::Mlp { fc1, fc2 } => fc1.flops() + fc2.flops(),
+            StateMixer::Glu { fc1, gate, fc2 } => fc1.flops() + gate.flops() + fc2.flops(),
+            StateMixer::RwkvChannel { key, value, receptance, .. } => key.flops() + value.flops() + receptance.flops(),
+        }
+    }
+
     pub fn forward(&self, x: &Tensor, _train: bool) -> Tensor {
         match self {
             StateMixer::Identity => x.shallow_clone(),

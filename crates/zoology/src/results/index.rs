@@ -54,6 +54,11 @@ pub struct RunRecord {
     pub best_slices: BTreeMap<String, f64>,
     pub num_parameters: Option<i64>,
     pub state_size: Option<i64>,
+    /// FLOPs per training step and per decoded token (summary.json; absent before issue 10).
+    #[serde(default, with = "float::opt")]
+    pub flops_train_per_step: Option<f64>,
+    #[serde(default, with = "float::opt")]
+    pub flops_decode_per_token: Option<f64>,
     #[serde(with = "float::opt")]
     pub wall_time_s: Option<f64>,
     pub epochs: Option<i64>,
@@ -138,6 +143,8 @@ impl RunRecord {
             best_slices: summary.as_ref().map(|s| s.best_slices.clone()).unwrap_or_default(),
             num_parameters: summary.as_ref().map(|s| s.num_parameters),
             state_size: summary.as_ref().map(|s| s.state_size),
+            flops_train_per_step: summary.as_ref().and_then(|s| s.flops_train_per_step),
+            flops_decode_per_token: summary.as_ref().and_then(|s| s.flops_decode_per_token),
             wall_time_s: summary.as_ref().map(|s| s.wall_time_s),
             epochs: summary.as_ref().map(|s| s.epochs as i64),
             steps: summary.as_ref().map(|s| s.steps as i64),
@@ -171,7 +178,7 @@ CREATE TABLE runs (
   status TEXT, stop_reason TEXT, error TEXT,
   best_accuracy REAL, final_accuracy REAL, best_epoch INTEGER,
   slices TEXT, best_slices TEXT,
-  num_parameters INTEGER, state_size INTEGER, wall_time_s REAL, epochs INTEGER, steps INTEGER,
+  num_parameters INTEGER, state_size INTEGER, flops_train_per_step REAL, flops_decode_per_token REAL, wall_time_s REAL, epochs INTEGER, steps INTEGER,
   record TEXT NOT NULL,
   updated_at REAL
 );
@@ -208,8 +215,8 @@ pub fn write_index(path: &Path, recs: &[RunRecord]) -> Result<()> {
             let mut st = tx.prepare(
                 "INSERT OR REPLACE INTO runs (run_id, run_dir, sweep, label, preset, mixer, d_model, n_layers, lr, seq_len, num_kv_pairs, vocab_size,
                    train_seq_lens, test_seq_lens, hparams, status, stop_reason, error, best_accuracy, final_accuracy, best_epoch,
-                   slices, best_slices, num_parameters, state_size, wall_time_s, epochs, steps, record, updated_at)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30)",
+                   slices, best_slices, num_parameters, state_size, flops_train_per_step, flops_decode_per_token, wall_time_s, epochs, steps, record, updated_at)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30,?31,?32)",
             )?;
             // SQLite stores NaN as NULL; the record JSON keeps the value
             let real = |x: Option<f64>| x.filter(|v| v.is_finite());
@@ -218,7 +225,7 @@ pub fn write_index(path: &Path, recs: &[RunRecord]) -> Result<()> {
                     r.run_id, r.run_dir, r.sweep, r.label, r.preset, r.mixer, r.d_model, r.n_layers, real(Some(r.lr)), r.seq_len, r.num_kv_pairs,
                     r.vocab_size, json(&r.train_seq_lens), json(&r.test_seq_lens), json(&r.hparams), r.status, r.stop_reason, r.error,
                     real(r.best_accuracy), real(r.final_accuracy), r.best_epoch, json(&r.slices), json(&r.best_slices), r.num_parameters,
-                    r.state_size, real(r.wall_time_s), r.epochs, r.steps, json(r), rundir::now()
+                    r.state_size, real(r.flops_train_per_step), real(r.flops_decode_per_token), real(r.wall_time_s), r.epochs, r.steps, json(r), rundir::now()
                 ])?;
             }
         }
@@ -361,6 +368,8 @@ pub(crate) mod tests {
             best_slices: BTreeMap::new(),
             num_parameters: Some(100),
             state_size: Some(d * l),
+            flops_train_per_step: Some(1e9),
+            flops_decode_per_token: Some(1e6),
             wall_time_s: Some(1.0),
             epochs: Some(1),
             steps: Some(10),

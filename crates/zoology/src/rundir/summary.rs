@@ -60,6 +60,16 @@ pub struct Summary {
     /// Recurrent state elements per sequence, summed over layers, at the longest test length.
     pub state_size: i64,
     pub state_size_seq_len: i64,
+    /// FLOPs of one training step, forward + backward, mean over an epoch's steps
+    /// ([`crate::flops`]); absent in summaries written before issue 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flops_train_per_step: Option<f64>,
+    /// FLOPs of a prefill of `state_size_seq_len` tokens (head at the last position).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flops_prefill_per_seq: Option<f64>,
+    /// FLOPs of one decoded token at context `state_size_seq_len` (head included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flops_decode_per_token: Option<f64>,
     #[serde(with = "float")]
     pub wall_time_s: f64,
     pub epochs: usize,
@@ -90,4 +100,24 @@ pub fn read_summary(dir: &Path) -> Result<Summary> {
     let p = dir.join(super::SUMMARY);
     let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
     serde_json::from_str(&text).map_err(|e| Error::Data(format!("{}: not a readable summary ({e}); delete it to let the run be resumed or retrained", p.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A summary written before issue 10 (no FLOPs fields) still reads, with the FLOPs absent;
+    /// a new one round-trips them.
+    #[test]
+    fn summaries_without_flops_still_read() {
+        let old = r#"{"status":"done","stop_reason":"max_epochs","mixer":"attention","d_model":64,"best_accuracy":0.5,
+            "best_epoch":1,"final_accuracy":0.5,"final_loss":1.0,"slices":{},"best_slices":{},"num_parameters":10,
+            "state_size":128,"state_size_seq_len":64,"wall_time_s":1.0,"epochs":1,"steps":2,"device":"cpu"}"#;
+        let s: Summary = serde_json::from_str(old).unwrap();
+        assert_eq!((s.flops_train_per_step, s.flops_prefill_per_seq, s.flops_decode_per_token), (None, None, None));
+        let new = Summary { flops_train_per_step: Some(3e9), flops_prefill_per_seq: Some(2e6), flops_decode_per_token: Some(1e5), ..s };
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains("\"flops_train_per_step\":3000000000.0"), "{text}");
+        assert_eq!(serde_json::from_str::<Summary>(&text).unwrap(), new);
+    }
 }

@@ -238,6 +238,7 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
         let _ = std::fs::remove_file(&metrics_path);
     }
 
+    let costs = crate::flops::lm_flops_of(&model, num_parameters(&vs), &crate::flops::step_shapes(&train_data.segments, cfg.data.batch_size), max_test_len.max(1));
     let steps_per_epoch = epoch_batches(&train_data.segments, cfg.data.batch_size, false, 0, 0).len();
     let total_steps = steps_per_epoch * t.epochs;
     let test_batch = cfg.data.test_batch_size.unwrap_or(cfg.data.batch_size);
@@ -366,6 +367,9 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
         num_parameters: num_parameters(&vs),
         state_size: model.state_size(max_test_len),
         state_size_seq_len: max_test_len,
+        flops_train_per_step: Some(costs.train_per_step),
+        flops_prefill_per_seq: Some(costs.prefill_per_seq),
+        flops_decode_per_token: Some(costs.decode_per_token),
         wall_time_s: if resumed_stopped { st.wall_time_s } else { wall() },
         epochs: st.epochs_done,
         steps: st.step,

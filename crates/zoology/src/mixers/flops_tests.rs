@@ -1,0 +1,567 @@
+//! FLOP formulas ([`Mixer::flops`]) against independent counts.
+//!
+//! Each mixer's formula is a closed form in its own file. Here each is checked against a tally
+//! written op by op from the shapes the mixer's fast form (and step form) runs, every op's work
+//! enumerated by loops: a `[m, k] × [k, n]` matmul adds 2 per (i, j, k) visited, a real FFT of
+//! length n adds 5 per butterfly of each radix-2 stage, a triangular solve 2 per (row, earlier
+//! row, column), a recurrence its per-element constant per element visited. Both follow the
+//! convention of [`crate::flops`], so they must agree to rounding (relative 1e-9), on two shapes
+//! per mixer (chunked forms at a length that is not a multiple of the chunk).
+//!
+//! Scaling is checked by ratios at two lengths for every registered mixer and suite variant
+//! (quadratic, L·log L or linear), and the decode cost against the state size (a decode step
+//! costs more at a longer context exactly when the state grows).
+
+use super::testing::seeded;
+use super::{build_table, registry, BuildCtx, Mixer};
+use crate::flops::MixerFlops;
+
+/// FLOPs counted by enumerating the work of each op.
+#[derive(Default, Clone, Copy, Debug)]
+struct Tally(f64);
+
+impl Tally {
+    /// `[m, k] × [k, n]`.
+    fn mm(&mut self, m: i64, k: i64, n: i64) {
+        for _ in 0..m {
+            for _ in 0..n {
+                for _ in 0..k {
+                    self.0 += 2.0;
+                }
+            }
+        }
+    }
+    /// `count` element operations of `flops` each.
+    fn each(&mut self, count: i64, flops: f64) {
+        for _ in 0..count {
+            self.0 += flops;
+        }
+    }
+    /// A real FFT of length n (a power of two): half of the complex radix-2 FFT, whose log₂n
+    /// stages have n/2 butterflies of 10 FLOPs.
+    fn rfft(&mut self, n: i64) {
+        let mut span = 1;
+        while span < n {
+            self.each(n / 2, 5.0);
+            span *= 2;
+        }
+        assert_eq!(span, n, "the tally's FFT needs a power-of-two length");
+    }
+    /// Causal FFT convolution padded to 2L: transform, inverse, complex product over L+1 bins.
+    fn fft_conv(&mut self, channels: i64, l: i64) {
+        for _ in 0..channels {
+            self.rfft(2 * l);
+            self.rfft(2 * l);
+            self.each(l + 1, 6.0);
+        }
+    }
+    /// Unit lower-triangular solve `[c, c]` against `m` right-hand sides (forward substitution).
+    fn solve(&mut self, c: i64, m: i64) {
+        for i in 0..c {
+            for _ in 0..i {
+                self.each(m, 2.0);
+            }
+        }
+    }
+}
+
+fn tally(f: impl FnOnce(&mut Tally)) -> Tally {
+    let mut t = Tally::default();
+    f(&mut t);
+    t
+}
+
+fn build(inline: &str, d: i64, max_len: i64, layer: usize) -> Box<dyn Mixer> {
+    let t: toml::Table = toml::from_str(&format!("m = {inline}")).unwrap();
+    let m = t["m"].as_table().unwrap().clone();
+    seeded(0, || {
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        build_table(vs.root(), &m, d, &BuildCtx::new(layer, 2, max_len), "m").unwrap()
+    })
+}
+
+fn close(what: &str, got: f64, want: f64) {
+    assert!((got - want).abs() <= 1e-9 * want.abs().max(1.0), "{what}: formula {got} vs independent count {want}");
+}
+
+/// What the tally expects: forward per sequence, per batch, the step at each context, and the
+/// prefill when it is not the step form's `Σ decode`.
+struct Expect {
+    fwd: Tally,
+    batch: Tally,
+    decode: Box<dyn Fn(i64) -> Tally>,
+    prefill: Option<Tally>,
+}
+
+fn check(inline: &str, d: i64, l: i64, e: Expect) {
+    let m = build(inline, d, l, 1);
+    let f = m.flops(l);
+    let at = format!("{inline} d={d} L={l}");
+    close(&format!("{at} forward_per_seq"), f.forward_per_seq, e.fwd.0);
+    close(&format!("{at} forward_per_batch"), f.forward_per_batch, e.batch.0);
+    close(&format!("{at} decode_per_token"), f.decode_per_token, (e.decode)(l).0);
+    let prefill = e.prefill.map(|p| p.0).unwrap_or_else(|| (1..=l).map(|t| (e.decode)(t).0).sum());
+    close(&format!("{at} prefill_per_seq"), f.prefill_per_seq, prefill);
+    close(&format!("{at} train"), f.train(4), 3.0 * (4.0 * e.fwd.0 + e.batch.0));
+}
+
+/// Power-of-two shapes (the tally's FFTs need them), and shapes whose length is not a multiple
+/// of the chunks used below.
+const FFT_SHAPES: [(i64, i64); 2] = [(8, 8), (16, 16)];
+const SHAPES: [(i64, i64); 2] = [(8, 8), (16, 11)];
+
+fn stepwise(fwd: Tally, batch: Tally, decode: impl Fn(i64) -> Tally + 'static) -> Expect {
+    Expect { fwd, batch, decode: Box::new(decode), prefill: None }
+}
+
+#[test]
+fn attention_and_sliding_window_match_the_tally() {
+    for (d, l) in SHAPES {
+        let (h, heads) = (d / 2, 2);
+        let step = move |t: i64| {
+            tally(|c| {
+                c.mm(1, d, 3 * d);
+                for _ in 0..heads {
+                    c.mm(1, h, t);
+                    c.mm(1, t, h);
+                }
+                c.mm(1, d, d);
+            })
+        };
+        let full = tally(|c| {
+            c.mm(l, d, 3 * d);
+            for _ in 0..heads {
+                c.mm(l, h, l); // the whole masked score matrix
+                c.mm(l, l, h);
+            }
+            c.mm(l, d, d);
+        });
+        check(r#"{ name = "attention", num_heads = 2 }"#, d, l, stepwise(full, Tally::default(), step));
+        check(r#"{ name = "sliding_window", num_heads = 2, window = 64, window_convention = "exact" }"#, d, l, stepwise(full, Tally::default(), step));
+        let n = 3;
+        let banded = tally(|c| {
+            c.mm(l, d, 3 * d);
+            for _ in 0..(l + n - 1) / n {
+                for _ in 0..heads {
+                    c.mm(n, h, 2 * n); // a block's queries against its own and the previous block's keys
+                    c.mm(n, 2 * n, h);
+                }
+            }
+            c.mm(l, d, d);
+        });
+        check(r#"{ name = "sliding_window", num_heads = 2, window = 3, window_convention = "exact" }"#, d, l, stepwise(banded, Tally::default(), move |t| step(t.min(n))));
+    }
+}
+
+#[test]
+fn convolutions_match_the_tally() {
+    for (d, l) in FFT_SHAPES {
+        // short gated convolution
+        let tok = tally(|c| {
+            c.mm(1, d, d);
+            c.mm(1, 3, d);
+        });
+        check(r#"{ name = "base_conv", kernel_size = 3 }"#, d, l, stepwise(tally(|c| c.each(l, tok.0)), Tally::default(), move |_| tok));
+        // long gated convolution, implicit (MLP 3 → 16 → d over the L_max = l filter positions) and explicit
+        let fwd = tally(|c| {
+            c.mm(l, d, d);
+            c.fft_conv(d, l);
+        });
+        let filter_fft = tally(|c| (0..d).for_each(|_| c.rfft(2 * l)));
+        let mlp = tally(|c| {
+            c.mm(l, 3, 16);
+            c.mm(l, 16, d);
+        });
+        let cache = move |t: i64| {
+            tally(|c| {
+                c.mm(1, d, d);
+                c.mm(1, t, d);
+            })
+        };
+        check(r#"{ name = "base_conv", kernel_size = -1 }"#, d, l, stepwise(fwd, Tally(filter_fft.0 + mlp.0), cache));
+        check(r#"{ name = "base_conv", kernel_size = -1, long_filter = "explicit" }"#, d, l, stepwise(fwd, filter_fft, cache));
+        // long_conv: explicit, and s4d (N = 4: 2 complex modes per channel) with the GLU output
+        check(
+            r#"{ name = "long_conv", filter = "explicit" }"#,
+            d,
+            l,
+            stepwise(tally(|c| c.fft_conv(d, l)), filter_fft, move |t| tally(|c| c.mm(1, t, d))),
+        );
+        let fwd = tally(|c| {
+            c.fft_conv(d, l);
+            c.mm(l, d, 2 * d);
+        });
+        let batch = tally(|c| {
+            (0..d).for_each(|_| c.rfft(2 * l));
+            c.each(d * 2 * l, 8.0);
+        });
+        let step = tally(|c| {
+            c.each(d * 2, 12.0);
+            c.mm(1, d, 2 * d);
+        });
+        check(r#"{ name = "long_conv", filter = "s4d", d_state = 4, output = "glu" }"#, d, l, stepwise(fwd, batch, move |_| step));
+    }
+}
+
+#[test]
+fn hyena_family_matches_the_tally() {
+    for (d, l) in FFT_SHAPES {
+        let tok = tally(|c| {
+            c.mm(1, d, 3 * d);
+            c.mm(1, 3, 3 * d);
+            c.mm(1, d, d);
+        });
+        let fwd = tally(|c| {
+            c.each(l, tok.0);
+            c.fft_conv(d, l);
+        });
+        let filter_fft = tally(|c| (0..d).for_each(|_| c.rfft(2 * l)));
+        // hyena: filter FFN 3 → 8 → (8 → 8) → d over L_max = l positions
+        let ffn = tally(|c| {
+            c.mm(l, 3, 8);
+            c.mm(l, 8, 8);
+            c.mm(l, 8, d);
+        });
+        let batch = Tally(ffn.0 + filter_fft.0);
+        let e = Expect {
+            fwd,
+            batch,
+            decode: Box::new(move |t| tally(|c| {
+                c.each(1, tok.0);
+                c.mm(1, t, d);
+            })),
+            prefill: Some(Tally(fwd.0 + batch.0)),
+        };
+        check(r#"{ name = "hyena", filter_order = 8, num_inner_mlps = 1 }"#, d, l, e);
+        // stripedhyena: P = 2 poles
+        let kernel = tally(|c| c.each(d * 2 * l, 8.0));
+        let batch = Tally(kernel.0 + filter_fft.0);
+        let e = Expect {
+            fwd,
+            batch,
+            decode: Box::new(move |_| tally(|c| {
+                c.each(1, tok.0);
+                c.each(d * 2, 12.0);
+            })),
+            prefill: Some(Tally(fwd.0 + batch.0 + kernel.0)),
+        };
+        check(r#"{ name = "stripedhyena" }"#, d, l, e);
+        // h3: N = 4, p = 2, H = d/2 heads, the diagonal SSM on d·p channels
+        let (n, p, heads) = (4, 2, d / 2);
+        let fwd = tally(|c| {
+            (0..4).for_each(|_| c.mm(l, d, d));
+            (0..heads).for_each(|_| c.mm(l, p, p)); // readout Σ_i q_i s_ij per head
+            c.fft_conv(d, l);
+            c.fft_conv(d * p, l);
+        });
+        let batch = tally(|c| {
+            c.mm(d, n, n); // shift kernel: a depthwise conv1d of N taps over N outputs
+            (0..d).for_each(|_| c.rfft(2 * l));
+            c.each(heads * (n / 2) * l, 8.0);
+            (0..d * p).for_each(|_| c.rfft(2 * l));
+        });
+        let step = tally(|c| {
+            (0..4).for_each(|_| c.mm(1, d, d));
+            (0..heads).for_each(|_| c.mm(1, p, p));
+            c.mm(1, n, d);
+            c.each(d * p * (n / 2), 12.0);
+        });
+        check(r#"{ name = "h3", d_state = 4, head_dim = 2 }"#, d, l, stepwise(fwd, batch, move |_| step));
+    }
+}
+
+#[test]
+fn mega_matches_the_tally() {
+    for (d, l) in FFT_SHAPES {
+        let (h, z, hd) = (2, 4, 2 * d);
+        let tok = tally(|c| {
+            c.mm(1, d, hd);
+            c.mm(1, d, 2 * d + z + hd);
+            c.mm(1, hd, d);
+        });
+        let batch = tally(|c| {
+            c.each(d * h * l, 8.0);
+            (0..d).for_each(|_| c.rfft(2 * l));
+        });
+        for chunk in [0, 3] {
+            let cs = if chunk == 0 { l } else { chunk };
+            let fwd = tally(|c| {
+                c.each(l, tok.0);
+                c.fft_conv(d, l);
+                for _ in 0..(l + cs - 1) / cs {
+                    c.mm(cs, z, cs);
+                    c.mm(cs, cs, hd);
+                }
+            });
+            let step = move |t: i64| {
+                let cached = if chunk == 0 { t } else { (t - 1) % chunk + 1 };
+                tally(|c| {
+                    c.each(1, tok.0);
+                    c.each(d * h, 5.0);
+                    c.mm(1, z, cached);
+                    c.mm(1, cached, hd);
+                })
+            };
+            check(&format!(r#"{{ name = "mega", ndim = 2, z_dim = 4, h_mult = 2, chunk_size = {chunk} }}"#), d, l, stepwise(fwd, batch, step));
+        }
+    }
+}
+
+/// The chunked linear-attention core per head and chunk: scores, their decay (`gate`: 0 none,
+/// 1 per head, k per key channel), the intra-chunk mix, the inter-chunk readout and update.
+fn linear_core(c: &mut Tally, chunk: i64, k: i64, v: i64, gate: i64) {
+    match gate {
+        0 => c.mm(chunk, k, chunk),
+        1 => {
+            c.mm(chunk, k, chunk);
+            c.each(chunk * chunk, 1.0);
+        }
+        _ => c.each(chunk * chunk * k, 3.0), // q_tk · k_sk · decay_tsk, summed over k
+    }
+    c.mm(chunk, chunk, v);
+    c.mm(chunk, k, v);
+    c.mm(k, chunk, v);
+}
+
+fn linear_step(c: &mut Tally, k: i64, v: i64, gate: i64) {
+    if gate > 0 {
+        c.each(k * v, 1.0);
+    }
+    c.mm(k, 1, v); // k vᵀ added to S
+    c.mm(1, k, v); // Sᵀ q
+}
+
+#[test]
+fn linear_attention_family_matches_the_tally() {
+    for (d, l) in SHAPES {
+        let (heads, chunk) = (2, 3);
+        let chunks = (l + chunk - 1) / chunk;
+        // (config, per-token projections, K, V, gate)
+        let cases: Vec<(String, Tally, i64, i64, i64)> = vec![
+            (
+                format!(r#"{{ name = "linear_attention", feature_dim = 4, num_heads = 2, chunk_size = {chunk} }}"#),
+                tally(|c| {
+                    c.mm(1, d, 2 * 4);
+                    c.mm(1, d, 2 * 4);
+                    c.mm(1, d, d);
+                    c.mm(1, d, d);
+                }),
+                4,
+                d / 2 + 1,
+                0,
+            ),
+            (
+                format!(r#"{{ name = "based", feature_dim = 2, num_heads = 2, chunk_size = {chunk} }}"#),
+                tally(|c| {
+                    c.mm(1, d, 2 * 2);
+                    c.mm(1, d, 2 * 2);
+                    c.mm(1, d, d);
+                    c.mm(1, d, d);
+                }),
+                1 + 2 + 4,
+                d / 2 + 1,
+                0,
+            ),
+            (
+                format!(r#"{{ name = "retnet", num_heads = 2, chunk_size = {chunk} }}"#),
+                tally(|c| (0..5).for_each(|_| c.mm(1, d, d))),
+                d / 2,
+                d / 2,
+                1,
+            ),
+            (
+                format!(r#"{{ name = "gla", num_heads = 2, chunk_size = {chunk} }}"#),
+                tally(|c| {
+                    c.mm(1, d, d / 2);
+                    c.mm(1, d, d / 2);
+                    c.mm(1, d, d);
+                    c.mm(1, d, d);
+                    c.mm(1, d, 16);
+                    c.mm(1, 16, d / 2);
+                    c.mm(1, d, d);
+                }),
+                d / 4,
+                d / 2,
+                d / 4,
+            ),
+        ];
+        for (cfg, tok, k, v, gate) in cases {
+            let fwd = tally(|c| {
+                c.each(l, tok.0);
+                for _ in 0..chunks * heads {
+                    linear_core(c, chunk, k, v, gate);
+                }
+            });
+            let step = tally(|c| {
+                c.each(1, tok.0);
+                (0..heads).for_each(|_| linear_step(c, k, v, gate));
+            });
+            check(&cfg, d, l, stepwise(fwd, Tally::default(), move |_| step));
+        }
+    }
+}
+
+#[test]
+fn delta_rules_match_the_tally() {
+    for (d, l) in SHAPES {
+        let (heads, chunk) = (2, 3);
+        let chunks = (l + chunk - 1) / chunk;
+        for gated in [false, true] {
+            let vd = if gated { 2 * d } else { d }; // Gated DeltaNet's default expand_v = 2
+            let (k, v) = (d / heads, vd / heads);
+            let tok = tally(|c| {
+                c.mm(1, d, d);
+                c.mm(1, d, d);
+                c.mm(1, d, vd);
+                c.mm(1, d, heads); // β
+                if gated {
+                    c.mm(1, d, heads); // α
+                }
+                c.mm(1, vd, d);
+                for ch in [d, d, vd] {
+                    c.mm(1, 4, ch); // short convs, 4 taps
+                }
+            });
+            let fwd = tally(|c| {
+                c.each(l, tok.0);
+                for _ in 0..chunks * heads {
+                    c.mm(chunk, k, chunk); // K Kᵀ
+                    c.solve(chunk, k); // W
+                    c.solve(chunk, v); // Ũ
+                    c.mm(chunk, k, chunk); // Q Kᵀ
+                    c.mm(chunk, chunk, v); // P U
+                    c.mm(chunk, k, v); // W S₀
+                    c.mm(chunk, k, v); // Q S₀
+                    c.mm(k, chunk, v); // Kᵀ U
+                }
+            });
+            let step = tally(|c| {
+                c.each(1, tok.0);
+                for _ in 0..heads {
+                    if gated {
+                        c.each(k * v, 1.0);
+                    }
+                    c.mm(1, k, v); // Sᵀ k
+                    c.mm(k, 1, v); // rank-1 update
+                    c.mm(1, k, v); // readout
+                }
+            });
+            let name = if gated { "gated_delta_net" } else { "delta_net" };
+            check(&format!(r#"{{ name = "{name}", num_heads = 2, chunk_size = {chunk} }}"#), d, l, stepwise(fwd, Tally::default(), move |_| step));
+        }
+    }
+}
+
+#[test]
+fn rwkv_and_mamba_match_the_tally() {
+    for (d, l) in SHAPES {
+        let chunk = 3;
+        let padded = (l + chunk - 1) / chunk * chunk;
+        let tok = tally(|c| (0..4).for_each(|_| c.mm(1, d, d)));
+        let fwd = tally(|c| {
+            c.each(l, tok.0);
+            c.each(padded * chunk * d, 4.0); // numerator and denominator over each (i, j) of a block
+            c.each(padded * d, 4.0); // the carried state's column
+        });
+        let step = tally(|c| {
+            c.each(1, tok.0);
+            c.each(d, 12.0);
+        });
+        check(&format!(r#"{{ name = "rwkv", chunk_size = {chunk} }}"#), d, l, stepwise(fwd, Tally::default(), move |_| step));
+
+        let (e, n, r, k) = (2 * d, 4, (d + 15) / 16, 4);
+        let tok = tally(|c| {
+            c.mm(1, d, 2 * e);
+            c.mm(1, k, e);
+            c.mm(1, e, r + 2 * n);
+            c.mm(1, r, e);
+            c.mm(1, e, d);
+        });
+        let fwd = tally(|c| {
+            c.each(l, tok.0);
+            c.each(padded * e * n, 9.0);
+        });
+        let step = tally(|c| {
+            c.each(1, tok.0);
+            c.each(e * n, 9.0);
+        });
+        check(&format!(r#"{{ name = "mamba", d_state = 4, chunk_size = {chunk} }}"#), d, l, stepwise(fwd, Tally::default(), move |_| step));
+    }
+}
+
+#[test]
+fn hybrid_reports_each_layers_mixer() {
+    let hybrid = r#"{ name = "hybrid", layers = [{ name = "base_conv", kernel_size = 3 }, { name = "attention" }] }"#;
+    for (layer, alone) in [(0, r#"{ name = "base_conv", kernel_size = 3 }"#), (1, r#"{ name = "attention" }"#)] {
+        let (a, b) = (build(hybrid, 8, 16, layer).flops(16), build(alone, 8, 16, layer).flops(16));
+        assert_eq!(a, b, "hybrid layer {layer}");
+    }
+    assert_ne!(build(hybrid, 8, 16, 0).flops(16), build(hybrid, 8, 16, 1).flops(16));
+}
+
+/// Every registered mixer and suite variant, built at d = 8 for `max_len`.
+fn every_variant(max_len: i64) -> Vec<(String, Box<dyn Mixer>)> {
+    let mut out = vec![];
+    for e in registry() {
+        for t in (e.suite_variants)() {
+            let ctx = BuildCtx::new(1, 2, max_len);
+            let m = seeded(0, || {
+                let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+                (e.build)(vs.root(), 8, &t, &ctx, "m")
+            });
+            out.push((toml::Value::Table(t).to_string().replace('\n', ", "), m.unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_mixer_reports_finite_positive_flops() {
+    for (name, m) in every_variant(64) {
+        let f: MixerFlops = m.flops(64);
+        for (what, v) in [("forward", f.forward_per_seq), ("prefill", f.prefill_per_seq), ("decode", f.decode_per_token)] {
+            assert!(v.is_finite() && v > 0.0, "{name}: {what} = {v}");
+        }
+        assert!(f.forward_per_batch.is_finite() && f.forward_per_batch >= 0.0, "{name}");
+        assert_eq!(f.train(2), 3.0 * (2.0 * f.forward_per_seq + f.forward_per_batch), "{name}");
+    }
+}
+
+/// A decode step costs more at a longer context exactly when the state grows (and less when it
+/// shrinks: Mega's chunked KV cache empties at chunk boundaries).
+#[test]
+fn decode_cost_grows_exactly_when_the_state_does() {
+    for (name, m) in every_variant(64) {
+        let (s1, s2) = (m.state_size(40), m.state_size(64));
+        let (f1, f2) = (m.flops(40).decode_per_token, m.flops(64).decode_per_token);
+        assert_eq!(s1 == s2, f1 == f2, "{name}: state {s1} → {s2}, decode {f1} → {f2}");
+        assert_eq!(s2 > s1, f2 > f1, "{name}: state {s1} → {s2}, decode {f1} → {f2}");
+    }
+}
+
+/// Forward FLOPs per sequence at 2L over L, at d = 8 where the sequence terms dominate:
+/// 4 (less the projections' share) for full attention, 2·(1 + 1/log₂(2L)) for FFT
+/// convolutions, 2 for recurrent, chunked, windowed and short-conv mixers.
+#[test]
+fn forward_flops_scale_with_the_length_as_the_math_says() {
+    let l = 1024;
+    for (name, m) in every_variant(2 * l) {
+        let r = m.flops(2 * l).forward_per_seq / m.flops(l).forward_per_seq;
+        let quadratic = name.contains("\"attention\"") || (name.contains("\"mega\"") && name.contains("chunk_size = 0"));
+        // Mega's EMA is an FFT convolution; chunked, its attention is linear in L
+        let fft = (name.contains("\"base_conv\"") && name.contains("-1"))
+            || (name.contains("\"mega\"") && !quadratic)
+            || ["\"long_conv\"", "\"hyena\"", "\"h3\"", "\"stripedhyena\""].iter().any(|n| name.contains(n));
+        if name.contains("\"hybrid\"") {
+            continue; // a hybrid is its layers' mixers, checked on their own
+        }
+        if quadratic {
+            assert!((3.6..=4.0).contains(&r), "{name}: quadratic, ratio {r}");
+        } else if fft {
+            assert!((2.02..2.25).contains(&r), "{name}: L·log L, ratio {r}");
+        } else {
+            // exactly 2 but for the padding of the last chunk or window block
+            assert!((r - 2.0).abs() < 0.01, "{name}: linear, ratio {r}");
+        }
+    }
+}
