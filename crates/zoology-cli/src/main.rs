@@ -29,8 +29,9 @@ enum Cmd {
     Data(DataArgs),
     /// List every registered task: what it is, its supervision, metric, slices and defaults.
     Tasks,
-    /// List every registered mixer with its state size and default hyperparameters.
-    Mixers,
+    /// List every registered mixer with its state size and default hyperparameters;
+    /// `--flops`: a table of each mixer's parameters, FLOPs and state at --d-model, --seq-len.
+    Mixers(MixersArgs),
     /// Benchmarks that print ratios against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -131,6 +132,20 @@ struct ConstructArgs {
     seed: u64,
 }
 
+#[derive(clap::Args)]
+struct MixersArgs {
+    /// Print the FLOPs table (params, forward, per batch, training, prefill, decode per token,
+    /// state size) instead of the list.
+    #[arg(long)]
+    flops: bool,
+    /// Model width for --flops (default 128).
+    #[arg(long)]
+    d_model: Option<i64>,
+    /// Sequence length for --flops, also the longest sequence the mixers are built for (default 1024).
+    #[arg(long)]
+    seq_len: Option<i64>,
+}
+
 #[derive(Subcommand)]
 enum BenchCmd {
     /// Training-step time of an attention LM with the full head vs the sparse (supervised-only) head.
@@ -168,6 +183,25 @@ enum BenchCmd {
         /// Skip a (mixer, L) predicted to need more peak memory than this (default: half of MemAvailable).
         #[arg(long)]
         max_mem_gb: Option<f64>,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Each mixer's measured time per counted FLOP (forward+backward at one length), and that
+    /// over attention's in the same run: formulas far off stand out.
+    Flops {
+        /// Comma-separated registry names (default: every registered mixer; attention is always run).
+        #[arg(long, value_delimiter = ',')]
+        mixers: Vec<String>,
+        #[arg(long, default_value_t = 128)]
+        d_model: i64,
+        #[arg(long, default_value_t = 8)]
+        batch: i64,
+        #[arg(long, default_value_t = 1024)]
+        seq_len: i64,
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
         #[arg(long, default_value = "cpu")]
         device: String,
     },
@@ -216,7 +250,16 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Construct(a) => cmd_construct(a),
         Cmd::Data(a) => data::cmd_data(&a.task, &a.options),
         Cmd::Tasks => data::cmd_tasks(),
-        Cmd::Mixers => {
+        Cmd::Mixers(MixersArgs { flops: true, d_model, seq_len }) => {
+            let (d_model, seq_len) = (d_model.unwrap_or(128), seq_len.unwrap_or(1024));
+            let rows = zoology::flops::mixer_rows(d_model, seq_len).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            print!("{}", zoology::flops::format_mixer_rows(&rows, d_model, seq_len));
+            Ok(())
+        }
+        Cmd::Mixers(MixersArgs { flops: false, d_model, seq_len }) => {
+            if d_model.is_some() || seq_len.is_some() {
+                anyhow::bail!("--d-model and --seq-len go with --flops (zoology mixers --flops --d-model D --seq-len L)");
+            }
             for e in zoology::mixers::registry() {
                 println!("{:<18} {}", e.name, e.about);
                 println!("{:<18} state: {}{}", "", e.state_formula, if e.constant_state { " (constant in L)" } else { "" });
@@ -257,6 +300,20 @@ fn run(cli: Cli) -> Result<()> {
             let rows = zoology::bench::mixer_scaling(&b, &rt, |line| println!("{line}")).map_err(|e| anyhow::anyhow!(e.to_string()))?;
             println!();
             print!("{}", zoology::bench::format_mixer_table(&rows, &lengths));
+            Ok(())
+        }
+        Cmd::Bench(BenchCmd::Flops { mixers, d_model, batch, seq_len, iters, warmup, device }) => {
+            let dev = zoology::device::DeviceSpec(device).resolve("--device").map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            let rt = zoology::device::Runtime::new(dev);
+            let b = zoology::bench::MixerBench { mixers, d_model, batch, lengths: vec![seq_len], warmup, iters, max_mem_bytes: f64::INFINITY };
+            println!(
+                "bench flops: each mixer alone, d={d_model} B={batch} L={seq_len}, forward+backward, median of {iters} after {warmup} warmup, on {} ({} threads)",
+                rt.name(),
+                tch::get_num_threads()
+            );
+            let rows = zoology::bench::flops_bench(&b, &rt, |line| println!("{line}")).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            println!();
+            print!("{}", zoology::bench::format_flops_table(&rows));
             Ok(())
         }
         Cmd::Bench(BenchCmd::Data { all, examples, task, options }) => data::cmd_bench_data(task.as_deref(), &options, all, examples),

@@ -408,3 +408,89 @@ mod tests {
         assert!(err.contains("--mixers") && err.contains("attention"), "{err}");
     }
 }
+
+/// One row of `zoology bench flops`: a mixer's training FLOPs for one batch
+/// ([`crate::mixers::Mixer::flops`]) and its measured forward+backward time.
+#[derive(Debug)]
+pub struct FlopsRow {
+    pub name: String,
+    /// Forward + backward FLOPs of one batch, or why the mixer could not be built.
+    pub flops: Cell,
+    pub seconds: Cell,
+}
+
+impl FlopsRow {
+    /// Measured seconds per counted FLOP.
+    pub fn seconds_per_flop(&self) -> Option<f64> {
+        match (&self.flops, &self.seconds) {
+            (Ok(f), Ok(t)) if *f > 0.0 => Some(t / f),
+            _ => None,
+        }
+    }
+}
+
+/// `zoology bench flops`: each mixer alone (default config) on `[batch, L, d_model]`, its
+/// median forward+backward time (as `bench mixers`) against its counted training FLOPs, so
+/// that a formula far off (or a form far from the hardware's rate) stands out. `attention` is
+/// always measured first, as the baseline of the ratios. `b.lengths` must hold one length.
+pub fn flops_bench(b: &MixerBench, rt: &Runtime, mut progress: impl FnMut(&str)) -> Result<Vec<FlopsRow>> {
+    let names = crate::mixers::names();
+    for m in &b.mixers {
+        if !names.contains(&m.as_str()) {
+            return Err(crate::error::config_err("--mixers", format!("unknown mixer {m:?}; one of: {}", names.join(", "))));
+        }
+    }
+    let l = match b.lengths.as_slice() {
+        [l] if (1..=crate::flops::MAX_TABLE_SEQ_LEN).contains(l) => *l,
+        _ => return Err(crate::error::config_err("--seq-len", format!("give one length in [1, {}]", crate::flops::MAX_TABLE_SEQ_LEN))),
+    };
+    if !(1..=crate::train::config::limits::MAX_D_MODEL).contains(&b.d_model) || b.batch < 1 {
+        return Err(crate::error::config_err("--d-model / --batch", format!("must be ≥ 1 (got d_model {}, batch {})", b.d_model, b.batch)));
+    }
+    let mut chosen = vec!["attention".to_string()];
+    let rest: Vec<String> = if b.mixers.is_empty() { names.iter().map(|s| s.to_string()).collect() } else { b.mixers.clone() };
+    chosen.extend(rest.into_iter().filter(|m| m != "attention"));
+    let mut rows = vec![];
+    for name in chosen {
+        let mut table = toml::Table::new();
+        table.insert("name".into(), toml::Value::String(name.clone()));
+        let flops = catching(|| {
+            let ctx = crate::mixers::BuildCtx::new(0, 2, l);
+            crate::mixers::validate_table(&table, b.d_model, &ctx, "--mixers")?;
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            let m = tch::no_grad(|| crate::mixers::build_table(vs.root() / "mixer", &table, b.d_model, &ctx, "--mixers"))?;
+            Ok(m.flops(l).train(b.batch))
+        });
+        let seconds = if flops.is_ok() { catching(|| time_mixer(&table, b, l, rt, b.iters)).map(|(t, _)| t) } else { Err("not built".into()) };
+        let row = FlopsRow { name, flops, seconds };
+        match row.seconds_per_flop() {
+            Some(spf) => progress(&format!("  {:<16} {:10.1} ms {:10.3} ps/FLOP", row.name, row.seconds.as_ref().unwrap() * 1e3, spf * 1e12)),
+            None => progress(&format!("  {:<16} {}", row.name, row.flops.as_ref().err().or(row.seconds.as_ref().err()).cloned().unwrap_or_default())),
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The `bench flops` table: GFLOP per step, ms, ps per FLOP and that ratio over attention's.
+pub fn format_flops_table(rows: &[FlopsRow]) -> String {
+    let base = rows.iter().find(|r| r.name == "attention").and_then(|r| r.seconds_per_flop());
+    let mut s = format!("{:<16}{:>14}{:>12}{:>12}{:>16}\n", "mixer", "GFLOP/step", "ms/step", "ps/FLOP", "× attention");
+    for r in rows {
+        let gf = r.flops.as_ref().map(|f| format!("{:.3}", f / 1e9)).unwrap_or_else(|_| "—".into());
+        let ms = r.seconds.as_ref().map(|t| format!("{:.1}", t * 1e3)).unwrap_or_else(|_| "—".into());
+        let (ps, ratio) = match (r.seconds_per_flop(), base) {
+            (Some(x), Some(b0)) => (format!("{:.3}", x * 1e12), format!("{:.2}", x / b0)),
+            (Some(x), None) => (format!("{:.3}", x * 1e12), "—".into()),
+            _ => ("—".into(), "—".into()),
+        };
+        s += &format!("{:<16}{gf:>14}{ms:>12}{ps:>12}{ratio:>16}\n", r.name);
+    }
+    for r in rows {
+        if let Err(why) = r.flops.as_ref().and(r.seconds.as_ref()) {
+            s += &format!("  {}: {why}\n", r.name);
+        }
+    }
+    s += "ps/FLOP = measured seconds per counted FLOP; × attention = that over attention's in this run (≫ 1: the form is slow for its FLOPs, or its formula undercounts).\n";
+    s
+}
