@@ -114,6 +114,11 @@ fn stepwise(fwd: Tally, batch: Tally, decode: impl Fn(i64) -> Tally + 'static) -
     Expect { fwd, batch, decode: Box::new(decode), prefill: None }
 }
 
+/// A prefill by the parallel form (its forward and per-batch work) plus `extra`.
+fn parallel(fwd: Tally, batch: Tally, extra: Tally, decode: impl Fn(i64) -> Tally + 'static) -> Expect {
+    Expect { fwd, batch, decode: Box::new(decode), prefill: Some(Tally(fwd.0 + batch.0 + extra.0)) }
+}
+
 #[test]
 fn attention_and_sliding_window_match_the_tally() {
     for (d, l) in SHAPES {
@@ -222,30 +227,21 @@ fn hyena_family_matches_the_tally() {
             c.mm(l, 8, 8);
             c.mm(l, 8, d);
         });
-        let batch = Tally(ffn.0 + filter_fft.0);
-        let e = Expect {
-            fwd,
-            batch,
-            decode: Box::new(move |t| tally(|c| {
+        let decode = move |t| {
+            tally(|c| {
                 c.each(1, tok.0);
-                c.mm(1, t, d);
-            })),
-            prefill: Some(Tally(fwd.0 + batch.0)),
+                c.mm(1, t, d); // the cached filter against every cached input
+            })
         };
-        check(r#"{ name = "hyena", filter_order = 8, num_inner_mlps = 1 }"#, d, l, e);
+        check(r#"{ name = "hyena", filter_order = 8, num_inner_mlps = 1 }"#, d, l, parallel(fwd, Tally(ffn.0 + filter_fft.0), Tally::default(), decode));
         // stripedhyena: P = 2 poles
         let kernel = tally(|c| c.each(d * 2 * l, 8.0));
-        let batch = Tally(kernel.0 + filter_fft.0);
-        let e = Expect {
-            fwd,
-            batch,
-            decode: Box::new(move |_| tally(|c| {
-                c.each(1, tok.0);
-                c.each(d * 2, 12.0);
-            })),
-            prefill: Some(Tally(fwd.0 + batch.0 + kernel.0)),
-        };
-        check(r#"{ name = "stripedhyena" }"#, d, l, e);
+        let step = tally(|c| {
+            c.each(1, tok.0);
+            c.each(d * 2, 12.0); // the modal step
+        });
+        // prefill: the parallel form plus the closed-form final state (a kernel's worth)
+        check(r#"{ name = "stripedhyena" }"#, d, l, parallel(fwd, Tally(kernel.0 + filter_fft.0), kernel, move |_| step));
         // h3: N = 4, p = 2, H = d/2 heads, the diagonal SSM on d·p channels
         let (n, p, heads) = (4, 2, d / 2);
         let fwd = tally(|c| {
