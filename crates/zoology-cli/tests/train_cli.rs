@@ -380,7 +380,8 @@ fn tiny_attention_example_solves_mqar() {
     let root = tmpdir("tiny");
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mqar-tiny-attention.toml");
     let out = root.join("run");
-    let o = zoology().args(["train", example.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"]).output().unwrap();
+    // evaluations every 100 steps as well as at epoch ends; the solve record follows them
+    let o = zoology().args(["train", example.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q", "--set", "train.eval_every_steps=100"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let s = summary(&out);
     println!("tiny attention: {s}");
@@ -395,5 +396,29 @@ fn tiny_attention_example_solves_mqar() {
     assert_eq!(s["flops_prefill_per_seq"].as_f64(), Some(f.prefill_per_seq), "{s}");
     assert_eq!(s["num_parameters"].as_i64(), Some(f.params), "{s}");
     assert!(f.train_per_step > 0.0 && f.decode_per_token > 0.0);
+    let ev = evals(&out);
+    let steps_per_epoch = 20000 / 64 + 1; // 313 batches, the last one short
+    assert!(ev.iter().any(|e| e["step"].as_u64().unwrap() % steps_per_epoch != 0), "no evaluation inside an epoch: {ev:?}");
+    assert!(ev.iter().filter(|e| e["step"].as_u64().unwrap() % 100 == 0).count() >= 3, "{ev:?}");
+    // early stop at the evaluation that passed 0.99, wherever it fell
+    let last = ev.last().unwrap();
+    assert_eq!(last["step"], s["steps"], "{s}");
+    assert!(last["accuracy"].as_f64().unwrap() > 0.99);
+    let solved = s["solved"].as_array().unwrap();
+    assert_eq!(solved.len(), 2, "{s}");
+    for (rec, thr) in solved.iter().zip([0.9, 0.99]) {
+        assert_eq!(rec["threshold"].as_f64().unwrap(), thr);
+        let first = ev.iter().find(|e| e["accuracy"].as_f64().unwrap() >= thr).unwrap();
+        assert_eq!(rec["step"], first["step"], "threshold {thr}: {rec} vs {first}");
+        assert_eq!(rec["accuracy"], first["accuracy"]);
+        let step = rec["step"].as_u64().unwrap();
+        // each epoch has one short batch (20000 % 64 = 32 examples) at a shuffled place: the
+        // short batches passed are the completed epochs' and maybe the current epoch's
+        let examples = rec["examples"].as_u64().unwrap();
+        let epochs_done = step / steps_per_epoch;
+        let short = (64 * step - examples) / 32;
+        assert!((64 * step - examples) % 32 == 0 && (short == epochs_done || short == epochs_done + 1), "{rec}");
+        assert_eq!(rec["tokens"].as_u64().unwrap(), 32 * examples, "{rec}");
+    }
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -28,7 +28,7 @@ pub mod summary;
 
 pub use id::run_id;
 pub use marker::{FailedMarker, Heartbeat, RunLock, RunningMarker};
-pub use summary::{read_summary, write_summary, StopReason, Summary};
+pub use summary::{read_summary, write_summary, Solved, StopReason, Summary};
 
 use crate::error::{io_err, Result};
 use serde::{Deserialize, Serialize};

@@ -27,6 +27,29 @@ impl StopReason {
     }
 }
 
+/// The first evaluation whose accuracy reached one of `train.solve_thresholds`: what training
+/// had cost up to it. Its resolution is the evaluation interval (`train.eval_every_steps`, else
+/// one epoch).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Solved {
+    #[serde(with = "float")]
+    pub threshold: f64,
+    /// The accuracy that evaluation measured (≥ `threshold`).
+    #[serde(with = "float")]
+    pub accuracy: f64,
+    /// Optimiser steps, training examples and training tokens (inputs) up to that evaluation.
+    pub step: usize,
+    pub examples: u64,
+    pub tokens: u64,
+    /// Training wall time up to it (evaluations included).
+    #[serde(with = "float")]
+    pub wall_time_s: f64,
+    /// Training FLOPs up to it (forward + backward, see [`crate::flops`]); `None` in runs
+    /// recorded before FLOPs were counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_flops: Option<f64>,
+}
+
 /// The end of a run. Floats that may be non-finite (a diverged run's loss) are written as the
 /// strings "NaN" / "inf" / "-inf" (see [`float`]), so every strict JSON parser reads the file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -75,6 +98,10 @@ pub struct Summary {
     pub epochs: usize,
     pub steps: usize,
     pub device: String,
+    /// One entry per `train.solve_thresholds` value the run reached (empty for a run that
+    /// never did; absent in runs recorded before this field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solved: Option<Vec<Solved>>,
 }
 
 impl Summary {

@@ -58,6 +58,17 @@ pub struct TrainerState {
     /// Length of metrics.jsonl when this state was saved: resuming cuts the file back to it.
     #[serde(default)]
     pub metrics_bytes: u64,
+    /// Training examples and tokens (inputs) consumed so far.
+    #[serde(default)]
+    pub examples: u64,
+    #[serde(default)]
+    pub tokens: u64,
+    /// Training FLOPs spent so far (forward + backward, [`crate::flops`]).
+    #[serde(default, with = "float")]
+    pub train_flops: f64,
+    /// First crossings of `train.solve_thresholds` so far.
+    #[serde(default)]
+    pub solved: Vec<crate::rundir::Solved>,
 }
 
 /// What a checkpoint belongs to.

@@ -135,6 +135,14 @@ pub struct TrainConfig {
     pub log_every_steps: usize,
     /// Also checkpoint every N steps inside an epoch (0 = only at epoch ends).
     pub checkpoint_every_steps: usize,
+    /// Also evaluate on the test data every N optimiser steps inside an epoch (0 = only at
+    /// epoch ends, as Zoology). Every evaluation counts for early stopping, the best accuracy
+    /// and `solve_thresholds`.
+    pub eval_every_steps: usize,
+    /// Test accuracies (the task's metric) whose first crossing the run records in
+    /// summary.json `solved`: the step, examples, tokens, wall time and training FLOPs spent up
+    /// to the first evaluation at or above each. The resolution is the evaluation interval.
+    pub solve_thresholds: Vec<f64>,
 }
 
 impl Default for TrainConfig {
@@ -155,6 +163,8 @@ impl Default for TrainConfig {
             early_stop_accuracy: 0.99,
             log_every_steps: 50,
             checkpoint_every_steps: 0,
+            eval_every_steps: 0,
+            solve_thresholds: vec![0.9, 0.99],
         }
     }
 }
@@ -270,13 +280,21 @@ impl RunConfig {
         if !t.early_stop_accuracy.is_finite() {
             return Err(config_err("train.early_stop_accuracy", format!("must be a finite number; > 1 never stops early (got {})", t.early_stop_accuracy)));
         }
-        for (f, v) in [("train.warmup_steps", t.warmup_steps), ("train.log_every_steps", t.log_every_steps), ("train.checkpoint_every_steps", t.checkpoint_every_steps)] {
+        for (f, v) in [("train.warmup_steps", t.warmup_steps), ("train.log_every_steps", t.log_every_steps), ("train.checkpoint_every_steps", t.checkpoint_every_steps), ("train.eval_every_steps", t.eval_every_steps)] {
             if v > MAX_STEPS {
                 return Err(config_err(f, format!("must be ≤ {MAX_STEPS} (got {v})")));
             }
         }
         if t.log_every_steps == 0 {
             return Err(config_err("train.log_every_steps", "must be ≥ 1"));
+        }
+        if t.solve_thresholds.len() > 16 {
+            return Err(config_err("train.solve_thresholds", format!("at most 16 thresholds (got {})", t.solve_thresholds.len())));
+        }
+        for (i, &a) in t.solve_thresholds.iter().enumerate() {
+            if !(a > 0.0 && a <= 1.0) {
+                return Err(config_err(format!("train.solve_thresholds[{i}]"), format!("must be an accuracy in (0, 1] (got {a})")));
+            }
         }
         let m = self.memory_estimate();
         if m.bytes > MAX_BYTES {
@@ -635,6 +653,9 @@ mod tests {
             ("[train]\ngrad_clip = inf", "train.grad_clip"),
             ("[train]\ngrad_clip = nan", "train.grad_clip"),
             ("[train]\nearly_stop_accuracy = nan", "train.early_stop_accuracy"),
+            ("[train]\nsolve_thresholds = [0.9, 1.5]", "train.solve_thresholds[1]"),
+            ("[train]\nsolve_thresholds = [nan]", "train.solve_thresholds[0]"),
+            ("[train]\neval_every_steps = 9223372036854775807", "train.eval_every_steps"),
             ("[train]\neps = inf", "train.eps"),
             ("[train]\neps = nan", "train.eps"),
             ("[train]\nlr = inf", "train.lr"),

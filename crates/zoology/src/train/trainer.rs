@@ -8,7 +8,7 @@ use super::metrics::{self, EvalResult, MetricLine, StopReason, Summary};
 use super::optim::AdamW;
 use crate::device::{set_threads, Runtime};
 use crate::error::{catch_panic, io_err, Error, Result};
-use crate::rundir::{self, Heartbeat, RunLock};
+use crate::rundir::{self, Heartbeat, RunLock, Solved};
 use crate::model::{num_parameters, LanguageModel};
 use crate::tasks::metric::{self, Accumulator};
 use crate::tasks::{mix_seed, Segment, Split, IGNORE};
@@ -239,6 +239,10 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
     }
 
     let costs = crate::flops::lm_flops_of(&model, num_parameters(&vs), &crate::flops::step_shapes(&train_data.segments, cfg.data.batch_size), max_test_len.max(1));
+    // the exact training FLOPs of each step (for `solved`): per segment the model's FLOPs at its
+    // length, and each example's supervised positions (the sparse head runs there)
+    let seg_flops: Vec<crate::model::ModelFlops> = train_data.segments.iter().map(|s| model.flops(s.seq_len as i64)).collect();
+    let supervised: Vec<Vec<u32>> = train_data.segments.iter().map(|s| (0..s.n).map(|i| s.example(i).1.iter().filter(|&&y| y != IGNORE).count() as u32).collect()).collect();
     let steps_per_epoch = epoch_batches(&train_data.segments, cfg.data.batch_size, false, 0, 0).len();
     let total_steps = steps_per_epoch * t.epochs;
     let test_batch = cfg.data.test_batch_size.unwrap_or(cfg.data.batch_size);
@@ -293,7 +297,12 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
             st.step += 1;
             st.batch += 1;
             last_loss = lv;
-            tokens_since += idx.len() * train_data.segments[*si].seq_len;
+            let toks = idx.len() * train_data.segments[*si].seq_len;
+            tokens_since += toks;
+            st.examples += idx.len() as u64;
+            st.tokens += toks as u64;
+            let heads: u64 = idx.iter().map(|&i| supervised[*si][i as usize] as u64).sum();
+            st.train_flops += crate::flops::TRAIN_FACTOR * (seg_flops[*si].body.forward(idx.len() as i64) + seg_flops[*si].head_per_position * heads as f64);
             pb.inc(1);
             if st.step % t.log_every_steps == 0 {
                 let tps = tokens_since as f64 / tick.elapsed().as_secs_f64().max(1e-9);
@@ -307,20 +316,34 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
                 st.wall_time_s = wall();
                 checkpoint::save(&ckpt_path, &named, &opt, &st, &identity)?;
             }
+            if t.eval_every_steps > 0 && st.step % t.eval_every_steps == 0 && st.batch < batches.len() {
+                // an evaluation inside the epoch (the epoch's end has its own below)
+                st.wall_time_s = wall();
+                let epochs_completed = st.epoch;
+                let ev = evaluate_and_record(&model, &test_data, test_batch, &mut st, epochs_completed, &t.solve_thresholds, &metrics_path)?;
+                pb.set_message(format!("ep {}/{} loss {last_loss:.3} acc {:.3} (test loss {:.3})", st.epoch + 1, t.epochs, ev.accuracy, ev.loss));
+                if !ev.loss.is_finite() {
+                    reason = Some(format!("test loss became {} at step {} (epoch {})", ev.loss, st.step, st.epoch + 1));
+                    last_loss = ev.loss;
+                    stop = StopReason::Diverged;
+                    break 'epochs;
+                }
+                if ev.accuracy > t.early_stop_accuracy {
+                    st.stopped = Some(StopReason::EarlyStop);
+                    stop = StopReason::EarlyStop;
+                    checkpoint::save(&ckpt_path, &named, &opt, &st, &identity)?;
+                    break 'epochs;
+                }
+            }
             fault("panic", st.step);
             fault("abort", st.step);
             step_delay();
         }
         // end of epoch: evaluate, record, checkpoint
-        let ev = evaluate(&model, &test_data, test_batch);
-        if ev.accuracy > st.best_accuracy || st.epochs_done == 0 {
-            st.best_accuracy = ev.accuracy;
-            st.best_epoch = st.epoch + 1;
-            st.best_slices = ev.slices.clone();
-        }
-        st.epochs_done = st.epoch + 1;
         st.wall_time_s = wall();
-        st.metrics_bytes = metrics::append_line(&metrics_path, &MetricLine::Eval { step: st.step, epoch: st.epoch + 1, result: ev.clone(), elapsed_s: st.wall_time_s })?;
+        let epochs_completed = st.epoch + 1;
+        let ev = evaluate_and_record(&model, &test_data, test_batch, &mut st, epochs_completed, &t.solve_thresholds, &metrics_path)?;
+        st.epochs_done = st.epoch + 1;
         pb.set_message(format!("ep {}/{} loss {last_loss:.3} acc {:.3} (test loss {:.3})", st.epoch + 1, t.epochs, ev.accuracy, ev.loss));
         let diverged = !ev.loss.is_finite();
         let early = ev.accuracy > t.early_stop_accuracy;
@@ -328,7 +351,6 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
             reason = Some(format!("test loss became {} after epoch {}", ev.loss, st.epoch + 1));
             last_loss = ev.loss;
         }
-        st.last_eval = Some(ev);
         st.epoch += 1;
         st.batch = 0;
         if diverged {
@@ -374,9 +396,31 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
         epochs: st.epochs_done,
         steps: st.step,
         device: rt.name(),
+        solved: Some(st.solved.clone()),
     };
     metrics::write_summary(dir, &summary)?;
     Ok(summary)
+}
+
+/// Evaluates on the test data and records the result: a metrics line (`epoch` = epochs
+/// completed, so an evaluation inside epoch 3 says 2 and the one at its end 3), the best
+/// accuracy so far, the first crossing of each solve threshold, and `st.last_eval`.
+#[allow(clippy::too_many_arguments)]
+fn evaluate_and_record(model: &LanguageModel, test_data: &DeviceData, test_batch: usize, st: &mut TrainerState, epoch: usize, thresholds: &[f64], metrics_path: &Path) -> Result<EvalResult> {
+    let ev = evaluate(model, test_data, test_batch);
+    if ev.accuracy > st.best_accuracy || st.last_eval.is_none() {
+        st.best_accuracy = ev.accuracy;
+        st.best_epoch = st.epoch + 1;
+        st.best_slices = ev.slices.clone();
+    }
+    for &threshold in thresholds {
+        if ev.accuracy >= threshold && !st.solved.iter().any(|s| s.threshold == threshold) {
+            st.solved.push(Solved { threshold, accuracy: ev.accuracy, step: st.step, examples: st.examples, tokens: st.tokens, wall_time_s: st.wall_time_s, train_flops: Some(st.train_flops) });
+        }
+    }
+    st.metrics_bytes = metrics::append_line(metrics_path, &MetricLine::Eval { step: st.step, epoch, result: ev.clone(), elapsed_s: st.wall_time_s })?;
+    st.last_eval = Some(ev.clone());
+    Ok(ev)
 }
 
 /// Default run directory for a config: `runs/<name or mixer>-<run id>`.
