@@ -122,6 +122,14 @@ pub struct ShowArgs {
     /// over the optimiser grid (lr, weight decay); the mean over tasks.
     #[arg(long = "mad-score", alias = "score")]
     score: bool,
+    /// Print the cost to solve: per task setting and mixer, the cheapest run (least training
+    /// FLOPs) whose test accuracy reached --threshold, with its width, step, training FLOPs to
+    /// solve, decode FLOPs per token, state and parameters.
+    #[arg(long, conflicts_with_all = ["score", "best_over"])]
+    cost: bool,
+    /// Accuracy that counts as solved for --cost.
+    #[arg(long, default_value_t = 0.9, requires = "cost")]
+    threshold: f64,
     #[arg(long, conflicts_with = "json")]
     csv: bool,
     #[arg(long)]
@@ -340,6 +348,22 @@ pub fn cmd_results(c: ResultsCmd) -> Result<()> {
                 wheres.push((k.trim().to_string(), v.trim().to_string()));
             }
             let recs = results::filter(recs, &wheres).map_err(e)?;
+            if a.cost {
+                if !(a.threshold > 0.0 && a.threshold <= 1.0) {
+                    bail!("--threshold must be an accuracy in (0, 1] (got {})", a.threshold);
+                }
+                let rows = results::cost::cost_rows(&recs, a.threshold, &results::cost::model_cost).map_err(e)?;
+                if a.json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                    return Ok(());
+                }
+                let t = results::cost::cost_table(&rows);
+                print!("{}", if a.csv { results::render_csv(&t) } else { results::render_text(&t) });
+                if !a.csv {
+                    println!("\nsolved = runs of the group that reached accuracy {} / runs; the cheapest is shown (training FLOPs to solve = examples up to the first evaluation at or above it × training FLOPs per sequence).", a.threshold);
+                }
+                return Ok(());
+            }
             if a.score {
                 let scores = results::mad_scores(&recs);
                 if a.json {
@@ -403,7 +427,7 @@ fn writable(dir: &Path) -> Result<()> {
 
 pub fn cmd_plot(dir: PathBuf, out: Option<PathBuf>, no_curves: bool) -> Result<()> {
     let (_, p, out) = plots_of(&dir, out, !no_curves)?;
-    for (what, x) in [("figure 2", &p.figure2), ("state size", &p.state)] {
+    for (what, x) in [("figure 2", &p.figure2), ("state size", &p.state), ("MAD scores", &p.mad), ("accuracy vs training FLOPs", &p.accuracy_vs_flops), ("FLOPs-to-solve frontier", &p.frontier)] {
         if let Some((png, _)) = x {
             println!("{what}: {} (and .svg)", png.display());
         }

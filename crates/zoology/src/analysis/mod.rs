@@ -2,5 +2,7 @@
 //! plots of the AR-hit analysis of real text ([`arhits_plot`]).
 
 pub mod arhits_plot;
+pub mod cost_plot;
+pub mod mad_plot;
 pub mod plot;
 pub mod report;

@@ -3,7 +3,9 @@
 //!    over lr — Zoology's Figure 2;
 //! 2. accuracy vs recurrent state size (log x), best per (mixer, state size) — the Based
 //!    paper's recall/memory trade-off;
-//! 3. training loss and test accuracy curves of one run.
+//! 3. training loss and test accuracy curves of one run;
+//! 4. per-task MAD scores as grouped bars ([`super::mad_plot`]);
+//! 5. accuracy vs training FLOPs and the FLOPs-to-solve frontier ([`super::cost_plot`]).
 //!
 //! PNG text is drawn with the DejaVu Sans font shipped in assets/fonts (no system fonts
 //! needed); colours are fixed per mixer name so every plot agrees.
@@ -398,6 +400,11 @@ where
 pub struct Plots {
     pub figure2: Option<(PathBuf, String)>,
     pub state: Option<(PathBuf, String)>,
+    /// Per-task MAD scores (when the runs cover two or more tasks).
+    pub mad: Option<(PathBuf, String)>,
+    /// Accuracy vs training FLOPs and the FLOPs-to-solve frontier ([`super::cost_plot`]).
+    pub accuracy_vs_flops: Option<(PathBuf, String)>,
+    pub frontier: Option<(PathBuf, String)>,
     /// run dir → (png path, svg text)
     pub curves: BTreeMap<String, (PathBuf, String)>,
 }
@@ -452,6 +459,15 @@ pub fn plot_all(all: &[RunRecord], out: &Path, with_curves: bool) -> Result<Plot
         let svg = render_both(&stem, (900 + LEGEND_W, 560), &fig)?;
         plots.state = Some((stem.with_extension("png"), svg));
     }
+    if let Some(fig) = super::mad_plot::MadPlot::of(&crate::results::mad_scores(&recs)) {
+        let stem = out.join("mad_scores");
+        let w = 160 + 40 * (fig.groups.len() * fig.bars.len().max(1)) as u32;
+        let svg = render_both(&stem, (w.clamp(900, 2400) + LEGEND_W, 480), &fig)?;
+        plots.mad = Some((stem.with_extension("png"), svg));
+    }
+    let (acc, frontier) = super::cost_plot::cost_plots(&recs, out)?;
+    plots.accuracy_vs_flops = acc;
+    plots.frontier = frontier;
     Ok(plots)
 }
 

@@ -76,10 +76,22 @@ svg{{max-width:100%;height:auto}}details{{margin:0.4em 0}}summary{{cursor:pointe
         h.push_str("<h2>Accuracy vs recurrent state size</h2>\n");
         h.push_str(inline_svg(svg));
     }
+    if plots.accuracy_vs_flops.is_some() || plots.frontier.is_some() {
+        h.push_str("<h2>Cost to solve</h2>\n<p>Training FLOPs spent until the first evaluation at or above accuracy 0.9 (the cheapest run per task setting and mixer); FLOPs convention in the README.</p>\n");
+        if let Ok(rows) = crate::results::cost::cost_rows(recs, 0.9, &crate::results::cost::model_cost) {
+            h.push_str(&html_table(&crate::results::cost::cost_table(&rows)));
+        }
+        for (_, svg) in [&plots.frontier, &plots.accuracy_vs_flops].into_iter().flatten() {
+            h.push_str(inline_svg(svg));
+        }
+    }
     let scores = mad_scores(recs);
     if !scores.is_empty() {
         h.push_str("<h2>MAD score</h2>\n<p>Per task: the mean over its settings of the best final test accuracy over the optimiser grid; score: the mean over tasks (MAD's <code>compute_model_mad_scores</code>).</p>\n");
         h.push_str(&html_table(&mad_table(&scores)));
+        if let Some((_, svg)) = &plots.mad {
+            h.push_str(inline_svg(svg));
+        }
     }
     h.push_str("<h2>All runs</h2>\n");
     h.push_str(&html_table(&runs_table(recs)));

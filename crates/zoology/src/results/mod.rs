@@ -4,6 +4,7 @@
 //! grid; then the mean over tasks). Task names, slice columns and their labels come from the
 //! task registry (`tasks::registry`), so nothing here is specific to one task.
 
+pub mod cost;
 pub mod index;
 
 use index::RunRecord;
