@@ -10,6 +10,7 @@ pub mod bench;
 pub mod construct;
 pub mod device;
 pub mod error;
+pub mod generate;
 pub mod mixers;
 pub mod model;
 pub mod results;

@@ -2,5 +2,6 @@
 //! plots of the AR-hit analysis of real text ([`arhits_plot`]).
 
 pub mod arhits_plot;
+pub mod decode_plot;
 pub mod plot;
 pub mod report;
