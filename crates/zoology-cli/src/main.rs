@@ -193,7 +193,7 @@ enum BenchCmd {
     },
     /// Recurrent decoding cost per mixer and context length: prefill time, decode tokens/s and
     /// LM-state bytes per sequence, with ratios to attention measured in the same run; writes a
-    /// table, a plot and a JSON. The defaults are small (a few minutes on 2 busy CPU cores);
+    /// table, a plot and a JSON. The defaults are small (about 3 minutes on 2 busy CPU cores);
     /// e.g. `--contexts 256,1024,4096,16384 --batch 8 --d-model 128` measures longer contexts.
     Decode {
         /// Comma-separated registry names (attention is always measured: it is the baseline).
@@ -210,6 +210,13 @@ enum BenchCmd {
         /// Greedy decode steps after the prompt.
         #[arg(long, default_value_t = 32)]
         steps: i64,
+        /// Repetitions of each cell; the medians are reported.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// libtorch threads (1 by default: at these sizes more threads mostly add contention
+        /// on a shared machine).
+        #[arg(long, default_value_t = 1)]
+        threads: i32,
         /// Where to write decode.json and decode.png/.svg.
         #[arg(long, default_value = "bench-decode")]
         out: PathBuf,
@@ -303,7 +310,7 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", zoology::bench::format_mixer_table(&rows, &lengths));
             Ok(())
         }
-        Cmd::Bench(BenchCmd::Decode { mixers, contexts, batch, d_model, steps, out }) => cmd_bench_decode(mixers, contexts, batch, d_model, steps, out),
+        Cmd::Bench(BenchCmd::Decode { mixers, contexts, batch, d_model, steps, reps, threads, out }) => cmd_bench_decode(mixers, contexts, batch, d_model, steps, reps, threads, out),
         Cmd::Bench(BenchCmd::Data { all, examples, task, options }) => data::cmd_bench_data(task.as_deref(), &options, all, examples),
     }
 }
@@ -412,13 +419,18 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-fn cmd_bench_decode(mixers: Vec<String>, contexts: Vec<i64>, batch: i64, d_model: i64, steps: i64, out: PathBuf) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn cmd_bench_decode(mixers: Vec<String>, contexts: Vec<i64>, batch: i64, d_model: i64, steps: i64, reps: usize, threads: i32, out: PathBuf) -> Result<()> {
     use zoology::bench::decode::{format_table, DecodeBench};
     let e = |e: zoology::Error| anyhow::anyhow!(e.to_string());
-    let b = DecodeBench { mixers, contexts, batch, d_model, steps, vocab: 256, n_layers: 2 };
+    if !(1..=1024).contains(&threads) {
+        bail!("--threads: must be in [1, 1024] (got {threads})");
+    }
+    let b = DecodeBench { mixers, contexts, batch, d_model, steps, vocab: 256, n_layers: 2, reps };
     b.validate().map_err(e)?;
+    tch::set_num_threads(threads);
     println!(
-        "bench decode: 2-layer LM per mixer, d={d_model}, batch {batch}, V=256, {steps} greedy steps after the prompt, on cpu ({} threads)",
+        "bench decode: 2-layer LM per mixer, d={d_model}, batch {batch}, V=256, {steps} greedy steps after the prompt, median of {reps}, on cpu ({} threads)",
         tch::get_num_threads()
     );
     let r = b.run(|line| println!("{line}")).map_err(e)?;

@@ -135,6 +135,8 @@ fn generate_and_bench_decode_refuse_bad_input_in_words() {
         (vec!["bench".into(), "decode".into(), "--contexts".into(), "0".into()], "--contexts"),
         (vec!["bench".into(), "decode".into(), "--d-model".into(), "12".into()], "--d-model"),
         (vec!["bench".into(), "decode".into(), "--batch".into(), "0".into()], "--batch"),
+        (vec!["bench".into(), "decode".into(), "--reps".into(), "0".into()], "--reps"),
+        (vec!["bench".into(), "decode".into(), "--threads".into(), "0".into()], "--threads"),
     ] {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         let o = zoology(&a);
@@ -148,7 +150,7 @@ fn generate_and_bench_decode_refuse_bad_input_in_words() {
 #[test]
 fn bench_decode_writes_table_json_and_plot() {
     let root = tmpdir("bench");
-    let o = zoology(&["bench", "decode", "--mixers", "gla", "--contexts", "16,8", "--batch", "2", "--d-model", "16", "--steps", "3", "--out", root.to_str().unwrap()]);
+    let o = zoology(&["bench", "decode", "--mixers", "gla", "--contexts", "16,8", "--batch", "2", "--d-model", "16", "--steps", "3", "--reps", "1", "--out", root.to_str().unwrap()]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(out.contains("| attention | 8 |") && out.contains("| gla | 16 |") && out.contains("tok/s vs attn"), "{out}");

@@ -110,6 +110,7 @@ mod tests {
             n_layers: 2,
             steps: 4,
             vocab: 32,
+            reps: 1,
             threads: 1,
             rows: vec![row("attention", 128, 100.0, 1000), row("attention", 1024, 50.0, 8000), row("mamba", 128, 80.0, 500), row("mamba", 1024, 80.0, 500)],
             skipped: vec![],

@@ -8,6 +8,9 @@
 //! always measured too, in the same run, and every row carries its ratio to attention at the
 //! same context.
 //!
+//! Each cell is repeated `reps` times on the same prompt; the medians of the prefill and decode
+//! times are reported (the machines are shared: single runs were off by 10× under load).
+//!
 //! Prefill is each mixer's own `prefill`: a parallel form where the mixer has one (hyena,
 //! stripedhyena), otherwise its step form token by token (the trait's default), which is what
 //! decoding that mixer costs today.
@@ -31,6 +34,8 @@ pub struct DecodeBench {
     pub steps: i64,
     pub vocab: i64,
     pub n_layers: i64,
+    /// Repetitions of each cell (prefill and decode); the medians are reported.
+    pub reps: usize,
 }
 
 /// The defaults (small enough for a few minutes on 2 busy CPU cores).
@@ -66,6 +71,7 @@ pub struct DecodeResult {
     pub n_layers: i64,
     pub steps: i64,
     pub vocab: i64,
+    pub reps: usize,
     pub threads: i32,
     pub rows: Vec<DecodeRow>,
     pub skipped: Vec<DecodeSkip>,
@@ -92,6 +98,9 @@ impl DecodeBench {
         if !(1..=100_000).contains(&self.steps) {
             return Err(config_err("--steps", format!("must be in [1, 100000] (got {})", self.steps)));
         }
+        if !(1..=100).contains(&self.reps) {
+            return Err(config_err("--reps", format!("must be in [1, 100] (got {})", self.reps)));
+        }
         Ok(())
     }
 
@@ -113,19 +122,23 @@ impl DecodeBench {
             // warm-up on a short prompt (allocator, kernels), not timed
             let (_, mut w) = m.prefill(&prompt.narrow(1, 0, context.min(8)))?;
             let _ = m.step(&mut w, &prompt.select(1, 0))?;
-            let t0 = Instant::now();
-            let (logits, mut st): (Tensor, LmState) = m.prefill(&prompt)?;
-            let mut next = logits.select(1, context - 1).argmax(-1, false);
-            let _ = next.int64_value(&[0]);
-            let prefill_s = t0.elapsed().as_secs_f64();
-            let bytes = st.bytes_per_sequence();
-            let t1 = Instant::now();
-            for _ in 0..self.steps {
-                next = m.step(&mut st, &next)?.argmax(-1, false);
+            let (mut prefill, mut decode, mut bytes) = (vec![], vec![], 0);
+            for _ in 0..self.reps {
+                let t0 = Instant::now();
+                let (logits, mut st): (Tensor, LmState) = m.prefill(&prompt)?;
+                let mut next = logits.select(1, context - 1).argmax(-1, false);
+                let _ = next.int64_value(&[0]);
+                prefill.push(t0.elapsed().as_secs_f64());
+                bytes = st.bytes_per_sequence();
+                let t1 = Instant::now();
+                for _ in 0..self.steps {
+                    next = m.step(&mut st, &next)?.argmax(-1, false);
+                }
+                let _ = next.int64_value(&[0]);
+                decode.push(t1.elapsed().as_secs_f64());
             }
-            let _ = next.int64_value(&[0]);
-            let decode_s = t1.elapsed().as_secs_f64();
-            Ok((prefill_s, (self.batch * self.steps) as f64 / decode_s.max(1e-12), bytes))
+            let decode_s = super::median(decode);
+            Ok((super::median(prefill), (self.batch * self.steps) as f64 / decode_s.max(1e-12), bytes))
         })
     }
 
@@ -171,7 +184,7 @@ impl DecodeBench {
                 r.state_vs_attention = (b > 0).then(|| r.state_bytes_per_sequence as f64 / b as f64);
             }
         }
-        Ok(DecodeResult { batch: self.batch, d_model: self.d_model, n_layers: self.n_layers, steps: self.steps, vocab: self.vocab, threads: tch::get_num_threads(), rows, skipped })
+        Ok(DecodeResult { batch: self.batch, d_model: self.d_model, n_layers: self.n_layers, steps: self.steps, vocab: self.vocab, reps: self.reps, threads: tch::get_num_threads(), rows, skipped })
     }
 }
 
@@ -224,7 +237,7 @@ mod tests {
 
     #[test]
     fn decode_bench_measures_every_cell_with_ratios_to_attention() {
-        let b = DecodeBench { mixers: vec!["gla".into()], contexts: vec![32, 8], batch: 2, d_model: 16, steps: 3, vocab: 32, n_layers: 2 };
+        let b = DecodeBench { mixers: vec!["gla".into()], contexts: vec![32, 8], batch: 2, d_model: 16, steps: 3, vocab: 32, n_layers: 2, reps: 2 };
         let r = b.run(|_| {}).unwrap();
         assert!(r.skipped.is_empty(), "{:?}", r.skipped);
         let cells: Vec<(&str, i64)> = r.rows.iter().map(|x| (x.mixer.as_str(), x.context)).collect();
