@@ -11,8 +11,8 @@
 //! Each cell is repeated `reps` times on the same prompt; the medians of the prefill and decode
 //! times are reported (the machines are shared: single runs were off by 10× under load).
 //!
-//! Prefill is each mixer's own `prefill`: a parallel form where the mixer has one (hyena,
-//! stripedhyena), otherwise its step form token by token (the trait's default), which is what
+//! Prefill is each mixer's own `prefill`: a parallel form where the mixer has one (attention,
+//! hyena, stripedhyena), otherwise its step form token by token (the trait's default), which is what
 //! decoding that mixer costs today.
 
 use crate::error::{config_err, Result};
@@ -40,7 +40,7 @@ pub struct DecodeBench {
 
 /// The defaults (small enough for a few minutes on 2 busy CPU cores).
 pub const DEFAULT_MIXERS: &str = "attention,base_conv,based,mamba,rwkv,sliding_window";
-pub const DEFAULT_CONTEXTS: &str = "128,512,2048";
+pub const DEFAULT_CONTEXTS: &str = "256,1024,4096";
 
 /// One measured (mixer, context) cell.
 #[derive(Debug, Clone, Serialize)]
