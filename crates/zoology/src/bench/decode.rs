@@ -202,8 +202,19 @@ pub fn human_bytes(b: i64) -> String {
     }
 }
 
+/// A ratio with two significant digits at least: 1605x, 3.26x, 0.51x, 0.0024x.
 fn ratio(x: Option<f64>) -> String {
-    x.map(|v| if v >= 100.0 { format!("{v:.0}x") } else { format!("{v:.2}x") }).unwrap_or_else(|| "—".into())
+    x.map(|v| {
+        if v >= 100.0 {
+            format!("{v:.0}x")
+        } else if v >= 0.01 || v == 0.0 {
+            format!("{v:.2}x")
+        } else {
+            let digits = (1 - v.log10().floor() as i64).clamp(2, 12) as usize;
+            format!("{v:.digits$}x")
+        }
+    })
+    .unwrap_or_else(|| "—".into())
 }
 
 /// The result as a Markdown table: absolute numbers and ratios to attention at the same context.
@@ -251,6 +262,7 @@ mod tests {
         assert_eq!(r.rows[1].state_bytes_per_sequence, 2 * 2 * 32 * 16 * 4);
         assert_eq!(r.rows[2].state_bytes_per_sequence, r.rows[3].state_bytes_per_sequence);
         assert_eq!(r.rows[0].state_vs_attention, Some(1.0));
+        assert_eq!((ratio(Some(1605.2)), ratio(Some(0.514)), ratio(Some(0.00244)), ratio(None)), ("1605x".into(), "0.51x".into(), "0.0024x".into(), "—".into()));
         let t = format_table(&r);
         assert!(t.contains("| gla | 32 |"), "{t}");
         let bad = DecodeBench { mixers: vec!["nope".into()], ..b.clone() };
