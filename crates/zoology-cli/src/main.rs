@@ -64,6 +64,10 @@ enum Cmd {
     /// Hand-set MQAR solution (no training): builds the LM with analytic weights, evaluates it
     /// on fresh MQAR test data (filler 0) and prints accuracy, width, parameters, state.
     Construct(ConstructArgs),
+    /// Answer a run's MQAR test queries by recurrent decoding (prefill the key-value prompt,
+    /// then step through the queries) and print its accuracy next to the parallel evaluation's,
+    /// with prefill time and decode tokens/s.
+    Generate(GenerateArgs),
     /// A built-in small sweep (attention vs BaseConv on MQAR, ~10 min on 2 cores): table, plot, report, index.
     Quickstart {
         /// Output directory.
@@ -130,6 +134,22 @@ struct ConstructArgs {
     /// Seed of the test data and of the token codes.
     #[arg(long, default_value_t = 123)]
     seed: u64,
+    /// Also write the model as a run directory (config.toml, checkpoint.safetensors,
+    /// summary.json) that `generate`, `results` and `plot` read.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// A run directory with a checkpoint (from `zoology train` or `zoology construct --out`).
+    run_dir: PathBuf,
+    /// Test examples decoded per test segment (default: all of the run's).
+    #[arg(long)]
+    num_examples: Option<usize>,
+    /// Sequences decoded together.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
 }
 
 #[derive(clap::Args)]
@@ -205,6 +225,36 @@ enum BenchCmd {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Recurrent decoding cost per mixer and context length: prefill time, decode tokens/s and
+    /// LM-state bytes per sequence, with ratios to attention measured in the same run; writes a
+    /// table, a plot and a JSON. The defaults are small (about 3 minutes on 2 busy CPU cores);
+    /// e.g. `--contexts 256,1024,4096,16384 --batch 8 --d-model 128` measures longer contexts.
+    Decode {
+        /// Comma-separated registry names (attention is always measured: it is the baseline).
+        #[arg(long, value_delimiter = ',', default_value = zoology::bench::decode::DEFAULT_MIXERS)]
+        mixers: Vec<String>,
+        /// Prompt lengths.
+        #[arg(long, value_delimiter = ',', default_value = zoology::bench::decode::DEFAULT_CONTEXTS)]
+        contexts: Vec<i64>,
+        /// Sequences decoded together.
+        #[arg(long, default_value_t = 4)]
+        batch: i64,
+        #[arg(long, default_value_t = 64)]
+        d_model: i64,
+        /// Greedy decode steps after the prompt.
+        #[arg(long, default_value_t = 32)]
+        steps: i64,
+        /// Repetitions of each cell; the medians are reported.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// libtorch threads (1 by default: at these sizes more threads mostly add contention
+        /// on a shared machine).
+        #[arg(long, default_value_t = 1)]
+        threads: i32,
+        /// Where to write decode.json and decode.png/.svg.
+        #[arg(long, default_value = "bench-decode")]
+        out: PathBuf,
+    },
     /// A task's generation time vs its plain sequential generator, on the same segment
     /// (default: MQAR, L=512, kv=64, 100,000 examples). `--all`: every task at three lengths.
     #[command(after_help = "Options as for `zoology data` (task fields as key=value or --key value), plus --vocab-size, --split train|test and --reps N (3).")]
@@ -248,6 +298,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Quickstart { out, workers } => sweeps::cmd_quickstart(out, workers),
         Cmd::Corpus(c) => corpus::cmd_corpus(c),
         Cmd::Construct(a) => cmd_construct(a),
+        Cmd::Generate(a) => cmd_generate(a),
         Cmd::Data(a) => data::cmd_data(&a.task, &a.options),
         Cmd::Tasks => data::cmd_tasks(),
         Cmd::Mixers(MixersArgs { flops: true, d_model, seq_len }) => {
@@ -316,6 +367,7 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", zoology::bench::format_flops_table(&rows));
             Ok(())
         }
+        Cmd::Bench(BenchCmd::Decode { mixers, contexts, batch, d_model, steps, reps, threads, out }) => cmd_bench_decode(mixers, contexts, batch, d_model, steps, reps, threads, out),
         Cmd::Bench(BenchCmd::Data { all, examples, task, options }) => data::cmd_bench_data(task.as_deref(), &options, all, examples),
     }
 }
@@ -360,7 +412,12 @@ fn cmd_construct(a: ConstructArgs) -> Result<()> {
         bail!("--kv: must be at least 1");
     }
     let spec = Spec { vocab: a.vocab, d: a.d, examples: a.examples, seed: a.seed, ..Spec::new(a.seq_len, a.kv) };
-    let o = construct::run(&a.mixer, &spec).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    if let Some(out) = &a.out {
+        if out.join(zoology::rundir::CONFIG).exists() || out.join(zoology::rundir::CHECKPOINT).exists() {
+            bail!("--out: {} already holds a run; choose another --out or delete it", out.display());
+        }
+    }
+    let (o, built) = construct::run_built(&a.mixer, &spec).map_err(|e| anyhow::anyhow!(e.to_string()))?;
     let what = match o.mixer {
         "attention" => "2-layer hybrid [base_conv k=3 shift, attention 1 head]",
         _ => "2-layer base_conv [short k=3 gated shift, explicit all-ones long filter]",
@@ -372,7 +429,84 @@ fn cmd_construct(a: ConstructArgs) -> Result<()> {
     }
     println!("  mixer {}  L={}  kv={}  V={}  d={}", o.mixer, o.seq_len, o.kv, o.vocab, o.d);
     println!("  parameters {}  state {} elements per sequence at L={}", o.num_parameters, o.state_size, o.seq_len);
+    let f = built.model.flops(o.seq_len as i64);
+    println!(
+        "  FLOPs: forward {:.3e} per sequence (head at its {} query positions), prefill {:.3e} per sequence, decode {:.3e} per token at L={} (convention: README, Cost: FLOPs)",
+        f.body.forward(1) + f.head_per_position * o.kv as f64,
+        o.kv,
+        f.body.prefill_per_seq + f.head_per_position,
+        f.body.decode_per_token + f.head_per_position,
+        o.seq_len
+    );
     println!("  accuracy {:.4} (Zoology's per-example accuracy on query positions), mean cross-entropy {:.3}, over {} test examples (seed {}), {:.1} s", o.accuracy, o.loss, o.examples, spec.seed, o.seconds);
+    if let Some(out) = &a.out {
+        let acc = construct::write_run_dir(out, &built, &spec, o.mixer, o.seconds).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        println!("  run directory {}: accuracy {acc:.4} on the run's own test data ({} examples, generated from its config as training would)", out.display(), o.examples);
+    }
+    Ok(())
+}
+
+fn cmd_generate(a: GenerateArgs) -> Result<()> {
+    let e = |e: zoology::Error| anyhow::anyhow!(e.to_string());
+    if a.batch == 0 {
+        bail!("--batch: must be at least 1 (sequences decoded together)");
+    }
+    if a.num_examples == Some(0) {
+        bail!("--num-examples: must be at least 1 (or leave it out to decode every test example)");
+    }
+    // a run that is not MQAR is refused before its checkpoint is read
+    zoology::generate::check_mqar(&zoology::generate::read_config(&a.run_dir).map_err(e)?).map_err(e)?;
+    let run = zoology::generate::load_run(&a.run_dir).map_err(e)?;
+    let r = zoology::generate::generate(&run, a.num_examples, a.batch).map_err(e)?;
+    println!(
+        "generate {}: {} (d={}, {} layers), {} test examples, batch {}",
+        a.run_dir.display(),
+        run.cfg.model.mixer_name(),
+        run.cfg.model.d_model,
+        run.cfg.model.n_layers,
+        r.examples,
+        a.batch
+    );
+    println!("  accuracy ({}): decode {:.4}   parallel {:.4}", r.metric, r.decode_accuracy, r.parallel_accuracy);
+    println!("  supervised predictions: {} ({} differ between decode and parallel)", r.predictions, r.differing);
+    println!(
+        "  prefill {:.1} ms ({} prompt tokens, {:.0} tok/s)   decode {} tokens in {:.1} ms: {:.1} tok/s",
+        r.prefill_s * 1e3,
+        r.prefill_tokens,
+        r.prefill_tokens as f64 / r.prefill_s.max(1e-12),
+        r.decode_tokens,
+        r.decode_s * 1e3,
+        r.decode_tokens_per_s()
+    );
+    if r.decode_accuracy != r.parallel_accuracy {
+        eprintln!("error: decoding and the parallel evaluation disagree ({:.6} vs {:.6}): the model's step form does not match its parallel form", r.decode_accuracy, r.parallel_accuracy);
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cmd_bench_decode(mixers: Vec<String>, contexts: Vec<i64>, batch: i64, d_model: i64, steps: i64, reps: usize, threads: i32, out: PathBuf) -> Result<()> {
+    use zoology::bench::decode::{format_table, DecodeBench};
+    let e = |e: zoology::Error| anyhow::anyhow!(e.to_string());
+    if !(1..=1024).contains(&threads) {
+        bail!("--threads: must be in [1, 1024] (got {threads})");
+    }
+    let b = DecodeBench { mixers, contexts, batch, d_model, steps, vocab: 256, n_layers: 2, reps };
+    b.validate().map_err(e)?;
+    tch::set_num_threads(threads);
+    println!(
+        "bench decode: 2-layer LM per mixer, d={d_model}, batch {batch}, V=256, {steps} greedy steps after the prompt, median of {reps}, on cpu ({} threads)",
+        tch::get_num_threads()
+    );
+    let r = b.run(|line| println!("{line}")).map_err(e)?;
+    println!();
+    print!("{}", format_table(&r));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let json = out.join("decode.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&r)?).with_context(|| format!("writing {}", json.display()))?;
+    zoology::analysis::decode_plot::plot_decode(&r, &out.join("decode")).map_err(e)?;
+    println!("wrote {}, {} and {}", json.display(), out.join("decode.png").display(), out.join("decode.svg").display());
     Ok(())
 }
 

@@ -427,7 +427,7 @@ fn writable(dir: &Path) -> Result<()> {
 
 pub fn cmd_plot(dir: PathBuf, out: Option<PathBuf>, no_curves: bool) -> Result<()> {
     let (_, p, out) = plots_of(&dir, out, !no_curves)?;
-    for (what, x) in [("figure 2", &p.figure2), ("state size", &p.state), ("MAD scores", &p.mad), ("accuracy vs training FLOPs", &p.accuracy_vs_flops), ("FLOPs-to-solve frontier", &p.frontier)] {
+    for (what, x) in [("figure 2", &p.figure2), ("state size", &p.state), ("MAD scores", &p.mad), ("accuracy vs training FLOPs", &p.accuracy_vs_flops), ("FLOPs-to-solve frontier", &p.frontier), ("width needed vs length", &p.width)] {
         if let Some((png, _)) = x {
             println!("{what}: {} (and .svg)", png.display());
         }

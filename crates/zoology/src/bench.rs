@@ -7,6 +7,8 @@
 //! - `mixers`: forward+backward time of each registered mixer alone across sequence lengths,
 //!   with the ratio t(L_max)/t(L_min) that shows linear vs quadratic scaling.
 
+pub mod decode;
+
 use crate::device::Runtime;
 use crate::error::Result;
 use crate::model::{LanguageModel, ModelConfig};

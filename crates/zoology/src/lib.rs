@@ -11,6 +11,7 @@ pub mod construct;
 pub mod device;
 pub mod error;
 pub mod flops;
+pub mod generate;
 pub mod mixers;
 pub mod model;
 pub mod results;

@@ -8,7 +8,7 @@
 //! An evaluation at step s is placed at the training FLOPs of the examples seen up to it
 //! (s × the mean batch, exact at epoch ends) × the model's training FLOPs per sequence.
 
-use super::plot::{draw_legend, house_mesh, log_label, mixer_color, mixer_lines, perr, Draw, Series, LEGEND_W};
+use super::plot::{draw_legend, house_mesh, mixer_color, mixer_lines, perr, pow2_label, Draw, Series, LEGEND_W};
 use crate::error::Result;
 use crate::results::cost::CostRow;
 use plotters::coord::Shift;
@@ -101,16 +101,17 @@ impl<DB: DrawingBackend> Draw<DB> for AccFlopsPlot {
     }
 }
 
-/// "1e12"-style labels on a log axis: only powers of ten are labelled.
+/// "1e12"-style labels on a log axis: 1, 2 and 5 times a power of ten are labelled ("2e11").
 fn sci_label(v: f64) -> String {
     if v <= 0.0 {
         return String::new();
     }
-    let p = v.log10();
-    if (p - p.round()).abs() < 1e-6 {
-        format!("1e{}", p.round() as i64)
-    } else {
-        String::new()
+    let p = v.log10().floor();
+    let lead = v / 10f64.powf(p);
+    match [1.0, 2.0, 5.0, 10.0].iter().find(|d| (lead - *d).abs() < 1e-6 * *d) {
+        Some(&d) if d == 10.0 => format!("1e{}", p as i64 + 1),
+        Some(&d) => format!("{}e{}", d as i64, p as i64),
+        None => String::new(),
     }
 }
 
@@ -137,22 +138,23 @@ impl<DB: DrawingBackend> Draw<DB> for FrontierPlot {
         let (plot, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W));
         let mixers: BTreeSet<&str> = self.points.iter().map(|p| p.0.as_str()).collect();
         draw_legend(&legend, &mixers.iter().map(|m| (m.to_string(), mixer_color(m), 0)).collect::<Vec<_>>())?;
-        let lmin = self.points.iter().map(|p| p.1).min().unwrap_or(64) as f64;
-        let lmax = self.points.iter().map(|p| p.1).max().unwrap_or(64) as f64;
+        // x: log2 of the length on a linear axis, so every power of two gets its label
+        let lmin = (self.points.iter().map(|p| p.1).min().unwrap_or(64) as f64).log2();
+        let lmax = (self.points.iter().map(|p| p.1).max().unwrap_or(64) as f64).log2();
         let (y0, y1) = log_range(self.points.iter().map(|p| p.2));
         let mut chart = ChartBuilder::on(&plot)
             .caption(format!("{}: training FLOPs to reach accuracy {} (cheapest run; no point = not solved)", self.title, self.threshold), ("sans-serif", 20))
             .margin(16)
             .x_label_area_size(50)
             .y_label_area_size(70)
-            .build_cartesian_2d((lmin / 1.4..lmax * 1.4).log_scale(), (y0..y1).log_scale())
+            .build_cartesian_2d(lmin - 0.5..lmax + 0.5, (y0..y1).log_scale())
             .map_err(&e)?;
-        house_mesh(chart.configure_mesh().x_labels(30).x_label_formatter(&|x| log_label(*x)).y_labels(30).y_label_formatter(&|y| sci_label(*y)).x_desc("Sequence length").y_desc("Training FLOPs to solve"), 15, 17)
+        house_mesh(chart.configure_mesh().x_labels(((lmax - lmin).ceil() as usize + 2).max(2)).x_label_formatter(&pow2_label).y_labels(30).y_label_formatter(&|y| sci_label(*y)).x_desc("Sequence length").y_desc("Training FLOPs to solve"), 15, 17)
             .draw()
             .map_err(&e)?;
         let mut by: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
         for (m, l, f) in &self.points {
-            by.entry(m.clone()).or_default().push((*l as f64, *f));
+            by.entry(m.clone()).or_default().push(((*l as f64).log2(), *f));
         }
         let series = by.into_iter().map(|(m, pts)| Series { color: mixer_color(&m), shape: 0, pts }).collect();
         mixer_lines(&mut chart, series, 3)?;
@@ -172,9 +174,9 @@ mod tests {
     }
 
     #[test]
-    fn sci_labels_only_powers_of_ten() {
-        let got: Vec<String> = [1e9, 2e9, 1e12, 5e11].iter().map(|&v| sci_label(v)).collect();
-        assert_eq!(got, ["1e9", "", "1e12", ""]);
+    fn sci_labels_only_one_two_five() {
+        let got: Vec<String> = [1e9, 2e9, 1e12, 5e11, 3e11, 9.999999999999e11].iter().map(|&v| sci_label(v)).collect();
+        assert_eq!(got, ["1e9", "2e9", "1e12", "5e11", "", "1e12"]);
     }
 }
 

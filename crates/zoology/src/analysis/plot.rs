@@ -5,7 +5,8 @@
 //!    paper's recall/memory trade-off;
 //! 3. training loss and test accuracy curves of one run;
 //! 4. per-task MAD scores as grouped bars ([`super::mad_plot`]);
-//! 5. accuracy vs training FLOPs and the FLOPs-to-solve frontier ([`super::cost_plot`]).
+//! 5. accuracy vs training FLOPs and the FLOPs-to-solve frontier ([`super::cost_plot`]);
+//! 6. width needed vs sequence length, hand-set and trained ([`super::width_plot`]).
 //!
 //! PNG text is drawn with the DejaVu Sans font shipped in assets/fonts (no system fonts
 //! needed); colours are fixed per mixer name so every plot agrees.
@@ -66,7 +67,7 @@ fn usable(recs: &[RunRecord]) -> Vec<RunRecord> {
     recs.iter().filter(|r| crate::results::is_result(r)).cloned().collect()
 }
 
-fn pow2_label(x: &f64) -> String {
+pub(crate) fn pow2_label(x: &f64) -> String {
     if (x - x.round()).abs() < 1e-6 {
         format!("{}", 2f64.powf(x.round()) as i64)
     } else {
@@ -405,6 +406,8 @@ pub struct Plots {
     /// Accuracy vs training FLOPs and the FLOPs-to-solve frontier ([`super::cost_plot`]).
     pub accuracy_vs_flops: Option<(PathBuf, String)>,
     pub frontier: Option<(PathBuf, String)>,
+    /// Width needed vs sequence length, constructed and trained ([`super::width_plot`]).
+    pub width: Option<(PathBuf, String)>,
     /// run dir → (png path, svg text)
     pub curves: BTreeMap<String, (PathBuf, String)>,
 }
@@ -468,6 +471,11 @@ pub fn plot_all(all: &[RunRecord], out: &Path, with_curves: bool) -> Result<Plot
     let (acc, frontier) = super::cost_plot::cost_plots(&recs, out)?;
     plots.accuracy_vs_flops = acc;
     plots.frontier = frontier;
+    if let Some(fig) = super::width_plot::WidthPlot::of(&recs) {
+        let stem = out.join("width_vs_length");
+        let svg = render_both(&stem, (900 + LEGEND_W + 60, 540), &fig)?;
+        plots.width = Some((stem.with_extension("png"), svg));
+    }
     Ok(plots)
 }
 

@@ -85,6 +85,10 @@ svg{{max-width:100%;height:auto}}details{{margin:0.4em 0}}summary{{cursor:pointe
             h.push_str(inline_svg(svg));
         }
     }
+    if let Some((_, svg)) = &plots.width {
+        h.push_str("<h2>Width needed vs sequence length</h2>\n");
+        h.push_str(inline_svg(svg));
+    }
     let scores = mad_scores(recs);
     if !scores.is_empty() {
         h.push_str("<h2>MAD score</h2>\n<p>Per task: the mean over its settings of the best final test accuracy over the optimiser grid; score: the mean over tasks (MAD's <code>compute_model_mad_scores</code>).</p>\n");

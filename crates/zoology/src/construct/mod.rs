@@ -253,9 +253,14 @@ pub fn evaluate(built: &Built, spec: &Spec, examples: usize, seed: u64) -> Resul
 /// [`evaluate`]'s statistics: accuracies and the mean cross-entropy at the query positions.
 pub fn evaluate_stats(built: &Built, spec: &Spec, examples: usize, seed: u64) -> Result<metric::Stats> {
     let seg = spec.mqar(examples)?.generate(spec.vocab, seed);
+    Ok(evaluate_segment(built, &seg))
+}
+
+/// Statistics of `built` on one test segment, scored by the segment's metric.
+pub fn evaluate_segment(built: &Built, seg: &crate::tasks::Segment) -> metric::Stats {
     let (x, y) = seg.to_tensors(Device::Cpu);
     let n = seg.n as i64;
-    let mut acc = Accumulator::new(Metric::PerExample);
+    let mut acc = Accumulator::new(seg.metric);
     tch::no_grad(|| {
         let mut start = 0;
         while start < n {
@@ -270,7 +275,7 @@ pub fn evaluate_stats(built: &Built, spec: &Spec, examples: usize, seed: u64) ->
             start += len;
         }
     });
-    Ok(acc.finish())
+    acc.finish()
 }
 
 /// Examples the width search of [`base_conv`] evaluates each candidate on (a calibration seed,
@@ -303,6 +308,11 @@ pub fn memory_estimate(mixer: &str, spec: &Spec, d: i64) -> f64 {
 /// Builds the named construction, evaluates it and times it. `mixer` is `attention` or
 /// `base_conv`.
 pub fn run(mixer: &str, spec: &Spec) -> Result<Outcome> {
+    run_built(mixer, spec).map(|(o, _)| o)
+}
+
+/// [`run`], also returning the constructed model (for [`write_run_dir`]).
+pub fn run_built(mixer: &str, spec: &Spec) -> Result<(Outcome, Built)> {
     spec.validate()?;
     let widest = spec.d.unwrap_or(if mixer == "attention" { attention::DEFAULT_D } else { *BASE_CONV_WIDTHS.last().unwrap() });
     let need = memory_estimate(mixer, spec, widest);
@@ -331,7 +341,7 @@ pub fn run(mixer: &str, spec: &Spec) -> Result<Outcome> {
         other => return Err(config_err("MIXER", format!("no construction for `{other}`; constructions exist for `attention` and `base_conv`"))),
     };
     let stats = evaluate_stats(&built, spec, spec.examples, spec.seed)?;
-    Ok(Outcome {
+    let outcome = Outcome {
         mixer: name,
         seq_len: spec.seq_len,
         kv: spec.kv,
@@ -344,7 +354,100 @@ pub fn run(mixer: &str, spec: &Spec) -> Result<Outcome> {
         examples: spec.examples,
         seconds: t0.elapsed().as_secs_f64(),
         search,
-    })
+    };
+    Ok((outcome, built))
+}
+
+/// Writes a constructed model as a run directory under `dir` (issue 10), so that the verbs
+/// that read run directories (`generate`, `results`, `plot`) work on it:
+///
+/// - `config.toml`: a complete run config: seed = the construction's seed, `data.test` = MQAR
+///   at the spec's (L, kv, V, examples) with filler 0, `data.train` = the same settings
+///   (a config needs a training segment; nothing is trained), the model the construction
+///   built, `train.epochs = 1` (the smallest a config accepts);
+/// - `checkpoint.safetensors`: the parameters as the trainer writes them (AdamW moments zero,
+///   trainer state at step 0), tied to this config by its run id and seed;
+/// - `summary.json`: status `done`, 0 epochs and 0 steps, the accuracy (and every metric) of
+///   the model on **this run's** test data (regenerated from the config as training would: its
+///   seed differs from the construction's printed evaluation), and `reason` saying it was
+///   constructed, not trained.
+///
+/// Refuses a `dir` that already holds a run. Returns the run's test accuracy.
+pub fn write_run_dir(dir: &std::path::Path, built: &Built, spec: &Spec, mixer: &str, seconds: f64) -> Result<f64> {
+    use crate::rundir::{self, StopReason, Summary};
+    use crate::train::checkpoint::{self, TrainerState};
+    use crate::train::config::RunConfig;
+    use crate::error::io_err;
+    if dir.join(rundir::CHECKPOINT).exists() || dir.join(rundir::SUMMARY).exists() || dir.join(rundir::CONFIG).exists() {
+        return Err(config_err("--out", format!("{} already holds a run; choose another --out or delete it", dir.display())));
+    }
+    let task = |n: usize| {
+        format!("task = \"mqar\"\nseq_len = {}\nnum_kv_pairs = {}\nnum_examples = {n}\nrandom_non_queries = false\n", spec.seq_len, spec.kv)
+    };
+    let text = format!(
+        "name = \"construct-{mixer}\"\nseed = {}\n[data]\nvocab_size = {}\nbatch_size = {}\n[[data.train]]\n{}[[data.test]]\n{}[train]\nepochs = 1\n",
+        spec.seed,
+        spec.vocab,
+        built.batch.max(1),
+        task(spec.examples),
+        task(spec.examples)
+    );
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| config_err("construct", format!("run config: {e}")))?;
+    let model = toml::Value::try_from(&built.model.cfg).map_err(|e| config_err("construct", format!("model config: {e}")))?;
+    table.insert("model".into(), model);
+    let cfg = RunConfig::from_table(table)?;
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    rundir::write_atomic(&dir.join(rundir::CONFIG), cfg.to_toml().as_bytes())?;
+    let mut named: Vec<(String, Tensor)> = built.vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let t = &cfg.train;
+    let opt = crate::train::optim::AdamW::new(named.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(), t.weight_decay, t.beta1, t.beta2, t.eps, t.no_decay_norms_biases);
+    let st = TrainerState { stopped: Some(StopReason::MaxEpochs), ..Default::default() };
+    let id = checkpoint::Identity { config_hash: rundir::run_id(&cfg), seed: cfg.seed };
+    checkpoint::save(&dir.join(rundir::CHECKPOINT), &named, &opt, &st, &id)?;
+    let segs = crate::train::trainer::generate_test(&cfg);
+    let stats: Vec<metric::Stats> = segs.iter().map(|s| evaluate_segment(built, s)).collect();
+    let parts: Vec<(Metric, &std::collections::BTreeMap<String, String>, metric::Stats)> =
+        segs.iter().zip(stats).map(|(s, st)| (s.metric, &s.slices, st)).collect();
+    let m = metric::summarize(&parts);
+    let seq_len = cfg.max_seq_len() as i64;
+    let summary = Summary {
+        status: "done".into(),
+        stop_reason: StopReason::MaxEpochs,
+        reason: Some(format!("constructed by hand with `zoology construct {mixer}` (weights set analytically, no training)")),
+        mixer: cfg.model.mixer_name(),
+        d_model: cfg.model.d_model,
+        best_accuracy: m.accuracy,
+        best_epoch: 0,
+        final_accuracy: m.accuracy,
+        metric: m.metric.clone(),
+        final_metrics: m.metrics.clone(),
+        final_loss: m.loss,
+        slices: m.slices.clone(),
+        best_slices: m.slices.clone(),
+        num_parameters: built.num_parameters(),
+        state_size: built.state_size(seq_len),
+        state_size_seq_len: seq_len,
+        // inference costs; a constructed model has no training cost
+        flops_train_per_step: None,
+        flops_prefill_per_seq: Some(built.model.flops(seq_len).body.prefill_per_seq + built.model.flops(seq_len).head_per_position),
+        flops_decode_per_token: Some(built.model.flops(seq_len).body.decode_per_token + built.model.flops(seq_len).head_per_position),
+        wall_time_s: seconds,
+        epochs: 0,
+        steps: 0,
+        device: "cpu".into(),
+        // solved with no training at every threshold it meets: zero training FLOPs
+        solved: Some(
+            cfg.train
+                .solve_thresholds
+                .iter()
+                .filter(|&&t| m.accuracy >= t)
+                .map(|&threshold| crate::rundir::Solved { threshold, accuracy: m.accuracy, step: 0, examples: 0, tokens: 0, wall_time_s: 0.0, train_flops: Some(0.0) })
+                .collect(),
+        ),
+    };
+    rundir::write_summary(dir, &summary)?;
+    Ok(m.accuracy)
 }
 
 #[cfg(test)]

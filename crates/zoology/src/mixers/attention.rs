@@ -131,6 +131,13 @@ impl Mixer for Attention {
         self.project_out(&y)
     }
 
+    /// Parallel prefill: the forward form, and the KV cache of the whole prompt in the step
+    /// form's layout (`[B, P, D]`, heads merged, keys rotated from position 0).
+    fn prefill(&self, x: &Tensor) -> (Tensor, MixerState) {
+        let (_, k, v) = self.heads_qkv(x, 0, false);
+        (self.forward(x, false), MixerState::new(vec![merge_heads(&k), merge_heads(&v)]))
+    }
+
     fn init_state(&self, batch: i64) -> MixerState {
         let opts = self.opts();
         MixerState::new(vec![Tensor::zeros([batch, 0, self.d], opts), Tensor::zeros([batch, 0, self.d], opts)])

@@ -42,6 +42,7 @@
 //! decoder sees the whole input through `z`, so only tasks whose targets are the input itself
 //! may use it (checked at config validation).
 
+pub mod decode;
 pub mod state_mixer;
 
 use crate::flops::MixerFlops;
@@ -298,12 +299,17 @@ struct Block {
 }
 
 impl Block {
+    /// What the mixer sees of the residual stream `r`: `norm1(r)`, or `r` itself for a mixer
+    /// that normalises its own input.
+    fn mixer_input(&self, r: &Tensor) -> Tensor {
+        match &self.norm1 {
+            Some(n) => n.forward(r),
+            None => r.shallow_clone(),
+        }
+    }
     /// The mixer branch on the residual stream `r`.
     fn mix(&self, r: &Tensor, train: bool) -> Tensor {
-        match &self.norm1 {
-            Some(n) => self.mixer.forward(&n.forward(r), train),
-            None => self.mixer.forward(r, train),
-        }
+        self.mixer.forward(&self.mixer_input(r), train)
     }
 }
 

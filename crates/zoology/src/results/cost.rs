@@ -139,7 +139,8 @@ pub fn cost_rows(recs: &[RunRecord], threshold: f64, cost_of: &dyn Fn(&RunConfig
         };
         if let Some((r, s, mc)) = best {
             row.d_model = Some(r.d_model);
-            row.lr = Some(r.lr);
+            // a constructed model (solved before any training) has no learning rate to show
+            row.lr = (s.examples > 0).then_some(r.lr);
             row.step = Some(s.step);
             row.examples = Some(s.examples);
             row.train_flops = s.train_flops;
@@ -150,7 +151,7 @@ pub fn cost_rows(recs: &[RunRecord], threshold: f64, cost_of: &dyn Fn(&RunConfig
         }
         rows.push(row);
     }
-    rows.sort_by(|a, b| (&a.task, &a.slices, a.seq_len, &a.preset).cmp(&(&b.task, &b.slices, b.seq_len, &b.preset)));
+    rows.sort_by(|a, b| (&a.task, a.seq_len, &a.slices, &a.preset).cmp(&(&b.task, b.seq_len, &b.slices, &b.preset)));
     Ok(rows)
 }
 

@@ -122,7 +122,9 @@ impl RunRecord {
             run_dir: dir.display().to_string(),
             sweep: meta.as_ref().map(|m| m.sweep.clone()).unwrap_or_default(),
             label: meta.as_ref().map(|m| m.label.clone()).unwrap_or_else(|| cfg.name.clone()),
-            preset: meta.as_ref().map(|m| m.preset.clone()).filter(|p| !p.is_empty()).unwrap_or_else(|| cfg.model.mixer_name()),
+            // a hand-set model (`zoology construct --out`, named construct-<mixer>) is its own
+            // preset, never pooled with trained runs of the same mixer
+            preset: meta.as_ref().map(|m| m.preset.clone()).filter(|p| !p.is_empty()).unwrap_or_else(|| if cfg.name.starts_with("construct-") { cfg.name.clone() } else { cfg.model.mixer_name() }),
             mixer: cfg.model.mixer_name(),
             d_model: cfg.model.d_model,
             n_layers: cfg.model.n_layers,

@@ -324,6 +324,27 @@ pub fn restore(loaded: &Loaded, path: &Path, model: &[(String, Tensor)], opt: &m
     Ok(())
 }
 
+/// Copies a checkpoint's model parameters (only) into `model`, for evaluating or decoding a
+/// run: every `model/<name>` tensor must exist with the model's shape and kind, and the
+/// checkpoint must hold no model tensor the model lacks.
+pub fn restore_model(loaded: &Loaded, path: &Path, model: &[(String, Tensor)]) -> Result<()> {
+    let stored = loaded.tensors.keys().filter(|k| k.starts_with("model/")).count();
+    if stored != model.len() {
+        return Err(bad(path, format!("has {stored} model tensors, this model has {}: it was written by a different model", model.len())));
+    }
+    tch::no_grad(|| -> Result<()> {
+        for (n, t) in model {
+            let k = format!("model/{n}");
+            let src = loaded.tensors.get(&k).ok_or_else(|| bad(path, format!("has no tensor {k}: it was written by a different model")))?;
+            if src.size() != t.size() || src.kind() != t.kind() {
+                return Err(bad(path, format!("tensor {k} is {:?} {:?}, the model's is {:?} {:?}: it was written by a different model", src.kind(), src.size(), t.kind(), t.size())));
+            }
+            t.shallow_clone().f_copy_(src)?;
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,8 +51,14 @@ impl DeviceData {
 pub fn generate_data(cfg: &RunConfig) -> (Vec<Segment>, Vec<Segment>) {
     let v = cfg.data.vocab_size;
     let train = cfg.data.train.iter().enumerate().map(|(i, t)| t.generate_split(v, mix_seed(cfg.seed, 1_000 + i as u64), Split::Train)).collect();
-    let test = cfg.data.test.iter().enumerate().map(|(i, t)| t.generate_split(v, mix_seed(cfg.seed, 2_000_000 + i as u64), Split::Test)).collect();
-    (train, test)
+    (train, generate_test(cfg))
+}
+
+/// The test segments of a config, as [`generate_data`] generates them (for `zoology generate`
+/// and constructed run directories, which need no training data).
+pub fn generate_test(cfg: &RunConfig) -> Vec<Segment> {
+    let v = cfg.data.vocab_size;
+    cfg.data.test.iter().enumerate().map(|(i, t)| t.generate_split(v, mix_seed(cfg.seed, 2_000_000 + i as u64), Split::Test)).collect()
 }
 
 /// Batches of one epoch: (segment, example indices), shuffled by (seed, epoch) when asked.
