@@ -52,7 +52,8 @@ fn construct_out_writes_a_run_that_generate_and_results_read() {
     // results show lists it
     let o = zoology(&["results", "show", root.to_str().unwrap()]);
     let out = text(&o);
-    assert!(o.status.success() && out.contains("hybrid"), "{out}");
+    // a constructed run is its own preset (never pooled with trained hybrids)
+    assert!(o.status.success() && out.contains("construct-attention"), "{out}");
     // a second construct into the same directory is refused
     let o = zoology(&["construct", "attention", "--seq-len", "64", "--vocab", "512", "--examples", "16", "--out", r]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
