@@ -352,7 +352,7 @@ pub fn cmd_results(c: ResultsCmd) -> Result<()> {
                 if !(a.threshold > 0.0 && a.threshold <= 1.0) {
                     bail!("--threshold must be an accuracy in (0, 1] (got {})", a.threshold);
                 }
-                let rows = results::cost::cost_rows(&recs, a.threshold, &results::cost::model_cost).map_err(e)?;
+                let rows = results::cost::cost_rows(&recs, a.threshold, &|_, cfg| results::cost::model_cost(cfg)).map_err(e)?;
                 if a.json {
                     println!("{}", serde_json::to_string_pretty(&rows)?);
                     return Ok(());

@@ -182,23 +182,27 @@ mod tests {
 
 /// Writes `accuracy_vs_flops` and `frontier` (PNG and SVG) under `out` for these runs, when the
 /// FLOPs of their models can be counted; returns (accuracy vs FLOPs, frontier), each `None`
-/// when there is nothing to draw.
+/// when there is nothing to draw, and the cost rows at accuracy 0.9 behind the frontier.
 #[allow(clippy::type_complexity)]
-pub fn cost_plots(recs: &[crate::results::index::RunRecord], out: &std::path::Path) -> Result<(Option<(std::path::PathBuf, String)>, Option<(std::path::PathBuf, String)>)> {
-    use crate::results::cost::{cost_rows, model_cost};
+pub fn cost_plots(recs: &[crate::results::index::RunRecord], out: &std::path::Path) -> Result<(Option<(std::path::PathBuf, String)>, Option<(std::path::PathBuf, String)>, Vec<CostRow>)> {
+    use crate::results::cost::{cost_rows, epoch_shape, model_cost};
     use crate::train::config::RunConfig;
     use crate::train::metrics::{read_lines, MetricLine};
     let recs: Vec<_> = recs.iter().filter(|r| crate::results::is_result(r)).cloned().collect();
+    // each run's model cost once (it regenerates the training data): the points here and the
+    // frontier's rows both use it
+    let mut costs: BTreeMap<String, Option<crate::results::cost::ModelCost>> = BTreeMap::new();
     let mut pts = vec![];
     for r in &recs {
         let dir = std::path::Path::new(&r.run_dir);
         let Ok(cfg) = RunConfig::load(&dir.join(crate::rundir::CONFIG)) else { continue };
-        let Some(mc) = model_cost(&cfg) else { continue };
-        let n: f64 = cfg.data.train.iter().map(|t| t.num_examples() as f64).sum();
-        let spe: usize = cfg.data.train.iter().map(|t| t.num_examples().div_ceil(cfg.data.batch_size)).sum();
+        let mc = model_cost(&cfg);
+        costs.insert(r.run_dir.clone(), mc);
+        let Some(mc) = mc else { continue };
+        let (n, _, spe) = epoch_shape(&cfg);
         for l in read_lines(&dir.join(crate::rundir::METRICS)).unwrap_or_default() {
             if let MetricLine::Eval { step, result, .. } = l {
-                let examples = step as f64 * n / spe.max(1) as f64;
+                let examples = step as f64 * n as f64 / spe.max(1) as f64;
                 pts.push((r.preset.clone(), r.seq_len, examples * mc.train_flops_per_example, result.accuracy));
             }
         }
@@ -212,7 +216,7 @@ pub fn cost_plots(recs: &[crate::results::index::RunRecord], out: &std::path::Pa
         let svg = super::plot::render_both(&stem, ((40 + 430 * n_lens.max(1)).max(820) + LEGEND_W, 470), &fig)?;
         acc = Some((stem.with_extension("png"), svg));
     }
-    let rows = cost_rows(&recs, 0.9, &model_cost)?;
+    let rows = cost_rows(&recs, 0.9, &|r, _| costs.get(&r.run_dir).copied().flatten())?;
     let fig = FrontierPlot::of(title, &rows);
     let mut frontier = None;
     if !fig.points.is_empty() {
@@ -220,5 +224,5 @@ pub fn cost_plots(recs: &[crate::results::index::RunRecord], out: &std::path::Pa
         let svg = super::plot::render_both(&stem, (900 + LEGEND_W, 520), &fig)?;
         frontier = Some((stem.with_extension("png"), svg));
     }
-    Ok((acc, frontier))
+    Ok((acc, frontier, rows))
 }

@@ -406,6 +406,8 @@ pub struct Plots {
     /// Accuracy vs training FLOPs and the FLOPs-to-solve frontier ([`super::cost_plot`]).
     pub accuracy_vs_flops: Option<(PathBuf, String)>,
     pub frontier: Option<(PathBuf, String)>,
+    /// The cost-to-solve rows at accuracy 0.9 behind the frontier (for the report's table).
+    pub cost_rows: Vec<crate::results::cost::CostRow>,
     /// Width needed vs sequence length, constructed and trained ([`super::width_plot`]).
     pub width: Option<(PathBuf, String)>,
     /// run dir → (png path, svg text)
@@ -468,9 +470,10 @@ pub fn plot_all(all: &[RunRecord], out: &Path, with_curves: bool) -> Result<Plot
         let svg = render_both(&stem, (w.clamp(900, 2400) + LEGEND_W, 480), &fig)?;
         plots.mad = Some((stem.with_extension("png"), svg));
     }
-    let (acc, frontier) = super::cost_plot::cost_plots(&recs, out)?;
+    let (acc, frontier, rows) = super::cost_plot::cost_plots(&recs, out)?;
     plots.accuracy_vs_flops = acc;
     plots.frontier = frontier;
+    plots.cost_rows = rows;
     if let Some(fig) = super::width_plot::WidthPlot::of(&recs) {
         let stem = out.join("width_vs_length");
         let svg = render_both(&stem, (900 + LEGEND_W + 60, 540), &fig)?;

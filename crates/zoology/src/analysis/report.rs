@@ -78,9 +78,7 @@ svg{{max-width:100%;height:auto}}details{{margin:0.4em 0}}summary{{cursor:pointe
     }
     if plots.accuracy_vs_flops.is_some() || plots.frontier.is_some() {
         h.push_str("<h2>Cost to solve</h2>\n<p>Training FLOPs spent until the first evaluation at or above accuracy 0.9 (the cheapest run per task setting and mixer); FLOPs convention in the README.</p>\n");
-        if let Ok(rows) = crate::results::cost::cost_rows(recs, 0.9, &crate::results::cost::model_cost) {
-            h.push_str(&html_table(&crate::results::cost::cost_table(&rows)));
-        }
+        h.push_str(&html_table(&crate::results::cost::cost_table(&plots.cost_rows)));
         for (_, svg) in [&plots.frontier, &plots.accuracy_vs_flops].into_iter().flatten() {
             h.push_str(inline_svg(svg));
         }

@@ -411,6 +411,7 @@ pub fn write_run_dir(dir: &std::path::Path, built: &Built, spec: &Spec, mixer: &
         segs.iter().zip(stats).map(|(s, st)| (s.metric, &s.slices, st)).collect();
     let m = metric::summarize(&parts);
     let seq_len = cfg.max_seq_len() as i64;
+    let flops = built.model.flops(seq_len);
     let summary = Summary {
         status: "done".into(),
         stop_reason: StopReason::MaxEpochs,
@@ -430,8 +431,8 @@ pub fn write_run_dir(dir: &std::path::Path, built: &Built, spec: &Spec, mixer: &
         state_size_seq_len: seq_len,
         // inference costs; a constructed model has no training cost
         flops_train_per_step: None,
-        flops_prefill_per_seq: Some(built.model.flops(seq_len).body.prefill_per_seq + built.model.flops(seq_len).head_per_position),
-        flops_decode_per_token: Some(built.model.flops(seq_len).body.decode_per_token + built.model.flops(seq_len).head_per_position),
+        flops_prefill_per_seq: Some(flops.body.prefill_per_seq + flops.head_per_position),
+        flops_decode_per_token: Some(flops.body.decode_per_token + flops.head_per_position),
         wall_time_s: seconds,
         epochs: 0,
         steps: 0,

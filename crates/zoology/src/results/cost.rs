@@ -57,9 +57,7 @@ pub fn solve_record(r: &RunRecord, cfg: &RunConfig, threshold: f64, cost: Option
             return Ok(RunCost { run_dir: r.run_dir.clone(), solved: s, source: "summary" });
         }
     }
-    let n: u64 = cfg.data.train.iter().map(|t| t.num_examples() as u64).sum();
-    let toks: u64 = cfg.data.train.iter().map(|t| (t.num_examples() * t.seq_len()) as u64).sum();
-    let steps_per_epoch: usize = cfg.data.train.iter().map(|t| t.num_examples().div_ceil(cfg.data.batch_size)).sum();
+    let (n, toks, steps_per_epoch) = epoch_shape(cfg);
     for l in read_lines(&dir.join(crate::rundir::METRICS))? {
         if let MetricLine::Eval { step, epoch, result, elapsed_s } = l {
             // only epoch-end evaluations give exact counts
@@ -101,13 +99,14 @@ pub struct CostRow {
 
 /// The cost table: one row per (task setting, mixer) — runs grouped by preset, task and every
 /// slice, over all widths and learning rates — with the cheapest run that reached `threshold`.
-/// `cost_of` gives a run's model cost from its config (`None` when it cannot be computed).
-pub fn cost_rows(recs: &[RunRecord], threshold: f64, cost_of: &dyn Fn(&RunConfig) -> Option<ModelCost>) -> Result<Vec<CostRow>> {
+/// `cost_of` gives a run's model cost from its record and config (`None` when it cannot be
+/// computed); [`model_cost`] for a fresh count.
+pub fn cost_rows(recs: &[RunRecord], threshold: f64, cost_of: &dyn Fn(&RunRecord, &RunConfig) -> Option<ModelCost>) -> Result<Vec<CostRow>> {
     type Key = (String, String, i64, Vec<(String, String)>);
     let mut groups: BTreeMap<Key, Vec<(&RunRecord, RunCost, Option<ModelCost>)>> = BTreeMap::new();
     for r in recs.iter().filter(|r| is_result(r)) {
         let cfg = RunConfig::load(&Path::new(&r.run_dir).join(crate::rundir::CONFIG))?;
-        let mc = cost_of(&cfg);
+        let mc = cost_of(r, &cfg);
         let rc = solve_record(r, &cfg, threshold, mc.as_ref())?;
         let slices: Vec<(String, String)> = slice_values(r).into_iter().filter(|(k, _)| k != "seq_len").collect();
         groups.entry((r.preset.clone(), task_of(r), r.seq_len, slices)).or_default().push((r, rc, mc));
@@ -188,13 +187,21 @@ pub fn cost_table(rows: &[CostRow]) -> Vec<Vec<String>> {
     t
 }
 
+/// One epoch of a run's training data: examples, tokens (inputs) and optimiser steps.
+pub fn epoch_shape(cfg: &RunConfig) -> (u64, u64, usize) {
+    let t = &cfg.data.train;
+    let n = t.iter().map(|t| t.num_examples() as u64).sum();
+    let toks = t.iter().map(|t| (t.num_examples() * t.seq_len()) as u64).sum();
+    let steps = t.iter().map(|t| t.num_examples().div_ceil(cfg.data.batch_size)).sum();
+    (n, toks, steps)
+}
+
 /// The model cost of a run's config, as the trainer counts it ([`crate::flops::run_flops`]:
 /// regenerates the training data to count the supervised positions); `None` when the config
 /// cannot be costed. Training FLOPs per example = one epoch's FLOPs / its examples.
 pub fn model_cost(cfg: &RunConfig) -> Option<ModelCost> {
     let f = crate::flops::run_flops(cfg).ok()?;
-    let n: usize = cfg.data.train.iter().map(|t| t.num_examples()).sum();
-    let steps_per_epoch: usize = cfg.data.train.iter().map(|t| t.num_examples().div_ceil(cfg.data.batch_size)).sum();
+    let (n, _, steps_per_epoch) = epoch_shape(cfg);
     if n == 0 {
         return None;
     }
@@ -246,7 +253,7 @@ mod tests {
         }
         let (recs, _) = super::super::index::index_dir(&root).unwrap();
         assert_eq!(recs.len(), 3);
-        let cost = |_: &RunConfig| Some(ModelCost { train_flops_per_example: 10.0, decode_flops_per_token: 7.0, params: 99 });
+        let cost = |_: &RunRecord, _: &RunConfig| Some(ModelCost { train_flops_per_example: 10.0, decode_flops_per_token: 7.0, params: 99 });
         let rows = cost_rows(&recs, 0.9, &cost).unwrap();
         assert_eq!(rows.len(), 1, "one task setting and mixer: {rows:?}");
         let r = &rows[0];
