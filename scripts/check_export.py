@@ -41,6 +41,10 @@ def task_checks(task, side, inputs, targets):
     if side["split"] == "train" and task in ("in_context_recall", "noisy_recall", "fuzzy_recall", "associative_recall", "induction_head"):
         assert np.array_equal(targets[:, :-1], inputs[:, 1:]), f"{task}: training targets must be the next token"
         return
+    if task == "text":
+        # next-token prediction: every position is scored and each target is the next input
+        assert sup.all(), "text: every position carries a target"
+        assert np.array_equal(targets[:, :-1], inputs[:, 1:]), "text: targets must be the next token"
     if task == "mqar":
         kv = cfg["num_kv_pairs"]
         for x, y, s in zip(inputs, targets, sup):

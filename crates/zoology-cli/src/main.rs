@@ -68,6 +68,11 @@ enum Cmd {
     /// then step through the queries) and print its accuracy next to the parallel evaluation's,
     /// with prefill time and decode tokens/s.
     Generate(GenerateArgs),
+    /// Perplexity of trained text models (task = "text") on the corpus's validation split,
+    /// sliced into AR hits (the token completes a bigram seen earlier in the window), first
+    /// occurrences and other tokens, by training-bigram frequency and by distance; the share of
+    /// each model's gap to attention that AR hits explain. Table, and with --out JSON + plots.
+    Arhits(ArhitsArgs),
     /// A built-in small sweep (attention vs BaseConv on MQAR, ~10 min on 2 cores): table, plot, report, index.
     Quickstart {
         /// Output directory.
@@ -150,6 +155,36 @@ struct GenerateArgs {
     /// Sequences decoded together.
     #[arg(long, default_value_t = 64)]
     batch: usize,
+}
+
+#[derive(Args)]
+struct ArhitsArgs {
+    /// Run directories of text models, or results directories (their runs/ are all taken).
+    #[arg(required = true)]
+    run_dirs: Vec<PathBuf>,
+    /// Write arhits.json, arhits.md and the plots here (`zoology report` on the same
+    /// directory includes them).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Evaluate only the first N validation windows (default: all).
+    #[arg(long)]
+    max_windows: Option<usize>,
+    /// Quantile buckets of training-bigram frequency.
+    #[arg(long, default_value_t = 5)]
+    buckets: usize,
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// The model whose perplexity gap to each other model is split (a label or a mixer name;
+    /// default: the attention run).
+    #[arg(long)]
+    reference: Option<String>,
+    /// Print the JSON instead of the tables.
+    #[arg(long)]
+    json: bool,
+    /// No progress display.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -299,6 +334,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Corpus(c) => corpus::cmd_corpus(c),
         Cmd::Construct(a) => cmd_construct(a),
         Cmd::Generate(a) => cmd_generate(a),
+        Cmd::Arhits(a) => cmd_arhits(a),
         Cmd::Data(a) => data::cmd_data(&a.task, &a.options),
         Cmd::Tasks => data::cmd_tasks(),
         Cmd::Mixers(MixersArgs { flops: true, d_model, seq_len }) => {
@@ -442,6 +478,33 @@ fn cmd_construct(a: ConstructArgs) -> Result<()> {
     if let Some(out) = &a.out {
         let acc = construct::write_run_dir(out, &built, &spec, o.mixer, o.seconds).map_err(|e| anyhow::anyhow!(e.to_string()))?;
         println!("  run directory {}: accuracy {acc:.4} on the run's own test data ({} examples, generated from its config as training would)", out.display(), o.examples);
+    }
+    Ok(())
+}
+
+fn cmd_arhits(a: ArhitsArgs) -> Result<()> {
+    use zoology::text::evaluate as ev;
+    let e = |e: zoology::Error| anyhow::anyhow!(e.to_string());
+    let dirs = ev::expand_run_dirs(&a.run_dirs).map_err(e)?;
+    let opts = ev::ArHitsOptions { max_windows: a.max_windows, buckets: a.buckets, batch: a.batch, reference: a.reference, quiet: a.quiet || a.json };
+    let o = ev::evaluate_runs(&dirs, &opts).map_err(e)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&o)?);
+    } else {
+        print!("{}", o.tables().map_err(e)?);
+        let ratios = o.ratios();
+        if !ratios.is_empty() {
+            println!("perplexity ratio to {} (AR hits / other tokens; the paper's shape: the AR-hit ratio is the larger):", o.reference.as_deref().unwrap_or("?"));
+            for (n, ar, other) in &ratios {
+                println!("  {n:<24} AR hits {ar:>6.2}×   other {other:>6.2}×   ({:.1}× larger on AR hits)", ar / other);
+            }
+        }
+    }
+    if let Some(out) = &a.out {
+        let files = ev::write_outputs(&o, out).map_err(e)?;
+        if !a.json {
+            println!("wrote {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+        }
     }
     Ok(())
 }

@@ -440,7 +440,8 @@ pub fn cmd_plot(dir: PathBuf, out: Option<PathBuf>, no_curves: bool) -> Result<(
 
 pub fn cmd_report(dir: PathBuf, out: Option<PathBuf>) -> Result<PathBuf> {
     let plots_dir = out.as_ref().map(|o| o.join("plots"));
-    let (recs, p, _) = plots_of(&dir, plots_dir, true)?;
+    let (recs, mut p, _) = plots_of(&dir, plots_dir, true)?;
+    plot::attach_arhits(&mut p, &dir).map_err(e)?;
     let path = out.unwrap_or_else(|| dir.clone()).join("report.html");
     let title = recs.iter().map(|r| r.sweep.clone()).find(|s| !s.is_empty()).map(|s| format!("zoology-rs sweep {s}")).unwrap_or_else(|| "zoology-rs results".into());
     report::write_report(&recs, &p, &title, &path).map_err(e)?;

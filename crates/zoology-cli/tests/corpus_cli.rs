@@ -69,3 +69,104 @@ fn bad_input_is_a_named_error() {
     }
     std::fs::remove_dir_all(&d).ok();
 }
+
+fn zoology_in(corpus_dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_zoology")).args(args).env("ZOOLOGY_CORPUS_DIR", corpus_dir).output().unwrap()
+}
+
+/// Issue 9 end to end on the fixture corpus (prepared on first use, offline): a sweep of two
+/// tiny text LMs, `zoology arhits` on its results directory, `zoology report` including the
+/// AR-hit section; and the named errors for runs that are not text models.
+#[test]
+fn text_sweep_then_arhits_and_report() {
+    let d = tmpdir("arhits");
+    let corpus = d.join("corpus");
+    let cfg = d.join("text.toml");
+    std::fs::write(
+        &cfg,
+        r#"seed = 3
+[data]
+vocab_size = 300
+batch_size = 16
+[[data.train]]
+task = "text"
+corpus = "fixture"
+tokenizer = "bpe300"
+seq_len = 32
+num_examples = 256
+[[data.test]]
+task = "text"
+corpus = "fixture"
+tokenizer = "bpe300"
+seq_len = 32
+num_examples = 32
+[model]
+d_model = 32
+n_layers = 2
+max_position_embeddings = 32
+[train]
+epochs = 2
+lr = 3e-3
+[sweep]
+name = "text-tiny"
+[sweep.mixers.attention]
+mixer = { name = "attention", num_heads = 1 }
+[sweep.mixers.base_conv]
+mixer = { name = "base_conv" }
+"#,
+    )
+    .unwrap();
+    let out = d.join("res");
+    let o = zoology_in(&corpus, &["sweep", "run", cfg.to_str().unwrap(), "--workers", "1", "--out", out.to_str().unwrap()]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{so}\n{se}");
+
+    let o = zoology_in(&corpus, &["arhits", out.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{so}\n{se}");
+    assert!(so.contains("fixture valid split, L = 32"), "{so}");
+    let row = |name: &str| so.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no row {name}: {so}")).to_string();
+    // the reference (attention) has no gap; base_conv's gap share is a percentage
+    assert!(row("attention ").contains('–'), "{so}");
+    assert!(row("base_conv ").trim_end().ends_with('%'), "{so}");
+    assert!(so.contains("perplexity by training-bigram count") && so.contains("perplexity ratio to attention"), "{so}");
+    for f in ["arhits.json", "arhits.md", "arhits_frequency.png", "arhits_frequency.svg", "arhits_ar_vs_other.png"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("arhits.json")).unwrap()).unwrap();
+    let models = j["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    // every window's targets are counted once per model, and the slices partition them
+    let windows = j["windows"].as_u64().unwrap();
+    for m in models {
+        let r = &m["report"];
+        let all = r["all"]["tokens"].as_u64().unwrap();
+        assert_eq!(all, windows * 32);
+        let parts: u64 = ["ar_hit", "first_occurrence", "other"].iter().map(|k| r[*k]["tokens"].as_u64().unwrap()).sum();
+        assert_eq!(parts, all);
+        let ppl = r["all"]["perplexity"].as_f64().unwrap();
+        assert!(ppl > 1.0 && ppl < 300.0, "perplexity {ppl} of a model over 300 tokens after some training");
+    }
+    assert_eq!(j["reference"].as_str(), Some("attention"));
+
+    let o = zoology_in(&corpus, &["report", out.to_str().unwrap()]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{so}\n{se}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Real text: perplexity on AR hits") && html.contains("<svg"), "report lacks the AR-hit section");
+
+    // bad input: a reference that is not there, a directory that is not a run, an MQAR run
+    let o = zoology_in(&corpus, &["arhits", out.to_str().unwrap(), "--reference", "mamba", "-q"]);
+    assert!(!o.status.success() && text(&o).1.contains("--reference"), "{}", text(&o).1);
+    let o = zoology_in(&corpus, &["arhits", d.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).1.contains("RUN_DIR"), "{}", text(&o).1);
+    let mqar = d.join("mqar.toml");
+    std::fs::write(&mqar, "[data]\nvocab_size = 32\nbatch_size = 8\n[[data.train]]\ntask = \"mqar\"\nseq_len = 16\nnum_kv_pairs = 2\nnum_examples = 16\n[[data.test]]\ntask = \"mqar\"\nseq_len = 16\nnum_kv_pairs = 2\nnum_examples = 8\n[model]\nd_model = 16\nn_layers = 1\n[train]\nepochs = 1\n").unwrap();
+    let run = d.join("mqar-run");
+    let o = zoology_in(&corpus, &["train", mqar.to_str().unwrap(), "--out", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let o = zoology_in(&corpus, &["arhits", run.to_str().unwrap()]);
+    let (_, se) = text(&o);
+    assert!(!o.status.success() && se.contains("task = \"text\""), "{se}");
+    std::fs::remove_dir_all(&d).ok();
+}

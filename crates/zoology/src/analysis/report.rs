@@ -95,6 +95,13 @@ svg{{max-width:100%;height:auto}}details{{margin:0.4em 0}}summary{{cursor:pointe
             h.push_str(inline_svg(svg));
         }
     }
+    if let Some((o, svgs)) = &plots.arhits {
+        h.push_str("<h2>Real text: perplexity on AR hits</h2>\n<p>Validation-split perplexity of each text model on all tokens, on AR hits (the token completes a bigram seen earlier in the same window), first occurrences and other tokens, and by frequency of the bigram in the training split (<code>zoology arhits</code>; README \"Real text\").</p>\n");
+        h.push_str(&format!("<pre>{}</pre>\n", esc(&o.tables()?)));
+        for svg in svgs {
+            h.push_str(inline_svg(svg));
+        }
+    }
     h.push_str("<h2>All runs</h2>\n");
     h.push_str(&html_table(&runs_table(recs)));
     h.push_str("<h2>Runs</h2>\n");

@@ -49,7 +49,9 @@ pub struct GlaConfig {
     pub gate_low_rank_dim: i64,
     /// Divides logsigmoid of the gate logits (GLA: 16).
     pub gate_logit_normalizer: f64,
-    /// Chunk length of the training form.
+    /// Chunk length of the training form (16: the per-key-channel decay materialises
+    /// `[B, H, L/C, C, C, d_k]`, so its cost grows with C; fla's kernel uses 64 with sub-chunks of
+    /// 16; docs/PERFORMANCE.md "GLA chunk size").
     pub chunk_size: i64,
     /// RMSNorm epsilon.
     pub norm_eps: f64,
@@ -57,7 +59,7 @@ pub struct GlaConfig {
 
 impl Default for GlaConfig {
     fn default() -> Self {
-        GlaConfig { expand_k: 0.5, expand_v: 1.0, num_heads: 4, gate_low_rank_dim: 16, gate_logit_normalizer: 16.0, chunk_size: 64, norm_eps: 1e-5 }
+        GlaConfig { expand_k: 0.5, expand_v: 1.0, num_heads: 4, gate_low_rank_dim: 16, gate_logit_normalizer: 16.0, chunk_size: 16, norm_eps: 1e-5 }
     }
 }
 

@@ -37,6 +37,7 @@ pub mod mqar;
 pub mod noisy_recall;
 pub mod parity;
 pub mod selective_copying;
+pub mod text;
 pub mod vocab_majority;
 
 use crate::error::{config_err, Result};
@@ -727,6 +728,7 @@ registry! {
     "memorization" => Memorization(memorization::MemorizationConfig),
     "associative_recall" => AssociativeRecall(associative_recall::AssociativeRecallConfig),
     "induction_head" => InductionHead(induction_head::InductionHeadConfig),
+    "text" => Text(text::TextConfig),
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 pub mod arhits;
 pub mod corpus;
 pub mod dataset;
+pub mod evaluate;
 pub mod deb;
 pub mod fixture;
 pub mod markup;

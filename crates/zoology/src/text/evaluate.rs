@@ -1,0 +1,294 @@
+//! `zoology arhits RUN_DIR …` (issue 9): trained text models' per-token losses on the
+//! validation split, sliced by [`crate::text::arhits`].
+//!
+//! For every run: the model is rebuilt from its config and verified checkpoint
+//! ([`crate::generate::load_run`]); its `text` task (the first in `data.test`, else in
+//! `data.train`) names the corpus, tokenizer and context length L. The corpus's **valid** split is
+//! packed into consecutive windows of L (every token after the first is a target exactly once;
+//! [`crate::text::dataset`]), optionally the first `max_windows`; each window goes through the
+//! model in evaluation mode and the loss of every target (`−log softmax(logits)[target]`, nats) is
+//! labelled (AR hit / first occurrence / other), bucketed by the bigram's count in the **train**
+//! split (quantile buckets) and, for AR hits, by the distance back to the earlier occurrence.
+//! All runs must read the same corpus, tokenizer and L, so that their slices hold the same tokens
+//! and the share of a perplexity gap that AR hits explain ([`gap_share`]) is defined; the
+//! reference is the run whose mixer is `attention` unless one is named.
+
+use crate::error::{config_err, Error, Result};
+use crate::generate::{load_run, read_config};
+use crate::rundir;
+use crate::tasks::text::TextConfig;
+use crate::tasks::TaskConfig;
+use crate::text::arhits::{format_frequency_table, format_table, gap_share, ArHitAnalyzer, ArHitReport, BigramCounts, FreqBuckets, GapShare};
+use crate::text::corpus::Split;
+use crate::text::dataset::window_sequences;
+use crate::train::config::RunConfig;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+#[derive(Debug, Clone)]
+pub struct ArHitsOptions {
+    /// Evaluate only the first N validation windows (all when `None`).
+    pub max_windows: Option<usize>,
+    /// Number of quantile buckets of training-bigram frequency.
+    pub buckets: usize,
+    /// Windows per forward pass.
+    pub batch: usize,
+    /// The run (its label) whose gap to every other run is split; default: the attention run.
+    pub reference: Option<String>,
+    pub quiet: bool,
+}
+
+impl Default for ArHitsOptions {
+    fn default() -> Self {
+        ArHitsOptions { max_windows: None, buckets: 5, batch: 16, reference: None, quiet: false }
+    }
+}
+
+/// One evaluated run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelArHits {
+    /// Table label: the mixer, made unique with the width when mixers repeat.
+    pub name: String,
+    pub run_dir: String,
+    pub mixer: String,
+    pub d_model: i64,
+    pub n_layers: i64,
+    pub parameters: i64,
+    pub report: ArHitReport,
+    /// Share of this model's gap to the reference explained by each label (`None` for the
+    /// reference itself, or when there is no reference).
+    pub gap: Option<GapShare>,
+}
+
+/// What `zoology arhits` measured (`arhits.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArHitsOutput {
+    pub corpus: String,
+    pub tokenizer: String,
+    pub split: String,
+    pub seq_len: usize,
+    pub windows: u64,
+    pub buckets: String,
+    pub reference: Option<String>,
+    pub models: Vec<ModelArHits>,
+}
+
+impl ArHitsOutput {
+    fn named(&self) -> Vec<(String, ArHitReport)> {
+        self.models.iter().map(|m| (m.name.clone(), m.report.clone())).collect()
+    }
+    /// The terminal tables: per-label perplexities with the gap share, then by frequency bucket.
+    pub fn tables(&self) -> Result<String> {
+        let named = self.named();
+        Ok(format!(
+            "{} {} split, L = {}, {} windows ({} targets per model)\n{}\n{}",
+            self.corpus,
+            self.split,
+            self.seq_len,
+            self.windows,
+            self.models.first().map(|m| m.report.all.tokens).unwrap_or(0),
+            format_table(&named, self.reference.as_deref())?,
+            format_frequency_table(&named)
+        ))
+    }
+    /// Ratio of a model's perplexity to the reference's on AR hits and on other tokens.
+    pub fn ratios(&self) -> Vec<(String, f64, f64)> {
+        let Some(r) = self.reference.as_ref().and_then(|r| self.models.iter().find(|m| &m.name == r)) else { return vec![] };
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => a / b,
+            _ => f64::NAN,
+        };
+        self.models
+            .iter()
+            .filter(|m| m.name != r.name)
+            .map(|m| (m.name.clone(), ratio(m.report.ar_hit.perplexity(), r.report.ar_hit.perplexity()), ratio(m.report.other.perplexity(), r.report.other.perplexity())))
+            .collect()
+    }
+}
+
+/// The text task of a run (the first in `data.test`, else in `data.train`).
+pub fn text_task(cfg: &RunConfig, dir: &Path) -> Result<TextConfig> {
+    cfg.data.test.iter().chain(&cfg.data.train).find_map(|t| if let TaskConfig::Text(c) = t { Some(c.clone()) } else { None }).ok_or_else(|| {
+        let tasks: Vec<&str> = cfg.data.train.iter().map(|t| t.name()).collect();
+        config_err("RUN_DIR", format!("{} was trained on {} (no `text` task): `zoology arhits` evaluates language models trained with task = \"text\"", dir.display(), tasks.join(", ")))
+    })
+}
+
+/// The run directories among `args`: a run directory as is, a results directory (one with a
+/// `runs/` folder, as `zoology sweep run --out` writes) as each of its runs that has a checkpoint.
+pub fn expand_run_dirs(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = vec![];
+    for a in args {
+        if a.join(rundir::CONFIG).exists() {
+            out.push(a.clone());
+        } else if a.join("runs").is_dir() {
+            let mut runs: Vec<PathBuf> = std::fs::read_dir(a.join("runs"))
+                .map_err(crate::error::io_err(a.join("runs")))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join(rundir::CONFIG).exists() && p.join(rundir::CHECKPOINT).exists())
+                .collect();
+            if runs.is_empty() {
+                return Err(config_err("RUN_DIR", format!("{} holds no run with a checkpoint under runs/", a.display())));
+            }
+            runs.sort();
+            out.extend(runs);
+        } else {
+            // load_run's error says what a run directory is
+            read_config(a)?;
+        }
+    }
+    if out.is_empty() {
+        return Err(config_err("RUN_DIR", "give at least one run directory (or a results directory with runs/)"));
+    }
+    Ok(out)
+}
+
+/// Per-target losses (nats) of `windows` (each `L + 1` tokens), `[n][L]` flattened.
+pub fn window_losses(model: &crate::model::LanguageModel, windows: &[&[u32]]) -> Vec<f32> {
+    let _g = tch::no_grad_guard();
+    let l = windows[0].len() - 1;
+    let n = windows.len() as i64;
+    let x: Vec<i64> = windows.iter().flat_map(|w| w[..l].iter().map(|&t| t as i64)).collect();
+    let y: Vec<i64> = windows.iter().flat_map(|w| w[1..].iter().map(|&t| t as i64)).collect();
+    let x = Tensor::from_slice(&x).view([n, l as i64]);
+    let y = Tensor::from_slice(&y).view([n, l as i64, 1]);
+    let logp = model.logits(&x, false).log_softmax(-1, Kind::Float);
+    let nll = logp.gather(2, &y, false).neg().view([-1]);
+    Vec::<f32>::try_from(&nll).expect("float losses")
+}
+
+/// Evaluates every run on the validation windows (see the module docs).
+pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOutput> {
+    if opts.batch == 0 {
+        return Err(config_err("--batch", "must be at least 1"));
+    }
+    // the runs and their (shared) data
+    let mut cfgs: Vec<(PathBuf, RunConfig, TextConfig)> = vec![];
+    for d in dirs {
+        let cfg = read_config(d)?;
+        let t = text_task(&cfg, d)?;
+        if let Some((d0, _, t0)) = cfgs.first() {
+            if (&t.corpus, &t.tokenizer, t.seq_len) != (&t0.corpus, &t0.tokenizer, t0.seq_len) {
+                return Err(config_err(
+                    "RUN_DIR",
+                    format!(
+                        "{} reads corpus {} / tokenizer {} at L = {} but {} reads {} / {} at L = {}: compare runs on the same windows",
+                        d.display(),
+                        t.corpus,
+                        t.tokenizer,
+                        t.seq_len,
+                        d0.display(),
+                        t0.corpus,
+                        t0.tokenizer,
+                        t0.seq_len
+                    ),
+                ));
+            }
+        }
+        cfgs.push((d.clone(), cfg, t));
+    }
+    let t0 = cfgs[0].2.clone();
+    let data = t0.dataset("RUN_DIR text task")?;
+    let counts = BigramCounts::from_tokens(data.tokens(Split::Train));
+    let buckets = FreqBuckets::quantiles(&counts, opts.buckets)?;
+    let valid = data.tokens(Split::Valid);
+    let mut wins: Vec<&[u32]> = window_sequences(valid, t0.seq_len).collect();
+    if let Some(m) = opts.max_windows {
+        if m == 0 {
+            return Err(config_err("--max-windows", "must be at least 1"));
+        }
+        wins.truncate(m);
+    }
+    if wins.is_empty() {
+        return Err(Error::Data(format!("the valid split of {} ({} tokens) holds no window of L = {}", t0.corpus, valid.len(), t0.seq_len)));
+    }
+
+    let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::with_draw_target(Some((wins.len() * cfgs.len()) as u64), ProgressDrawTarget::stderr()) };
+    pb.set_style(ProgressStyle::with_template("{msg:>20} [{bar:30}] {pos}/{len} windows, {elapsed} (eta {eta})").expect("template").progress_chars("=> "));
+
+    // labels: the mixer, unique
+    let mixers: Vec<String> = cfgs.iter().map(|(_, c, _)| c.model.mixer_name()).collect();
+    let mut models = vec![];
+    for ((dir, cfg, _), mixer) in cfgs.iter().zip(&mixers) {
+        let mut name = mixer.clone();
+        if mixers.iter().filter(|m| *m == mixer).count() > 1 {
+            name = format!("{mixer} d{} L{}", cfg.model.d_model, cfg.model.n_layers);
+            if cfgs.iter().filter(|(_, c, _)| c.model.mixer_name() == *mixer && c.model.d_model == cfg.model.d_model && c.model.n_layers == cfg.model.n_layers).count() > 1 {
+                name = format!("{mixer} {}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("?"));
+            }
+        }
+        pb.set_message(name.clone());
+        let run = load_run(dir)?;
+        let mut an = ArHitAnalyzer::new(&counts, &buckets, t0.seq_len);
+        for chunk in wins.chunks(opts.batch) {
+            let nll = window_losses(&run.model, chunk);
+            for (w, l) in chunk.iter().zip(nll.chunks(t0.seq_len)) {
+                an.add_window(w, l).map_err(|e| Error::Data(format!("{}: {e}", dir.display())))?;
+            }
+            pb.inc(chunk.len() as u64);
+        }
+        models.push(ModelArHits {
+            name,
+            run_dir: dir.display().to_string(),
+            mixer: mixer.clone(),
+            d_model: cfg.model.d_model,
+            n_layers: cfg.model.n_layers,
+            parameters: crate::model::num_parameters(&run.vs),
+            report: an.finish(),
+            gap: None,
+        });
+    }
+    pb.finish_and_clear();
+
+    let reference = match &opts.reference {
+        Some(r) => {
+            if !models.iter().any(|m| &m.name == r || &m.mixer == r) {
+                return Err(config_err("--reference", format!("no evaluated run is called `{r}` (runs: {})", models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "))));
+            }
+            models.iter().find(|m| &m.name == r).or_else(|| models.iter().find(|m| &m.mixer == r)).map(|m| m.name.clone())
+        }
+        None => models.iter().find(|m| m.mixer == "attention").map(|m| m.name.clone()),
+    };
+    if let Some(r) = &reference {
+        let rr = models.iter().find(|m| &m.name == r).expect("found above").report.clone();
+        for m in models.iter_mut().filter(|m| &m.name != r) {
+            m.gap = gap_share(&rr, &m.report)?;
+        }
+    }
+    Ok(ArHitsOutput {
+        corpus: t0.corpus.clone(),
+        tokenizer: t0.tokenizer.clone(),
+        split: "valid".into(),
+        seq_len: t0.seq_len,
+        windows: wins.len() as u64,
+        buckets: buckets.scheme.clone(),
+        reference,
+        models,
+    })
+}
+
+/// Writes `arhits.json`, `arhits.md` (the tables) and the plots (`arhits_frequency`,
+/// `arhits_ar_vs_other`, PNG + SVG) into `out`; returns the files written.
+pub fn write_outputs(o: &ArHitsOutput, out: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).map_err(crate::error::io_err(out))?;
+    let json = out.join("arhits.json");
+    std::fs::write(&json, serde_json::to_string_pretty(o).expect("serialisable")).map_err(crate::error::io_err(&json))?;
+    let md = out.join("arhits.md");
+    std::fs::write(&md, format!("```\n{}```\n", o.tables()?)).map_err(crate::error::io_err(&md))?;
+    let named = o.named();
+    crate::analysis::arhits_plot::plot_frequency(&named, &out.join("arhits_frequency"))?;
+    crate::analysis::arhits_plot::plot_ar_vs_other(&named, &out.join("arhits_ar_vs_other"))?;
+    Ok(vec![json, md, out.join("arhits_frequency.png"), out.join("arhits_ar_vs_other.png")])
+}
+
+/// Reads `dir/arhits.json` if present (for `zoology report`).
+pub fn read_output(dir: &Path) -> Result<Option<ArHitsOutput>> {
+    let p = dir.join("arhits.json");
+    if !p.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&p).map_err(crate::error::io_err(&p))?;
+    serde_json::from_str(&text).map(Some).map_err(|e| Error::Data(format!("{}: {e}; run `zoology arhits … --out {}` again", p.display(), dir.display())))
+}
