@@ -674,8 +674,16 @@ pub fn format_frequency_table(models: &[(String, ArHitReport)]) -> String {
     let Some((_, first)) = models.first() else { return String::new() };
     let w = models.iter().map(|(n, _)| n.chars().count()).max().unwrap_or(5).max(5) + 12;
     let mut s = format!("perplexity by training-bigram count ({})\n{:<w$}", first.freq_scheme, "model / slice");
+    // column width: the widest cell (perplexity and token count), at least the bucket label
+    let cw = models
+        .iter()
+        .flat_map(|(_, r)| r.by_frequency.iter().flat_map(|row| [&row.ar_hit, &row.other].map(|st| format!("{} ({})", fmt_ppl(st), st.tokens).chars().count())))
+        .chain(first.by_frequency.iter().map(|row| row.bucket.chars().count()))
+        .max()
+        .unwrap_or(12)
+        .max(12);
     for row in &first.by_frequency {
-        s += &format!("  {:>12}", row.bucket);
+        s += &format!("  {:>cw$}", row.bucket);
     }
     s.push('\n');
     for (name, r) in models {
@@ -683,7 +691,7 @@ pub fn format_frequency_table(models: &[(String, ArHitReport)]) -> String {
             s += &format!("{:<w$}", format!("{name} {lab}"));
             for row in &r.by_frequency {
                 let st = [&row.ar_hit, &row.first_occurrence, &row.other][get];
-                s += &format!("  {:>12}", format!("{} ({})", fmt_ppl(st), st.tokens));
+                s += &format!("  {:>cw$}", format!("{} ({})", fmt_ppl(st), st.tokens));
             }
             s.push('\n');
         }
