@@ -1,15 +1,8 @@
 //! End-to-end tests of `zoology construct`: a tiny hand-set model solves MQAR and prints what
 //! it costs; bad flags exit 1 with a message naming the flag, never a panic.
 
-use std::process::{Command, Output};
-
-fn zoology(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zoology")).args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+mod common;
+use common::{zoology, text};
 
 #[test]
 fn construct_attention_prints_accuracy_width_parameters_and_state() {

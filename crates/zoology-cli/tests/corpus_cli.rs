@@ -1,21 +1,11 @@
 //! End-to-end tests of `zoology corpus fetch|info` on the built-in fixture corpus (offline).
 
-use std::path::PathBuf;
+mod common;
+use common::{streams, tmpdir};
 use std::process::{Command, Output};
 
 fn zoology(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_zoology")).args(args).env_remove("ZOOLOGY_CORPUS_DIR").output().unwrap()
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("zoology-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
 #[test]
@@ -23,18 +13,18 @@ fn fetch_then_info_on_the_fixture() {
     let d = tmpdir("corpus");
     let ds = d.to_str().unwrap();
     let o = zoology(&["corpus", "fetch", "--corpus", "fixture", "--dir", ds, "--tokenizer", "bpe300", "-q"]);
-    let (out, err) = text(&o);
+    let (out, err) = streams(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("tokenizer bpe300") && out.contains("FixtureNotes"), "{out}");
     assert!(d.join("fixture/bpe300/train.bin").exists() && d.join("fixture/documents.jsonl").exists());
 
     let o = zoology(&["corpus", "fetch", "--corpus", "fixture", "--dir", ds, "--tokenizer", "bpe300", "-q"]);
-    let (out, _) = text(&o);
+    let (out, _) = streams(&o);
     assert_eq!(out.matches("(cached, verified)").count(), 3, "{out}");
 
     let plots = d.join("plots");
     let o = zoology(&["corpus", "info", "--corpus", "fixture", "--dir", ds, "--windows", "32,128", "--plot", plots.to_str().unwrap()]);
-    let (out, err) = text(&o);
+    let (out, err) = streams(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("AR hits in the train split") && out.contains("Bigram frequency buckets"), "{out}");
     let row = out.lines().find(|l| l.trim_start().starts_with("128 ")).unwrap_or_else(|| panic!("a row for L = 128: {out}"));
@@ -51,7 +41,7 @@ fn bad_input_is_a_named_error() {
     std::fs::create_dir_all(&empty).unwrap();
     // the real corpus from a directory that lacks its packages: no network is touched
     let o = zoology(&["corpus", "fetch", "--dir", ds, "--debs", empty.to_str().unwrap(), "-q"]);
-    let (_, err) = text(&o);
+    let (_, err) = streams(&o);
     assert!(!o.status.success());
     assert!(err.contains("no sword-comm-tdavid_2.1-1_*.deb") && err.contains("apt-get download sword-comm-tdavid=2.1-1"), "{err}");
 
@@ -63,7 +53,7 @@ fn bad_input_is_a_named_error() {
         (vec!["corpus", "info", "--corpus", "fixture", "--dir", ds, "--windows", "0"], "--windows"),
     ] {
         let o = zoology(&args);
-        let (_, err) = text(&o);
+        let (_, err) = streams(&o);
         assert!(!o.status.success(), "{args:?} should fail");
         assert!(err.contains(want), "{args:?}: {err}");
     }
@@ -118,11 +108,11 @@ mixer = { name = "base_conv" }
     .unwrap();
     let out = d.join("res");
     let o = zoology_in(&corpus, &["sweep", "run", cfg.to_str().unwrap(), "--workers", "1", "--out", out.to_str().unwrap()]);
-    let (so, se) = text(&o);
+    let (so, se) = streams(&o);
     assert!(o.status.success(), "{so}\n{se}");
 
     let o = zoology_in(&corpus, &["arhits", out.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"]);
-    let (so, se) = text(&o);
+    let (so, se) = streams(&o);
     assert!(o.status.success(), "{so}\n{se}");
     assert!(so.contains("fixture valid split, L = 32"), "{so}");
     let row = |name: &str| so.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no row {name}: {so}")).to_string();
@@ -150,23 +140,23 @@ mixer = { name = "base_conv" }
     assert_eq!(j["reference"].as_str(), Some("attention"));
 
     let o = zoology_in(&corpus, &["report", out.to_str().unwrap()]);
-    let (so, se) = text(&o);
+    let (so, se) = streams(&o);
     assert!(o.status.success(), "{so}\n{se}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("Real text: perplexity on AR hits") && html.contains("<svg"), "report lacks the AR-hit section");
 
     // bad input: a reference that is not there, a directory that is not a run, an MQAR run
     let o = zoology_in(&corpus, &["arhits", out.to_str().unwrap(), "--reference", "mamba", "-q"]);
-    assert!(!o.status.success() && text(&o).1.contains("--reference"), "{}", text(&o).1);
+    assert!(!o.status.success() && streams(&o).1.contains("--reference"), "{}", streams(&o).1);
     let o = zoology_in(&corpus, &["arhits", d.to_str().unwrap()]);
-    assert!(!o.status.success() && text(&o).1.contains("RUN_DIR"), "{}", text(&o).1);
+    assert!(!o.status.success() && streams(&o).1.contains("RUN_DIR"), "{}", streams(&o).1);
     let mqar = d.join("mqar.toml");
     std::fs::write(&mqar, "[data]\nvocab_size = 32\nbatch_size = 8\n[[data.train]]\ntask = \"mqar\"\nseq_len = 16\nnum_kv_pairs = 2\nnum_examples = 16\n[[data.test]]\ntask = \"mqar\"\nseq_len = 16\nnum_kv_pairs = 2\nnum_examples = 8\n[model]\nd_model = 16\nn_layers = 1\n[train]\nepochs = 1\n").unwrap();
     let run = d.join("mqar-run");
     let o = zoology_in(&corpus, &["train", mqar.to_str().unwrap(), "--out", run.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o).1);
+    assert!(o.status.success(), "{}", streams(&o).1);
     let o = zoology_in(&corpus, &["arhits", run.to_str().unwrap()]);
-    let (_, se) = text(&o);
+    let (_, se) = streams(&o);
     assert!(!o.status.success() && se.contains("task = \"text\""), "{se}");
     std::fs::remove_dir_all(&d).ok();
 }

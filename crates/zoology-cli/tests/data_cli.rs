@@ -1,23 +1,10 @@
 //! End-to-end tests of the task verbs: `zoology tasks`, `zoology data` (show, export, errors)
 //! and a Python script that loads every exported format with numpy and torch/safetensors.
 
+mod common;
+use common::{zoology, text, tmpdir};
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn zoology(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zoology")).args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("zoology-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use std::process::Command;
 
 #[test]
 fn tasks_lists_every_registered_task() {

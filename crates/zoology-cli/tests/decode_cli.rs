@@ -3,23 +3,10 @@
 //! constructed model and its accuracy equals the parallel evaluation's; `bench decode` writes a
 //! table, a JSON and a plot; bad input is a named error, never a panic.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn zoology(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zoology")).args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("zoology-decode-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::{zoology, text, tmpdir};
+use std::path::Path;
+use std::process::Command;
 
 /// The `decode X   parallel Y` accuracies `generate` printed.
 fn accuracies(out: &str) -> (f64, f64) {

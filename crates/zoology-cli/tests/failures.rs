@@ -4,18 +4,13 @@
 //! directory leave each other's runs alone; --retry-failed starts over a run whose checkpoint is
 //! damaged; results work on a read-only directory.
 
+mod common;
+use common::{tmpdir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_zoology");
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("zoology-fail-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// A tiny sweep over learning rates (attention only); `extra` goes into [train].
 fn sweep_text(name: &str, lrs: &str, epochs: usize, examples: usize, extra: &str) -> String {

@@ -1,15 +1,8 @@
 //! End-to-end tests of `zoology mixers` (the list and the `--flops` table) and of the flag
 //! errors of `zoology bench flops` (the bench itself is timed, so it is not run here).
 
-use std::process::{Command, Output};
-
-fn zoology(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zoology")).args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+mod common;
+use common::{zoology, text};
 
 #[test]
 fn mixers_flops_prints_a_row_per_mixer() {

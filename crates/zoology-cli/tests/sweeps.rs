@@ -2,6 +2,8 @@
 //! re-run ends with exactly one result per run; a sweep through a real Slurm (skipped with a
 //! printed reason when `sbatch` is absent; `.ci/run` installs and starts one).
 
+mod common;
+use common::tmpdir;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -46,13 +48,6 @@ mixer = {{ name = "attention", num_heads = 1 }}
 mixer = {{ name = "base_conv", kernel_size = [3, -1] }}
 "#
     )
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("zoology-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn run_dirs(out: &Path) -> Vec<PathBuf> {

@@ -1,18 +1,13 @@
 //! End-to-end tests of `zoology train`: resume after SIGKILL, divergence, config errors.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{tmpdir};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn zoology() -> Command {
     Command::new(env!("CARGO_BIN_EXE_zoology"))
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("zoology-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 const TINY: &str = r#"
