@@ -631,6 +631,9 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         s.num_parameters,
         s.state_size
     );
+    if s.metric == "perplexity" && s.final_loss.is_finite() {
+        println!("  test perplexity {:.2} (exp of the final test loss {:.4}); `zoology arhits {}` slices it", s.final_loss.exp(), s.final_loss, out.display());
+    }
     if let Some(why) = s.failure() {
         eprintln!("{why}");
         std::process::exit(2);

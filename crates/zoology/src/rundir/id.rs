@@ -45,66 +45,13 @@ pub fn hash_value(v: &toml::Value) -> String {
     digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
-#[derive(Debug, Clone)]
-enum Seg {
-    Key(String),
-    Index(usize),
-}
-
-/// Every key of every table in `v` (tables inside arrays included), parents before children.
-fn key_paths(v: &toml::Value, prefix: &mut Vec<Seg>, out: &mut Vec<Vec<Seg>>) {
-    match v {
-        toml::Value::Table(t) => {
-            for (k, x) in t {
-                prefix.push(Seg::Key(k.clone()));
-                out.push(prefix.clone());
-                key_paths(x, prefix, out);
-                prefix.pop();
-            }
-        }
-        toml::Value::Array(a) => {
-            for (i, x) in a.iter().enumerate() {
-                prefix.push(Seg::Index(i));
-                key_paths(x, prefix, out);
-                prefix.pop();
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Removes the key at `path` (whose last segment is a key); false when the path is gone.
-fn remove_at(v: &mut toml::Value, path: &[Seg]) -> bool {
-    let Some((last, parents)) = path.split_last() else { return false };
-    let mut cur = v;
-    for s in parents {
-        cur = match (s, cur) {
-            (Seg::Key(k), toml::Value::Table(t)) => match t.get_mut(k) {
-                Some(x) => x,
-                None => return false,
-            },
-            (Seg::Index(i), toml::Value::Array(a)) => match a.get_mut(*i) {
-                Some(x) => x,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
-    match (last, cur) {
-        (Seg::Key(k), toml::Value::Table(t)) => t.remove(k).is_some(),
-        _ => false,
-    }
-}
-
 /// Removes from `full` (the serialised form of `target`) every key whose removal still
 /// deserialises to `target`: the values equal to their serde defaults, whole tables included.
 pub fn strip_defaults<T: DeserializeOwned + PartialEq>(full: toml::Value, target: &T) -> toml::Value {
-    let mut paths = vec![];
-    key_paths(&full, &mut vec![], &mut paths);
-    let mut cur = full;
-    for p in paths {
+    let mut cur = full.clone();
+    for p in super::toml_path::paths(&full, false) {
         let mut trial = cur.clone();
-        if !remove_at(&mut trial, &p) {
+        if !super::toml_path::remove(&mut trial, &p) {
             continue; // inside a table already removed
         }
         if T::deserialize(trial.clone()).map(|x| &x == target).unwrap_or(false) {

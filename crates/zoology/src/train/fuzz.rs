@@ -8,6 +8,7 @@
 //! Mixer-option mutations are drawn only for the mixers in [`fuzzed_mixers`]: those whose
 //! `validate` bounds every option. Flip [`FUZZ_EVERY_MIXER`] to include every registered mixer.
 
+use crate::rundir::toml_path::{get_mut, paths, remove};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -100,57 +101,6 @@ fn wrong_types() -> Vec<toml::Value> {
     ]
 }
 
-/// Paths to every value in a table: keys, and indices into arrays.
-fn paths(v: &toml::Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-    match v {
-        toml::Value::Table(t) => {
-            for (k, x) in t {
-                prefix.push(k.clone());
-                out.push(prefix.clone());
-                paths(x, prefix, out);
-                prefix.pop();
-            }
-        }
-        toml::Value::Array(a) => {
-            for (i, x) in a.iter().enumerate() {
-                prefix.push(i.to_string());
-                out.push(prefix.clone());
-                paths(x, prefix, out);
-                prefix.pop();
-            }
-        }
-        _ => {}
-    }
-}
-
-fn get_mut<'a>(v: &'a mut toml::Value, path: &[String]) -> Option<&'a mut toml::Value> {
-    let mut cur = v;
-    for p in path {
-        cur = match cur {
-            toml::Value::Table(t) => t.get_mut(p)?,
-            toml::Value::Array(a) => a.get_mut(p.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(cur)
-}
-
-/// Removes the value at `path` (a table key or an array element).
-fn remove(v: &mut toml::Value, path: &[String]) -> bool {
-    let Some((last, parent)) = path.split_last() else { return false };
-    match get_mut(v, parent) {
-        Some(toml::Value::Table(t)) => t.remove(last).is_some(),
-        Some(toml::Value::Array(a)) => match last.parse::<usize>() {
-            Ok(i) if i < a.len() => {
-                a.remove(i);
-                true
-            }
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
 /// Draws mutated configs from a fixed seed.
 pub struct Fuzzer {
     rng: ChaCha8Rng,
@@ -188,8 +138,7 @@ impl Fuzzer {
         }
         let n = [1, 1, 1, 1, 1, 1, 2, 2, 2, 3][self.rng.gen_range(0..10)];
         for _ in 0..n {
-            let mut all = vec![];
-            paths(&v, &mut vec![], &mut all);
+            let all = paths(&v, true);
             let kind = self.rng.gen_range(0..100);
             if kind < 25 && !self.mixers.is_empty() {
                 // a mixer option
