@@ -160,9 +160,8 @@ pub struct StepShape {
 pub fn step_shapes(segments: &[crate::tasks::Segment], batch: usize) -> Vec<StepShape> {
     let mut out = vec![];
     for s in segments {
-        let supervised: Vec<i64> = (0..s.n).map(|i| s.example(i).1.iter().filter(|&&t| t != crate::tasks::IGNORE).count() as i64).collect();
-        for c in supervised.chunks(batch.max(1)) {
-            out.push(StepShape { sequences: c.len() as i64, seq_len: s.seq_len as i64, head_positions: c.iter().sum() });
+        for c in s.supervised_per_example().chunks(batch.max(1)) {
+            out.push(StepShape { sequences: c.len() as i64, seq_len: s.seq_len as i64, head_positions: c.iter().sum::<usize>() as i64 });
         }
     }
     out

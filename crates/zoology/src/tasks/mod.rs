@@ -102,6 +102,11 @@ impl Segment {
         (t(&self.inputs), t(&self.targets))
     }
 
+    /// Number of supervised positions of each example (where the sparse head runs).
+    pub fn supervised_per_example(&self) -> Vec<usize> {
+        (0..self.n).map(|i| self.example(i).1.iter().filter(|&&t| t != IGNORE).count()).collect()
+    }
+
     /// Number of supervised positions in the whole segment.
     pub fn num_supervised(&self) -> usize {
         self.targets.iter().filter(|&&t| t != IGNORE).count()

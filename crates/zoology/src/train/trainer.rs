@@ -248,7 +248,7 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
     // the exact training FLOPs of each step (for `solved`): per segment the model's FLOPs at its
     // length, and each example's supervised positions (the sparse head runs there)
     let seg_flops: Vec<crate::model::ModelFlops> = train_data.segments.iter().map(|s| model.flops(s.seq_len as i64)).collect();
-    let supervised: Vec<Vec<u32>> = train_data.segments.iter().map(|s| (0..s.n).map(|i| s.example(i).1.iter().filter(|&&y| y != IGNORE).count() as u32).collect()).collect();
+    let supervised: Vec<Vec<usize>> = train_data.segments.iter().map(Segment::supervised_per_example).collect();
     let steps_per_epoch = epoch_batches(&train_data.segments, cfg.data.batch_size, false, 0, 0).len();
     let total_steps = steps_per_epoch * t.epochs;
     let test_batch = cfg.data.test_batch_size.unwrap_or(cfg.data.batch_size);
