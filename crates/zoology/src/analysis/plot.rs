@@ -44,6 +44,13 @@ pub fn mixer_color(name: &str) -> RGBColor {
         ("hybrid", (127, 127, 127)),
         ("linear_attention", (188, 189, 34)),
         ("retnet", (23, 190, 207)),
+        ("gla", (0, 0, 0)),
+        ("delta_net", (120, 0, 120)),
+        ("gated_delta_net", (200, 150, 0)),
+        ("sliding_window", (0, 60, 160)),
+        ("long_conv", (160, 60, 0)),
+        ("mega", (60, 30, 90)),
+        ("stripedhyena", (110, 170, 110)),
     ];
     if let Some((_, c)) = NAMED.iter().find(|(n, _)| *n == name) {
         return RGBColor(c.0, c.1, c.2);
@@ -496,6 +503,19 @@ pub fn plot_all(all: &[RunRecord], out: &Path, with_curves: bool) -> Result<Plot
 
 #[cfg(test)]
 mod tests {
+
+    /// Every registered mixer has its own colour (two mixers in one plot must never share one).
+    #[test]
+    fn registered_mixers_have_distinct_colours() {
+        let names = crate::mixers::names();
+        let mut seen = std::collections::HashMap::new();
+        for n in &names {
+            let c = mixer_color(n);
+            if let Some(other) = seen.insert((c.0, c.1, c.2), *n) {
+                panic!("{n} and {other} share colour {:?}", (c.0, c.1, c.2));
+            }
+        }
+    }
     use super::*;
 
     #[test]
