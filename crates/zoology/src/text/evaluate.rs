@@ -49,7 +49,8 @@ impl Default for ArHitsOptions {
 /// One evaluated run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelArHits {
-    /// Table label: the mixer, made unique with the width when mixers repeat.
+    /// Table label: the sweep preset's label (else the mixer), made unique with the width (and
+    /// then the run directory) when labels repeat.
     pub name: String,
     pub run_dir: String,
     pub mixer: String,
@@ -208,14 +209,19 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
     let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::with_draw_target(Some((wins.len() * cfgs.len()) as u64), ProgressDrawTarget::stderr()) };
     pb.set_style(ProgressStyle::with_template("{msg:>20} [{bar:30}] {pos}/{len} windows, {elapsed} (eta {eta})").expect("template").progress_chars("=> "));
 
-    // labels: the mixer, unique
-    let mixers: Vec<String> = cfgs.iter().map(|(_, c, _)| c.model.mixer_name()).collect();
+    // labels: the sweep's preset label when the run came from a sweep (two hybrids are
+    // "based" and "hybrid", not "hybrid" twice), else the mixer; made unique below
+    let preset = |dir: &Path| -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).ok()?).ok()?;
+        v.get("label").and_then(|l| l.as_str()).filter(|l| !l.is_empty()).map(str::to_string)
+    };
+    let mixers: Vec<String> = cfgs.iter().map(|(d, c, _)| preset(d).unwrap_or_else(|| c.model.mixer_name())).collect();
     let mut models = vec![];
     for ((dir, cfg, _), mixer) in cfgs.iter().zip(&mixers) {
         let mut name = mixer.clone();
         if mixers.iter().filter(|m| *m == mixer).count() > 1 {
             name = format!("{mixer} d{} L{}", cfg.model.d_model, cfg.model.n_layers);
-            if cfgs.iter().filter(|(_, c, _)| c.model.mixer_name() == *mixer && c.model.d_model == cfg.model.d_model && c.model.n_layers == cfg.model.n_layers).count() > 1 {
+            if cfgs.iter().zip(&mixers).filter(|((_, c, _), m)| *m == mixer && c.model.d_model == cfg.model.d_model && c.model.n_layers == cfg.model.n_layers).count() > 1 {
                 name = format!("{mixer} {}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("?"));
             }
         }
@@ -232,7 +238,7 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
         models.push(ModelArHits {
             name,
             run_dir: dir.display().to_string(),
-            mixer: mixer.clone(),
+            mixer: cfg.model.mixer_name(),
             d_model: cfg.model.d_model,
             n_layers: cfg.model.n_layers,
             parameters: crate::model::num_parameters(&run.vs),
@@ -249,7 +255,7 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
             }
             models.iter().find(|m| &m.name == r).or_else(|| models.iter().find(|m| &m.mixer == r)).map(|m| m.name.clone())
         }
-        None => models.iter().find(|m| m.mixer == "attention").map(|m| m.name.clone()),
+        None => models.iter().find(|m| m.mixer == "attention").or_else(|| models.iter().find(|m| m.name == "attention")).map(|m| m.name.clone()),
     };
     if let Some(r) = &reference {
         let rr = models.iter().find(|m| &m.name == r).expect("found above").report.clone();
