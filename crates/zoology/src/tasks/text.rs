@@ -136,10 +136,9 @@ impl TextConfig {
     fn windows_of(&self, tokens: &[u32], seed: u64) -> (Vec<Token>, Vec<Token>) {
         let l = self.seq_len;
         if self.windows == "packed" {
-            let mut inputs = Vec::with_capacity(self.num_examples * l);
-            let mut targets = Vec::with_capacity(self.num_examples * l);
-            for k in 0..self.num_examples {
-                let w = &tokens[k * l..k * l + l + 1];
+            // the dataset's packing (validate checked that num_examples windows exist)
+            let (mut inputs, mut targets) = (Vec::with_capacity(self.num_examples * l), Vec::with_capacity(self.num_examples * l));
+            for w in crate::text::dataset::window_sequences(tokens, l).take(self.num_examples) {
                 inputs.extend(w[..l].iter().map(|&x| x as Token));
                 targets.extend(w[1..].iter().map(|&x| x as Token));
             }
