@@ -19,8 +19,10 @@
 //! Init of the implicit filter's MLP, `filter_init`: `"normal"` (default) is what Zoology's
 //! `_init_weights` does to every `nn.Linear`, N(0, 0.02) weights and zero biases, so the taps
 //! start near 1e-3 and the long conv is at first almost only its `+u` skip; `"fan_in"` keeps
-//! the MLP's own scale (W₁ N(0, 1/√d_emb), W₂ N(0, 1/√d_hidden), zero biases; taps ≈ 0.5), which
-//! trains faster on MQAR at small budgets (issue 8 §4 measured 0.46 vs 0.27 at L = 64, d = 128).
+//! the MLP's own scale (W₁ N(0, 1/√d_emb), W₂ N(0, 1/√d_hidden), zero biases; taps ≈ 0.5). In
+//! the original Zoology code a fan-in init trained faster on MQAR (issue 8 §4: 0.46 vs 0.27 at
+//! L = 64, d = 128, 20k examples × 16 epochs); here, at that budget, one seed each, it did not
+//! (0.327 vs 0.380 with the default; configs/zoology-figure2-cpu-filter-init.toml).
 //!
 //! `kernel_size` may be a list indexed by layer (Zoology Figure 2: `[3, -1, 3, -1]` for two
 //! layers); like Zoology, a list must have an entry for every layer (extra entries are unused).

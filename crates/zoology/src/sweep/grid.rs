@@ -445,7 +445,7 @@ mixer = { name = "attention", num_heads = 1 }
     #[test]
     fn shipped_sweep_configs_expand() {
         let s = Sweep::parse(crate::sweep::QUICKSTART, "configs/quickstart.toml", "quickstart").unwrap();
-        assert_eq!(s.runs.len(), 24);
+        assert_eq!(s.runs.len(), 12);
         assert_eq!(s.name, "quickstart");
         let known: Vec<&str> = crate::mixers::registry().iter().map(|e| e.name).collect();
         let cpu = include_str!("../../../../configs/zoology-figure2-cpu.toml");
@@ -453,10 +453,12 @@ mixer = { name = "attention", num_heads = 1 }
         // the Mamba add-on must keep the CPU figure's base settings (and so its run ids)
         let base = |t: &'static str| &t[t.find("name = ").unwrap()..t.find("[sweep]").unwrap()];
         assert_eq!(base(cpu), base(cpu_mamba), "zoology-figure2-cpu-mamba.toml's base settings differ from zoology-figure2-cpu.toml's");
-        let files: [(&str, &str, usize); 4] = [
+        let files: [(&str, &str, usize); 6] = [
             ("zoology-figure2", include_str!("../../../../configs/zoology-figure2.toml"), 448),
             ("zoology-figure2-cpu", cpu, 48),
             ("zoology-figure2-cpu-mamba", cpu_mamba, 8),
+            ("zoology-figure2-cpu-filter-init", include_str!("../../../../configs/zoology-figure2-cpu-filter-init.toml"), 2),
+            ("mqar-width-trend-cpu", include_str!("../../../../configs/mqar-width-trend-cpu.toml"), 24),
             ("based-figure2", include_str!("../../../../configs/based-figure2.toml"), 108),
         ];
         for (name, text, n) in files {
