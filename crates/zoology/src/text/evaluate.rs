@@ -211,10 +211,7 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
 
     // labels: the sweep's preset label when the run came from a sweep (two hybrids are
     // "based" and "hybrid", not "hybrid" twice), else the mixer; made unique below
-    let preset = |dir: &Path| -> Option<String> {
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).ok()?).ok()?;
-        v.get("label").and_then(|l| l.as_str()).filter(|l| !l.is_empty()).map(str::to_string)
-    };
+    let preset = |dir: &Path| crate::rundir::read_sweep_meta(dir).map(|m| m.label).filter(|l| !l.is_empty());
     let mixers: Vec<String> = cfgs.iter().map(|(d, c, _)| preset(d).unwrap_or_else(|| c.model.mixer_name())).collect();
     let mut models = vec![];
     for ((dir, cfg, _), mixer) in cfgs.iter().zip(&mixers) {
