@@ -471,4 +471,28 @@ mixer = { name = "attention", num_heads = 1 }
             assert_eq!(s.runs.len(), n, "configs/{name}.toml");
         }
     }
+
+    /// The quickstart is documented (README, docs/results/mqar-width-trend-cpu.md) as the
+    /// L <= 32, d <= 128 corner of configs/mqar-width-trend-cpu.toml: every quickstart run must be
+    /// a run of that grid with the same settings, only the label differing.
+    #[test]
+    fn quickstart_is_a_corner_of_the_width_trend_grid() {
+        let quick = Sweep::parse(crate::sweep::QUICKSTART, "configs/quickstart.toml", "quickstart").unwrap();
+        let trend = Sweep::parse(include_str!("../../../../configs/mqar-width-trend-cpu.toml"), "mqar-width-trend-cpu", "mqar-width-trend-cpu").unwrap();
+        let unlabelled = |r: &RunSpec| {
+            let mut c = r.config.clone();
+            c.name.clear();
+            c
+        };
+        let trend_configs: Vec<(String, RunConfig)> = trend.runs.iter().map(|r| (r.label(), unlabelled(r))).collect();
+        for q in &quick.runs {
+            let c = unlabelled(q);
+            assert!(
+                trend_configs.iter().any(|(_, t)| *t == c),
+                "quickstart run `{}` is not a run of mqar-width-trend-cpu.toml: its settings differ from every run there (trend runs: {:?})",
+                q.label(),
+                trend_configs.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>()
+            );
+        }
+    }
 }
