@@ -94,7 +94,8 @@ pub fn cmd_corpus(c: CorpusCmd) -> Result<()> {
 
 fn fetch(a: FetchArgs) -> Result<()> {
     let spec = lib(corpus::corpus_spec(&a.common.corpus, "--corpus"))?;
-    let tokenizers = a.tokenizer.iter().map(|t| lib(TokenizerSpec::parse(t, "--tokenizer"))).collect::<Result<Vec<_>>>()?;
+    let tokenizers =
+        a.tokenizer.iter().map(|t| lib(TokenizerSpec::parse(t, "--tokenizer"))).collect::<Result<Vec<_>>>()?;
     if let Some(d) = &a.debs {
         if !d.is_dir() {
             return Err(anyhow!("--debs {}: not a directory", d.display()));
@@ -151,7 +152,8 @@ fn info(a: InfoArgs) -> Result<()> {
     let mut datasets = vec![];
     let mut names = vec![];
     if let Ok(rd) = std::fs::read_dir(&dir) {
-        let mut subdirs: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("dataset.json").exists()).collect();
+        let mut subdirs: Vec<PathBuf> =
+            rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("dataset.json").exists()).collect();
         subdirs.sort();
         for p in subdirs {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
@@ -172,7 +174,15 @@ fn info(a: InfoArgs) -> Result<()> {
     println!("\nAR hits in the {} split ({} tokens, {tok}), windows packed as for training; d = distance back to the earlier occurrence:", split.name(), toks.len());
     println!(
         "  {:>5} {:>7} {:>8} {:>9} {:>6} {:>7} {:>8} {:>13} | {:>22}",
-        "L", "windows", "AR hits", "first occ", "mode d", "median", "P(d≤16)", "tail β", format!("MQAR a={}: median P(d≤16)", a.power_a)
+        "L",
+        "windows",
+        "AR hits",
+        "first occ",
+        "mode d",
+        "median",
+        "P(d≤16)",
+        "tail β",
+        format!("MQAR a={}: median P(d≤16)", a.power_a)
     );
     let mut hists = vec![];
     for &l in &a.windows {
@@ -219,7 +229,10 @@ fn info(a: InfoArgs) -> Result<()> {
         counts.distinct(),
         split.name()
     );
-    println!("  {:>12} {:>14} {:>10} {:>10} {:>10} {:>9}", "count", "train share", "targets", "AR hits", "first occ", "AR hit %");
+    println!(
+        "  {:>12} {:>14} {:>10} {:>10} {:>10} {:>9}",
+        "count", "train share", "targets", "AR hits", "first occ", "AR hit %"
+    );
     for (row, sh) in rep.by_frequency.iter().zip(&share) {
         let n = row.ar_hit.tokens + row.first_occurrence.tokens + row.other.tokens;
         println!(

@@ -30,7 +30,9 @@ pub struct TaskArgs {
 }
 
 fn lookup(name: &str) -> Result<TaskEntry> {
-    tasks::lookup(name).ok_or_else(|| anyhow!("unknown task {name:?}; one of: {} (`zoology tasks` describes them)", tasks::names().join(", ")))
+    tasks::lookup(name).ok_or_else(|| {
+        anyhow!("unknown task {name:?}; one of: {} (`zoology tasks` describes them)", tasks::names().join(", "))
+    })
 }
 
 /// Parses `args` for task `name`; `generic` lists the options that are not task fields.
@@ -77,7 +79,11 @@ pub fn parse(name: &str, args: &[String], generic: Generic) -> Result<TaskArgs> 
         let under = key.replace('-', "_");
         let field = entry.aliases.iter().find(|(a, _)| *a == under).map(|(_, f)| f.to_string()).unwrap_or(under);
         let Some(default) = fields_known.get(&field) else {
-            bail!("{shown}: {name} has no option {key:?}; its fields: {}; other options: {}", field_list(&entry), generic.iter().map(|g| format!("--{g}")).collect::<Vec<_>>().join(", "));
+            bail!(
+                "{shown}: {name} has no option {key:?}; its fields: {}; other options: {}",
+                field_list(&entry),
+                generic.iter().map(|g| format!("--{g}")).collect::<Vec<_>>().join(", ")
+            );
         };
         let v = if default.is_bool() {
             match take_next(&|n| n == "true" || n == "false") {
@@ -126,7 +132,10 @@ impl TaskArgs {
     }
 
     pub fn generic_usize(&self, key: &str) -> Result<Option<usize>> {
-        self.generic.get(key).map(|v| v.parse::<usize>().map_err(|_| anyhow!("--{key}: expected a non-negative integer, got {v:?}"))).transpose()
+        self.generic
+            .get(key)
+            .map(|v| v.parse::<usize>().map_err(|_| anyhow!("--{key}: expected a non-negative integer, got {v:?}")))
+            .transpose()
     }
 
     pub fn vocab_size(&self) -> Result<usize> {
@@ -141,7 +150,8 @@ impl TaskArgs {
     pub fn split(&self) -> Result<Split> {
         match self.generic.get("split") {
             None => Ok(Split::Test),
-            Some(s) => export::parse_split(s, "--split").map_err(|e| anyhow!(e.to_string().replace("config: `--split`", "--split"))),
+            Some(s) => export::parse_split(s, "--split")
+                .map_err(|e| anyhow!(e.to_string().replace("config: `--split`", "--split"))),
         }
     }
 
@@ -166,7 +176,16 @@ pub fn cmd_tasks() -> Result<()> {
         let slices: Vec<String> = e.slices.iter().map(|s| format!("{} ({})", s.label, s.key)).collect();
         println!("{pad:<20} slices: {}", slices.join(", "));
         let fields: Vec<String> = d.fields().iter().map(|(k, v)| format!("{k}={}", tasks::value_text(v))).collect();
-        println!("{pad:<20} defaults: vocab_size={} {}{}", e.default_vocab, fields.join(" "), if e.backbone != tasks::Backbone::LanguageModel { format!("; needs model.backbone = \"{}\"", e.backbone.name()) } else { String::new() });
+        println!(
+            "{pad:<20} defaults: vocab_size={} {}{}",
+            e.default_vocab,
+            fields.join(" "),
+            if e.backbone != tasks::Backbone::LanguageModel {
+                format!("; needs model.backbone = \"{}\"", e.backbone.name())
+            } else {
+                String::new()
+            }
+        );
         if !e.aliases.is_empty() {
             let al: Vec<String> = e.aliases.iter().map(|(a, f)| format!("--{a} = --{}", f.replace('_', "-"))).collect();
             println!("{pad:<20} short flags: {}", al.join(", "));
@@ -179,7 +198,12 @@ pub fn cmd_tasks() -> Result<()> {
 pub fn cmd_data(task: &str, args: &[String]) -> Result<()> {
     let a = parse(task, args, DATA_OPTS)?;
     let vocab = a.vocab_size()?;
-    let seed = a.generic.get("seed").map(|s| s.parse::<u64>().map_err(|_| anyhow!("--seed: expected a non-negative integer, got {s:?}"))).transpose()?.unwrap_or(123);
+    let seed = a
+        .generic
+        .get("seed")
+        .map(|s| s.parse::<u64>().map_err(|_| anyhow!("--seed: expected a non-negative integer, got {s:?}")))
+        .transpose()?
+        .unwrap_or(123);
     let split = a.split()?;
     let out = a.generic.get("out").map(PathBuf::from);
     if let Some(o) = &out {
@@ -202,7 +226,12 @@ pub fn cmd_data(task: &str, args: &[String]) -> Result<()> {
         bail!("--show {show}: more than the {} examples generated; raise --num-examples", cfg.num_examples());
     }
     if cfg.num_examples().saturating_mul(cfg.seq_len()) > MAX_EXPORT_TOKENS {
-        bail!("{}: {} examples × {} tokens is over {MAX_EXPORT_TOKENS} tokens; generate fewer", a.flag_for("num_examples"), cfg.num_examples(), cfg.seq_len());
+        bail!(
+            "{}: {} examples × {} tokens is over {MAX_EXPORT_TOKENS} tokens; generate fewer",
+            a.flag_for("num_examples"),
+            cfg.num_examples(),
+            cfg.seq_len()
+        );
     }
     let seg = cfg.generate_split(vocab, seed, split);
     if show > 0 {
@@ -237,8 +266,17 @@ pub fn cmd_bench_data(task: Option<&str>, args: &[String], all: bool, examples: 
         println!("{:<20} {:>6} {:>8} {:>11} {:>11} {:>8}", "task", "L", "n", "ours (s)", "naive (s)", "ratio");
         for e in tasks::registry() {
             for c in zoology::bench::gen_sizes(&e, examples) {
-                let r = zoology::bench::gen_rate(&c, e.default_vocab, Split::Train, 3).map_err(|err| anyhow!(err.to_string()))?;
-                println!("{:<20} {:>6} {:>8} {:>11.4} {:>11.4} {:>7.1}x", r.task, r.seq_len, r.n, r.ours_s, r.naive_s, r.ratio());
+                let r = zoology::bench::gen_rate(&c, e.default_vocab, Split::Train, 3)
+                    .map_err(|err| anyhow!(err.to_string()))?;
+                println!(
+                    "{:<20} {:>6} {:>8} {:>11.4} {:>11.4} {:>7.1}x",
+                    r.task,
+                    r.seq_len,
+                    r.n,
+                    r.ours_s,
+                    r.naive_s,
+                    r.ratio()
+                );
             }
         }
         return Ok(());
@@ -246,14 +284,25 @@ pub fn cmd_bench_data(task: Option<&str>, args: &[String], all: bool, examples: 
     let (name, args): (&str, Vec<String>) = match task {
         Some(t) => (t, args.to_vec()),
         // the historical default: MQAR at L = 512, kv = 64, 100,000 examples, V = 8192
-        None => ("mqar", ["seq_len=512", "num_kv_pairs=64", "num_examples=100000", "random_non_queries=false"].iter().map(|s| s.to_string()).chain(args.iter().cloned()).collect()),
+        None => (
+            "mqar",
+            ["seq_len=512", "num_kv_pairs=64", "num_examples=100000", "random_non_queries=false"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(args.iter().cloned())
+                .collect(),
+        ),
     };
     let a = parse(name, &args, BENCH_OPTS)?;
     let vocab = a.vocab_size()?;
     let cfg = a.config(vocab)?;
     let reps = a.generic_usize("reps")?.unwrap_or(3);
     let split = a.split()?;
-    println!("bench data: {}  V={vocab} split={}, {threads} rayon threads, median of {reps}", cfg.describe(), split.name());
+    println!(
+        "bench data: {}  V={vocab} split={}, {threads} rayon threads, median of {reps}",
+        cfg.describe(),
+        split.name()
+    );
     let r = zoology::bench::gen_rate(&cfg, vocab, split, reps).map_err(|e| anyhow!(e.to_string()))?;
     println!("  zoology-rs generator: {:>12.0} examples/s ({:.4} s for {})", r.n as f64 / r.ours_s, r.ours_s, r.n);
     println!("  naive sequential    : {:>12.0} examples/s ({:.4} s)", r.n as f64 / r.naive_s, r.naive_s);

@@ -14,7 +14,11 @@ mod data;
 mod sweeps;
 
 #[derive(Parser)]
-#[command(name = "zoology", version, about = "Associative-recall testbed for sequence mixers (attention, gated convolutions, SSMs, linear attention, hybrids)")]
+#[command(
+    name = "zoology",
+    version,
+    about = "Associative-recall testbed for sequence mixers (attention, gated convolutions, SSMs, linear attention, hybrids)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -106,7 +110,9 @@ struct TrainArgs {
 }
 
 #[derive(Args)]
-#[command(after_help = "Task options are the task's config fields (see `zoology tasks`), as key=value, --key value or --key=value (dashes or underscores; a bare --flag sets a boolean to true). Other options: --vocab-size V (default: the task's), --seed S (123), --split train|test (test), --show N (3, at most 1000; 0 with --out), --out FILE.safetensors|.npz|.npy (writes FILE and a FILE.json sidecar; exports num_examples examples).")]
+#[command(
+    after_help = "Task options are the task's config fields (see `zoology tasks`), as key=value, --key value or --key=value (dashes or underscores; a bare --flag sets a boolean to true). Other options: --vocab-size V (default: the task's), --seed S (123), --split train|test (test), --show N (3, at most 1000; 0 with --out), --out FILE.safetensors|.npz|.npy (writes FILE and a FILE.json sidecar; exports num_examples examples)."
+)]
 struct DataArgs {
     /// Task name (`zoology tasks` lists them).
     task: String,
@@ -292,7 +298,9 @@ enum BenchCmd {
     },
     /// A task's generation time vs its plain sequential generator, on the same segment
     /// (default: MQAR, L=512, kv=64, 100,000 examples). `--all`: every task at three lengths.
-    #[command(after_help = "Options as for `zoology data` (task fields as key=value or --key value), plus --vocab-size, --split train|test and --reps N (3).")]
+    #[command(
+        after_help = "Options as for `zoology data` (task fields as key=value or --key value), plus --vocab-size, --split train|test and --reps N (3)."
+    )]
     Data {
         /// Every registered task at its default config and 4×/16× longer sequences.
         #[arg(long)]
@@ -345,11 +353,18 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Mixers(MixersArgs { flops: false, d_model, seq_len }) => {
             if d_model.is_some() || seq_len.is_some() {
-                anyhow::bail!("--d-model and --seq-len go with --flops (zoology mixers --flops --d-model D --seq-len L)");
+                anyhow::bail!(
+                    "--d-model and --seq-len go with --flops (zoology mixers --flops --d-model D --seq-len L)"
+                );
             }
             for e in zoology::mixers::registry() {
                 println!("{:<18} {}", e.name, e.about);
-                println!("{:<18} state: {}{}", "", e.state_formula, if e.constant_state { " (constant in L)" } else { "" });
+                println!(
+                    "{:<18} state: {}{}",
+                    "",
+                    e.state_formula,
+                    if e.constant_state { " (constant in L)" } else { "" }
+                );
                 let d = (e.defaults)();
                 if !d.is_empty() {
                     let s = toml::Value::Table(d).to_string().replace('\n', ", ");
@@ -360,9 +375,18 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Bench(BenchCmd::Step { d_model, seq_len, kv, batch, vocab_size, iters, device }) => {
             check_bench_step(d_model, seq_len, kv, batch, vocab_size, iters)?;
-            let dev = zoology::device::DeviceSpec(device).resolve("--device").map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            let dev =
+                zoology::device::DeviceSpec(device).resolve("--device").map_err(|e| anyhow::anyhow!(e.to_string()))?;
             let rt = zoology::device::Runtime::new(dev);
-            let b = zoology::bench::StepBench { d_model, seq_len, kv, batch, vocab: vocab_size, iters, mixer: "attention".into() };
+            let b = zoology::bench::StepBench {
+                d_model,
+                seq_len,
+                kv,
+                batch,
+                vocab: vocab_size,
+                iters,
+                mixer: "attention".into(),
+            };
             println!("bench step: 2-layer attention LM d={d_model} L={seq_len} B={batch} V={vocab_size} kv={kv} on {} ({} threads), median of {iters}", rt.name(), tch::get_num_threads());
             let (full, sparse) = zoology::bench::step_time(&b, &rt).map_err(|e| anyhow::anyhow!(e.to_string()))?;
             println!("  full head   : {:8.1} ms/step", full * 1e3);
@@ -371,46 +395,76 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Bench(BenchCmd::Mixers { mixers, d_model, batch, lengths, iters, warmup, max_mem_gb, device }) => {
-            let dev = zoology::device::DeviceSpec(device).resolve("--device").map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            let dev =
+                zoology::device::DeviceSpec(device).resolve("--device").map_err(|e| anyhow::anyhow!(e.to_string()))?;
             let rt = zoology::device::Runtime::new(dev);
             let max_mem = match max_mem_gb {
                 Some(g) => g * 1e9,
                 None => zoology::bench::mem_available().map(|m| m / 2.0).unwrap_or(8e9),
             };
-            let b = zoology::bench::MixerBench { mixers, d_model, batch, lengths: lengths.clone(), warmup, iters, max_mem_bytes: max_mem };
+            let b = zoology::bench::MixerBench {
+                mixers,
+                d_model,
+                batch,
+                lengths: lengths.clone(),
+                warmup,
+                iters,
+                max_mem_bytes: max_mem,
+            };
             println!(
                 "bench mixers: each mixer alone, d={d_model} B={batch}, forward+backward, median of {iters} after {warmup} warmup, on {} ({} threads), memory budget {:.1} GB",
                 rt.name(),
                 tch::get_num_threads(),
                 max_mem / 1e9
             );
-            let rows = zoology::bench::mixer_scaling(&b, &rt, |line| println!("{line}")).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            let rows = zoology::bench::mixer_scaling(&b, &rt, |line| println!("{line}"))
+                .map_err(|e| anyhow::anyhow!(e.to_string()))?;
             println!();
             print!("{}", zoology::bench::format_mixer_table(&rows, &lengths));
             Ok(())
         }
         Cmd::Bench(BenchCmd::Flops { mixers, d_model, batch, seq_len, iters, warmup, device }) => {
-            let dev = zoology::device::DeviceSpec(device).resolve("--device").map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            let dev =
+                zoology::device::DeviceSpec(device).resolve("--device").map_err(|e| anyhow::anyhow!(e.to_string()))?;
             let rt = zoology::device::Runtime::new(dev);
-            let b = zoology::bench::MixerBench { mixers, d_model, batch, lengths: vec![seq_len], warmup, iters, max_mem_bytes: f64::INFINITY };
+            let b = zoology::bench::MixerBench {
+                mixers,
+                d_model,
+                batch,
+                lengths: vec![seq_len],
+                warmup,
+                iters,
+                max_mem_bytes: f64::INFINITY,
+            };
             println!(
                 "bench flops: each mixer alone, d={d_model} B={batch} L={seq_len}, forward+backward, median of {iters} after {warmup} warmup, on {} ({} threads)",
                 rt.name(),
                 tch::get_num_threads()
             );
-            let rows = zoology::bench::flops_bench(&b, &rt, |line| println!("{line}")).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            let rows = zoology::bench::flops_bench(&b, &rt, |line| println!("{line}"))
+                .map_err(|e| anyhow::anyhow!(e.to_string()))?;
             println!();
             print!("{}", zoology::bench::format_flops_table(&rows));
             Ok(())
         }
-        Cmd::Bench(BenchCmd::Decode { mixers, contexts, batch, d_model, steps, reps, threads, out }) => cmd_bench_decode(mixers, contexts, batch, d_model, steps, reps, threads, out),
-        Cmd::Bench(BenchCmd::Data { all, examples, task, options }) => data::cmd_bench_data(task.as_deref(), &options, all, examples),
+        Cmd::Bench(BenchCmd::Decode { mixers, contexts, batch, d_model, steps, reps, threads, out }) => {
+            cmd_bench_decode(mixers, contexts, batch, d_model, steps, reps, threads, out)
+        }
+        Cmd::Bench(BenchCmd::Data { all, examples, task, options }) => {
+            data::cmd_bench_data(task.as_deref(), &options, all, examples)
+        }
     }
 }
 
-
 /// Flag checks of `bench step`, each error naming its flag.
-fn check_bench_step(d_model: i64, seq_len: usize, kv: usize, batch: usize, vocab_size: usize, iters: usize) -> Result<()> {
+fn check_bench_step(
+    d_model: i64,
+    seq_len: usize,
+    kv: usize,
+    batch: usize,
+    vocab_size: usize,
+    iters: usize,
+) -> Result<()> {
     use zoology::train::config::limits;
     if iters == 0 || iters > 100_000 {
         bail!("--iters: must be in [1, 100000] (got {iters}); the time is the median over iterations");
@@ -422,15 +476,24 @@ fn check_bench_step(d_model: i64, seq_len: usize, kv: usize, batch: usize, vocab
         bail!("--batch: must be in [1, {}] (got {batch})", limits::MAX_BATCH);
     }
     if seq_len > limits::MAX_SEQ_LEN || vocab_size > limits::MAX_VOCAB {
-        bail!("--seq-len must be ≤ {} and --vocab-size ≤ {} (got {seq_len}, {vocab_size})", limits::MAX_SEQ_LEN, limits::MAX_VOCAB);
+        bail!(
+            "--seq-len must be ≤ {} and --vocab-size ≤ {} (got {seq_len}, {vocab_size})",
+            limits::MAX_SEQ_LEN,
+            limits::MAX_VOCAB
+        );
     }
     MqarConfig::new(seq_len, kv, batch).validate(vocab_size, "bench").map_err(|err| {
         let msg = err.to_string();
-        let flag = [("bench.seq_len", "--seq-len"), ("bench.num_kv_pairs", "--kv"), ("data.vocab_size", "--vocab-size"), ("bench.num_examples", "--batch")]
-            .iter()
-            .find(|(f, _)| msg.contains(&format!("`{f}`")))
-            .map(|(_, fl)| *fl)
-            .unwrap_or("bench step");
+        let flag = [
+            ("bench.seq_len", "--seq-len"),
+            ("bench.num_kv_pairs", "--kv"),
+            ("data.vocab_size", "--vocab-size"),
+            ("bench.num_examples", "--batch"),
+        ]
+        .iter()
+        .find(|(f, _)| msg.contains(&format!("`{f}`")))
+        .map(|(_, fl)| *fl)
+        .unwrap_or("bench step");
         anyhow::anyhow!("{flag}: {}", msg.splitn(2, "`: ").nth(1).unwrap_or(&msg))
     })?;
     let bytes = 4.0 * batch as f64 * seq_len as f64 * d_model as f64 * 16.0 + 16.0 * vocab_size as f64 * d_model as f64;
@@ -461,7 +524,11 @@ fn cmd_construct(a: ConstructArgs) -> Result<()> {
     println!("construct {}: {what}, weights set by hand (no training)", o.mixer);
     if !o.search.is_empty() {
         let tried: Vec<String> = o.search.iter().map(|(d, a)| format!("d={d}: {a:.4}")).collect();
-        println!("  width search ({} calibration examples, another seed): {}", construct::SEARCH_EXAMPLES, tried.join(", "));
+        println!(
+            "  width search ({} calibration examples, another seed): {}",
+            construct::SEARCH_EXAMPLES,
+            tried.join(", ")
+        );
     }
     println!("  mixer {}  L={}  kv={}  V={}  d={}", o.mixer, o.seq_len, o.kv, o.vocab, o.d);
     println!("  parameters {}  state {} elements per sequence at L={}", o.num_parameters, o.state_size, o.seq_len);
@@ -476,7 +543,8 @@ fn cmd_construct(a: ConstructArgs) -> Result<()> {
     );
     println!("  accuracy {:.4} (Zoology's per-example accuracy on query positions), mean cross-entropy {:.3}, over {} test examples (seed {}), {:.1} s", o.accuracy, o.loss, o.examples, spec.seed, o.seconds);
     if let Some(out) = &a.out {
-        let acc = construct::write_run_dir(out, &built, &spec, o.mixer, o.seconds).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        let acc = construct::write_run_dir(out, &built, &spec, o.mixer, o.seconds)
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
         println!("  run directory {}: accuracy {acc:.4} on the run's own test data ({} examples, generated from its config as training would)", out.display(), o.examples);
     }
     Ok(())
@@ -486,7 +554,13 @@ fn cmd_arhits(a: ArhitsArgs) -> Result<()> {
     use zoology::text::evaluate as ev;
     let e = |e: zoology::Error| anyhow::anyhow!(e.to_string());
     let dirs = ev::expand_run_dirs(&a.run_dirs).map_err(e)?;
-    let opts = ev::ArHitsOptions { max_windows: a.max_windows, buckets: a.buckets, batch: a.batch, reference: a.reference, quiet: a.quiet || a.json };
+    let opts = ev::ArHitsOptions {
+        max_windows: a.max_windows,
+        buckets: a.buckets,
+        batch: a.batch,
+        reference: a.reference,
+        quiet: a.quiet || a.json,
+    };
     let o = ev::evaluate_runs(&dirs, &opts).map_err(e)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&o)?);
@@ -494,7 +568,10 @@ fn cmd_arhits(a: ArhitsArgs) -> Result<()> {
         print!("{}", o.tables().map_err(e)?);
         let ratios = o.ratios();
         if !ratios.is_empty() {
-            println!("perplexity ratio to {} (AR hits / other tokens; the paper's shape: the AR-hit ratio is the larger):", o.reference.as_deref().unwrap_or("?"));
+            println!(
+                "perplexity ratio to {} (AR hits / other tokens; the paper's shape: the AR-hit ratio is the larger):",
+                o.reference.as_deref().unwrap_or("?")
+            );
             for (n, ar, other) in &ratios {
                 println!("  {n:<24} AR hits {ar:>6.2}×   other {other:>6.2}×   ({:.1}× larger on AR hits)", ar / other);
             }
@@ -549,7 +626,16 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn cmd_bench_decode(mixers: Vec<String>, contexts: Vec<i64>, batch: i64, d_model: i64, steps: i64, reps: usize, threads: i32, out: PathBuf) -> Result<()> {
+fn cmd_bench_decode(
+    mixers: Vec<String>,
+    contexts: Vec<i64>,
+    batch: i64,
+    d_model: i64,
+    steps: i64,
+    reps: usize,
+    threads: i32,
+    out: PathBuf,
+) -> Result<()> {
     use zoology::bench::decode::{format_table, DecodeBench};
     let e = |e: zoology::Error| anyhow::anyhow!(e.to_string());
     if !(1..=1024).contains(&threads) {
@@ -607,7 +693,10 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     }
     eprintln!("run directory: {}", out.display());
     let finished_before = resume && out.join(zoology::rundir::SUMMARY).exists();
-    let s = match train::train(&cfg, &TrainOptions { out_dir: out.clone(), resume, quiet: a.quiet, label: String::new() }) {
+    let s = match train::train(
+        &cfg,
+        &TrainOptions { out_dir: out.clone(), resume, quiet: a.quiet, label: String::new() },
+    ) {
         Ok(s) => s,
         Err(err @ zoology::Error::Busy(_)) => {
             eprintln!("error: {err}");
@@ -616,7 +705,10 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         Err(err) => return Err(anyhow::anyhow!(err.to_string())),
     };
     if finished_before {
-        eprintln!("this run had already ended; nothing was trained (delete {} to train it again)", out.join(zoology::rundir::SUMMARY).display());
+        eprintln!(
+            "this run had already ended; nothing was trained (delete {} to train it again)",
+            out.join(zoology::rundir::SUMMARY).display()
+        );
     }
     println!(
         "{}: {} after {} epochs ({} steps, {:.1} s): best acc {:.4} (epoch {}), final acc {:.4}, {} params, state {} elements",
@@ -632,7 +724,12 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         s.state_size
     );
     if s.metric == "perplexity" && s.final_loss.is_finite() {
-        println!("  test perplexity {:.2} (exp of the final test loss {:.4}); `zoology arhits {}` slices it", s.final_loss.exp(), s.final_loss, out.display());
+        println!(
+            "  test perplexity {:.2} (exp of the final test loss {:.4}); `zoology arhits {}` slices it",
+            s.final_loss.exp(),
+            s.final_loss,
+            out.display()
+        );
     }
     if let Some(why) = s.failure() {
         eprintln!("{why}");

@@ -182,11 +182,17 @@ pub fn cmd_sweep(c: SweepCmd) -> Result<()> {
             let s = load(&p)?;
             let out = out_of(&s, &out);
             if !out.is_dir() {
-                bail!("{}: no such directory; has the sweep run? (`--out` gives another output directory)", out.display());
+                bail!(
+                    "{}: no such directory; has the sweep run? (`--out` gives another output directory)",
+                    out.display()
+                );
             }
             let (t, states) = sweep::tally(&s, &out);
             let sq = slurm::squeue_states(&out).unwrap_or_default();
-            let queued = sq.iter().filter(|(i, st)| st == "PENDING" && !states.get(*i).map(|x| x.is_finished()).unwrap_or(true)).count();
+            let queued = sq
+                .iter()
+                .filter(|(i, st)| st == "PENDING" && !states.get(*i).map(|x| x.is_finished()).unwrap_or(true))
+                .count();
             println!(
                 "sweep {} ({} runs) in {}: {} done, {} failed, {} running, {} interrupted, {} pending{}",
                 s.name,
@@ -204,17 +210,26 @@ pub fn cmd_sweep(c: SweepCmd) -> Result<()> {
             }
             for (r, st) in s.runs.iter().zip(&states) {
                 let dir = sweep::run_dir(&out, r);
-                let slurm_state = sq.iter().find(|(i, _)| *i == r.index).map(|(_, x)| format!(" [slurm {x}]")).unwrap_or_default();
+                let slurm_state =
+                    sq.iter().find(|(i, _)| *i == r.index).map(|(_, x)| format!(" [slurm {x}]")).unwrap_or_default();
                 match st {
                     sweep::RunState::Failed(why) => println!("  [{}] {} FAILED: {why}", r.index, r.label()),
                     sweep::RunState::Running if verbose => {
-                        let who = zoology::rundir::RunningMarker::read(&dir).map(|m| format!(" ({})", m.describe())).unwrap_or_default();
+                        let who = zoology::rundir::RunningMarker::read(&dir)
+                            .map(|m| format!(" ({})", m.describe()))
+                            .unwrap_or_default();
                         println!("  [{}] {} running{who}{slurm_state}", r.index, r.label())
                     }
                     other => {
                         let note = zoology::rundir::inspect(&dir).1;
                         if verbose || note.is_some() {
-                            println!("  [{}] {} {}{}{slurm_state}", r.index, r.label(), other.word(), note.map(|n| format!(" ({n})")).unwrap_or_default());
+                            println!(
+                                "  [{}] {} {}{}{slurm_state}",
+                                r.index,
+                                r.label(),
+                                other.word(),
+                                note.map(|n| format!(" ({n})")).unwrap_or_default()
+                            );
                         }
                     }
                 }
@@ -234,8 +249,19 @@ fn cmd_run(a: RunArgs) -> Result<()> {
                 bail!("--wait and --dry-run are for --backend slurm");
             }
             eprintln!("sweep {}: {} runs, {} workers, output in {}", s.name, s.runs.len(), a.workers, out.display());
-            let r = local::run_local(&s, &local::LocalOptions { out: out.clone(), workers: a.workers, threads: a.threads, retry_failed: a.retry_failed, quiet: a.quiet, exe, device: a.device.clone() })
-                .map_err(e)?;
+            let r = local::run_local(
+                &s,
+                &local::LocalOptions {
+                    out: out.clone(),
+                    workers: a.workers,
+                    threads: a.threads,
+                    retry_failed: a.retry_failed,
+                    quiet: a.quiet,
+                    exe,
+                    device: a.device.clone(),
+                },
+            )
+            .map_err(e)?;
             let (_, note) = index::index_dir(&out).map_err(e)?;
             if let Some(n) = note {
                 eprintln!("warning: {n}");
@@ -262,20 +288,36 @@ fn cmd_run(a: RunArgs) -> Result<()> {
                 println!("  interrupted [{i}] {}: {why}", s.runs[*i].label());
             }
             if !r.elsewhere.is_empty() {
-                println!("  {} runs were being trained by another process (left alone): {:?}", r.elsewhere.len(), r.elsewhere);
+                println!(
+                    "  {} runs were being trained by another process (left alone): {:?}",
+                    r.elsewhere.len(),
+                    r.elsewhere
+                );
             }
             println!("results: {}", out.join(results::INDEX_FILE).display());
             finish(&s, &out)
         }
         Backend::Slurm => {
-            let wait_timeout = slurm::parse_duration(&a.wait_timeout).ok_or_else(|| anyhow!("--wait-timeout: expected seconds or [D-]HH:MM:SS, got {:?}", a.wait_timeout))?;
+            let wait_timeout = slurm::parse_duration(&a.wait_timeout)
+                .ok_or_else(|| anyhow!("--wait-timeout: expected seconds or [D-]HH:MM:SS, got {:?}", a.wait_timeout))?;
             let mut o = s.slurm.clone();
             o.partition = a.partition.or(o.partition);
             o.time = a.time.or(o.time);
             o.gpus = a.gpus.or(o.gpus);
             o.cpus_per_task = a.cpus_per_task.or(o.cpus_per_task);
             o.max_parallel = a.max_parallel.or(o.max_parallel);
-            let sub = slurm::submit(&s, &slurm::SlurmSubmit { out: out.clone(), exe, options: o, retry_failed: a.retry_failed, device: a.device.clone(), dry_run: a.dry_run }).map_err(e)?;
+            let sub = slurm::submit(
+                &s,
+                &slurm::SlurmSubmit {
+                    out: out.clone(),
+                    exe,
+                    options: o,
+                    retry_failed: a.retry_failed,
+                    device: a.device.clone(),
+                    dry_run: a.dry_run,
+                },
+            )
+            .map_err(e)?;
             println!("sbatch script: {}", sub.script.display());
             for (old, new) in &sub.adopted {
                 println!("renamed {} to {} (its run id under this version)", old.display(), new.display());
@@ -284,24 +326,42 @@ fn cmd_run(a: RunArgs) -> Result<()> {
                 println!("  [{i}] {}: retrying; it {note}", s.runs[*i].label());
             }
             if !sub.queued.is_empty() {
-                println!("{} runs are already queued or running in this sweep's jobs: {}", sub.queued.len(), slurm::compress_ranges(&sub.queued));
+                println!(
+                    "{} runs are already queued or running in this sweep's jobs: {}",
+                    sub.queued.len(),
+                    slurm::compress_ranges(&sub.queued)
+                );
             }
             match &sub.job_id {
-                None if sub.indices.is_empty() => println!("nothing to submit: every run is finished, running or queued"),
+                None if sub.indices.is_empty() => {
+                    println!("nothing to submit: every run is finished, running or queued")
+                }
                 None => println!("dry run: not submitted ({} array tasks)", sub.indices.len()),
-                Some(id) => println!("submitted job array {id}: {} tasks (indices {})", sub.indices.len(), slurm::compress_ranges(&sub.indices)),
+                Some(id) => println!(
+                    "submitted job array {id}: {} tasks (indices {})",
+                    sub.indices.len(),
+                    slurm::compress_ranges(&sub.indices)
+                ),
             }
             if !a.wait {
                 return Ok(());
             }
             if let Some(id) = &sub.job_id {
-                if slurm::wait(id, wait_timeout, std::time::Duration::from_secs(2)).map_err(e)? == slurm::Waited::TimedOut {
+                if slurm::wait(id, wait_timeout, std::time::Duration::from_secs(2)).map_err(e)?
+                    == slurm::Waited::TimedOut
+                {
                     println!("stopped waiting after {} (--wait-timeout); job {id} keeps running: `zoology sweep status` shows progress", a.wait_timeout);
                 }
             }
             let (path, _) = index::build_index(&out).map_err(e)?;
             let (t, _) = sweep::tally(&s, &out);
-            println!("array finished: {} done, {} failed, {} unfinished; index {}", t.done, t.failed, t.pending + t.interrupted + t.running, path.display());
+            println!(
+                "array finished: {} done, {} failed, {} unfinished; index {}",
+                t.done,
+                t.failed,
+                t.pending + t.interrupted + t.running,
+                path.display()
+            );
             if t.interrupted > 0 {
                 println!("{} runs were interrupted (time limit, scancel or a node failure?); run the same command again to resubmit them: they resume from their checkpoints", t.interrupted);
             }
@@ -318,7 +378,14 @@ fn finish(s: &Sweep, out: &Path) -> Result<()> {
     if code == 2 {
         eprintln!("{} of {} runs failed or diverged (`zoology sweep status` lists them)", t.failed, s.runs.len());
     } else if code == 3 {
-        eprintln!("{} of {} runs are not finished ({} running, {} interrupted, {} pending)", t.pending + t.running + t.interrupted, s.runs.len(), t.running, t.interrupted, t.pending);
+        eprintln!(
+            "{} of {} runs are not finished ({} running, {} interrupted, {} pending)",
+            t.pending + t.running + t.interrupted,
+            s.runs.len(),
+            t.running,
+            t.interrupted,
+            t.pending
+        );
     }
     if code != 0 {
         std::process::exit(code);
@@ -352,7 +419,8 @@ pub fn cmd_results(c: ResultsCmd) -> Result<()> {
                 if !(a.threshold > 0.0 && a.threshold <= 1.0) {
                     bail!("--threshold must be an accuracy in (0, 1] (got {})", a.threshold);
                 }
-                let rows = results::cost::cost_rows(&recs, a.threshold, &|_, cfg| results::cost::model_cost(cfg)).map_err(e)?;
+                let rows = results::cost::cost_rows(&recs, a.threshold, &|_, cfg| results::cost::model_cost(cfg))
+                    .map_err(e)?;
                 if a.json {
                     println!("{}", serde_json::to_string_pretty(&rows)?);
                     return Ok(());
@@ -375,7 +443,8 @@ pub fn cmd_results(c: ResultsCmd) -> Result<()> {
                 return Ok(());
             }
             if let Some(keys) = &a.best_over {
-                let keys: Vec<String> = keys.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
+                let keys: Vec<String> =
+                    keys.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
                 let rows = results::best_over(&recs, &keys);
                 if a.json {
                     println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -394,7 +463,12 @@ pub fn cmd_results(c: ResultsCmd) -> Result<()> {
                 if !failed.is_empty() {
                     println!("\n{} failed or diverged (left out of best-over and scores):", failed.len());
                     for (r, why) in failed {
-                        println!("  {} {} [{}]: {why}", r.status, if r.label.is_empty() { &r.preset } else { &r.label }, r.run_id);
+                        println!(
+                            "  {} {} [{}]: {why}",
+                            r.status,
+                            if r.label.is_empty() { &r.preset } else { &r.label },
+                            r.run_id
+                        );
                     }
                 }
             }
@@ -421,13 +495,27 @@ fn plots_of(dir: &Path, out: Option<PathBuf>, curves: bool) -> Result<(Vec<index
 /// Fails early, with the fix, when `dir` cannot be created or written (a read-only results dir).
 fn writable(dir: &Path) -> Result<()> {
     let probe = dir.join(".zoology-write-test");
-    let res = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&probe, b"")).and_then(|_| std::fs::remove_file(&probe));
-    res.map_err(|err| anyhow!("cannot write to {} ({err}); the results directory may be read-only: pass --out DIR to write elsewhere", dir.display()))
+    let res = std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&probe, b""))
+        .and_then(|_| std::fs::remove_file(&probe));
+    res.map_err(|err| {
+        anyhow!(
+            "cannot write to {} ({err}); the results directory may be read-only: pass --out DIR to write elsewhere",
+            dir.display()
+        )
+    })
 }
 
 pub fn cmd_plot(dir: PathBuf, out: Option<PathBuf>, no_curves: bool) -> Result<()> {
     let (_, p, out) = plots_of(&dir, out, !no_curves)?;
-    for (what, x) in [("figure 2", &p.figure2), ("state size", &p.state), ("MAD scores", &p.mad), ("accuracy vs training FLOPs", &p.accuracy_vs_flops), ("FLOPs-to-solve frontier", &p.frontier), ("width needed vs length", &p.width)] {
+    for (what, x) in [
+        ("figure 2", &p.figure2),
+        ("state size", &p.state),
+        ("MAD scores", &p.mad),
+        ("accuracy vs training FLOPs", &p.accuracy_vs_flops),
+        ("FLOPs-to-solve frontier", &p.frontier),
+        ("width needed vs length", &p.width),
+    ] {
         if let Some((png, _)) = x {
             println!("{what}: {} (and .svg)", png.display());
         }
@@ -443,7 +531,12 @@ pub fn cmd_report(dir: PathBuf, out: Option<PathBuf>) -> Result<PathBuf> {
     let (recs, mut p, _) = plots_of(&dir, plots_dir, true)?;
     plot::attach_arhits(&mut p, &dir).map_err(e)?;
     let path = out.unwrap_or_else(|| dir.clone()).join("report.html");
-    let title = recs.iter().map(|r| r.sweep.clone()).find(|s| !s.is_empty()).map(|s| format!("zoology-rs sweep {s}")).unwrap_or_else(|| "zoology-rs results".into());
+    let title = recs
+        .iter()
+        .map(|r| r.sweep.clone())
+        .find(|s| !s.is_empty())
+        .map(|s| format!("zoology-rs sweep {s}"))
+        .unwrap_or_else(|| "zoology-rs results".into());
     report::write_report(&recs, &p, &title, &path).map_err(e)?;
     println!("report: {}", path.display());
     Ok(path)
@@ -463,7 +556,19 @@ pub fn cmd_quickstart(out: Option<PathBuf>, workers: usize) -> Result<()> {
         file.display()
     );
     let start = std::time::Instant::now();
-    let r = local::run_local(&s, &local::LocalOptions { out: out.clone(), workers, threads: None, retry_failed: false, quiet: false, exe: std::env::current_exe()?, device: None }).map_err(e)?;
+    let r = local::run_local(
+        &s,
+        &local::LocalOptions {
+            out: out.clone(),
+            workers,
+            threads: None,
+            retry_failed: false,
+            quiet: false,
+            exe: std::env::current_exe()?,
+            device: None,
+        },
+    )
+    .map_err(e)?;
     let (path, recs) = index::build_index(&out).map_err(e)?;
     let p = plot::plot_all(&recs, &out.join("plots"), true).map_err(e)?;
     let title = "zoology-rs quickstart: attention vs BaseConv on MQAR";
@@ -486,7 +591,11 @@ pub fn cmd_quickstart(out: Option<PathBuf>, workers: usize) -> Result<()> {
         println!("state:  {}", png.display());
     }
     println!("report: {}", out.join("report.html").display());
-    println!("index:  {}  (sqlite3 {} 'select preset, d_model, seq_len, lr, best_accuracy from runs')", path.display(), path.display());
+    println!(
+        "index:  {}  (sqlite3 {} 'select preset, d_model, seq_len, lr, best_accuracy from runs')",
+        path.display(),
+        path.display()
+    );
     if !r.failed.is_empty() {
         std::process::exit(local::EXIT_FAILED);
     }

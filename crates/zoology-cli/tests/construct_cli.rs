@@ -2,14 +2,24 @@
 //! it costs; bad flags exit 1 with a message naming the flag, never a panic.
 
 mod common;
-use common::{zoology, text};
+use common::{text, zoology};
 
 #[test]
 fn construct_attention_prints_accuracy_width_parameters_and_state() {
     let o = zoology(&["construct", "attention", "--seq-len", "64", "--vocab", "512", "--examples", "16"]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
-    for word in ["mixer attention", "L=64", "kv=4", "V=512", "d=128", "parameters", "state", "accuracy 1.0000", "16 test examples"] {
+    for word in [
+        "mixer attention",
+        "L=64",
+        "kv=4",
+        "V=512",
+        "d=128",
+        "parameters",
+        "state",
+        "accuracy 1.0000",
+        "16 test examples",
+    ] {
         assert!(out.contains(word), "`{word}` missing:\n{out}");
     }
 }

@@ -23,13 +23,27 @@ fn fetch_then_info_on_the_fixture() {
     assert_eq!(out.matches("(cached, verified)").count(), 3, "{out}");
 
     let plots = d.join("plots");
-    let o = zoology(&["corpus", "info", "--corpus", "fixture", "--dir", ds, "--windows", "32,128", "--plot", plots.to_str().unwrap()]);
+    let o = zoology(&[
+        "corpus",
+        "info",
+        "--corpus",
+        "fixture",
+        "--dir",
+        ds,
+        "--windows",
+        "32,128",
+        "--plot",
+        plots.to_str().unwrap(),
+    ]);
     let (out, err) = streams(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("AR hits in the train split") && out.contains("Bigram frequency buckets"), "{out}");
-    let row = out.lines().find(|l| l.trim_start().starts_with("128 ")).unwrap_or_else(|| panic!("a row for L = 128: {out}"));
+    let row =
+        out.lines().find(|l| l.trim_start().starts_with("128 ")).unwrap_or_else(|| panic!("a row for L = 128: {out}"));
     assert!(row.contains('%'), "{row}");
-    assert!(plots.join("gaps-fixture-bpe300-train.png").exists() && plots.join("gaps-fixture-bpe300-train.svg").exists());
+    assert!(
+        plots.join("gaps-fixture-bpe300-train.png").exists() && plots.join("gaps-fixture-bpe300-train.svg").exists()
+    );
     std::fs::remove_dir_all(&d).ok();
 }
 
@@ -43,7 +57,10 @@ fn bad_input_is_a_named_error() {
     let o = zoology(&["corpus", "fetch", "--dir", ds, "--debs", empty.to_str().unwrap(), "-q"]);
     let (_, err) = streams(&o);
     assert!(!o.status.success());
-    assert!(err.contains("no sword-comm-tdavid_2.1-1_*.deb") && err.contains("apt-get download sword-comm-tdavid=2.1-1"), "{err}");
+    assert!(
+        err.contains("no sword-comm-tdavid_2.1-1_*.deb") && err.contains("apt-get download sword-comm-tdavid=2.1-1"),
+        "{err}"
+    );
 
     for (args, want) in [
         (vec!["corpus", "fetch", "--corpus", "fixture", "--dir", ds, "--tokenizer", "bpe12"], "--tokenizer"),
@@ -107,7 +124,8 @@ mixer = { name = "base_conv" }
     )
     .unwrap();
     let out = d.join("res");
-    let o = zoology_in(&corpus, &["sweep", "run", cfg.to_str().unwrap(), "--workers", "1", "--out", out.to_str().unwrap()]);
+    let o =
+        zoology_in(&corpus, &["sweep", "run", cfg.to_str().unwrap(), "--workers", "1", "--out", out.to_str().unwrap()]);
     let (so, se) = streams(&o);
     assert!(o.status.success(), "{so}\n{se}");
 
@@ -115,7 +133,9 @@ mixer = { name = "base_conv" }
     let (so, se) = streams(&o);
     assert!(o.status.success(), "{so}\n{se}");
     assert!(so.contains("fixture valid split, L = 32"), "{so}");
-    let row = |name: &str| so.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no row {name}: {so}")).to_string();
+    let row = |name: &str| {
+        so.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no row {name}: {so}")).to_string()
+    };
     // the reference (attention) has no gap; base_conv's gap share is a percentage
     assert!(row("attention ").contains('–'), "{so}");
     assert!(row("base_conv ").trim_end().ends_with('%'), "{so}");
@@ -123,7 +143,8 @@ mixer = { name = "base_conv" }
     for f in ["arhits.json", "arhits.md", "arhits_frequency.png", "arhits_frequency.svg", "arhits_ar_vs_other.png"] {
         assert!(out.join(f).exists(), "{f} missing");
     }
-    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("arhits.json")).unwrap()).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("arhits.json")).unwrap()).unwrap();
     let models = j["models"].as_array().unwrap();
     assert_eq!(models.len(), 2);
     // every window's targets are counted once per model, and the slices partition them
@@ -132,7 +153,8 @@ mixer = { name = "base_conv" }
         let r = &m["report"];
         let all = r["all"]["tokens"].as_u64().unwrap();
         assert_eq!(all, windows * 32);
-        let parts: u64 = ["ar_hit", "first_occurrence", "other"].iter().map(|k| r[*k]["tokens"].as_u64().unwrap()).sum();
+        let parts: u64 =
+            ["ar_hit", "first_occurrence", "other"].iter().map(|k| r[*k]["tokens"].as_u64().unwrap()).sum();
         assert_eq!(parts, all);
         let ppl = r["all"]["perplexity"].as_f64().unwrap();
         assert!(ppl > 1.0 && ppl < 300.0, "perplexity {ppl} of a model over 300 tokens after some training");
@@ -143,7 +165,10 @@ mixer = { name = "base_conv" }
     let (so, se) = streams(&o);
     assert!(o.status.success(), "{so}\n{se}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(html.contains("Real text: perplexity on AR hits") && html.contains("<svg"), "report lacks the AR-hit section");
+    assert!(
+        html.contains("Real text: perplexity on AR hits") && html.contains("<svg"),
+        "report lacks the AR-hit section"
+    );
 
     // bad input: a reference that is not there, a directory that is not a run, an MQAR run
     let o = zoology_in(&corpus, &["arhits", out.to_str().unwrap(), "--reference", "mamba", "-q"]);

@@ -2,7 +2,7 @@
 //! and a Python script that loads every exported format with numpy and torch/safetensors.
 
 mod common;
-use common::{zoology, text, tmpdir};
+use common::{text, tmpdir, zoology};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -68,11 +68,30 @@ fn every_task_shows_and_exports_for_numpy_and_pytorch() {
     for (i, n) in zoology::tasks::names().into_iter().enumerate() {
         jobs.push((n, "test", ["safetensors", "npz", "npy"][i % 3]));
     }
-    jobs.extend([("mqar", "test", "npz"), ("mqar", "test", "npy"), ("in_context_recall", "train", "safetensors"), ("fuzzy_recall", "train", "npy"), ("induction_head", "train", "npz")]);
+    jobs.extend([
+        ("mqar", "test", "npz"),
+        ("mqar", "test", "npy"),
+        ("in_context_recall", "train", "safetensors"),
+        ("fuzzy_recall", "train", "npy"),
+        ("induction_head", "train", "npz"),
+    ]);
     let mut files = vec![];
     for (k, (n, split, ext)) in jobs.iter().enumerate() {
         let f = dir.join(format!("{n}-{split}-{k}.{ext}"));
-        let o = zoology(&["data", n, "--num-examples", "6", "--seed", "5", "--split", split, "--show", "2", "--out", f.to_str().unwrap()]);
+        let o = zoology(&[
+            "data",
+            n,
+            "--num-examples",
+            "6",
+            "--seed",
+            "5",
+            "--split",
+            split,
+            "--show",
+            "2",
+            "--out",
+            f.to_str().unwrap(),
+        ]);
         let out = text(&o);
         assert!(o.status.success(), "{n}: {out}");
         assert!(out.contains("example 0:") && out.contains("example 1:") && !out.contains("example 2:"), "{n}:\n{out}");

@@ -4,14 +4,18 @@
 //! table, a JSON and a plot; bad input is a named error, never a panic.
 
 mod common;
-use common::{zoology, text, tmpdir};
+use common::{text, tmpdir, zoology};
 use std::path::Path;
 use std::process::Command;
 
 /// The `decode X   parallel Y` accuracies `generate` printed.
 fn accuracies(out: &str) -> (f64, f64) {
-    let line = out.lines().find(|l| l.contains("decode ") && l.contains("parallel ")).unwrap_or_else(|| panic!("no accuracy line:\n{out}"));
-    let num = |key: &str| -> f64 { line.split(key).nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap() };
+    let line = out
+        .lines()
+        .find(|l| l.contains("decode ") && l.contains("parallel "))
+        .unwrap_or_else(|| panic!("no accuracy line:\n{out}"));
+    let num =
+        |key: &str| -> f64 { line.split(key).nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap() };
     (num("decode "), num("parallel "))
 }
 
@@ -27,14 +31,24 @@ fn construct_out_writes_a_run_that_generate_and_results_read() {
     for f in ["config.toml", "checkpoint.safetensors", "summary.json"] {
         assert!(run.join(f).exists(), "{f} missing");
     }
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
-    assert_eq!((s["status"].as_str(), s["steps"].as_u64(), s["final_accuracy"].as_f64()), (Some("done"), Some(0), Some(1.0)), "{s}");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        (s["status"].as_str(), s["steps"].as_u64(), s["final_accuracy"].as_f64()),
+        (Some("done"), Some(0), Some(1.0)),
+        "{s}"
+    );
     // generate: decoding answers every query as the parallel form does
     let o = zoology(&["generate", r, "--num-examples", "10", "--batch", "4"]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert_eq!(accuracies(&out), (1.0, 1.0), "{out}");
-    assert!(out.contains("10 test examples") && out.contains("(0 differ between decode and parallel)") && out.contains("tok/s"), "{out}");
+    assert!(
+        out.contains("10 test examples")
+            && out.contains("(0 differ between decode and parallel)")
+            && out.contains("tok/s"),
+        "{out}"
+    );
     assert!(out.contains("per_example_accuracy"), "{out}");
     // results show lists it
     let o = zoology(&["results", "show", root.to_str().unwrap()]);
@@ -83,7 +97,10 @@ fn generate_on_a_trained_run_matches_the_parallel_evaluation() {
     let cfg = root.join("cfg.toml");
     std::fs::write(&cfg, TRAINED).unwrap();
     let run = root.join("run");
-    let o = Command::new(env!("CARGO_BIN_EXE_zoology")).args(["train", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"]).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_zoology"))
+        .args(["train", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let o = zoology(&["generate", run.to_str().unwrap(), "--batch", "7"]);
     let out = text(&o);
@@ -92,7 +109,8 @@ fn generate_on_a_trained_run_matches_the_parallel_evaluation() {
     let (d, p) = accuracies(&out);
     assert_eq!(d, p, "{out}");
     assert!(out.contains("96 test examples") && out.contains("(0 differ"), "{out}");
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     let trained = s["final_accuracy"].as_f64().unwrap();
     assert!((trained - p).abs() < 1e-4, "the parallel accuracy is the run's own final accuracy ({trained}): {out}");
     let _ = std::fs::remove_dir_all(&root);
@@ -107,7 +125,9 @@ fn generate_and_bench_decode_refuse_bad_input_in_words() {
     std::fs::write(no_ckpt.join("config.toml"), TRAINED).unwrap();
     let other = root.join("other-task");
     std::fs::create_dir_all(&other).unwrap();
-    let induction = TRAINED.replace("task = \"mqar\"\nseq_len = 24\nnum_kv_pairs = 3\n", "task = \"induction_head\"\nseq_len = 24\n").replace("max_position_embeddings = 24", "max_position_embeddings = 32");
+    let induction = TRAINED
+        .replace("task = \"mqar\"\nseq_len = 24\nnum_kv_pairs = 3\n", "task = \"induction_head\"\nseq_len = 24\n")
+        .replace("max_position_embeddings = 24", "max_position_embeddings = 32");
     std::fs::write(other.join("config.toml"), &induction).unwrap();
     let empty = root.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
@@ -138,15 +158,40 @@ fn generate_and_bench_decode_refuse_bad_input_in_words() {
 #[test]
 fn bench_decode_writes_table_json_and_plot() {
     let root = tmpdir("bench");
-    let o = zoology(&["bench", "decode", "--mixers", "gla", "--contexts", "16,8", "--batch", "2", "--d-model", "16", "--steps", "3", "--reps", "1", "--out", root.to_str().unwrap()]);
+    let o = zoology(&[
+        "bench",
+        "decode",
+        "--mixers",
+        "gla",
+        "--contexts",
+        "16,8",
+        "--batch",
+        "2",
+        "--d-model",
+        "16",
+        "--steps",
+        "3",
+        "--reps",
+        "1",
+        "--out",
+        root.to_str().unwrap(),
+    ]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
-    assert!(out.contains("| attention | 8 |") && out.contains("| gla | 16 |") && out.contains("tok/s vs attn"), "{out}");
-    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("decode.json")).unwrap()).unwrap();
+    assert!(
+        out.contains("| attention | 8 |") && out.contains("| gla | 16 |") && out.contains("tok/s vs attn"),
+        "{out}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("decode.json")).unwrap()).unwrap();
     let rows = j["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 4, "{j}");
     // attention's KV cache doubles with the context; gla's state does not change
-    let bytes = |m: &str, c: i64| rows.iter().find(|r| r["mixer"] == m && r["context"] == c).unwrap()["state_bytes_per_sequence"].as_i64().unwrap();
+    let bytes = |m: &str, c: i64| {
+        rows.iter().find(|r| r["mixer"] == m && r["context"] == c).unwrap()["state_bytes_per_sequence"]
+            .as_i64()
+            .unwrap()
+    };
     assert_eq!(bytes("attention", 16), 2 * bytes("attention", 8));
     assert_eq!(bytes("gla", 16), bytes("gla", 8));
     assert!(root.join("decode.png").exists() && root.join("decode.svg").exists());

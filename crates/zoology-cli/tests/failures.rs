@@ -5,7 +5,7 @@
 //! damaged; results work on a read-only directory.
 
 mod common;
-use common::{tmpdir};
+use common::tmpdir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -72,7 +72,9 @@ impl Sw {
         (o.status.code(), String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr))
     }
     fn dirs(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(self.out.join("runs")).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.out.join("runs"))
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
         v.sort();
         v
     }
@@ -91,7 +93,9 @@ fn results_json(dir: &Path, args: &[&str]) -> Vec<serde_json::Value> {
 }
 
 fn pid_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.rsplit_once(')').map(|(_, r)| !r.trim_start().starts_with(['Z', 'X'])).unwrap_or(false)).unwrap_or(false)
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').map(|(_, r)| !r.trim_start().starts_with(['Z', 'X'])).unwrap_or(false))
+        .unwrap_or(false)
 }
 
 #[test]
@@ -107,7 +111,10 @@ fn diverged_run_in_a_sweep_is_a_failure_everywhere() {
     assert!(st.contains("1 done, 1 failed") && st.contains("FAILED: diverged: training loss became"), "{st}");
     // results show: table status and the reason; the JSON record carries it too
     let (_, table) = results(&sw.out, &["show"]);
-    assert!(table.contains("diverged") && table.contains("1 failed or diverged") && table.contains("training loss became"), "{table}");
+    assert!(
+        table.contains("diverged") && table.contains("1 failed or diverged") && table.contains("training loss became"),
+        "{table}"
+    );
     let rows = results_json(&sw.out, &["show"]);
     let bad = rows.iter().find(|r| r["status"] == "diverged").expect("a diverged row");
     assert!(bad["error"].as_str().unwrap().contains("training loss became"), "{bad}");
@@ -126,11 +133,16 @@ fn diverged_run_in_a_sweep_is_a_failure_everywhere() {
     let html = std::fs::read_to_string(sw.out.join("report.html")).unwrap();
     assert!(html.contains("Failed and diverged runs") && html.contains("training loss became"));
     // a plain re-run does not retrain it; --retry-failed does (and it diverges again)
-    let summaries = |sw: &Sw| sw.dirs().iter().map(|d| std::fs::read(d.join("summary.json")).unwrap()).collect::<Vec<_>>();
+    let summaries =
+        |sw: &Sw| sw.dirs().iter().map(|d| std::fs::read(d.join("summary.json")).unwrap()).collect::<Vec<_>>();
     let before = summaries(&sw);
     // the diverged run's summary still names the metric it is scored by (it diverged before
     // its first evaluation)
-    assert!(before.iter().all(|b| String::from_utf8_lossy(b).contains("\"metric\": \"per_example_accuracy\"")), "{:?}", before.iter().map(|b| String::from_utf8_lossy(b).to_string()).collect::<Vec<_>>());
+    assert!(
+        before.iter().all(|b| String::from_utf8_lossy(b).contains("\"metric\": \"per_example_accuracy\"")),
+        "{:?}",
+        before.iter().map(|b| String::from_utf8_lossy(b).to_string()).collect::<Vec<_>>()
+    );
     let (code, text) = sw.run(&["sweep", "run", "-q"], &[]);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("ran 0") && text.contains("skipped 2"), "{text}");
@@ -146,7 +158,8 @@ fn panicking_and_aborting_runs_are_recorded_with_their_reason() {
     let dir = tmpdir("panic");
     let sw = Sw::new(&dir, &sweep_text("pan", "1e-3, 3e-3", 1, 64, ""));
     // every run panics at step 3 (a test hook); the panic message is the recorded reason
-    let (code, text) = sw.run(&["sweep", "run", "--workers", "2", "--threads", "1", "-q"], &[("ZOOLOGY_FAULT", "panic@3")]);
+    let (code, text) =
+        sw.run(&["sweep", "run", "--workers", "2", "--threads", "1", "-q"], &[("ZOOLOGY_FAULT", "panic@3")]);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("0 done, 2 failed") && text.contains("panicked: injected fault"), "{text}");
     for d in sw.dirs() {
@@ -179,7 +192,8 @@ fn panicking_and_aborting_runs_are_recorded_with_their_reason() {
 fn killing_the_sweep_parent_leaves_no_orphan() {
     let dir = tmpdir("orphan");
     let sw = Sw::new(&dir, &sweep_text("orph", "1e-3", 500, 256, ""));
-    let mut parent = sw.cmd(&["sweep", "run", "-q", "--threads", "1"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut parent =
+        sw.cmd(&["sweep", "run", "-q", "--threads", "1"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let t0 = Instant::now();
     let child_pid = loop {
         let marker = sw.dirs().first().and_then(|d| std::fs::read_to_string(d.join("running.json")).ok());
@@ -210,7 +224,12 @@ fn killing_the_sweep_parent_leaves_no_orphan() {
 fn two_sweeps_on_one_directory_leave_each_others_runs_alone() {
     let dir = tmpdir("twosweeps");
     let sw = Sw::new(&dir, &sweep_text("two", "1e-3, 2e-3, 3e-3, 4e-3", 2, 2400, ""));
-    let a = sw.cmd(&["sweep", "run", "-q", "--threads", "1"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let a = sw
+        .cmd(&["sweep", "run", "-q", "--threads", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let t0 = Instant::now();
     while !sw.dirs().iter().any(|d| d.join("running.json").exists()) {
         assert!(t0.elapsed() < Duration::from_secs(120), "sweep A never started a run");
@@ -226,7 +245,13 @@ fn two_sweeps_on_one_directory_leave_each_others_runs_alone() {
     assert!(text_b.contains("another process"), "B saw A's run: {text_b}");
     // every run trained exactly once: each epoch evaluated once
     for d in sw.dirs() {
-        let evals: Vec<u64> = std::fs::read_to_string(d.join("metrics.jsonl")).unwrap().lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter(|v| v["kind"] == "eval").map(|v| v["epoch"].as_u64().unwrap()).collect();
+        let evals: Vec<u64> = std::fs::read_to_string(d.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["kind"] == "eval")
+            .map(|v| v["epoch"].as_u64().unwrap())
+            .collect();
         assert_eq!(evals, vec![1, 2], "{}", d.display());
     }
     let (code, st) = sw.run(&["sweep", "status"], &[]);

@@ -36,7 +36,10 @@ fn run(mut cmd: Command, timeout: Duration) -> (String, String, bool) {
             let o = child.wait_with_output().unwrap();
             let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
             use std::os::unix::process::ExitStatusExt;
-            let how = st.code().map(|c| format!("exit {c}")).unwrap_or_else(|| format!("signal {}", st.signal().unwrap_or(0)));
+            let how = st
+                .code()
+                .map(|c| format!("exit {c}"))
+                .unwrap_or_else(|| format!("signal {}", st.signal().unwrap_or(0)));
             return (how, text, false);
         }
         if start.elapsed() > timeout {
@@ -55,7 +58,8 @@ fn fuzz_campaign() {
     let n_cli = env_usize("ZOOLOGY_FUZZ_CLI", 200);
     let n_train = env_usize("ZOOLOGY_FUZZ_TRAINS", 300);
     let seed = env_usize("ZOOLOGY_FUZZ_SEED", 1) as u64;
-    let mixers = if std::env::var("ZOOLOGY_FUZZ_ALL_MIXERS").is_ok() { zoology::mixers::names() } else { fuzzed_mixers() };
+    let mixers =
+        if std::env::var("ZOOLOGY_FUZZ_ALL_MIXERS").is_ok() { zoology::mixers::names() } else { fuzzed_mixers() };
     println!("fuzz campaign: {n} configs (seed {seed}), {n_cli} through the binary's `sweep plan`, up to {n_train} short trains; mixers {mixers:?}");
     let dir = std::env::temp_dir().join(format!("zoology-fuzz-campaign-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -98,7 +102,12 @@ fn fuzz_campaign() {
             }
         }
     }
-    println!("validation: {n} configs, {named} named errors, {} accepted, slowest {:.3} s ({})", accepted.len(), slowest.0, slowest.1);
+    println!(
+        "validation: {n} configs, {named} named errors, {} accepted, slowest {:.3} s ({})",
+        accepted.len(),
+        slowest.0,
+        slowest.1
+    );
     let (mut trained, mut done, mut diverged, mut failed, mut skipped) = (0, 0, 0, 0, 0);
     for (i, what, _, s) in accepted.iter() {
         if trained >= n_train {
@@ -117,7 +126,10 @@ fn fuzz_campaign() {
         cmd.args(["train", "-q", "--out"]).arg(&out).arg(&p);
         let (how, text, timed_out) = run(cmd, Duration::from_secs(300));
         trained += 1;
-        let status = std::fs::read_to_string(out.join("summary.json")).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()).map(|v| v["status"].as_str().unwrap_or("").to_string());
+        let status = std::fs::read_to_string(out.join("summary.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .map(|v| v["status"].as_str().unwrap_or("").to_string());
         match (how.as_str(), status.as_deref()) {
             ("exit 0", Some("done")) => done += 1,
             ("exit 2", Some("diverged")) => diverged += 1,
@@ -129,7 +141,12 @@ fn fuzz_campaign() {
                 failed += 1;
                 println!("config {i} {what:?} refused: {}", text.lines().last().unwrap_or(""));
             }
-            _ => bad.push(format!("train of config {i} {what:?}: {how}{} status {status:?}\n{}\n{}", if timed_out { " (HANG)" } else { "" }, cfg.to_toml(), tail(&text))),
+            _ => bad.push(format!(
+                "train of config {i} {what:?}: {how}{} status {status:?}\n{}\n{}",
+                if timed_out { " (HANG)" } else { "" },
+                cfg.to_toml(),
+                tail(&text)
+            )),
         }
         let _ = std::fs::remove_dir_all(&out);
     }
@@ -145,4 +162,3 @@ fn tail(t: &str) -> String {
     let l: Vec<&str> = t.lines().collect();
     l[l.len().saturating_sub(15)..].join("\n")
 }
-

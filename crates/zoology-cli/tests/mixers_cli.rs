@@ -2,7 +2,7 @@
 //! errors of `zoology bench flops` (the bench itself is timed, so it is not run here).
 
 mod common;
-use common::{zoology, text};
+use common::{text, zoology};
 
 #[test]
 fn mixers_flops_prints_a_row_per_mixer() {

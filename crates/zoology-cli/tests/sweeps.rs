@@ -51,7 +51,9 @@ mixer = {{ name = "base_conv", kernel_size = [3, -1] }}
 }
 
 fn run_dirs(out: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(out.join("runs")).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(out.join("runs"))
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
     v.sort();
     v
 }
@@ -71,10 +73,19 @@ fn check_complete(out: &Path, runs: usize, epochs: u64) {
     let dirs = run_dirs(out);
     assert_eq!(dirs.len(), runs, "one directory per run: {dirs:?}");
     for d in &dirs {
-        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap_or_else(|_| panic!("{} has no summary.json", d.display()))).unwrap();
+        let s: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(d.join("summary.json"))
+                .unwrap_or_else(|_| panic!("{} has no summary.json", d.display())),
+        )
+        .unwrap();
         assert_eq!(s["status"], "done", "{}", d.display());
         assert_eq!(s["epochs"].as_u64(), Some(epochs), "{}", d.display());
-        assert_eq!(eval_epochs(d), (1..=epochs).collect::<Vec<_>>(), "{}: each epoch evaluated exactly once", d.display());
+        assert_eq!(
+            eval_epochs(d),
+            (1..=epochs).collect::<Vec<_>>(),
+            "{}: each epoch evaluated exactly once",
+            d.display()
+        );
         assert!(!d.join("running.json").exists() && !d.join("failed.json").exists());
     }
     // the index: exactly one row per run
@@ -131,7 +142,12 @@ fn local_sweep_killed_midway_resumes_to_one_result_per_run() {
     assert!(st.contains("0 running"), "{st}");
 
     // Re-run: finishes everything, skipping and resuming.
-    let o = Command::new(EXE).args(["sweep", "run", "--workers", "2", "--threads", "1", "-q", "--out"]).arg(&out).arg(&sweep).output().unwrap();
+    let o = Command::new(EXE)
+        .args(["sweep", "run", "--workers", "2", "--threads", "1", "-q", "--out"])
+        .arg(&out)
+        .arg(&sweep)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     check_complete(&out, 4, 4);
     // A third run does nothing and duplicates nothing.
@@ -158,7 +174,13 @@ fn slurm_ready(test: &str) -> bool {
         println!("SKIPPED {test}: `sbatch` is not on PATH (run .ci/slurm-setup.sh to start a one-node Slurm)");
         return false;
     }
-    let ok = Command::new("sinfo").args(["-h", "-o", "%T"]).output().map(|o| String::from_utf8_lossy(&o.stdout).contains("idle") || String::from_utf8_lossy(&o.stdout).contains("mix")).unwrap_or(false);
+    let ok = Command::new("sinfo")
+        .args(["-h", "-o", "%T"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).contains("idle") || String::from_utf8_lossy(&o.stdout).contains("mix")
+        })
+        .unwrap_or(false);
     if !ok {
         println!("SKIPPED {test}: sbatch exists but no Slurm node is idle (is slurmctld/slurmd running? .ci/slurm-setup.sh starts them)");
     }
@@ -172,15 +194,30 @@ fn slurm_backend_runs_every_run() {
     }
     let dir = tmpdir("sweep-slurm");
     let sweep = dir.join("tiny.toml");
-    std::fs::write(&sweep, tiny_sweep("tiny-slurm", 1) + "[slurm]\ncpus_per_task = 1\nmax_parallel = 2\ntime = \"00:10:00\"\n").unwrap();
+    std::fs::write(
+        &sweep,
+        tiny_sweep("tiny-slurm", 1) + "[slurm]\ncpus_per_task = 1\nmax_parallel = 2\ntime = \"00:10:00\"\n",
+    )
+    .unwrap();
     let out = dir.join("out");
-    let mut child = Command::new(EXE).args(["sweep", "run", "--backend", "slurm", "--wait", "--out"]).arg(&out).arg(&sweep).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(EXE)
+        .args(["sweep", "run", "--backend", "slurm", "--wait", "--out"])
+        .arg(&out)
+        .arg(&sweep)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > Duration::from_secs(240) {
             let _ = child.kill();
             let _ = Command::new("scancel").args(["-n", "zoology-tiny-slurm"]).status();
-            let logs: Vec<String> = std::fs::read_dir(out.join("slurm")).map(|rd| rd.filter_map(|e| e.ok()).map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect()).unwrap_or_default();
+            let logs: Vec<String> = std::fs::read_dir(out.join("slurm"))
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok()).map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect()
+                })
+                .unwrap_or_default();
             panic!("the Slurm array did not finish in 240 s; logs:\n{}", logs.join("\n"));
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -196,7 +233,8 @@ fn slurm_backend_runs_every_run() {
     let st = String::from_utf8_lossy(&st.stdout).to_string();
     assert!(st.contains("4 done"), "{st}");
     // Submitting again has nothing to do.
-    let o = Command::new(EXE).args(["sweep", "run", "--backend", "slurm", "--out"]).arg(&out).arg(&sweep).output().unwrap();
+    let o =
+        Command::new(EXE).args(["sweep", "run", "--backend", "slurm", "--out"]).arg(&out).arg(&sweep).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to submit"), "{}", String::from_utf8_lossy(&o.stdout));
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -217,7 +255,12 @@ fn failed_run_is_recorded_skipped_and_retried_with_retry_failed() {
     // Make run 0 fail: a directory where its metrics.jsonl must be written.
     let plan = Command::new(EXE).args(["sweep", "plan"]).arg(&sweep).output().unwrap();
     let plan = String::from_utf8_lossy(&plan.stdout).to_string();
-    let id0 = plan.lines().find_map(|l| l.split_whitespace().collect::<Vec<_>>().get(..2).filter(|w| w[0] == "0").map(|w| w[1].to_string())).unwrap();
+    let id0 = plan
+        .lines()
+        .find_map(|l| {
+            l.split_whitespace().collect::<Vec<_>>().get(..2).filter(|w| w[0] == "0").map(|w| w[1].to_string())
+        })
+        .unwrap();
     let blocked = out.join("runs").join(format!("attention-{id0}"));
     std::fs::create_dir_all(blocked.join("metrics.jsonl")).unwrap();
 
@@ -268,10 +311,10 @@ fn slurm_task_cancelled_mid_run_is_detected_and_resubmitted() {
     }
     let dir = tmpdir("sweep-scancel");
     let sweep = dir.join("one.toml");
-    let text = tiny_sweep("tiny-scancel", 4).replace("num_examples = 480", "num_examples = 2400").replace(
-        "[sweep.mixers.base_conv]\nmixer = { name = \"base_conv\", kernel_size = [3, -1] }\n",
-        "",
-    ).replace("\"train.lr\" = [1e-3, 3e-3]", "\"train.lr\" = [3e-3]");
+    let text = tiny_sweep("tiny-scancel", 4)
+        .replace("num_examples = 480", "num_examples = 2400")
+        .replace("[sweep.mixers.base_conv]\nmixer = { name = \"base_conv\", kernel_size = [3, -1] }\n", "")
+        .replace("\"train.lr\" = [1e-3, 3e-3]", "\"train.lr\" = [3e-3]");
     std::fs::write(&sweep, text + "[slurm]\ncpus_per_task = 1\ntime = \"00:10:00\"\n").unwrap();
     let out = dir.join("out");
     let status = || {
@@ -281,9 +324,20 @@ fn slurm_task_cancelled_mid_run_is_detected_and_resubmitted() {
     // the trainer's heartbeat must not rewrite the marker this test edits
     // ... and each step is slowed so that the cancel lands mid-run on a fast or a loaded machine
     // (without it the run could finish between its first checkpoint and the scancel)
-    let o = Command::new(EXE).args(["sweep", "run", "--backend", "slurm", "--out"]).arg(&out).arg(&sweep).env("ZOOLOGY_HEARTBEAT_S", "3600").env("ZOOLOGY_STEP_DELAY_MS", "20").output().unwrap();
+    let o = Command::new(EXE)
+        .args(["sweep", "run", "--backend", "slurm", "--out"])
+        .arg(&out)
+        .arg(&sweep)
+        .env("ZOOLOGY_HEARTBEAT_S", "3600")
+        .env("ZOOLOGY_STEP_DELAY_MS", "20")
+        .output()
+        .unwrap();
     let said = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(o.status.success() && said.contains("submitted job array") && said.contains("1 tasks"), "{said}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success() && said.contains("submitted job array") && said.contains("1 tasks"),
+        "{said}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let job = std::fs::read_to_string(out.join("slurm/jobs.txt")).unwrap().lines().next().unwrap().trim().to_string();
     let t0 = Instant::now();
     let run = loop {
@@ -308,12 +362,20 @@ fn slurm_task_cancelled_mid_run_is_detected_and_resubmitted() {
         assert!(t0.elapsed() < Duration::from_secs(60), "scancel did not end job {job}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(run.join("running.json").exists() && !run.join("summary.json").exists(), "the cancelled task left its marker (what a time limit or a node failure leaves)");
+    assert!(
+        run.join("running.json").exists() && !run.join("summary.json").exists(),
+        "the cancelled task left its marker (what a time limit or a node failure leaves)"
+    );
     as_if_from_another_node(&run);
     let st = status();
     assert!(st.contains("0 running") && st.contains("1 interrupted") && st.contains("no longer in squeue"), "{st}");
     // submitting again resumes it from its checkpoint to the end
-    let o = Command::new(EXE).args(["sweep", "run", "--backend", "slurm", "--wait", "--wait-timeout", "300", "--out"]).arg(&out).arg(&sweep).output().unwrap();
+    let o = Command::new(EXE)
+        .args(["sweep", "run", "--backend", "slurm", "--wait", "--wait-timeout", "300", "--out"])
+        .arg(&out)
+        .arg(&sweep)
+        .output()
+        .unwrap();
     let said = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(o.status.success(), "{said}{}", String::from_utf8_lossy(&o.stderr));
     assert!(said.contains("submitted job array") && said.contains("1 done, 0 failed"), "{said}");

@@ -1,7 +1,7 @@
 //! End-to-end tests of `zoology train`: resume after SIGKILL, divergence, config errors.
 
 mod common;
-use common::{tmpdir};
+use common::tmpdir;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -138,17 +138,24 @@ fn divergence_stops_with_reason_strict_json_and_is_not_retrained() {
     let root = tmpdir("diverge");
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mqar-tiny-attention.toml");
     let out = root.join("run");
-    let o = zoology().args(["train", example.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q", "--set", "train.lr=1e9"]).output().unwrap();
+    let o = zoology()
+        .args(["train", example.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q", "--set", "train.lr=1e9"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(o.status.code(), Some(2), "stderr: {err}");
     assert!(err.contains("diverged: training loss became"), "{err}");
     let text = std::fs::read_to_string(out.join("summary.json")).unwrap();
     // serde_json is a strict parser: no NaN, Infinity or other extensions
-    let s: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("summary.json is not strict JSON ({e}):\n{text}"));
+    let s: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("summary.json is not strict JSON ({e}):\n{text}"));
     assert_eq!(s["stop_reason"], "diverged");
     assert_eq!(s["status"], "diverged");
     assert!(s["reason"].as_str().unwrap().contains("training loss became"), "{s}");
-    assert!(matches!(s["final_loss"].as_str(), Some("NaN" | "inf" | "-inf")), "a non-finite loss is a string, not null: {s}");
+    assert!(
+        matches!(s["final_loss"].as_str(), Some("NaN" | "inf" | "-inf")),
+        "a non-finite loss is a string, not null: {s}"
+    );
     let before: Vec<(String, Vec<u8>)> = files(&out);
     let o = zoology().args(["train", "--resume", out.to_str().unwrap(), "-q"]).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -160,7 +167,11 @@ fn divergence_stops_with_reason_strict_json_and_is_not_retrained() {
 
 /// (name, bytes) of the files of a run directory, sorted.
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).map(|e| (e.file_name().to_string_lossy().to_string(), std::fs::read(e.path()).unwrap_or_default())).collect();
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| (e.file_name().to_string_lossy().to_string(), std::fs::read(e.path()).unwrap_or_default()))
+        .collect();
     v.sort();
     v
 }
@@ -185,7 +196,11 @@ fn early_stop_decision_survives_a_kill_before_the_summary() {
     let st = zoology().args(["train", cfg.to_str().unwrap(), "--out", full.to_str().unwrap(), "-q"]).status().unwrap();
     assert!(st.success());
     let cut = root.join("cut");
-    let o = zoology().args(["train", cfg.to_str().unwrap(), "--out", cut.to_str().unwrap(), "-q"]).env("ZOOLOGY_FAULT", "kill-before-summary").output().unwrap();
+    let o = zoology()
+        .args(["train", cfg.to_str().unwrap(), "--out", cut.to_str().unwrap(), "-q"])
+        .env("ZOOLOGY_FAULT", "kill-before-summary")
+        .output()
+        .unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(o.status.signal(), Some(9), "the fault hook kills the run: {:?}", o.status);
     assert!(!cut.join("summary.json").exists() && cut.join("checkpoint.safetensors").exists());
@@ -193,7 +208,11 @@ fn early_stop_decision_survives_a_kill_before_the_summary() {
     assert!(st.success());
     let (a, b) = (summary(&full), summary(&cut));
     assert_eq!(a["stop_reason"], "early_stop");
-    assert_eq!((&b["stop_reason"], &b["epochs"], &b["steps"]), (&a["stop_reason"], &a["epochs"], &a["steps"]), "{a}\n{b}");
+    assert_eq!(
+        (&b["stop_reason"], &b["epochs"], &b["steps"]),
+        (&a["stop_reason"], &a["epochs"], &a["steps"]),
+        "{a}\n{b}"
+    );
     assert_eq!(b["best_accuracy"], a["best_accuracy"]);
     assert_eq!(evals(&cut).len(), 1, "the resumed run trained another epoch");
     let _ = std::fs::remove_dir_all(&root);
@@ -207,14 +226,20 @@ fn a_run_directory_is_trained_by_one_process_at_a_time() {
     let cfg = root.join("tiny.toml");
     std::fs::write(&cfg, TINY.replace("epochs = 6", "epochs = 400")).unwrap();
     let out = root.join("run");
-    let mut first = zoology().args(["train", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut first = zoology()
+        .args(["train", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let t0 = Instant::now();
     while !out.join("checkpoint.safetensors").exists() {
         assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint");
         assert!(first.try_wait().unwrap().is_none(), "the run ended early");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let marker: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("running.json")).unwrap()).unwrap();
+    let marker: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("running.json")).unwrap()).unwrap();
     assert_eq!(marker["pid"].as_u64(), Some(first.id() as u64), "{marker}");
     let o = zoology().args(["train", "--resume", out.to_str().unwrap(), "-q"]).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -225,7 +250,11 @@ fn a_run_directory_is_trained_by_one_process_at_a_time() {
     first.wait().unwrap();
     // with the holder gone, the lock is free again
     let o = zoology().args(["train", "--resume", out.to_str().unwrap(), "-q", "--set", "x=1"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume DIR continues"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--resume DIR continues"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -236,9 +265,14 @@ fn damaged_and_foreign_checkpoints_are_refused_by_resume() {
     let root = tmpdir("badckpt");
     let mk = |name: &str, seed: u64| {
         let cfg = root.join(format!("{name}.toml"));
-        std::fs::write(&cfg, TINY.replace("seed = 7", &format!("seed = {seed}")).replace("epochs = 6", "epochs = 1")).unwrap();
+        std::fs::write(&cfg, TINY.replace("seed = 7", &format!("seed = {seed}")).replace("epochs = 6", "epochs = 1"))
+            .unwrap();
         let out = root.join(name);
-        let o = zoology().args(["train", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"]).env("ZOOLOGY_FAULT", "kill-before-summary").output().unwrap();
+        let o = zoology()
+            .args(["train", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"])
+            .env("ZOOLOGY_FAULT", "kill-before-summary")
+            .output()
+            .unwrap();
         assert!(!o.status.success());
         out
     };
@@ -250,7 +284,10 @@ fn damaged_and_foreign_checkpoints_are_refused_by_resume() {
     };
     std::fs::copy(a.join("checkpoint.safetensors"), b.join("checkpoint.safetensors")).unwrap();
     let e = resume(&b);
-    assert!(e.contains(&b.join("checkpoint.safetensors").display().to_string()) && e.contains("belongs to another run"), "{e}");
+    assert!(
+        e.contains(&b.join("checkpoint.safetensors").display().to_string()) && e.contains("belongs to another run"),
+        "{e}"
+    );
     assert!(std::fs::read_to_string(b.join("failed.json")).unwrap().contains("belongs to another run"));
     let p = a.join("checkpoint.safetensors");
     let mut bytes = std::fs::read(&p).unwrap();
@@ -270,7 +307,10 @@ fn config_errors_are_messages_with_field_paths() {
     let root = tmpdir("errors");
     let cases = [
         (TINY.replace("d_model = 32", "d_model = 32\ndmodel = 3"), "dmodel"),
-        (TINY.replace("num_kv_pairs = 4\nnum_examples = 1600", "num_kv_pairs = 9\nnum_examples = 1600"), "data.train[0].num_kv_pairs"),
+        (
+            TINY.replace("num_kv_pairs = 4\nnum_examples = 1600", "num_kv_pairs = 9\nnum_examples = 1600"),
+            "data.train[0].num_kv_pairs",
+        ),
         (TINY.replace("lr = 3e-3", "lr = \"fast\""), "train.lr"),
         (TINY.replace("name = \"attention\"", "name = \"attn\""), "model.mixer.name"),
         (TINY.replace("[model]", "[model]\nmax_position_embeddings = 3"), "max_position_embeddings"),
@@ -278,7 +318,10 @@ fn config_errors_are_messages_with_field_paths() {
     for (i, (text, want)) in cases.iter().enumerate() {
         let p = root.join(format!("c{i}.toml"));
         std::fs::write(&p, text).unwrap();
-        let o = zoology().args(["train", p.to_str().unwrap(), "--out", root.join(format!("r{i}")).to_str().unwrap(), "-q"]).output().unwrap();
+        let o = zoology()
+            .args(["train", p.to_str().unwrap(), "--out", root.join(format!("r{i}")).to_str().unwrap(), "-q"])
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "case {i}: {err}");
         assert!(err.contains(want), "case {i}: error should name {want:?}: {err}");
@@ -289,7 +332,10 @@ fn config_errors_are_messages_with_field_paths() {
     std::fs::write(&p, TINY).unwrap();
     let o = zoology().args(["train", p.to_str().unwrap(), "--set", "train.epochs", "-q"]).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("key=value"));
-    let o = zoology().args(["train", p.to_str().unwrap(), "--device", "tpu", "-q", "--out", root.join("d").to_str().unwrap()]).output().unwrap();
+    let o = zoology()
+        .args(["train", p.to_str().unwrap(), "--device", "tpu", "-q", "--out", root.join("d").to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("device"));
     let o = zoology().args(["train", "/nonexistent.toml"]).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent.toml"));
@@ -307,14 +353,38 @@ fn bad_input_is_a_named_error_not_a_panic_or_a_hang() {
         (vec!["bench".into(), "step".into(), "--kv".into(), "100".into()], "--kv"),
         (vec!["data".into(), "mqar".into(), "--show".into(), "100000000".into()], "--show"),
         (vec!["data".into(), "mqar".into(), "--vocab-size".into(), "4294967552".into()], "--vocab-size"),
-        (vec!["train".into(), p.display().to_string(), "--set".into(), "model.n_layers=2147483648".into()], "model.n_layers"),
+        (
+            vec!["train".into(), p.display().to_string(), "--set".into(), "model.n_layers=2147483648".into()],
+            "model.n_layers",
+        ),
         (vec!["train".into(), p.display().to_string(), "--set".into(), "threads=4294967297".into()], "threads"),
-        (vec!["train".into(), p.display().to_string(), "--set".into(), "data.vocab_size=4294967552".into()], "data.vocab_size"),
-        (vec!["train".into(), p.display().to_string(), "--set".into(), "data.train.0.seq_len=\"long\"".into()], "data.train[0].seq_len"),
-        (vec!["train".into(), p.display().to_string(), "--set".into(), "train.grad_clip=nan".into()], "train.grad_clip"),
+        (
+            vec!["train".into(), p.display().to_string(), "--set".into(), "data.vocab_size=4294967552".into()],
+            "data.vocab_size",
+        ),
+        (
+            vec!["train".into(), p.display().to_string(), "--set".into(), "data.train.0.seq_len=\"long\"".into()],
+            "data.train[0].seq_len",
+        ),
+        (
+            vec!["train".into(), p.display().to_string(), "--set".into(), "train.grad_clip=nan".into()],
+            "train.grad_clip",
+        ),
         (vec!["results".into(), "show".into(), root.join("nope").display().to_string()], "no such results directory"),
         (vec!["results".into(), "index".into(), root.join("nope").display().to_string()], "no such results directory"),
-        (vec!["sweep".into(), "run".into(), "--backend".into(), "slurm".into(), "--wait".into(), "--wait-timeout".into(), "soon".into(), p.display().to_string()], "--wait-timeout"),
+        (
+            vec![
+                "sweep".into(),
+                "run".into(),
+                "--backend".into(),
+                "slurm".into(),
+                "--wait".into(),
+                "--wait-timeout".into(),
+                "soon".into(),
+                p.display().to_string(),
+            ],
+            "--wait-timeout",
+        ),
     ];
     for (args, want) in cases {
         let t0 = Instant::now();
@@ -333,7 +403,16 @@ fn bad_input_is_a_named_error_not_a_panic_or_a_hang() {
 /// is allocated, with the estimate and what drives it.
 #[test]
 fn a_run_that_cannot_fit_in_memory_is_refused_before_it_allocates() {
-    let total_kb: f64 = std::fs::read_to_string("/proc/meminfo").unwrap().lines().find(|l| l.starts_with("MemTotal:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let total_kb: f64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let total = total_kb * 1024.0;
     // token data alone (24 bytes a token) at twice this machine's memory
     let n = (2.0 * total / (24.0 * 32.0)).ceil() as u64;
@@ -345,7 +424,10 @@ fn a_run_that_cannot_fit_in_memory_is_refused_before_it_allocates() {
     let p = root.join("big.toml");
     std::fs::write(&p, TINY.replace("num_examples = 1600", &format!("num_examples = {n}"))).unwrap();
     let t0 = Instant::now();
-    let o = zoology().args(["train", p.to_str().unwrap(), "--out", root.join("r").to_str().unwrap(), "-q"]).output().unwrap();
+    let o = zoology()
+        .args(["train", p.to_str().unwrap(), "--out", root.join("r").to_str().unwrap(), "-q"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("`<memory>`") && err.contains("token data") && err.contains("this machine has"), "{err}");
@@ -376,7 +458,18 @@ fn tiny_attention_example_solves_mqar() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mqar-tiny-attention.toml");
     let out = root.join("run");
     // evaluations every 100 steps as well as at epoch ends; the solve record follows them
-    let o = zoology().args(["train", example.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q", "--set", "train.eval_every_steps=100"]).output().unwrap();
+    let o = zoology()
+        .args([
+            "train",
+            example.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+            "--set",
+            "train.eval_every_steps=100",
+        ])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let s = summary(&out);
     println!("tiny attention: {s}");
@@ -393,7 +486,10 @@ fn tiny_attention_example_solves_mqar() {
     assert!(f.train_per_step > 0.0 && f.decode_per_token > 0.0);
     let ev = evals(&out);
     let steps_per_epoch = 20000 / 64 + 1; // 313 batches, the last one short
-    assert!(ev.iter().any(|e| e["step"].as_u64().unwrap() % steps_per_epoch != 0), "no evaluation inside an epoch: {ev:?}");
+    assert!(
+        ev.iter().any(|e| e["step"].as_u64().unwrap() % steps_per_epoch != 0),
+        "no evaluation inside an epoch: {ev:?}"
+    );
     assert!(ev.iter().filter(|e| e["step"].as_u64().unwrap() % 100 == 0).count() >= 3, "{ev:?}");
     // early stop at the evaluation that passed 0.99, wherever it fell
     let last = ev.last().unwrap();

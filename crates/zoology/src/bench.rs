@@ -60,7 +60,13 @@ pub fn step_time(b: &StepBench, rt: &Runtime) -> Result<(f64, f64)> {
         opt.zero_grad();
         let loss = if full {
             let logits = model.logits(&x, true);
-            logits.view([-1, b.vocab as i64]).cross_entropy_loss::<Tensor>(&y.view([-1]), None, tch::Reduction::Mean, IGNORE as i64, 0.0)
+            logits.view([-1, b.vocab as i64]).cross_entropy_loss::<Tensor>(
+                &y.view([-1]),
+                None,
+                tch::Reduction::Mean,
+                IGNORE as i64,
+                0.0,
+            )
         } else {
             sparse_head_loss(&model, &x, &y, true).0
         };
@@ -84,7 +90,13 @@ pub fn step_time(b: &StepBench, rt: &Runtime) -> Result<(f64, f64)> {
 pub fn sparse_equals_full(model: &LanguageModel, x: &Tensor, y: &Tensor) -> (f64, f64) {
     tch::no_grad(|| {
         let v = model.vocab_size;
-        let full = model.logits(x, false).view([-1, v]).cross_entropy_loss::<Tensor>(&y.view([-1]), None, tch::Reduction::Mean, IGNORE as i64, 0.0);
+        let full = model.logits(x, false).view([-1, v]).cross_entropy_loss::<Tensor>(
+            &y.view([-1]),
+            None,
+            tch::Reduction::Mean,
+            IGNORE as i64,
+            0.0,
+        );
         let sparse = sparse_head_loss(model, x, y, false).0;
         (full.to_kind(Kind::Double).double_value(&[]), sparse.to_kind(Kind::Double).double_value(&[]))
     })
@@ -124,7 +136,13 @@ pub fn gen_rate(task: &TaskConfig, vocab_size: usize, split: Split, reps: usize)
         std::hint::black_box(&nv);
         assert_eq!((seg.n, seg.seq_len), (nv.n, nv.seq_len));
     }
-    Ok(GenRow { task: task.name().to_string(), seq_len: task.seq_len(), n: task.num_examples(), ours_s: median(ours), naive_s: median(naive) })
+    Ok(GenRow {
+        task: task.name().to_string(),
+        seq_len: task.seq_len(),
+        n: task.num_examples(),
+        ours_s: median(ours),
+        naive_s: median(naive),
+    })
 }
 
 /// The sizes `bench data --all` measures for a task: its default config at `n` examples, and
@@ -265,7 +283,11 @@ fn predict_mem(points: &[(i64, f64)], l: i64) -> Option<f64> {
         return None;
     }
     let ((l1, m1), (l2, m2)) = (points[n - 2], points[n - 1]);
-    let p = if m1 > 0.0 && m2 > 0.0 && l2 > l1 { ((m2 / m1).ln() / (l2 as f64 / l1 as f64).ln()).clamp(1.0, 3.0) } else { 2.0 };
+    let p = if m1 > 0.0 && m2 > 0.0 && l2 > l1 {
+        ((m2 / m1).ln() / (l2 as f64 / l1 as f64).ln()).clamp(1.0, 3.0)
+    } else {
+        2.0
+    };
     Some(m2.max(1.0) * (l as f64 / l2 as f64).powf(p))
 }
 
@@ -277,10 +299,14 @@ fn predict_mem(points: &[(i64, f64)], l: i64) -> Option<f64> {
 /// the shortest), so a quadratic mixer is stopped before it exhausts the machine.
 pub fn mixer_scaling(b: &MixerBench, rt: &Runtime, mut progress: impl FnMut(&str)) -> Result<Vec<MixerRow>> {
     let names = crate::mixers::names();
-    let chosen: Vec<String> = if b.mixers.is_empty() { names.iter().map(|s| s.to_string()).collect() } else { b.mixers.clone() };
+    let chosen: Vec<String> =
+        if b.mixers.is_empty() { names.iter().map(|s| s.to_string()).collect() } else { b.mixers.clone() };
     for m in &chosen {
         if !names.contains(&m.as_str()) {
-            return Err(crate::error::config_err("--mixers", format!("unknown mixer {m:?}; one of: {}", names.join(", "))));
+            return Err(crate::error::config_err(
+                "--mixers",
+                format!("unknown mixer {m:?}; one of: {}", names.join(", ")),
+            ));
         }
     }
     let mut lengths = b.lengths.clone();
@@ -389,7 +415,15 @@ mod tests {
     #[test]
     fn mixer_bench_runs_and_rejects_unknown_names() {
         let rt = Runtime::cpu();
-        let b = MixerBench { mixers: vec!["attention".into(), "rwkv".into()], d_model: 8, batch: 1, lengths: vec![32, 16], warmup: 1, iters: 1, max_mem_bytes: 1e12 };
+        let b = MixerBench {
+            mixers: vec!["attention".into(), "rwkv".into()],
+            d_model: 8,
+            batch: 1,
+            lengths: vec![32, 16],
+            warmup: 1,
+            iters: 1,
+            max_mem_bytes: 1e12,
+        };
         let rows = mixer_scaling(&b, &rt, |_| {}).unwrap();
         assert_eq!(rows.len(), 2);
         for r in &rows {
@@ -400,10 +434,14 @@ mod tests {
         let table = format_mixer_table(&rows, &b.lengths);
         assert!(table.contains("rwkv") && table.contains("t(32)/t(16)"), "{table}");
         // a tiny budget skips the second length with a reason instead of running it
-        let tight = MixerBench { max_mem_bytes: 1.0, lengths: vec![16, 32], mixers: vec!["attention".into()], ..b.clone() };
+        let tight =
+            MixerBench { max_mem_bytes: 1.0, lengths: vec![16, 32], mixers: vec!["attention".into()], ..b.clone() };
         let rows = mixer_scaling(&tight, &rt, |_| {}).unwrap();
         if rss_and_peak().is_some() && reset_peak() {
-            assert!(rows[0].cells[0].1.is_ok() && matches!(&rows[0].cells[1].1, Err(w) if w.contains("memory")), "{rows:?}");
+            assert!(
+                rows[0].cells[0].1.is_ok() && matches!(&rows[0].cells[1].1, Err(w) if w.contains("memory")),
+                "{rows:?}"
+            );
         }
         let bad = MixerBench { mixers: vec!["nope".into()], ..b };
         let err = mixer_scaling(&bad, &rt, |_| {}).unwrap_err().to_string();
@@ -439,18 +477,30 @@ pub fn flops_bench(b: &MixerBench, rt: &Runtime, mut progress: impl FnMut(&str))
     let names = crate::mixers::names();
     for m in &b.mixers {
         if !names.contains(&m.as_str()) {
-            return Err(crate::error::config_err("--mixers", format!("unknown mixer {m:?}; one of: {}", names.join(", "))));
+            return Err(crate::error::config_err(
+                "--mixers",
+                format!("unknown mixer {m:?}; one of: {}", names.join(", ")),
+            ));
         }
     }
     let l = match b.lengths.as_slice() {
         [l] if (1..=crate::flops::MAX_TABLE_SEQ_LEN).contains(l) => *l,
-        _ => return Err(crate::error::config_err("--seq-len", format!("give one length in [1, {}]", crate::flops::MAX_TABLE_SEQ_LEN))),
+        _ => {
+            return Err(crate::error::config_err(
+                "--seq-len",
+                format!("give one length in [1, {}]", crate::flops::MAX_TABLE_SEQ_LEN),
+            ))
+        }
     };
     if !(1..=crate::train::config::limits::MAX_D_MODEL).contains(&b.d_model) || b.batch < 1 {
-        return Err(crate::error::config_err("--d-model / --batch", format!("must be ≥ 1 (got d_model {}, batch {})", b.d_model, b.batch)));
+        return Err(crate::error::config_err(
+            "--d-model / --batch",
+            format!("must be ≥ 1 (got d_model {}, batch {})", b.d_model, b.batch),
+        ));
     }
     let mut chosen = vec!["attention".to_string()];
-    let rest: Vec<String> = if b.mixers.is_empty() { names.iter().map(|s| s.to_string()).collect() } else { b.mixers.clone() };
+    let rest: Vec<String> =
+        if b.mixers.is_empty() { names.iter().map(|s| s.to_string()).collect() } else { b.mixers.clone() };
     chosen.extend(rest.into_iter().filter(|m| m != "attention"));
     let mut rows = vec![];
     for name in chosen {
@@ -460,14 +510,28 @@ pub fn flops_bench(b: &MixerBench, rt: &Runtime, mut progress: impl FnMut(&str))
             let ctx = crate::mixers::BuildCtx::new(0, 2, l);
             crate::mixers::validate_table(&table, b.d_model, &ctx, "--mixers")?;
             let vs = nn::VarStore::new(tch::Device::Cpu);
-            let m = tch::no_grad(|| crate::mixers::build_table(vs.root() / "mixer", &table, b.d_model, &ctx, "--mixers"))?;
+            let m =
+                tch::no_grad(|| crate::mixers::build_table(vs.root() / "mixer", &table, b.d_model, &ctx, "--mixers"))?;
             Ok(m.flops(l).train(b.batch))
         });
-        let seconds = if flops.is_ok() { catching(|| time_mixer(&table, b, l, rt, b.iters)).map(|(t, _)| t) } else { Err("not built".into()) };
+        let seconds = if flops.is_ok() {
+            catching(|| time_mixer(&table, b, l, rt, b.iters)).map(|(t, _)| t)
+        } else {
+            Err("not built".into())
+        };
         let row = FlopsRow { name, flops, seconds };
         match row.seconds_per_flop() {
-            Some(spf) => progress(&format!("  {:<16} {:10.1} ms {:10.3} ps/FLOP", row.name, row.seconds.as_ref().unwrap() * 1e3, spf * 1e12)),
-            None => progress(&format!("  {:<16} {}", row.name, row.flops.as_ref().err().or(row.seconds.as_ref().err()).cloned().unwrap_or_default())),
+            Some(spf) => progress(&format!(
+                "  {:<16} {:10.1} ms {:10.3} ps/FLOP",
+                row.name,
+                row.seconds.as_ref().unwrap() * 1e3,
+                spf * 1e12
+            )),
+            None => progress(&format!(
+                "  {:<16} {}",
+                row.name,
+                row.flops.as_ref().err().or(row.seconds.as_ref().err()).cloned().unwrap_or_default()
+            )),
         }
         rows.push(row);
     }

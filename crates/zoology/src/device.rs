@@ -25,10 +25,7 @@ impl DeviceSpec {
             _ => match s.strip_prefix("cuda:").and_then(|i| i.parse::<usize>().ok()) {
                 Some(i) => Device::Cuda(i),
                 None => {
-                    return Err(config_err(
-                        field,
-                        format!("unknown device {s:?}; use \"cpu\", \"cuda\" or \"cuda:N\""),
-                    ))
+                    return Err(config_err(field, format!("unknown device {s:?}; use \"cpu\", \"cuda\" or \"cuda:N\"")))
                 }
             },
         };

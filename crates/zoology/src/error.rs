@@ -72,7 +72,10 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Cuts a libtorch error message before its "Exception raised from" / "frame #0" lines.
 pub fn without_cpp_backtrace(s: &str) -> String {
-    let cut = ["\nException raised from", "\\nException raised from", "\nframe #0", "\\nframe #0"].iter().filter_map(|m| s.find(m)).min();
+    let cut = ["\nException raised from", "\\nException raised from", "\nframe #0", "\\nframe #0"]
+        .iter()
+        .filter_map(|m| s.find(m))
+        .min();
     match cut {
         Some(i) => format!("{} [libtorch backtrace omitted]", s[..i].trim_end()),
         None => s.to_string(),

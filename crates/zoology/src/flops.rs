@@ -116,7 +116,12 @@ impl MixerFlops {
     }
     /// A mixer whose prefill is its parallel form plus `extra` (e.g. a closed-form final state).
     pub fn parallel(forward_per_seq: f64, forward_per_batch: f64, extra: f64, decode_per_token: f64) -> Self {
-        MixerFlops { forward_per_seq, forward_per_batch, prefill_per_seq: forward_per_seq + forward_per_batch + extra, decode_per_token }
+        MixerFlops {
+            forward_per_seq,
+            forward_per_batch,
+            prefill_per_seq: forward_per_seq + forward_per_batch + extra,
+            decode_per_token,
+        }
     }
     /// Forward over a batch of `batch` sequences.
     pub fn forward(&self, batch: i64) -> f64 {
@@ -161,7 +166,11 @@ pub fn step_shapes(segments: &[crate::tasks::Segment], batch: usize) -> Vec<Step
     let mut out = vec![];
     for s in segments {
         for c in s.supervised_per_example().chunks(batch.max(1)) {
-            out.push(StepShape { sequences: c.len() as i64, seq_len: s.seq_len as i64, head_positions: c.iter().sum::<usize>() as i64 });
+            out.push(StepShape {
+                sequences: c.len() as i64,
+                seq_len: s.seq_len as i64,
+                head_positions: c.iter().sum::<usize>() as i64,
+            });
         }
     }
     out
@@ -173,7 +182,13 @@ pub fn step_shapes(segments: &[crate::tasks::Segment], batch: usize) -> Vec<Step
 pub fn run_flops(cfg: &crate::train::config::RunConfig) -> Result<LmFlops> {
     let (train, test) = crate::train::trainer::generate_data(cfg);
     let context = test.iter().map(|s| s.seq_len).max().unwrap_or(0).max(1) as i64;
-    lm_flops(&cfg.model, cfg.data.vocab_size as i64, cfg.max_seq_len() as i64, &step_shapes(&train, cfg.data.batch_size), context)
+    lm_flops(
+        &cfg.model,
+        cfg.data.vocab_size as i64,
+        cfg.max_seq_len() as i64,
+        &step_shapes(&train, cfg.data.batch_size),
+        context,
+    )
 }
 
 /// A model's costs, the numbers a run's summary and the results index carry.
@@ -216,7 +231,13 @@ pub fn lm_flops_of(model: &LanguageModel, params: i64, steps: &[StepShape], cont
 /// [`LmFlops`] from configs: builds the model (on the CPU, parameters only) for `vocab_size`
 /// and the longest sequence `max_seq_len`, then counts as [`lm_flops_of`]. Errors name the
 /// offending config field.
-pub fn lm_flops(model: &ModelConfig, vocab_size: i64, max_seq_len: i64, steps: &[StepShape], context: i64) -> Result<LmFlops> {
+pub fn lm_flops(
+    model: &ModelConfig,
+    vocab_size: i64,
+    max_seq_len: i64,
+    steps: &[StepShape],
+    context: i64,
+) -> Result<LmFlops> {
     model.validate(vocab_size, max_seq_len)?;
     if context < 1 {
         return Err(crate::error::config_err("context", format!("must be ≥ 1 (got {context})")));
@@ -276,13 +297,23 @@ pub fn format_mixer_rows(rows: &[MixerRow], d_model: i64, seq_len: i64) -> Strin
     let mut s = format!(
         "FLOPs per mixer (one layer, default config) at d={d_model}, L={seq_len}; 1 multiply-add = 2 FLOPs, training = 3 × forward, causal L² terms counted in full (see the `flops` module doc)\n"
     );
-    s += &format!("{:<18}{:>12}{:>14}{:>14}{:>14}{:>14}{:>14}{:>14}\n", "mixer", "params", "fwd/seq", "per batch", "train/seq", "prefill/seq", "decode/tok", "state");
+    s += &format!(
+        "{:<18}{:>12}{:>14}{:>14}{:>14}{:>14}{:>14}{:>14}\n",
+        "mixer", "params", "fwd/seq", "per batch", "train/seq", "prefill/seq", "decode/tok", "state"
+    );
     for r in rows {
         match &r.counts {
             Ok((p, f, st)) => {
                 s += &format!(
                     "{:<18}{:>12}{:>14.3e}{:>14.3e}{:>14.3e}{:>14.3e}{:>14.3e}{:>14}\n",
-                    r.name, p, f.forward_per_seq, f.forward_per_batch, f.train_per_seq(), f.prefill_per_seq, f.decode_per_token, st
+                    r.name,
+                    p,
+                    f.forward_per_seq,
+                    f.forward_per_batch,
+                    f.train_per_seq(),
+                    f.prefill_per_seq,
+                    f.decode_per_token,
+                    st
                 )
             }
             Err(why) => s += &format!("{:<18}  not buildable here: {why}\n", r.name),
@@ -296,7 +327,8 @@ mod tests {
     use super::*;
 
     fn model(mixer: &str, state_mixer: &str) -> ModelConfig {
-        toml::from_str(&format!("d_model = 8\nn_layers = 2\nstate_mixer = \"{state_mixer}\"\nmixer = {mixer}\n")).unwrap()
+        toml::from_str(&format!("d_model = 8\nn_layers = 2\nstate_mixer = \"{state_mixer}\"\nmixer = {mixer}\n"))
+            .unwrap()
     }
 
     fn close(what: &str, got: f64, want: f64) {
@@ -310,7 +342,10 @@ mod tests {
     fn lm_flops_adds_state_mixers_and_the_head() {
         let (d, v, l) = (8.0, 16.0, 8.0);
         let cfg = model(r#"{ name = "attention" }"#, "mlp");
-        let steps = [StepShape { sequences: 4, seq_len: 8, head_positions: 5 }, StepShape { sequences: 2, seq_len: 8, head_positions: 16 }];
+        let steps = [
+            StepShape { sequences: 4, seq_len: 8, head_positions: 5 },
+            StepShape { sequences: 2, seq_len: 8, head_positions: 16 },
+        ];
         let f = lm_flops(&cfg, 16, 8, &steps, 8).unwrap();
         let attn = 8.0 * l * d * d + 4.0 * l * l * d; // projections, full L×L scores and mix
         let mlp_tok = 2.0 * d * 4.0 * d * 2.0; // d → 4d → d

@@ -38,7 +38,13 @@ pub struct LoadedRun {
 pub fn read_config(dir: &Path) -> Result<RunConfig> {
     let cfg_path = dir.join(rundir::CONFIG);
     if !dir.is_dir() {
-        return Err(config_err("RUN_DIR", format!("{} is not a directory; give a run directory written by `zoology train` or `zoology construct --out`", dir.display())));
+        return Err(config_err(
+            "RUN_DIR",
+            format!(
+                "{} is not a directory; give a run directory written by `zoology train` or `zoology construct --out`",
+                dir.display()
+            ),
+        ));
     }
     if !cfg_path.exists() {
         return Err(config_err("RUN_DIR", format!("{} has no {}: it is not a run directory (give one written by `zoology train` or `zoology construct --out`)", dir.display(), rundir::CONFIG)));
@@ -180,7 +186,9 @@ pub fn generate(run: &LoadedRun, num_examples: Option<usize>, batch: usize) -> R
                 // the same positions through the parallel form
                 let par = model.head(&model.hidden(&xb, false).reshape([-1, d]).index_select(0, &idx));
                 r.predictions += idx.numel();
-                r.differing += logits.argmax(-1, false).ne_tensor(&par.argmax(-1, false)).sum(tch::Kind::Int64).int64_value(&[]) as usize;
+                r.differing +=
+                    logits.argmax(-1, false).ne_tensor(&par.argmax(-1, false)).sum(tch::Kind::Int64).int64_value(&[])
+                        as usize;
                 start += b;
             }
             parts.push((seg.metric, &seg.slices, acc.finish()));
@@ -193,7 +201,10 @@ pub fn generate(run: &LoadedRun, num_examples: Option<usize>, batch: usize) -> R
     let par = trainer::evaluate(model, &DeviceData::new(segs.clone(), &Runtime::cpu()), batch);
     r.parallel_accuracy = par.accuracy;
     if r.metric != par.metric {
-        return Err(Error::Other(format!("internal: decoding scored by {} but the parallel evaluation by {}", r.metric, par.metric)));
+        return Err(Error::Other(format!(
+            "internal: decoding scored by {} but the parallel evaluation by {}",
+            r.metric, par.metric
+        )));
     }
     Ok(r)
 }

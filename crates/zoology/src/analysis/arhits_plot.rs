@@ -5,7 +5,9 @@
 //! 2. perplexity on AR hits vs other tokens, a pair of bars per model;
 //! 3. the corpus's distribution of AR-hit distances (log-log) against MQAR's power law.
 
-use super::plot::{compact, draw_legend, house_mesh, log_label, mixer_color, mixer_lines, perr, render_both, Draw, Series, LEGEND_W};
+use super::plot::{
+    compact, draw_legend, house_mesh, log_label, mixer_color, mixer_lines, perr, render_both, Draw, Series, LEGEND_W,
+};
 use crate::error::{Error, Result};
 use crate::text::arhits::{power_law_pmf, ArHitReport, GapHistogram, SliceStats};
 use plotters::coord::Shift;
@@ -18,7 +20,8 @@ fn ppl(s: &SliceStats) -> Option<f64> {
 
 /// `(lo, hi)` of a log axis that holds `vals` with some room.
 fn log_range(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
-    let (lo, hi) = vals.filter(|v| *v > 0.0 && v.is_finite()).fold((f64::INFINITY, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) =
+        vals.filter(|v| *v > 0.0 && v.is_finite()).fold((f64::INFINITY, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
     (hi > 0.0).then(|| (lo / 1.3, hi * 1.3))
 }
 
@@ -43,14 +46,22 @@ impl<DB: DrawingBackend> Draw<DB> for FrequencyPlot {
         root.fill(&WHITE).map_err(&e)?;
         let first = &self.models.first().ok_or_else(|| Error::Other("frequency plot: no models".into()))?.1;
         let labels: Vec<String> = first.by_frequency.iter().map(|r| r.bucket.clone()).collect();
-        let root = root.titled("Perplexity by frequency of the bigram in the training split", ("sans-serif", 22)).map_err(&e)?;
+        let root = root
+            .titled("Perplexity by frequency of the bigram in the training split", ("sans-serif", 22))
+            .map_err(&e)?;
         let (plots, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W));
         draw_legend(&legend, &self.models.iter().map(|(m, _)| (m.clone(), mixer_color(m), 0)).collect::<Vec<_>>())?;
-        let all = self.models.iter().flat_map(|(_, r)| r.by_frequency.iter().flat_map(|row| [ppl(&row.ar_hit), ppl(&row.other)])).flatten();
+        let all = self
+            .models
+            .iter()
+            .flat_map(|(_, r)| r.by_frequency.iter().flat_map(|row| [ppl(&row.ar_hit), ppl(&row.other)]))
+            .flatten();
         // linear from 0: the plotters log axis labels too few ticks over one decade
         let y1 = all.fold(1.0f64, f64::max) * 1.08;
         let n = labels.len();
-        for (pi, (panel, (name, pick))) in plots.split_evenly((1, 2)).iter().zip([("AR hits", 0usize), ("Other tokens", 1)]).enumerate() {
+        for (pi, (panel, (name, pick))) in
+            plots.split_evenly((1, 2)).iter().zip([("AR hits", 0usize), ("Other tokens", 1)]).enumerate()
+        {
             let mut chart = ChartBuilder::on(panel)
                 .caption(name, ("sans-serif", 19))
                 .margin(12)
@@ -63,7 +74,10 @@ impl<DB: DrawingBackend> Draw<DB> for FrequencyPlot {
                 .x_label_formatter(&|x| category(&labels, *x))
                 .y_labels(8)
                 .y_label_formatter(&|y| compact(*y))
-                .x_desc(format!("Training count of the bigram ({})", if first.freq_scheme.contains("quantile") { "quantile buckets" } else { "relative buckets" }))
+                .x_desc(format!(
+                    "Training count of the bigram ({})",
+                    if first.freq_scheme.contains("quantile") { "quantile buckets" } else { "relative buckets" }
+                ))
                 .y_desc(if pi == 0 { "Perplexity" } else { "" })
                 .draw()
                 .map_err(&e)?;
@@ -73,7 +87,14 @@ impl<DB: DrawingBackend> Draw<DB> for FrequencyPlot {
                 .map(|(m, r)| Series {
                     color: mixer_color(m),
                     shape: 0,
-                    pts: r.by_frequency.iter().enumerate().filter_map(|(i, row)| ppl(if pick == 0 { &row.ar_hit } else { &row.other }).map(|p| (i as f64, p))).collect(),
+                    pts: r
+                        .by_frequency
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, row)| {
+                            ppl(if pick == 0 { &row.ar_hit } else { &row.other }).map(|p| (i as f64, p))
+                        })
+                        .collect(),
                 })
                 .collect();
             mixer_lines(&mut chart, series, 3)?;
@@ -94,7 +115,9 @@ impl<DB: DrawingBackend> Draw<DB> for ArVsOtherPlot {
         root.fill(&WHITE).map_err(&e)?;
         let (plot, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W));
         let n = self.models.len();
-        let ymax = self.models.iter().flat_map(|(_, r)| [ppl(&r.ar_hit), ppl(&r.other)]).flatten().fold(1.0f64, f64::max) * 1.15;
+        let ymax =
+            self.models.iter().flat_map(|(_, r)| [ppl(&r.ar_hit), ppl(&r.other)]).flatten().fold(1.0f64, f64::max)
+                * 1.15;
         let names: Vec<String> = self.models.iter().map(|m| m.0.clone()).collect();
         let mut chart = ChartBuilder::on(&plot)
             .caption("Perplexity on AR hits and on other tokens", ("sans-serif", 22))
@@ -114,11 +137,18 @@ impl<DB: DrawingBackend> Draw<DB> for ArVsOtherPlot {
         for (i, (m, r)) in self.models.iter().enumerate() {
             let c = mixer_color(m);
             let x = i as f64;
-            for (lo, hi, v, style) in [(x - 0.36, x - 0.02, ppl(&r.ar_hit), c.filled()), (x + 0.02, x + 0.36, ppl(&r.other), c.mix(0.35).filled())] {
+            for (lo, hi, v, style) in [
+                (x - 0.36, x - 0.02, ppl(&r.ar_hit), c.filled()),
+                (x + 0.02, x + 0.36, ppl(&r.other), c.mix(0.35).filled()),
+            ] {
                 if let Some(v) = v {
                     chart.draw_series(std::iter::once(Rectangle::new([(lo, 0.0), (hi, v)], style))).map_err(&e)?;
                     chart
-                        .draw_series(std::iter::once(Text::new(format!("{v:.2}"), ((lo + hi) / 2.0 - 0.12, v + ymax * 0.035), ("sans-serif", 13))))
+                        .draw_series(std::iter::once(Text::new(
+                            format!("{v:.2}"),
+                            ((lo + hi) / 2.0 - 0.12, v + ymax * 0.035),
+                            ("sans-serif", 13),
+                        )))
                         .map_err(&e)?;
                 }
             }
@@ -174,7 +204,12 @@ impl<DB: DrawingBackend> Draw<DB> for GapPlot {
             .map(|(i, h)| {
                 const C: [(u8, u8, u8); 4] = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)];
                 let c = C[i % C.len()];
-                (format!("L = {}", h.seq_len), RGBColor(c.0, c.1, c.2), log_binned(&h.pmf()), log_binned(&power_law_pmf(self.power_a, h.seq_len)))
+                (
+                    format!("L = {}", h.seq_len),
+                    RGBColor(c.0, c.1, c.2),
+                    log_binned(&h.pmf()),
+                    log_binned(&power_law_pmf(self.power_a, h.seq_len)),
+                )
             })
             .collect();
         let xmax = self.hists.iter().map(|h| h.seq_len).max().unwrap_or(2) as f64;
@@ -227,7 +262,11 @@ pub fn plot_frequency(models: &[(String, ArHitReport)], stem: &Path) -> Result<S
 
 /// Writes `stem.png` and `stem.svg` of the AR-hits-vs-other plot; returns the SVG.
 pub fn plot_ar_vs_other(models: &[(String, ArHitReport)], stem: &Path) -> Result<String> {
-    render_both(stem, ((160 * models.len() as u32).max(640) + LEGEND_W, 480), &ArVsOtherPlot { models: models.to_vec() })
+    render_both(
+        stem,
+        ((160 * models.len() as u32).max(640) + LEGEND_W, 480),
+        &ArVsOtherPlot { models: models.to_vec() },
+    )
 }
 
 /// Writes `stem.png` and `stem.svg` of the gap-distribution plot; returns the SVG.

@@ -63,7 +63,12 @@ impl<DB: DrawingBackend> Draw<DB> for AccFlopsPlot {
         let e = perr::<DrawingAreaErrorKind<DB::ErrorType>>("accuracy vs FLOPs");
         root.fill(&WHITE).map_err(&e)?;
         let lens: Vec<i64> = self.series.keys().map(|k| k.1).collect::<BTreeSet<_>>().into_iter().collect();
-        let root = root.titled(&format!("{}: best accuracy reached vs training FLOPs spent (any width, any lr)", self.title), ("sans-serif", 22)).map_err(&e)?;
+        let root = root
+            .titled(
+                &format!("{}: best accuracy reached vs training FLOPs spent (any width, any lr)", self.title),
+                ("sans-serif", 22),
+            )
+            .map_err(&e)?;
         let (plots, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W));
         let mixers: BTreeSet<&str> = self.series.keys().map(|k| k.0.as_str()).collect();
         draw_legend(&legend, &mixers.iter().map(|m| (m.to_string(), mixer_color(m), 0)).collect::<Vec<_>>())?;
@@ -77,9 +82,20 @@ impl<DB: DrawingBackend> Draw<DB> for AccFlopsPlot {
                 .y_label_area_size(if pi == 0 { 62 } else { 44 })
                 .build_cartesian_2d((x0..x1).log_scale(), 0.0..1.02)
                 .map_err(&e)?;
-            house_mesh(chart.configure_mesh().x_labels(30).x_label_formatter(&|x| sci_label(*x)).y_labels(6).y_label_formatter(&|y| format!("{y:.1}")).x_desc("Training FLOPs").y_desc(if pi == 0 { "Accuracy" } else { "" }), 14, 17)
-                .draw()
-                .map_err(&e)?;
+            house_mesh(
+                chart
+                    .configure_mesh()
+                    .x_labels(30)
+                    .x_label_formatter(&|x| sci_label(*x))
+                    .y_labels(6)
+                    .y_label_formatter(&|y| format!("{y:.1}"))
+                    .x_desc("Training FLOPs")
+                    .y_desc(if pi == 0 { "Accuracy" } else { "" }),
+                14,
+                17,
+            )
+            .draw()
+            .map_err(&e)?;
             for ((m, _), pts) in self.series.iter().filter(|(k, _)| k.1 == l) {
                 // a staircase: the record holds until the next one
                 let mut stair: Vec<(f64, f64)> = vec![];
@@ -126,7 +142,10 @@ pub struct FrontierPlot {
 impl FrontierPlot {
     pub fn of(title: String, rows: &[CostRow]) -> FrontierPlot {
         let threshold = rows.first().map(|r| r.threshold).unwrap_or(0.9);
-        let points = rows.iter().filter_map(|r| r.train_flops.filter(|f| *f > 0.0).map(|f| (r.preset.clone(), r.seq_len, f))).collect();
+        let points = rows
+            .iter()
+            .filter_map(|r| r.train_flops.filter(|f| *f > 0.0).map(|f| (r.preset.clone(), r.seq_len, f)))
+            .collect();
         FrontierPlot { title, threshold, points }
     }
 }
@@ -143,15 +162,32 @@ impl<DB: DrawingBackend> Draw<DB> for FrontierPlot {
         let lmax = (self.points.iter().map(|p| p.1).max().unwrap_or(64) as f64).log2();
         let (y0, y1) = log_range(self.points.iter().map(|p| p.2));
         let mut chart = ChartBuilder::on(&plot)
-            .caption(format!("{}: training FLOPs to reach accuracy {} (cheapest run; no point = not solved)", self.title, self.threshold), ("sans-serif", 20))
+            .caption(
+                format!(
+                    "{}: training FLOPs to reach accuracy {} (cheapest run; no point = not solved)",
+                    self.title, self.threshold
+                ),
+                ("sans-serif", 20),
+            )
             .margin(16)
             .x_label_area_size(50)
             .y_label_area_size(70)
             .build_cartesian_2d(lmin - 0.5..lmax + 0.5, (y0..y1).log_scale())
             .map_err(&e)?;
-        house_mesh(chart.configure_mesh().x_labels(((lmax - lmin).ceil() as usize + 2).max(2)).x_label_formatter(&pow2_label).y_labels(30).y_label_formatter(&|y| sci_label(*y)).x_desc("Sequence length").y_desc("Training FLOPs to solve"), 15, 17)
-            .draw()
-            .map_err(&e)?;
+        house_mesh(
+            chart
+                .configure_mesh()
+                .x_labels(((lmax - lmin).ceil() as usize + 2).max(2))
+                .x_label_formatter(&pow2_label)
+                .y_labels(30)
+                .y_label_formatter(&|y| sci_label(*y))
+                .x_desc("Sequence length")
+                .y_desc("Training FLOPs to solve"),
+            15,
+            17,
+        )
+        .draw()
+        .map_err(&e)?;
         let mut by: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
         for (m, l, f) in &self.points {
             by.entry(m.clone()).or_default().push(((*l as f64).log2(), *f));
@@ -184,7 +220,10 @@ mod tests {
 /// FLOPs of their models can be counted; returns (accuracy vs FLOPs, frontier), each `None`
 /// when there is nothing to draw, and the cost rows at accuracy 0.9 behind the frontier.
 #[allow(clippy::type_complexity)]
-pub fn cost_plots(recs: &[crate::results::index::RunRecord], out: &std::path::Path) -> Result<(Option<(std::path::PathBuf, String)>, Option<(std::path::PathBuf, String)>, Vec<CostRow>)> {
+pub fn cost_plots(
+    recs: &[crate::results::index::RunRecord],
+    out: &std::path::Path,
+) -> Result<(Option<(std::path::PathBuf, String)>, Option<(std::path::PathBuf, String)>, Vec<CostRow>)> {
     use crate::results::cost::{cost_rows, epoch_shape, model_cost};
     use crate::train::config::RunConfig;
     use crate::train::metrics::{read_lines, MetricLine};
@@ -207,7 +246,11 @@ pub fn cost_plots(recs: &[crate::results::index::RunRecord], out: &std::path::Pa
             }
         }
     }
-    let title = super::plot::task_titles(recs.iter().map(|r| r.hparams.get("data.train.0.task").and_then(|v| v.as_str()).unwrap_or("")).filter(|t| !t.is_empty()));
+    let title = super::plot::task_titles(
+        recs.iter()
+            .map(|r| r.hparams.get("data.train.0.task").and_then(|v| v.as_str()).unwrap_or(""))
+            .filter(|t| !t.is_empty()),
+    );
     let mut acc = None;
     if !pts.is_empty() {
         let fig = AccFlopsPlot::from_points(title.clone(), pts);

@@ -3,7 +3,9 @@
 //! tokens/s vs context length and LM-state bytes per sequence vs context length (log-log), one
 //! line per mixer.
 
-use super::plot::{draw_legend, house_mesh, log_label, mixer_color, mixer_lines, perr, render_both, Draw, Series, LEGEND_W};
+use super::plot::{
+    draw_legend, house_mesh, log_label, mixer_color, mixer_lines, perr, render_both, Draw, Series, LEGEND_W,
+};
 use crate::bench::decode::DecodeResult;
 use crate::error::Result;
 use plotters::coord::Shift;
@@ -34,7 +36,8 @@ impl DecodePlot {
 }
 
 fn range(vals: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = vals.filter(|v| *v > 0.0 && v.is_finite()).fold((f64::INFINITY, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) =
+        vals.filter(|v| *v > 0.0 && v.is_finite()).fold((f64::INFINITY, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
     if hi > 0.0 {
         (lo / 1.5, hi * 1.5)
     } else {
@@ -47,15 +50,20 @@ impl<DB: DrawingBackend> Draw<DB> for DecodePlot {
         let e = perr::<DrawingAreaErrorKind<DB::ErrorType>>("decode plot");
         root.fill(&WHITE).map_err(&e)?;
         let r = &self.result;
-        let title = format!("Recurrent decoding: {}-layer LM, d={}, batch {}, {} greedy steps after the prompt", r.n_layers, r.d_model, r.batch, r.steps);
+        let title = format!(
+            "Recurrent decoding: {}-layer LM, d={}, batch {}, {} greedy steps after the prompt",
+            r.n_layers, r.d_model, r.batch, r.steps
+        );
         let root = root.titled(&title, ("sans-serif", 20)).map_err(&e)?;
         let (plots, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W));
         let tps = self.series(|x| x.decode_tokens_per_s);
         let bytes = self.series(|x| x.state_bytes_per_sequence as f64);
         draw_legend(&legend, &tps.iter().map(|(m, _)| (m.clone(), mixer_color(m), 0)).collect::<Vec<_>>())?;
         let (x0, x1) = range(r.rows.iter().map(|x| x.context as f64));
-        let panels: [(&str, &str, &Vec<(String, Vec<(f64, f64)>)>); 2] =
-            [("Decode throughput", "Tokens / s (all sequences)", &tps), ("State after the prompt", "Bytes per sequence", &bytes)];
+        let panels: [(&str, &str, &Vec<(String, Vec<(f64, f64)>)>); 2] = [
+            ("Decode throughput", "Tokens / s (all sequences)", &tps),
+            ("State after the prompt", "Bytes per sequence", &bytes),
+        ];
         for (panel, (name, ydesc, series)) in plots.split_evenly((1, 2)).iter().zip(panels) {
             let (y0, y1) = range(series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)));
             let mut chart = ChartBuilder::on(panel)
@@ -74,7 +82,8 @@ impl<DB: DrawingBackend> Draw<DB> for DecodePlot {
                 .y_desc(ydesc)
                 .draw()
                 .map_err(&e)?;
-            let s = series.iter().map(|(m, pts)| Series { color: mixer_color(m), shape: 0, pts: pts.clone() }).collect();
+            let s =
+                series.iter().map(|(m, pts)| Series { color: mixer_color(m), shape: 0, pts: pts.clone() }).collect();
             mixer_lines(&mut chart, s, 2)?;
         }
         root.present().map_err(&e)?;
@@ -112,7 +121,12 @@ mod tests {
             vocab: 32,
             reps: 1,
             threads: 1,
-            rows: vec![row("attention", 128, 100.0, 1000), row("attention", 1024, 50.0, 8000), row("mamba", 128, 80.0, 500), row("mamba", 1024, 80.0, 500)],
+            rows: vec![
+                row("attention", 128, 100.0, 1000),
+                row("attention", 1024, 50.0, 8000),
+                row("mamba", 128, 80.0, 500),
+                row("mamba", 1024, 80.0, 500),
+            ],
             skipped: vec![],
         };
         let dir = std::env::temp_dir().join(format!("zoology-decode-plot-{}", std::process::id()));

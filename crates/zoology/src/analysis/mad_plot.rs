@@ -22,7 +22,11 @@ impl MadPlot {
         if !scores.iter().any(|s| s.tasks.len() >= 2) {
             return None;
         }
-        let mut tasks: Vec<String> = crate::tasks::names().into_iter().map(String::from).filter(|t| scores.iter().any(|s| s.tasks.contains_key(t))).collect();
+        let mut tasks: Vec<String> = crate::tasks::names()
+            .into_iter()
+            .map(String::from)
+            .filter(|t| scores.iter().any(|s| s.tasks.contains_key(t)))
+            .collect();
         for s in scores {
             for t in s.tasks.keys() {
                 if !tasks.contains(t) {
@@ -30,12 +34,20 @@ impl MadPlot {
                 }
             }
         }
-        let title = |t: &str| crate::tasks::lookup(t).map(|e| e.title.trim_end_matches(" (MAD)").to_string()).unwrap_or_else(|| t.to_string());
+        let title = |t: &str| {
+            crate::tasks::lookup(t)
+                .map(|e| e.title.trim_end_matches(" (MAD)").to_string())
+                .unwrap_or_else(|| t.to_string())
+        };
         let mut groups: Vec<String> = tasks.iter().map(|t| title(t)).collect();
         groups.push("MAD score".into());
         let mut bars: Vec<(String, Vec<Option<f64>>)> = vec![];
         for s in scores {
-            let label = if scores.iter().filter(|o| o.preset == s.preset).count() > 1 { format!("{} ({})", s.preset, s.model) } else { s.preset.clone() };
+            let label = if scores.iter().filter(|o| o.preset == s.preset).count() > 1 {
+                format!("{} ({})", s.preset, s.model)
+            } else {
+                s.preset.clone()
+            };
             let mut v: Vec<Option<f64>> = tasks.iter().map(|t| s.tasks.get(t).map(|x| x.0)).collect();
             v.push(Some(s.score));
             bars.push((label, v));
@@ -50,7 +62,8 @@ impl<DB: DrawingBackend> Draw<DB> for MadPlot {
         let e = perr::<DrawingAreaErrorKind<DB::ErrorType>>("MAD plot");
         root.fill(&WHITE).map_err(&e)?;
         let (plot, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W));
-        let entries: Vec<(String, RGBColor, usize)> = self.bars.iter().map(|(m, _)| (m.clone(), mixer_color(m.split(' ').next().unwrap_or(m)), 0)).collect();
+        let entries: Vec<(String, RGBColor, usize)> =
+            self.bars.iter().map(|(m, _)| (m.clone(), mixer_color(m.split(' ').next().unwrap_or(m)), 0)).collect();
         draw_legend(&legend, &entries)?;
         let ng = self.groups.len();
         let groups = self.groups.clone();
@@ -88,12 +101,19 @@ impl<DB: DrawingBackend> Draw<DB> for MadPlot {
             for (gi, v) in vals.iter().enumerate() {
                 let Some(v) = v.filter(|v| v.is_finite()) else { continue };
                 let x0 = gi as f64 - 0.4 + bi as f64 * w;
-                chart.draw_series(std::iter::once(Rectangle::new([(x0, 0.0), (x0 + w * 0.92, v)], c.filled()))).map_err(&e)?;
+                chart
+                    .draw_series(std::iter::once(Rectangle::new([(x0, 0.0), (x0 + w * 0.92, v)], c.filled())))
+                    .map_err(&e)?;
             }
         }
         // the MAD score group is set apart by a rule
         let sep = ng as f64 - 1.5;
-        chart.draw_series(std::iter::once(PathElement::new(vec![(sep, 0.0), (sep, 1.02)], BLACK.mix(0.4).stroke_width(1)))).map_err(&e)?;
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(sep, 0.0), (sep, 1.02)],
+                BLACK.mix(0.4).stroke_width(1),
+            )))
+            .map_err(&e)?;
         root.present().map_err(&e)?;
         Ok(())
     }
@@ -106,13 +126,24 @@ mod tests {
 
     fn score(preset: &str, tasks: &[(&str, f64)]) -> Score {
         let t: BTreeMap<String, (f64, usize)> = tasks.iter().map(|(k, v)| (k.to_string(), (*v, 1))).collect();
-        Score { preset: preset.into(), model: "d_model=64".into(), score: tasks.iter().map(|x| x.1).sum::<f64>() / tasks.len() as f64, task_settings: tasks.len(), runs: tasks.len(), tasks: t }
+        Score {
+            preset: preset.into(),
+            model: "d_model=64".into(),
+            score: tasks.iter().map(|x| x.1).sum::<f64>() / tasks.len() as f64,
+            task_settings: tasks.len(),
+            runs: tasks.len(),
+            tasks: t,
+        }
     }
 
     #[test]
     fn groups_follow_the_registry_and_end_with_the_score() {
         assert!(MadPlot::of(&[score("attention", &[("mqar", 0.5)])]).is_none(), "one task: no MAD plot");
-        let p = MadPlot::of(&[score("mamba", &[("memorization", 0.9), ("in_context_recall", 0.5)]), score("attention", &[("in_context_recall", 1.0)])]).unwrap();
+        let p = MadPlot::of(&[
+            score("mamba", &[("memorization", 0.9), ("in_context_recall", 0.5)]),
+            score("attention", &[("in_context_recall", 1.0)]),
+        ])
+        .unwrap();
         assert_eq!(p.groups, ["In-context recall", "Memorization", "MAD score"]);
         assert_eq!(p.bars[0].0, "attention");
         assert_eq!(p.bars[0].1, [Some(1.0), None, Some(1.0)]);

@@ -3,8 +3,8 @@
 
 pub mod arhits_plot;
 pub mod cost_plot;
-pub mod mad_plot;
 pub mod decode_plot;
+pub mod mad_plot;
 pub mod plot;
 pub mod report;
 pub mod width_plot;

@@ -26,7 +26,8 @@ pub(crate) fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         for style in [FontStyle::Normal, FontStyle::Bold] {
-            plotters::style::register_font("sans-serif", style, FONT).unwrap_or_else(|_| panic!("the bundled DejaVuSans.ttf is a valid font"));
+            plotters::style::register_font("sans-serif", style, FONT)
+                .unwrap_or_else(|_| panic!("the bundled DejaVuSans.ttf is a valid font"));
         }
     });
 }
@@ -140,7 +141,8 @@ pub fn slice_caption(rows: &[&BestRow]) -> String {
     }
     keys.iter()
         .map(|k| {
-            let vals: BTreeSet<&str> = rows.iter().flat_map(|r| r.slices.iter().filter(|(x, _)| x == k).map(|(_, v)| v.as_str())).collect();
+            let vals: BTreeSet<&str> =
+                rows.iter().flat_map(|r| r.slices.iter().filter(|(x, _)| x == k).map(|(_, v)| v.as_str())).collect();
             let label = crate::tasks::find_slice(k).map(|s| s.label).unwrap_or(k);
             format!("{} {label}", vals.into_iter().collect::<Vec<_>>().join(","))
         })
@@ -163,7 +165,10 @@ impl<DB: DrawingBackend> Draw<DB> for Figure2 {
         root.fill(&WHITE).map_err(&e)?;
         let lens: BTreeSet<i64> = self.rows.iter().map(|r| r.seq_len).collect();
         let lens: Vec<i64> = lens.into_iter().collect();
-        let title = format!("{} accuracy vs model dimension (best over learning rate)", task_titles(self.rows.iter().map(|r| r.task.as_str())));
+        let title = format!(
+            "{} accuracy vs model dimension (best over learning rate)",
+            task_titles(self.rows.iter().map(|r| r.task.as_str()))
+        );
         let root = root.titled(&title, ("sans-serif", 24)).map_err(&e)?;
         let (plots, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W));
         let panels = plots.split_evenly((1, lens.len().max(1)));
@@ -175,7 +180,8 @@ impl<DB: DrawingBackend> Draw<DB> for Figure2 {
         for (pi, (panel, &l)) in panels.iter().zip(&lens).enumerate() {
             let rows: Vec<&BestRow> = self.rows.iter().filter(|r| r.seq_len == l).collect();
             let sl = slice_caption(&rows);
-            let caption = if sl.is_empty() { format!("Sequence length {l}") } else { format!("Sequence length {l} ({sl})") };
+            let caption =
+                if sl.is_empty() { format!("Sequence length {l}") } else { format!("Sequence length {l} ({sl})") };
             let mut chart = ChartBuilder::on(panel)
                 .caption(caption, ("sans-serif", 20))
                 .margin(12)
@@ -201,7 +207,8 @@ impl<DB: DrawingBackend> Draw<DB> for Figure2 {
             for r in &rows {
                 by_mixer.entry(r.preset.clone()).or_default().push(((r.d_model as f64).log2(), r.best_accuracy));
             }
-            let series = by_mixer.into_iter().map(|(m, pts)| Series { color: mixer_color(&m), shape: 0, pts }).collect();
+            let series =
+                by_mixer.into_iter().map(|(m, pts)| Series { color: mixer_color(&m), shape: 0, pts }).collect();
             mixer_lines(&mut chart, series, 3)?;
         }
         root.present().map_err(&e)?;
@@ -216,7 +223,10 @@ pub(crate) fn house_mesh<'a, 'b, 'c, X: Ranged, Y: Ranged, DB: DrawingBackend>(
     label: u32,
     desc: u32,
 ) -> &'c mut plotters::chart::MeshStyle<'a, 'b, X, Y, DB> {
-    m.label_style(("sans-serif", label)).axis_desc_style(("sans-serif", desc)).light_line_style(WHITE.mix(0.0)).bold_line_style(BLACK.mix(0.12))
+    m.label_style(("sans-serif", label))
+        .axis_desc_style(("sans-serif", desc))
+        .light_line_style(WHITE.mix(0.0))
+        .bold_line_style(BLACK.mix(0.12))
 }
 
 /// Width of the legend strip to the right of the plots: the legend never covers data.
@@ -267,7 +277,10 @@ where
 }
 
 /// The legend, one entry per (label, colour, marker shape), in a strip of its own.
-pub(crate) fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, entries: &[(String, RGBColor, usize)]) -> Result<()> {
+pub(crate) fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    entries: &[(String, RGBColor, usize)],
+) -> Result<()> {
     let e = perr::<DrawingAreaErrorKind<DB::ErrorType>>("legend");
     let (x0, mut y) = (8i32, 60i32);
     for (label, c, shape) in entries {
@@ -304,9 +317,15 @@ impl<DB: DrawingBackend> Draw<DB> for StatePlot {
         }
         let label = |m: &str, l: i64| if lens.len() > 1 { format!("{m} L={l}") } else { m.to_string() };
         let (plot, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W));
-        draw_legend(&legend, &by_series.keys().map(|(m, l)| (label(m, *l), mixer_color(m), shape(*l))).collect::<Vec<_>>())?;
+        draw_legend(
+            &legend,
+            &by_series.keys().map(|(m, l)| (label(m, *l), mixer_color(m), shape(*l))).collect::<Vec<_>>(),
+        )?;
         let mut chart = ChartBuilder::on(&plot)
-            .caption(format!("{} accuracy vs recurrent state size (best per mixer and state size)", self.title), ("sans-serif", 22))
+            .caption(
+                format!("{} accuracy vs recurrent state size (best per mixer and state size)", self.title),
+                ("sans-serif", 22),
+            )
             .margin(16)
             .x_label_area_size(50)
             .y_label_area_size(62)
@@ -325,7 +344,10 @@ impl<DB: DrawingBackend> Draw<DB> for StatePlot {
             .bold_line_style(BLACK.mix(0.12))
             .draw()
             .map_err(&e)?;
-        let series = by_series.into_iter().map(|((m, l), pts)| Series { color: mixer_color(&m), shape: shape(l), pts }).collect();
+        let series = by_series
+            .into_iter()
+            .map(|((m, l), pts)| Series { color: mixer_color(&m), shape: shape(l), pts })
+            .collect();
         mixer_lines(&mut chart, series, 2)?;
         root.present().map_err(&e)?;
         Ok(())
@@ -349,7 +371,8 @@ impl<DB: DrawingBackend> Draw<DB> for Curves {
         let c = mixer_color(&self.mixer);
         let smax = self.loss.iter().chain(&self.acc).map(|p| p.0).fold(1.0, f64::max);
         let lmax = self.loss.iter().map(|p| p.1).filter(|v| v.is_finite()).fold(0.1, f64::max) * 1.05;
-        let specs: [(&str, &Vec<(f64, f64)>, f64); 2] = [("Training loss", &self.loss, lmax), ("Test accuracy", &self.acc, 1.02)];
+        let specs: [(&str, &Vec<(f64, f64)>, f64); 2] =
+            [("Training loss", &self.loss, lmax), ("Test accuracy", &self.acc, 1.02)];
         for (panel, (name, pts, ymax)) in panels.iter().zip(specs) {
             let mut chart = ChartBuilder::on(panel)
                 .caption(name, ("sans-serif", 16))
@@ -427,7 +450,10 @@ pub struct Plots {
 /// Adds `dir/arhits.json` and its plots (written by `zoology arhits … --out DIR`) to `plots`.
 pub fn attach_arhits(plots: &mut Plots, dir: &Path) -> Result<()> {
     if let Some(o) = crate::text::evaluate::read_output(dir)? {
-        let svgs = ["arhits_frequency.svg", "arhits_ar_vs_other.svg"].iter().filter_map(|f| std::fs::read_to_string(dir.join(f)).ok()).collect();
+        let svgs = ["arhits_frequency.svg", "arhits_ar_vs_other.svg"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+            .collect();
         plots.arhits = Some((o, svgs));
     }
     Ok(())
@@ -440,11 +466,18 @@ pub fn curves_of(r: &RunRecord) -> Curves {
     for l in lines {
         match l {
             MetricLine::Train { step, loss: x, .. } if x.is_finite() => loss.push((step as f64, x)),
-            MetricLine::Eval { step, result, .. } if result.accuracy.is_finite() => acc.push((step as f64, result.accuracy)),
+            MetricLine::Eval { step, result, .. } if result.accuracy.is_finite() => {
+                acc.push((step as f64, result.accuracy))
+            }
             _ => {}
         }
     }
-    Curves { title: format!("{} ({})", if r.label.is_empty() { &r.preset } else { &r.label }, r.run_id), mixer: r.preset.clone(), loss, acc }
+    Curves {
+        title: format!("{} ({})", if r.label.is_empty() { &r.preset } else { &r.label }, r.run_id),
+        mixer: r.preset.clone(),
+        loss,
+        acc,
+    }
 }
 
 /// Writes every plot for these runs under `out` (`figure2.png/svg`, `state_size.png/svg`,
@@ -477,7 +510,11 @@ pub fn plot_all(all: &[RunRecord], out: &Path, with_curves: bool) -> Result<Plot
         *e = e.max(r.best_accuracy.unwrap());
     }
     if !best.is_empty() {
-        let title = task_titles(recs.iter().map(|r| r.hparams.get("data.train.0.task").and_then(|v| v.as_str()).unwrap_or("")).filter(|t| !t.is_empty()));
+        let title = task_titles(
+            recs.iter()
+                .map(|r| r.hparams.get("data.train.0.task").and_then(|v| v.as_str()).unwrap_or(""))
+                .filter(|t| !t.is_empty()),
+        );
         let fig = StatePlot { points: best.into_iter().map(|((m, l, s), a)| (m, l, s as f64, a)).collect(), title };
         let stem = out.join("state_size");
         let svg = render_both(&stem, (900 + LEGEND_W, 560), &fig)?;
@@ -520,14 +557,23 @@ mod tests {
 
     #[test]
     fn log_axis_labels_only_one_two_five() {
-        let got: Vec<String> = [100.0, 300.0, 500.0, 1000.0, 2000.0, 3000.0, 9000.0, 10000.0, 20000.0, 50000.0, 70000.0, 1e6].iter().map(|&v| log_label(v)).collect();
+        let got: Vec<String> =
+            [100.0, 300.0, 500.0, 1000.0, 2000.0, 3000.0, 9000.0, 10000.0, 20000.0, 50000.0, 70000.0, 1e6]
+                .iter()
+                .map(|&v| log_label(v))
+                .collect();
         assert_eq!(got, ["100", "", "500", "1k", "2k", "", "", "10k", "20k", "50k", "", "1M"]);
     }
 
     #[test]
     fn state_plot_has_one_legend_entry_and_marker_per_mixer_and_length() {
         let fig = StatePlot {
-            points: vec![("rwkv".into(), 64, 512.0, 0.2), ("rwkv".into(), 64, 1024.0, 0.5), ("rwkv".into(), 128, 512.0, 0.1), ("h3".into(), 128, 4096.0, 0.3)],
+            points: vec![
+                ("rwkv".into(), 64, 512.0, 0.2),
+                ("rwkv".into(), 64, 1024.0, 0.5),
+                ("rwkv".into(), 128, 512.0, 0.1),
+                ("h3".into(), 128, 4096.0, 0.3),
+            ],
             title: "MQAR".into(),
         };
         register_font();
@@ -571,13 +617,22 @@ mod tests {
             }
             svg
         };
-        let svg = draw(vec![row("mqar", 64, vec![("num_kv_pairs", "4")]), row("mqar", 128, vec![("num_kv_pairs", "8")])]);
-        assert!(svg.contains("MQAR accuracy vs model dimension") && svg.contains("Sequence length 64 (4 kv pairs)") && svg.contains("Sequence length 128 (8 kv pairs)"), "{svg}");
+        let svg =
+            draw(vec![row("mqar", 64, vec![("num_kv_pairs", "4")]), row("mqar", 128, vec![("num_kv_pairs", "8")])]);
+        assert!(
+            svg.contains("MQAR accuracy vs model dimension")
+                && svg.contains("Sequence length 64 (4 kv pairs)")
+                && svg.contains("Sequence length 128 (8 kv pairs)"),
+            "{svg}"
+        );
         let svg = draw(vec![row("noisy_recall", 128, vec![("vocab_size", "32"), ("frac_noise", "0.2")])]);
-        assert!(svg.contains("Noisy recall (MAD) accuracy") && svg.contains("Sequence length 128 (32 vocabulary size, 0.2 noise fraction)"), "{svg}");
+        assert!(
+            svg.contains("Noisy recall (MAD) accuracy")
+                && svg.contains("Sequence length 128 (32 vocabulary size, 0.2 noise fraction)"),
+            "{svg}"
+        );
         let svg = draw(vec![row("parity", 16, vec![])]);
         assert!(svg.contains(">Sequence length 16<") || svg.lines().any(|l| l.trim() == "Sequence length 16"), "{svg}");
         assert!(!svg.contains("kv pairs"));
     }
 }
-

@@ -51,9 +51,19 @@ svg{{max-width:100%;height:auto}}details{{margin:0.4em 0}}summary{{cursor:pointe
         recs.len() - done - failed.len()
     ));
     let tasks: std::collections::BTreeSet<String> = recs.iter().map(crate::results::task_of).collect();
-    for t in tasks.iter().flat_map(|t| t.split('+').map(str::to_string).collect::<Vec<_>>()).collect::<std::collections::BTreeSet<_>>() {
+    for t in tasks
+        .iter()
+        .flat_map(|t| t.split('+').map(str::to_string).collect::<Vec<_>>())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         if let Some(e) = crate::tasks::lookup(&t) {
-            h.push_str(&format!("<li><b>{}</b> ({}): {}; scored positions: {}</li>\n", esc(e.title), esc(&t), esc(&e.metric().about()), esc(e.supervision)));
+            h.push_str(&format!(
+                "<li><b>{}</b> ({}): {}; scored positions: {}</li>\n",
+                esc(e.title),
+                esc(&t),
+                esc(&e.metric().about()),
+                esc(e.supervision)
+            ));
         }
     }
     h.push_str("</ul>\n");
@@ -61,7 +71,12 @@ svg{{max-width:100%;height:auto}}details{{margin:0.4em 0}}summary{{cursor:pointe
         h.push_str("<h2>Failed and diverged runs</h2>\n");
         let mut t = vec![vec!["run".to_string(), "status".into(), "reason".into(), "run_id".into()]];
         for (r, why) in &failed {
-            t.push(vec![if r.label.is_empty() { r.preset.clone() } else { r.label.clone() }, r.status.clone(), why.clone(), r.run_id.clone()]);
+            t.push(vec![
+                if r.label.is_empty() { r.preset.clone() } else { r.label.clone() },
+                r.status.clone(),
+                why.clone(),
+                r.run_id.clone(),
+            ]);
         }
         h.push_str(&html_table(&t));
     }
@@ -107,7 +122,12 @@ svg{{max-width:100%;height:auto}}details{{margin:0.4em 0}}summary{{cursor:pointe
     h.push_str("<h2>Runs</h2>\n");
     for r in recs {
         let acc = r.best_accuracy.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into());
-        h.push_str(&format!("<details><summary>{} — {} — best acc {acc} — {}</summary>\n", esc(&r.label), esc(&r.status), esc(&r.run_dir)));
+        h.push_str(&format!(
+            "<details><summary>{} — {} — best acc {acc} — {}</summary>\n",
+            esc(&r.label),
+            esc(&r.status),
+            esc(&r.run_dir)
+        ));
         if let Some(e) = &r.error {
             h.push_str(&format!("<p>error: {}</p>\n", esc(e)));
         }

@@ -56,7 +56,12 @@ impl WidthPlot {
         }
         let mut lines: Vec<WidthLine> = built
             .into_iter()
-            .map(|(m, pts)| WidthLine { label: format!("{m} (constructed)"), mixer: m, constructed: true, pts: pts.into_iter().map(|(l, d)| (l, d, true)).collect() })
+            .map(|(m, pts)| WidthLine {
+                label: format!("{m} (constructed)"),
+                mixer: m,
+                constructed: true,
+                pts: pts.into_iter().map(|(l, d)| (l, d, true)).collect(),
+            })
             .collect();
         let trained: Vec<RunRecord> = recs.iter().filter(|r| constructed_mixer(r).is_none()).cloned().collect();
         let mut need: BTreeMap<String, BTreeMap<i64, (Option<i64>, i64)>> = BTreeMap::new();
@@ -81,11 +86,24 @@ impl<DB: DrawingBackend> Draw<DB> for WidthPlot {
         root.fill(&WHITE).map_err(&e)?;
         let (plot, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W + 60));
         let shape = |constructed: bool| if constructed { 3 } else { 0 };
-        draw_legend(&legend, &self.lines.iter().map(|l| (l.label.clone(), mixer_color(&l.mixer), shape(l.constructed))).collect::<Vec<_>>())?;
+        draw_legend(
+            &legend,
+            &self
+                .lines
+                .iter()
+                .map(|l| (l.label.clone(), mixer_color(&l.mixer), shape(l.constructed)))
+                .collect::<Vec<_>>(),
+        )?;
         let all = || self.lines.iter().flat_map(|l| l.pts.iter());
         let l2 = |v: i64| (v.max(1) as f64).log2();
-        let (x0, x1) = (all().map(|p| l2(p.0)).fold(f64::INFINITY, f64::min), all().map(|p| l2(p.0)).fold(f64::NEG_INFINITY, f64::max));
-        let (y0, y1) = (all().map(|p| l2(p.1)).fold(f64::INFINITY, f64::min), all().map(|p| l2(p.1)).fold(f64::NEG_INFINITY, f64::max));
+        let (x0, x1) = (
+            all().map(|p| l2(p.0)).fold(f64::INFINITY, f64::min),
+            all().map(|p| l2(p.0)).fold(f64::NEG_INFINITY, f64::max),
+        );
+        let (y0, y1) = (
+            all().map(|p| l2(p.1)).fold(f64::INFINITY, f64::min),
+            all().map(|p| l2(p.1)).fold(f64::NEG_INFINITY, f64::max),
+        );
         let mut chart = ChartBuilder::on(&plot)
             .caption(format!("Width needed vs L: ◆ constructed (≥ {CONSTRUCTED_BAR}), ● trained (≥ {TRAINED_BAR}), ○ unsolved up to there"), ("sans-serif", 18))
             .margin(16)
@@ -155,7 +173,15 @@ mod tests {
         let p = WidthPlot::of(&runs).unwrap();
         assert_eq!(p.lines.len(), 2);
         // constructed: the smallest width that reached 0.99 per length (1024 at L=256 did not)
-        assert_eq!(p.lines[0], WidthLine { label: "base_conv (constructed)".into(), mixer: "base_conv".into(), constructed: true, pts: vec![(64, 256, true), (256, 2048, true)] });
+        assert_eq!(
+            p.lines[0],
+            WidthLine {
+                label: "base_conv (constructed)".into(),
+                mixer: "base_conv".into(),
+                constructed: true,
+                pts: vec![(64, 256, true), (256, 2048, true)]
+            }
+        );
         // trained: 64 solves L=64; nothing solves L=128 (hollow at the widest tried, 128)
         assert_eq!(p.lines[1].pts, vec![(64, 64, true), (128, 128, false)]);
     }

@@ -87,13 +87,19 @@ impl DecodeBench {
             }
         }
         if self.contexts.is_empty() || self.contexts.iter().any(|&c| !(1..=1 << 20).contains(&c)) {
-            return Err(config_err("--contexts", format!("give context lengths in [1, 1048576], e.g. 256,1024 (got {:?})", self.contexts)));
+            return Err(config_err(
+                "--contexts",
+                format!("give context lengths in [1, 1048576], e.g. 256,1024 (got {:?})", self.contexts),
+            ));
         }
         if !(1..=4096).contains(&self.batch) {
             return Err(config_err("--batch", format!("must be in [1, 4096] (got {})", self.batch)));
         }
         if !(8..=8192).contains(&self.d_model) || self.d_model % 8 != 0 {
-            return Err(config_err("--d-model", format!("must be a multiple of 8 in [8, 8192] (got {})", self.d_model)));
+            return Err(config_err(
+                "--d-model",
+                format!("must be a multiple of 8 in [8, 8192] (got {})", self.d_model),
+            ));
         }
         if !(1..=100_000).contains(&self.steps) {
             return Err(config_err("--steps", format!("must be in [1, 100000] (got {})", self.steps)));
@@ -105,7 +111,10 @@ impl DecodeBench {
     }
 
     fn model(&self, mixer: &str, max_len: i64) -> Result<(nn::VarStore, LanguageModel)> {
-        let text = format!("d_model = {}\nn_layers = {}\nstate_mixer = \"identity\"\nmixer = {{ name = \"{mixer}\" }}\n", self.d_model, self.n_layers);
+        let text = format!(
+            "d_model = {}\nn_layers = {}\nstate_mixer = \"identity\"\nmixer = {{ name = \"{mixer}\" }}\n",
+            self.d_model, self.n_layers
+        );
         let cfg: ModelConfig = toml::from_str(&text).map_err(|e| config_err("--mixers", e.to_string()))?;
         cfg.validate(self.vocab, max_len)?;
         tch::manual_seed(0);
@@ -156,7 +165,11 @@ impl DecodeBench {
             for &c in &contexts {
                 match super::catching(|| self.measure(mixer, c)) {
                     Ok((p, tps, bytes)) => {
-                        progress(&format!("  {mixer:<16} context {c:<7} prefill {:9.1} ms  decode {tps:10.1} tok/s  state {}", p * 1e3, human_bytes(bytes)));
+                        progress(&format!(
+                            "  {mixer:<16} context {c:<7} prefill {:9.1} ms  decode {tps:10.1} tok/s  state {}",
+                            p * 1e3,
+                            human_bytes(bytes)
+                        ));
                         rows.push(DecodeRow {
                             mixer: mixer.clone(),
                             context: c,
@@ -175,8 +188,11 @@ impl DecodeBench {
                 }
             }
         }
-        let base: Vec<(i64, f64, f64, i64)> =
-            rows.iter().filter(|r| r.mixer == "attention").map(|r| (r.context, r.prefill_s, r.decode_tokens_per_s, r.state_bytes_per_sequence)).collect();
+        let base: Vec<(i64, f64, f64, i64)> = rows
+            .iter()
+            .filter(|r| r.mixer == "attention")
+            .map(|r| (r.context, r.prefill_s, r.decode_tokens_per_s, r.state_bytes_per_sequence))
+            .collect();
         for r in &mut rows {
             if let Some(&(_, p, t, b)) = base.iter().find(|x| x.0 == r.context) {
                 r.prefill_vs_attention = Some(r.prefill_s / p);
@@ -184,7 +200,17 @@ impl DecodeBench {
                 r.state_vs_attention = (b > 0).then(|| r.state_bytes_per_sequence as f64 / b as f64);
             }
         }
-        Ok(DecodeResult { batch: self.batch, d_model: self.d_model, n_layers: self.n_layers, steps: self.steps, vocab: self.vocab, reps: self.reps, threads: tch::get_num_threads(), rows, skipped })
+        Ok(DecodeResult {
+            batch: self.batch,
+            d_model: self.d_model,
+            n_layers: self.n_layers,
+            steps: self.steps,
+            vocab: self.vocab,
+            reps: self.reps,
+            threads: tch::get_num_threads(),
+            rows,
+            skipped,
+        })
     }
 }
 
@@ -248,11 +274,24 @@ mod tests {
 
     #[test]
     fn decode_bench_measures_every_cell_with_ratios_to_attention() {
-        let b = DecodeBench { mixers: vec!["gla".into()], contexts: vec![32, 8], batch: 2, d_model: 16, steps: 3, vocab: 32, n_layers: 2, reps: 2 };
+        let b = DecodeBench {
+            mixers: vec!["gla".into()],
+            contexts: vec![32, 8],
+            batch: 2,
+            d_model: 16,
+            steps: 3,
+            vocab: 32,
+            n_layers: 2,
+            reps: 2,
+        };
         let r = b.run(|_| {}).unwrap();
         assert!(r.skipped.is_empty(), "{:?}", r.skipped);
         let cells: Vec<(&str, i64)> = r.rows.iter().map(|x| (x.mixer.as_str(), x.context)).collect();
-        assert_eq!(cells, [("attention", 8), ("attention", 32), ("gla", 8), ("gla", 32)], "attention is always the baseline");
+        assert_eq!(
+            cells,
+            [("attention", 8), ("attention", 32), ("gla", 8), ("gla", 32)],
+            "attention is always the baseline"
+        );
         for x in &r.rows {
             assert!(x.prefill_s > 0.0 && x.decode_tokens_per_s > 0.0, "{x:?}");
             assert!(x.tokens_per_s_vs_attention.is_some() && x.state_vs_attention.is_some());
@@ -262,7 +301,10 @@ mod tests {
         assert_eq!(r.rows[1].state_bytes_per_sequence, 2 * 2 * 32 * 16 * 4);
         assert_eq!(r.rows[2].state_bytes_per_sequence, r.rows[3].state_bytes_per_sequence);
         assert_eq!(r.rows[0].state_vs_attention, Some(1.0));
-        assert_eq!((ratio(Some(1605.2)), ratio(Some(0.514)), ratio(Some(0.00244)), ratio(None)), ("1605x".into(), "0.51x".into(), "0.0024x".into(), "—".into()));
+        assert_eq!(
+            (ratio(Some(1605.2)), ratio(Some(0.514)), ratio(Some(0.00244)), ratio(None)),
+            ("1605x".into(), "0.51x".into(), "0.0024x".into(), "—".into())
+        );
         let t = format_table(&r);
         assert!(t.contains("| gla | 32 |"), "{t}");
         let bad = DecodeBench { mixers: vec!["nope".into()], ..b.clone() };

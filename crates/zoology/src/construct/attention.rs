@@ -37,7 +37,9 @@
 //! Without the shift (S's lag-1 tap 0) every key is 0, attention is uniform and returns the
 //! mean of the context's values: accuracy falls to ≈ 1/kv.
 
-use super::{balanced_codes, build_lm, code_seed, key_range, layer1_scale, ln_scale, rows, set, value_range, Built, Spec};
+use super::{
+    balanced_codes, build_lm, code_seed, key_range, layer1_scale, ln_scale, rows, set, value_range, Built, Spec,
+};
 use crate::error::Result;
 use tch::{Device, Kind, Tensor};
 

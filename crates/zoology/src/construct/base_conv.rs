@@ -41,7 +41,10 @@
 //! small against m. The final LN's mean never reaches a logit (balanced head rows). The
 //! layer-0 cancellation uses a negative LayerNorm weight on P, an ordinary parameter value.
 
-use super::{balanced_codes, build_lm, code_seed, evaluate, key_range, ln_scale, rows, search_seed, set, value_range, Built, Spec, BASE_CONV_WIDTHS, MAX_D, SEARCH_EXAMPLES};
+use super::{
+    balanced_codes, build_lm, code_seed, evaluate, key_range, ln_scale, rows, search_seed, set, value_range, Built,
+    Spec, BASE_CONV_WIDTHS, MAX_D, SEARCH_EXAMPLES,
+};
 use crate::error::{config_err, Result};
 use tch::{Device, Kind, Tensor};
 
@@ -141,7 +144,13 @@ impl Fast {
         &self.vars[name]
     }
     fn ln(&self, x: &Tensor, name: &str) -> Tensor {
-        x.layer_norm([self.d], Some(self.var(&format!("{name}.weight"))), Some(self.var(&format!("{name}.bias"))), super::LN_EPS, false)
+        x.layer_norm(
+            [self.d],
+            Some(self.var(&format!("{name}.weight"))),
+            Some(self.var(&format!("{name}.bias"))),
+            super::LN_EPS,
+            false,
+        )
     }
     /// `W u + β` of layer `layer`'s BaseConv, from W's diagonal X→P block.
     fn gate(&self, u: &Tensor, layer: usize) -> Tensor {
@@ -149,7 +158,8 @@ impl Fast {
         let w = self.var(&format!("layers.{layer}.mixer.projection.weight"));
         let diag = w.narrow(0, 0, m).narrow(1, m, m).diagonal(0, 0, 1);
         let gp = u.narrow(2, m, m) * diag;
-        Tensor::cat(&[gp, u.narrow(2, m, m).zeros_like()], 2) + self.var(&format!("layers.{layer}.mixer.projection.bias"))
+        Tensor::cat(&[gp, u.narrow(2, m, m).zeros_like()], 2)
+            + self.var(&format!("layers.{layer}.mixer.projection.bias"))
     }
     /// Final hidden states, as `LanguageModel::hidden` in evaluation mode.
     pub(crate) fn hidden(&self, tokens: &Tensor) -> Tensor {

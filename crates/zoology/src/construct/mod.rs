@@ -97,11 +97,16 @@ impl Spec {
         self.mqar(self.examples).map(|_| ()).map_err(|e| {
             // name the CLI flag instead of the config field
             let msg = e.to_string();
-            let flag = [("construct.seq_len", "--seq-len"), ("construct.num_kv_pairs", "--kv"), ("data.vocab_size", "--vocab"), ("construct.num_examples", "--examples")]
-                .iter()
-                .find(|(f, _)| msg.contains(f))
-                .map(|(_, fl)| *fl)
-                .unwrap_or("construct");
+            let flag = [
+                ("construct.seq_len", "--seq-len"),
+                ("construct.num_kv_pairs", "--kv"),
+                ("data.vocab_size", "--vocab"),
+                ("construct.num_examples", "--examples"),
+            ]
+            .iter()
+            .find(|(f, _)| msg.contains(f))
+            .map(|(_, fl)| *fl)
+            .unwrap_or("construct");
             config_err(flag, msg.splitn(2, "`: ").nth(1).unwrap_or(&msg).to_string())
         })
     }
@@ -171,7 +176,8 @@ pub(crate) fn build_lm(mixer: &str, d: i64, vocab: i64, seq_len: i64) -> Result<
     let text = format!(
         "d_model = {d}\nn_layers = 2\nstate_mixer = \"identity\"\nembed_dropout = 0.0\nresid_dropout = 0.0\ntie_embeddings = false\nmax_position_embeddings = 0\nmixer = {mixer}\n"
     );
-    let cfg: crate::model::ModelConfig = toml::from_str(&text).map_err(|e| config_err("construct", format!("model config: {e}")))?;
+    let cfg: crate::model::ModelConfig =
+        toml::from_str(&text).map_err(|e| config_err("construct", format!("model config: {e}")))?;
     cfg.validate(vocab, seq_len)?;
     let vs = nn::VarStore::new(Device::Cpu);
     let model = LanguageModel::new(&vs.root(), &cfg, vocab, seq_len)?;
@@ -188,7 +194,9 @@ pub(crate) fn build_lm(mixer: &str, d: i64, vocab: i64, seq_len: i64) -> Result<
 
 /// Writes `value` into the variable `name` (same shape required).
 pub(crate) fn set(vars: &HashMap<String, Tensor>, name: &str, value: &Tensor) {
-    let v = vars.get(name).unwrap_or_else(|| panic!("construction: the model has no variable {name} (has {:?})", sorted_names(vars)));
+    let v = vars
+        .get(name)
+        .unwrap_or_else(|| panic!("construction: the model has no variable {name} (has {:?})", sorted_names(vars)));
     assert_eq!(v.size(), value.size(), "construction: {name} has shape {:?}, value {:?}", v.size(), value.size());
     tch::no_grad(|| {
         let _ = v.shallow_clone().copy_(&value.to_kind(v.kind()));
@@ -314,7 +322,8 @@ pub fn run(mixer: &str, spec: &Spec) -> Result<Outcome> {
 /// [`run`], also returning the constructed model (for [`write_run_dir`]).
 pub fn run_built(mixer: &str, spec: &Spec) -> Result<(Outcome, Built)> {
     spec.validate()?;
-    let widest = spec.d.unwrap_or(if mixer == "attention" { attention::DEFAULT_D } else { *BASE_CONV_WIDTHS.last().unwrap() });
+    let widest =
+        spec.d.unwrap_or(if mixer == "attention" { attention::DEFAULT_D } else { *BASE_CONV_WIDTHS.last().unwrap() });
     let need = memory_estimate(mixer, spec, widest);
     if let Some(total) = crate::train::config::mem_total_bytes() {
         if need > total {
@@ -338,7 +347,12 @@ pub fn run_built(mixer: &str, spec: &Spec) -> Result<(Outcome, Built)> {
                 ("base_conv", b, s)
             }
         },
-        other => return Err(config_err("MIXER", format!("no construction for `{other}`; constructions exist for `attention` and `base_conv`"))),
+        other => {
+            return Err(config_err(
+                "MIXER",
+                format!("no construction for `{other}`; constructions exist for `attention` and `base_conv`"),
+            ))
+        }
     };
     let stats = evaluate_stats(&built, spec, spec.examples, spec.seed)?;
     let outcome = Outcome {
@@ -374,15 +388,22 @@ pub fn run_built(mixer: &str, spec: &Spec) -> Result<(Outcome, Built)> {
 ///
 /// Refuses a `dir` that already holds a run. Returns the run's test accuracy.
 pub fn write_run_dir(dir: &std::path::Path, built: &Built, spec: &Spec, mixer: &str, seconds: f64) -> Result<f64> {
+    use crate::error::io_err;
     use crate::rundir::{self, StopReason, Summary};
     use crate::train::checkpoint::{self, TrainerState};
     use crate::train::config::RunConfig;
-    use crate::error::io_err;
-    if dir.join(rundir::CHECKPOINT).exists() || dir.join(rundir::SUMMARY).exists() || dir.join(rundir::CONFIG).exists() {
-        return Err(config_err("--out", format!("{} already holds a run; choose another --out or delete it", dir.display())));
+    if dir.join(rundir::CHECKPOINT).exists() || dir.join(rundir::SUMMARY).exists() || dir.join(rundir::CONFIG).exists()
+    {
+        return Err(config_err(
+            "--out",
+            format!("{} already holds a run; choose another --out or delete it", dir.display()),
+        ));
     }
     let task = |n: usize| {
-        format!("task = \"mqar\"\nseq_len = {}\nnum_kv_pairs = {}\nnum_examples = {n}\nrandom_non_queries = false\n", spec.seq_len, spec.kv)
+        format!(
+            "task = \"mqar\"\nseq_len = {}\nnum_kv_pairs = {}\nnum_examples = {n}\nrandom_non_queries = false\n",
+            spec.seq_len, spec.kv
+        )
     };
     let text = format!(
         "name = \"construct-{mixer}\"\nseed = {}\n[data]\nvocab_size = {}\nbatch_size = {}\n[[data.train]]\n{}[[data.test]]\n{}[train]\nepochs = 1\n",
@@ -392,8 +413,10 @@ pub fn write_run_dir(dir: &std::path::Path, built: &Built, spec: &Spec, mixer: &
         task(spec.examples),
         task(spec.examples)
     );
-    let mut table: toml::Table = toml::from_str(&text).map_err(|e| config_err("construct", format!("run config: {e}")))?;
-    let model = toml::Value::try_from(&built.model.cfg).map_err(|e| config_err("construct", format!("model config: {e}")))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).map_err(|e| config_err("construct", format!("run config: {e}")))?;
+    let model =
+        toml::Value::try_from(&built.model.cfg).map_err(|e| config_err("construct", format!("model config: {e}")))?;
     table.insert("model".into(), model);
     let cfg = RunConfig::from_table(table)?;
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -401,7 +424,14 @@ pub fn write_run_dir(dir: &std::path::Path, built: &Built, spec: &Spec, mixer: &
     let mut named: Vec<(String, Tensor)> = built.vs.variables().into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let t = &cfg.train;
-    let opt = crate::train::optim::AdamW::new(named.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(), t.weight_decay, t.beta1, t.beta2, t.eps, t.no_decay_norms_biases);
+    let opt = crate::train::optim::AdamW::new(
+        named.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
+        t.weight_decay,
+        t.beta1,
+        t.beta2,
+        t.eps,
+        t.no_decay_norms_biases,
+    );
     let st = TrainerState { stopped: Some(StopReason::MaxEpochs), ..Default::default() };
     let id = checkpoint::Identity { config_hash: rundir::run_id(&cfg), seed: cfg.seed };
     checkpoint::save(&dir.join(rundir::CHECKPOINT), &named, &opt, &st, &id)?;
@@ -415,7 +445,9 @@ pub fn write_run_dir(dir: &std::path::Path, built: &Built, spec: &Spec, mixer: &
     let summary = Summary {
         status: "done".into(),
         stop_reason: StopReason::MaxEpochs,
-        reason: Some(format!("constructed by hand with `zoology construct {mixer}` (weights set analytically, no training)")),
+        reason: Some(format!(
+            "constructed by hand with `zoology construct {mixer}` (weights set analytically, no training)"
+        )),
         mixer: cfg.model.mixer_name(),
         d_model: cfg.model.d_model,
         best_accuracy: m.accuracy,
@@ -443,7 +475,15 @@ pub fn write_run_dir(dir: &std::path::Path, built: &Built, spec: &Spec, mixer: &
                 .solve_thresholds
                 .iter()
                 .filter(|&&t| m.accuracy >= t)
-                .map(|&threshold| crate::rundir::Solved { threshold, accuracy: m.accuracy, step: 0, examples: 0, tokens: 0, wall_time_s: 0.0, train_flops: Some(0.0) })
+                .map(|&threshold| crate::rundir::Solved {
+                    threshold,
+                    accuracy: m.accuracy,
+                    step: 0,
+                    examples: 0,
+                    tokens: 0,
+                    wall_time_s: 0.0,
+                    train_flops: Some(0.0),
+                })
                 .collect(),
         ),
     };

@@ -27,8 +27,8 @@
 
 use super::layers::{future_mask, merge_heads, rope, rope_reference, split_heads, Linear};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
-use crate::flops::MixerFlops;
 use crate::error::{config_err, Result};
+use crate::flops::MixerFlops;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
@@ -66,7 +66,8 @@ impl Attention {
     /// `offset..` when RoPE is on (`reference` selects the per-position rotation).
     pub(super) fn heads_qkv(&self, x: &Tensor, offset: i64, reference: bool) -> (Tensor, Tensor, Tensor) {
         let qkv = self.wqkv.forward(x).chunk(3, -1);
-        let (q, k, v) = (split_heads(&qkv[0], self.heads), split_heads(&qkv[1], self.heads), split_heads(&qkv[2], self.heads));
+        let (q, k, v) =
+            (split_heads(&qkv[0], self.heads), split_heads(&qkv[1], self.heads), split_heads(&qkv[2], self.heads));
         match self.rope_base {
             Some(base) if reference => (rope_reference(&q, offset, base), rope_reference(&k, offset, base), v),
             Some(base) => (rope(&q, offset, base), rope(&k, offset, base), v),
@@ -125,7 +126,8 @@ impl Mixer for Attention {
             let vs = v.narrow(2, 0, t + 1);
             let s = (qt * &ks).sum_dim_intlist([-1i64].as_slice(), false, x.kind()) * self.scale(); // [B,H,t+1]
             let w = Self::explicit_softmax(&s);
-            outs.push((w.unsqueeze(-1) * vs).sum_dim_intlist([2i64].as_slice(), false, x.kind())); // [B,H,h]
+            outs.push((w.unsqueeze(-1) * vs).sum_dim_intlist([2i64].as_slice(), false, x.kind()));
+            // [B,H,h]
         }
         let y = Tensor::stack(&outs, 2); // [B,H,L,h]
         self.project_out(&y)
@@ -195,7 +197,10 @@ impl MixerKind for Attention {
             ));
         }
         if c.rope && !(c.rope_base > 1.0 && c.rope_base.is_finite()) {
-            return Err(config_err(format!("{field}.rope_base"), format!("must be a finite number > 1 (got {})", c.rope_base)));
+            return Err(config_err(
+                format!("{field}.rope_base"),
+                format!("must be a finite number > 1 (got {})", c.rope_base),
+            ));
         }
         Ok(())
     }

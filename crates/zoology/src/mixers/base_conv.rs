@@ -37,8 +37,11 @@
 //! (`conv::fir_step`, state `d·(k−1)`, the FIR convention of every mixer); long conv via FFT /
 //! dense Toeplitz matrix / a cache of every input so far (state `d·L`).
 
-use super::conv::{fft_causal_conv, fir_step, positional_features, FilterInit, long_conv_step, short_conv, short_conv_reference, toeplitz_causal_conv};
 use super::bounds::{int_in, MAX_SIZE};
+use super::conv::{
+    fft_causal_conv, fir_step, long_conv_step, positional_features, short_conv, short_conv_reference,
+    toeplitz_causal_conv, FilterInit,
+};
 use super::layers::Linear;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
@@ -189,7 +192,9 @@ impl Mixer for BaseConv {
                     Conv::Implicit { l1, l2, .. } => self.max_len as f64 * (l1.flops() + l2.flops()),
                     _ => 0.0,
                 };
-                MixerFlops::stepwise(l * proj + fft_conv(d, seq_len), fft_filter(d, seq_len) + mlp, seq_len, |t| proj + 2.0 * (d * t) as f64)
+                MixerFlops::stepwise(l * proj + fft_conv(d, seq_len), fft_filter(d, seq_len) + mlp, seq_len, |t| {
+                    proj + 2.0 * (d * t) as f64
+                })
             }
         }
     }
@@ -234,7 +239,10 @@ impl MixerKind for BaseConv {
             if k > 0 && k > ctx.max_seq_len.max(1) && ctx.max_seq_len > 0 {
                 return Err(config_err(
                     format!("{field}.kernel_size"),
-                    format!("short kernel {k} is longer than the longest sequence {}; use -1 for a long convolution", ctx.max_seq_len),
+                    format!(
+                        "short kernel {k} is longer than the longest sequence {}; use -1 for a long convolution",
+                        ctx.max_seq_len
+                    ),
                 ));
             }
             if k == -1 && !(1..=MAX_SIZE).contains(&ctx.max_seq_len) {
@@ -246,7 +254,10 @@ impl MixerKind for BaseConv {
         }
         int_in(field, "filter_emb_dim", c.filter_emb_dim, 3, 1025, "3")?;
         if c.filter_emb_dim % 2 == 0 {
-            return Err(config_err(format!("{field}.filter_emb_dim"), format!("must be odd and ≥ 3 (got {})", c.filter_emb_dim)));
+            return Err(config_err(
+                format!("{field}.filter_emb_dim"),
+                format!("must be odd and ≥ 3 (got {})", c.filter_emb_dim),
+            ));
         }
         int_in(field, "filter_hidden", c.filter_hidden, 1, MAX_SIZE, "16")?;
         Ok(())
@@ -278,8 +289,17 @@ impl MixerKind for BaseConv {
         vec![
             BaseConvConfig::default(),
             BaseConvConfig { kernel_size: KernelSize::One(-1), ..Default::default() },
-            BaseConvConfig { kernel_size: KernelSize::One(-1), filter_init: FilterInit::FanIn, filter_emb_dim: 5, ..Default::default() },
-            BaseConvConfig { kernel_size: KernelSize::One(-1), long_filter: LongFilter::Explicit, ..Default::default() },
+            BaseConvConfig {
+                kernel_size: KernelSize::One(-1),
+                filter_init: FilterInit::FanIn,
+                filter_emb_dim: 5,
+                ..Default::default()
+            },
+            BaseConvConfig {
+                kernel_size: KernelSize::One(-1),
+                long_filter: LongFilter::Explicit,
+                ..Default::default()
+            },
             BaseConvConfig { kernel_size: KernelSize::PerLayer(vec![3, -1]), ..Default::default() },
         ]
     }
@@ -330,23 +350,34 @@ mod tests {
     /// over the layer's own parameters (non-zero biases, so every term counts).
     #[test]
     fn implicit_filter_is_the_mlp_of_the_positional_features() {
-        let cfg = BaseConvConfig { kernel_size: KernelSize::One(-1), filter_init: FilterInit::FanIn, ..Default::default() };
+        let cfg =
+            BaseConvConfig { kernel_size: KernelSize::One(-1), filter_init: FilterInit::FanIn, ..Default::default() };
         let (vs, m) = build(&cfg, 0, 6, 9);
         seeded(3, || {
             tch::no_grad(|| {
                 for (name, v) in vs.variables() {
                     if name.contains("bias") {
-                        let _ = v.shallow_clone().copy_(&(Tensor::randn(v.size().as_slice(), (Kind::Float, Device::Cpu)) * 0.3));
+                        let _ = v
+                            .shallow_clone()
+                            .copy_(&(Tensor::randn(v.size().as_slice(), (Kind::Float, Device::Cpu)) * 0.3));
                     }
                 }
             })
         });
         let Conv::Implicit { z, l1, l2 } = &m.conv else { panic!("default long filter is not implicit") };
-        let (z, w1, b1, w2, b2) = (floats(z), floats(&l1.ws), floats(l1.bs.as_ref().unwrap()), floats(&l2.ws), floats(l2.bs.as_ref().unwrap()));
+        let (z, w1, b1, w2, b2) = (
+            floats(z),
+            floats(&l1.ws),
+            floats(l1.bs.as_ref().unwrap()),
+            floats(&l2.ws),
+            floats(l2.bs.as_ref().unwrap()),
+        );
         let (e, hdim, d, l) = (3usize, 16usize, 6usize, 9usize);
         let h = floats(&tch::no_grad(|| m.filter())); // [d, L]
         for t in 0..l {
-            let hidden: Vec<f64> = (0..hdim).map(|k| ((0..e).map(|j| w1[k * e + j] * z[t * e + j]).sum::<f64>() + b1[k]).max(0.0)).collect();
+            let hidden: Vec<f64> = (0..hdim)
+                .map(|k| ((0..e).map(|j| w1[k * e + j] * z[t * e + j]).sum::<f64>() + b1[k]).max(0.0))
+                .collect();
             for c in 0..d {
                 let want = (0..hdim).map(|k| w2[c * hdim + k] * hidden[k]).sum::<f64>() + b2[c];
                 assert!((h[c * l + t] - want).abs() < 1e-5, "tap c={c} t={t}: {} vs {want}", h[c * l + t]);
@@ -395,7 +426,8 @@ mod tests {
     fn state_sizes_in_both_conventions() {
         let (_vs, short) = build(&BaseConvConfig::default(), 0, 8, 20);
         assert_eq!((short.state_size(20), short.state_size_zoology(20)), (8 * 2, Some(8 * 3)));
-        let (_vs, long) = build(&BaseConvConfig { kernel_size: KernelSize::PerLayer(vec![3, -1]), ..Default::default() }, 1, 8, 20);
+        let (_vs, long) =
+            build(&BaseConvConfig { kernel_size: KernelSize::PerLayer(vec![3, -1]), ..Default::default() }, 1, 8, 20);
         assert_eq!((long.state_size(13), long.state_size_zoology(13)), (8 * 13, Some(8 * 13)));
     }
 

@@ -13,7 +13,10 @@ pub const MAX_SIZE: i64 = 1 << 16;
 /// `lo ≤ v ≤ hi`, else an error for `{field}.{key}` that quotes `e.g.` as an example value.
 pub fn int_in(field: &str, key: &str, v: i64, lo: i64, hi: i64, eg: &str) -> Result<()> {
     if v < lo || v > hi {
-        return Err(config_err(format!("{field}.{key}"), format!("must be an integer in [{lo}, {hi}], e.g. {eg} (got {v})")));
+        return Err(config_err(
+            format!("{field}.{key}"),
+            format!("must be an integer in [{lo}, {hi}], e.g. {eg} (got {v})"),
+        ));
     }
     Ok(())
 }
@@ -22,7 +25,10 @@ pub fn int_in(field: &str, key: &str, v: i64, lo: i64, hi: i64, eg: &str) -> Res
 pub fn float_in(field: &str, key: &str, v: f64, lo: f64, hi: f64, eg: &str) -> Result<()> {
     if !(v.is_finite() && v > lo && v < hi) {
         let range = if hi.is_infinite() { format!("> {lo}") } else { format!("in ({lo}, {hi})") };
-        return Err(config_err(format!("{field}.{key}"), format!("must be a finite number {range}, e.g. {eg} (got {v})")));
+        return Err(config_err(
+            format!("{field}.{key}"),
+            format!("must be a finite number {range}, e.g. {eg} (got {v})"),
+        ));
     }
     Ok(())
 }

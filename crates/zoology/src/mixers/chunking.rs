@@ -33,7 +33,10 @@ impl ChunkLayout {
         let mut shape = x.size();
         let nd = shape.len() as i64;
         let dim = if dim < 0 { dim + nd } else { dim };
-        assert_eq!(shape[dim as usize], self.len, "ChunkLayout::split: dimension {dim} of {shape:?} is not the layout's length");
+        assert_eq!(
+            shape[dim as usize], self.len,
+            "ChunkLayout::split: dimension {dim} of {shape:?} is not the layout's length"
+        );
         let pad = self.padded_len() - self.len;
         let x = if pad == 0 {
             x.shallow_clone()

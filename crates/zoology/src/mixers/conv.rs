@@ -93,7 +93,7 @@ pub fn toeplitz_causal_conv(u: &Tensor, h: &Tensor) -> Tensor {
         rows.push(row);
     }
     let toeplitz = Tensor::stack(&rows, 1); // [D, L(t), L(s)]
-    // y[b, t, d] = Σ_s T[d, t, s] u[b, s, d]
+                                            // y[b, t, d] = Σ_s T[d, t, s] u[b, s, d]
     Tensor::einsum("dts,bsd->btd", &[toeplitz, u.shallow_clone()], None::<&[i64]>)
 }
 

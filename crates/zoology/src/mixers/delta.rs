@@ -14,7 +14,14 @@ use tch::Tensor;
 /// `A[t, i] = β_t (γ_t/γ_i) k_tᵀ k_i`; so `U = Ũ − W S₀` with `Ũ = T diag(β) V`,
 /// `W = T diag(βγ) K`, `T = (I + A)⁻¹` (one triangular solve per chunk, all chunks at once).
 /// Then `O = diag(γ) Q S₀ + (Q Kᵀ ⊙ Γ ⊙ M) U` and `S_C = γ_C S₀ + (K ⊙ γ_C/γ)ᵀ U`.
-pub fn chunked_delta_rule(q: &Tensor, k: &Tensor, v: &Tensor, beta: &Tensor, g: Option<&Tensor>, chunk: i64) -> (Tensor, Tensor) {
+pub fn chunked_delta_rule(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    beta: &Tensor,
+    g: Option<&Tensor>,
+    chunk: i64,
+) -> (Tensor, Tensor) {
     let ChunkedQkv { b, h, dk, dv, lay, q: qc, k: kc, v: vc } = ChunkedQkv::new(q, k, v, chunk);
     let (n, c) = (lay.n, lay.c);
     let chunks = |x: &Tensor| lay.split(x, 2);
@@ -50,7 +57,14 @@ pub fn chunked_delta_rule(q: &Tensor, k: &Tensor, v: &Tensor, beta: &Tensor, g: 
 
 /// One step of the (gated) delta rule: `S ← α S; S ← S + β k (v − Sᵀk)ᵀ; o = Sᵀ q`.
 /// `q, k: [B, H, K]`, `v: [B, H, V]`, `beta, g: [B, H]`.
-pub fn delta_rule_step(state: &mut Tensor, q: &Tensor, k: &Tensor, v: &Tensor, beta: &Tensor, g: Option<&Tensor>) -> Tensor {
+pub fn delta_rule_step(
+    state: &mut Tensor,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    beta: &Tensor,
+    g: Option<&Tensor>,
+) -> Tensor {
     let s = match g {
         Some(g) => g.exp().unsqueeze(-1).unsqueeze(-1) * &*state,
         None => state.shallow_clone(),

@@ -73,7 +73,14 @@ pub struct DeltaNetConfig {
 
 impl Default for DeltaNetConfig {
     fn default() -> Self {
-        DeltaNetConfig { num_heads: 2, expand_v: 1.0, use_short_conv: true, conv_size: 4, chunk_size: 64, norm_eps: 1e-5 }
+        DeltaNetConfig {
+            num_heads: 2,
+            expand_v: 1.0,
+            use_short_conv: true,
+            conv_size: 4,
+            chunk_size: 64,
+            norm_eps: 1e-5,
+        }
     }
 }
 
@@ -128,7 +135,15 @@ struct Spec {
 
 impl From<&DeltaNetConfig> for Spec {
     fn from(c: &DeltaNetConfig) -> Self {
-        Spec { num_heads: c.num_heads, expand_v: c.expand_v, use_short_conv: c.use_short_conv, conv_size: c.conv_size, chunk_size: c.chunk_size, norm_eps: c.norm_eps, decay: None }
+        Spec {
+            num_heads: c.num_heads,
+            expand_v: c.expand_v,
+            use_short_conv: c.use_short_conv,
+            conv_size: c.conv_size,
+            chunk_size: c.chunk_size,
+            norm_eps: c.norm_eps,
+            decay: None,
+        }
     }
 }
 
@@ -222,7 +237,11 @@ impl DeltaRule {
         let convs = spec.use_short_conv.then(|| {
             let bound = 1.0 / (spec.conv_size as f64).sqrt();
             let init = nn::Init::Uniform { lo: -bound, up: bound };
-            [p.var("q_conv", &[d, spec.conv_size], init), p.var("k_conv", &[d, spec.conv_size], init), p.var("v_conv", &[vd, spec.conv_size], init)]
+            [
+                p.var("q_conv", &[d, spec.conv_size], init),
+                p.var("k_conv", &[d, spec.conv_size], init),
+                p.var("v_conv", &[vd, spec.conv_size], init),
+            ]
         });
         let decay = spec.decay.map(|(_, [lo, hi])| {
             let a_log = p.var("A_log", &[h], nn::Init::Uniform { lo, up: hi });
@@ -267,7 +286,10 @@ impl DeltaRule {
         }
         check_chunk(c.chunk_size, field)?;
         if !(c.norm_eps > 0.0 && c.norm_eps.is_finite()) {
-            return Err(config_err(format!("{field}.norm_eps"), format!("must be a finite number > 0 (got {})", c.norm_eps)));
+            return Err(config_err(
+                format!("{field}.norm_eps"),
+                format!("must be a finite number > 0 (got {})", c.norm_eps),
+            ));
         }
         if let Some((_, [lo, hi])) = c.decay {
             if !(lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo < hi && hi <= 1e4) {
@@ -348,7 +370,8 @@ impl Mixer for DeltaRule {
     }
 
     fn state_size(&self, _seq_len: i64) -> i64 {
-        let conv = if self.convs.is_some() { (self.spec.conv_size - 1) * self.conv_channels().iter().sum::<i64>() } else { 0 };
+        let conv =
+            if self.convs.is_some() { (self.spec.conv_size - 1) * self.conv_channels().iter().sum::<i64>() } else { 0 };
         self.state_size_zoology(0).unwrap() + conv
     }
 
@@ -369,7 +392,8 @@ delegate_mixer!(DeltaNet, rule);
 impl MixerKind for DeltaNet {
     type Config = DeltaNetConfig;
     const NAME: &'static str = "delta_net";
-    const ABOUT: &'static str = "DeltaNet: delta-rule linear attention, L2-normalised keys, short conv, chunked WY/UT form";
+    const ABOUT: &'static str =
+        "DeltaNet: delta-rule linear attention, L2-normalised keys, short conv, chunked WY/UT form";
     const STATE_FORMULA: &'static str = "d·d_v/H + (conv_size−1)·(2d + d_v), d_v = ⌊d·expand_v⌋ (d²/H + 9d by default)";
     const CONSTANT_STATE: bool = true;
 
@@ -400,7 +424,8 @@ impl MixerKind for GatedDeltaNet {
     type Config = GatedDeltaNetConfig;
     const NAME: &'static str = "gated_delta_net";
     const ABOUT: &'static str = "Gated DeltaNet: delta rule with per-head data-dependent decay (value width 2d, optional swish output gate), chunked WY/UT form";
-    const STATE_FORMULA: &'static str = "d·d_v/H + (conv_size−1)·(2d + d_v), d_v = ⌊d·expand_v⌋ (2d²/H + 12d by default)";
+    const STATE_FORMULA: &'static str =
+        "d·d_v/H + (conv_size−1)·(2d + d_v), d_v = ⌊d·expand_v⌋ (2d²/H + 12d by default)";
     const CONSTANT_STATE: bool = true;
 
     fn validate(c: &GatedDeltaNetConfig, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
@@ -412,7 +437,13 @@ impl MixerKind for GatedDeltaNet {
     fn suite_variants() -> Vec<GatedDeltaNetConfig> {
         vec![
             GatedDeltaNetConfig::default(),
-            GatedDeltaNetConfig { chunk_size: 4, use_gate: true, expand_v: 1.0, a_init_range: [1.0, 16.0], ..Default::default() },
+            GatedDeltaNetConfig {
+                chunk_size: 4,
+                use_gate: true,
+                expand_v: 1.0,
+                a_init_range: [1.0, 16.0],
+                ..Default::default()
+            },
             GatedDeltaNetConfig { num_heads: 1, use_short_conv: false, chunk_size: 8, ..Default::default() },
         ]
     }

@@ -142,7 +142,12 @@ fn attention_and_sliding_window_match_the_tally() {
             c.mm(l, d, d);
         });
         check(r#"{ name = "attention", num_heads = 2 }"#, d, l, stepwise(full, Tally::default(), step));
-        check(r#"{ name = "sliding_window", num_heads = 2, window = 64, window_convention = "exact" }"#, d, l, stepwise(full, Tally::default(), step));
+        check(
+            r#"{ name = "sliding_window", num_heads = 2, window = 64, window_convention = "exact" }"#,
+            d,
+            l,
+            stepwise(full, Tally::default(), step),
+        );
         let n = 3;
         let banded = tally(|c| {
             c.mm(l, d, 3 * d);
@@ -154,7 +159,12 @@ fn attention_and_sliding_window_match_the_tally() {
             }
             c.mm(l, d, d);
         });
-        check(r#"{ name = "sliding_window", num_heads = 2, window = 3, window_convention = "exact" }"#, d, l, stepwise(banded, Tally::default(), move |t| step(t.min(n))));
+        check(
+            r#"{ name = "sliding_window", num_heads = 2, window = 3, window_convention = "exact" }"#,
+            d,
+            l,
+            stepwise(banded, Tally::default(), move |t| step(t.min(n))),
+        );
     }
 }
 
@@ -166,7 +176,12 @@ fn convolutions_match_the_tally() {
             c.mm(1, d, d);
             c.mm(1, 3, d);
         });
-        check(r#"{ name = "base_conv", kernel_size = 3 }"#, d, l, stepwise(tally(|c| c.each(l, tok.0)), Tally::default(), move |_| tok));
+        check(
+            r#"{ name = "base_conv", kernel_size = 3 }"#,
+            d,
+            l,
+            stepwise(tally(|c| c.each(l, tok.0)), Tally::default(), move |_| tok),
+        );
         // long gated convolution, implicit (MLP 3 → 16 → d over the L_max = l filter positions) and explicit
         let fwd = tally(|c| {
             c.mm(l, d, d);
@@ -184,7 +199,12 @@ fn convolutions_match_the_tally() {
             })
         };
         check(r#"{ name = "base_conv", kernel_size = -1 }"#, d, l, stepwise(fwd, Tally(filter_fft.0 + mlp.0), cache));
-        check(r#"{ name = "base_conv", kernel_size = -1, long_filter = "explicit" }"#, d, l, stepwise(fwd, filter_fft, cache));
+        check(
+            r#"{ name = "base_conv", kernel_size = -1, long_filter = "explicit" }"#,
+            d,
+            l,
+            stepwise(fwd, filter_fft, cache),
+        );
         // long_conv: explicit, and s4d (N = 4: 2 complex modes per channel) with the GLU output
         check(
             r#"{ name = "long_conv", filter = "explicit" }"#,
@@ -204,7 +224,12 @@ fn convolutions_match_the_tally() {
             c.each(d * 2, 12.0);
             c.mm(1, d, 2 * d);
         });
-        check(r#"{ name = "long_conv", filter = "s4d", d_state = 4, output = "glu" }"#, d, l, stepwise(fwd, batch, move |_| step));
+        check(
+            r#"{ name = "long_conv", filter = "s4d", d_state = 4, output = "glu" }"#,
+            d,
+            l,
+            stepwise(fwd, batch, move |_| step),
+        );
     }
 }
 
@@ -233,7 +258,12 @@ fn hyena_family_matches_the_tally() {
                 c.mm(1, t, d); // the cached filter against every cached input
             })
         };
-        check(r#"{ name = "hyena", filter_order = 8, num_inner_mlps = 1 }"#, d, l, parallel(fwd, Tally(ffn.0 + filter_fft.0), Tally::default(), decode));
+        check(
+            r#"{ name = "hyena", filter_order = 8, num_inner_mlps = 1 }"#,
+            d,
+            l,
+            parallel(fwd, Tally(ffn.0 + filter_fft.0), Tally::default(), decode),
+        );
         // stripedhyena: P = 2 poles
         let kernel = tally(|c| c.each(d * 2 * l, 8.0));
         let step = tally(|c| {
@@ -241,7 +271,12 @@ fn hyena_family_matches_the_tally() {
             c.each(d * 2, 12.0); // the modal step
         });
         // prefill: the parallel form plus the closed-form final state (a kernel's worth)
-        check(r#"{ name = "stripedhyena" }"#, d, l, parallel(fwd, Tally(kernel.0 + filter_fft.0), kernel, move |_| step));
+        check(
+            r#"{ name = "stripedhyena" }"#,
+            d,
+            l,
+            parallel(fwd, Tally(kernel.0 + filter_fft.0), kernel, move |_| step),
+        );
         // h3: N = 4, p = 2, H = d/2 heads, the diagonal SSM on d·p channels
         let (n, p, heads) = (4, 2, d / 2);
         let fwd = tally(|c| {
@@ -298,7 +333,12 @@ fn mega_matches_the_tally() {
                     c.mm(1, cached, hd);
                 })
             };
-            check(&format!(r#"{{ name = "mega", ndim = 2, z_dim = 4, h_mult = 2, chunk_size = {chunk} }}"#), d, l, stepwise(fwd, batch, step));
+            check(
+                &format!(r#"{{ name = "mega", ndim = 2, z_dim = 4, h_mult = 2, chunk_size = {chunk} }}"#),
+                d,
+                l,
+                stepwise(fwd, batch, step),
+            );
         }
     }
 }
@@ -443,7 +483,12 @@ fn delta_rules_match_the_tally() {
                 }
             });
             let name = if gated { "gated_delta_net" } else { "delta_net" };
-            check(&format!(r#"{{ name = "{name}", num_heads = 2, chunk_size = {chunk} }}"#), d, l, stepwise(fwd, Tally::default(), move |_| step));
+            check(
+                &format!(r#"{{ name = "{name}", num_heads = 2, chunk_size = {chunk} }}"#),
+                d,
+                l,
+                stepwise(fwd, Tally::default(), move |_| step),
+            );
         }
     }
 }
@@ -463,7 +508,12 @@ fn rwkv_and_mamba_match_the_tally() {
             c.each(1, tok.0);
             c.each(d, 12.0);
         });
-        check(&format!(r#"{{ name = "rwkv", chunk_size = {chunk} }}"#), d, l, stepwise(fwd, Tally::default(), move |_| step));
+        check(
+            &format!(r#"{{ name = "rwkv", chunk_size = {chunk} }}"#),
+            d,
+            l,
+            stepwise(fwd, Tally::default(), move |_| step),
+        );
 
         let (e, n, r, k) = (2 * d, 4, (d + 15) / 16, 4);
         let tok = tally(|c| {
@@ -481,7 +531,12 @@ fn rwkv_and_mamba_match_the_tally() {
             c.each(1, tok.0);
             c.each(e * n, 9.0);
         });
-        check(&format!(r#"{{ name = "mamba", d_state = 4, chunk_size = {chunk} }}"#), d, l, stepwise(fwd, Tally::default(), move |_| step));
+        check(
+            &format!(r#"{{ name = "mamba", d_state = 4, chunk_size = {chunk} }}"#),
+            d,
+            l,
+            stepwise(fwd, Tally::default(), move |_| step),
+        );
     }
 }
 
@@ -515,7 +570,9 @@ fn every_variant(max_len: i64) -> Vec<(String, Box<dyn Mixer>)> {
 fn every_mixer_reports_finite_positive_flops() {
     for (name, m) in every_variant(64) {
         let f: MixerFlops = m.flops(64);
-        for (what, v) in [("forward", f.forward_per_seq), ("prefill", f.prefill_per_seq), ("decode", f.decode_per_token)] {
+        for (what, v) in
+            [("forward", f.forward_per_seq), ("prefill", f.prefill_per_seq), ("decode", f.decode_per_token)]
+        {
             assert!(v.is_finite() && v > 0.0, "{name}: {what} = {v}");
         }
         assert!(f.forward_per_batch.is_finite() && f.forward_per_batch >= 0.0, "{name}");
@@ -543,7 +600,8 @@ fn forward_flops_scale_with_the_length_as_the_math_says() {
     let l = 1024;
     for (name, m) in every_variant(2 * l) {
         let r = m.flops(2 * l).forward_per_seq / m.flops(l).forward_per_seq;
-        let quadratic = name.contains("\"attention\"") || (name.contains("\"mega\"") && name.contains("chunk_size = 0"));
+        let quadratic =
+            name.contains("\"attention\"") || (name.contains("\"mega\"") && name.contains("chunk_size = 0"));
         // Mega's EMA is an FFT convolution; chunked, its attention is linear in L
         let fft = (name.contains("\"base_conv\"") && name.contains("-1"))
             || (name.contains("\"mega\"") && !quadratic)

@@ -59,7 +59,15 @@ pub struct GlaConfig {
 
 impl Default for GlaConfig {
     fn default() -> Self {
-        GlaConfig { expand_k: 0.5, expand_v: 1.0, num_heads: 4, gate_low_rank_dim: 16, gate_logit_normalizer: 16.0, chunk_size: 16, norm_eps: 1e-5 }
+        GlaConfig {
+            expand_k: 0.5,
+            expand_v: 1.0,
+            num_heads: 4,
+            gate_low_rank_dim: 16,
+            gate_logit_normalizer: 16.0,
+            chunk_size: 16,
+            norm_eps: 1e-5,
+        }
     }
 }
 
@@ -144,7 +152,9 @@ impl MixerKind for Gla {
             if !(e > 0.0 && e <= MAX_EXPAND && (d as f64 * e).floor() >= 1.0) {
                 return Err(config_err(
                     format!("{field}.{name}"),
-                    format!("must be a finite number in (0, {MAX_EXPAND}] with ⌊d_model·{name}⌋ ≥ 1 (d_model {d}, got {e})"),
+                    format!(
+                        "must be a finite number in (0, {MAX_EXPAND}] with ⌊d_model·{name}⌋ ≥ 1 (d_model {d}, got {e})"
+                    ),
                 ));
             }
         }
@@ -159,14 +169,23 @@ impl MixerKind for Gla {
             ));
         }
         if !(1..=MAX_GATE_RANK).contains(&c.gate_low_rank_dim) {
-            return Err(config_err(format!("{field}.gate_low_rank_dim"), format!("must be between 1 and {MAX_GATE_RANK} (got {})", c.gate_low_rank_dim)));
+            return Err(config_err(
+                format!("{field}.gate_low_rank_dim"),
+                format!("must be between 1 and {MAX_GATE_RANK} (got {})", c.gate_low_rank_dim),
+            ));
         }
         if !(c.gate_logit_normalizer >= 1.0 && c.gate_logit_normalizer.is_finite()) {
-            return Err(config_err(format!("{field}.gate_logit_normalizer"), format!("must be a finite number ≥ 1 (got {})", c.gate_logit_normalizer)));
+            return Err(config_err(
+                format!("{field}.gate_logit_normalizer"),
+                format!("must be a finite number ≥ 1 (got {})", c.gate_logit_normalizer),
+            ));
         }
         check_chunk(c.chunk_size, field)?;
         if !(c.norm_eps > 0.0 && c.norm_eps.is_finite()) {
-            return Err(config_err(format!("{field}.norm_eps"), format!("must be a finite number > 0 (got {})", c.norm_eps)));
+            return Err(config_err(
+                format!("{field}.norm_eps"),
+                format!("must be a finite number > 0 (got {})", c.norm_eps),
+            ));
         }
         Ok(())
     }

@@ -132,7 +132,8 @@ impl Mixer for H3 {
         let kv = self.outer(&kt, &v);
         let pp = self.p * self.p;
         let kern = self.ssm.modes().kernel(l).to_kind(u.kind()).repeat_interleave_self_int(pp, 0, None::<i64>);
-        let s = fft_causal_conv(&kv.reshape([b, l, self.heads() * pp]), &kern).view([b, l, self.heads(), self.p, self.p]);
+        let s =
+            fft_causal_conv(&kv.reshape([b, l, self.heads() * pp]), &kern).view([b, l, self.heads(), self.p, self.p]);
         self.readout(&q, &(s + &kv * self.skip5()))
     }
 
@@ -157,7 +158,12 @@ impl Mixer for H3 {
         let kt = fir_step(&mut window, &k.squeeze_dim(1), &self.shift_taps(), None) + k.squeeze_dim(1) * &self.shift_d;
         let kv = self.outer(&kt.unsqueeze(1), &v).squeeze_dim(1); // [B, H, p, p]
         let (mut re, mut im) = (state.tensors[1].shallow_clone(), state.tensors[2].shallow_clone());
-        let s = self.ssm.modes().step(&mut re, &mut im, &kv.permute([0, 2, 3, 1])).permute([0, 3, 1, 2]).to_kind(x_t.kind());
+        let s = self
+            .ssm
+            .modes()
+            .step(&mut re, &mut im, &kv.permute([0, 2, 3, 1]))
+            .permute([0, 3, 1, 2])
+            .to_kind(x_t.kind());
         state.tensors = vec![window, re, im];
         self.readout(&q, &(s + &kv * self.skip5()).unsqueeze(1)).squeeze_dim(1)
     }
@@ -173,7 +179,10 @@ impl Mixer for H3 {
         let readout = 2.0 * dp as f64;
         let fwd = l * (proj + readout) + fft_conv(d, seq_len) + fft_conv(dp, seq_len);
         let shift_kernel = if self.shift_b.is_some() { 2.0 * (d * n * n) as f64 } else { 0.0 };
-        let per_batch = shift_kernel + fft_filter(d, seq_len) + modal_kernel(self.heads(), n / 2, seq_len) + fft_filter(dp, seq_len);
+        let per_batch = shift_kernel
+            + fft_filter(d, seq_len)
+            + modal_kernel(self.heads(), n / 2, seq_len)
+            + fft_filter(dp, seq_len);
         let tok = proj + readout + fir(d, n) + modal_step(dp, n / 2);
         MixerFlops::stepwise(fwd, per_batch, seq_len, |_| tok)
     }
@@ -187,8 +196,10 @@ impl Mixer for H3 {
 impl MixerKind for H3 {
     type Config = H3Config;
     const NAME: &'static str = "h3";
-    const ABOUT: &'static str = "H3: q ⊙ diagSSM(shiftSSM(k) ⊗ v) with S4D diagonal SSM, head_dim outer product, FFT training";
-    const STATE_FORMULA: &'static str = "d·(N−1) + d·p·N (shift register + N/2 complex diag modes per kv channel, p = head_dim)";
+    const ABOUT: &'static str =
+        "H3: q ⊙ diagSSM(shiftSSM(k) ⊗ v) with S4D diagonal SSM, head_dim outer product, FFT training";
+    const STATE_FORMULA: &'static str =
+        "d·(N−1) + d·p·N (shift register + N/2 complex diag modes per kv channel, p = head_dim)";
     const CONSTANT_STATE: bool = true;
 
     fn validate(c: &H3Config, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
@@ -254,7 +265,10 @@ mod tests {
     fn defaults_are_zoologys() {
         use crate::model::{LanguageModel, ModelConfig};
         assert_eq!(H3Config::default().discretization, Discretization::Bilinear);
-        let cfg: ModelConfig = toml::from_str("d_model = 64\nstate_mixer = \"identity\"\nmixer = { name = \"h3\", d_state = 8, head_dim = 2 }").unwrap();
+        let cfg: ModelConfig = toml::from_str(
+            "d_model = 64\nstate_mixer = \"identity\"\nmixer = { name = \"h3\", d_state = 8, head_dim = 2 }",
+        )
+        .unwrap();
         seeded(3, || {
             let vs = nn::VarStore::new(Device::Cpu);
             let lm = LanguageModel::new(&vs.root(), &cfg, 64, 32).unwrap();
@@ -275,7 +289,13 @@ mod tests {
         });
         let build = |disc| {
             seeded(4, || {
-                let m = H3::build(nn::VarStore::new(Device::Cpu).root(), 8, &H3Config { d_state: 8, discretization: disc, ..Default::default() }, &BuildCtx::new(0, 2, 16)).unwrap();
+                let m = H3::build(
+                    nn::VarStore::new(Device::Cpu).root(),
+                    8,
+                    &H3Config { d_state: 8, discretization: disc, ..Default::default() },
+                    &BuildCtx::new(0, 2, 16),
+                )
+                .unwrap();
                 tch::no_grad(|| m.ssm.modes().kernel(16))
             })
         };
@@ -289,11 +309,25 @@ mod tests {
     /// shifts C by one tap); with `trained_b = false` it is C itself.
     #[test]
     fn shift_kernel_is_the_correlation_of_b_and_c() {
-        let m = seeded(0, || H3::build(nn::VarStore::new(Device::Cpu).root(), 2, &H3Config { d_state: 4, ..Default::default() }, &BuildCtx::new(0, 2, 8)).unwrap());
-        let (c, b) = ([[1.0f32, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]], [[1.0f32, 0.5, 0.0, -1.0], [0.0, 1.0, 0.0, 0.0]]);
+        let m = seeded(0, || {
+            H3::build(
+                nn::VarStore::new(Device::Cpu).root(),
+                2,
+                &H3Config { d_state: 4, ..Default::default() },
+                &BuildCtx::new(0, 2, 8),
+            )
+            .unwrap()
+        });
+        let (c, b) =
+            ([[1.0f32, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]], [[1.0f32, 0.5, 0.0, -1.0], [0.0, 1.0, 0.0, 0.0]]);
         tch::no_grad(|| {
             let _ = m.shift_c.shallow_clone().copy_(&Tensor::from_slice(c.concat().as_slice()).view([2, 4]));
-            let _ = m.shift_b.as_ref().unwrap().shallow_clone().copy_(&Tensor::from_slice(b.concat().as_slice()).view([2, 4]));
+            let _ = m
+                .shift_b
+                .as_ref()
+                .unwrap()
+                .shallow_clone()
+                .copy_(&Tensor::from_slice(b.concat().as_slice()).view([2, 4]));
         });
         let k = Vec::<f32>::try_from(tch::no_grad(|| m.shift_kernel()).flatten(0, -1)).unwrap();
         for ch in 0..2 {
@@ -303,7 +337,15 @@ mod tests {
             }
         }
         assert_eq!(&k[4..8], &[-1.0, 0.0, 2.0, 0.0]);
-        let fixed = seeded(0, || H3::build(nn::VarStore::new(Device::Cpu).root(), 2, &H3Config { d_state: 4, trained_b: false, ..Default::default() }, &BuildCtx::new(0, 2, 8)).unwrap());
+        let fixed = seeded(0, || {
+            H3::build(
+                nn::VarStore::new(Device::Cpu).root(),
+                2,
+                &H3Config { d_state: 4, trained_b: false, ..Default::default() },
+                &BuildCtx::new(0, 2, 8),
+            )
+            .unwrap()
+        });
         assert!(fixed.shift_b.is_none() && fixed.ssm.b.is_none() && fixed.shift_kernel().equal(&fixed.shift_c));
     }
 

@@ -38,7 +38,8 @@ delegate_mixer!(Hybrid, inner);
 impl MixerKind for Hybrid {
     type Config = HybridConfig;
     const NAME: &'static str = "hybrid";
-    const ABOUT: &'static str = "per-layer list of mixers, layer i uses layers[i % len] (e.g. [base_conv k=3, attention])";
+    const ABOUT: &'static str =
+        "per-layer list of mixers, layer i uses layers[i % len] (e.g. [base_conv k=3, attention])";
     const STATE_FORMULA: &'static str = "that of each layer's mixer";
     const CONSTANT_STATE: bool = false;
 

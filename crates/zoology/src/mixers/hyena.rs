@@ -179,7 +179,12 @@ impl Mixer for Hyena {
         let tok = self.in_proj.flops() + fir(3 * d, self.k) + self.out_proj.flops();
         let ffn: f64 = self.ffn.iter().map(|f| f.flops()).sum::<f64>() + self.ffn_out.flops();
         let per_batch = self.max_len as f64 * ffn + fft_filter(d, seq_len);
-        MixerFlops::parallel(seq_len as f64 * tok + fft_conv(d, seq_len), per_batch, 0.0, tok + 2.0 * (d * seq_len) as f64)
+        MixerFlops::parallel(
+            seq_len as f64 * tok + fft_conv(d, seq_len),
+            per_batch,
+            0.0,
+            tok + 2.0 * (d * seq_len) as f64,
+        )
     }
 
     /// Zoology's `Hyena.state_size`: `d·L` (the long conv's input cache; no FIR window).
@@ -200,7 +205,8 @@ impl Mixer for Hyena {
 impl MixerKind for Hyena {
     type Config = HyenaConfig;
     const NAME: &'static str = "hyena";
-    const ABOUT: &'static str = "Hyena order 2: FIR-3 on 3d projections, implicit Sin-FFN filter with exponential decay, FFT long conv";
+    const ABOUT: &'static str =
+        "Hyena order 2: FIR-3 on 3d projections, implicit Sin-FFN filter with exponential decay, FFT long conv";
     const STATE_FORMULA: &'static str = "d·L + 3d·(k−1) (cached x1⊙v + FIR window; no constant-size form)";
     const CONSTANT_STATE: bool = false;
 
@@ -219,7 +225,10 @@ impl MixerKind for Hyena {
         if !(1..=MAX_SIZE).contains(&ctx.max_seq_len) {
             return Err(config_err(
                 field.to_string(),
-                format!("hyena needs the longest sequence length in [1, {MAX_SIZE}] to size its filter (got {})", ctx.max_seq_len),
+                format!(
+                    "hyena needs the longest sequence length in [1, {MAX_SIZE}] to size its filter (got {})",
+                    ctx.max_seq_len
+                ),
             ));
         }
         Ok(())
@@ -233,7 +242,7 @@ impl MixerKind for Hyena {
         let z0 = positional_features(l, c.emb_dim, dev); // [L, emb]
         let z = if c.train_pos_emb { p.var_copy("filter_pos_emb_z", &z0) } else { z0 };
         let t01 = Tensor::linspace(0.0, 1.0, l, (fo, dev)).unsqueeze(1); // [L, 1]
-        // exponential modulation
+                                                                         // exponential modulation
         let ln_t = c.decay_target.ln();
         let deltas = Tensor::linspace(ln_t / c.slow_decay_pct, ln_t / c.fast_decay_pct, d, (fo, dev)).abs();
         let decay = (-(&t01 * deltas.unsqueeze(0))).exp(); // [L, d]
@@ -242,7 +251,13 @@ impl MixerKind for Hyena {
         let mut ffn = vec![];
         let mut width_in = c.emb_dim;
         for i in 0..=c.num_inner_mlps {
-            ffn.push(Linear::new(&p / format!("filter_ffn{i}"), width_in, c.filter_order, true, c.filter_init.std(width_in)));
+            ffn.push(Linear::new(
+                &p / format!("filter_ffn{i}"),
+                width_in,
+                c.filter_order,
+                true,
+                c.filter_init.std(width_in),
+            ));
             width_in = c.filter_order;
         }
         Ok(Hyena {
@@ -265,7 +280,15 @@ impl MixerKind for Hyena {
     fn suite_variants() -> Vec<HyenaConfig> {
         vec![
             HyenaConfig::default(),
-            HyenaConfig { emb_dim: 5, filter_order: 16, num_inner_mlps: 1, w: 10.0, filter_init: FilterInit::FanIn, train_pos_emb: false, ..Default::default() },
+            HyenaConfig {
+                emb_dim: 5,
+                filter_order: 16,
+                num_inner_mlps: 1,
+                w: 10.0,
+                filter_init: FilterInit::FanIn,
+                train_pos_emb: false,
+                ..Default::default()
+            },
         ]
     }
 }
@@ -294,7 +317,9 @@ mod tests {
             tch::no_grad(|| {
                 for (name, v) in vs.variables() {
                     if name.starts_with("filter") {
-                        let _ = v.shallow_clone().g_add_(&(Tensor::randn(v.size().as_slice(), (Kind::Float, Device::Cpu)) * 0.5));
+                        let _ = v
+                            .shallow_clone()
+                            .g_add_(&(Tensor::randn(v.size().as_slice(), (Kind::Float, Device::Cpu)) * 0.5));
                     }
                 }
             });
@@ -315,7 +340,9 @@ mod tests {
         for t in 0..l as usize {
             let mut a: Vec<f64> = z[t * e..(t + 1) * e].to_vec();
             for (w, b, fan_in) in &layers {
-                a = (0..f).map(|k| (freq[k] * ((0..*fan_in).map(|j| w[k * fan_in + j] * a[j]).sum::<f64>() + b[k])).sin()).collect();
+                a = (0..f)
+                    .map(|k| (freq[k] * ((0..*fan_in).map(|j| w[k * fan_in + j] * a[j]).sum::<f64>() + b[k])).sin())
+                    .collect();
             }
             let tt = t as f64 / (l - 1) as f64;
             for c in 0..d as usize {
@@ -332,7 +359,8 @@ mod tests {
     #[test]
     fn filter_init_is_zoologys_by_default() {
         use crate::model::{LanguageModel, ModelConfig};
-        let cfg: ModelConfig = toml::from_str("d_model = 64\nstate_mixer = \"identity\"\nmixer = { name = \"hyena\" }").unwrap();
+        let cfg: ModelConfig =
+            toml::from_str("d_model = 64\nstate_mixer = \"identity\"\nmixer = { name = \"hyena\" }").unwrap();
         seeded(2, || {
             let vs = nn::VarStore::new(Device::Cpu);
             let _lm = LanguageModel::new(&vs.root(), &cfg, 64, 64).unwrap();
@@ -346,7 +374,8 @@ mod tests {
                     let s = v(n).std(true).double_value(&[]);
                     assert!((s - 0.02).abs() < 0.002, "layer {layer} {n}: std {s}");
                 }
-                let freqs: Vec<&String> = vars.keys().filter(|k| k.starts_with(&format!("layers.{layer}.")) && k.contains("freq")).collect();
+                let freqs: Vec<&String> =
+                    vars.keys().filter(|k| k.starts_with(&format!("layers.{layer}.")) && k.contains("freq")).collect();
                 assert_eq!(freqs.len(), 1, "one shared Sin freq per layer, got {freqs:?}");
                 assert_eq!(v("filter_sin_freq").size(), vec![1, 64]);
                 assert!(v("filter_pos_emb_z").requires_grad(), "z must be trained");
@@ -360,7 +389,10 @@ mod tests {
 
     #[test]
     fn state_sizes_in_both_conventions() {
-        let m = seeded(0, || Hyena::build(nn::VarStore::new(Device::Cpu).root(), 8, &HyenaConfig::default(), &BuildCtx::new(0, 2, 32)).unwrap());
+        let m = seeded(0, || {
+            Hyena::build(nn::VarStore::new(Device::Cpu).root(), 8, &HyenaConfig::default(), &BuildCtx::new(0, 2, 32))
+                .unwrap()
+        });
         assert_eq!(m.state_size(20), 8 * 20 + 3 * 8 * 2);
         assert_eq!(m.state_size_zoology(20), Some(8 * 20));
     }

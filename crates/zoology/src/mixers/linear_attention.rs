@@ -196,8 +196,10 @@ pub const MAX_CHUNK: i64 = 1 << 16;
 impl MixerKind for LinearAttention {
     type Config = LinearAttentionConfig;
     const NAME: &'static str = "linear_attention";
-    const ABOUT: &'static str = "Katharopoulos linear attention, feature maps identity/elu_plus_one/relu/square/squared_relu/taylor, chunked";
-    const STATE_FORMULA: &'static str = "H·F·(d_v+1) normalised, H·F·d_v unnormalised (F = f, or 1+f+f² for taylor; d_v = d/H)";
+    const ABOUT: &'static str =
+        "Katharopoulos linear attention, feature maps identity/elu_plus_one/relu/square/squared_relu/taylor, chunked";
+    const STATE_FORMULA: &'static str =
+        "H·F·(d_v+1) normalised, H·F·d_v unnormalised (F = f, or 1+f+f² for taylor; d_v = d/H)";
     const CONSTANT_STATE: bool = true;
 
     fn validate(c: &LinearAttentionConfig, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
@@ -208,12 +210,19 @@ impl MixerKind for LinearAttention {
             ));
         }
         if !(1..=MAX_FEATURE_DIM).contains(&c.feature_dim) {
-            return Err(config_err(format!("{field}.feature_dim"), format!("must be between 1 and {MAX_FEATURE_DIM} (got {})", c.feature_dim)));
+            return Err(config_err(
+                format!("{field}.feature_dim"),
+                format!("must be between 1 and {MAX_FEATURE_DIM} (got {})", c.feature_dim),
+            ));
         }
         if c.feature_map == FeatureMap::Taylor && c.feature_dim > MAX_TAYLOR_FEATURE_DIM {
             return Err(config_err(
                 format!("{field}.feature_dim"),
-                format!("taylor expands f = {} to 1+f+f² = {} features per head; use f ≤ 64 (Based: 16)", c.feature_dim, 1 + c.feature_dim * (1 + c.feature_dim)),
+                format!(
+                    "taylor expands f = {} to 1+f+f² = {} features per head; use f ≤ 64 (Based: 16)",
+                    c.feature_dim,
+                    1 + c.feature_dim * (1 + c.feature_dim)
+                ),
             ));
         }
         check_chunk(c.chunk_size, field)?;
@@ -236,7 +245,13 @@ impl MixerKind for LinearAttention {
     }
 
     fn suite_variants() -> Vec<LinearAttentionConfig> {
-        let small = |feature_map, normalize| LinearAttentionConfig { feature_map, normalize, feature_dim: 4, chunk_size: 4, ..Default::default() };
+        let small = |feature_map, normalize| LinearAttentionConfig {
+            feature_map,
+            normalize,
+            feature_dim: 4,
+            chunk_size: 4,
+            ..Default::default()
+        };
         vec![
             LinearAttentionConfig::default(),
             small(FeatureMap::Identity, false),
@@ -253,7 +268,10 @@ impl MixerKind for LinearAttention {
 /// Checks a chunked form's `chunk_size` (1 ..= [`MAX_CHUNK`]).
 pub fn check_chunk(chunk: i64, field: &str) -> Result<()> {
     if !(1..=MAX_CHUNK).contains(&chunk) {
-        return Err(config_err(format!("{field}.chunk_size"), format!("must be between 1 and {MAX_CHUNK} (got {chunk})")));
+        return Err(config_err(
+            format!("{field}.chunk_size"),
+            format!("must be between 1 and {MAX_CHUNK} (got {chunk})"),
+        ));
     }
     Ok(())
 }
@@ -273,7 +291,10 @@ pub fn check_value_width(num_heads: i64, expand_v: f64, d: i64, field: &str) -> 
     }
     let vd = vd as i64;
     if vd % num_heads != 0 {
-        return Err(config_err(format!("{field}.num_heads"), format!("must divide the value width ⌊d_model·expand_v⌋ = {vd} (got {num_heads})")));
+        return Err(config_err(
+            format!("{field}.num_heads"),
+            format!("must divide the value width ⌊d_model·expand_v⌋ = {vd} (got {num_heads})"),
+        ));
     }
     Ok(vd)
 }

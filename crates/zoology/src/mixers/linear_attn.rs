@@ -14,7 +14,13 @@ use tch::{Kind, Tensor};
 /// `o_t = Σ_{s≤t} (q_t ⊙ e^{b_t−b_s})·k_s v_s + (q_t ⊙ e^{b_t})ᵀ S₀` and
 /// `S_C = diag(e^{b_C}) S₀ + Σ_s (k_s ⊙ e^{b_C−b_s}) v_sᵀ`: quadratic within chunks, recurrent
 /// across them, O(L·C·(K+V)) and every exponent ≤ 0. Returns `(o, S_L)`, `S_L: [B, H, K, V]`.
-pub fn chunked_linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, g: Option<&Tensor>, chunk: i64) -> (Tensor, Tensor) {
+pub fn chunked_linear_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    g: Option<&Tensor>,
+    chunk: i64,
+) -> (Tensor, Tensor) {
     let ChunkedQkv { b, h, dk, dv, lay, q: qc, k: kc, v: vc } = ChunkedQkv::new(q, k, v, chunk);
     let (n, c) = (lay.n, lay.c);
     let chunks = |x: &Tensor| lay.split(x, 2);
@@ -84,7 +90,8 @@ pub fn linear_attention_reference(q: &Tensor, k: &Tensor, v: &Tensor, g: Option<
         for s in 0..=t {
             let mut qk = q.select(2, t) * k.select(2, s); // [B, H, K]
             if let (Some(g), true) = (g, s < t) {
-                qk = qk * g.narrow(2, s + 1, t - s).sum_dim_intlist([2i64].as_slice(), false, kind).exp(); // [B, H, 1|K]
+                qk = qk * g.narrow(2, s + 1, t - s).sum_dim_intlist([2i64].as_slice(), false, kind).exp();
+                // [B, H, 1|K]
             }
             acc = acc + qk.sum_dim_intlist([-1i64].as_slice(), true, kind) * v.select(2, s);
         }
@@ -142,7 +149,8 @@ impl<T: DecayedLinear> super::Mixer for T {
         let x = x_t.unsqueeze(1);
         let (q, k, v, g) = self.qkvg(&x);
         let g = g.map(|g| g.select(2, 0));
-        let o = linear_attention_step(&mut state.tensors[0], &q.select(2, 0), &k.select(2, 0), &v.select(2, 0), g.as_ref());
+        let o =
+            linear_attention_step(&mut state.tensors[0], &q.select(2, 0), &k.select(2, 0), &v.select(2, 0), g.as_ref());
         self.finish(&o.unsqueeze(2), &x).squeeze_dim(1)
     }
     fn state_size(&self, _seq_len: i64) -> i64 {

@@ -4,9 +4,9 @@
 
 use super::delta::*;
 use super::layers::*;
+use super::linear_attention::FeatureMap;
 use super::linear_attn::*;
 use super::testing::{rel_err, seed_guard};
-use super::linear_attention::FeatureMap;
 use super::{registry, BuildCtx, MixerEntry};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -105,7 +105,14 @@ fn chunked_delta_rule_state_matches_recurrence_and_solves_recall() {
         let mut st = Tensor::zeros([b, h, dk, dv], (Kind::Float, Device::Cpu));
         for t in 0..l {
             let gt = gg.map(|g| g.select(2, t));
-            let _ = delta_rule_step(&mut st, &q.select(2, t), &k.select(2, t), &v.select(2, t), &beta.select(2, t), gt.as_ref());
+            let _ = delta_rule_step(
+                &mut st,
+                &q.select(2, t),
+                &k.select(2, t),
+                &v.select(2, t),
+                &beta.select(2, t),
+                gt.as_ref(),
+            );
         }
         for chunk in [1, 4, 5, 64] {
             let (o, s) = chunked_delta_rule(&q, &k, &v, &beta, gg, chunk);
@@ -183,7 +190,8 @@ fn validate_names_the_field() {
         ("attention", "num_heads = 0", "model.mixer.num_heads"),
     ];
     for (name, t, field) in cases {
-        let err = (entry(name).validate)(&table(t), 16, &ctx, "model.mixer").expect_err(&format!("{name} {t} must fail"));
+        let err =
+            (entry(name).validate)(&table(t), 16, &ctx, "model.mixer").expect_err(&format!("{name} {t} must fail"));
         let msg = err.to_string();
         assert!(msg.contains(&format!("`{field}")), "{name} {t}: {msg}");
     }

@@ -33,8 +33,8 @@
 //! `y_t = 2·Re(C′ s_t) + D u_t` (s4d: `N/2` complex per channel = `d·N` real elements). The
 //! output stage is per position and adds no state.
 
-use super::conv::{fft_causal_conv, long_conv_step, toeplitz_causal_conv};
 use super::bounds::{int_in, MAX_SIZE};
+use super::conv::{fft_causal_conv, long_conv_step, toeplitz_causal_conv};
 use super::layers::Linear;
 use super::modal::{Discretization, S4d};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
@@ -103,7 +103,11 @@ impl LongConv {
     fn kernel(&self, l: i64) -> Tensor {
         match &self.filter {
             Filter::Explicit(h) => {
-                assert!(l <= self.max_len, "long_conv explicit filter has {} taps but the input has length {l}", self.max_len);
+                assert!(
+                    l <= self.max_len,
+                    "long_conv explicit filter has {} taps but the input has length {l}",
+                    self.max_len
+                );
                 h.narrow(1, 0, l)
             }
             Filter::S4d(s) => s.modes().kernel(l),
@@ -163,7 +167,9 @@ impl Mixer for LongConv {
             Filter::Explicit(_) => (0.0, Box::new(move |t| 2.0 * (d * t) as f64)),
             Filter::S4d(_) => (modal_kernel(d, self.n / 2, seq_len), Box::new(move |_| modal_step(d, self.n / 2))),
         };
-        MixerFlops::stepwise(fft_conv(d, seq_len) + l * out, fft_filter(d, seq_len) + kernel, seq_len, |t| step(t) + out)
+        MixerFlops::stepwise(fft_conv(d, seq_len) + l * out, fft_filter(d, seq_len) + kernel, seq_len, |t| {
+            step(t) + out
+        })
     }
 
     fn state_size(&self, seq_len: i64) -> i64 {
@@ -177,7 +183,8 @@ impl Mixer for LongConv {
 impl MixerKind for LongConv {
     type Config = LongConvConfig;
     const NAME: &'static str = "long_conv";
-    const ABOUT: &'static str = "S4-style long convolution y = K*u + D⊙u, explicit or S4D diagonal-SSM filter, no gating";
+    const ABOUT: &'static str =
+        "S4-style long convolution y = K*u + D⊙u, explicit or S4D diagonal-SSM filter, no gating";
     const STATE_FORMULA: &'static str = "d·L (explicit), d·N (s4d: N/2 complex per channel)";
     const CONSTANT_STATE: bool = false;
 

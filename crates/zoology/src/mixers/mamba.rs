@@ -43,9 +43,9 @@
 //! - step: the previous k−1 inner inputs of the conv (`E·(k−1)`, `conv::fir_step`) and the
 //!   SSM state (`E·N`).
 
+use super::bounds::{int_in, MAX_SIZE};
 use super::chunking::ChunkLayout;
 use super::conv::{fir_step, short_conv};
-use super::bounds::{int_in, MAX_SIZE};
 use super::layers::Linear;
 use super::scan::linear_scan;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
@@ -162,12 +162,15 @@ impl Mamba {
             let h_last = h; // chunk-end states from zero
             let p_chunk = (delta.sum_dim_intlist([2i64].as_slice(), false, delta.kind()).unsqueeze(-1) * &a).exp();
             let (_, h_end) = linear_scan(&p_chunk, &h_last, 1); // [B, nc, E, N] true chunk-end states
-            // state carried into chunks 1..nc, applied to their positions only
+                                                                // state carried into chunks 1..nc, applied to their positions only
             let h_in = h_end.narrow(1, 0, nc - 1).unsqueeze(2); // [B, nc-1, 1, E, N]
             let cum = delta.narrow(1, 1, nc - 1).cumsum(2, delta.kind()); // [B, nc-1, c, E]
             let decay = (cum.unsqueeze(-1) * &a).exp(); // [B, nc-1, c, E, N]
-            let carry = (decay * h_in * cm.narrow(1, 1, nc - 1).unsqueeze(3))
-                .sum_dim_intlist([-1i64].as_slice(), false, y.kind());
+            let carry = (decay * h_in * cm.narrow(1, 1, nc - 1).unsqueeze(3)).sum_dim_intlist(
+                [-1i64].as_slice(),
+                false,
+                y.kind(),
+            );
             let zero = Tensor::zeros([bsz, 1, c, e], (y.kind(), y.device()));
             y = y + Tensor::cat(&[zero, carry], 1);
         }
@@ -185,7 +188,8 @@ impl Mamba {
         for t in 0..l {
             let (dt, xt) = (inp.delta.select(1, t), inp.x.select(1, t)); // [B, E]
             let (bt, ct) = (inp.b.select(1, t), inp.c.select(1, t)); // [B, N]
-            h = (dt.view([bsz, self.e, 1]) * &a).exp() * h + (dt * xt).view([bsz, self.e, 1]) * bt.view([bsz, 1, self.n]);
+            h = (dt.view([bsz, self.e, 1]) * &a).exp() * h
+                + (dt * xt).view([bsz, self.e, 1]) * bt.view([bsz, 1, self.n]);
             ys.push(h.matmul(&ct.view([bsz, self.n, 1])).view([bsz, self.e]));
         }
         Tensor::stack(&ys, 1)
@@ -231,7 +235,8 @@ impl Mixer for Mamba {
             let pre = dt_in.matmul(&self.dt_proj.ws.tr()) + self.dt_proj.bs.as_ref().unwrap(); // [B, E]
             let delta = pre.clamp_min(0.0) + (-pre.abs()).exp().log1p(); // softplus, stable
             h = (delta.view([bsz, e, 1]) * &a).exp() * h + (&delta * &xc).view([bsz, e, 1]) * bt.view([bsz, 1, n]);
-            let y = (&h * ct.view([bsz, 1, n])).sum_dim_intlist([2i64].as_slice(), false, h.kind()) + &xc * &self.d_skip;
+            let y =
+                (&h * ct.view([bsz, 1, n])).sum_dim_intlist([2i64].as_slice(), false, h.kind()) + &xc * &self.d_skip;
             let zt = z.select(1, t);
             outs.push((y * &zt * zt.sigmoid()).matmul(&self.out_proj.ws.tr()));
         }
@@ -369,7 +374,13 @@ mod tests {
         let m = Mamba::build(vs.root(), 8, &cfg, &BuildCtx::new(0, 2, 64)).unwrap();
         let (b, l, e, n) = (2i64, 29i64, m.e, m.n);
         let r = |s: &[i64]| Tensor::randn(s, (Kind::Float, Device::Cpu));
-        let inp = Inputs { x: r(&[b, l, e]), z: r(&[b, l, e]), delta: (r(&[b, l, e]) * 20.0).softplus(), b: r(&[b, l, n]), c: r(&[b, l, n]) };
+        let inp = Inputs {
+            x: r(&[b, l, e]),
+            z: r(&[b, l, e]),
+            delta: (r(&[b, l, e]) * 20.0).softplus(),
+            b: r(&[b, l, n]),
+            c: r(&[b, l, n]),
+        };
         let fast = tch::no_grad(|| m.scan_chunked(&inp));
         let slow = tch::no_grad(|| m.scan_loop(&inp));
         assert!(bool::try_from(fast.isfinite().all()).unwrap(), "chunked scan not finite");
@@ -389,17 +400,34 @@ mod tests {
             let cfg = MambaConfig { d_state: 4, chunk_size: chunk, ..Default::default() };
             let m = Mamba::build(vs.root(), 8, &cfg, &BuildCtx::new(0, 2, 64)).unwrap();
             let (b, e, n) = (2i64, m.e, m.n);
-            let leaf = |s: &[i64], scale: f64| (Tensor::randn(s, (Kind::Double, Device::Cpu)) * scale).set_requires_grad(true);
-            let (x, z, dl, bb, cc) = (leaf(&[b, l, e], 1.0), leaf(&[b, l, e], 1.0), leaf(&[b, l, e], 1.0), leaf(&[b, l, n], 1.0), leaf(&[b, l, n], 1.0));
+            let leaf =
+                |s: &[i64], scale: f64| (Tensor::randn(s, (Kind::Double, Device::Cpu)) * scale).set_requires_grad(true);
+            let (x, z, dl, bb, cc) = (
+                leaf(&[b, l, e], 1.0),
+                leaf(&[b, l, e], 1.0),
+                leaf(&[b, l, e], 1.0),
+                leaf(&[b, l, n], 1.0),
+                leaf(&[b, l, n], 1.0),
+            );
             let a_log = m.a_log.to_kind(Kind::Double).detach().set_requires_grad(true);
-            let mk = || Inputs { x: x.shallow_clone(), z: z.shallow_clone(), delta: dl.softplus() * 0.02, b: bb.shallow_clone(), c: cc.shallow_clone() };
+            let mk = || Inputs {
+                x: x.shallow_clone(),
+                z: z.shallow_clone(),
+                delta: dl.softplus() * 0.02,
+                b: bb.shallow_clone(),
+                c: cc.shallow_clone(),
+            };
             let m64 = Mamba { a_log: a_log.shallow_clone(), ..m };
             let w = Tensor::randn([b, l, e], (Kind::Double, Device::Cpu));
             let grads = |y: Tensor| {
                 let wrt = [&x, &dl, &bb, &cc, &a_log];
                 let g = Tensor::run_backward(&[(y * &w).sum(Kind::Double)], &wrt, false, false);
                 // a parameter a graph never used has an undefined gradient: count it as zero
-                let g: Vec<Tensor> = g.iter().zip(wrt).map(|(g, p)| if g.defined() { g.flatten(0, -1) } else { p.zeros_like().flatten(0, -1) }).collect();
+                let g: Vec<Tensor> = g
+                    .iter()
+                    .zip(wrt)
+                    .map(|(g, p)| if g.defined() { g.flatten(0, -1) } else { p.zeros_like().flatten(0, -1) })
+                    .collect();
                 Tensor::cat(&g, 0)
             };
             let (fast, slow) = (m64.scan_chunked(&mk()), m64.scan_loop(&mk()));
@@ -419,7 +447,10 @@ mod tests {
             let (m, x) = crate::mixers::testing::seeded(21, || {
                 let vs = nn::VarStore::new(Device::Cpu);
                 let cfg = MambaConfig { d_state: 4, init, ..Default::default() };
-                (Mamba::build(vs.root(), 8, &cfg, &BuildCtx::new(0, 2, 160)).unwrap(), Tensor::randn([2, 150, 8], (Kind::Float, Device::Cpu)))
+                (
+                    Mamba::build(vs.root(), 8, &cfg, &BuildCtx::new(0, 2, 160)).unwrap(),
+                    Tensor::randn([2, 150, 8], (Kind::Float, Device::Cpu)),
+                )
             });
             let (fast, slow) = tch::no_grad(|| (m.forward(&x, false), m.reference(&x)));
             let err = rel_err(&fast, &slow);
@@ -439,7 +470,8 @@ mod tests {
     fn lm_vars(extra: &str) -> std::collections::HashMap<String, Tensor> {
         use crate::model::{LanguageModel, ModelConfig};
         let cfg: ModelConfig =
-            toml::from_str(&format!("d_model = 64\nstate_mixer = \"identity\"\nmixer = {{ name = \"mamba\"{extra} }}")).unwrap();
+            toml::from_str(&format!("d_model = 64\nstate_mixer = \"identity\"\nmixer = {{ name = \"mamba\"{extra} }}"))
+                .unwrap();
         crate::mixers::testing::seeded(4, || {
             let vs = nn::VarStore::new(Device::Cpu);
             let _lm = LanguageModel::new(&vs.root(), &cfg, 64, 64).unwrap();
@@ -475,8 +507,13 @@ mod tests {
         let p = |n: &str| format!("layers.1.mixer.{n}");
         let maxabs = |n: &str| v[&p(n)].abs().max().double_value(&[]);
         let std = |n: &str| v[&p(n)].std(true).double_value(&[]);
-        assert!(maxabs("in_proj.weight") <= 1.0 / d.sqrt() && (std("in_proj.weight") - 1.0 / (3.0 * d).sqrt()).abs() < 0.003);
-        assert!(maxabs("x_proj.weight") <= 1.0 / e.sqrt() && (std("x_proj.weight") - 1.0 / (3.0 * e).sqrt()).abs() < 0.003);
+        assert!(
+            maxabs("in_proj.weight") <= 1.0 / d.sqrt()
+                && (std("in_proj.weight") - 1.0 / (3.0 * d).sqrt()).abs() < 0.003
+        );
+        assert!(
+            maxabs("x_proj.weight") <= 1.0 / e.sqrt() && (std("x_proj.weight") - 1.0 / (3.0 * e).sqrt()).abs() < 0.003
+        );
         assert!(maxabs("dt_proj.weight") <= 1.0 / r.sqrt());
         let ob = 1.0 / e.sqrt() / 2f64.sqrt();
         assert!(maxabs("out_proj.weight") <= ob && maxabs("out_proj.weight") > 0.9 * ob);
@@ -488,7 +525,8 @@ mod tests {
     #[test]
     fn state_sizes_in_both_conventions() {
         let m = crate::mixers::testing::seeded(0, || {
-            Mamba::build(nn::VarStore::new(Device::Cpu).root(), 8, &MambaConfig::default(), &BuildCtx::new(0, 2, 32)).unwrap()
+            Mamba::build(nn::VarStore::new(Device::Cpu).root(), 8, &MambaConfig::default(), &BuildCtx::new(0, 2, 32))
+                .unwrap()
         });
         assert_eq!(m.state_size(20), 16 * 3 + 16 * 16);
         assert_eq!(m.state_size_zoology(20), Some(2 * 8 * 16));

@@ -204,7 +204,8 @@ impl Mixer for Mega {
             let vs = v.narrow(1, start, n);
             let offs: Vec<i64> = (start..=t).map(|s| t - s).collect();
             let bias = self.rel_bias.index_select(0, &Tensor::from_slice(&offs).to_device(x.device()));
-            let sc = (q.narrow(1, t, 1) * &ks).sum_dim_intlist([-1i64].as_slice(), false, x.kind()) * self.scaling() + bias;
+            let sc =
+                (q.narrow(1, t, 1) * &ks).sum_dim_intlist([-1i64].as_slice(), false, x.kind()) * self.scaling() + bias;
             let e = (&sc - sc.amax([-1i64].as_slice(), true)).exp();
             let w = &e / e.sum_dim_intlist([-1i64].as_slice(), true, x.kind());
             outs.push((w.unsqueeze(-1) * vs).sum_dim_intlist([1i64].as_slice(), false, x.kind()));
@@ -279,8 +280,10 @@ impl Mixer for Mega {
 impl MixerKind for Mega {
     type Config = MegaConfig;
     const NAME: &'static str = "mega";
-    const ABOUT: &'static str = "Mega: multi-dimensional damped EMA + single-head gated softmax attention, optionally chunked";
-    const STATE_FORMULA: &'static str = "d·h + (z_dim + h_dim)·n, n = L (unchunked) or ((L−1) mod c)+1 (chunked KV cache)";
+    const ABOUT: &'static str =
+        "Mega: multi-dimensional damped EMA + single-head gated softmax attention, optionally chunked";
+    const STATE_FORMULA: &'static str =
+        "d·h + (z_dim + h_dim)·n, n = L (unchunked) or ((L−1) mod c)+1 (chunked KV cache)";
     const CONSTANT_STATE: bool = false;
 
     fn validate(c: &MegaConfig, _d: i64, ctx: &BuildCtx, field: &str) -> Result<()> {
@@ -299,7 +302,8 @@ impl MixerKind for Mega {
 
     fn build(p: nn::Path, d: i64, c: &MegaConfig, ctx: &BuildCtx) -> Result<Self> {
         let h = c.ndim;
-        let sign = Tensor::from_slice(&(0..h).map(|i| if i % 2 == 0 { 1.0f32 } else { -1.0 }).collect::<Vec<_>>()).to_device(p.device());
+        let sign = Tensor::from_slice(&(0..h).map(|i| if i % 2 == 0 { 1.0f32 } else { -1.0 }).collect::<Vec<_>>())
+            .to_device(p.device());
         let beta_init = sign.unsqueeze(0).repeat([d, 1]) + Tensor::randn([d, h], (Kind::Float, p.device())) * 0.02;
         let hd = c.h_mult * d;
         let chunk = (c.chunk_size > 0).then_some(c.chunk_size);
@@ -372,8 +376,18 @@ mod tests {
             })
             .collect();
         for j in 0..12 {
-            assert!((kernel[j] as f64 - want[j]).abs() < 1e-6, "FFT kernel K[{j}] = {}, closed form {}", kernel[j], want[j]);
-            assert!((impulse[j] - want[j]).abs() < 1e-6, "step impulse response [{j}] = {}, closed form {}", impulse[j], want[j]);
+            assert!(
+                (kernel[j] as f64 - want[j]).abs() < 1e-6,
+                "FFT kernel K[{j}] = {}, closed form {}",
+                kernel[j],
+                want[j]
+            );
+            assert!(
+                (impulse[j] - want[j]).abs() < 1e-6,
+                "step impulse response [{j}] = {}, closed form {}",
+                impulse[j],
+                want[j]
+            );
         }
     }
 

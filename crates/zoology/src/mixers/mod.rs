@@ -16,28 +16,28 @@ pub mod chunking;
 pub mod conv;
 pub mod delta;
 pub mod delta_net;
+#[cfg(test)]
+mod flops_tests;
 pub mod gla;
 pub mod h3;
 pub mod hybrid;
 pub mod hyena;
 pub mod layers;
-pub mod linear_attn;
 pub mod linear_attention;
+pub mod linear_attn;
+#[cfg(test)]
+mod linear_tests;
 pub mod long_conv;
-pub mod modal;
+pub mod mamba;
 pub mod mega;
+pub mod modal;
+#[cfg(test)]
+mod parity_tests;
 pub mod retnet;
+pub mod rwkv;
 pub mod scan;
 pub mod sliding_window;
 pub mod stripedhyena;
-pub mod mamba;
-pub mod rwkv;
-#[cfg(test)]
-mod flops_tests;
-#[cfg(test)]
-mod linear_tests;
-#[cfg(test)]
-mod parity_tests;
 #[cfg(test)]
 mod suite;
 #[cfg(test)]
@@ -272,12 +272,7 @@ pub fn lookup(table: &toml::Table, field: &str) -> Result<MixerEntry> {
         Some(other) => {
             return Err(config_err(format!("{field}.name"), format!("must be a string, got {}", other.type_str())))
         }
-        None => {
-            return Err(config_err(
-                format!("{field}.name"),
-                format!("missing; one of: {}", names().join(", ")),
-            ))
-        }
+        None => return Err(config_err(format!("{field}.name"), format!("missing; one of: {}", names().join(", ")))),
     };
     registry().into_iter().chain(test_only_entries()).find(|e| e.name == name).ok_or_else(|| {
         config_err(format!("{field}.name"), format!("unknown mixer {name:?}; one of: {}", names().join(", ")))
@@ -309,7 +304,13 @@ pub fn validate_table(table: &toml::Table, d_model: i64, ctx: &BuildCtx, field: 
 }
 
 /// Builds the mixer a table describes.
-pub fn build_table(p: nn::Path, table: &toml::Table, d_model: i64, ctx: &BuildCtx, field: &str) -> Result<Box<dyn Mixer>> {
+pub fn build_table(
+    p: nn::Path,
+    table: &toml::Table,
+    d_model: i64,
+    ctx: &BuildCtx,
+    field: &str,
+) -> Result<Box<dyn Mixer>> {
     let e = lookup(table, field)?;
     (e.build)(p, d_model, table, ctx, field)
 }

@@ -124,7 +124,8 @@ impl S4d {
         let s = (0.5f64).sqrt();
         let c_re = p.var("c_re", &[h, m], nn::Init::Randn { mean: 0.0, stdev: s });
         let c_im = p.var("c_im", &[h, m], nn::Init::Randn { mean: 0.0, stdev: s });
-        let b = trained_b.then(|| (p.var("b_re", &[h, m], nn::Init::Const(1.0)), p.var("b_im", &[h, m], nn::Init::Const(0.0))));
+        let b = trained_b
+            .then(|| (p.var("b_re", &[h, m], nn::Init::Const(1.0)), p.var("b_im", &[h, m], nn::Init::Const(0.0))));
         S4d { log_dt, log_a_re, a_im, c_re, c_im, b, disc }
     }
 
@@ -134,7 +135,7 @@ impl S4d {
         let ar = -self.log_a_re.to_kind(Kind::Float).exp();
         let ai = self.a_im.to_kind(Kind::Float);
         let (zr, zi) = (&dt * &ar, &dt * &ai); // ΔA
-        // (log|p|, arg p) and the input weight w = (w_re, w_im)
+                                               // (log|p|, arg p) and the input weight w = (w_re, w_im)
         let (log_mag, theta, w_re, w_im) = match self.disc {
             Discretization::Zoh => {
                 let mag = zr.exp();
@@ -247,7 +248,13 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let s = S4d::new(vs.root(), 1, 6, Discretization::Bilinear, true);
         tch::no_grad(|| {
-            for (dst, src) in [(&s.log_dt, &plain.log_dt), (&s.log_a_re, &plain.log_a_re), (&s.a_im, &plain.a_im), (&s.c_re, &plain.c_re), (&s.c_im, &plain.c_im)] {
+            for (dst, src) in [
+                (&s.log_dt, &plain.log_dt),
+                (&s.log_a_re, &plain.log_a_re),
+                (&s.a_im, &plain.a_im),
+                (&s.c_re, &plain.c_re),
+                (&s.c_im, &plain.c_im),
+            ] {
                 let _ = dst.shallow_clone().copy_(src);
             }
             let (br, bi) = s.b.as_ref().unwrap();
@@ -260,7 +267,12 @@ mod tests {
         let b = [(1.0f32, 0.0f32), (2.0, 1.0), (-0.5, 0.25)];
         for n in 0..3 {
             let (wr, wi) = (r0[n] * b[n].0 - i0[n] * b[n].1, r0[n] * b[n].1 + i0[n] * b[n].0);
-            assert!((r1[n] - wr).abs() < 1e-6 && (i1[n] - wi).abs() < 1e-6, "mode {n}: ({}, {}) vs ({wr}, {wi})", r1[n], i1[n]);
+            assert!(
+                (r1[n] - wr).abs() < 1e-6 && (i1[n] - wi).abs() < 1e-6,
+                "mode {n}: ({}, {}) vs ({wr}, {wi})",
+                r1[n],
+                i1[n]
+            );
         }
         assert!(v(&m1.log_mag) == v(&m0.log_mag) && v(&m1.theta) == v(&m0.theta), "B must not move the poles");
     }

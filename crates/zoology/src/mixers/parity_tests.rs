@@ -25,7 +25,8 @@ fn table(src: &str) -> toml::Table {
 fn build(name: &str, src: &str, d: i64, layer: usize) -> (nn::VarStore, Box<dyn Mixer>) {
     seeded(1, || {
         let vs = nn::VarStore::new(Device::Cpu);
-        let m = (entry(name).build)(vs.root() / "mixer", d, &table(src), &BuildCtx::new(layer, 2, 64), "model.mixer").unwrap();
+        let m = (entry(name).build)(vs.root() / "mixer", d, &table(src), &BuildCtx::new(layer, 2, 64), "model.mixer")
+            .unwrap();
         (vs, m)
     })
 }
@@ -60,7 +61,10 @@ fn check_zoology_init(mixer: &str) -> Vec<String> {
             let std = (x.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / n).sqrt();
             // 5 standard errors of a sample std (≈ σ/√(2n)), at least 5 %
             let tol = (5.0 / (2.0 * n).sqrt()).max(0.05);
-            assert!((std / want - 1.0).abs() < tol, "{mixer}: {name} std {std:.4}, Zoology's rule gives {want:.4} (tol {tol:.2})");
+            assert!(
+                (std / want - 1.0).abs() < tol,
+                "{mixer}: {name} std {std:.4}, Zoology's rule gives {want:.4} (tol {tol:.2})"
+            );
             assert!(mean.abs() < 5.0 * want / n.sqrt(), "{mixer}: {name} mean {mean:.2e}");
         } else {
             continue;
@@ -73,19 +77,31 @@ fn check_zoology_init(mixer: &str) -> Vec<String> {
 #[test]
 fn init_follows_zoologys_name_rule() {
     let cases: [(&str, &[&str]); 8] = [
-        ("name = \"attention\"", &["mixer.wqkv.weight", "mixer.out_proj.weight", "mixer.wqkv.bias", "mixer.out_proj.bias"]),
+        (
+            "name = \"attention\"",
+            &["mixer.wqkv.weight", "mixer.out_proj.weight", "mixer.wqkv.bias", "mixer.out_proj.bias"],
+        ),
         ("name = \"sliding_window\"\nwindow = 8", &["mixer.out_proj.weight"]),
-        ("name = \"based\"", &["mixer.proj_q.weight", "mixer.proj_k.weight", "mixer.proj_v.weight", "mixer.proj_o.weight"]),
+        (
+            "name = \"based\"",
+            &["mixer.proj_q.weight", "mixer.proj_k.weight", "mixer.proj_v.weight", "mixer.proj_o.weight"],
+        ),
         ("name = \"linear_attention\"", &["mixer.proj_o.weight"]),
         ("name = \"retnet\"", &["mixer.o_proj.weight", "mixer.g_proj.weight"]),
-        ("name = \"gla\"", &["mixer.o_proj.weight", "mixer.gk_proj1.weight", "mixer.gk_proj2.weight", "mixer.gk_proj2.bias"]),
+        (
+            "name = \"gla\"",
+            &["mixer.o_proj.weight", "mixer.gk_proj1.weight", "mixer.gk_proj2.weight", "mixer.gk_proj2.bias"],
+        ),
         ("name = \"delta_net\"", &["mixer.o_proj.weight", "mixer.b_proj.weight"]),
         ("name = \"gated_delta_net\"", &["mixer.o_proj.weight", "mixer.a_proj.weight"]),
     ];
     for (mixer, must) in cases {
         let checked = check_zoology_init(mixer);
         for m in must {
-            assert!(checked.iter().any(|c| c.ends_with(m)), "{mixer}: {m} was not among the checked parameters {checked:?}");
+            assert!(
+                checked.iter().any(|c| c.ends_with(m)),
+                "{mixer}: {m} was not among the checked parameters {checked:?}"
+            );
         }
     }
 }
@@ -109,7 +125,8 @@ fn sliding_window_sees_zoologys_token_count() {
         let x = seeded(2, || Tensor::randn([1, l, 16], (Kind::Float, Device::Cpu)));
         let t = l - 1;
         for reference in [false, true] {
-            let run = |x: &Tensor| tch::no_grad(|| if reference { m.reference(x) } else { m.forward(x, false) }).select(1, t);
+            let run =
+                |x: &Tensor| tch::no_grad(|| if reference { m.reference(x) } else { m.forward(x, false) }).select(1, t);
             let y = run(&x);
             let dependent = (0..l)
                 .filter(|&s| {
@@ -142,7 +159,8 @@ fn gated_delta_net_defaults_are_zoologys() {
     assert_eq!(m.state_size_zoology(10), Some(2 * d * d / 256));
     assert_eq!(m.state_size(10), 2 * d * d / 256 + 3 * (d + d + 2 * d));
     // the named options bring back the earlier choices
-    let (vs, _) = build("gated_delta_net", "expand_v = 1.0\nuse_gate = true\na_init_range = [1.0, 16.0]\nnum_heads = 256", d, 0);
+    let (vs, _) =
+        build("gated_delta_net", "expand_v = 1.0\nuse_gate = true\na_init_range = [1.0, 16.0]\nnum_heads = 256", d, 0);
     let vars = vs.variables();
     assert_eq!(vars["mixer.v_proj.weight"].size(), vec![d, d]);
     assert!(vars.contains_key("mixer.g_proj.weight"));
@@ -182,7 +200,13 @@ fn zoology_state_sizes_match_zoologys_formulas() {
 #[test]
 fn lm_zoology_state_bytes_sum_the_layers() {
     let lm = |mixer: &str| {
-        let cfg = ModelConfig { d_model: 32, n_layers: 2, max_position_embeddings: 0, mixer: table(mixer), ..ModelConfig::default() };
+        let cfg = ModelConfig {
+            d_model: 32,
+            n_layers: 2,
+            max_position_embeddings: 0,
+            mixer: table(mixer),
+            ..ModelConfig::default()
+        };
         seeded(0, || LanguageModel::new(&nn::VarStore::new(Device::Cpu).root(), &cfg, 64, 64).unwrap())
     };
     let m = lm("name = \"hybrid\"\nlayers = [{ name = \"attention\" }, { name = \"delta_net\" }]");
@@ -223,7 +247,9 @@ fn gla_gate_matches_its_closed_form() {
     let m = Gla::build(vs.root(), 16, &cfg, &BuildCtx::new(0, 2, 16)).unwrap();
     let vars = vs.variables();
     // a nonzero bias, so that the test sees b₂
-    tch::no_grad(|| vars["gk_proj2.bias"].shallow_clone().copy_(&(Tensor::randn([8], (Kind::Float, Device::Cpu)) * 3.0)));
+    tch::no_grad(|| {
+        vars["gk_proj2.bias"].shallow_clone().copy_(&(Tensor::randn([8], (Kind::Float, Device::Cpu)) * 3.0))
+    });
     let x = Tensor::randn([1, 3, 16], (Kind::Float, Device::Cpu)) * 20.0;
     let (_, _, _, g) = tch::no_grad(|| m.qkvg(&x));
     let g = g.unwrap(); // [1, H=2, 3, d_k=4]
@@ -241,7 +267,12 @@ fn gla_gate_matches_its_closed_form() {
     // large logits: log σ(z) stays finite and ≤ 0
     let big = Tensor::from_slice(&[-200.0f32, 0.0, 200.0]);
     let v = f64s(&gate_log_decay(&big, 16.0));
-    assert!((v[0] - (-200.0 / 16.0)).abs() < 1e-4 && (v[1] - (0.5f64.ln() / 16.0)).abs() < 1e-7 && v[2] <= 0.0 && v[2] > -1e-6);
+    assert!(
+        (v[0] - (-200.0 / 16.0)).abs() < 1e-4
+            && (v[1] - (0.5f64.ln() / 16.0)).abs() < 1e-7
+            && v[2] <= 0.0
+            && v[2] > -1e-6
+    );
 }
 
 /// RetNet's decays and both norms against hand-computed values.
@@ -334,9 +365,16 @@ fn linear_attention_output_matches_its_closed_form() {
     let x = seeded(4, || Tensor::randn([1, l as i64, d as i64], (Kind::Float, Device::Cpu)));
     let y = f64s(&tch::no_grad(|| m.forward(&x, false)));
     let vars = vs.variables();
-    let (wq, wk, wv, wo) = (f64s(&vars["mixer.proj_q.weight"]), f64s(&vars["mixer.proj_k.weight"]), f64s(&vars["mixer.proj_v.weight"]), f64s(&vars["mixer.proj_o.weight"]));
+    let (wq, wk, wv, wo) = (
+        f64s(&vars["mixer.proj_q.weight"]),
+        f64s(&vars["mixer.proj_k.weight"]),
+        f64s(&vars["mixer.proj_v.weight"]),
+        f64s(&vars["mixer.proj_o.weight"]),
+    );
     let xs = f64s(&x);
-    let mv = |w: &[f64], rows: usize, t: usize| -> Vec<f64> { (0..rows).map(|r| (0..d).map(|i| w[r * d + i] * xs[t * d + i]).sum()).collect() };
+    let mv = |w: &[f64], rows: usize, t: usize| -> Vec<f64> {
+        (0..rows).map(|r| (0..d).map(|i| w[r * d + i] * xs[t * d + i]).sum()).collect()
+    };
     let phi = |v: Vec<f64>| -> Vec<f64> { v.into_iter().map(|e| if e > 0.0 { e + 1.0 } else { e.exp() }).collect() };
     for t in 0..l {
         let q = phi(mv(&wq, f, t));

@@ -149,7 +149,8 @@ impl DecayedLinear for RetNet {
 impl MixerKind for RetNet {
     type Config = RetNetConfig;
     const NAME: &'static str = "retnet";
-    const ABOUT: &'static str = "RetNet multi-scale retention: per-head decay 1−2^(−5−h), GroupNorm (or fla's RMSNorm) + swish gate, chunked";
+    const ABOUT: &'static str =
+        "RetNet multi-scale retention: per-head decay 1−2^(−5−h), GroupNorm (or fla's RMSNorm) + swish gate, chunked";
     const STATE_FORMULA: &'static str = "H·h·h_v = d·⌊d·expand_v⌋/H (h = d/H; d²/H by default)";
     const CONSTANT_STATE: bool = true;
 
@@ -163,7 +164,10 @@ impl MixerKind for RetNet {
         check_value_width(c.num_heads, c.expand_v, d, field)?;
         check_chunk(c.chunk_size, field)?;
         if !(c.norm_eps > 0.0 && c.norm_eps.is_finite()) {
-            return Err(config_err(format!("{field}.norm_eps"), format!("must be a finite number > 0 (got {})", c.norm_eps)));
+            return Err(config_err(
+                format!("{field}.norm_eps"),
+                format!("must be a finite number > 0 (got {})", c.norm_eps),
+            ));
         }
         Ok(())
     }
@@ -196,7 +200,13 @@ impl MixerKind for RetNet {
         vec![
             RetNetConfig::default(),
             RetNetConfig { num_heads: 2, chunk_size: 4, ..Default::default() },
-            RetNetConfig { num_heads: 2, expand_v: 2.0, norm: RetNetNorm::RmsNorm, chunk_size: 5, ..Default::default() },
+            RetNetConfig {
+                num_heads: 2,
+                expand_v: 2.0,
+                norm: RetNetNorm::RmsNorm,
+                chunk_size: 5,
+                ..Default::default()
+            },
         ]
     }
 }

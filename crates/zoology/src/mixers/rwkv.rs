@@ -101,7 +101,13 @@ pub(crate) fn rwkv_ratios(layer: usize, n: usize, d: i64, dev: tch::Device) -> (
 
 /// One step of the stabilised WKV recurrence on `[B, D]` tensors. Returns `wkv_t` and the
 /// state after absorbing `(k_t, v_t)`.
-fn wkv_step(st: (&Tensor, &Tensor, &Tensor), k: &Tensor, v: &Tensor, w: &Tensor, u: &Tensor) -> (Tensor, Tensor, Tensor, Tensor) {
+fn wkv_step(
+    st: (&Tensor, &Tensor, &Tensor),
+    k: &Tensor,
+    v: &Tensor,
+    w: &Tensor,
+    u: &Tensor,
+) -> (Tensor, Tensor, Tensor, Tensor) {
     let (aa, bb, pp) = st;
     // output: (a + e^{u+k} v) / (b + e^{u+k}), a = aa·e^pp
     let ww = u + k;
@@ -202,7 +208,8 @@ impl Mixer for Rwkv {
         let (r, k, v) = self.rkv(x, &token_shift(x));
         let (w, u) = (self.w(), &self.time_first);
         let opts = (x.kind(), x.device());
-        let (mut aa, mut bb, mut pp) = (Tensor::zeros([b, d], opts), Tensor::zeros([b, d], opts), Tensor::full([b, d], NEG, opts));
+        let (mut aa, mut bb, mut pp) =
+            (Tensor::zeros([b, d], opts), Tensor::zeros([b, d], opts), Tensor::full([b, d], NEG, opts));
         let mut ys = Vec::with_capacity(l as usize);
         for t in 0..l {
             let (y, a2, b2, p2) = wkv_step((&aa, &bb, &pp), &k.select(1, t), &v.select(1, t), &w, u);
@@ -241,7 +248,8 @@ impl Mixer for Rwkv {
 impl MixerKind for Rwkv {
     type Config = RwkvConfig;
     const NAME: &'static str = "rwkv";
-    const ABOUT: &'static str = "RWKV-4 time mixing: token shift + per-channel decaying WKV average (chunked, log-sum-exp stabilised)";
+    const ABOUT: &'static str =
+        "RWKV-4 time mixing: token shift + per-channel decaying WKV average (chunked, log-sum-exp stabilised)";
     const STATE_FORMULA: &'static str = "4·d (last x, a, b, running max)";
     const CONSTANT_STATE: bool = true;
 
@@ -325,12 +333,18 @@ mod tests {
         let _rng = crate::mixers::testing::seed_guard(0);
         let vs = nn::VarStore::new(Device::Cpu);
         let (d, l) = (8i64, 37i64);
-        let m = Rwkv::build(vs.root(), d, &RwkvConfig { chunk_size: 8, ..Default::default() }, &BuildCtx::new(1, 2, 64)).unwrap();
+        let m =
+            Rwkv::build(vs.root(), d, &RwkvConfig { chunk_size: 8, ..Default::default() }, &BuildCtx::new(1, 2, 64))
+                .unwrap();
         let k = Tensor::randn([2, l, d], (Kind::Float, Device::Cpu)) * 60.0;
         let v = Tensor::randn([2, l, d], (Kind::Float, Device::Cpu));
         let (w, u) = (m.w(), m.time_first.shallow_clone());
         let fast = tch::no_grad(|| m.wkv_chunked(&k, &v));
-        let mut st = (Tensor::zeros([2, d], (Kind::Float, Device::Cpu)), Tensor::zeros([2, d], (Kind::Float, Device::Cpu)), Tensor::full([2, d], NEG, (Kind::Float, Device::Cpu)));
+        let mut st = (
+            Tensor::zeros([2, d], (Kind::Float, Device::Cpu)),
+            Tensor::zeros([2, d], (Kind::Float, Device::Cpu)),
+            Tensor::full([2, d], NEG, (Kind::Float, Device::Cpu)),
+        );
         let mut steps = vec![];
         for t in 0..l {
             let (y, a, b, p) = wkv_step((&st.0, &st.1, &st.2), &k.select(1, t), &v.select(1, t), &w, &u);
@@ -339,7 +353,8 @@ mod tests {
         }
         let steps = Tensor::stack(&steps, 1);
         // plain formula in f64, no stabilisation
-        let (k64, v64, w64, u64_) = (k.to_kind(Kind::Double), v.to_kind(Kind::Double), w.to_kind(Kind::Double), u.to_kind(Kind::Double));
+        let (k64, v64, w64, u64_) =
+            (k.to_kind(Kind::Double), v.to_kind(Kind::Double), w.to_kind(Kind::Double), u.to_kind(Kind::Double));
         let mut plain = vec![];
         for t in 0..l {
             let e = (&u64_ + k64.select(1, t)).exp();
@@ -366,7 +381,8 @@ mod tests {
     fn init_is_zoologys_by_default() {
         use crate::model::{LanguageModel, ModelConfig};
         let vars = |mixer: &str| {
-            let cfg: ModelConfig = toml::from_str(&format!("d_model = 64\nstate_mixer = \"identity\"\nmixer = {mixer}")).unwrap();
+            let cfg: ModelConfig =
+                toml::from_str(&format!("d_model = 64\nstate_mixer = \"identity\"\nmixer = {mixer}")).unwrap();
             crate::mixers::testing::seeded(6, || {
                 let vs = nn::VarStore::new(Device::Cpu);
                 let _lm = LanguageModel::new(&vs.root(), &cfg, 64, 64).unwrap();
@@ -376,7 +392,8 @@ mod tests {
         let d = 64usize;
         let expect = |n_layer: f64| {
             let (r0, r1) = (1.0 / (n_layer - 1.0), 1.0 - 1.0 / n_layer);
-            let decay: Vec<f64> = (0..d).map(|h| -5.0 + 8.0 * (h as f64 / (d - 1) as f64).powf(0.7 + 1.3 * r0)).collect();
+            let decay: Vec<f64> =
+                (0..d).map(|h| -5.0 + 8.0 * (h as f64 / (d - 1) as f64).powf(0.7 + 1.3 * r0)).collect();
             let mix_k: Vec<f64> = (0..d).map(|i| (i as f64 / d as f64).powf(r1)).collect();
             let mix_v: Vec<f64> = (0..d).map(|i| (i as f64 / d as f64).powf(r1) + 0.3 * r0).collect();
             let mix_r: Vec<f64> = (0..d).map(|i| (i as f64 / d as f64).powf(0.5 * r1)).collect();
@@ -399,7 +416,10 @@ mod tests {
                 let (mx, sd) = (w.abs().max().double_value(&[]), w.std(true).double_value(&[]));
                 if pytorch {
                     let b = 1.0 / (d as f64).sqrt();
-                    assert!(mx <= b && mx > 0.95 * b && (sd - b / 3f64.sqrt()).abs() < 0.005, "{name}: max {mx}, std {sd}");
+                    assert!(
+                        mx <= b && mx > 0.95 * b && (sd - b / 3f64.sqrt()).abs() < 0.005,
+                        "{name}: max {mx}, std {sd}"
+                    );
                 } else {
                     let want = if name == "output" { 0.01 } else { 0.02 };
                     assert!((sd - want).abs() < 0.1 * want, "{name}: std {sd} vs {want}");
@@ -412,7 +432,8 @@ mod tests {
     fn no_zoology_state_formula_and_bad_configs_name_the_field() {
         use crate::mixers::testing::validate_error;
         let m = crate::mixers::testing::seeded(0, || {
-            Rwkv::build(nn::VarStore::new(Device::Cpu).root(), 8, &RwkvConfig::default(), &BuildCtx::new(0, 2, 32)).unwrap()
+            Rwkv::build(nn::VarStore::new(Device::Cpu).root(), 8, &RwkvConfig::default(), &BuildCtx::new(0, 2, 32))
+                .unwrap()
         });
         assert_eq!((m.state_size(9), m.state_size_zoology(9)), (32, None));
         let e = validate_error(r#"{ name = "rwkv", n_layer = 1 }"#);
@@ -423,7 +444,8 @@ mod tests {
         assert!(e.contains("model.mixer.linear_init"), "{e}");
         // a 16-layer model with Zoology's n_layer = 12
         let t: toml::Table = toml::from_str(r#"name = "rwkv""#).unwrap();
-        let e = crate::mixers::validate_table(&t, 16, &BuildCtx::new(13, 16, 32), "model.mixer").unwrap_err().to_string();
+        let e =
+            crate::mixers::validate_table(&t, 16, &BuildCtx::new(13, 16, 32), "model.mixer").unwrap_err().to_string();
         assert!(e.contains("model.mixer.n_layer") && e.contains("layer 13"), "{e}");
     }
 }

@@ -96,7 +96,8 @@ impl Mixer for SlidingWindow {
         let w = self.window;
         let scale = self.attn.scale();
         let y = if w >= l {
-            let s = (q.matmul(&k.transpose(-2, -1)) * scale).masked_fill(&future_mask(l, x.device()), f64::NEG_INFINITY);
+            let s =
+                (q.matmul(&k.transpose(-2, -1)) * scale).masked_fill(&future_mask(l, x.device()), f64::NEG_INFINITY);
             s.softmax(-1, s.kind()).dropout(self.attn.dropout(), train).matmul(&v)
         } else {
             let lay = ChunkLayout::new(l, w);
@@ -114,7 +115,8 @@ impl Mixer for SlidingWindow {
             let j = Tensor::arange(2 * w, opts).view([1, 2 * w]);
             let band = j.gt_tensor(&i).logical_and(&j.le_tensor(&(&i + w))); // [w, 2w]
             let first = j.ge(w).logical_and(&band);
-            let allowed = Tensor::stack(&[first].into_iter().chain((1..n).map(|_| band.shallow_clone())).collect::<Vec<_>>(), 0); // [n,w,2w]
+            let allowed =
+                Tensor::stack(&[first].into_iter().chain((1..n).map(|_| band.shallow_clone())).collect::<Vec<_>>(), 0); // [n,w,2w]
             let s = (qb.matmul(&kx.transpose(-2, -1)) * scale).masked_fill(&allowed.logical_not(), f64::NEG_INFINITY);
             let a = s.softmax(-1, s.kind()).dropout(self.attn.dropout(), train);
             lay.merge(&a.matmul(&vx), 2)
@@ -129,7 +131,8 @@ impl Mixer for SlidingWindow {
             .map(|t| {
                 let lo = (t - self.window + 1).max(0);
                 let (ks, vs) = (k.narrow(2, lo, t - lo + 1), v.narrow(2, lo, t - lo + 1));
-                let s = (q.narrow(2, t, 1) * &ks).sum_dim_intlist([-1i64].as_slice(), false, x.kind()) * self.attn.scale();
+                let s =
+                    (q.narrow(2, t, 1) * &ks).sum_dim_intlist([-1i64].as_slice(), false, x.kind()) * self.attn.scale();
                 let w = Attention::explicit_softmax(&s); // [B,H,n]
                 (w.unsqueeze(-1) * vs).sum_dim_intlist([2i64].as_slice(), false, x.kind())
             })
@@ -175,7 +178,8 @@ impl Mixer for SlidingWindow {
 
     fn flops(&self, seq_len: i64) -> crate::flops::MixerFlops {
         let (d, l, n, proj) = (self.attn.width() as f64, seq_len as f64, self.window, self.attn.proj_flops());
-        let mix = if n >= seq_len { 4.0 * l * l * d } else { 8.0 * n as f64 * d * crate::flops::padded(seq_len, n) as f64 };
+        let mix =
+            if n >= seq_len { 4.0 * l * l * d } else { 8.0 * n as f64 * d * crate::flops::padded(seq_len, n) as f64 };
         crate::flops::MixerFlops::stepwise(l * proj + mix, 0.0, seq_len, |t| proj + 4.0 * d * t.min(n) as f64)
     }
 }
@@ -190,18 +194,26 @@ impl MixerKind for SlidingWindow {
     type Config = SlidingWindowConfig;
     const NAME: &'static str = "sliding_window";
     const ABOUT: &'static str = "causal softmax attention over the last w+1 tokens (Zoology's mask; window_convention exact/based_flash), rolling KV cache";
-    const STATE_FORMULA: &'static str = "2·d·min(L, n), n = w+1 (zoology), w (exact), ⌊w/2⌋+1 (based_flash) (rolling KV cache)";
+    const STATE_FORMULA: &'static str =
+        "2·d·min(L, n), n = w+1 (zoology), w (exact), ⌊w/2⌋+1 (based_flash) (rolling KV cache)";
     const CONSTANT_STATE: bool = false;
 
     fn validate(c: &SlidingWindowConfig, d: i64, ctx: &BuildCtx, field: &str) -> Result<()> {
         if !(1..=MAX_WINDOW).contains(&c.window) {
-            return Err(config_err(format!("{field}.window"), format!("must be between 1 and {MAX_WINDOW} tokens (got {})", c.window)));
+            return Err(config_err(
+                format!("{field}.window"),
+                format!("must be between 1 and {MAX_WINDOW} tokens (got {})", c.window),
+            ));
         }
         Attention::validate(&Self::attention_config(c), d, ctx, field)
     }
 
     fn build(p: nn::Path, d: i64, c: &SlidingWindowConfig, ctx: &BuildCtx) -> Result<Self> {
-        Ok(SlidingWindow { attn: Attention::build(p, d, &Self::attention_config(c), ctx)?, window: c.tokens_seen(), block_size: c.window })
+        Ok(SlidingWindow {
+            attn: Attention::build(p, d, &Self::attention_config(c), ctx)?,
+            window: c.tokens_seen(),
+            block_size: c.window,
+        })
     }
 
     fn suite_variants() -> Vec<SlidingWindowConfig> {
@@ -209,7 +221,12 @@ impl MixerKind for SlidingWindow {
             SlidingWindowConfig::default(),
             SlidingWindowConfig { window: 4, ..Default::default() },
             SlidingWindowConfig { window: 4, window_convention: WindowConvention::Exact, ..Default::default() },
-            SlidingWindowConfig { window: 7, window_convention: WindowConvention::BasedFlash, num_heads: 2, ..Default::default() },
+            SlidingWindowConfig {
+                window: 7,
+                window_convention: WindowConvention::BasedFlash,
+                num_heads: 2,
+                ..Default::default()
+            },
             SlidingWindowConfig { window: 8, num_heads: 2, ..Default::default() },
         ]
     }

@@ -125,7 +125,12 @@ impl Mixer for StripedHyena {
         let (d, p) = (self.d, self.poles);
         let tok = self.in_proj.flops() + fir(3 * d, self.k) + self.out_proj.flops();
         let fwd = seq_len as f64 * tok + fft_conv(d, seq_len);
-        MixerFlops::parallel(fwd, modal_kernel(d, p, seq_len) + fft_filter(d, seq_len), modal_kernel(d, p, seq_len), tok + modal_step(d, p))
+        MixerFlops::parallel(
+            fwd,
+            modal_kernel(d, p, seq_len) + fft_filter(d, seq_len),
+            modal_kernel(d, p, seq_len),
+            tok + modal_step(d, p),
+        )
     }
 
     /// `modal-fft` prefill: FFT outputs plus the closed-form final state.
@@ -143,7 +148,8 @@ impl Mixer for StripedHyena {
 impl MixerKind for StripedHyena {
     type Config = StripedHyenaConfig;
     const NAME: &'static str = "stripedhyena";
-    const ABOUT: &'static str = "StripedHyena modal Hyena: x2 ⊙ (h*(x1⊙v) + D x1⊙v), h = Re Σ R p^t, constant-size state, modal-fft prefill";
+    const ABOUT: &'static str =
+        "StripedHyena modal Hyena: x2 ⊙ (h*(x1⊙v) + D x1⊙v), h = Re Σ R p^t, constant-size state, modal-fft prefill";
     const STATE_FORMULA: &'static str = "3d·(k−1) + 2·d·P (FIR window + P complex poles per channel)";
     const CONSTANT_STATE: bool = true;
 

@@ -39,7 +39,8 @@ fn all_built(seed: i64) -> Vec<Built> {
 
 fn report(check: &str, ran: Vec<String>, failures: Vec<String>) {
     println!("suite {check}: ran {} configs: {}", ran.len(), ran.join(", "));
-    let names: std::collections::BTreeSet<&str> = registry().iter().map(|e: &MixerEntry| e.name).collect::<Vec<_>>().into_iter().collect();
+    let names: std::collections::BTreeSet<&str> =
+        registry().iter().map(|e: &MixerEntry| e.name).collect::<Vec<_>>().into_iter().collect();
     println!("suite {check}: mixers covered: {}", names.into_iter().collect::<Vec<_>>().join(", "));
     assert!(failures.is_empty(), "suite {check} failed for:\n  {}", failures.join("\n  "));
 }
@@ -104,12 +105,16 @@ fn suite_causality() {
             let (y1, y2) = tch::no_grad(|| (b.m.forward(&x, false), b.m.forward(&x2, false)));
             let scale = y1.abs().max().double_value(&[]).max(1.0);
             let diff = (y1.narrow(1, 0, t + 1) - y2.narrow(1, 0, t + 1)).abs().max().double_value(&[]);
-            let changed = (y1.narrow(1, t + 1, l - t - 1) - y2.narrow(1, t + 1, l - t - 1)).abs().max().double_value(&[]);
+            let changed =
+                (y1.narrow(1, t + 1, l - t - 1) - y2.narrow(1, t + 1, l - t - 1)).abs().max().double_value(&[]);
             if diff > 1e-5 * scale {
                 fails.push(format!("{} t={t}: output ≤ t changed by {diff:.2e} (scale {scale:.2e})", b.label));
             }
             if changed == 0.0 {
-                fails.push(format!("{} t={t}: outputs after t did not change at all (test cannot see the future)", b.label));
+                fails.push(format!(
+                    "{} t={t}: outputs after t did not change at all (test cannot see the future)",
+                    b.label
+                ));
             }
         }
         ran.push(b.label);
@@ -128,7 +133,11 @@ fn grads(b: &Built, x: &Tensor, w: &Tensor, fast: bool) -> Vec<(String, Option<T
     let mut wrt = vec![&xg];
     wrt.extend(vars.iter().map(|(_, v)| v));
     let gs = Tensor::run_backward(&[(y * w).sum(Kind::Float)], &wrt, false, false);
-    std::iter::once("input".to_string()).chain(vars.into_iter().map(|(n, _)| n)).zip(gs).map(|(n, g)| (n, g.defined().then_some(g))).collect()
+    std::iter::once("input".to_string())
+        .chain(vars.into_iter().map(|(n, _)| n))
+        .zip(gs)
+        .map(|(n, g)| (n, g.defined().then_some(g)))
+        .collect()
 }
 
 /// "undefined", "zero" or "nonzero": what a form's gradient for one tensor is.
@@ -151,7 +160,8 @@ const GRAD_LENGTHS: [i64; 2] = [7, 21];
 fn perturb(b: &Built, seed: i64) {
     seeded(seed, || {
         tch::no_grad(|| {
-            let mut vars: Vec<(String, Tensor)> = b.vs.variables().into_iter().filter(|(_, v)| v.requires_grad()).collect();
+            let mut vars: Vec<(String, Tensor)> =
+                b.vs.variables().into_iter().filter(|(_, v)| v.requires_grad()).collect();
             vars.sort_by(|a, c| a.0.cmp(&c.0));
             for (_, v) in vars {
                 let rms = v.square().mean(Kind::Float).sqrt().double_value(&[]);
@@ -260,7 +270,14 @@ fn learn(table: &toml::Table) -> std::result::Result<(f64, f64, i64, bool), Stri
     let seg = MqarConfig::new(32, 2, n_ex as usize).generate(64, 11);
     let (xs, ys) = seg.to_tensors(Device::Cpu);
     let (tx, ty) = MqarConfig::new(32, 2, 256).generate(64, 12).to_tensors(Device::Cpu);
-    let cfg = ModelConfig { d_model: 32, n_layers: 2, max_position_embeddings: 32, embed_dropout: 0.0, mixer: table.clone(), ..ModelConfig::default() };
+    let cfg = ModelConfig {
+        d_model: 32,
+        n_layers: 2,
+        max_position_embeddings: 32,
+        embed_dropout: 0.0,
+        mixer: table.clone(),
+        ..ModelConfig::default()
+    };
     cfg.validate(64, 32).map_err(|e| e.to_string())?;
     let (vs, model) = seeded(0, || {
         let vs = nn::VarStore::new(Device::Cpu);
@@ -322,9 +339,17 @@ fn suite_learnability_smoke() {
         match learn(&table) {
             Err(err) => fails.push(format!("{}: default config invalid at d=32: {err}", e.name)),
             Ok((before, after, steps, finite)) => {
-                println!("suite learnability: {:<18} loss {before:.3} → {after:.3} in {steps} steps (bar {:.3})", e.name, learn_bar());
+                println!(
+                    "suite learnability: {:<18} loss {before:.3} → {after:.3} in {steps} steps (bar {:.3})",
+                    e.name,
+                    learn_bar()
+                );
                 if !finite || !after.is_finite() || after > learn_bar() {
-                    fails.push(format!("{}: loss {before:.3} → {after:.3}, bar {:.3} (finite throughout: {finite})", e.name, learn_bar()));
+                    fails.push(format!(
+                        "{}: loss {before:.3} → {after:.3}, bar {:.3} (finite throughout: {finite})",
+                        e.name,
+                        learn_bar()
+                    ));
                 }
             }
         }
@@ -340,7 +365,10 @@ fn learnability_bar_is_above_what_a_zero_mixer_reaches() {
     let mut table = toml::Table::new();
     table.insert("name".into(), toml::Value::String(super::testing::ZeroMixer::NAME.into()));
     let (before, after, steps, finite) = learn(&table).unwrap();
-    println!("learnability baseline (zero mixer): loss {before:.3} → {after:.3} in {steps} steps, bar {:.3}", learn_bar());
+    println!(
+        "learnability baseline (zero mixer): loss {before:.3} → {after:.3} in {steps} steps, bar {:.3}",
+        learn_bar()
+    );
     assert!(finite);
     assert!(after > learn_bar(), "a mixer that outputs zeros reached {after:.3} < bar {:.3}", learn_bar());
     assert!(after < before - 0.5, "the zero-mixer LM did not even learn the value prior ({before:.3} → {after:.3})");
@@ -367,7 +395,9 @@ fn suite_cuda_matches_cpu() {
             let m_gpu = (e.build)(vs_gpu.root() / "mixer", D, &table, &ctx, "model.mixer").unwrap();
             vs_gpu.copy(&vs_cpu).unwrap();
             let x = randn(&[2, 33, D]);
-            let (a, b) = tch::no_grad(|| (m_cpu.forward(&x, false), m_gpu.forward(&x.to_device(gpu), false).to_device(Device::Cpu)));
+            let (a, b) = tch::no_grad(|| {
+                (m_cpu.forward(&x, false), m_gpu.forward(&x.to_device(gpu), false).to_device(Device::Cpu))
+            });
             let err = rel_err(&b, &a);
             let label = format!("{}#{vi}", e.name);
             if !(err < 1e-3) {
@@ -378,4 +408,3 @@ fn suite_cuda_matches_cpu() {
     }
     report("cuda-vs-cpu", ran, fails);
 }
-

@@ -140,7 +140,11 @@ impl LanguageModel {
     pub fn step_hidden(&self, st: &mut LmState, token: &Tensor) -> Result<Tensor> {
         self.check_decodable()?;
         if token.size() != [st.batch] {
-            return Err(Error::Other(format!("step expects one token per sequence, shape [{}]; got {:?}", st.batch, token.size())));
+            return Err(Error::Other(format!(
+                "step expects one token per sequence, shape [{}]; got {:?}",
+                st.batch,
+                token.size()
+            )));
         }
         let mut h = self.embed(&token.unsqueeze(1), st.pos)?.squeeze_dim(1);
         let mut residual: Option<Tensor> = None;
@@ -188,7 +192,9 @@ mod tests {
         tch::no_grad(|| {
             for (name, v) in vs.variables() {
                 if name.contains("norm") || name.starts_with("ln_f") || name.ends_with("bias") {
-                    let _ = v.shallow_clone().g_add_(&(Tensor::randn(v.size().as_slice(), (Kind::Float, Device::Cpu)) * 0.3));
+                    let _ = v
+                        .shallow_clone()
+                        .g_add_(&(Tensor::randn(v.size().as_slice(), (Kind::Float, Device::Cpu)) * 0.3));
                 } else if name.contains("state_mixer") && name.ends_with("weight") {
                     let _ = v.shallow_clone().g_mul_scalar_(4.0);
                 }
@@ -223,11 +229,16 @@ mod tests {
                 let text = format!("d_model = 16\nn_layers = 2\nmax_position_embeddings = 24\nstate_mixer = \"{sm}\"\ntie_embeddings = {tie}\n");
                 let mut t: toml::Table = toml::from_str(&text).unwrap();
                 t.insert("mixer".into(), toml::Value::Table(table.clone()));
-                let cfg: ModelConfig = toml::Value::Table(t).try_into().unwrap_or_else(|err| panic!("{}#{vi}: {err}", e.name));
+                let cfg: ModelConfig =
+                    toml::Value::Table(t).try_into().unwrap_or_else(|err| panic!("{}#{vi}: {err}", e.name));
                 for (l, p) in [(20i64, 7i64), (9, 1)] {
                     let err = decode_error(&cfg, 32, l, p, 40 + vi as i64);
                     if !(err < TOL) {
-                        fails.push(format!("{}#{vi} ({sm}, block {:?}) L={l} P={p}: rel err {err:.2e}", e.name, cfg.block_kind()));
+                        fails.push(format!(
+                            "{}#{vi} ({sm}, block {:?}) L={l} P={p}: rel err {err:.2e}",
+                            e.name,
+                            cfg.block_kind()
+                        ));
                     }
                 }
                 ran.push(format!("{}#{vi}", e.name));
@@ -255,15 +266,18 @@ mod tests {
     fn autoencoder_and_positions_past_the_table_are_refused_in_words() {
         let _rng = seed_guard(1);
         let vs = nn::VarStore::new(Device::Cpu);
-        let cfg: ModelConfig = toml::from_str("d_model = 8\nbackbone = \"autoencoder\"\nmixer = { name = \"attention\" }").unwrap();
+        let cfg: ModelConfig =
+            toml::from_str("d_model = 8\nbackbone = \"autoencoder\"\nmixer = { name = \"attention\" }").unwrap();
         let m = LanguageModel::new(&vs.root(), &cfg, 16, 8).unwrap();
         let e = m.prefill(&Tensor::zeros([1, 4], (Kind::Int64, Device::Cpu))).unwrap_err().to_string();
         assert!(e.contains("autoencoder"), "{e}");
         let vs = nn::VarStore::new(Device::Cpu);
-        let cfg: ModelConfig = toml::from_str("d_model = 8\nmax_position_embeddings = 4\nmixer = { name = \"attention\" }").unwrap();
+        let cfg: ModelConfig =
+            toml::from_str("d_model = 8\nmax_position_embeddings = 4\nmixer = { name = \"attention\" }").unwrap();
         let m = LanguageModel::new(&vs.root(), &cfg, 16, 4).unwrap();
         let (_, mut st) = tch::no_grad(|| m.prefill(&Tensor::zeros([2, 4], (Kind::Int64, Device::Cpu)))).unwrap();
-        let e = tch::no_grad(|| m.step(&mut st, &Tensor::zeros([2], (Kind::Int64, Device::Cpu)))).unwrap_err().to_string();
+        let e =
+            tch::no_grad(|| m.step(&mut st, &Tensor::zeros([2], (Kind::Int64, Device::Cpu)))).unwrap_err().to_string();
         assert!(e.contains("max_position_embeddings"), "{e}");
         assert!(m.prefill(&Tensor::zeros([2, 5], (Kind::Int64, Device::Cpu))).is_err());
     }
@@ -276,7 +290,10 @@ mod tests {
             let vs = nn::VarStore::new(Device::Cpu);
             let cfg: ModelConfig = toml::from_str(&format!("d_model = 16\nmixer = {mixer}")).unwrap();
             let m = LanguageModel::new(&vs.root(), &cfg, 16, 64).unwrap();
-            tch::no_grad(|| m.prefill(&Tensor::zeros([3, p], (Kind::Int64, Device::Cpu)))).unwrap().1.bytes_per_sequence()
+            tch::no_grad(|| m.prefill(&Tensor::zeros([3, p], (Kind::Int64, Device::Cpu))))
+                .unwrap()
+                .1
+                .bytes_per_sequence()
         };
         // 2 layers × (K and V) × p × d × 4 bytes
         assert_eq!(bytes("{ name = \"attention\" }", 10), 2 * 2 * 10 * 16 * 4);

@@ -45,8 +45,8 @@
 pub mod decode;
 pub mod state_mixer;
 
-use crate::flops::MixerFlops;
 use crate::error::{config_err, Result};
+use crate::flops::MixerFlops;
 use crate::mixers::layers::rms_norm;
 use crate::mixers::layers::Linear;
 use crate::mixers::{self, BuildCtx, Mixer};
@@ -206,12 +206,21 @@ impl ModelConfig {
             return Err(config_err("model.n_layers", format!("must be in [1, {MAX_LAYERS}] (got {})", self.n_layers)));
         }
         if !(0..=MAX_POSITIONS).contains(&self.max_position_embeddings) {
-            return Err(config_err("model.max_position_embeddings", format!("must be in [0, {MAX_POSITIONS}] (got {}); 0 = no position embeddings", self.max_position_embeddings)));
+            return Err(config_err(
+                "model.max_position_embeddings",
+                format!(
+                    "must be in [0, {MAX_POSITIONS}] (got {}); 0 = no position embeddings",
+                    self.max_position_embeddings
+                ),
+            ));
         }
         if self.max_position_embeddings > 0 && self.max_position_embeddings < max_seq_len {
             return Err(config_err(
                 "model.max_position_embeddings",
-                format!("{} is shorter than the longest sequence in the data ({max_seq_len}); raise it or set 0", self.max_position_embeddings),
+                format!(
+                    "{} is shorter than the longest sequence in the data ({max_seq_len}); raise it or set 0",
+                    self.max_position_embeddings
+                ),
             ));
         }
         for (f, p) in [("model.embed_dropout", self.embed_dropout), ("model.resid_dropout", self.resid_dropout)] {
@@ -360,7 +369,11 @@ impl LanguageModel {
         let std = 0.02;
         let wte = (p / "embedding").var("weight", &[vocab_size, d], nn::Init::Randn { mean: 0.0, stdev: std });
         let wpe = (cfg.max_position_embeddings > 0).then(|| {
-            (p / "position_embedding").var("weight", &[cfg.max_position_embeddings, d], nn::Init::Randn { mean: 0.0, stdev: std })
+            (p / "position_embedding").var(
+                "weight",
+                &[cfg.max_position_embeddings, d],
+                nn::Init::Randn { mean: 0.0, stdev: std },
+            )
         });
         let kind = cfg.block_kind();
         let mut blocks = Vec::with_capacity(n);
@@ -388,7 +401,16 @@ impl LanguageModel {
                 pos: posemb_sincos_1d(max_seq_len.max(1), d, p.device()),
             }
         });
-        Ok(LanguageModel { cfg: cfg.clone(), wte, wpe, blocks, ln_f: LayerNorm::new(p / "ln_f", d), head, decoder, vocab_size })
+        Ok(LanguageModel {
+            cfg: cfg.clone(),
+            wte,
+            wpe,
+            blocks,
+            ln_f: LayerNorm::new(p / "ln_f", d),
+            head,
+            decoder,
+            vocab_size,
+        })
     }
 
     /// Final hidden states `[B, L, D]` (after LN_f), before the head.
@@ -451,7 +473,12 @@ impl LanguageModel {
             let sm = b.second.as_ref().map_or(0.0, |(_, s)| s.flops_per_token());
             body = body
                 + b.mixer.flops(seq_len)
-                + MixerFlops { forward_per_seq: l * sm, forward_per_batch: 0.0, prefill_per_seq: l * sm, decode_per_token: sm };
+                + MixerFlops {
+                    forward_per_seq: l * sm,
+                    forward_per_batch: 0.0,
+                    prefill_per_seq: l * sm,
+                    decode_per_token: sm,
+                };
         }
         if let Some(dec) = &self.decoder {
             body.forward_per_seq += l * (dec.fc1.flops() + dec.fc2.flops());
@@ -461,7 +488,10 @@ impl LanguageModel {
 
     /// Recurrent state elements per sequence, summed over layers, after `seq_len` tokens.
     pub fn state_size(&self, seq_len: i64) -> i64 {
-        self.blocks.iter().map(|b| b.mixer.state_size(seq_len) + b.second.as_ref().map_or(0, |(_, s)| s.state_size())).sum()
+        self.blocks
+            .iter()
+            .map(|b| b.mixer.state_size(seq_len) + b.second.as_ref().map_or(0, |(_, s)| s.state_size()))
+            .sum()
     }
 
     /// The state size Zoology logs (`LanguageModel.state_size`, zoology/model.py): each layer's
@@ -538,7 +568,11 @@ mod tests {
 
     /// Builds an LM, gives every norm random affine parameters (so that using the wrong one
     /// shows), and returns it with its variables and a token batch.
-    fn lm(text: &str, vocab: i64, l: i64) -> (nn::VarStore, LanguageModel, std::collections::HashMap<String, Tensor>, Tensor) {
+    fn lm(
+        text: &str,
+        vocab: i64,
+        l: i64,
+    ) -> (nn::VarStore, LanguageModel, std::collections::HashMap<String, Tensor>, Tensor) {
         seeded(12, || {
             let vs = nn::VarStore::new(Device::Cpu);
             let model = LanguageModel::new(&vs.root(), &cfg(text), vocab, l).unwrap();
@@ -546,7 +580,9 @@ mod tests {
             tch::no_grad(|| {
                 for (name, v) in &vars {
                     if name.contains("norm") || name.starts_with("ln_f") {
-                        let _ = v.shallow_clone().g_add_(&(Tensor::randn(v.size().as_slice(), (Kind::Float, Device::Cpu)) * 0.3));
+                        let _ = v
+                            .shallow_clone()
+                            .g_add_(&(Tensor::randn(v.size().as_slice(), (Kind::Float, Device::Cpu)) * 0.3));
                     }
                 }
             });
@@ -560,11 +596,15 @@ mod tests {
     /// its parameters are exactly the embedding, per layer `norm` + `mixer`, and `ln_f`.
     #[test]
     fn mamba_lm_is_zoologys_mamba_block_composition() {
-        let (_vs, model, vars, tokens) = lm("d_model = 16\nstate_mixer = \"identity\"\nmixer = { name = \"mamba\", d_state = 4 }", 32, 10);
+        let (_vs, model, vars, tokens) =
+            lm("d_model = 16\nstate_mixer = \"identity\"\nmixer = { name = \"mamba\", d_state = 4 }", 32, 10);
         let mut names: Vec<&String> = vars.keys().filter(|k| !k.contains(".mixer.")).collect();
         names.sort();
         let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-        assert_eq!(names, ["embedding.weight", "layers.0.norm.weight", "layers.1.norm.weight", "ln_f.bias", "ln_f.weight"]);
+        assert_eq!(
+            names,
+            ["embedding.weight", "layers.0.norm.weight", "layers.1.norm.weight", "ln_f.bias", "ln_f.weight"]
+        );
         assert!(vars.contains_key("layers.0.mixer.in_proj.weight") && vars.contains_key("layers.1.mixer.dt_proj.bias"));
         let got = tch::no_grad(|| model.hidden(&tokens, true)); // train = true: still no dropout
         let want = tch::no_grad(|| {
@@ -578,7 +618,11 @@ mod tests {
             }
             ln(&(r + h.unwrap()), &vars, "ln_f")
         });
-        assert!(rel_err(&got, &want) < 1e-6, "mamba LM differs from RMSNorm → mixer → residual: {:.2e}", rel_err(&got, &want));
+        assert!(
+            rel_err(&got, &want) < 1e-6,
+            "mamba LM differs from RMSNorm → mixer → residual: {:.2e}",
+            rel_err(&got, &want)
+        );
     }
 
     /// The transformer block (Zoology's TransformerBlock) with the identity state mixer adds
@@ -586,11 +630,17 @@ mod tests {
     /// gated update is added once.
     #[test]
     fn transformer_block_composition_and_megas_raw_residual() {
-        for (mixer, raw) in [("{ name = \"base_conv\", kernel_size = 3 }", false), ("{ name = \"mega\", z_dim = 8, ndim = 2 }", true)] {
+        for (mixer, raw) in
+            [("{ name = \"base_conv\", kernel_size = 3 }", false), ("{ name = \"mega\", z_dim = 8, ndim = 2 }", true)]
+        {
             let (_vs, model, vars, tokens) =
                 lm(&format!("d_model = 16\nstate_mixer = \"identity\"\nembed_dropout = 0.0\nmixer = {mixer}"), 32, 10);
             assert_eq!(model.cfg.block, BlockKind::Transformer);
-            assert_eq!(vars.contains_key("layers.0.norm1.weight"), !raw, "{mixer}: norm1 must exist iff the mixer does not normalise itself");
+            assert_eq!(
+                vars.contains_key("layers.0.norm1.weight"),
+                !raw,
+                "{mixer}: norm1 must exist iff the mixer does not normalise itself"
+            );
             let got = tch::no_grad(|| model.hidden(&tokens, false));
             let want = tch::no_grad(|| {
                 let mut r = Tensor::embedding(&vars["embedding.weight"], &tokens, -1, false, false);
@@ -613,8 +663,15 @@ mod tests {
     /// `residual += h; h = mlp(RMSNorm2(residual))` after the mixer.
     #[test]
     fn mamba_block_with_an_mlp_is_mamba_ssms_block() {
-        let (_vs, model, vars, tokens) = lm("d_model = 16\nblock = \"mamba\"\nstate_mixer = \"mlp\"\nmixer = { name = \"mamba\", d_state = 4 }", 32, 10);
-        assert!(vars.contains_key("layers.1.norm2.weight") && !vars.contains_key("layers.1.norm2.bias"), "norm2 must be an RMSNorm");
+        let (_vs, model, vars, tokens) = lm(
+            "d_model = 16\nblock = \"mamba\"\nstate_mixer = \"mlp\"\nmixer = { name = \"mamba\", d_state = 4 }",
+            32,
+            10,
+        );
+        assert!(
+            vars.contains_key("layers.1.norm2.weight") && !vars.contains_key("layers.1.norm2.bias"),
+            "norm2 must be an RMSNorm"
+        );
         let got = tch::no_grad(|| model.hidden(&tokens, false));
         let want = tch::no_grad(|| {
             let mut r = Tensor::embedding(&vars["embedding.weight"], &tokens, -1, false, false);
@@ -626,7 +683,11 @@ mod tests {
                 r = &r + b.mixer.forward(&rms(&r, &vars[&format!("layers.{i}.norm.weight")]), false);
                 let x = rms(&r, &vars[&format!("layers.{i}.norm2.weight")]);
                 let p = |n: &str| &vars[&format!("layers.{i}.state_mixer.{n}")];
-                h = Some(x.linear(p("fc1.weight"), Some(p("fc1.bias"))).gelu("none").linear(p("fc2.weight"), Some(p("fc2.bias"))));
+                h = Some(
+                    x.linear(p("fc1.weight"), Some(p("fc1.bias")))
+                        .gelu("none")
+                        .linear(p("fc2.weight"), Some(p("fc2.bias"))),
+                );
             }
             ln(&(r + h.unwrap()), &vars, "ln_f")
         });
@@ -636,9 +697,14 @@ mod tests {
     /// Zoology's state-size convention summed over layers, × 4 bytes.
     #[test]
     fn zoology_state_bytes_sum_the_mixers_formulas() {
-        let (_vs, m, _, _) = lm("d_model = 16\nstate_mixer = \"identity\"\nmixer = { name = \"mamba\", d_state = 4 }", 32, 10);
+        let (_vs, m, _, _) =
+            lm("d_model = 16\nstate_mixer = \"identity\"\nmixer = { name = \"mamba\", d_state = 4 }", 32, 10);
         assert_eq!(m.state_size_zoology_bytes(10), Some(4 * 2 * (2 * 16 * 4)));
-        let (_vs, b, _, _) = lm("d_model = 16\nstate_mixer = \"identity\"\nmixer = { name = \"base_conv\", kernel_size = [3, -1] }", 32, 10);
+        let (_vs, b, _, _) = lm(
+            "d_model = 16\nstate_mixer = \"identity\"\nmixer = { name = \"base_conv\", kernel_size = [3, -1] }",
+            32,
+            10,
+        );
         assert_eq!(b.state_size_zoology_bytes(10), Some(4 * (16 * 3 + 16 * 10)));
         let (_vs, r, _, _) = lm("d_model = 16\nstate_mixer = \"identity\"\nmixer = { name = \"rwkv\" }", 32, 10);
         assert_eq!(r.state_size_zoology_bytes(10), None);

@@ -113,7 +113,9 @@ mod tests {
         let x = Tensor::randn([2, l, d], (Kind::Float, Device::Cpu));
         for t in [0i64, 4, 8] {
             let x2 = x.copy();
-            let _ = x2.narrow(1, t + 1, l - t - 1).g_add_(&(Tensor::randn([2, l - t - 1, d], (Kind::Float, Device::Cpu)) * 3.0));
+            let _ = x2
+                .narrow(1, t + 1, l - t - 1)
+                .g_add_(&(Tensor::randn([2, l - t - 1, d], (Kind::Float, Device::Cpu)) * 3.0));
             let (y1, y2) = tch::no_grad(|| (m.forward(&x, false), m.forward(&x2, false)));
             let before = (y1.narrow(1, 0, t + 1) - y2.narrow(1, 0, t + 1)).abs().max().double_value(&[]);
             assert_eq!(before, 0.0, "outputs up to t={t} changed");

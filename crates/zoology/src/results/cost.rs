@@ -62,7 +62,15 @@ pub fn solve_record(r: &RunRecord, cfg: &RunConfig, threshold: f64, cost: Option
         if let MetricLine::Eval { step, epoch, result, elapsed_s } = l {
             // only epoch-end evaluations give exact counts
             if result.accuracy >= threshold && step == epoch * steps_per_epoch {
-                let s = Solved { threshold, accuracy: result.accuracy, step, examples: epoch as u64 * n, tokens: epoch as u64 * toks, wall_time_s: elapsed_s, train_flops: None };
+                let s = Solved {
+                    threshold,
+                    accuracy: result.accuracy,
+                    step,
+                    examples: epoch as u64 * n,
+                    tokens: epoch as u64 * toks,
+                    wall_time_s: elapsed_s,
+                    train_flops: None,
+                };
                 return Ok(RunCost { run_dir: r.run_dir.clone(), solved: Some(fill(s)), source: "metrics" });
             }
         }
@@ -101,7 +109,11 @@ pub struct CostRow {
 /// slice, over all widths and learning rates — with the cheapest run that reached `threshold`.
 /// `cost_of` gives a run's model cost from its record and config (`None` when it cannot be
 /// computed); [`model_cost`] for a fresh count.
-pub fn cost_rows(recs: &[RunRecord], threshold: f64, cost_of: &dyn Fn(&RunRecord, &RunConfig) -> Option<ModelCost>) -> Result<Vec<CostRow>> {
+pub fn cost_rows(
+    recs: &[RunRecord],
+    threshold: f64,
+    cost_of: &dyn Fn(&RunRecord, &RunConfig) -> Option<ModelCost>,
+) -> Result<Vec<CostRow>> {
     type Key = (String, String, i64, Vec<(String, String)>);
     let mut groups: BTreeMap<Key, Vec<(&RunRecord, RunCost, Option<ModelCost>)>> = BTreeMap::new();
     for r in recs.iter().filter(|r| is_result(r)) {
@@ -114,7 +126,10 @@ pub fn cost_rows(recs: &[RunRecord], threshold: f64, cost_of: &dyn Fn(&RunRecord
     let mut rows = vec![];
     for ((preset, task, seq_len, slices), g) in groups {
         let key = |s: &Solved| s.train_flops.unwrap_or(f64::INFINITY);
-        let best = g.iter().filter_map(|(r, rc, mc)| rc.solved.as_ref().map(|s| (r, s, mc))).min_by(|a, b| key(a.1).total_cmp(&key(b.1)).then(a.1.step.cmp(&b.1.step)));
+        let best = g
+            .iter()
+            .filter_map(|(r, rc, mc)| rc.solved.as_ref().map(|s| (r, s, mc)))
+            .min_by(|a, b| key(a.1).total_cmp(&key(b.1)).then(a.1.step.cmp(&b.1.step)));
         let best_accuracy = g.iter().filter_map(|(r, _, _)| r.best_accuracy).fold(f64::NEG_INFINITY, f64::max);
         let mut row = CostRow {
             preset,
@@ -164,7 +179,24 @@ pub fn sci(v: Option<f64>) -> String {
 
 /// The cost table for the terminal / CSV.
 pub fn cost_table(rows: &[CostRow]) -> Vec<Vec<String>> {
-    let mut t = vec![["task", "seq_len", "slices", "mixer", "solved", "d_model", "lr", "step", "train FLOPs to solve", "decode FLOPs/token", "state", "params", "best acc"].iter().map(|s| s.to_string()).collect::<Vec<_>>()];
+    let mut t = vec![[
+        "task",
+        "seq_len",
+        "slices",
+        "mixer",
+        "solved",
+        "d_model",
+        "lr",
+        "step",
+        "train FLOPs to solve",
+        "decode FLOPs/token",
+        "state",
+        "params",
+        "best acc",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect::<Vec<_>>()];
     for r in rows {
         let sl = r.slices.iter().map(|(k, v)| format!("{}={v}", super::slice_short(k))).collect::<Vec<_>>().join(" ");
         let opt = |x: Option<String>| x.unwrap_or_else(|| "-".into());
@@ -205,7 +237,11 @@ pub fn model_cost(cfg: &RunConfig) -> Option<ModelCost> {
     if n == 0 {
         return None;
     }
-    Some(ModelCost { train_flops_per_example: f.train_per_step * steps_per_epoch as f64 / n as f64, decode_flops_per_token: f.decode_per_token, params: f.params })
+    Some(ModelCost {
+        train_flops_per_example: f.train_per_step * steps_per_epoch as f64 / n as f64,
+        decode_flops_per_token: f.decode_per_token,
+        params: f.params,
+    })
 }
 
 #[cfg(test)]
@@ -240,8 +276,23 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         // 100 examples in batches of 32: 4 steps per epoch
         let runs = [
-            ("old", format!("{CFG}[train]\nlr = 0.001\n"), eval(4, 1, 0.5) + &eval(8, 2, 0.95) + &eval(12, 3, 0.995), summary(None, 0.995)),
-            ("new", format!("{CFG}[train]\nlr = 0.003\n"), eval(4, 1, 0.92), summary(Some(serde_json::json!([{"threshold": 0.9, "accuracy": 0.92, "step": 3, "examples": 96, "tokens": 1536, "wall_time_s": 0.5, "train_flops": 5000.0}])), 0.92)),
+            (
+                "old",
+                format!("{CFG}[train]\nlr = 0.001\n"),
+                eval(4, 1, 0.5) + &eval(8, 2, 0.95) + &eval(12, 3, 0.995),
+                summary(None, 0.995),
+            ),
+            (
+                "new",
+                format!("{CFG}[train]\nlr = 0.003\n"),
+                eval(4, 1, 0.92),
+                summary(
+                    Some(
+                        serde_json::json!([{"threshold": 0.9, "accuracy": 0.92, "step": 3, "examples": 96, "tokens": 1536, "wall_time_s": 0.5, "train_flops": 5000.0}]),
+                    ),
+                    0.92,
+                ),
+            ),
             ("never", format!("{CFG}[train]\nlr = 0.01\n"), eval(4, 1, 0.2), summary(Some(serde_json::json!([])), 0.2)),
         ];
         for (name, cfg, metrics, sum) in &runs {
@@ -253,7 +304,9 @@ mod tests {
         }
         let (recs, _) = super::super::index::index_dir(&root).unwrap();
         assert_eq!(recs.len(), 3);
-        let cost = |_: &RunRecord, _: &RunConfig| Some(ModelCost { train_flops_per_example: 10.0, decode_flops_per_token: 7.0, params: 99 });
+        let cost = |_: &RunRecord, _: &RunConfig| {
+            Some(ModelCost { train_flops_per_example: 10.0, decode_flops_per_token: 7.0, params: 99 })
+        };
         let rows = cost_rows(&recs, 0.9, &cost).unwrap();
         assert_eq!(rows.len(), 1, "one task setting and mixer: {rows:?}");
         let r = &rows[0];

@@ -90,7 +90,8 @@ impl RunRecord {
     pub fn from_dir(dir: &Path) -> Result<RunRecord> {
         let path = dir.join(rundir::CONFIG);
         let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| Error::Data(format!("{}: not valid TOML: {e}", path.display())))?;
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| Error::Data(format!("{}: not valid TOML: {e}", path.display())))?;
         table.insert("device".into(), toml::Value::String("cpu".into()));
         let cfg = RunConfig::from_table(table).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
         let meta = rundir::read_sweep_meta(dir);
@@ -124,7 +125,13 @@ impl RunRecord {
             label: meta.as_ref().map(|m| m.label.clone()).unwrap_or_else(|| cfg.name.clone()),
             // a hand-set model (`zoology construct --out`, named construct-<mixer>) is its own
             // preset, never pooled with trained runs of the same mixer
-            preset: meta.as_ref().map(|m| m.preset.clone()).filter(|p| !p.is_empty()).unwrap_or_else(|| if cfg.name.starts_with("construct-") { cfg.name.clone() } else { cfg.model.mixer_name() }),
+            preset: meta.as_ref().map(|m| m.preset.clone()).filter(|p| !p.is_empty()).unwrap_or_else(|| {
+                if cfg.name.starts_with("construct-") {
+                    cfg.name.clone()
+                } else {
+                    cfg.model.mixer_name()
+                }
+            }),
             mixer: cfg.model.mixer_name(),
             d_model: cfg.model.d_model,
             n_layers: cfg.model.n_layers,
@@ -224,10 +231,38 @@ pub fn write_index(path: &Path, recs: &[RunRecord]) -> Result<()> {
             let real = |x: Option<f64>| x.filter(|v| v.is_finite());
             for r in recs {
                 st.execute(params![
-                    r.run_id, r.run_dir, r.sweep, r.label, r.preset, r.mixer, r.d_model, r.n_layers, real(Some(r.lr)), r.seq_len, r.num_kv_pairs,
-                    r.vocab_size, json(&r.train_seq_lens), json(&r.test_seq_lens), json(&r.hparams), r.status, r.stop_reason, r.error,
-                    real(r.best_accuracy), real(r.final_accuracy), r.best_epoch, json(&r.slices), json(&r.best_slices), r.num_parameters,
-                    r.state_size, real(r.flops_train_per_step), real(r.flops_decode_per_token), real(r.wall_time_s), r.epochs, r.steps, json(r), rundir::now()
+                    r.run_id,
+                    r.run_dir,
+                    r.sweep,
+                    r.label,
+                    r.preset,
+                    r.mixer,
+                    r.d_model,
+                    r.n_layers,
+                    real(Some(r.lr)),
+                    r.seq_len,
+                    r.num_kv_pairs,
+                    r.vocab_size,
+                    json(&r.train_seq_lens),
+                    json(&r.test_seq_lens),
+                    json(&r.hparams),
+                    r.status,
+                    r.stop_reason,
+                    r.error,
+                    real(r.best_accuracy),
+                    real(r.final_accuracy),
+                    r.best_epoch,
+                    json(&r.slices),
+                    json(&r.best_slices),
+                    r.num_parameters,
+                    r.state_size,
+                    real(r.flops_train_per_step),
+                    real(r.flops_decode_per_token),
+                    real(r.wall_time_s),
+                    r.epochs,
+                    r.steps,
+                    json(r),
+                    rundir::now()
                 ])?;
             }
         }
@@ -251,17 +286,27 @@ impl Index {
     /// Opens an existing index read-only.
     pub fn open(path: &Path) -> Result<Index> {
         if !path.is_file() {
-            return Err(Error::Other(format!("{}: no index here; build it with `zoology results index DIR`", path.display())));
+            return Err(Error::Other(format!(
+                "{}: no index here; build it with `zoology results index DIR`",
+                path.display()
+            )));
         }
-        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(db_err(path))?;
+        let conn =
+            Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(db_err(path))?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(db_err(path))?;
         Ok(Index { conn, path: path.to_path_buf() })
     }
 
     pub fn all(&self) -> Result<Vec<RunRecord>> {
         let mut st = self.conn.prepare("SELECT record FROM runs ORDER BY run_dir").map_err(db_err(&self.path))?;
-        let texts: Vec<String> = st.query_map([], |r| r.get(0)).and_then(|rows| rows.collect()).map_err(db_err(&self.path))?;
-        texts.iter().map(|t| serde_json::from_str(t).map_err(|e| Error::Other(format!("{}: bad record: {e}", self.path.display())))).collect()
+        let texts: Vec<String> =
+            st.query_map([], |r| r.get(0)).and_then(|rows| rows.collect()).map_err(db_err(&self.path))?;
+        texts
+            .iter()
+            .map(|t| {
+                serde_json::from_str(t).map_err(|e| Error::Other(format!("{}: bad record: {e}", self.path.display())))
+            })
+            .collect()
     }
 
     pub fn count(&self) -> Result<i64> {
@@ -269,7 +314,11 @@ impl Index {
     }
 
     pub fn get(&self, run_id: &str) -> Result<Option<RunRecord>> {
-        let t: Option<String> = self.conn.query_row("SELECT record FROM runs WHERE run_id = ?1", [run_id], |r| r.get(0)).optional().map_err(db_err(&self.path))?;
+        let t: Option<String> = self
+            .conn
+            .query_row("SELECT record FROM runs WHERE run_id = ?1", [run_id], |r| r.get(0))
+            .optional()
+            .map_err(db_err(&self.path))?;
         Ok(t.and_then(|t| serde_json::from_str(&t).ok()))
     }
 }
@@ -301,7 +350,10 @@ pub fn find_run_dirs(root: &Path) -> Vec<PathBuf> {
 /// error (not an empty result); an unreadable run directory is skipped with a warning.
 pub fn records(root: &Path) -> Result<Vec<RunRecord>> {
     if !root.is_dir() {
-        return Err(Error::Other(format!("{}: no such results directory (give a sweep's output directory, or a directory with run directories)", root.display())));
+        return Err(Error::Other(format!(
+            "{}: no such results directory (give a sweep's output directory, or a directory with run directories)",
+            root.display()
+        )));
     }
     let mut recs = vec![];
     for d in find_run_dirs(root) {

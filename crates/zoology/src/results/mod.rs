@@ -30,7 +30,11 @@ pub fn config_key(k: &str) -> String {
 pub fn filter(recs: Vec<RunRecord>, wheres: &[(String, String)]) -> crate::Result<Vec<RunRecord>> {
     for (k, _) in wheres {
         if !recs.iter().any(|r| r.get(k).or_else(|| r.get(&config_key(k))).is_some()) {
-            let mut known: Vec<String> = recs.first().and_then(|r| serde_json::to_value(r).ok()).and_then(|v| v.as_object().map(|o| o.keys().filter(|k| *k != "hparams").cloned().collect())).unwrap_or_default();
+            let mut known: Vec<String> = recs
+                .first()
+                .and_then(|r| serde_json::to_value(r).ok())
+                .and_then(|v| v.as_object().map(|o| o.keys().filter(|k| *k != "hparams").cloned().collect()))
+                .unwrap_or_default();
             let mut keys: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
             for r in &recs {
                 keys.extend(r.hparams.keys().cloned());
@@ -42,7 +46,8 @@ pub fn filter(recs: Vec<RunRecord>, wheres: &[(String, String)]) -> crate::Resul
             });
         }
     }
-    Ok(recs.into_iter()
+    Ok(recs
+        .into_iter()
         .filter(|r| {
             wheres.iter().all(|(k, v)| match r.get(k).or_else(|| r.get(&config_key(k))) {
                 Some(serde_json::Value::String(s)) => &s == v,
@@ -65,7 +70,10 @@ pub fn is_result(r: &RunRecord) -> bool {
 
 /// Failed and diverged runs with their reasons (for tables and reports).
 pub fn failures(recs: &[RunRecord]) -> Vec<(&RunRecord, String)> {
-    recs.iter().filter(|r| r.status == "failed" || r.status == "diverged").map(|r| (r, r.error.clone().unwrap_or_else(|| r.status.clone()))).collect()
+    recs.iter()
+        .filter(|r| r.status == "failed" || r.status == "diverged")
+        .map(|r| (r, r.error.clone().unwrap_or_else(|| r.status.clone())))
+        .collect()
 }
 
 /// The task(s) a run trains on (`data.train.*.task`, distinct, joined by "+").
@@ -194,14 +202,20 @@ pub fn best_over(recs: &[RunRecord], keys: &[String]) -> Vec<BestRow> {
                 slices: slice_values(best),
                 state_size: best.state_size,
                 best_accuracy: best.best_accuracy.unwrap(),
-                best_at: drop.iter().map(|k| (k.clone(), best.hparams.get(k).cloned().unwrap_or(serde_json::Value::Null))).collect(),
+                best_at: drop
+                    .iter()
+                    .map(|k| (k.clone(), best.hparams.get(k).cloned().unwrap_or(serde_json::Value::Null)))
+                    .collect(),
                 runs: g.len(),
                 run_id: best.run_id.clone(),
                 run_dir: best.run_dir.clone(),
             }
         })
         .collect();
-    rows.sort_by(|a, b| (&a.preset, &a.task, a.seq_len, a.d_model, &a.slices).cmp(&(&b.preset, &b.task, b.seq_len, b.d_model, &b.slices)));
+    rows.sort_by(|a, b| {
+        (&a.preset, &a.task, a.seq_len, a.d_model, &a.slices)
+            .cmp(&(&b.preset, &b.task, b.seq_len, b.d_model, &b.slices))
+    });
     rows
 }
 
@@ -230,16 +244,31 @@ pub fn mad_scores(recs: &[RunRecord]) -> Vec<Score> {
     type Settings = BTreeMap<String, (f64, usize)>;
     let mut models: BTreeMap<(String, String), BTreeMap<String, Settings>> = BTreeMap::new();
     for r in recs.iter().filter(|r| is_result(r) && r.final_accuracy.is_some()) {
-        let model: Vec<String> = r.hparams.iter().filter(|(k, _)| k.starts_with("model.") && k.as_str() != "model.backbone").map(|(k, v)| format!("{}={v}", &k[6..])).collect();
-        let setting: Vec<String> = r.hparams.iter().filter(|(k, _)| k.starts_with("data.")).map(|(k, v)| format!("{k}={v}")).collect();
-        let e = models.entry((r.preset.clone(), model.join(" "))).or_default().entry(task_of(r)).or_default().entry(setting.join(";")).or_insert((f64::NEG_INFINITY, 0));
+        let model: Vec<String> = r
+            .hparams
+            .iter()
+            .filter(|(k, _)| k.starts_with("model.") && k.as_str() != "model.backbone")
+            .map(|(k, v)| format!("{}={v}", &k[6..]))
+            .collect();
+        let setting: Vec<String> =
+            r.hparams.iter().filter(|(k, _)| k.starts_with("data.")).map(|(k, v)| format!("{k}={v}")).collect();
+        let e = models
+            .entry((r.preset.clone(), model.join(" ")))
+            .or_default()
+            .entry(task_of(r))
+            .or_default()
+            .entry(setting.join(";"))
+            .or_insert((f64::NEG_INFINITY, 0));
         e.0 = e.0.max(r.final_accuracy.unwrap());
         e.1 += 1;
     }
     let mut out: Vec<Score> = models
         .into_iter()
         .map(|((preset, model), tasks)| {
-            let per: BTreeMap<String, (f64, usize)> = tasks.iter().map(|(t, s)| (t.clone(), (s.values().map(|x| x.0).sum::<f64>() / s.len() as f64, s.len()))).collect();
+            let per: BTreeMap<String, (f64, usize)> = tasks
+                .iter()
+                .map(|(t, s)| (t.clone(), (s.values().map(|x| x.0).sum::<f64>() / s.len() as f64, s.len())))
+                .collect();
             Score {
                 preset,
                 model,
@@ -300,7 +329,11 @@ pub fn runs_table(recs: &[RunRecord]) -> Vec<Vec<String>> {
     }
     head.extend(["d_model".into(), "seq_len".into()]);
     head.extend(keys.iter().map(|k| slice_short(k)));
-    head.extend(["lr", "status", "best_acc", "final_acc", "params", "state", "wall_s", "epochs", "run_id"].iter().map(|s| s.to_string()));
+    head.extend(
+        ["lr", "status", "best_acc", "final_acc", "params", "state", "wall_s", "epochs", "run_id"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
     let mut t = vec![head];
     for (r, sl) in recs.iter().zip(&slices) {
         let mut row = vec![r.preset.clone()];
@@ -360,7 +393,8 @@ pub fn best_table(rows: &[BestRow]) -> Vec<Vec<String>> {
 /// Fixed-width text rendering.
 pub fn render_text(t: &[Vec<String>]) -> String {
     let n = t.iter().map(|r| r.len()).max().unwrap_or(0);
-    let w: Vec<usize> = (0..n).map(|c| t.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let w: Vec<usize> =
+        (0..n).map(|c| t.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
     let mut s = String::new();
     for (i, r) in t.iter().enumerate() {
         let line: Vec<String> = r.iter().enumerate().map(|(c, x)| format!("{x:<w$}", w = w[c])).collect();
@@ -375,7 +409,8 @@ pub fn render_text(t: &[Vec<String>]) -> String {
 }
 
 pub fn render_csv(t: &[Vec<String>]) -> String {
-    let esc = |x: &str| if x.contains([',', '"', '\n']) { format!("\"{}\"", x.replace('"', "\"\"")) } else { x.to_string() };
+    let esc =
+        |x: &str| if x.contains([',', '"', '\n']) { format!("\"{}\"", x.replace('"', "\"\"")) } else { x.to_string() };
     t.iter().map(|r| r.iter().map(|x| esc(x)).collect::<Vec<_>>().join(",") + "\n").collect()
 }
 
@@ -531,7 +566,11 @@ mod tests {
 
     #[test]
     fn where_filters_by_column_or_config_key() {
-        let recs = vec![rec("a1", "attention", 64, 64, 1e-3, 0.5), rec("a2", "attention", 128, 64, 1e-2, 0.9), rec("b", "base_conv", 64, 64, 1e-3, 0.1)];
+        let recs = vec![
+            rec("a1", "attention", 64, 64, 1e-3, 0.5),
+            rec("a2", "attention", 128, 64, 1e-2, 0.9),
+            rec("b", "base_conv", 64, 64, 1e-3, 0.1),
+        ];
         assert_eq!(filter(recs.clone(), &[("preset".into(), "attention".into())]).unwrap().len(), 2);
         assert_eq!(filter(recs.clone(), &[("d_model".into(), "64".into())]).unwrap().len(), 2);
         assert_eq!(filter(recs.clone(), &[("lr".into(), "0.001".into())]).unwrap().len(), 2);

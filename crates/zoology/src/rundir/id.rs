@@ -91,12 +91,19 @@ mod tests {
     /// The id of this config must never change: finished sweeps are found by their ids.
     #[test]
     fn run_id_is_pinned() {
-        let form = serde_json::to_string(&serde_json::to_value(canonical(&RunConfig::from_toml_str(BASE, "t").unwrap())).unwrap()).unwrap();
+        let form = serde_json::to_string(
+            &serde_json::to_value(canonical(&RunConfig::from_toml_str(BASE, "t").unwrap())).unwrap(),
+        )
+        .unwrap();
         assert_eq!(
             form,
             r#"{"data":{"test":[{"num_examples":10,"num_kv_pairs":4,"seq_len":32,"task":"mqar"}],"train":[{"num_examples":100,"num_kv_pairs":4,"seq_len":32,"task":"mqar"}],"vocab_size":256},"model":{"d_model":32}}"#
         );
-        assert_eq!(id_of(BASE), "108767ee0ef8", "the run id of a fixed config changed: every finished sweep would retrain");
+        assert_eq!(
+            id_of(BASE),
+            "108767ee0ef8",
+            "the run id of a fixed config changed: every finished sweep would retrain"
+        );
     }
 
     #[test]
@@ -108,10 +115,14 @@ mod tests {
         assert_eq!(run_id(&RunConfig::from_toml_str(&c.to_toml(), "t").unwrap()), base);
         let defaults = crate::mixers::lookup(&c.model.mixer, "m").unwrap();
         let spelled: Vec<String> = (defaults.defaults)().iter().map(|(k, v)| format!("{k} = {v}")).collect();
-        let explicit = BASE.replace("{ name = \"attention\" }", &format!("{{ name = \"attention\", {} }}", spelled.join(", ")));
+        let explicit =
+            BASE.replace("{ name = \"attention\" }", &format!("{{ name = \"attention\", {} }}", spelled.join(", ")));
         assert_ne!(explicit, BASE);
         assert_eq!(id_of(&explicit), base);
-        let more = format!("seed = 123\nthreads = 3\ndevice = \"cpu\"\nname = \"\"\n{}\n[train]\nepochs = 64\nlr = 1e-3\n", BASE.replace("[model]", "[model]\nn_layers = 2"));
+        let more = format!(
+            "seed = 123\nthreads = 3\ndevice = \"cpu\"\nname = \"\"\n{}\n[train]\nepochs = 64\nlr = 1e-3\n",
+            BASE.replace("[model]", "[model]\nn_layers = 2")
+        );
         assert_eq!(id_of(&more), base);
         // a value that differs from its default does change it
         assert_ne!(id_of(&format!("seed = 124\n{BASE}")), base);
@@ -121,7 +132,10 @@ mod tests {
 
     #[test]
     fn hybrid_layers_resolve_recursively() {
-        let terse = BASE.replace("{ name = \"attention\" }", "{ name = \"hybrid\", layers = [{ name = \"base_conv\", kernel_size = 3 }, { name = \"attention\" }] }");
+        let terse = BASE.replace(
+            "{ name = \"attention\" }",
+            "{ name = \"hybrid\", layers = [{ name = \"base_conv\", kernel_size = 3 }, { name = \"attention\" }] }",
+        );
         let c = RunConfig::from_toml_str(&terse, "t").unwrap();
         let layers = c.model.mixer["layers"].as_array().unwrap();
         assert!(layers[1].as_table().unwrap().contains_key("num_heads"), "{layers:?}");

@@ -46,7 +46,14 @@ impl RunningMarker {
             _ => None,
         };
         let t = now();
-        RunningMarker { pid: std::process::id(), host: hostname(), started: t, heartbeat: t, slurm_job_id: env("SLURM_JOB_ID"), slurm_task }
+        RunningMarker {
+            pid: std::process::id(),
+            host: hostname(),
+            started: t,
+            heartbeat: t,
+            slurm_job_id: env("SLURM_JOB_ID"),
+            slurm_task,
+        }
     }
     pub fn read(dir: &Path) -> Option<Self> {
         serde_json::from_str(&std::fs::read_to_string(dir.join(RUNNING)).ok()?).ok()
@@ -71,7 +78,11 @@ pub struct FailedMarker {
 impl FailedMarker {
     pub fn read(dir: &Path) -> Option<Self> {
         let t = std::fs::read_to_string(dir.join(FAILED)).ok()?;
-        Some(serde_json::from_str(&t).unwrap_or(FailedMarker { reason: t.trim().to_string(), time: 0.0, host: String::new() }))
+        Some(serde_json::from_str(&t).unwrap_or(FailedMarker {
+            reason: t.trim().to_string(),
+            time: 0.0,
+            host: String::new(),
+        }))
     }
 }
 
@@ -100,14 +111,32 @@ pub enum Liveness {
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // "pid (comm) S ...": the state follows the last ')'
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).map(|c| c != 'Z' && c != 'X').unwrap_or(false),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .map(|c| c != 'Z' && c != 'X')
+            .unwrap_or(false),
         Err(_) => false,
     }
 }
 
 /// Slurm job states in which the job's processes may still run.
 fn slurm_state_alive(state: &str) -> bool {
-    matches!(state, "RUNNING" | "PENDING" | "CONFIGURING" | "COMPLETING" | "SUSPENDED" | "STOPPED" | "RESIZING" | "SIGNALING" | "STAGE_OUT" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED")
+    matches!(
+        state,
+        "RUNNING"
+            | "PENDING"
+            | "CONFIGURING"
+            | "COMPLETING"
+            | "SUSPENDED"
+            | "STOPPED"
+            | "RESIZING"
+            | "SIGNALING"
+            | "STAGE_OUT"
+            | "REQUEUED"
+            | "REQUEUE_HOLD"
+            | "REQUEUE_FED"
+    )
 }
 
 type Queue = Option<HashMap<String, String>>;
@@ -149,12 +178,18 @@ pub fn liveness(m: &RunningMarker, dir: &Path) -> Liveness {
             return match q.get(job) {
                 Some(st) if slurm_state_alive(st) => Liveness::Alive(format!("Slurm job {job} is {st}")),
                 Some(st) => Liveness::Dead(format!("Slurm job {job} is {st}")),
-                None => Liveness::Dead(format!("Slurm job {job} is no longer in squeue (ended, cancelled, timed out or its node failed)")),
+                None => Liveness::Dead(format!(
+                    "Slurm job {job} is no longer in squeue (ended, cancelled, timed out or its node failed)"
+                )),
             };
         }
     }
     if m.host == hostname() {
-        return if pid_alive(m.pid) { Liveness::Alive(format!("pid {} is alive", m.pid)) } else { Liveness::Dead(format!("pid {} on this host has exited", m.pid)) };
+        return if pid_alive(m.pid) {
+            Liveness::Alive(format!("pid {} is alive", m.pid))
+        } else {
+            Liveness::Dead(format!("pid {} on this host has exited", m.pid))
+        };
     }
     let mtime = std::fs::metadata(dir.join(RUNNING))
         .and_then(|md| md.modified())
@@ -182,7 +217,13 @@ impl RunLock {
     /// Takes the lock, or returns `None` when another process holds it.
     pub fn try_acquire(dir: &Path) -> Result<Option<RunLock>> {
         let path = dir.join(LOCK);
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(io_err(&path))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
@@ -190,7 +231,10 @@ impl RunLock {
             if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 return Ok(None);
             }
-            return Err(Error::Other(format!("{}: cannot lock ({e}); the filesystem may not support flock", path.display())));
+            return Err(Error::Other(format!(
+                "{}: cannot lock ({e}); the filesystem may not support flock",
+                path.display()
+            )));
         }
         Ok(Some(RunLock { _file: file, dir: dir.to_path_buf() }))
     }
@@ -207,7 +251,10 @@ impl RunLock {
 /// The error for a run directory another process trains.
 pub fn busy_error(dir: &Path) -> Error {
     let who = RunningMarker::read(dir).map(|m| format!(" ({})", m.describe())).unwrap_or_default();
-    Error::Busy(format!("{} is being trained by another process{who}; wait for it to end or stop it first", dir.display()))
+    Error::Busy(format!(
+        "{} is being trained by another process{who}; wait for it to end or stop it first",
+        dir.display()
+    ))
 }
 
 /// Writes running.json now and rewrites its heartbeat from a background thread until

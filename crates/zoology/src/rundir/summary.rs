@@ -126,7 +126,12 @@ pub fn write_summary(dir: &Path, s: &Summary) -> Result<()> {
 pub fn read_summary(dir: &Path) -> Result<Summary> {
     let p = dir.join(super::SUMMARY);
     let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
-    serde_json::from_str(&text).map_err(|e| Error::Data(format!("{}: not a readable summary ({e}); delete it to let the run be resumed or retrained", p.display())))
+    serde_json::from_str(&text).map_err(|e| {
+        Error::Data(format!(
+            "{}: not a readable summary ({e}); delete it to let the run be resumed or retrained",
+            p.display()
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -142,7 +147,12 @@ mod tests {
             "state_size":128,"state_size_seq_len":64,"wall_time_s":1.0,"epochs":1,"steps":2,"device":"cpu"}"#;
         let s: Summary = serde_json::from_str(old).unwrap();
         assert_eq!((s.flops_train_per_step, s.flops_prefill_per_seq, s.flops_decode_per_token), (None, None, None));
-        let new = Summary { flops_train_per_step: Some(3e9), flops_prefill_per_seq: Some(2e6), flops_decode_per_token: Some(1e5), ..s };
+        let new = Summary {
+            flops_train_per_step: Some(3e9),
+            flops_prefill_per_seq: Some(2e6),
+            flops_decode_per_token: Some(1e5),
+            ..s
+        };
         let text = serde_json::to_string(&new).unwrap();
         assert!(text.contains("\"flops_train_per_step\":3000000000.0"), "{text}");
         assert_eq!(serde_json::from_str::<Summary>(&text).unwrap(), new);

@@ -54,7 +54,11 @@ impl RunSpec {
                 toml::Value::Table(t) if t.contains_key("task") => crate::tasks::describe_entry(t),
                 _ => {
                     let last = k.rsplit('.').next().unwrap_or(k);
-                    let short = if last == "d_model" { "d".to_string() } else { crate::tasks::find_slice(last).map(|s| s.short.to_string()).unwrap_or_else(|| last.to_string()) };
+                    let short = if last == "d_model" {
+                        "d".to_string()
+                    } else {
+                        crate::tasks::find_slice(last).map(|s| s.short.to_string()).unwrap_or_else(|| last.to_string())
+                    };
                     format!("{short}={}", fmt_value(v))
                 }
             };
@@ -83,7 +87,11 @@ pub fn fmt_value(v: &toml::Value) -> String {
             let s = format!("{f:.3e}");
             let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
             let m = if m.contains('.') { m.trim_end_matches('0').trim_end_matches('.') } else { m };
-            if e == "0" { m.to_string() } else { format!("{m}e{e}") }
+            if e == "0" {
+                m.to_string()
+            } else {
+                format!("{m}e{e}")
+            }
         }
         other => other.to_string(),
     }
@@ -128,14 +136,16 @@ impl Sweep {
 
     /// Parses and expands sweep text; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str, default_name: &str) -> Result<Sweep> {
-        let mut base: toml::Table = toml::from_str(text).map_err(|e| config_err(origin, format!("not valid TOML: {e}")))?;
+        let mut base: toml::Table =
+            toml::from_str(text).map_err(|e| config_err(origin, format!("not valid TOML: {e}")))?;
         let sweep = match base.remove("sweep") {
             Some(toml::Value::Table(t)) => t,
             Some(_) => return Err(config_err("sweep", "must be a table ([sweep])")),
             None => toml::Table::new(),
         };
         let slurm: SlurmOptions = match base.remove("slurm") {
-            Some(v) => serde_path_to_error::deserialize(v).map_err(|e| config_err(format!("slurm.{}", e.path()), e.into_inner().to_string()))?,
+            Some(v) => serde_path_to_error::deserialize(v)
+                .map_err(|e| config_err(format!("slurm.{}", e.path()), e.into_inner().to_string()))?,
             None => SlurmOptions::default(),
         };
         let mut name = default_name.to_string();
@@ -148,7 +158,9 @@ impl Sweep {
                     name = v.as_str().ok_or_else(|| config_err("sweep.name", "must be a string"))?.to_string();
                 }
                 "zip" => {
-                    let groups = v.as_array().ok_or_else(|| config_err("sweep.zip", "must be an array of tables ([[sweep.zip]])"))?;
+                    let groups = v
+                        .as_array()
+                        .ok_or_else(|| config_err("sweep.zip", "must be an array of tables ([[sweep.zip]])"))?;
                     for (gi, g) in groups.iter().enumerate() {
                         let field = format!("sweep.zip[{gi}]");
                         let t = g.as_table().ok_or_else(|| config_err(&field, "must be a table of key = [values]"))?;
@@ -171,13 +183,20 @@ impl Sweep {
                             cols.push((key.clone(), vals));
                         }
                         let n = len.unwrap();
-                        axes.push((0..n).map(|i| cols.iter().map(|(k, vs)| (k.clone(), vs[i].clone())).collect()).collect());
+                        axes.push(
+                            (0..n).map(|i| cols.iter().map(|(k, vs)| (k.clone(), vs[i].clone())).collect()).collect(),
+                        );
                     }
                 }
                 "mixers" => {
-                    let t = v.as_table().ok_or_else(|| config_err("sweep.mixers", "must be a table of presets ([sweep.mixers.NAME])"))?;
+                    let t = v.as_table().ok_or_else(|| {
+                        config_err("sweep.mixers", "must be a table of presets ([sweep.mixers.NAME])")
+                    })?;
                     if t.is_empty() {
-                        return Err(config_err("sweep.mixers", "has no presets; add [sweep.mixers.NAME] tables or remove it"));
+                        return Err(config_err(
+                            "sweep.mixers",
+                            "has no presets; add [sweep.mixers.NAME] tables or remove it",
+                        ));
                     }
                     for (pname, p) in t {
                         let field = format!("sweep.mixers.{pname}");
@@ -186,7 +205,10 @@ impl Sweep {
                         for (key, val) in p {
                             if key == "mixer" {
                                 if !val.is_table() {
-                                    return Err(config_err(format!("{field}.mixer"), "must be a table { name = \"...\", ... }"));
+                                    return Err(config_err(
+                                        format!("{field}.mixer"),
+                                        "must be a table { name = \"...\", ... }",
+                                    ));
                                 }
                                 sets.push(("model.mixer".to_string(), val.clone()));
                             } else {
@@ -221,7 +243,13 @@ impl Sweep {
                 if !pname.is_empty() {
                     point.push(("mixer".to_string(), toml::Value::String(pname.clone())));
                 }
-                let ctx = |_: &str| if pname.is_empty() { format!("run {index}") } else { format!("run {index} (preset {pname})") };
+                let ctx = |_: &str| {
+                    if pname.is_empty() {
+                        format!("run {index}")
+                    } else {
+                        format!("run {index} (preset {pname})")
+                    }
+                };
                 for (k, v) in psets.iter() {
                     set_path(&mut table, k, v.clone()).map_err(|e| wrap(&ctx(""), e))?;
                 }
@@ -296,7 +324,8 @@ fn resolve_refs(table: &mut toml::Table) -> Result<()> {
         match v {
             toml::Value::String(s) if s.starts_with("${") && s.ends_with('}') => {
                 let key = &s[2..s.len() - 1];
-                let val = get_path(root, key).ok_or_else(|| config_err(path, format!("refers to {key:?}, which the config does not set")))?;
+                let val = get_path(root, key)
+                    .ok_or_else(|| config_err(path, format!("refers to {key:?}, which the config does not set")))?;
                 if matches!(val, toml::Value::String(x) if x.starts_with("${")) {
                     return Err(config_err(path, "refers to another reference; refer to a plain value"));
                 }
@@ -452,12 +481,20 @@ mixer = { name = "attention", num_heads = 1 }
         let cpu_mamba = include_str!("../../../../configs/zoology-figure2-cpu-mamba.toml");
         // the Mamba add-on must keep the CPU figure's base settings (and so its run ids)
         let base = |t: &'static str| &t[t.find("name = ").unwrap()..t.find("[sweep]").unwrap()];
-        assert_eq!(base(cpu), base(cpu_mamba), "zoology-figure2-cpu-mamba.toml's base settings differ from zoology-figure2-cpu.toml's");
+        assert_eq!(
+            base(cpu),
+            base(cpu_mamba),
+            "zoology-figure2-cpu-mamba.toml's base settings differ from zoology-figure2-cpu.toml's"
+        );
         let files: [(&str, &str, usize); 6] = [
             ("zoology-figure2", include_str!("../../../../configs/zoology-figure2.toml"), 448),
             ("zoology-figure2-cpu", cpu, 48),
             ("zoology-figure2-cpu-mamba", cpu_mamba, 8),
-            ("zoology-figure2-cpu-filter-init", include_str!("../../../../configs/zoology-figure2-cpu-filter-init.toml"), 2),
+            (
+                "zoology-figure2-cpu-filter-init",
+                include_str!("../../../../configs/zoology-figure2-cpu-filter-init.toml"),
+                2,
+            ),
             ("mqar-width-trend-cpu", include_str!("../../../../configs/mqar-width-trend-cpu.toml"), 24),
             ("based-figure2", include_str!("../../../../configs/based-figure2.toml"), 108),
         ];
@@ -478,7 +515,12 @@ mixer = { name = "attention", num_heads = 1 }
     #[test]
     fn quickstart_is_a_corner_of_the_width_trend_grid() {
         let quick = Sweep::parse(crate::sweep::QUICKSTART, "configs/quickstart.toml", "quickstart").unwrap();
-        let trend = Sweep::parse(include_str!("../../../../configs/mqar-width-trend-cpu.toml"), "mqar-width-trend-cpu", "mqar-width-trend-cpu").unwrap();
+        let trend = Sweep::parse(
+            include_str!("../../../../configs/mqar-width-trend-cpu.toml"),
+            "mqar-width-trend-cpu",
+            "mqar-width-trend-cpu",
+        )
+        .unwrap();
         let unlabelled = |r: &RunSpec| {
             let mut c = r.config.clone();
             c.name.clear();

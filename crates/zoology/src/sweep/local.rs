@@ -87,11 +87,24 @@ fn judge_exit(dir: &Path, status: ExitStatus) -> RunState {
     }
     let how = match (status.code(), status.signal()) {
         (Some(c), _) => format!("exited with status {c}"),
-        (None, Some(s)) => format!("was killed by signal {s}{}", if s == libc::SIGABRT { " (SIGABRT: an abort, e.g. in libtorch)" } else if s == libc::SIGSEGV { " (SIGSEGV)" } else { "" }),
+        (None, Some(s)) => format!(
+            "was killed by signal {s}{}",
+            if s == libc::SIGABRT {
+                " (SIGABRT: an abort, e.g. in libtorch)"
+            } else if s == libc::SIGSEGV {
+                " (SIGSEGV)"
+            } else {
+                ""
+            }
+        ),
         _ => format!("ended with {status}"),
     };
     let log = dir.join(rundir::LOG);
-    let why = format!("the run's process {how} without recording a reason; last lines of {}:\n{}", log.display(), tail(&log, 8));
+    let why = format!(
+        "the run's process {how} without recording a reason; last lines of {}:\n{}",
+        log.display(),
+        tail(&log, 8)
+    );
     // record it only if no process has claimed the run since
     if let Ok(Some(_lock)) = RunLock::try_acquire(dir) {
         let _ = rundir::record_failure(dir, &why);
@@ -127,15 +140,29 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
     }
     queue.reverse(); // pop() takes runs in index order
     let total = queue.len();
-    let mp = MultiProgress::with_draw_target(if opts.quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() });
+    let mp = MultiProgress::with_draw_target(if opts.quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
     for (i, note) in &report.retried {
         mp.println(format!("  [{i}] {}: retrying; it {note}", sweep.runs[*i].label())).ok();
     }
     if !report.elsewhere.is_empty() {
-        mp.println(format!("  {} runs are being trained by another process; leaving them alone", report.elsewhere.len())).ok();
+        mp.println(format!(
+            "  {} runs are being trained by another process; leaving them alone",
+            report.elsewhere.len()
+        ))
+        .ok();
     }
     let overall = mp.add(ProgressBar::new(total as u64));
-    overall.set_style(ProgressStyle::with_template("sweep {prefix} [{elapsed_precise}] {bar:30.green/white} {pos}/{len} finished  {msg}").unwrap().progress_chars("=> "));
+    overall.set_style(
+        ProgressStyle::with_template(
+            "sweep {prefix} [{elapsed_precise}] {bar:30.green/white} {pos}/{len} finished  {msg}",
+        )
+        .unwrap()
+        .progress_chars("=> "),
+    );
     overall.set_prefix(sweep.name.clone());
     let run_style = ProgressStyle::with_template("  {spinner} {prefix:.bold} {msg}").unwrap();
     let mut active: Vec<Active> = vec![];
@@ -149,9 +176,13 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
             let dir = run_dir(&opts.out, spec);
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
             let log_path = dir.join(rundir::LOG);
-            let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io_err(&log_path))?;
+            let log =
+                std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io_err(&log_path))?;
             let mut cmd = Command::new(&opts.exe);
-            cmd.args(["sweep", "run-one"]).arg(&sweep.path).args(["--index", &i.to_string(), "--threads", &threads.to_string(), "-q", "--out"]).arg(&opts.out);
+            cmd.args(["sweep", "run-one"])
+                .arg(&sweep.path)
+                .args(["--index", &i.to_string(), "--threads", &threads.to_string(), "-q", "--out"])
+                .arg(&opts.out);
             if let Some(d) = &opts.device {
                 cmd.args(["--device", d]);
             }
@@ -192,7 +223,10 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
             match a.child.try_wait().map_err(|e| Error::Other(format!("waiting for run {}: {e}", a.index)))? {
                 None => {
                     a.bar.tick();
-                    a.bar.set_message(progress_line(&run_dir(&opts.out, &sweep.runs[a.index]), sweep.runs[a.index].config.train.epochs));
+                    a.bar.set_message(progress_line(
+                        &run_dir(&opts.out, &sweep.runs[a.index]),
+                        sweep.runs[a.index].config.train.epochs,
+                    ));
                     k += 1;
                 }
                 Some(status) => {
@@ -202,7 +236,11 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
                         RunState::Done => {
                             report.done += 1;
                             let s = crate::train::metrics::read_summary(&dir)?;
-                            format!("done  best acc {:.3}  ({:.0} s)", s.best_accuracy, a.started.elapsed().as_secs_f64())
+                            format!(
+                                "done  best acc {:.3}  ({:.0} s)",
+                                s.best_accuracy,
+                                a.started.elapsed().as_secs_f64()
+                            )
                         }
                         RunState::Failed(why) => {
                             report.failed.push((a.index, why.clone()));
@@ -237,7 +275,12 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
             let secs = mean * remaining as f64 / workers.min(remaining.max(1)) as f64;
             format!("ETA {}", fmt_secs(secs))
         };
-        overall.set_message(format!("{} done, {failed_now} failed, {} running, {} queued, {eta}", finished - failed_now, active.len(), queue.len()));
+        overall.set_message(format!(
+            "{} done, {failed_now} failed, {} running, {} queued, {eta}",
+            finished - failed_now,
+            active.len(),
+            queue.len()
+        ));
     }
     overall.finish_and_clear();
     report.wall_s = start.elapsed().as_secs_f64();

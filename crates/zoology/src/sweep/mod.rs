@@ -64,7 +64,9 @@ pub fn adopt_renamed(sweep: &Sweep, out: &Path) -> Result<Vec<(PathBuf, PathBuf)
         let Ok(cfg) = RunConfig::from_table(table) else { continue };
         let Some(spec) = wanted.get(&rundir::run_id(&cfg)) else { continue };
         let new = run_dir(out, spec);
-        if new.exists() || !name.starts_with(&format!("{}-", spec.dir_name().rsplit_once('-').map(|x| x.0).unwrap_or(""))) {
+        if new.exists()
+            || !name.starts_with(&format!("{}-", spec.dir_name().rsplit_once('-').map(|x| x.0).unwrap_or("")))
+        {
             continue;
         }
         if RunLock::try_acquire(&old)?.is_none() {
@@ -103,7 +105,8 @@ pub fn reset_failed(dir: &Path, cfg: &RunConfig) -> Result<String> {
                 let aside = dir.join(format!("{}.unusable", rundir::CHECKPOINT));
                 std::fs::rename(&ckpt, &aside).map_err(io_err(&ckpt))?;
                 let _ = std::fs::remove_file(dir.join(rundir::METRICS));
-                note = Some(format!("starts over: its checkpoint could not be used ({e}); kept as {}", aside.display()));
+                note =
+                    Some(format!("starts over: its checkpoint could not be used ({e}); kept as {}", aside.display()));
             }
         }
     }
@@ -116,9 +119,21 @@ pub fn reset_failed(dir: &Path, cfg: &RunConfig) -> Result<String> {
 /// live running.json names one), returns [`Error::Busy`] and touches nothing. Errors and panics
 /// while training are recorded in failed.json by the trainer. `device` overrides the config's
 /// device (not part of the run id).
-pub fn run_one(sweep: &Sweep, index: usize, out: &Path, threads: Option<usize>, device: Option<&str>, quiet: bool) -> Result<RunState> {
+pub fn run_one(
+    sweep: &Sweep,
+    index: usize,
+    out: &Path,
+    threads: Option<usize>,
+    device: Option<&str>,
+    quiet: bool,
+) -> Result<RunState> {
     let spec = sweep.runs.get(index).ok_or_else(|| {
-        Error::Other(format!("--index {index} is out of range: {} has {} runs (0..{})", sweep.path.display(), sweep.runs.len(), sweep.runs.len()))
+        Error::Other(format!(
+            "--index {index} is out of range: {} has {} runs (0..{})",
+            sweep.path.display(),
+            sweep.runs.len(),
+            sweep.runs.len()
+        ))
     })?;
     let dir = run_dir(out, spec);
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -127,14 +142,25 @@ pub fn run_one(sweep: &Sweep, index: usize, out: &Path, threads: Option<usize>, 
     if state.is_finished() {
         return Ok(state);
     }
-    if state == RunState::Running && rundir::RunningMarker::read(&dir).map(|m| m.host != rundir::hostname()).unwrap_or(true) {
+    if state == RunState::Running
+        && rundir::RunningMarker::read(&dir).map(|m| m.host != rundir::hostname()).unwrap_or(true)
+    {
         // a live marker from another host although the lock was free: a filesystem whose locks
         // are not shared between hosts. (On this host the lock is the truth: a live pid there is
         // a reused one.)
         return Err(marker::busy_error(&dir));
     }
-    let meta = SweepMeta { sweep: sweep.name.clone(), index, preset: spec.preset.clone(), label: spec.label(), point: spec.point.iter().cloned().collect() };
-    rundir::write_atomic(&dir.join(rundir::SWEEP_META), serde_json::to_string_pretty(&meta).unwrap_or_default().as_bytes())?;
+    let meta = SweepMeta {
+        sweep: sweep.name.clone(),
+        index,
+        preset: spec.preset.clone(),
+        label: spec.label(),
+        point: spec.point.iter().cloned().collect(),
+    };
+    rundir::write_atomic(
+        &dir.join(rundir::SWEEP_META),
+        serde_json::to_string_pretty(&meta).unwrap_or_default().as_bytes(),
+    )?;
     let mut cfg = spec.config.clone();
     if let Some(t) = threads {
         cfg.threads = t;
@@ -143,7 +169,11 @@ pub fn run_one(sweep: &Sweep, index: usize, out: &Path, threads: Option<usize>, 
         cfg.device = crate::device::DeviceSpec(d.to_string());
     }
     let resume = dir.join(rundir::CONFIG).exists();
-    train_locked(&cfg, &TrainOptions { out_dir: dir.clone(), resume, quiet, label: format!("[{index}] {}", spec.label()) }, &lock)?;
+    train_locked(
+        &cfg,
+        &TrainOptions { out_dir: dir.clone(), resume, quiet, label: format!("[{index}] {}", spec.label()) },
+        &lock,
+    )?;
     Ok(run_state(&dir))
 }
 

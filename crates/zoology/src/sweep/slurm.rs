@@ -56,7 +56,12 @@ fn quote(p: &Path) -> String {
 /// Which runs to submit: the unfinished ones that no live process trains and no task of this
 /// sweep has queued (failed ones too with `retry_failed`, after resetting them).
 fn select(sweep: &Sweep, out: &Path, retry_failed: bool) -> Result<(Vec<usize>, Vec<usize>, Vec<(usize, String)>)> {
-    let in_queue: Vec<usize> = squeue_states(out).unwrap_or_default().into_iter().filter(|(_, st)| st == "PENDING" || st == "RUNNING" || st == "CONFIGURING").map(|(i, _)| i).collect();
+    let in_queue: Vec<usize> = squeue_states(out)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, st)| st == "PENDING" || st == "RUNNING" || st == "CONFIGURING")
+        .map(|(i, _)| i)
+        .collect();
     let (mut indices, mut queued, mut retried) = (vec![], vec![], vec![]);
     for r in &sweep.runs {
         let dir = run_dir(out, r);
@@ -155,11 +160,11 @@ pub fn submit(sweep: &Sweep, s: &SlurmSubmit) -> Result<Submitted> {
     if indices.is_empty() || s.dry_run {
         return Ok(Submitted { script, job_id: None, indices, queued, retried, adopted });
     }
-    let o = Command::new("sbatch")
-        .arg("--parsable")
-        .arg(&script)
-        .output()
-        .map_err(|e| Error::Other(format!("cannot run sbatch ({e}); is Slurm installed and on PATH? (--backend local runs without it)")))?;
+    let o = Command::new("sbatch").arg("--parsable").arg(&script).output().map_err(|e| {
+        Error::Other(format!(
+            "cannot run sbatch ({e}); is Slurm installed and on PATH? (--backend local runs without it)"
+        ))
+    })?;
     if !o.status.success() {
         return Err(Error::Other(format!("sbatch failed: {}", String::from_utf8_lossy(&o.stderr).trim())));
     }
@@ -201,7 +206,9 @@ pub fn wait(id: &str, timeout: Duration, poll: Duration) -> Result<Waited> {
                         Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
                         Err(e) => e.to_string(),
                     };
-                    return Err(Error::Other(format!("squeue failed 5 times in a row while waiting for job {id}: {why}")));
+                    return Err(Error::Other(format!(
+                        "squeue failed 5 times in a row while waiting for job {id}: {why}"
+                    )));
                 }
             }
         }
@@ -233,7 +240,12 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 
 /// Job ids this sweep submitted (OUT/slurm/jobs.txt).
 pub fn job_ids(out: &Path) -> Vec<String> {
-    std::fs::read_to_string(out.join("slurm").join("jobs.txt")).unwrap_or_default().lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
+    std::fs::read_to_string(out.join("slurm").join("jobs.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 /// Array-task states from squeue (pending/running tasks): `(array index, state)`.

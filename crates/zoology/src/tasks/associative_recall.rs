@@ -22,7 +22,10 @@
 //! (`accuracy_ignore_index`), which with one target per example is the fraction of examples
 //! right. Slices: `vocab_size`, `seq_len`.
 
-use super::{examples_field, check_common, dedup_examples, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
+use super::{
+    check_common, dedup_examples, examples_field, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE,
+    SEQ_LEN, VOCAB,
+};
 use crate::error::{config_err, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -64,7 +67,14 @@ impl AssociativeRecallConfig {
     }
 
     /// One full sequence (before the shift) into `seq`; `vals` holds the per-key map.
-    fn sequence(&self, vocab_size: usize, rng: &mut FastRng, vals: &mut Vec<Token>, present: &mut Vec<bool>, seq: &mut Vec<Token>) {
+    fn sequence(
+        &self,
+        vocab_size: usize,
+        rng: &mut FastRng,
+        vals: &mut Vec<Token>,
+        present: &mut Vec<bool>,
+        seq: &mut Vec<Token>,
+    ) {
         let k = (vocab_size - 2) / 2;
         let nk = self.num_keys;
         let space = self.key_space(vocab_size);
@@ -126,13 +136,24 @@ impl Task for AssociativeRecallConfig {
     }
     examples_field!();
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
-        check_common(field, self.seq_len, self.num_keys + 1, self.num_examples, vocab_size, 4, "a key, a value, the no-op 0 and => (V−1)")?;
+        check_common(
+            field,
+            self.seq_len,
+            self.num_keys + 1,
+            self.num_examples,
+            vocab_size,
+            4,
+            "a key, a value, the no-op 0 and => (V−1)",
+        )?;
         if self.num_keys == 0 {
             return Err(config_err(format!("{field}.num_keys"), "must be at least 1"));
         }
         let k = ((vocab_size - 2) / 2) as f64;
         if k.powi(self.num_keys as i32) > 1e6 {
-            return Err(config_err(format!("{field}.num_keys"), format!("{} key tokens ^ {} keys is over 10⁶ possible keys; lower num_keys", k, self.num_keys)));
+            return Err(config_err(
+                format!("{field}.num_keys"),
+                format!("{} key tokens ^ {} keys is over 10⁶ possible keys; lower num_keys", k, self.num_keys),
+            ));
         }
         // deduplication needs many more possible sequences than examples
         let kv = (vocab_size - 2 - (vocab_size - 2) / 2) as f64;
@@ -149,10 +170,16 @@ impl Task for AssociativeRecallConfig {
             Self::split_targets(&seq, split, inp, tgt);
         };
         let l = Task::seq_len(self);
-        let (mut inputs, mut targets) = fill_examples(self.num_examples, l, seed, || (vec![], vec![], vec![]), |(vals, present, seq), rng, inp, tgt| {
-            self.sequence(vocab_size, rng, vals, present, seq);
-            Self::split_targets(seq, split, inp, tgt);
-        });
+        let (mut inputs, mut targets) = fill_examples(
+            self.num_examples,
+            l,
+            seed,
+            || (vec![], vec![], vec![]),
+            |(vals, present, seq), rng, inp, tgt| {
+                self.sequence(vocab_size, rng, vals, present, seq);
+                Self::split_targets(seq, split, inp, tgt);
+            },
+        );
         dedup_examples(l, seed, &mut inputs, &mut targets, draw);
         (inputs, targets)
     }
@@ -170,7 +197,8 @@ impl Task for AssociativeRecallConfig {
         let mut seen = std::collections::HashSet::new();
         let (mut inputs, mut targets) = (vec![], vec![]);
         while seen.len() < self.num_examples {
-            let kv_map: HashMap<Vec<Token>, Token> = tuples.iter().map(|t| (t.clone(), values[rng.gen_range(0..values.len())])).collect();
+            let kv_map: HashMap<Vec<Token>, Token> =
+                tuples.iter().map(|t| (t.clone(), values[rng.gen_range(0..values.len())])).collect();
             let mut present: Vec<Vec<Token>> = vec![];
             let mut seq = vec![];
             for _ in 0..self.pairs() {
@@ -252,11 +280,14 @@ mod tests {
     fn dedup_query_distribution_and_allow_dot() {
         let c = AssociativeRecallConfig { seq_len: 8, num_examples: 3000, ..Default::default() };
         let s = seg(&c, 10, 2, Split::Test); // 4 keys × 4 values, 4 pairs: duplicates are common before dedup
-        let rows: std::collections::HashSet<(Vec<Token>, Token)> = (0..s.n).map(|i| (s.example(i).0.to_vec(), s.example(i).1[9])).collect();
+        let rows: std::collections::HashSet<(Vec<Token>, Token)> =
+            (0..s.n).map(|i| (s.example(i).0.to_vec(), s.example(i).1[9])).collect();
         assert_eq!(rows.len(), s.n, "examples must be distinct");
         let q = histogram((0..s.n).map(|i| s.example(i).0[9] as usize - 1), 4);
         assert_fits(&q, &uniform(4), "query key");
-        let first = |s: &Segment| histogram((0..s.n).map(|i| (0..4).find(|&j| s.example(i).0[2 * j] == s.example(i).0[9]).unwrap()), 4);
+        let first = |s: &Segment| {
+            histogram((0..s.n).map(|i| (0..4).find(|&j| s.example(i).0[2 * j] == s.example(i).0[9]).unwrap()), 4)
+        };
         let naive = TaskConfig::AssociativeRecall(c.clone()).generate_naive(10, 2, Split::Test);
         assert_same_distribution(&first(&s), &first(&naive), "first position of the queried key");
         let d = AssociativeRecallConfig { seq_len: 4, num_examples: 200, allow_dot: true, num_keys: 1 };
@@ -280,7 +311,10 @@ mod tests {
         let key = (inp[31], inp[32]);
         let j = (0..10).find(|&j| (inp[3 * j], inp[3 * j + 1]) == key).expect("the query key was presented");
         assert_eq!(tgt[32], inp[3 * j + 2]);
-        let e = AssociativeRecallConfig { num_examples: 100_000, seq_len: 4, ..Default::default() }.validate(6, "d").unwrap_err().to_string();
+        let e = AssociativeRecallConfig { num_examples: 100_000, seq_len: 4, ..Default::default() }
+            .validate(6, "d")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("d.num_examples"), "{e}");
     }
 }

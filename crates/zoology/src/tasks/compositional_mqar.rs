@@ -20,7 +20,7 @@
 //! Train and test alike. Metric: per-example accuracy. Slices: `num_kv_pairs`, `seq_len`.
 
 use super::mqar::{check_power_law_task, distinct_in, naive_successive, power_weights, GapSampler, KV_PAIRS};
-use super::{size_fields, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN};
+use super::{fill_examples, size_fields, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN};
 use crate::error::{config_err, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -48,7 +48,13 @@ pub struct CompositionalMqarConfig {
 impl Default for CompositionalMqarConfig {
     /// Zoology's config defaults (kv 4) at L = 64, 1000 examples.
     fn default() -> Self {
-        CompositionalMqarConfig { seq_len: 64, num_kv_pairs: 4, num_examples: 1000, power_a: 0.01, random_non_queries: true }
+        CompositionalMqarConfig {
+            seq_len: 64,
+            num_kv_pairs: 4,
+            num_examples: 1000,
+            power_a: 0.01,
+            random_non_queries: true,
+        }
     }
 }
 
@@ -60,9 +66,11 @@ impl CompositionalMqarConfig {
 
 impl Task for CompositionalMqarConfig {
     const TITLE: &'static str = "Compositional MQAR";
-    const ABOUT: &'static str = "MQAR with compound keys (K1, K2) on a √kv×√kv grid: neither half alone gives the value";
+    const ABOUT: &'static str =
+        "MQAR with compound keys (K1, K2) on a √kv×√kv grid: neither half alone gives the value";
     const SOURCE: &'static str = "HazyResearch/zoology zoology/data/compositional_mqar.py";
-    const SUPERVISION: &'static str = "the second key of each of the kv queries (target: the pair's value); train = test";
+    const SUPERVISION: &'static str =
+        "the second key of each of the kv queries (target: the pair's value); train = test";
     const SLICES: &'static [Slice] = &[KV_PAIRS, SEQ_LEN];
     const ALIASES: &'static [(&'static str, &'static str)] = &[("kv", "num_kv_pairs")];
     const DEFAULT_VOCAB: usize = 8192;
@@ -76,10 +84,16 @@ impl Task for CompositionalMqarConfig {
         check_power_law_task(field, l, v, self.num_examples, self.power_a)?;
         let g = self.grid();
         if kv == 0 || g * g != kv {
-            return Err(config_err(f("num_kv_pairs"), format!("must be a perfect square ≥ 1 (4, 9, 16, …) to form the key grid (got {kv})")));
+            return Err(config_err(
+                f("num_kv_pairs"),
+                format!("must be a perfect square ≥ 1 (4, 9, 16, …) to form the key grid (got {kv})"),
+            ));
         }
         if 6 * kv > l {
-            return Err(config_err(f("num_kv_pairs"), format!("6·num_kv_pairs must be ≤ seq_len (3 context + 3 query tokens per pair; got 6·{kv} > {l})")));
+            return Err(config_err(
+                f("num_kv_pairs"),
+                format!("6·num_kv_pairs must be ≤ seq_len (3 context + 3 query tokens per pair; got 6·{kv} > {l})"),
+            ));
         }
         let t = v / 3;
         if t < g + 1 || v - 2 * t < kv {
@@ -188,7 +202,13 @@ mod tests {
     use std::collections::{BTreeSet, HashMap};
 
     fn gen(l: usize, kv: usize, n: usize, v: usize, seed: u64, random: bool) -> Segment {
-        let c = CompositionalMqarConfig { seq_len: l, num_kv_pairs: kv, num_examples: n, power_a: 0.01, random_non_queries: random };
+        let c = CompositionalMqarConfig {
+            seq_len: l,
+            num_kv_pairs: kv,
+            num_examples: n,
+            power_a: 0.01,
+            random_non_queries: random,
+        };
         c.validate(v, "t").unwrap();
         TaskConfig::CompositionalMqar(c).generate(v, seed)
     }
@@ -203,7 +223,10 @@ mod tests {
             let mut map = HashMap::new();
             for j in 0..kv {
                 let (k1, k2, val) = (inp[3 * j], inp[3 * j + 1], inp[3 * j + 2]);
-                assert!((1..t).contains(&k1) && (t..2 * t).contains(&k2) && (2 * t..v as Token).contains(&val), "{inp:?}");
+                assert!(
+                    (1..t).contains(&k1) && (t..2 * t).contains(&k2) && (2 * t..v as Token).contains(&val),
+                    "{inp:?}"
+                );
                 assert!(map.insert((k1, k2), val).is_none(), "compound key repeated");
                 assert!(tgt[3 * j..3 * j + 3].iter().all(|&y| y == IGNORE));
             }
@@ -241,11 +264,20 @@ mod tests {
         // slot of pair 0: the labelled position whose (K1, K2) is the first context pair's
         let slot = |s: &Segment, i: usize, kv: usize| {
             let (inp, tgt) = s.example(i);
-            (0..s.seq_len).find(|&p| tgt[p] != IGNORE && inp[p - 1] == inp[0] && inp[p] == inp[1]).map(|p| (p - 1 - 3 * kv) / 3).unwrap()
+            (0..s.seq_len)
+                .find(|&p| tgt[p] != IGNORE && inp[p - 1] == inp[0] && inp[p] == inp[1])
+                .map(|p| (p - 1 - 3 * kv) / 3)
+                .unwrap()
         };
         let obs = histogram((0..n).map(|i| slot(&s, i, 1)), space);
         assert_fits(&obs, &w.iter().map(|x| x / tot).collect::<Vec<_>>(), "slot of the single pair");
-        let c = CompositionalMqarConfig { seq_len: l, num_kv_pairs: 4, num_examples: 20_000, power_a: 0.01, random_non_queries: false };
+        let c = CompositionalMqarConfig {
+            seq_len: l,
+            num_kv_pairs: 4,
+            num_examples: 20_000,
+            power_a: 0.01,
+            random_non_queries: false,
+        };
         let fast = TaskConfig::CompositionalMqar(c.clone()).generate(200, 4);
         let naive = TaskConfig::CompositionalMqar(c).generate_naive(200, 4, Split::Test);
         let sp = (l - 12) / 3;
@@ -258,7 +290,9 @@ mod tests {
     fn preconditions_are_named_errors() {
         let c = |l, kv| CompositionalMqarConfig { seq_len: l, num_kv_pairs: kv, ..Default::default() };
         let e = |c: CompositionalMqarConfig, v| c.validate(v, "data.train[0]").unwrap_err().to_string();
-        assert!(e(c(64, 5), 8192).contains("data.train[0].num_kv_pairs") && e(c(64, 5), 8192).contains("perfect square"));
+        assert!(
+            e(c(64, 5), 8192).contains("data.train[0].num_kv_pairs") && e(c(64, 5), 8192).contains("perfect square")
+        );
         assert!(e(c(48, 9), 8192).contains("6·num_kv_pairs"));
         assert!(e(c(63, 4), 8192).contains("seq_len"));
         assert!(e(c(64, 4), 64).contains("data.vocab_size"));

@@ -13,7 +13,9 @@
 //! L ∈ {64, 128, 256}, N ∈ {6400, 3200, 1600, 800}. Metric: MAD's macro accuracy. Slices:
 //! `vocab_size`, `seq_len`. (MAD's unused noise options are left out.)
 
-use super::{size_fields, check_common, fill_examples, Backbone, FastRng, Metric, Slice, Split, Task, Token, SEQ_LEN, VOCAB};
+use super::{
+    check_common, fill_examples, size_fields, Backbone, FastRng, Metric, Slice, Split, Task, Token, SEQ_LEN, VOCAB,
+};
 use crate::error::Result;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -34,9 +36,12 @@ impl Default for CompressionConfig {
 
 impl Task for CompressionConfig {
     const TITLE: &'static str = "Compression (MAD)";
-    const ABOUT: &'static str = "random tokens then a compression token; rebuild the whole sequence from the encoder's last position";
-    const SOURCE: &'static str = "athms/mad-lab mad/data/instances.py (generate_compression_instance) + mad/model/auto_encoder.py";
-    const SUPERVISION: &'static str = "every position (target: the input token there), decoded from the last position only; train = test";
+    const ABOUT: &'static str =
+        "random tokens then a compression token; rebuild the whole sequence from the encoder's last position";
+    const SOURCE: &'static str =
+        "athms/mad-lab mad/data/instances.py (generate_compression_instance) + mad/model/auto_encoder.py";
+    const SUPERVISION: &'static str =
+        "every position (target: the input token there), decoded from the last position only; train = test";
     const SLICES: &'static [Slice] = &[VOCAB, SEQ_LEN];
     const DEFAULT_VOCAB: usize = 16;
     const BACKBONE: Backbone = Backbone::Autoencoder;
@@ -44,23 +49,38 @@ impl Task for CompressionConfig {
 
     size_fields!();
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
-        check_common(field, self.seq_len, 2, self.num_examples, vocab_size, 2, "data tokens and the compression token V−1")
+        check_common(
+            field,
+            self.seq_len,
+            2,
+            self.num_examples,
+            vocab_size,
+            2,
+            "data tokens and the compression token V−1",
+        )
     }
     fn generate(&self, vocab_size: usize, seed: u64, _split: Split) -> (Vec<Token>, Vec<Token>) {
         let l = self.seq_len;
-        fill_examples(self.num_examples, l, seed, || (), |_, rng, inp, tgt| {
-            for x in inp[..l - 1].iter_mut() {
-                *x = rng.gen_range(0..vocab_size as Token - 1);
-            }
-            inp[l - 1] = vocab_size as Token - 1;
-            tgt.copy_from_slice(inp);
-        })
+        fill_examples(
+            self.num_examples,
+            l,
+            seed,
+            || (),
+            |_, rng, inp, tgt| {
+                for x in inp[..l - 1].iter_mut() {
+                    *x = rng.gen_range(0..vocab_size as Token - 1);
+                }
+                inp[l - 1] = vocab_size as Token - 1;
+                tgt.copy_from_slice(inp);
+            },
+        )
     }
     fn naive(&self, vocab_size: usize, seed: u64, _split: Split) -> (Vec<Token>, Vec<Token>) {
         let mut rng = FastRng::seed_from_u64(seed);
         let mut inputs = vec![];
         for _ in 0..self.num_examples {
-            let mut seq: Vec<Token> = (0..self.seq_len - 1).map(|_| rng.gen_range(0..vocab_size as Token - 1)).collect();
+            let mut seq: Vec<Token> =
+                (0..self.seq_len - 1).map(|_| rng.gen_range(0..vocab_size as Token - 1)).collect();
             seq.push(vocab_size as Token - 1);
             inputs.extend(seq);
         }
@@ -95,10 +115,14 @@ mod tests {
     #[test]
     fn backbone_mismatch_is_a_named_error() {
         let c = TaskConfig::Compression(CompressionConfig::default());
-        let e = super::super::check_backbone(&[("data.train[0]".into(), &c)], Backbone::LanguageModel).unwrap_err().to_string();
+        let e = super::super::check_backbone(&[("data.train[0]".into(), &c)], Backbone::LanguageModel)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("model.backbone") && e.contains("autoencoder") && e.contains("data.train[0]"), "{e}");
         let m = TaskConfig::Mqar(Default::default());
-        let e = super::super::check_backbone(&[("data.test[0]".into(), &m)], Backbone::Autoencoder).unwrap_err().to_string();
+        let e = super::super::check_backbone(&[("data.test[0]".into(), &m)], Backbone::Autoencoder)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("language_model"), "{e}");
         assert!(super::super::check_backbone(&[("x".into(), &c)], Backbone::Autoencoder).is_ok());
     }

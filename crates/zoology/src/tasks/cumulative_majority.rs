@@ -6,7 +6,9 @@
 //! `cumsum(2·bit − 1) ≥ 0`: a tie gives 1, unlike `majority`), else 0. Train = test. Metric:
 //! per-example accuracy. Slice: `seq_len`. Needs `V ≥ 2`.
 
-use super::{size_fields, check_common, fill_examples, random_bits, FastRng, Metric, Slice, Split, Task, Token, SEQ_LEN};
+use super::{
+    check_common, fill_examples, random_bits, size_fields, FastRng, Metric, Slice, Split, Task, Token, SEQ_LEN,
+};
 use crate::error::Result;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -39,14 +41,20 @@ impl Task for CumulativeMajorityConfig {
         check_common(field, self.seq_len, 1, self.num_examples, vocab_size, 2, "bits 0/1")
     }
     fn generate(&self, _vocab_size: usize, seed: u64, _split: Split) -> (Vec<Token>, Vec<Token>) {
-        fill_examples(self.num_examples, self.seq_len, seed, || (), |_, rng, inp, tgt| {
-            random_bits(rng, inp);
-            let mut lead = 0;
-            for (b, y) in inp.iter().zip(tgt.iter_mut()) {
-                lead += 2 * b - 1;
-                *y = (lead >= 0) as Token;
-            }
-        })
+        fill_examples(
+            self.num_examples,
+            self.seq_len,
+            seed,
+            || (),
+            |_, rng, inp, tgt| {
+                random_bits(rng, inp);
+                let mut lead = 0;
+                for (b, y) in inp.iter().zip(tgt.iter_mut()) {
+                    lead += 2 * b - 1;
+                    *y = (lead >= 0) as Token;
+                }
+            },
+        )
     }
     fn naive(&self, _vocab_size: usize, seed: u64, _split: Split) -> (Vec<Token>, Vec<Token>) {
         let mut rng = FastRng::seed_from_u64(seed);

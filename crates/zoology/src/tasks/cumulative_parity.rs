@@ -9,7 +9,9 @@
 //! `input_seq_len`; ours makes exactly `seq_len` (the model's sequence length, as every task
 //! here). A Zoology config with `input_seq_len = k` is ours with `seq_len = k − 1`.
 
-use super::{size_fields, check_common, fill_examples, random_bits, FastRng, Metric, Slice, Split, Task, Token, SEQ_LEN};
+use super::{
+    check_common, fill_examples, random_bits, size_fields, FastRng, Metric, Slice, Split, Task, Token, SEQ_LEN,
+};
 use crate::error::Result;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -50,10 +52,16 @@ impl Task for CumulativeParityConfig {
         check_common(field, self.seq_len, 1, self.num_examples, vocab_size, 2, "bits 0/1")
     }
     fn generate(&self, _vocab_size: usize, seed: u64, _split: Split) -> (Vec<Token>, Vec<Token>) {
-        fill_examples(self.num_examples, self.seq_len, seed, || (), |_, rng, inp, tgt| {
-            random_bits(rng, inp);
-            running_parity(inp, tgt);
-        })
+        fill_examples(
+            self.num_examples,
+            self.seq_len,
+            seed,
+            || (),
+            |_, rng, inp, tgt| {
+                random_bits(rng, inp);
+                running_parity(inp, tgt);
+            },
+        )
     }
     fn naive(&self, _vocab_size: usize, seed: u64, _split: Split) -> (Vec<Token>, Vec<Token>) {
         let mut rng = FastRng::seed_from_u64(seed);

@@ -32,7 +32,11 @@ impl Format {
             Some("npy") => Ok(Format::Npy),
             other => Err(config_err(
                 flag,
-                format!("{} has extension {:?}; use .safetensors, .npz or .npy (a JSON sidecar is written next to it)", path.display(), other.unwrap_or("")),
+                format!(
+                    "{} has extension {:?}; use .safetensors, .npz or .npy (a JSON sidecar is written next to it)",
+                    path.display(),
+                    other.unwrap_or("")
+                ),
             )),
         }
     }
@@ -74,7 +78,14 @@ pub fn sidecar(seg: &Segment, cfg: &TaskConfig, vocab_size: usize, seed: u64, fo
 
 /// Writes `seg` to `path` in the format of its extension and the JSON sidecar; returns the
 /// paths written.
-pub fn export(seg: &Segment, cfg: &TaskConfig, vocab_size: usize, seed: u64, path: &Path, flag: &str) -> Result<Vec<PathBuf>> {
+pub fn export(
+    seg: &Segment,
+    cfg: &TaskConfig,
+    vocab_size: usize,
+    seed: u64,
+    path: &Path,
+    flag: &str,
+) -> Result<Vec<PathBuf>> {
     let format = Format::of(path, flag)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -84,7 +95,9 @@ pub fn export(seg: &Segment, cfg: &TaskConfig, vocab_size: usize, seed: u64, pat
     let targets = Tensor::from_slice(&seg.targets).view(shape).to_kind(Kind::Int64);
     let werr = |e: tch::TchError| Error::Other(format!("writing {}: {e}", path.display()));
     match format {
-        Format::Safetensors => Tensor::write_safetensors(&[("inputs", &inputs), ("targets", &targets)], path).map_err(werr)?,
+        Format::Safetensors => {
+            Tensor::write_safetensors(&[("inputs", &inputs), ("targets", &targets)], path).map_err(werr)?
+        }
         Format::Npz => Tensor::write_npz(&[("inputs", &inputs), ("targets", &targets)], path).map_err(werr)?,
         Format::Npy => Tensor::stack(&[inputs, targets], 0).write_npy(path).map_err(werr)?,
     }
@@ -110,7 +123,12 @@ mod tests {
     /// Every format reads back (through tch's readers) as the generated data.
     #[test]
     fn formats_round_trip() {
-        let cfg = TaskConfig::from_fields("mqar", &toml::from_str("seq_len = 16\nnum_kv_pairs = 2\nnum_examples = 5").unwrap(), "t").unwrap();
+        let cfg = TaskConfig::from_fields(
+            "mqar",
+            &toml::from_str("seq_len = 16\nnum_kv_pairs = 2\nnum_examples = 5").unwrap(),
+            "t",
+        )
+        .unwrap();
         let seg = cfg.generate(64, 3);
         let dir = std::env::temp_dir().join(format!("zoology-export-{}", std::process::id()));
         let want_i = Tensor::from_slice(&seg.inputs).view([5, 16]).to_kind(Kind::Int64);
@@ -121,11 +139,13 @@ mod tests {
             assert_eq!(files[1], dir.join("d.json"));
             let (i, t) = match ext {
                 "safetensors" => {
-                    let m: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&p).unwrap().into_iter().collect();
+                    let m: std::collections::HashMap<String, Tensor> =
+                        Tensor::read_safetensors(&p).unwrap().into_iter().collect();
                     (m["inputs"].shallow_clone(), m["targets"].shallow_clone())
                 }
                 "npz" => {
-                    let m: std::collections::HashMap<String, Tensor> = Tensor::read_npz(&p).unwrap().into_iter().collect();
+                    let m: std::collections::HashMap<String, Tensor> =
+                        Tensor::read_npz(&p).unwrap().into_iter().collect();
                     (m["inputs"].shallow_clone(), m["targets"].shallow_clone())
                 }
                 _ => {

@@ -24,7 +24,7 @@
 //! is below 0.03% at V = 8192).
 
 use super::mqar::{check_power_law_task, distinct_in, naive_successive, power_weights, GapSampler, KV_PAIRS};
-use super::{size_fields, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN};
+use super::{fill_examples, size_fields, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN};
 use crate::error::{config_err, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,14 @@ pub struct ForgettingMqarConfig {
 impl Default for ForgettingMqarConfig {
     /// Zoology's config defaults (kv 8, 4 updates) at L = 64, 1000 examples.
     fn default() -> Self {
-        ForgettingMqarConfig { seq_len: 64, num_kv_pairs: 8, num_updates: 4, num_examples: 1000, power_a: 0.01, random_non_queries: true }
+        ForgettingMqarConfig {
+            seq_len: 64,
+            num_kv_pairs: 8,
+            num_updates: 4,
+            num_examples: 1000,
+            power_a: 0.01,
+            random_non_queries: true,
+        }
     }
 }
 
@@ -76,7 +83,8 @@ fn other_than(rng: &mut FastRng, lo: usize, hi: usize, not: Token) -> Token {
 
 impl Task for ForgettingMqarConfig {
     const TITLE: &'static str = "Forgetting MQAR";
-    const ABOUT: &'static str = "MQAR where num_updates keys are re-bound later in the context; queries ask for the latest value";
+    const ABOUT: &'static str =
+        "MQAR where num_updates keys are re-bound later in the context; queries ask for the latest value";
     const SOURCE: &'static str = "HazyResearch/zoology zoology/data/forgetting_mqar.py";
     const SUPERVISION: &'static str = "the kv query-key positions (target: the key's latest value); train = test";
     const SLICES: &'static [Slice] = &[KV_PAIRS, UPDATES, SEQ_LEN];
@@ -97,10 +105,19 @@ impl Task for ForgettingMqarConfig {
             return Err(config_err(f("num_updates"), format!("must be ≤ num_kv_pairs = {kv} (got {u})")));
         }
         if 2 * (kv + u) + 2 * kv > l {
-            return Err(config_err(f("num_kv_pairs"), format!("2·(num_kv_pairs + num_updates) + 2·num_kv_pairs must be ≤ seq_len (got {} > {l})", 2 * (kv + u) + 2 * kv)));
+            return Err(config_err(
+                f("num_kv_pairs"),
+                format!(
+                    "2·(num_kv_pairs + num_updates) + 2·num_kv_pairs must be ≤ seq_len (got {} > {l})",
+                    2 * (kv + u) + 2 * kv
+                ),
+            ));
         }
         if v / 2 < kv + 1 || v - v / 2 < kv.max(2) {
-            return Err(config_err("data.vocab_size", format!("too small for {kv} distinct keys in [1, V/2) and values in [V/2, V) (got V={v})")));
+            return Err(config_err(
+                "data.vocab_size",
+                format!("too small for {kv} distinct keys in [1, V/2) and values in [V/2, V) (got V={v})"),
+            ));
         }
         Ok(())
     }
@@ -221,7 +238,14 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(l: usize, kv: usize, u: usize, n: usize) -> ForgettingMqarConfig {
-        ForgettingMqarConfig { seq_len: l, num_kv_pairs: kv, num_updates: u, num_examples: n, power_a: 0.01, random_non_queries: false }
+        ForgettingMqarConfig {
+            seq_len: l,
+            num_kv_pairs: kv,
+            num_updates: u,
+            num_examples: n,
+            power_a: 0.01,
+            random_non_queries: false,
+        }
     }
 
     #[test]
@@ -269,17 +293,23 @@ mod tests {
         let (l, kv, u, v, n) = (64, 8, 2, 64, 20_000);
         let c = cfg(l, kv, u, n);
         let s = TaskConfig::ForgettingMqar(c.clone()).generate(v, 7);
-        let which = histogram((0..n).flat_map(|i| {
-            let inp = s.example(i).0.to_vec();
-            (kv..kv + u).map(move |j| (0..kv).position(|m| inp[2 * m] == inp[2 * j]).unwrap())
-        }), kv);
+        let which = histogram(
+            (0..n).flat_map(|i| {
+                let inp = s.example(i).0.to_vec();
+                (kv..kv + u).map(move |j| (0..kv).position(|m| inp[2 * m] == inp[2 * j]).unwrap())
+            }),
+            kv,
+        );
         assert_fits(&which, &uniform(kv), "which pair is updated");
         // the new value's offset from the old (mod 32), never 0, uniform over 1..31
-        let off = histogram((0..n).map(|i| {
-            let inp = s.example(i).0;
-            let m = (0..kv).position(|m| inp[2 * m] == inp[2 * kv]).unwrap();
-            ((inp[2 * kv + 1] - inp[2 * m + 1]).rem_euclid(32) - 1) as usize
-        }), 31);
+        let off = histogram(
+            (0..n).map(|i| {
+                let inp = s.example(i).0;
+                let m = (0..kv).position(|m| inp[2 * m] == inp[2 * kv]).unwrap();
+                ((inp[2 * kv + 1] - inp[2 * m + 1]).rem_euclid(32) - 1) as usize
+            }),
+            31,
+        );
         assert_fits(&off, &uniform(31), "new value relative to the old");
         let slot = |s: &Segment, i: usize| {
             let (inp, tgt) = s.example(i);
@@ -287,7 +317,11 @@ mod tests {
         };
         let naive = TaskConfig::ForgettingMqar(c).generate_naive(v, 7, Split::Test);
         let sp = (l - 2 * (kv + u)) / 2;
-        assert_same_distribution(&histogram((0..n).map(|i| slot(&s, i)), sp), &histogram((0..n).map(|i| slot(&naive, i)), sp), "slot of key 0");
+        assert_same_distribution(
+            &histogram((0..n).map(|i| slot(&s, i)), sp),
+            &histogram((0..n).map(|i| slot(&naive, i)), sp),
+            "slot of key 0",
+        );
     }
 
     #[test]

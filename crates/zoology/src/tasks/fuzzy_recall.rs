@@ -28,7 +28,9 @@
 //! accuracy. Slices: `vocab_size`, `seq_len`.
 
 use super::in_context_recall::shift_into;
-use super::{size_fields, check_common, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
+use super::{
+    check_common, fill_examples, size_fields, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB,
+};
 use crate::error::{config_err, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -63,7 +65,15 @@ pub struct FuzzyRecallConfig {
 impl Default for FuzzyRecallConfig {
     /// MAD's baseline (V = 16 goes in `data.vocab_size`).
     fn default() -> Self {
-        FuzzyRecallConfig { seq_len: 128, num_examples: 12_800, k_motif_size: 3, v_motif_size: 3, multi_query: true, noise_vocab_size: 0, frac_noise: 0.0 }
+        FuzzyRecallConfig {
+            seq_len: 128,
+            num_examples: 12_800,
+            k_motif_size: 3,
+            v_motif_size: 3,
+            multi_query: true,
+            noise_vocab_size: 0,
+            frac_noise: 0.0,
+        }
     }
 }
 
@@ -119,7 +129,15 @@ impl FuzzyRecallConfig {
         }
     }
 
-    fn fill_one(&self, lay: Layout, split: Split, s: &mut Scratch, rng: &mut FastRng, inp: &mut [Token], tgt: &mut [Token]) {
+    fn fill_one(
+        &self,
+        lay: Layout,
+        split: Split,
+        s: &mut Scratch,
+        rng: &mut FastRng,
+        inp: &mut [Token],
+        tgt: &mut [Token],
+    ) {
         let (l, km, vm) = (self.seq_len, self.k_motif_size, self.v_motif_size);
         let train = split == Split::Train;
         s.seq.clear();
@@ -202,9 +220,11 @@ impl FuzzyRecallConfig {
 
 impl Task for FuzzyRecallConfig {
     const TITLE: &'static str = "Fuzzy recall (MAD)";
-    const ABOUT: &'static str = "in-context recall where keys and values are motifs of 1..k tokens (always k for test keys)";
+    const ABOUT: &'static str =
+        "in-context recall where keys and values are motifs of 1..k tokens (always k for test keys)";
     const SOURCE: &'static str = "athms/mad-lab mad/data/instances.py (generate_fuzzy_in_context_recall_instance)";
-    const SUPERVISION: &'static str = "train: every next token; test: the value tokens after each key presented before, and the final probe's value";
+    const SUPERVISION: &'static str =
+        "train: every next token; test: the value tokens after each key presented before, and the final probe's value";
     const SLICES: &'static [Slice] = &[VOCAB, SEQ_LEN];
     const DEFAULT_VOCAB: usize = 16;
     const METRIC: Metric = Metric::MAD;
@@ -218,7 +238,15 @@ impl Task for FuzzyRecallConfig {
                 return Err(config_err(f(name), format!("must be in 1..=8 (got {m})")));
             }
         }
-        check_common(field, self.seq_len, 2 * (km + vm) + 1, self.num_examples, vocab_size, 3, "keys, values and the pad token")?;
+        check_common(
+            field,
+            self.seq_len,
+            2 * (km + vm) + 1,
+            self.num_examples,
+            vocab_size,
+            3,
+            "keys, values and the pad token",
+        )?;
         if !(0.0..1.0).contains(&self.frac_noise) {
             return Err(config_err(f("frac_noise"), format!("must be in [0, 1) (got {})", self.frac_noise)));
         }
@@ -236,7 +264,9 @@ impl Task for FuzzyRecallConfig {
     }
     fn generate(&self, vocab_size: usize, seed: u64, split: Split) -> (Vec<Token>, Vec<Token>) {
         let lay = self.layout(vocab_size);
-        fill_examples(self.num_examples, self.seq_len, seed, Scratch::default, |s, rng, inp, tgt| self.fill_one(lay, split, s, rng, inp, tgt))
+        fill_examples(self.num_examples, self.seq_len, seed, Scratch::default, |s, rng, inp, tgt| {
+            self.fill_one(lay, split, s, rng, inp, tgt)
+        })
     }
 
     /// MAD's loop with Python-style containers: dicts of motif tuples, lists, a final pad.
@@ -392,7 +422,8 @@ mod tests {
         // was scored too — it never is, keys are not targets
         let lens = histogram((0..s.n).map(|i| tail(s.example(i).1) - 1), 3);
         assert_fits(&lens, &uniform(3), "probe value length");
-        let count = |s: &Segment| histogram((0..s.n).map(|i| s.example(i).1.iter().filter(|&&t| t != IGNORE).count()), 64);
+        let count =
+            |s: &Segment| histogram((0..s.n).map(|i| s.example(i).1.iter().filter(|&&t| t != IGNORE).count()), 64);
         let naive = TaskConfig::FuzzyRecall(c).generate_naive(16, 2, Split::Test);
         assert_same_distribution(&count(&s), &count(&naive), "test targets per example");
     }

@@ -30,7 +30,9 @@
 //! slot turned to noise MAD's generator then fails (no key to probe). We draw the forced slot
 //! among the `seq_len/2 − 1` slots that can be noise, so an example always has a key to probe.
 
-use super::{examples_field, check_common, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
+use super::{
+    check_common, examples_field, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB,
+};
 use crate::error::{config_err, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -61,7 +63,13 @@ pub struct InContextRecallConfig {
 impl Default for InContextRecallConfig {
     /// MAD's baseline (V = 16 goes in `data.vocab_size`).
     fn default() -> Self {
-        InContextRecallConfig { seq_len: 128, num_examples: 12_800, multi_query: true, noise_vocab_size: 0, frac_noise: 0.0 }
+        InContextRecallConfig {
+            seq_len: 128,
+            num_examples: 12_800,
+            multi_query: true,
+            noise_vocab_size: 0,
+            frac_noise: 0.0,
+        }
     }
 }
 
@@ -90,7 +98,10 @@ impl InContextRecallConfig {
         let f = |k: &str| format!("{field}.{k}");
         check_common(field, self.seq_len, 4, self.num_examples, vocab_size, 2, "keys and values")?;
         if self.seq_len % 2 != 0 {
-            return Err(config_err(f("seq_len"), format!("must be even: key-value slots are two tokens (got {})", self.seq_len)));
+            return Err(config_err(
+                f("seq_len"),
+                format!("must be even: key-value slots are two tokens (got {})", self.seq_len),
+            ));
         }
         if !(0.0..1.0).contains(&self.frac_noise) {
             return Err(config_err(f("frac_noise"), format!("must be in [0, 1) (got {})", self.frac_noise)));
@@ -114,7 +125,15 @@ impl InContextRecallConfig {
     }
 
     /// One example into `inp`/`tgt` (length `seq_len()`), drawing only from `rng`.
-    pub(crate) fn fill_one(&self, lay: Layout, split: Split, s: &mut Scratch, rng: &mut FastRng, inp: &mut [Token], tgt: &mut [Token]) {
+    pub(crate) fn fill_one(
+        &self,
+        lay: Layout,
+        split: Split,
+        s: &mut Scratch,
+        rng: &mut FastRng,
+        inp: &mut [Token],
+        tgt: &mut [Token],
+    ) {
         let pairs = self.seq_len / 2;
         s.seq.clear();
         s.lab.clear();
@@ -174,7 +193,12 @@ pub(crate) struct Scratch {
 }
 
 /// MAD's loop, literally: Python-style lists, a dict for the map and one for the presented keys.
-pub(crate) fn naive_recall(c: &InContextRecallConfig, vocab_size: usize, seed: u64, split: Split) -> (Vec<Token>, Vec<Token>) {
+pub(crate) fn naive_recall(
+    c: &InContextRecallConfig,
+    vocab_size: usize,
+    seed: u64,
+    split: Split,
+) -> (Vec<Token>, Vec<Token>) {
     let lay = c.layout(vocab_size);
     let mut rng = FastRng::seed_from_u64(seed);
     let (mut inputs, mut targets) = (vec![], vec![]);
@@ -237,9 +261,11 @@ pub(crate) fn recall_legend(c: &InContextRecallConfig, vocab_size: usize) -> Str
 
 impl Task for InContextRecallConfig {
     const TITLE: &'static str = "In-context recall (MAD)";
-    const ABOUT: &'static str = "key-value pairs with keys repeating (drawn with replacement); recall each repeated key's value";
+    const ABOUT: &'static str =
+        "key-value pairs with keys repeating (drawn with replacement); recall each repeated key's value";
     const SOURCE: &'static str = "athms/mad-lab mad/data/instances.py (generate_in_context_recall_instance)";
-    const SUPERVISION: &'static str = "train: every next token; test: the value after each key presented before, and the final probe's value";
+    const SUPERVISION: &'static str =
+        "train: every next token; test: the value after each key presented before, and the final probe's value";
     const SLICES: &'static [Slice] = &[VOCAB, SEQ_LEN];
     const DEFAULT_VOCAB: usize = 16;
     const METRIC: Metric = Metric::MAD;
@@ -253,7 +279,9 @@ impl Task for InContextRecallConfig {
     }
     fn generate(&self, vocab_size: usize, seed: u64, split: Split) -> (Vec<Token>, Vec<Token>) {
         let lay = self.layout(vocab_size);
-        fill_examples(self.num_examples, Task::seq_len(self), seed, Scratch::default, |s, rng, inp, tgt| self.fill_one(lay, split, s, rng, inp, tgt))
+        fill_examples(self.num_examples, Task::seq_len(self), seed, Scratch::default, |s, rng, inp, tgt| {
+            self.fill_one(lay, split, s, rng, inp, tgt)
+        })
     }
     fn naive(&self, vocab_size: usize, seed: u64, split: Split) -> (Vec<Token>, Vec<Token>) {
         naive_recall(self, vocab_size, seed, split)
@@ -319,7 +347,8 @@ pub(crate) mod tests {
             assert_eq!(tgt[126], s.example(i).1[126], "last train target = probe value");
         }
         // larger vocabularies: targets appear where keys repeat
-        let s = seg(&InContextRecallConfig { seq_len: 64, num_examples: 200, ..Default::default() }, 128, 2, Split::Test);
+        let s =
+            seg(&InContextRecallConfig { seq_len: 64, num_examples: 200, ..Default::default() }, 128, 2, Split::Test);
         let total: usize = (0..s.n).map(|i| check_example(s.example(i).0, s.example(i).1, 64, 128)).sum();
         assert!(total > 200, "{total}");
     }
@@ -331,11 +360,15 @@ pub(crate) mod tests {
         let c = InContextRecallConfig { seq_len: 32, num_examples: 6000, ..Default::default() };
         let v = 32;
         let s = seg(&c, v, 3, Split::Test);
-        let keys = histogram((0..s.n).flat_map(|i| s.example(i).0.iter().step_by(2).map(|&k| k as usize).collect::<Vec<_>>()), 16);
+        let keys = histogram(
+            (0..s.n).flat_map(|i| s.example(i).0.iter().step_by(2).map(|&k| k as usize).collect::<Vec<_>>()),
+            16,
+        );
         assert_fits(&keys, &uniform(16), "keys");
         let first_values = histogram((0..s.n).map(|i| s.example(i).0[1] as usize - 16), 16);
         assert_fits(&first_values, &uniform(16), "values");
-        let count = |s: &Segment| histogram((0..s.n).map(|i| s.example(i).1.iter().filter(|&&t| t != IGNORE).count()), 17);
+        let count =
+            |s: &Segment| histogram((0..s.n).map(|i| s.example(i).1.iter().filter(|&&t| t != IGNORE).count()), 17);
         let naive = TaskConfig::InContextRecall(c).generate_naive(v, 3, Split::Test);
         assert_same_distribution(&count(&s), &count(&naive), "test targets per example");
     }
@@ -362,7 +395,8 @@ pub(crate) mod tests {
         let e = |c: InContextRecallConfig, v| c.check(v, "data.train[0]").unwrap_err().to_string();
         assert!(e(InContextRecallConfig { seq_len: 127, ..Default::default() }, 16).contains("data.train[0].seq_len"));
         assert!(e(InContextRecallConfig { frac_noise: 0.2, ..Default::default() }, 16).contains("noise_vocab_size"));
-        assert!(e(InContextRecallConfig { frac_noise: 1.0, noise_vocab_size: 4, ..Default::default() }, 16).contains("frac_noise"));
+        assert!(e(InContextRecallConfig { frac_noise: 1.0, noise_vocab_size: 4, ..Default::default() }, 16)
+            .contains("frac_noise"));
         assert!(e(InContextRecallConfig { noise_vocab_size: 15, ..Default::default() }, 16).contains("data.vocab_size"));
     }
 }

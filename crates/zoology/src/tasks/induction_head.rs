@@ -17,7 +17,10 @@
 //! examples (`icl_synthetics` defaults). Metric: micro accuracy. Slices: `vocab_size`,
 //! `seq_len`.
 
-use super::{examples_field, check_common, dedup_examples, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
+use super::{
+    check_common, dedup_examples, examples_field, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE,
+    SEQ_LEN, VOCAB,
+};
 use crate::error::{config_err, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -87,9 +90,11 @@ impl InductionHeadConfig {
 
 impl Task for InductionHeadConfig {
     const TITLE: &'static str = "Induction head (safari)";
-    const ABOUT: &'static str = "random tokens with a trigger => followed by a token; after a final =>, predict that token";
+    const ABOUT: &'static str =
+        "random tokens with a trigger => followed by a token; after a final =>, predict that token";
     const SOURCE: &'static str = "HazyResearch/safari src/dataloaders/synthetics.py (generate_induction_head)";
-    const SUPERVISION: &'static str = "train: every next token; test: the last induction_len positions (the token(s) after the final =>)";
+    const SUPERVISION: &'static str =
+        "train: every next token; test: the last induction_len positions (the token(s) after the final =>)";
     const SLICES: &'static [Slice] = &[VOCAB, SEQ_LEN];
     const DEFAULT_VOCAB: usize = 20;
     const METRIC: Metric = Metric::Micro;
@@ -103,7 +108,15 @@ impl Task for InductionHeadConfig {
             let k = if self.induction_len == 0 { "induction_len" } else { "num_triggers" };
             return Err(config_err(format!("{field}.{k}"), "must be at least 1"));
         }
-        check_common(field, self.seq_len, self.induction_len + 2, self.num_examples, vocab_size, 3, "ordinary tokens, the no-op 0 and => (V−1)")?;
+        check_common(
+            field,
+            self.seq_len,
+            self.induction_len + 2,
+            self.num_examples,
+            vocab_size,
+            3,
+            "ordinary tokens, the no-op 0 and => (V−1)",
+        )?;
         let log_seqs = (self.seq_len - self.induction_len - 1) as f64 * ((vocab_size - 2) as f64).ln();
         if log_seqs < (10.0 * self.num_examples as f64).ln() {
             return Err(config_err(format!("{field}.num_examples"), format!("{} distinct examples cannot be drawn from so few possible sequences (V={vocab_size}, seq_len={}); raise seq_len or vocab_size", self.num_examples, self.seq_len)));
@@ -112,10 +125,16 @@ impl Task for InductionHeadConfig {
     }
     fn generate(&self, vocab_size: usize, seed: u64, split: Split) -> (Vec<Token>, Vec<Token>) {
         let l = Task::seq_len(self);
-        let (mut inputs, mut targets) = fill_examples(self.num_examples, l, seed, || (vec![], vec![]), |(pos, seq), rng, inp, tgt| {
-            self.sequence(vocab_size, rng, pos, seq);
-            self.split_targets(seq, split, inp, tgt);
-        });
+        let (mut inputs, mut targets) = fill_examples(
+            self.num_examples,
+            l,
+            seed,
+            || (vec![], vec![]),
+            |(pos, seq), rng, inp, tgt| {
+                self.sequence(vocab_size, rng, pos, seq);
+                self.split_targets(seq, split, inp, tgt);
+            },
+        );
         dedup_examples(l, seed, &mut inputs, &mut targets, |rng, inp, tgt| {
             let (mut pos, mut seq) = (vec![], vec![]);
             self.sequence(vocab_size, rng, &mut pos, &mut seq);
@@ -163,7 +182,11 @@ impl Task for InductionHeadConfig {
         (inputs, targets)
     }
     fn legend(&self, vocab_size: usize) -> String {
-        format!("tokens in [1, {}), {} = '=>'; [x→y] marks a scored position (test: after the final =>), target y", vocab_size - 1, vocab_size - 1)
+        format!(
+            "tokens in [1, {}), {} = '=>'; [x→y] marks a scored position (test: after the final =>), target y",
+            vocab_size - 1,
+            vocab_size - 1
+        )
     }
 }
 
@@ -204,7 +227,8 @@ mod tests {
         let c = InductionHeadConfig { seq_len: 24, num_examples: 4000, induction_len: 2, num_triggers: 3 };
         let s = TaskConfig::InductionHead(c.clone()).generate_split(20, 2, Split::Train);
         assert_eq!(s.seq_len, 26);
-        let count = |s: &Segment| histogram((0..s.n).map(|i| s.example(i).0[..24].iter().filter(|&&x| x == 19).count()), 4);
+        let count =
+            |s: &Segment| histogram((0..s.n).map(|i| s.example(i).0[..24].iter().filter(|&&x| x == 19).count()), 4);
         for i in 0..s.n {
             let (inp, tgt) = s.example(i);
             assert_eq!(&tgt[..25], &inp[1..], "train targets = next token");

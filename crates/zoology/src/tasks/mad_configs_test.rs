@@ -14,7 +14,8 @@ fn mad_settings() -> BTreeSet<String> {
         out.insert(format!("{task} V={v} L={l} N={n} {extra}"));
     };
     // in-context-recall.yml, fuzzy-in-context-recall.yml, compression.yml: baseline + changes
-    for (task, l0, extra) in [("in_context_recall", 128, ""), ("fuzzy_recall", 128, "k=3 v=3"), ("compression", 32, "")] {
+    for (task, l0, extra) in [("in_context_recall", 128, ""), ("fuzzy_recall", 128, "k=3 v=3"), ("compression", 32, "")]
+    {
         add(task, 16, l0, 12800, extra);
         for v in [32, 64, 128] {
             add(task, v, l0, 12800, extra);
@@ -99,7 +100,10 @@ fn mad_toml_is_mads_settings_times_its_optimiser_grid() {
         assert!((t.lr * t.min_lr_ratio - 1e-6).abs() < 1e-12, "cosine floor {} at lr {}", t.lr * t.min_lr_ratio, t.lr);
         grid.entry((r.preset.clone(), setting.clone())).or_default().insert(format!("{:e}/{}", t.lr, t.weight_decay));
         // MAD's common settings
-        assert_eq!((c.seed, c.data.batch_size, t.epochs, c.model.d_model, c.model.n_layers, c.model.max_position_embeddings), (12345, 128, 200, 128, 2, 0));
+        assert_eq!(
+            (c.seed, c.data.batch_size, t.epochs, c.model.d_model, c.model.n_layers, c.model.max_position_embeddings),
+            (12345, 128, 200, 128, 2, 0)
+        );
         assert_eq!(t.early_stop_accuracy, 0.999);
         assert_eq!((c.model.embed_dropout, c.model.tie_embeddings), (0.0, false));
         // the test segment is the same task and setting with MAD's 1,280 test examples
@@ -112,7 +116,8 @@ fn mad_toml_is_mads_settings_times_its_optimiser_grid() {
         assert_eq!(a, b, "{setting}: test segment differs");
         assert_eq!(c.model.backbone == crate::model::Backbone::Autoencoder, tr.name() == "compression");
     }
-    let opt: BTreeSet<String> = ["1e-4/0", "1e-4/0.1", "5e-4/0", "5e-4/0.1", "1e-3/0", "1e-3/0.1"].iter().map(|s| s.to_string()).collect();
+    let opt: BTreeSet<String> =
+        ["1e-4/0", "1e-4/0.1", "5e-4/0", "5e-4/0.1", "1e-3/0", "1e-3/0.1"].iter().map(|s| s.to_string()).collect();
     for p in &presets {
         for w in &want {
             assert_eq!(grid.get(&(p.to_string(), w.clone())), Some(&opt), "{p}: {w}");

@@ -7,7 +7,7 @@
 //! (Zoology's generator divides by zero at L = 1).
 
 use super::parity::{bits_then_answer, naive_bits_then_answer};
-use super::{size_fields, check_common, Metric, Slice, Split, Task, Token, SEQ_LEN};
+use super::{check_common, size_fields, Metric, Slice, Split, Task, Token, SEQ_LEN};
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
 
@@ -32,7 +32,8 @@ impl Task for MajorityConfig {
     const TITLE: &'static str = "Majority";
     const ABOUT: &'static str = "L−1 random bits then an end token; predict whether ones are a strict majority";
     const SOURCE: &'static str = "HazyResearch/zoology zoology/data/circuits.py (majority)";
-    const SUPERVISION: &'static str = "the end position only (target: 1 if more than half the bits are 1); train = test";
+    const SUPERVISION: &'static str =
+        "the end position only (target: 1 if more than half the bits are 1); train = test";
     const SLICES: &'static [Slice] = &[SEQ_LEN];
     const DEFAULT_VOCAB: usize = 3;
     const METRIC: Metric = Metric::PerExample;
@@ -74,7 +75,8 @@ mod tests {
             ones.push(k);
         }
         // number of ones ~ Binomial(10, 1/2)
-        let binom: Vec<f64> = (0..=10).map(|k| (0..k).fold(1.0, |a, j| a * (10 - j) as f64 / (j + 1) as f64) / 1024.0).collect();
+        let binom: Vec<f64> =
+            (0..=10).map(|k| (0..k).fold(1.0, |a, j| a * (10 - j) as f64 / (j + 1) as f64) / 1024.0).collect();
         assert_fits(&histogram(ones, 11), &binom, "ones per example");
     }
 }

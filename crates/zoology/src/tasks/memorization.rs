@@ -14,7 +14,9 @@
 //! examples; variations V ∈ {512, 1024, 2048, 4096, 8192}. Metric: MAD's macro accuracy.
 //! Slices: `vocab_size`, `seq_len`. (MAD's unused noise options are left out.)
 
-use super::{size_fields, check_common, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
+use super::{
+    check_common, fill_examples, size_fields, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB,
+};
 use crate::error::{config_err, Result};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -60,7 +62,8 @@ impl MemorizationConfig {
 
 impl Task for MemorizationConfig {
     const TITLE: &'static str = "Memorization (MAD)";
-    const ABOUT: &'static str = "a key→value map fixed for the whole task; after each key an insert token asks for its value";
+    const ABOUT: &'static str =
+        "a key→value map fixed for the whole task; after each key an insert token asks for its value";
     const SOURCE: &'static str = "athms/mad-lab mad/data/instances.py (generate_memorization_instance)";
     const SUPERVISION: &'static str = "every insert token (target: the fixed value of the key before it); train = test";
     const SLICES: &'static [Slice] = &[VOCAB, SEQ_LEN];
@@ -69,26 +72,44 @@ impl Task for MemorizationConfig {
 
     size_fields!();
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
-        check_common(field, self.seq_len, 2, self.num_examples, vocab_size, 4, "keys, values and the insert token V−1")?;
+        check_common(
+            field,
+            self.seq_len,
+            2,
+            self.num_examples,
+            vocab_size,
+            4,
+            "keys, values and the insert token V−1",
+        )?;
         if self.seq_len % 2 != 0 {
-            return Err(config_err(format!("{field}.seq_len"), format!("must be even: (key, insert) pairs (got {})", self.seq_len)));
+            return Err(config_err(
+                format!("{field}.seq_len"),
+                format!("must be even: (key, insert) pairs (got {})", self.seq_len),
+            ));
         }
         Ok(())
     }
     fn generate(&self, vocab_size: usize, seed: u64, _split: Split) -> (Vec<Token>, Vec<Token>) {
         let map = self.map(vocab_size);
         let insert = vocab_size as Token - 1;
-        fill_examples(self.num_examples, self.seq_len, seed, || (), |_, rng, inp, tgt| {
-            for j in 0..inp.len() / 2 {
-                let k = rng.gen_range(0..map.len());
-                inp[2 * j] = k as Token;
-                inp[2 * j + 1] = insert;
-                tgt[2 * j + 1] = map[k];
-            }
-        })
+        fill_examples(
+            self.num_examples,
+            self.seq_len,
+            seed,
+            || (),
+            |_, rng, inp, tgt| {
+                for j in 0..inp.len() / 2 {
+                    let k = rng.gen_range(0..map.len());
+                    inp[2 * j] = k as Token;
+                    inp[2 * j + 1] = insert;
+                    tgt[2 * j + 1] = map[k];
+                }
+            },
+        )
     }
     fn naive(&self, vocab_size: usize, seed: u64, _split: Split) -> (Vec<Token>, Vec<Token>) {
-        let map: std::collections::HashMap<Token, Token> = self.map(vocab_size).into_iter().enumerate().map(|(k, v)| (k as Token, v)).collect();
+        let map: std::collections::HashMap<Token, Token> =
+            self.map(vocab_size).into_iter().enumerate().map(|(k, v)| (k as Token, v)).collect();
         let keys: Vec<Token> = (0..map.len() as Token).collect();
         let mut rng = FastRng::seed_from_u64(seed);
         let (mut inputs, mut targets) = (vec![], vec![]);

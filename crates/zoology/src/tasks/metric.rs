@@ -185,7 +185,11 @@ impl Accumulator {
         let macro_acc = if k == 0.0 {
             0.0
         } else {
-            self.classes.values().map(|&(tp, _, fn_)| if tp + fn_ > 0 { tp as f64 / (tp + fn_) as f64 } else { 0.0 }).sum::<f64>() / k
+            self.classes
+                .values()
+                .map(|&(tp, _, fn_)| if tp + fn_ > 0 { tp as f64 / (tp + fn_) as f64 } else { 0.0 })
+                .sum::<f64>()
+                / k
         };
         self.stats.mad_macro.num += macro_acc * self.in_batch as f64;
         self.stats.mad_macro.den += self.in_batch as f64;
@@ -206,11 +210,13 @@ impl Accumulator {
 pub fn score_batch(acc: &mut Accumulator, logits: &Tensor, targets: &Tensor, example: &Tensor, examples: usize) {
     let preds = Vec::<i64>::try_from(logits.argmax(-1, false).to_device(tch::Device::Cpu)).expect("argmax to host");
     let tg = Vec::<i64>::try_from(targets.to_kind(Kind::Int64).to_device(tch::Device::Cpu)).expect("targets to host");
-    let ex = Vec::<i64>::try_from(example.to_kind(Kind::Int64).to_device(tch::Device::Cpu)).expect("example index to host");
+    let ex =
+        Vec::<i64>::try_from(example.to_kind(Kind::Int64).to_device(tch::Device::Cpu)).expect("example index to host");
     let ce = if tg.is_empty() {
         vec![]
     } else {
-        let c = logits.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(targets, None, tch::Reduction::None, -100, 0.0);
+        let c =
+            logits.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(targets, None, tch::Reduction::None, -100, 0.0);
         Vec::<f64>::try_from(c.to_kind(Kind::Double).to_device(tch::Device::Cpu)).expect("ce to host")
     };
     let mut start = 0;
@@ -328,7 +334,7 @@ mod tests {
         let s = run(Metric::PerExample, &ex, 8, 2);
         assert!((s.accuracy(Metric::PerExample) - 0.5).abs() < 1e-12, "{s:?}"); // (1 + 0) / 2
         assert!((s.accuracy(Metric::Micro) - 0.25).abs() < 1e-12, "{s:?}"); // 1 of 4
-        // the same whatever the evaluation batch size
+                                                                            // the same whatever the evaluation batch size
         assert_eq!(run(Metric::PerExample, &ex, 8, 1), s);
         // an example without targets does not count in the per-example mean
         let ex2: Vec<(&[i64], &[i64])> = vec![(&[5], &[5]), (&[], &[]), (&[1, 1, 1], &[2, 3, 4])];
@@ -387,7 +393,10 @@ mod tests {
     fn segments_combine_by_sums_and_mixed_metrics_average_segments() {
         let a = run(Metric::PerExample, &[(&[1], &[1])], 4, 1); // 1.0, one example
         let b = run(Metric::PerExample, &[(&[1], &[2]), (&[1], &[2]), (&[1], &[2])], 4, 3); // 0.0, three examples
-        let (sa, sb) = (BTreeMap::from([("k".to_string(), "1".to_string())]), BTreeMap::from([("k".to_string(), "2".to_string())]));
+        let (sa, sb) = (
+            BTreeMap::from([("k".to_string(), "1".to_string())]),
+            BTreeMap::from([("k".to_string(), "2".to_string())]),
+        );
         let s = summarize(&[(Metric::PerExample, &sa, a), (Metric::PerExample, &sb, b)]);
         assert!((s.accuracy - 0.25).abs() < 1e-12, "{s:?}"); // over all four examples
         assert_eq!(s.metric, "per_example_accuracy");

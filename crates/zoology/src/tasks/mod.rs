@@ -14,11 +14,11 @@
 //! fields; the vocabulary size is shared (`data.vocab_size`).
 
 pub mod export;
-pub mod metric;
 #[cfg(test)]
 mod learn_tests;
 #[cfg(test)]
 mod mad_configs_test;
+pub mod metric;
 #[cfg(test)]
 pub(crate) mod stats;
 
@@ -129,7 +129,9 @@ pub const SEQ_LEN: Slice = Slice { key: "seq_len", label: "sequence length", sho
 pub const VOCAB: Slice = Slice { key: "vocab_size", label: "vocabulary size", short: "V" };
 
 /// What a task must provide. See docs/DECISIONS.md ("What a new task must provide").
-pub trait Task: Serialize + DeserializeOwned + Clone + std::fmt::Debug + PartialEq + Default + Send + Sync + 'static {
+pub trait Task:
+    Serialize + DeserializeOwned + Clone + std::fmt::Debug + PartialEq + Default + Send + Sync + 'static
+{
     /// Display name for titles and captions ("MQAR", "In-context recall (MAD)").
     const TITLE: &'static str;
     /// One line for `zoology tasks`.
@@ -229,10 +231,13 @@ where
             f(&mut s, &mut rng, inp, tgt);
         }
     } else {
-        inputs.par_chunks_mut(l).zip(targets.par_chunks_mut(l)).enumerate().with_min_len(64).for_each_init(init, |s, (i, (inp, tgt))| {
-            let mut rng = FastRng::seed_from_u64(mix_seed(seed, i as u64));
-            f(s, &mut rng, inp, tgt);
-        });
+        inputs.par_chunks_mut(l).zip(targets.par_chunks_mut(l)).enumerate().with_min_len(64).for_each_init(
+            init,
+            |s, (i, (inp, tgt))| {
+                let mut rng = FastRng::seed_from_u64(mix_seed(seed, i as u64));
+                f(s, &mut rng, inp, tgt);
+            },
+        );
     }
     (inputs, targets)
 }
@@ -272,7 +277,15 @@ where
 
 /// The checks most tasks share: `seq_len ≥ min_len`, `num_examples ≥ 1`,
 /// `vocab_size ≥ min_vocab` (`why` says what needs the tokens).
-pub fn check_common(field: &str, seq_len: usize, min_len: usize, num_examples: usize, vocab_size: usize, min_vocab: usize, why: &str) -> Result<()> {
+pub fn check_common(
+    field: &str,
+    seq_len: usize,
+    min_len: usize,
+    num_examples: usize,
+    vocab_size: usize,
+    min_vocab: usize,
+    why: &str,
+) -> Result<()> {
     if seq_len < min_len {
         return Err(config_err(format!("{field}.seq_len"), format!("must be ≥ {min_len} (got {seq_len})")));
     }
@@ -280,7 +293,10 @@ pub fn check_common(field: &str, seq_len: usize, min_len: usize, num_examples: u
         return Err(config_err(format!("{field}.num_examples"), "must be at least 1"));
     }
     if vocab_size < min_vocab {
-        return Err(config_err("data.vocab_size", format!("must be ≥ {min_vocab} for {field} ({why}; got {vocab_size})")));
+        return Err(config_err(
+            "data.vocab_size",
+            format!("must be ≥ {min_vocab} for {field} ({why}; got {vocab_size})"),
+        ));
     }
     Ok(())
 }
@@ -307,7 +323,10 @@ fn slice_values<T: Task>(cfg: &T, vocab_size: usize) -> BTreeMap<String, String>
             let v = if s.key == "vocab_size" {
                 vocab_size.to_string()
             } else {
-                fields.get(s.key).map(value_text).unwrap_or_else(|| panic!("slice {:?} is not a field of its task", s.key))
+                fields
+                    .get(s.key)
+                    .map(value_text)
+                    .unwrap_or_else(|| panic!("slice {:?} is not a field of its task", s.key))
             };
             (s.key.to_string(), v)
         })
@@ -402,7 +421,11 @@ pub struct TaskEntry {
     pub parse: fn(toml::Table) -> std::result::Result<TaskConfig, (String, String)>,
 }
 
-fn entry<T: Task>(name: &'static str, defaults: fn() -> TaskConfig, parse: fn(toml::Table) -> std::result::Result<TaskConfig, (String, String)>) -> TaskEntry {
+fn entry<T: Task>(
+    name: &'static str,
+    defaults: fn() -> TaskConfig,
+    parse: fn(toml::Table) -> std::result::Result<TaskConfig, (String, String)>,
+) -> TaskEntry {
     TaskEntry {
         name,
         title: T::TITLE,
@@ -455,7 +478,16 @@ impl TaskConfig {
         let (l, n) = (t.seq_len(), t.num_examples());
         assert_eq!(inputs.len(), n * l, "{}: generator returned {} tokens for {n} × {l}", self.name(), inputs.len());
         assert_eq!(targets.len(), n * l, "{}: generator returned {} targets for {n} × {l}", self.name(), targets.len());
-        Segment { seq_len: l, n, inputs, targets, slices: t.slices(vocab_size), task: self.name().to_string(), metric: t.metric(), split }
+        Segment {
+            seq_len: l,
+            n,
+            inputs,
+            targets,
+            slices: t.slices(vocab_size),
+            task: self.name().to_string(),
+            metric: t.metric(),
+            split,
+        }
     }
     pub fn seq_len(&self) -> usize {
         self.as_dyn().seq_len()
@@ -501,16 +533,22 @@ impl TaskConfig {
     /// Builds a config of task `name` from `fields` (missing ones from the task's defaults);
     /// errors name `field.<key>`.
     pub fn from_fields(name: &str, fields: &toml::Table, field: &str) -> Result<TaskConfig> {
-        let e = lookup(name).ok_or_else(|| config_err(format!("{field}.task"), format!("unknown task {name:?}; one of: {}", names().join(", "))))?;
+        let e = lookup(name).ok_or_else(|| {
+            config_err(format!("{field}.task"), format!("unknown task {name:?}; one of: {}", names().join(", ")))
+        })?;
         let mut t = e.default_fields();
         for (k, v) in fields {
             if !t.contains_key(k) {
                 let known: Vec<String> = e.default_fields().keys().cloned().collect();
-                return Err(config_err(format!("{field}.{k}"), format!("{name} has no field {k:?}; its fields: {}", known.join(", "))));
+                return Err(config_err(
+                    format!("{field}.{k}"),
+                    format!("{name} has no field {k:?}; its fields: {}", known.join(", ")),
+                ));
             }
             t.insert(k.clone(), v.clone());
         }
-        (e.parse)(t).map_err(|(p, msg)| config_err(if p.is_empty() { field.to_string() } else { format!("{field}.{p}") }, msg))
+        (e.parse)(t)
+            .map_err(|(p, msg)| config_err(if p.is_empty() { field.to_string() } else { format!("{field}.{p}") }, msg))
     }
 }
 
@@ -523,10 +561,16 @@ impl<'de> Deserialize<'de> for TaskConfig {
         let mut t = toml::Table::deserialize(d)?;
         let name = match t.remove("task") {
             Some(toml::Value::String(s)) => s,
-            Some(other) => return Err(D::Error::custom(format!("`task` must be a string naming a task (got {other}); one of: {}", names().join(", ")))),
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "`task` must be a string naming a task (got {other}); one of: {}",
+                    names().join(", ")
+                )))
+            }
             None => return Err(D::Error::custom(format!("missing `task`; one of: {}", names().join(", ")))),
         };
-        let e = lookup(&name).ok_or_else(|| D::Error::custom(format!("unknown task {name:?}; one of: {}", names().join(", "))))?;
+        let e = lookup(&name)
+            .ok_or_else(|| D::Error::custom(format!("unknown task {name:?}; one of: {}", names().join(", "))))?;
         (e.parse)(t).map_err(|(p, msg)| D::Error::custom(if p.is_empty() { msg } else { format!("`{p}`: {msg}") }))
     }
 }
@@ -777,8 +821,16 @@ mod tests {
                 assert_eq!(a, c.generate_split(e.default_vocab, 5, split), "{}: not deterministic", e.name);
                 assert_ne!(a.inputs, c.generate_split(e.default_vocab, 6, split).inputs, "{}: seed ignored", e.name);
                 assert_eq!((a.n, a.seq_len, a.inputs.len()), (40, c.seq_len(), 40 * c.seq_len()), "{}", e.name);
-                assert!(a.inputs.iter().all(|&t| t >= 0 && (t as usize) < e.default_vocab), "{}: input out of vocab", e.name);
-                assert!(a.targets.iter().all(|&t| t == IGNORE || (t >= 0 && (t as usize) < e.default_vocab)), "{}: target out of vocab", e.name);
+                assert!(
+                    a.inputs.iter().all(|&t| t >= 0 && (t as usize) < e.default_vocab),
+                    "{}: input out of vocab",
+                    e.name
+                );
+                assert!(
+                    a.targets.iter().all(|&t| t == IGNORE || (t >= 0 && (t as usize) < e.default_vocab)),
+                    "{}: target out of vocab",
+                    e.name
+                );
                 assert!(a.num_supervised() > 0, "{} {split:?}: no supervised position", e.name);
                 // the naive generator makes the same shapes
                 let b = c.generate_naive(e.default_vocab, 5, split);
@@ -814,7 +866,9 @@ mod tests {
         let e = TaskConfig::from_fields("mqar", &f, "data").unwrap_err().to_string();
         assert!(e.contains("data.seq_len"), "{e}");
         // in a config file: the field inside the task entry, and the list of tasks
-        let e = toml::from_str::<TaskConfig>("task = \"mqar\"\nseq_len = \"long\"\nnum_kv_pairs = 4\nnum_examples = 3").unwrap_err().to_string();
+        let e = toml::from_str::<TaskConfig>("task = \"mqar\"\nseq_len = \"long\"\nnum_kv_pairs = 4\nnum_examples = 3")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`seq_len`"), "{e}");
         let e = toml::from_str::<TaskConfig>("task = \"parrity\"\nseq_len = 4").unwrap_err().to_string();
         assert!(e.contains("unknown task") && e.contains("parity"), "{e}");

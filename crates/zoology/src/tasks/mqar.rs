@@ -37,7 +37,9 @@
 //!
 //! Metric: Zoology's per-example accuracy. Slices: `num_kv_pairs`, `seq_len`.
 
-use super::{size_fields, fill_examples, FastRng, Metric, Segment, Slice, Split, Task, TaskConfig, Token, IGNORE, SEQ_LEN};
+use super::{
+    fill_examples, size_fields, FastRng, Metric, Segment, Slice, Split, Task, TaskConfig, Token, IGNORE, SEQ_LEN,
+};
 use crate::error::{config_err, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -96,7 +98,10 @@ impl MqarConfig {
         if 4 * kv > l {
             return Err(config_err(
                 f("num_kv_pairs"),
-                format!("4·num_kv_pairs must be ≤ seq_len (got 4·{kv} > {l}); lower num_kv_pairs to ≤ {} or raise seq_len", l / 4),
+                format!(
+                    "4·num_kv_pairs must be ≤ seq_len (got 4·{kv} > {l}); lower num_kv_pairs to ≤ {} or raise seq_len",
+                    l / 4
+                ),
             ));
         }
         if v / 2 < kv + 1 {
@@ -149,7 +154,8 @@ impl MqarConfig {
 
 impl Task for MqarConfig {
     const TITLE: &'static str = "MQAR";
-    const ABOUT: &'static str = "multi-query associative recall: kv distinct key-value pairs, then each key queried once at a power-law gap";
+    const ABOUT: &'static str =
+        "multi-query associative recall: kv distinct key-value pairs, then each key queried once at a power-law gap";
     const SOURCE: &'static str = "HazyResearch/zoology zoology/data/multiquery_ar.py";
     const SUPERVISION: &'static str = "the kv query-key positions (target: the key's value); train = test";
     const SLICES: &'static [Slice] = &[KV_PAIRS, SEQ_LEN];
@@ -251,10 +257,13 @@ impl GapSampler {
         let heavy: f64 = sorted[..kv].iter().sum::<f64>() / total;
         let cdf = if 4 * kv <= space && heavy <= 0.9 {
             let mut acc = 0.0;
-            let mut c: Vec<f64> = w.iter().map(|x| {
-                acc += x;
-                acc / total
-            }).collect();
+            let mut c: Vec<f64> = w
+                .iter()
+                .map(|x| {
+                    acc += x;
+                    acc / total
+                })
+                .collect();
             *c.last_mut().unwrap() = 1.0;
             c
         } else {
@@ -288,13 +297,22 @@ impl GapSampler {
 
 /// The preconditions the MQAR family shares (Zoology's asserts): `seq_len` even and > 0,
 /// `vocab_size > seq_len`, at least one example, `power_a > 0`.
-pub(crate) fn check_power_law_task(field: &str, seq_len: usize, vocab_size: usize, num_examples: usize, power_a: f64) -> Result<()> {
+pub(crate) fn check_power_law_task(
+    field: &str,
+    seq_len: usize,
+    vocab_size: usize,
+    num_examples: usize,
+    power_a: f64,
+) -> Result<()> {
     let f = |k: &str| format!("{field}.{k}");
     if seq_len == 0 || seq_len % 2 != 0 {
         return Err(config_err(f("seq_len"), format!("must be even and > 0 (got {seq_len})")));
     }
     if vocab_size <= seq_len {
-        return Err(config_err("data.vocab_size", format!("must be greater than seq_len (got vocab_size {vocab_size} ≤ seq_len {seq_len} in {field})")));
+        return Err(config_err(
+            "data.vocab_size",
+            format!("must be greater than seq_len (got vocab_size {vocab_size} ≤ seq_len {seq_len} in {field})"),
+        ));
     }
     if num_examples == 0 {
         return Err(config_err(f("num_examples"), "must be at least 1"));
@@ -568,7 +586,8 @@ mod tests {
         let constant = pair_slots(&s, kv)
             .iter()
             .filter(|sl| {
-                let lags: Vec<i64> = sl.iter().enumerate().map(|(j, &g)| (2 * kv + 2 * g) as i64 - 2 * j as i64).collect();
+                let lags: Vec<i64> =
+                    sl.iter().enumerate().map(|(j, &g)| (2 * kv + 2 * g) as i64 - 2 * j as i64).collect();
                 lags.iter().all(|&x| x == lags[0])
             })
             .count();
@@ -592,7 +611,9 @@ mod tests {
             }
             s as f64 / (k * (k - 1) / 2) as f64
         }
-        for &(l, kv, n, want, se_ref, sd) in &[(256usize, 16usize, 4000usize, 0.1479, 0.0013, 0.179), (512, 64, 1000, 0.2164, 0.0005, 0.077)] {
+        for &(l, kv, n, want, se_ref, sd) in
+            &[(256usize, 16usize, 4000usize, 0.1479, 0.0013, 0.179), (512, 64, 1000, 0.2164, 0.0005, 0.077)]
+        {
             let s = gen(l, kv, n, 8192, 21);
             let taus: Vec<f64> = pair_slots(&s, kv).iter().map(|sl| tau(sl)).collect();
             let mean = taus.iter().sum::<f64>() / n as f64;

@@ -45,7 +45,13 @@ pub struct NoisyRecallConfig {
 impl Default for NoisyRecallConfig {
     /// MAD's baseline (V = 32 goes in `data.vocab_size`).
     fn default() -> Self {
-        NoisyRecallConfig { seq_len: 128, num_examples: 12_800, noise_vocab_size: 16, frac_noise: 0.2, multi_query: true }
+        NoisyRecallConfig {
+            seq_len: 128,
+            num_examples: 12_800,
+            noise_vocab_size: 16,
+            frac_noise: 0.2,
+            multi_query: true,
+        }
     }
 }
 
@@ -81,7 +87,9 @@ impl Task for NoisyRecallConfig {
     fn generate(&self, vocab_size: usize, seed: u64, split: Split) -> (Vec<Token>, Vec<Token>) {
         let r = self.recall();
         let lay = r.layout(vocab_size);
-        fill_examples(self.num_examples, Task::seq_len(self), seed, Scratch::default, |s, rng, inp, tgt| r.fill_one(lay, split, s, rng, inp, tgt))
+        fill_examples(self.num_examples, Task::seq_len(self), seed, Scratch::default, |s, rng, inp, tgt| {
+            r.fill_one(lay, split, s, rng, inp, tgt)
+        })
     }
     fn naive(&self, vocab_size: usize, seed: u64, split: Split) -> (Vec<Token>, Vec<Token>) {
         naive_recall(&self.recall(), vocab_size, seed, split)
@@ -125,15 +133,18 @@ mod tests {
             slots.push(k);
         }
         let m = l / 2 - 2;
-        let binom: Vec<f64> = (0..=m).map(|k| {
-            let c = (0..k).fold(1.0, |a, j| a * (m - j) as f64 / (j + 1) as f64);
-            c * p.powi(k as i32) * (1.0 - p).powi((m - k) as i32)
-        }).collect();
+        let binom: Vec<f64> = (0..=m)
+            .map(|k| {
+                let c = (0..k).fold(1.0, |a, j| a * (m - j) as f64 / (j + 1) as f64);
+                c * p.powi(k as i32) * (1.0 - p).powi((m - k) as i32)
+            })
+            .collect();
         super::super::stats::assert_fits(&histogram(slots, m + 1), &binom, "noise slots per example");
         // the training split scores noise like every token; fast and naive agree on the test counts
         let tr = TaskConfig::NoisyRecall(c.clone()).generate_split(32, 1, Split::Train);
         assert_eq!(tr.num_supervised(), n * (l - 1));
-        let count = |s: &Segment| histogram((0..s.n).map(|i| s.example(i).1.iter().filter(|&&t| t != IGNORE).count()), l);
+        let count =
+            |s: &Segment| histogram((0..s.n).map(|i| s.example(i).1.iter().filter(|&&t| t != IGNORE).count()), l);
         let naive = TaskConfig::NoisyRecall(c).generate_naive(32, 1, Split::Test);
         assert_same_distribution(&count(&s), &count(&naive), "test targets per example");
     }

@@ -7,7 +7,9 @@
 //! per example, so it equals the micro accuracy). Slice: `seq_len`. Needs `V ≥ 3`; Zoology's
 //! circuit configs use V = 3.
 
-use super::{size_fields, check_common, fill_examples, random_bits, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN};
+use super::{
+    check_common, fill_examples, random_bits, size_fields, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN,
+};
 use crate::error::Result;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -30,16 +32,32 @@ impl Default for ParityConfig {
 
 /// Zoology's circuit layout: `L − 1` random bits, [`END`], and `label(bits)` as the target at
 /// the end position.
-pub(crate) fn bits_then_answer(n: usize, l: usize, seed: u64, label: impl Fn(&[Token]) -> Token + Sync + Send) -> (Vec<Token>, Vec<Token>) {
-    fill_examples(n, l, seed, || (), |_, rng, inp, tgt| {
-        random_bits(rng, &mut inp[..l - 1]);
-        inp[l - 1] = END;
-        tgt[l - 1] = label(&inp[..l - 1]);
-    })
+pub(crate) fn bits_then_answer(
+    n: usize,
+    l: usize,
+    seed: u64,
+    label: impl Fn(&[Token]) -> Token + Sync + Send,
+) -> (Vec<Token>, Vec<Token>) {
+    fill_examples(
+        n,
+        l,
+        seed,
+        || (),
+        |_, rng, inp, tgt| {
+            random_bits(rng, &mut inp[..l - 1]);
+            inp[l - 1] = END;
+            tgt[l - 1] = label(&inp[..l - 1]);
+        },
+    )
 }
 
 /// The same, one bit per random draw, one stream.
-pub(crate) fn naive_bits_then_answer(n: usize, l: usize, seed: u64, label: impl Fn(&[Token]) -> Token) -> (Vec<Token>, Vec<Token>) {
+pub(crate) fn naive_bits_then_answer(
+    n: usize,
+    l: usize,
+    seed: u64,
+    label: impl Fn(&[Token]) -> Token,
+) -> (Vec<Token>, Vec<Token>) {
     let mut rng = FastRng::seed_from_u64(seed);
     let (mut inputs, mut targets) = (Vec::with_capacity(n * l), Vec::with_capacity(n * l));
     for _ in 0..n {

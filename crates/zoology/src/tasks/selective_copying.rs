@@ -15,7 +15,9 @@
 //! {32, 64, 96}. Metric: MAD's macro accuracy. Slices: `vocab_size`, `seq_len`,
 //! `num_tokens_to_copy`.
 
-use super::{size_fields, check_common, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
+use super::{
+    check_common, fill_examples, size_fields, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB,
+};
 use crate::error::{config_err, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -52,7 +54,8 @@ impl Task for SelectiveCopyingConfig {
     const TITLE: &'static str = "Selective copying (MAD)";
     const ABOUT: &'static str = "data tokens scattered among blanks; after the copy token, reproduce them in order";
     const SOURCE: &'static str = "athms/mad-lab mad/data/instances.py (generate_selective_copying_instance)";
-    const SUPERVISION: &'static str = "the num_tokens_to_copy positions after the copy token (target: the data tokens in order); train = test";
+    const SUPERVISION: &'static str =
+        "the num_tokens_to_copy positions after the copy token (target: the data tokens in order); train = test";
     const SLICES: &'static [Slice] = &[VOCAB, SEQ_LEN, TO_COPY];
     const ALIASES: &'static [(&'static str, &'static str)] = &[("copy", "num_tokens_to_copy")];
     const DEFAULT_VOCAB: usize = 16;
@@ -64,42 +67,58 @@ impl Task for SelectiveCopyingConfig {
         if n == 0 {
             return Err(config_err(format!("{field}.num_tokens_to_copy"), "must be at least 1"));
         }
-        check_common(field, self.seq_len, 2 * n + 2, self.num_examples, vocab_size, 3, "data tokens, the blank V−2 and the copy token V−1")
-            .map_err(|e| match e {
-                crate::Error::Config { field: f, msg } if f.ends_with("seq_len") => config_err(f, format!("{msg}; MAD needs seq_len > 2·num_tokens_to_copy + 1")),
-                other => other,
-            })
+        check_common(
+            field,
+            self.seq_len,
+            2 * n + 2,
+            self.num_examples,
+            vocab_size,
+            3,
+            "data tokens, the blank V−2 and the copy token V−1",
+        )
+        .map_err(|e| match e {
+            crate::Error::Config { field: f, msg } if f.ends_with("seq_len") => {
+                config_err(f, format!("{msg}; MAD needs seq_len > 2·num_tokens_to_copy + 1"))
+            }
+            other => other,
+        })
     }
     fn generate(&self, vocab_size: usize, seed: u64, _split: Split) -> (Vec<Token>, Vec<Token>) {
         let (l, n) = (self.seq_len, self.num_tokens_to_copy);
         let (blank, copy) = (vocab_size as Token - 2, vocab_size as Token - 1);
         let nb = l - 2 * n - 1;
-        fill_examples(self.num_examples, l, seed, || vec![0usize; n], |before, rng, inp, tgt| {
-            before.iter_mut().for_each(|c| *c = 0);
-            if self.selective {
-                for _ in 0..nb {
-                    before[rng.gen_range(0..n)] += 1;
+        fill_examples(
+            self.num_examples,
+            l,
+            seed,
+            || vec![0usize; n],
+            |before, rng, inp, tgt| {
+                before.iter_mut().for_each(|c| *c = 0);
+                if self.selective {
+                    for _ in 0..nb {
+                        before[rng.gen_range(0..n)] += 1;
+                    }
                 }
-            }
-            let mut p = 0;
-            for j in 0..n {
-                for _ in 0..before[j] {
-                    inp[p] = blank;
+                let mut p = 0;
+                for j in 0..n {
+                    for _ in 0..before[j] {
+                        inp[p] = blank;
+                        p += 1;
+                    }
+                    let x = rng.gen_range(0..vocab_size as Token - 2);
+                    inp[p] = x;
+                    tgt[l - n + j] = x;
                     p += 1;
                 }
-                let x = rng.gen_range(0..vocab_size as Token - 2);
-                inp[p] = x;
-                tgt[l - n + j] = x;
-                p += 1;
-            }
-            for x in inp[p..l - n - 1].iter_mut() {
-                *x = blank;
-            }
-            inp[l - n - 1] = copy;
-            for x in inp[l - n..].iter_mut() {
-                *x = blank;
-            }
-        })
+                for x in inp[p..l - n - 1].iter_mut() {
+                    *x = blank;
+                }
+                inp[l - n - 1] = copy;
+                for x in inp[l - n..].iter_mut() {
+                    *x = blank;
+                }
+            },
+        )
     }
     /// MAD's steps: draw the tokens, draw the insertion indices, insert (a `Vec::insert` per
     /// blank, processing indices as `np.insert` does: in sorted order, stable).
@@ -163,7 +182,9 @@ mod tests {
         let mean = gaps.iter().sum::<usize>() as f64 / gaps.len() as f64;
         assert!((mean - 47.0 / 8.0).abs() < 0.15, "{mean}");
         let naive = TaskConfig::SelectiveCopying(c).generate_naive(16, 1, Split::Test);
-        let lead = |s: &Segment| histogram((0..s.n).map(|i| s.example(i).0.iter().take_while(|&&x| x == 14).count().min(15)), 16);
+        let lead = |s: &Segment| {
+            histogram((0..s.n).map(|i| s.example(i).0.iter().take_while(|&&x| x == 14).count().min(15)), 16)
+        };
         assert_same_distribution(&lead(&s), &lead(&naive), "blanks before the first data token");
         let toks = histogram(s.targets.iter().filter(|&&t| t != IGNORE).map(|&t| t as usize), 14);
         assert_fits(&toks, &uniform(14), "data tokens");

@@ -26,7 +26,9 @@
 //! perplexity (`exp` of the mean cross-entropy over all positions; its accuracy is the micro
 //! token accuracy). Slice: `seq_len`.
 
-use super::{render_tokens, check_common, examples_field, fill_examples, FastRng, Metric, Slice, Split, Task, Token, SEQ_LEN};
+use super::{
+    check_common, examples_field, fill_examples, render_tokens, FastRng, Metric, Slice, Split, Task, Token, SEQ_LEN,
+};
 use crate::error::{config_err, Error, Result};
 use crate::text::corpus::{self, PrepareOptions, Source};
 use crate::text::dataset::TokenDataset;
@@ -117,11 +119,23 @@ impl TextConfig {
             return Ok(d.clone());
         }
         if spec.name == "fixture" && TokenDataset::open(&key.0, &key.1).is_err() {
-            let opts = PrepareOptions { root: root.clone(), source: Source::Apt, any_version: false, tokenizers: vec![tok], force: false, quiet: true };
+            let opts = PrepareOptions {
+                root: root.clone(),
+                source: Source::Apt,
+                any_version: false,
+                tokenizers: vec![tok],
+                force: false,
+                quiet: true,
+            };
             corpus::prepare(&spec, &opts)?;
         }
         let d = TokenDataset::open(&key.0, &key.1).map_err(|e| {
-            Error::Data(format!("{field} (task text, corpus {}, tokenizer {}, cache {}): {e}", spec.name, key.1, root.display()))
+            Error::Data(format!(
+                "{field} (task text, corpus {}, tokenizer {}, cache {}): {e}",
+                spec.name,
+                key.1,
+                root.display()
+            ))
         })?;
         let d = Arc::new(d);
         c.insert(key, d.clone());
@@ -129,7 +143,8 @@ impl TextConfig {
     }
 
     fn dataset_or_panic(&self) -> Arc<TokenDataset> {
-        self.dataset("data").unwrap_or_else(|e| panic!("text task: the corpus validated earlier could not be read again: {e}"))
+        self.dataset("data")
+            .unwrap_or_else(|e| panic!("text task: the corpus validated earlier could not be read again: {e}"))
     }
 
     /// `(inputs, targets)` of `n` windows of a token stream.
@@ -137,7 +152,8 @@ impl TextConfig {
         let l = self.seq_len;
         if self.windows == "packed" {
             // the dataset's packing (validate checked that num_examples windows exist)
-            let (mut inputs, mut targets) = (Vec::with_capacity(self.num_examples * l), Vec::with_capacity(self.num_examples * l));
+            let (mut inputs, mut targets) =
+                (Vec::with_capacity(self.num_examples * l), Vec::with_capacity(self.num_examples * l));
             for w in crate::text::dataset::window_sequences(tokens, l).take(self.num_examples) {
                 inputs.extend(w[..l].iter().map(|&x| x as Token));
                 targets.extend(w[1..].iter().map(|&x| x as Token));
@@ -145,13 +161,19 @@ impl TextConfig {
             return (inputs, targets);
         }
         let starts = tokens.len() - l; // valid starts: 0 ..= len − L − 1
-        fill_examples(self.num_examples, l, seed, || (), |_, rng, inp, tgt| {
-            let p = random_start(rng, starts);
-            for (t, (x, y)) in inp.iter_mut().zip(tgt.iter_mut()).enumerate() {
-                *x = tokens[p + t] as Token;
-                *y = tokens[p + t + 1] as Token;
-            }
-        })
+        fill_examples(
+            self.num_examples,
+            l,
+            seed,
+            || (),
+            |_, rng, inp, tgt| {
+                let p = random_start(rng, starts);
+                for (t, (x, y)) in inp.iter_mut().zip(tgt.iter_mut()).enumerate() {
+                    *x = tokens[p + t] as Token;
+                    *y = tokens[p + t + 1] as Token;
+                }
+            },
+        )
     }
 }
 
@@ -163,7 +185,8 @@ fn random_start(rng: &mut FastRng, n: usize) -> usize {
 
 impl Task for TextConfig {
     const TITLE: &'static str = "Real text";
-    const ABOUT: &'static str = "next-token prediction on windows of a tokenized real corpus (zoology corpus fetch); full LM loss";
+    const ABOUT: &'static str =
+        "next-token prediction on windows of a tokenized real corpus (zoology corpus fetch); full LM loss";
     const SOURCE: &'static str = "zoology-rs (Zoology §3's Pile experiments, at small scale)";
     const SUPERVISION: &'static str = "every position (the next token); train split for training, valid split for test";
     const SLICES: &'static [Slice] = &[SEQ_LEN];
@@ -178,10 +201,19 @@ impl Task for TextConfig {
     fn validate(&self, vocab_size: usize, field: &str) -> Result<()> {
         check_common(field, self.seq_len, 1, self.num_examples, vocab_size, 1, "token ids")?;
         if !["auto", "train", "valid"].contains(&self.split.as_str()) {
-            return Err(config_err(format!("{field}.split"), format!("must be \"auto\", \"train\" or \"valid\" (got {:?})", self.split)));
+            return Err(config_err(
+                format!("{field}.split"),
+                format!("must be \"auto\", \"train\" or \"valid\" (got {:?})", self.split),
+            ));
         }
         if !["random", "packed"].contains(&self.windows.as_str()) {
-            return Err(config_err(format!("{field}.windows"), format!("must be \"random\" (random crops) or \"packed\" (consecutive windows) (got {:?})", self.windows)));
+            return Err(config_err(
+                format!("{field}.windows"),
+                format!(
+                    "must be \"random\" (random crops) or \"packed\" (consecutive windows) (got {:?})",
+                    self.windows
+                ),
+            ));
         }
         let d = self.dataset(field)?;
         let v = d.tokenizer.vocab_size();
@@ -192,7 +224,15 @@ impl Task for TextConfig {
             let cs = self.corpus_split(s);
             let n = d.tokens(cs).len();
             if n < self.seq_len + 1 {
-                return Err(config_err(format!("{field}.seq_len"), format!("the {} split of {} holds {n} tokens, fewer than one window of L = {} (+1 target)", cs.name(), self.corpus, self.seq_len)));
+                return Err(config_err(
+                    format!("{field}.seq_len"),
+                    format!(
+                        "the {} split of {} holds {n} tokens, fewer than one window of L = {} (+1 target)",
+                        cs.name(),
+                        self.corpus,
+                        self.seq_len
+                    ),
+                ));
             }
             let w = crate::text::dataset::num_windows(n, self.seq_len);
             if self.windows == "packed" && self.num_examples > w {
@@ -287,7 +327,10 @@ mod tests {
                 assert_eq!(&x[1..], &y[..y.len() - 1], "targets are the next inputs");
                 let mut w = x.to_vec();
                 w.push(*y.last().unwrap());
-                let p = stream.windows(w.len()).position(|s| s == &w[..]).unwrap_or_else(|| panic!("{split:?} example {i} is not in its split"));
+                let p = stream
+                    .windows(w.len())
+                    .position(|s| s == &w[..])
+                    .unwrap_or_else(|| panic!("{split:?} example {i} is not in its split"));
                 starts.insert(p);
             }
             assert!(starts.len() > 20, "random crops start in many places ({} distinct)", starts.len());
@@ -320,14 +363,26 @@ mod tests {
         let c = fixture_cfg(&dir);
         let e = TaskConfig::Text(c.clone()).validate(100, "data.train[0]").unwrap_err().to_string();
         assert!(e.contains("data.vocab_size") && e.contains("bpe300"), "{e}");
-        let e = TaskConfig::Text(TextConfig { split: "test".into(), ..c.clone() }).validate(300, "data.train[0]").unwrap_err().to_string();
+        let e = TaskConfig::Text(TextConfig { split: "test".into(), ..c.clone() })
+            .validate(300, "data.train[0]")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("data.train[0].split"), "{e}");
-        let e = TaskConfig::Text(TextConfig { windows: "packed".into(), num_examples: 100_000, ..c.clone() }).validate(300, "d").unwrap_err().to_string();
+        let e = TaskConfig::Text(TextConfig { windows: "packed".into(), num_examples: 100_000, ..c.clone() })
+            .validate(300, "d")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("d.num_examples") && e.contains("packed windows"), "{e}");
-        let e = TaskConfig::Text(TextConfig { corpus: "pile".into(), ..c.clone() }).validate(300, "d").unwrap_err().to_string();
+        let e = TaskConfig::Text(TextConfig { corpus: "pile".into(), ..c.clone() })
+            .validate(300, "d")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("d.corpus") && e.contains("sword-en"), "{e}");
         // a real corpus that was never fetched: the error names the fetch command, nothing is downloaded
-        let e = TaskConfig::Text(TextConfig { corpus: "sword-en".into(), tokenizer: "bpe4096".into(), ..c }).validate(4096, "d").unwrap_err().to_string();
+        let e = TaskConfig::Text(TextConfig { corpus: "sword-en".into(), tokenizer: "bpe4096".into(), ..c })
+            .validate(4096, "d")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("zoology corpus fetch"), "{e}");
         assert!(!dir.join("sword-en").join("debs").exists(), "nothing was fetched");
         std::fs::remove_dir_all(&dir).ok();

@@ -7,7 +7,9 @@
 //! of the input as shown. Train = test. Metric: per-example accuracy. Slices: `vocab_size`
 //! (Zoology's), `seq_len`. No published config fixes V; `zoology data` uses 16.
 
-use super::{size_fields, check_common, fill_examples, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB};
+use super::{
+    check_common, fill_examples, size_fields, FastRng, Metric, Slice, Split, Task, Token, IGNORE, SEQ_LEN, VOCAB,
+};
 use crate::error::Result;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -58,7 +60,8 @@ fn settle_mode(seq: &mut [Token], counts: &mut [u32]) -> Token {
 
 impl Task for VocabMajorityConfig {
     const TITLE: &'static str = "Vocabulary majority";
-    const ABOUT: &'static str = "L−1 tokens from the whole vocabulary then an end token; predict the most frequent token";
+    const ABOUT: &'static str =
+        "L−1 tokens from the whole vocabulary then an end token; predict the most frequent token";
     const SOURCE: &'static str = "HazyResearch/zoology zoology/data/circuits.py (vocab_majority)";
     const SUPERVISION: &'static str = "the end position only (target: the unique most frequent token); train = test";
     const SLICES: &'static [Slice] = &[VOCAB, SEQ_LEN];
@@ -71,13 +74,19 @@ impl Task for VocabMajorityConfig {
     }
     fn generate(&self, vocab_size: usize, seed: u64, _split: Split) -> (Vec<Token>, Vec<Token>) {
         let l = self.seq_len;
-        fill_examples(self.num_examples, l, seed, || vec![0u32; vocab_size], |counts, rng, inp, tgt| {
-            for x in inp[..l - 1].iter_mut() {
-                *x = rng.gen_range(1..vocab_size as Token);
-            }
-            tgt[l - 1] = settle_mode(&mut inp[..l - 1], counts);
-            inp[l - 1] = 0;
-        })
+        fill_examples(
+            self.num_examples,
+            l,
+            seed,
+            || vec![0u32; vocab_size],
+            |counts, rng, inp, tgt| {
+                for x in inp[..l - 1].iter_mut() {
+                    *x = rng.gen_range(1..vocab_size as Token);
+                }
+                tgt[l - 1] = settle_mode(&mut inp[..l - 1], counts);
+                inp[l - 1] = 0;
+            },
+        )
     }
     /// Zoology's steps: a counter in first-appearance order, the smallest tied key, the first
     /// other key's first occurrence overwritten.
@@ -134,7 +143,10 @@ mod tests {
                     counts[x as usize] += 1;
                 }
                 let m = tgt[11] as usize;
-                assert!(counts.iter().enumerate().all(|(k, &c)| k == m || c < counts[m]), "V={v}: {inp:?} → {m} is not a strict mode");
+                assert!(
+                    counts.iter().enumerate().all(|(k, &c)| k == m || c < counts[m]),
+                    "V={v}: {inp:?} → {m} is not a strict mode"
+                );
             }
             // the fast tie rule equals Zoology's counter rule on the same inputs
             let mut rng = FastRng::seed_from_u64(v as u64);

@@ -200,19 +200,30 @@ impl FreqBuckets {
             upper.pop(); // the top edge would leave the last bucket empty
         }
         upper.push(u64::MAX);
-        Ok(FreqBuckets { upper, train_bigrams: counts.total, scheme: format!("{k} quantile buckets of training bigram occurrences") })
+        Ok(FreqBuckets {
+            upper,
+            train_bigrams: counts.total,
+            scheme: format!("{k} quantile buckets of training bigram occurrences"),
+        })
     }
 
     /// Buckets by relative frequency: edges in occurrences per million training bigrams
     /// (`[1, 10, 100]` → unseen, (0, 1], (1, 10], (10, 100], > 100 per million).
     pub fn per_million(counts: &BigramCounts, edges: &[f64]) -> Result<Self> {
         if edges.windows(2).any(|w| w[0] >= w[1]) || edges.iter().any(|&e| !(e > 0.0 && e.is_finite())) {
-            return Err(Error::Other(format!("frequency buckets: per-million edges must be positive and increasing (got {edges:?})")));
+            return Err(Error::Other(format!(
+                "frequency buckets: per-million edges must be positive and increasing (got {edges:?})"
+            )));
         }
-        let mut upper: Vec<u64> = edges.iter().map(|e| (e * counts.total as f64 / 1e6).floor() as u64).filter(|&u| u > 0).collect();
+        let mut upper: Vec<u64> =
+            edges.iter().map(|e| (e * counts.total as f64 / 1e6).floor() as u64).filter(|&u| u > 0).collect();
         upper.dedup();
         upper.push(u64::MAX);
-        Ok(FreqBuckets { upper, train_bigrams: counts.total, scheme: format!("relative frequency per million training bigrams, edges {edges:?}") })
+        Ok(FreqBuckets {
+            upper,
+            train_bigrams: counts.total,
+            scheme: format!("relative frequency per million training bigrams, edges {edges:?}"),
+        })
     }
 
     /// Number of buckets including "unseen".
@@ -394,7 +405,14 @@ impl<'a> ArHitAnalyzer<'a> {
         let by_frequency = (0..buckets.len())
             .map(|b| {
                 let (lo, hi) = buckets.range(b);
-                FreqRow { bucket: blabels[b].clone(), lo, hi, ar_hit: Default::default(), first_occurrence: Default::default(), other: Default::default() }
+                FreqRow {
+                    bucket: blabels[b].clone(),
+                    lo,
+                    hi,
+                    ar_hit: Default::default(),
+                    first_occurrence: Default::default(),
+                    other: Default::default(),
+                }
             })
             .collect();
         let ar_hit_by_distance = dist
@@ -430,7 +448,10 @@ impl<'a> ArHitAnalyzer<'a> {
             )));
         }
         if let Some(t) = nll.iter().position(|x| !x.is_finite()) {
-            return Err(Error::Data(format!("AR-hit analysis: loss at target {t} is {} (the model diverged?)", nll[t])));
+            return Err(Error::Data(format!(
+                "AR-hit analysis: loss at target {t} is {} (the model diverged?)",
+                nll[t]
+            )));
         }
         self.labeler.label(seq, &mut self.labels);
         let r = &mut self.report;
@@ -465,7 +486,12 @@ impl<'a> ArHitAnalyzer<'a> {
 
 /// Token counts of every slice of a split cut into windows, without a model (every loss 0; only
 /// the `tokens` fields mean anything): how many AR hits each frequency and distance bucket holds.
-pub fn slice_counts(tokens: &[u32], seq_len: usize, counts: &BigramCounts, buckets: &FreqBuckets) -> Result<ArHitReport> {
+pub fn slice_counts(
+    tokens: &[u32],
+    seq_len: usize,
+    counts: &BigramCounts,
+    buckets: &FreqBuckets,
+) -> Result<ArHitReport> {
     let mut a = ArHitAnalyzer::new(counts, buckets, seq_len);
     let zeros = vec![0f32; seq_len];
     for seq in crate::text::dataset::window_sequences(tokens, seq_len) {
@@ -529,7 +555,8 @@ pub struct GapHistogram {
 impl GapHistogram {
     /// Labels every window `tokens[kL .. kL + L + 1]` (the packing of [`crate::text::dataset`]).
     pub fn from_stream(tokens: &[u32], seq_len: usize) -> Self {
-        let mut h = GapHistogram { seq_len, counts: vec![0; seq_len + 1], targets: 0, ar_hits: 0, first_occurrences: 0 };
+        let mut h =
+            GapHistogram { seq_len, counts: vec![0; seq_len + 1], targets: 0, ar_hits: 0, first_occurrences: 0 };
         let mut lab = Labeler::default();
         let mut out = vec![];
         for seq in crate::text::dataset::window_sequences(tokens, seq_len) {
@@ -580,7 +607,13 @@ impl GapHistogram {
         if gmin < 1 || gmin >= gmax {
             return None;
         }
-        let w = |g: usize| if edge_corrected { self.counts[g] as f64 / (self.seq_len - g) as f64 } else { self.counts[g] as f64 };
+        let w = |g: usize| {
+            if edge_corrected {
+                self.counts[g] as f64 / (self.seq_len - g) as f64
+            } else {
+                self.counts[g] as f64
+            }
+        };
         let n: f64 = (gmin..=gmax).map(w).sum();
         if n == 0.0 {
             return None;
@@ -634,7 +667,13 @@ fn fmt_ppl(s: &SliceStats) -> String {
 /// gap to the reference that AR hits explain.
 pub fn format_table(models: &[(String, ArHitReport)], reference: Option<&str>) -> Result<String> {
     let refrep = match reference {
-        Some(r) => Some(&models.iter().find(|(n, _)| n == r).ok_or_else(|| Error::Other(format!("reference model `{r}` is not among the reports")))?.1),
+        Some(r) => Some(
+            &models
+                .iter()
+                .find(|(n, _)| n == r)
+                .ok_or_else(|| Error::Other(format!("reference model `{r}` is not among the reports")))?
+                .1,
+        ),
         None => None,
     };
     let w = models.iter().map(|(n, _)| n.chars().count()).max().unwrap_or(5).max(5);
@@ -660,7 +699,9 @@ pub fn format_table(models: &[(String, ArHitReport)], reference: Option<&str>) -
         );
         if let Some(rr) = refrep {
             match gap_share(rr, r)? {
-                Some(g) if !std::ptr::eq(rr, r) => s += &format!("  {:>14.4}  {:>14.1}%", g.mean_gap_nats, 100.0 * g.ar_hit),
+                Some(g) if !std::ptr::eq(rr, r) => {
+                    s += &format!("  {:>14.4}  {:>14.1}%", g.mean_gap_nats, 100.0 * g.ar_hit)
+                }
                 _ => s += &format!("  {:>14}  {:>15}", "–", "–"),
             }
         }
@@ -677,7 +718,11 @@ pub fn format_frequency_table(models: &[(String, ArHitReport)]) -> String {
     // column width: the widest cell (perplexity and token count), at least the bucket label
     let cw = models
         .iter()
-        .flat_map(|(_, r)| r.by_frequency.iter().flat_map(|row| [&row.ar_hit, &row.other].map(|st| format!("{} ({})", fmt_ppl(st), st.tokens).chars().count())))
+        .flat_map(|(_, r)| {
+            r.by_frequency.iter().flat_map(|row| {
+                [&row.ar_hit, &row.other].map(|st| format!("{} ({})", fmt_ppl(st), st.tokens).chars().count())
+            })
+        })
         .chain(first.by_frequency.iter().map(|row| row.bucket.chars().count()))
         .max()
         .unwrap_or(12)
@@ -730,7 +775,10 @@ mod tests {
     #[test]
     fn distance_is_to_the_most_recent_occurrence() {
         // a b a b a b: (a,b)@0 (b,a)@1 (a,b)@2 (b,a)@3 (a,b)@4
-        assert_eq!(labels(&[1, 2, 1, 2, 1, 2]), [(FirstOccurrence, 0), (FirstOccurrence, 0), (ArHit, 2), (ArHit, 2), (ArHit, 2)]);
+        assert_eq!(
+            labels(&[1, 2, 1, 2, 1, 2]),
+            [(FirstOccurrence, 0), (FirstOccurrence, 0), (ArHit, 2), (ArHit, 2), (ArHit, 2)]
+        );
     }
 
     #[test]
@@ -816,7 +864,13 @@ mod tests {
         (tokens, nll)
     }
 
-    fn report(tokens: &[u32], nll: &[Vec<f32>], seq_len: usize, counts: &BigramCounts, buckets: &FreqBuckets) -> ArHitReport {
+    fn report(
+        tokens: &[u32],
+        nll: &[Vec<f32>],
+        seq_len: usize,
+        counts: &BigramCounts,
+        buckets: &FreqBuckets,
+    ) -> ArHitReport {
         let mut a = ArHitAnalyzer::new(counts, buckets, seq_len);
         for (seq, l) in crate::text::dataset::window_sequences(tokens, seq_len).zip(nll) {
             a.add_window(seq, l).unwrap();
@@ -859,13 +913,22 @@ mod tests {
         let mut d = SliceStats::default();
         r.ar_hit_by_distance.iter().for_each(|row| d.merge(&row.ar_hit));
         assert_eq!(d.tokens, r.ar_hit.tokens);
-        assert!(r.by_frequency[0].other.tokens + r.by_frequency[0].ar_hit.tokens > 0, "some bigrams unseen in the counted prefix");
+        assert!(
+            r.by_frequency[0].other.tokens + r.by_frequency[0].ar_hit.tokens > 0,
+            "some bigrams unseen in the counted prefix"
+        );
         // JSON round trip keeps the sums and writes perplexities
         let j = serde_json::to_string(&r).unwrap();
         assert!(j.contains("\"perplexity\""));
         let back: ArHitReport = serde_json::from_str(&j).unwrap();
-        assert_eq!((back.windows, back.by_frequency.len(), back.ar_hit.tokens), (r.windows, r.by_frequency.len(), r.ar_hit.tokens));
-        assert!((back.other.nll_sum / r.other.nll_sum - 1.0).abs() < 1e-14, "JSON keeps the sums (to the last bit or two)");
+        assert_eq!(
+            (back.windows, back.by_frequency.len(), back.ar_hit.tokens),
+            (r.windows, r.by_frequency.len(), r.ar_hit.tokens)
+        );
+        assert!(
+            (back.other.nll_sum / r.other.nll_sum - 1.0).abs() < 1e-14,
+            "JSON keeps the sums (to the last bit or two)"
+        );
     }
 
     #[test]
@@ -884,16 +947,24 @@ mod tests {
         }
         let model = report(&tokens, &worse, l, &counts, &buckets);
         let g = gap_share(&reference, &model).unwrap().unwrap();
-        let (h, f, o) = (reference.ar_hit.tokens as f64, reference.first_occurrence.tokens as f64, reference.other.tokens as f64);
+        let (h, f, o) =
+            (reference.ar_hit.tokens as f64, reference.first_occurrence.tokens as f64, reference.other.tokens as f64);
         let total = h + 0.25 * (f + o);
         assert!((g.total_gap_nats - total).abs() < 1e-3);
         assert!((g.ar_hit - h / total).abs() < 1e-6, "{} vs {}", g.ar_hit, h / total);
         assert!((g.ar_hit + g.first_occurrence + g.other - 1.0).abs() < 1e-12);
-        assert!((g.mean_gap_nats - (model.all.perplexity().unwrap() / reference.all.perplexity().unwrap()).ln()).abs() < 1e-9);
+        assert!(
+            (g.mean_gap_nats - (model.all.perplexity().unwrap() / reference.all.perplexity().unwrap()).ln()).abs()
+                < 1e-9
+        );
         assert_eq!(gap_share(&reference, &reference).unwrap(), None);
         let other = report(&tokens[..l * 5 + 1], &nll[..5], l, &counts, &buckets);
         assert!(gap_share(&reference, &other).unwrap_err().to_string().contains("same windows"));
-        let t = format_table(&[("attention".into(), reference.clone()), ("hyena".into(), model.clone())], Some("attention")).unwrap();
+        let t = format_table(
+            &[("attention".into(), reference.clone()), ("hyena".into(), model.clone())],
+            Some("attention"),
+        )
+        .unwrap();
         assert!(t.contains(&format!("{:.1}%", 100.0 * g.ar_hit)), "{t}");
     }
 

@@ -62,10 +62,30 @@ pub struct CorpusSpec {
 }
 
 const SWORD_EN: &[PackageSpec] = &[
-    PackageSpec { name: "sword-comm-tdavid", version: "2.1-1", sha256: Some("bcbfad701c5c4a061475b58309cebc42755a59e87478c8355227c5e046412b3f"), origin: Origin::Debian },
-    PackageSpec { name: "sword-comm-mhcc", version: "2.0-1", sha256: Some("06f748215de78ff48fdfdee93e3ffc5af6318b976485f7aedf22309236967e35"), origin: Origin::Debian },
-    PackageSpec { name: "sword-text-web", version: "426.0-1", sha256: Some("930b23670b352f0829a306501de4bebb5e654a2df02cde2cbe86b802177868e1"), origin: Origin::Debian },
-    PackageSpec { name: "sword-text-kjv", version: "14.3-1", sha256: Some("9f463f28ce665f6f528fc723179722bced880a4c5485f7a41bf742838315de57"), origin: Origin::Debian },
+    PackageSpec {
+        name: "sword-comm-tdavid",
+        version: "2.1-1",
+        sha256: Some("bcbfad701c5c4a061475b58309cebc42755a59e87478c8355227c5e046412b3f"),
+        origin: Origin::Debian,
+    },
+    PackageSpec {
+        name: "sword-comm-mhcc",
+        version: "2.0-1",
+        sha256: Some("06f748215de78ff48fdfdee93e3ffc5af6318b976485f7aedf22309236967e35"),
+        origin: Origin::Debian,
+    },
+    PackageSpec {
+        name: "sword-text-web",
+        version: "426.0-1",
+        sha256: Some("930b23670b352f0829a306501de4bebb5e654a2df02cde2cbe86b802177868e1"),
+        origin: Origin::Debian,
+    },
+    PackageSpec {
+        name: "sword-text-kjv",
+        version: "14.3-1",
+        sha256: Some("9f463f28ce665f6f528fc723179722bced880a4c5485f7a41bf742838315de57"),
+        origin: Origin::Debian,
+    },
 ];
 
 const FIXTURE: &[PackageSpec] = &[
@@ -96,7 +116,13 @@ pub fn corpora() -> Vec<CorpusSpec> {
 /// The corpus called `name`; `field` names the flag or config key in errors.
 pub fn corpus_spec(name: &str, field: &str) -> Result<CorpusSpec> {
     corpora().into_iter().find(|c| c.name == name).ok_or_else(|| {
-        config_err(field, format!("unknown corpus `{name}` (known: {})", corpora().iter().map(|c| c.name).collect::<Vec<_>>().join(", ")))
+        config_err(
+            field,
+            format!(
+                "unknown corpus `{name}` (known: {})",
+                corpora().iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+            ),
+        )
     })
 }
 
@@ -167,7 +193,10 @@ pub struct Document {
 pub fn segment(module: &SwordModule) -> Result<Vec<(String, String)>> {
     let st = module.conf.source_type.to_ascii_lowercase();
     if st != "osis" && st != "thml" {
-        return Err(Error::Data(format!("module {}: SourceType={} is not supported (OSIS or ThML)", module.conf.name, module.conf.source_type)));
+        return Err(Error::Data(format!(
+            "module {}: SourceType={} is not supported (OSIS or ThML)",
+            module.conf.name, module.conf.source_type
+        )));
     }
     let mut s = Stripper::default();
     let mut key = "front".to_string();
@@ -284,9 +313,14 @@ impl CorpusManifest {
             return Err(Error::Data(format!("{} not found: the corpus is not prepared; run `zoology corpus fetch` (see `zoology corpus fetch --help`)", p.display())));
         }
         let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
-        let m: CorpusManifest = serde_json::from_str(&text).map_err(|e| Error::Data(format!("{}: {e}; run `zoology corpus fetch --force`", p.display())))?;
+        let m: CorpusManifest = serde_json::from_str(&text)
+            .map_err(|e| Error::Data(format!("{}: {e}; run `zoology corpus fetch --force`", p.display())))?;
         if m.format != CORPUS_FORMAT {
-            return Err(Error::Data(format!("{}: format {} (this version reads {CORPUS_FORMAT}); run `zoology corpus fetch --force`", p.display(), m.format)));
+            return Err(Error::Data(format!(
+                "{}: format {} (this version reads {CORPUS_FORMAT}); run `zoology corpus fetch --force`",
+                p.display(),
+                m.format
+            )));
         }
         let tp = dir.join(&m.text_file);
         let bytes = std::fs::read(&tp).map_err(io_err(&tp))?;
@@ -379,11 +413,19 @@ fn apt_download(name: &str, version: Option<&str>, tmp: &Path) -> Result<PathBuf
     let found: Vec<PathBuf> = std::fs::read_dir(tmp)
         .map_err(io_err(tmp))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&format!("{name}_")) && n.ends_with(".deb")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{name}_")) && n.ends_with(".deb"))
+        })
         .collect();
     match found.as_slice() {
         [one] => Ok(one.clone()),
-        _ => Err(Error::Other(format!("`apt-get download {arg}` succeeded but left {} matching .deb files in {}", found.len(), tmp.display()))),
+        _ => Err(Error::Other(format!(
+            "`apt-get download {arg}` succeeded but left {} matching .deb files in {}",
+            found.len(),
+            tmp.display()
+        ))),
     }
 }
 
@@ -406,7 +448,12 @@ fn find_deb(dir: &Path, p: &PackageSpec, any_version: bool) -> Result<Option<Pat
     match found.len() {
         0 => Ok(None),
         1 => Ok(found.pop()),
-        _ => Err(Error::Other(format!("{}: several .deb files for {} ({}); keep one", dir.display(), p.name, found.iter().filter_map(|f| f.file_name()?.to_str()).collect::<Vec<_>>().join(", ")))),
+        _ => Err(Error::Other(format!(
+            "{}: several .deb files for {} ({}); keep one",
+            dir.display(),
+            p.name,
+            found.iter().filter_map(|f| f.file_name()?.to_str()).collect::<Vec<_>>().join(", ")
+        ))),
     }
 }
 
@@ -445,7 +492,10 @@ fn obtain(p: &PackageSpec, dir: &Path, opts: &PrepareOptions) -> Result<(Vec<u8>
         Some(c) => c,
         None => match (p.origin, &opts.source) {
             (Origin::Fixture, _) => {
-                let (fname, bytes) = fixture::debs()?.into_iter().find(|(f, _)| f.starts_with(&format!("{}_", p.name))).ok_or_else(|| Error::Other(format!("no fixture package {}", p.name)))?;
+                let (fname, bytes) = fixture::debs()?
+                    .into_iter()
+                    .find(|(f, _)| f.starts_with(&format!("{}_", p.name)))
+                    .ok_or_else(|| Error::Other(format!("no fixture package {}", p.name)))?;
                 let dest = debs.join(fname);
                 write_atomic(&dest, &bytes)?;
                 dest
@@ -483,9 +533,20 @@ fn obtain(p: &PackageSpec, dir: &Path, opts: &PrepareOptions) -> Result<(Vec<u8>
     let fname = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
     let version = deb::control_field(&bytes, &fname, "Version")?;
     if !opts.any_version && version != p.version {
-        return Err(Error::Data(format!("{}: package version {version}, expected {}; pass --any-version to use it anyway", path.display(), p.version)));
+        return Err(Error::Data(format!(
+            "{}: package version {version}, expected {}; pass --any-version to use it anyway",
+            path.display(),
+            p.version
+        )));
     }
-    let rec = PackageRecord { name: p.name.to_string(), version, sha256: sha256_hex(&bytes), file: format!("debs/{fname}"), bytes: bytes.len(), modules: vec![] };
+    let rec = PackageRecord {
+        name: p.name.to_string(),
+        version,
+        sha256: sha256_hex(&bytes),
+        file: format!("debs/{fname}"),
+        bytes: bytes.len(),
+        modules: vec![],
+    };
     Ok((bytes, rec, cached))
 }
 
@@ -502,7 +563,13 @@ fn derive(spec: &CorpusSpec, packages: &mut [PackageRecord], debs: &[Vec<u8>], q
                 let n = ids.entry(base.clone()).or_insert(0);
                 *n += 1;
                 let id = if *n == 1 { base } else { format!("{base}~{n}") };
-                docs.push(Document { id, module: mrec.name.clone(), split: split_of(&key, spec.valid_permille), key, text });
+                docs.push(Document {
+                    id,
+                    module: mrec.name.clone(),
+                    split: split_of(&key, spec.valid_permille),
+                    key,
+                    text,
+                });
             }
             rec.modules.push(mrec);
         }
@@ -531,7 +598,14 @@ pub fn prepare(spec: &CorpusSpec, opts: &PrepareOptions) -> Result<PrepareReport
     for p in spec.packages {
         let sp = spinner(opts.quiet, format!("obtaining {} {}", p.name, p.version));
         let (bytes, rec, cached) = obtain(p, &dir, opts)?;
-        sp.finish_with_message(format!("{} {}: {:.1} MB, {}, sha256 {}", rec.name, rec.version, rec.bytes as f64 / 1e6, if cached { "cached" } else { "fetched" }, short(&rec.sha256)));
+        sp.finish_with_message(format!(
+            "{} {}: {:.1} MB, {}, sha256 {}",
+            rec.name,
+            rec.version,
+            rec.bytes as f64 / 1e6,
+            if cached { "cached" } else { "fetched" },
+            short(&rec.sha256)
+        ));
         all_cached &= cached;
         debs.push(bytes);
         packages.push(rec);
@@ -541,7 +615,8 @@ pub fn prepare(spec: &CorpusSpec, opts: &PrepareOptions) -> Result<PrepareReport
     // 2. text
     let t = Instant::now();
     let same_inputs = |m: &CorpusManifest| {
-        m.valid_permille == spec.valid_permille && m.packages.iter().map(|p| (&p.name, &p.sha256)).eq(packages.iter().map(|p| (&p.name, &p.sha256)))
+        m.valid_permille == spec.valid_permille
+            && m.packages.iter().map(|p| (&p.name, &p.sha256)).eq(packages.iter().map(|p| (&p.name, &p.sha256)))
     };
     let existing = if opts.force { None } else { CorpusManifest::load_verified(&dir).ok().filter(same_inputs) };
     let (corpus, docs_cached) = match existing {
@@ -600,14 +675,25 @@ pub fn prepare(spec: &CorpusSpec, opts: &PrepareOptions) -> Result<PrepareReport
         if !opts.force {
             if let Ok(ds) = dataset::TokenDataset::open(&dir, &name) {
                 datasets.push(ds.manifest);
-                steps.push(StepTime { step: format!("tokens {name}"), seconds: t.elapsed().as_secs_f64(), cached: true });
+                steps.push(StepTime {
+                    step: format!("tokens {name}"),
+                    seconds: t.elapsed().as_secs_f64(),
+                    cached: true,
+                });
                 continue;
             }
         }
         if docs.is_none() {
             docs = Some(load_documents(&dir)?.1);
         }
-        let m = dataset::tokenize(&corpus.corpus, &corpus.text_sha256, docs.as_ref().expect("loaded"), *spec_t, &dir.join(&name), opts.quiet)?;
+        let m = dataset::tokenize(
+            &corpus.corpus,
+            &corpus.text_sha256,
+            docs.as_ref().expect("loaded"),
+            *spec_t,
+            &dir.join(&name),
+            opts.quiet,
+        )?;
         datasets.push(m);
         steps.push(StepTime { step: format!("tokens {name}"), seconds: t.elapsed().as_secs_f64(), cached: false });
     }

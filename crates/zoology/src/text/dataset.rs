@@ -62,7 +62,10 @@ pub fn windows(tokens: &[u32], seq_len: usize) -> Result<Windows> {
     }
     let n = num_windows(tokens.len(), seq_len);
     if n == 0 {
-        return Err(Error::Data(format!("windows: {} tokens do not fill one window of {seq_len} (+1 target)", tokens.len())));
+        return Err(Error::Data(format!(
+            "windows: {} tokens do not fill one window of {seq_len} (+1 target)",
+            tokens.len()
+        )));
     }
     let mut inputs = Vec::with_capacity(n * seq_len);
     let mut targets = Vec::with_capacity(n * seq_len);
@@ -126,8 +129,16 @@ impl DatasetManifest {
 }
 
 fn bar(quiet: bool, len: u64, msg: String) -> ProgressBar {
-    let pb = if quiet { ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden()) } else { ProgressBar::new(len) };
-    pb.set_style(ProgressStyle::with_template("{msg:32} [{bar:30}] {pos}/{len} {elapsed}").expect("valid template").progress_chars("=> "));
+    let pb = if quiet {
+        ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden())
+    } else {
+        ProgressBar::new(len)
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{msg:32} [{bar:30}] {pos}/{len} {elapsed}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
     pb.set_message(msg);
     pb
 }
@@ -154,9 +165,17 @@ fn encode_ids(ids: &[u32], wide: bool) -> Vec<u8> {
 
 fn decode_ids(bytes: &[u8], dtype: &str, what: &Path) -> Result<Vec<u32>> {
     match dtype {
-        "u16" if bytes.len() % 2 == 0 => Ok(bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32).collect()),
-        "u32" if bytes.len() % 4 == 0 => Ok(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
-        _ => Err(Error::Data(format!("{}: {} bytes is not a whole number of {dtype} tokens", what.display(), bytes.len()))),
+        "u16" if bytes.len() % 2 == 0 => {
+            Ok(bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32).collect())
+        }
+        "u32" if bytes.len() % 4 == 0 => {
+            Ok(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        }
+        _ => Err(Error::Data(format!(
+            "{}: {} bytes is not a whole number of {dtype} tokens",
+            what.display(),
+            bytes.len()
+        ))),
     }
 }
 
@@ -170,13 +189,23 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Trains or loads the tokenizer, encodes every document (in parallel) and writes the token
 /// files and `dataset.json` under `out`. The BPE is trained on the training split only.
-pub fn tokenize(corpus: &str, text_sha256: &str, docs: &[Document], spec: TokenizerSpec, out: &Path, quiet: bool) -> Result<DatasetManifest> {
+pub fn tokenize(
+    corpus: &str,
+    text_sha256: &str,
+    docs: &[Document],
+    spec: TokenizerSpec,
+    out: &Path,
+    quiet: bool,
+) -> Result<DatasetManifest> {
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     let t0 = Instant::now();
     let (tk, source) = match spec {
         TokenizerSpec::Bpe { vocab_size } => {
             let sp = spinner(quiet, format!("training BPE (vocab {vocab_size}) on the training split"));
-            let tk = Tokenizer::train_bpe(docs.iter().filter(|d| d.split == Split::Train).map(|d| d.text.as_str()), vocab_size)?;
+            let tk = Tokenizer::train_bpe(
+                docs.iter().filter(|d| d.split == Split::Train).map(|d| d.text.as_str()),
+                vocab_size,
+            )?;
             sp.finish_with_message(format!("trained BPE, vocab {}", tk.vocab_size()));
             (tk, format!("byte-level BPE trained on the training split of {corpus} (min pair count 2)"))
         }
@@ -224,7 +253,14 @@ pub fn tokenize(corpus: &str, text_sha256: &str, docs: &[Document], spec: Tokeni
         format: DATASET_FORMAT,
         corpus: corpus.to_string(),
         text_sha256: text_sha256.to_string(),
-        tokenizer: TokenizerRecord { name: spec.name(), vocab_size: tk.vocab_size(), eot: tk.eot(), file: "tokenizer.json".into(), sha256: sha256_hex(json.as_bytes()), source },
+        tokenizer: TokenizerRecord {
+            name: spec.name(),
+            vocab_size: tk.vocab_size(),
+            eot: tk.eot(),
+            file: "tokenizer.json".into(),
+            sha256: sha256_hex(json.as_bytes()),
+            source,
+        },
         dtype: dtype.into(),
         train,
         valid,
@@ -257,14 +293,24 @@ impl TokenDataset {
         let dir = corpus_dir.join(spec.name());
         let mpath = dir.join("dataset.json");
         let fix = format!("run `zoology corpus fetch --corpus {} --tokenizer {}`", corpus.corpus, spec.name());
-        let refix = format!("run `zoology corpus fetch --corpus {} --tokenizer {} --force`", corpus.corpus, spec.name());
+        let refix =
+            format!("run `zoology corpus fetch --corpus {} --tokenizer {} --force`", corpus.corpus, spec.name());
         if !mpath.exists() {
-            return Err(Error::Data(format!("{} not found: the corpus has not been tokenized with {}; {fix}", mpath.display(), spec.name())));
+            return Err(Error::Data(format!(
+                "{} not found: the corpus has not been tokenized with {}; {fix}",
+                mpath.display(),
+                spec.name()
+            )));
         }
         let text = std::fs::read_to_string(&mpath).map_err(io_err(&mpath))?;
-        let manifest: DatasetManifest = serde_json::from_str(&text).map_err(|e| Error::Data(format!("{}: {e}; {refix}", mpath.display())))?;
+        let manifest: DatasetManifest =
+            serde_json::from_str(&text).map_err(|e| Error::Data(format!("{}: {e}; {refix}", mpath.display())))?;
         if manifest.format != DATASET_FORMAT {
-            return Err(Error::Data(format!("{}: format {} (this version reads {DATASET_FORMAT}); {refix}", mpath.display(), manifest.format)));
+            return Err(Error::Data(format!(
+                "{}: format {} (this version reads {DATASET_FORMAT}); {refix}",
+                mpath.display(),
+                manifest.format
+            )));
         }
         if manifest.text_sha256 != corpus.text_sha256 {
             return Err(Error::Data(format!(
@@ -279,18 +325,31 @@ impl TokenDataset {
             let bytes = std::fs::read(&p).map_err(io_err(&p))?;
             let got = sha256_hex(&bytes);
             if got != want {
-                return Err(Error::Data(format!("{}: checksum {} does not match dataset.json ({}): the file was modified; {refix}", p.display(), short(&got), short(want))));
+                return Err(Error::Data(format!(
+                    "{}: checksum {} does not match dataset.json ({}): the file was modified; {refix}",
+                    p.display(),
+                    short(&got),
+                    short(want)
+                )));
             }
             Ok(bytes)
         };
         let tjson = check(&manifest.tokenizer.file, &manifest.tokenizer.sha256)?;
-        let tokenizer = Tokenizer::from_json(&String::from_utf8_lossy(&tjson), &dir.join(&manifest.tokenizer.file).display().to_string())?;
+        let tokenizer = Tokenizer::from_json(
+            &String::from_utf8_lossy(&tjson),
+            &dir.join(&manifest.tokenizer.file).display().to_string(),
+        )?;
         let mut splits = vec![];
         for s in [Split::Train, Split::Valid] {
             let f = manifest.split(s);
             let ids = decode_ids(&check(&f.file, &f.sha256)?, &manifest.dtype, &dir.join(&f.file))?;
             if ids.len() != f.tokens {
-                return Err(Error::Data(format!("{}: {} tokens, dataset.json says {}", dir.join(&f.file).display(), ids.len(), f.tokens)));
+                return Err(Error::Data(format!(
+                    "{}: {} tokens, dataset.json says {}",
+                    dir.join(&f.file).display(),
+                    ids.len(),
+                    f.tokens
+                )));
             }
             splits.push(ids);
         }
@@ -308,7 +367,8 @@ impl TokenDataset {
 
     /// The split packed into windows of `seq_len` (see the module docs).
     pub fn windows(&self, split: Split, seq_len: usize) -> Result<Windows> {
-        windows(self.tokens(split), seq_len).map_err(|e| Error::Data(format!("{} {} split: {e}", self.manifest.corpus, split.name())))
+        windows(self.tokens(split), seq_len)
+            .map_err(|e| Error::Data(format!("{} {} split: {e}", self.manifest.corpus, split.name())))
     }
 }
 

@@ -25,7 +25,10 @@ pub fn ar_members<'a>(ar: &'a [u8], file: &str) -> Result<Vec<(String, &'a [u8])
             return Err(bad(format!("bad member header at byte {at}")));
         }
         let name = String::from_utf8_lossy(&h[..16]).trim_end().trim_end_matches('/').to_string();
-        let size: usize = String::from_utf8_lossy(&h[48..58]).trim().parse().map_err(|_| bad(format!("bad size of member {name}")))?;
+        let size: usize = String::from_utf8_lossy(&h[48..58])
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("bad size of member {name}")))?;
         let data = ar.get(at + 60..at + 60 + size).ok_or_else(|| bad(format!("member {name} runs past the end")))?;
         out.push((name, data));
         at += 60 + size + (size & 1);
@@ -42,7 +45,8 @@ pub fn data_files(deb: &[u8], file: &str, prefix: &str) -> Result<BTreeMap<Strin
 /// A field of the package's control file (`Version`, `Package`, ...).
 pub fn control_field(deb: &[u8], file: &str, field: &str) -> Result<String> {
     let files = tar_files(deb, file, "control.tar", "")?;
-    let control = files.get("control").ok_or_else(|| Error::Data(format!("{file}: control.tar has no control file")))?;
+    let control =
+        files.get("control").ok_or_else(|| Error::Data(format!("{file}: control.tar has no control file")))?;
     String::from_utf8_lossy(control)
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_string()))
@@ -52,10 +56,12 @@ pub fn control_field(deb: &[u8], file: &str, field: &str) -> Result<String> {
 /// Regular files under `prefix` of the `ar` member whose name starts with `member`.
 fn tar_files(deb: &[u8], file: &str, member: &str, prefix: &str) -> Result<BTreeMap<String, Vec<u8>>> {
     let members = ar_members(deb, file)?;
-    let (name, data) = members
-        .iter()
-        .find(|(n, _)| n.starts_with(member))
-        .ok_or_else(|| Error::Data(format!("{file}: no {member} member (members: {})", members.iter().map(|m| m.0.as_str()).collect::<Vec<_>>().join(", "))))?;
+    let (name, data) = members.iter().find(|(n, _)| n.starts_with(member)).ok_or_else(|| {
+        Error::Data(format!(
+            "{file}: no {member} member (members: {})",
+            members.iter().map(|m| m.0.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+    })?;
     let tar_bytes = decompress(name, data).map_err(|m| Error::Data(format!("{file}: {name}: {m}")))?;
     let mut archive = tar::Archive::new(&tar_bytes[..]);
     let mut out = BTreeMap::new();
@@ -101,13 +107,15 @@ pub fn build_deb(package: &str, version: &str, files: &[(String, Vec<u8>)]) -> R
             h.set_mode(0o644);
             h.set_mtime(0);
             h.set_cksum();
-            b.append_data(&mut h, format!("./{path}"), &bytes[..]).map_err(|e| Error::Other(format!("building {package}.deb: {e}")))?;
+            b.append_data(&mut h, format!("./{path}"), &bytes[..])
+                .map_err(|e| Error::Other(format!("building {package}.deb: {e}")))?;
         }
         b.into_inner().map_err(|e| Error::Other(format!("building {package}.deb: {e}")))
     };
     let xz = |raw: Vec<u8>| -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        lzma_rs::xz_compress(&mut &raw[..], &mut out).map_err(|e| Error::Other(format!("building {package}.deb: xz: {e}")))?;
+        lzma_rs::xz_compress(&mut &raw[..], &mut out)
+            .map_err(|e| Error::Other(format!("building {package}.deb: xz: {e}")))?;
         Ok(out)
     };
     let control = format!("Package: {package}\nVersion: {version}\nArchitecture: all\nMaintainer: zoology-rs\nDescription: zoology-rs fixture\n");
@@ -133,10 +141,16 @@ mod tests {
 
     #[test]
     fn built_package_reads_back() {
-        let files = vec![("usr/share/sword/mods.d/x.conf".to_string(), b"[X]\n".to_vec()), ("usr/share/doc/x/copyright".to_string(), b"odd".to_vec())];
+        let files = vec![
+            ("usr/share/sword/mods.d/x.conf".to_string(), b"[X]\n".to_vec()),
+            ("usr/share/doc/x/copyright".to_string(), b"odd".to_vec()),
+        ];
         let deb = build_deb("x", "1.0", &files).unwrap();
         let members = ar_members(&deb, "x.deb").unwrap();
-        assert_eq!(members.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(), ["debian-binary", "control.tar.xz", "data.tar.xz"]);
+        assert_eq!(
+            members.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(),
+            ["debian-binary", "control.tar.xz", "data.tar.xz"]
+        );
         let got = data_files(&deb, "x.deb", "usr/share/sword/").unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got["mods.d/x.conf"], b"[X]\n");

@@ -18,7 +18,9 @@ use crate::generate::{load_run, read_config};
 use crate::rundir;
 use crate::tasks::text::TextConfig;
 use crate::tasks::TaskConfig;
-use crate::text::arhits::{format_frequency_table, format_table, gap_share, ArHitAnalyzer, ArHitReport, BigramCounts, FreqBuckets, GapShare};
+use crate::text::arhits::{
+    format_frequency_table, format_table, gap_share, ArHitAnalyzer, ArHitReport, BigramCounts, FreqBuckets, GapShare,
+};
 use crate::text::corpus::Split;
 use crate::text::dataset::window_sequences;
 use crate::train::config::RunConfig;
@@ -96,7 +98,9 @@ impl ArHitsOutput {
     }
     /// Ratio of a model's perplexity to the reference's on AR hits and on other tokens.
     pub fn ratios(&self) -> Vec<(String, f64, f64)> {
-        let Some(r) = self.reference.as_ref().and_then(|r| self.models.iter().find(|m| &m.name == r)) else { return vec![] };
+        let Some(r) = self.reference.as_ref().and_then(|r| self.models.iter().find(|m| &m.name == r)) else {
+            return vec![];
+        };
         let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) => a / b,
             _ => f64::NAN,
@@ -104,7 +108,13 @@ impl ArHitsOutput {
         self.models
             .iter()
             .filter(|m| m.name != r.name)
-            .map(|m| (m.name.clone(), ratio(m.report.ar_hit.perplexity(), r.report.ar_hit.perplexity()), ratio(m.report.other.perplexity(), r.report.other.perplexity())))
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    ratio(m.report.ar_hit.perplexity(), r.report.ar_hit.perplexity()),
+                    ratio(m.report.other.perplexity(), r.report.other.perplexity()),
+                )
+            })
             .collect()
     }
 }
@@ -131,7 +141,10 @@ pub fn expand_run_dirs(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 .filter(|p| p.join(rundir::CONFIG).exists() && p.join(rundir::CHECKPOINT).exists())
                 .collect();
             if runs.is_empty() {
-                return Err(config_err("RUN_DIR", format!("{} holds no run with a checkpoint under runs/", a.display())));
+                return Err(config_err(
+                    "RUN_DIR",
+                    format!("{} holds no run with a checkpoint under runs/", a.display()),
+                ));
             }
             runs.sort();
             out.extend(runs);
@@ -203,11 +216,24 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
         wins.truncate(m);
     }
     if wins.is_empty() {
-        return Err(Error::Data(format!("the valid split of {} ({} tokens) holds no window of L = {}", t0.corpus, valid.len(), t0.seq_len)));
+        return Err(Error::Data(format!(
+            "the valid split of {} ({} tokens) holds no window of L = {}",
+            t0.corpus,
+            valid.len(),
+            t0.seq_len
+        )));
     }
 
-    let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::with_draw_target(Some((wins.len() * cfgs.len()) as u64), ProgressDrawTarget::stderr()) };
-    pb.set_style(ProgressStyle::with_template("{msg:>20} [{bar:30}] {pos}/{len} windows, {elapsed} (eta {eta})").expect("template").progress_chars("=> "));
+    let pb = if opts.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::with_draw_target(Some((wins.len() * cfgs.len()) as u64), ProgressDrawTarget::stderr())
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>20} [{bar:30}] {pos}/{len} windows, {elapsed} (eta {eta})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
 
     // labels: the sweep's preset label when the run came from a sweep (two hybrids are
     // "based" and "hybrid", not "hybrid" twice), else the mixer; made unique below
@@ -218,7 +244,15 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
         let mut name = mixer.clone();
         if mixers.iter().filter(|m| *m == mixer).count() > 1 {
             name = format!("{mixer} d{} L{}", cfg.model.d_model, cfg.model.n_layers);
-            if cfgs.iter().zip(&mixers).filter(|((_, c, _), m)| *m == mixer && c.model.d_model == cfg.model.d_model && c.model.n_layers == cfg.model.n_layers).count() > 1 {
+            if cfgs
+                .iter()
+                .zip(&mixers)
+                .filter(|((_, c, _), m)| {
+                    *m == mixer && c.model.d_model == cfg.model.d_model && c.model.n_layers == cfg.model.n_layers
+                })
+                .count()
+                > 1
+            {
                 name = format!("{mixer} {}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("?"));
             }
         }
@@ -248,11 +282,25 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
     let reference = match &opts.reference {
         Some(r) => {
             if !models.iter().any(|m| &m.name == r || &m.mixer == r) {
-                return Err(config_err("--reference", format!("no evaluated run is called `{r}` (runs: {})", models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "))));
+                return Err(config_err(
+                    "--reference",
+                    format!(
+                        "no evaluated run is called `{r}` (runs: {})",
+                        models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
             }
-            models.iter().find(|m| &m.name == r).or_else(|| models.iter().find(|m| &m.mixer == r)).map(|m| m.name.clone())
+            models
+                .iter()
+                .find(|m| &m.name == r)
+                .or_else(|| models.iter().find(|m| &m.mixer == r))
+                .map(|m| m.name.clone())
         }
-        None => models.iter().find(|m| m.mixer == "attention").or_else(|| models.iter().find(|m| m.name == "attention")).map(|m| m.name.clone()),
+        None => models
+            .iter()
+            .find(|m| m.mixer == "attention")
+            .or_else(|| models.iter().find(|m| m.name == "attention"))
+            .map(|m| m.name.clone()),
     };
     if let Some(r) = &reference {
         let rr = models.iter().find(|m| &m.name == r).expect("found above").report.clone();
@@ -277,7 +325,8 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
 pub fn write_outputs(o: &ArHitsOutput, out: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out).map_err(crate::error::io_err(out))?;
     let json = out.join("arhits.json");
-    std::fs::write(&json, serde_json::to_string_pretty(o).expect("serialisable")).map_err(crate::error::io_err(&json))?;
+    std::fs::write(&json, serde_json::to_string_pretty(o).expect("serialisable"))
+        .map_err(crate::error::io_err(&json))?;
     let md = out.join("arhits.md");
     std::fs::write(&md, format!("```\n{}```\n", o.tables()?)).map_err(crate::error::io_err(&md))?;
     let named = o.named();
@@ -293,5 +342,7 @@ pub fn read_output(dir: &Path) -> Result<Option<ArHitsOutput>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&p).map_err(crate::error::io_err(&p))?;
-    serde_json::from_str(&text).map(Some).map_err(|e| Error::Data(format!("{}: {e}; run `zoology arhits … --out {}` again", p.display(), dir.display())))
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::Data(format!("{}: {e}; run `zoology arhits … --out {}` again", p.display(), dir.display())))
 }

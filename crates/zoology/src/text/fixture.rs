@@ -69,7 +69,11 @@ impl ModuleBuilder {
             }
         }
         let l = self.letter;
-        vec![(format!("{dir}/{testament}.{l}zs"), zs), (format!("{dir}/{testament}.{l}zz"), zz), (format!("{dir}/{testament}.{l}zv"), zv)]
+        vec![
+            (format!("{dir}/{testament}.{l}zs"), zs),
+            (format!("{dir}/{testament}.{l}zz"), zz),
+            (format!("{dir}/{testament}.{l}zv"), zv),
+        ]
     }
 }
 
@@ -145,7 +149,11 @@ fn esc(s: &str) -> String {
 /// Dresses a verse in OSIS the way the real modules do: Strong's-style `<w>` wrappers, a
 /// footnote, a `<transChange>`, paragraph milestones.
 fn verse_markup(v: &str, i: usize) -> String {
-    let words: Vec<String> = v.split(' ').enumerate().map(|(j, w)| if j % 3 == 0 { format!("<w lemma=\"strong:H{:04}\">{}</w>", 100 + j, esc(w)) } else { esc(w) }).collect();
+    let words: Vec<String> = v
+        .split(' ')
+        .enumerate()
+        .map(|(j, w)| if j % 3 == 0 { format!("<w lemma=\"strong:H{:04}\">{}</w>", 100 + j, esc(w)) } else { esc(w) })
+        .collect();
     let mut m = String::new();
     if i % 3 == 0 {
         m += "<div type=\"x-milestone\" subType=\"x-preverse\" sID=\"pv\"/><div sID=\"p\" type=\"x-p\"/><div type=\"x-milestone\" subType=\"x-preverse\" eID=\"pv\"/>";
@@ -218,8 +226,11 @@ pub fn notes_module() -> Vec<(String, Vec<u8>)> {
 /// The two fixture packages: `(file name, .deb bytes)`.
 pub fn debs() -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = vec![];
-    for (name, version, files) in [("zoology-fixture-bible", "1.0", bible_module()), ("zoology-fixture-notes", "2.0", notes_module())] {
-        let mut all: Vec<(String, Vec<u8>)> = files.into_iter().map(|(p, b)| (format!("usr/share/sword/{p}"), b)).collect();
+    for (name, version, files) in
+        [("zoology-fixture-bible", "1.0", bible_module()), ("zoology-fixture-notes", "2.0", notes_module())]
+    {
+        let mut all: Vec<(String, Vec<u8>)> =
+            files.into_iter().map(|(p, b)| (format!("usr/share/sword/{p}"), b)).collect();
         all.push((format!("usr/share/doc/{name}/copyright"), b"Public domain: written for zoology-rs.\n".to_vec()));
         out.push((format!("{name}_{version}_all.deb"), build_deb(name, version, &all)?));
     }

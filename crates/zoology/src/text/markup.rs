@@ -112,8 +112,10 @@ fn entity(body: &str) -> Option<char> {
     }
 }
 
-const BLOCK_TAGS: &[&str] =
-    &["div", "div1", "div2", "div3", "div4", "div5", "div6", "p", "l", "lg", "lb", "title", "item", "row", "list", "table", "br", "chapter", "head", "h1", "h2", "h3", "h4", "h5", "h6", "li", "ul", "ol"];
+const BLOCK_TAGS: &[&str] = &[
+    "div", "div1", "div2", "div3", "div4", "div5", "div6", "p", "l", "lg", "lb", "title", "item", "row", "list",
+    "table", "br", "chapter", "head", "h1", "h2", "h3", "h4", "h5", "h6", "li", "ul", "ol",
+];
 
 /// Streams markup into a [`TextBuilder`] and reports structure markers. Keeps no state between
 /// calls except the text builder, so one malformed entry cannot hide the next.
@@ -161,7 +163,9 @@ impl Stripper {
                     if !closing && attr(body, "eID").is_none() {
                         let marker = match name.as_str() {
                             "chapter" => attr(body, "osisID").map(|id| Marker::Chapter(id.to_string())),
-                            "div" if attr(body, "type") == Some("book") => attr(body, "osisID").map(|id| Marker::Book(id.to_string())),
+                            "div" if attr(body, "type") == Some("book") => {
+                                attr(body, "osisID").map(|id| Marker::Book(id.to_string()))
+                            }
                             _ => None,
                         };
                         if let Some(m) = marker {

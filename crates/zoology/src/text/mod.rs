@@ -19,8 +19,8 @@
 pub mod arhits;
 pub mod corpus;
 pub mod dataset;
-pub mod evaluate;
 pub mod deb;
+pub mod evaluate;
 pub mod fixture;
 pub mod markup;
 pub mod sword;

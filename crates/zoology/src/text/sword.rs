@@ -70,7 +70,8 @@ impl ModuleConf {
             }
             all.entry(k.trim().to_string()).or_insert(v);
         }
-        let name = name.ok_or_else(|| Error::Data(format!("{file}: no `[ModuleName]` section: not a SWORD module .conf file")))?;
+        let name = name
+            .ok_or_else(|| Error::Data(format!("{file}: no `[ModuleName]` section: not a SWORD module .conf file")))?;
         let get = |k: &str| all.get(k).cloned();
         let data_path = get("DataPath").ok_or_else(|| Error::Data(format!("{file}: module {name} has no DataPath")))?;
         let data_path = data_path.trim_start_matches("./").trim_end_matches('/').to_string();
@@ -140,21 +141,34 @@ impl SwordModule {
         let mut linked = 0;
         let mut found_any = false;
         for testament in ["ot", "nt"] {
-            let Some(letter) = ['b', 'c', 'v'].into_iter().find(|l| file(&format!("{}/{testament}.{l}zs", conf.data_path)).is_some()) else {
+            let Some(letter) =
+                ['b', 'c', 'v'].into_iter().find(|l| file(&format!("{}/{testament}.{l}zs", conf.data_path)).is_some())
+            else {
                 continue;
             };
             found_any = true;
             let path = |ext: &str| format!("{}/{testament}.{letter}{ext}", conf.data_path);
-            let need = |ext: &str| file(&path(ext)).ok_or_else(|| Error::Data(format!("module {}: {} is missing", conf.name, path(ext))));
+            let need = |ext: &str| {
+                file(&path(ext)).ok_or_else(|| Error::Data(format!("module {}: {} is missing", conf.name, path(ext))))
+            };
             let (bzs, bzz, bzv) = (need("zs")?, need("zz")?, need("zv")?);
             if bzs.len() % 12 != 0 {
-                return Err(Error::Data(format!("{}: {} bytes is not a whole number of 12-byte block records", path("zs"), bzs.len())));
+                return Err(Error::Data(format!(
+                    "{}: {} bytes is not a whole number of 12-byte block records",
+                    path("zs"),
+                    bzs.len()
+                )));
             }
             let mut blocks = Vec::with_capacity(bzs.len() / 12);
             for (i, rec) in bzs.chunks_exact(12).enumerate() {
                 let (off, csize, usize_) = (u32_at(rec, 0) as usize, u32_at(rec, 4) as usize, u32_at(rec, 8) as usize);
                 let raw = bzz.get(off..off + csize).ok_or_else(|| {
-                    Error::Data(format!("{}: block {i} ({off}+{csize}) runs past the end of {} ({} bytes)", path("zs"), path("zz"), bzz.len()))
+                    Error::Data(format!(
+                        "{}: block {i} ({off}+{csize}) runs past the end of {} ({} bytes)",
+                        path("zs"),
+                        path("zz"),
+                        bzz.len()
+                    ))
                 })?;
                 let mut out = Vec::with_capacity(usize_);
                 if csize > 0 {
@@ -171,7 +185,8 @@ impl SwordModule {
                 }
                 blocks.push(out);
             }
-            let records = parse_entry_index(bzv, declared, &blocks).map_err(|m| Error::Data(format!("{}: {m}", path("zv"))))?;
+            let records =
+                parse_entry_index(bzv, declared, &blocks).map_err(|m| Error::Data(format!("{}: {m}", path("zv"))))?;
             let mut seen: HashSet<(u32, u32, u32)> = HashSet::new();
             for (slot, (b, start, size)) in records.into_iter().enumerate() {
                 if size == 0 {
@@ -203,7 +218,11 @@ impl SwordModule {
 /// Entry-index records `(block, start, size)`. Tries the declared record size, then the other;
 /// a candidate is accepted when the file is a whole number of records and every non-empty
 /// record lies inside its block.
-fn parse_entry_index(bzv: &[u8], declared: usize, blocks: &[Vec<u8>]) -> std::result::Result<Vec<(u32, u32, u32)>, String> {
+fn parse_entry_index(
+    bzv: &[u8],
+    declared: usize,
+    blocks: &[Vec<u8>],
+) -> std::result::Result<Vec<(u32, u32, u32)>, String> {
     let other = if declared == 10 { 12 } else { 10 };
     let mut why = vec![];
     for size in [declared, other] {
@@ -218,7 +237,9 @@ fn parse_entry_index(bzv: &[u8], declared: usize, blocks: &[Vec<u8>]) -> std::re
                 (u32_at(r, 0), u32_at(r, 4), sz)
             })
             .collect();
-        let bad = recs.iter().position(|&(b, s, n)| n > 0 && blocks.get(b as usize).is_none_or(|blk| (s as usize + n as usize) > blk.len()));
+        let bad = recs.iter().position(|&(b, s, n)| {
+            n > 0 && blocks.get(b as usize).is_none_or(|blk| (s as usize + n as usize) > blk.len())
+        });
         match bad {
             None => return Ok(recs),
             Some(i) => why.push(format!("with {size}-byte records, record {i} points outside its block")),

@@ -1,6 +1,8 @@
 //! The corpus path on the fixture: SWORD reader, segmentation, split, prepare, checksums.
 
-use super::corpus::{self, segment, split_bucket, split_of, CorpusSpec, Origin, PackageSpec, PrepareOptions, Source, Split};
+use super::corpus::{
+    self, segment, split_bucket, split_of, CorpusSpec, Origin, PackageSpec, PrepareOptions, Source, Split,
+};
 use super::dataset::TokenDataset;
 use super::fixture::{self, ModuleBuilder};
 use super::sword::{ModuleConf, SwordModule};
@@ -26,10 +28,18 @@ fn fixture_bible_reads_into_chapter_documents() {
     assert_eq!(m.conf.all["About"], "A long value continued on a second line");
     assert_eq!(m.linked_slots, 0);
     let docs = docs_of(&m);
-    assert_eq!(docs.keys().cloned().collect::<Vec<_>>(), ["Harb.0", "Harb.1", "Harb.2", "Harb.3", "Lamp.0", "Lamp.1", "Lamp.2", "Lamp.3"]);
+    assert_eq!(
+        docs.keys().cloned().collect::<Vec<_>>(),
+        ["Harb.0", "Harb.1", "Harb.2", "Harb.3", "Lamp.0", "Lamp.1", "Lamp.2", "Lamp.3"]
+    );
     assert_eq!(docs["Lamp.0"], "The Book of the Lighthouse");
     let l1 = &docs["Lamp.1"];
-    assert!(l1.starts_with("In the first year of the harbour, Mara Quill kept the lighthouse on the northern cape. Every evening"), "{l1}");
+    assert!(
+        l1.starts_with(
+            "In the first year of the harbour, Mara Quill kept the lighthouse on the northern cape. Every evening"
+        ),
+        "{l1}"
+    );
     assert!(!l1.contains('<') && !l1.contains("stair") && !l1.contains("1:2"), "markup and notes are gone: {l1}");
     assert!(l1.contains("not in rain. ¶\nShe wrote"), "transChange kept, paragraph milestone breaks the line: {l1}");
     assert!(docs["Lamp.2"].contains("said, \"Keeper, we owe you our lives.\""), "entities decoded: {}", docs["Lamp.2"]);
@@ -57,7 +67,11 @@ fn index_record_size_falls_back_when_the_driver_lies() {
     b.push_empty();
     b.push("delta");
     let mut files = b.files("modules/comments/zcom/m", "ot");
-    files.push(("mods.d/m.conf".into(), b"[M]\nDataPath=./modules/comments/zcom/m/\nModDrv=zCom4\nSourceType=OSIS\nEncoding=UTF-8\nCompressType=ZIP\n".to_vec()));
+    files.push((
+        "mods.d/m.conf".into(),
+        b"[M]\nDataPath=./modules/comments/zcom/m/\nModDrv=zCom4\nSourceType=OSIS\nEncoding=UTF-8\nCompressType=ZIP\n"
+            .to_vec(),
+    ));
     let m = read(files);
     assert_eq!(m.entries.len(), 3);
     assert_eq!(docs_of(&m)["X.1"], "alpha beta gamma delta");
@@ -68,8 +82,13 @@ fn reader_errors_name_the_file_and_the_problem() {
     let mut b = ModuleBuilder::new(10, 'b');
     b.push("abc");
     let mut files: BTreeMap<String, Vec<u8>> = b.files("m", "ot").into_iter().collect();
-    let conf = |drv: &str, comp: &str| ModuleConf::parse(&format!("[M]\nDataPath=m\nModDrv={drv}\nCompressType={comp}\nEncoding=UTF-8\n"), "m.conf").unwrap();
-    let err = |c: ModuleConf, f: &BTreeMap<String, Vec<u8>>| SwordModule::read(c, |p| f.get(p).map(|v| v.as_slice())).unwrap_err().to_string();
+    let conf = |drv: &str, comp: &str| {
+        ModuleConf::parse(&format!("[M]\nDataPath=m\nModDrv={drv}\nCompressType={comp}\nEncoding=UTF-8\n"), "m.conf")
+            .unwrap()
+    };
+    let err = |c: ModuleConf, f: &BTreeMap<String, Vec<u8>>| {
+        SwordModule::read(c, |p| f.get(p).map(|v| v.as_slice())).unwrap_err().to_string()
+    };
     assert!(err(conf("RawText", "ZIP"), &files).contains("ModDrv=RawText"));
     assert!(err(conf("zText", "LZSS"), &files).contains("CompressType=LZSS"));
     files.get_mut("m/ot.bzv").unwrap().truncate(7);
@@ -100,7 +119,14 @@ fn temp_root(tag: &str) -> PathBuf {
 }
 
 fn opts(root: &PathBuf, source: Source) -> PrepareOptions {
-    PrepareOptions { root: root.clone(), source, any_version: false, tokenizers: vec![TokenizerSpec::Bpe { vocab_size: 300 }], force: false, quiet: true }
+    PrepareOptions {
+        root: root.clone(),
+        source,
+        any_version: false,
+        tokenizers: vec![TokenizerSpec::Bpe { vocab_size: 300 }],
+        force: false,
+        quiet: true,
+    }
 }
 
 #[test]
@@ -132,7 +158,8 @@ fn prepare_fixture_end_to_end_with_verified_cache() {
         assert_eq!(*toks.last().unwrap(), eot);
         // decoding the stream gives back the documents
         let text = ds.tokenizer.decode(toks).unwrap();
-        let want: String = docs.iter().filter(|d| d.split == split).map(|d| format!("{}<|endoftext|>", d.text)).collect();
+        let want: String =
+            docs.iter().filter(|d| d.split == split).map(|d| format!("{}<|endoftext|>", d.text)).collect();
         assert_eq!(text, want);
     }
     let w = ds.windows(Split::Train, 16).unwrap();
@@ -178,8 +205,15 @@ fn debian_packages_from_a_directory_are_version_checked() {
         std::fs::write(debs.join(name), bytes).unwrap();
     }
     let spec = CorpusSpec { name: "local", about: "test", packages: LOCAL, valid_permille: 300, text_sha256: None };
-    let fixture_sha = corpus::prepare(&corpus::corpus_spec("fixture", "c").unwrap(), &PrepareOptions { tokenizers: vec![], ..opts(&root, Source::Apt) }).unwrap().corpus.text_sha256;
-    let r = corpus::prepare(&spec, &PrepareOptions { tokenizers: vec![], ..opts(&root, Source::Dir(debs.clone())) }).unwrap();
+    let fixture_sha = corpus::prepare(
+        &corpus::corpus_spec("fixture", "c").unwrap(),
+        &PrepareOptions { tokenizers: vec![], ..opts(&root, Source::Apt) },
+    )
+    .unwrap()
+    .corpus
+    .text_sha256;
+    let r = corpus::prepare(&spec, &PrepareOptions { tokenizers: vec![], ..opts(&root, Source::Dir(debs.clone())) })
+        .unwrap();
     assert_eq!(r.corpus.text_sha256, fixture_sha, "same packages, same text");
     assert_eq!(r.corpus.packages[0].file, "debs/zoology-fixture-bible_1.0_all.deb");
 
@@ -189,16 +223,26 @@ fn debian_packages_from_a_directory_are_version_checked() {
     std::fs::create_dir_all(&odd).unwrap();
     let bible = std::fs::read(debs.join("zoology-fixture-bible_1.0_all.deb")).unwrap();
     std::fs::write(odd.join("zoology-fixture-bible_1.0_all.deb"), &bible).unwrap();
-    const WRONG: &[PackageSpec] = &[PackageSpec { name: "zoology-fixture-bible", version: "1.1", sha256: None, origin: Origin::Debian }];
+    const WRONG: &[PackageSpec] =
+        &[PackageSpec { name: "zoology-fixture-bible", version: "1.1", sha256: None, origin: Origin::Debian }];
     let spec = CorpusSpec { name: "wrong", about: "test", packages: WRONG, valid_permille: 300, text_sha256: None };
-    let e = corpus::prepare(&spec, &PrepareOptions { tokenizers: vec![], ..opts(&root2, Source::Dir(odd.clone())) }).unwrap_err().to_string();
+    let e = corpus::prepare(&spec, &PrepareOptions { tokenizers: vec![], ..opts(&root2, Source::Dir(odd.clone())) })
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no zoology-fixture-bible_1.1_*.deb"), "{e}");
-    let r = corpus::prepare(&spec, &PrepareOptions { tokenizers: vec![], any_version: true, ..opts(&root2, Source::Dir(odd)) }).unwrap();
+    let r = corpus::prepare(
+        &spec,
+        &PrepareOptions { tokenizers: vec![], any_version: true, ..opts(&root2, Source::Dir(odd)) },
+    )
+    .unwrap();
     assert_eq!(r.corpus.packages[0].version, "1.0", "the version actually used is recorded");
     // a pinned checksum that does not match is refused
-    const PINNED: &[PackageSpec] = &[PackageSpec { name: "zoology-fixture-bible", version: "1.0", sha256: Some("00"), origin: Origin::Debian }];
+    const PINNED: &[PackageSpec] =
+        &[PackageSpec { name: "zoology-fixture-bible", version: "1.0", sha256: Some("00"), origin: Origin::Debian }];
     let spec = CorpusSpec { name: "pinned", about: "test", packages: PINNED, valid_permille: 300, text_sha256: None };
-    let e = corpus::prepare(&spec, &PrepareOptions { tokenizers: vec![], ..opts(&root, Source::Dir(debs)) }).unwrap_err().to_string();
+    let e = corpus::prepare(&spec, &PrepareOptions { tokenizers: vec![], ..opts(&root, Source::Dir(debs)) })
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("is not the pinned 00"), "{e}");
     assert!(corpus::corpus_spec("pile", "--corpus").unwrap_err().to_string().contains("--corpus"));
     std::fs::remove_dir_all(&root).ok();

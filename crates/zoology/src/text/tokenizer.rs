@@ -31,13 +31,19 @@ impl TokenizerSpec {
             return Ok(TokenizerSpec::R50k);
         }
         if let Some(n) = s.strip_prefix("bpe") {
-            let vocab_size: usize = n.parse().map_err(|_| config_err(field, format!("`{s}`: expected bpe<vocab size>, e.g. bpe4096")))?;
+            let vocab_size: usize =
+                n.parse().map_err(|_| config_err(field, format!("`{s}`: expected bpe<vocab size>, e.g. bpe4096")))?;
             if !(300..=65_536).contains(&vocab_size) {
                 return Err(config_err(field, format!("`{s}`: a BPE vocabulary must be in 300..=65536 (256 bytes + merges + end-of-text; u16 token files)")));
             }
             return Ok(TokenizerSpec::Bpe { vocab_size });
         }
-        Err(config_err(field, format!("unknown tokenizer `{s}`: use bpe<vocab size> (e.g. bpe4096, trained on the corpus) or r50k (GPT-2)")))
+        Err(config_err(
+            field,
+            format!(
+                "unknown tokenizer `{s}`: use bpe<vocab size> (e.g. bpe4096, trained on the corpus) or r50k (GPT-2)"
+            ),
+        ))
     }
     /// The directory / display name: `bpe4096`, `r50k`.
     pub fn name(&self) -> String {
@@ -74,7 +80,8 @@ fn terr(what: &str) -> impl Fn(tokenizers::Error) -> Error + '_ {
 impl Tokenizer {
     /// GPT-2's byte-level BPE (50,257 tokens, end-of-text 50256).
     pub fn r50k() -> Result<Self> {
-        let bpe = tiktoken_rs::r50k_base().map_err(|e| Error::Other(format!("tokenizer: loading r50k_base from tiktoken-rs: {e}")))?;
+        let bpe = tiktoken_rs::r50k_base()
+            .map_err(|e| Error::Other(format!("tokenizer: loading r50k_base from tiktoken-rs: {e}")))?;
         Ok(Tokenizer { inner: Inner::Tiktoken(bpe), spec: TokenizerSpec::R50k, eot: 50256, vocab_size: 50257 })
     }
 
@@ -126,7 +133,11 @@ impl Tokenizer {
     /// character) become U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.vocab_size) {
-            return Err(Error::Data(format!("tokenizer {}: id {bad} is outside the vocabulary ({})", self.spec.name(), self.vocab_size)));
+            return Err(Error::Data(format!(
+                "tokenizer {}: id {bad} is outside the vocabulary ({})",
+                self.spec.name(),
+                self.vocab_size
+            )));
         }
         match &self.inner {
             Inner::Bpe(tk) => tk.decode(ids, false).map_err(terr("decoding")),
@@ -141,7 +152,9 @@ impl Tokenizer {
     pub fn to_json(&self) -> Result<String> {
         match &self.inner {
             Inner::Bpe(tk) => tk.to_string(false).map_err(terr("serialising")),
-            Inner::Tiktoken(_) => Ok(serde_json::json!({"zoology_tokenizer": "tiktoken", "encoding": "r50k_base"}).to_string()),
+            Inner::Tiktoken(_) => {
+                Ok(serde_json::json!({"zoology_tokenizer": "tiktoken", "encoding": "r50k_base"}).to_string())
+            }
         }
     }
 
@@ -150,14 +163,16 @@ impl Tokenizer {
     }
 
     pub fn from_json(json: &str, what: &str) -> Result<Self> {
-        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| Error::Data(format!("{what}: not JSON: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| Error::Data(format!("{what}: not JSON: {e}")))?;
         if let Some(kind) = v.get("zoology_tokenizer") {
             return match (kind.as_str(), v.get("encoding").and_then(|e| e.as_str())) {
                 (Some("tiktoken"), Some("r50k_base")) => Self::r50k(),
                 _ => Err(Error::Data(format!("{what}: unknown tokenizer {v}; this version knows tiktoken r50k_base"))),
             };
         }
-        let tk: tokenizers::Tokenizer = json.parse().map_err(|e| Error::Data(format!("{what}: not a tokenizer.json: {e}")))?;
+        let tk: tokenizers::Tokenizer =
+            json.parse().map_err(|e| Error::Data(format!("{what}: not a tokenizer.json: {e}")))?;
         Self::from_hf(tk)
     }
 

@@ -158,7 +158,10 @@ pub fn save(path: &Path, model: &[(String, Tensor)], opt: &AdamW, state: &Traine
     meta.insert("seed".into(), id.seed.to_string());
     meta.insert("step".into(), state.step.to_string());
     meta.insert("adam_t".into(), opt.t.to_string());
-    meta.insert("trainer_state".into(), serde_json::to_string(state).map_err(|e| Error::Other(format!("trainer state does not serialise: {e}")))?);
+    meta.insert(
+        "trainer_state".into(),
+        serde_json::to_string(state).map_err(|e| Error::Other(format!("trainer state does not serialise: {e}")))?,
+    );
     meta.insert("sha256".into(), digest(&meta, &infos, &data));
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::to_value(&meta).unwrap_or_default());
@@ -203,7 +206,10 @@ pub fn read_verified(path: &Path) -> Result<Loaded> {
     let bytes = std::fs::read(path).map_err(crate::error::io_err(path))?;
     let n = bytes.len() as u64;
     if n < 8 {
-        return Err(bad(path, format!("is {n} bytes long, too short to be a checkpoint: it is empty or was cut off; {RESTART}")));
+        return Err(bad(
+            path,
+            format!("is {n} bytes long, too short to be a checkpoint: it is empty or was cut off; {RESTART}"),
+        ));
     }
     let hlen = u64::from_le_bytes(bytes[..8].try_into().unwrap());
     if hlen > MAX_HEADER || hlen > n - 8 {
@@ -215,7 +221,9 @@ pub fn read_verified(path: &Path) -> Result<Loaded> {
     let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + hlen as usize])
         .map_err(|e| bad(path, format!("its header is not readable JSON ({e}): the file is damaged or is not a safetensors checkpoint; {RESTART}")))?;
     let meta: BTreeMap<String, String> = match header.get("__metadata__") {
-        Some(m) => serde_json::from_value(m.clone()).map_err(|_| bad(path, format!("its metadata is not a table of strings: the file is damaged; {RESTART}")))?,
+        Some(m) => serde_json::from_value(m.clone()).map_err(|_| {
+            bad(path, format!("its metadata is not a table of strings: the file is damaged; {RESTART}"))
+        })?,
         None => BTreeMap::new(),
     };
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
@@ -227,7 +235,10 @@ pub fn read_verified(path: &Path) -> Result<Loaded> {
     let version: u32 = meta.get("format_version").and_then(|v| v.parse().ok()).unwrap_or(0);
     if version != VERSION {
         let who = if version > VERSION { "a newer zoology-rs" } else { "an older zoology-rs" };
-        return Err(bad(path, format!("was written by {who} (checkpoint format {version}); this build reads format {VERSION}")));
+        return Err(bad(
+            path,
+            format!("was written by {who} (checkpoint format {version}); this build reads format {VERSION}"),
+        ));
     }
     let data = &bytes[8 + hlen as usize..];
     let mut infos = BTreeMap::new();
@@ -235,7 +246,9 @@ pub fn read_verified(path: &Path) -> Result<Loaded> {
         if name == "__metadata__" {
             continue;
         }
-        let i: Info = serde_json::from_value(v.clone()).map_err(|_| bad(path, format!("tensor {name:?} has an unreadable entry in the header: the file is damaged; {RESTART}")))?;
+        let i: Info = serde_json::from_value(v.clone()).map_err(|_| {
+            bad(path, format!("tensor {name:?} has an unreadable entry in the header: the file is damaged; {RESTART}"))
+        })?;
         infos.insert(name.clone(), i);
     }
     let want = meta.get("sha256").cloned().unwrap_or_default();
@@ -248,7 +261,8 @@ pub fn read_verified(path: &Path) -> Result<Loaded> {
     }
     let mut tensors = HashMap::new();
     for (name, i) in &infos {
-        let kind = kind_of(&i.dtype).ok_or_else(|| bad(path, format!("tensor {name:?} has unknown dtype {:?}", i.dtype)))?;
+        let kind =
+            kind_of(&i.dtype).ok_or_else(|| bad(path, format!("tensor {name:?} has unknown dtype {:?}", i.dtype)))?;
         let [a, b] = i.data_offsets;
         let numel: usize = i.shape.iter().product();
         if a > b || b > data.len() || b - a != numel * kind.elt_size_in_bytes() {
@@ -259,7 +273,8 @@ pub fn read_verified(path: &Path) -> Result<Loaded> {
     }
     let state: TrainerState = serde_json::from_str(meta.get("trainer_state").map(String::as_str).unwrap_or(""))
         .map_err(|e| bad(path, format!("its trainer state is unreadable ({e}); {RESTART}")))?;
-    let adam_t = meta.get("adam_t").and_then(|v| v.parse().ok()).ok_or_else(|| bad(path, "has no AdamW step count (adam_t)"))?;
+    let adam_t =
+        meta.get("adam_t").and_then(|v| v.parse().ok()).ok_or_else(|| bad(path, "has no AdamW step count (adam_t)"))?;
     let identity = Identity {
         config_hash: meta.get("config_hash").cloned().unwrap_or_default(),
         seed: meta.get("seed").and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -293,17 +308,35 @@ pub fn load(path: &Path, expect: &Identity) -> Result<Loaded> {
 /// Copies checkpointed values into the live model parameters and optimiser state.
 pub fn restore(loaded: &Loaded, path: &Path, model: &[(String, Tensor)], opt: &mut AdamW) -> Result<()> {
     let get = |k: String| -> Result<&Tensor> {
-        loaded.tensors.get(&k).ok_or_else(|| bad(path, format!("has no tensor {k}: it was written by a different model")))
+        loaded
+            .tensors
+            .get(&k)
+            .ok_or_else(|| bad(path, format!("has no tensor {k}: it was written by a different model")))
     };
     let expected = model.len() + 2 * opt.params.len();
     if loaded.tensors.len() != expected {
-        return Err(bad(path, format!("has {} tensors, this model needs {expected}: it was written by a different model", loaded.tensors.len())));
+        return Err(bad(
+            path,
+            format!(
+                "has {} tensors, this model needs {expected}: it was written by a different model",
+                loaded.tensors.len()
+            ),
+        ));
     }
     tch::no_grad(|| -> Result<()> {
         for (n, t) in model {
             let src = get(format!("model/{n}"))?;
             if src.size() != t.size() || src.kind() != t.kind() {
-                return Err(bad(path, format!("tensor model/{n} is {:?} {:?}, the model's is {:?} {:?}: it was written by a different model", src.kind(), src.size(), t.kind(), t.size())));
+                return Err(bad(
+                    path,
+                    format!(
+                        "tensor model/{n} is {:?} {:?}, the model's is {:?} {:?}: it was written by a different model",
+                        src.kind(),
+                        src.size(),
+                        t.kind(),
+                        t.size()
+                    ),
+                ));
             }
             let mut dst = t.shallow_clone();
             dst.f_copy_(src)?;
@@ -313,7 +346,10 @@ pub fn restore(loaded: &Loaded, path: &Path, model: &[(String, Tensor)], opt: &m
             for (which, dst) in [("adam_m", &mut opt.m[i]), ("adam_v", &mut opt.v[i])] {
                 let src = get(format!("{which}/{n}"))?;
                 if src.size() != dst.size() {
-                    return Err(bad(path, format!("tensor {which}/{n} has shape {:?}, the optimiser's is {:?}", src.size(), dst.size())));
+                    return Err(bad(
+                        path,
+                        format!("tensor {which}/{n} has shape {:?}, the optimiser's is {:?}", src.size(), dst.size()),
+                    ));
                 }
                 dst.f_copy_(src)?;
             }
@@ -330,14 +366,29 @@ pub fn restore(loaded: &Loaded, path: &Path, model: &[(String, Tensor)], opt: &m
 pub fn restore_model(loaded: &Loaded, path: &Path, model: &[(String, Tensor)]) -> Result<()> {
     let stored = loaded.tensors.keys().filter(|k| k.starts_with("model/")).count();
     if stored != model.len() {
-        return Err(bad(path, format!("has {stored} model tensors, this model has {}: it was written by a different model", model.len())));
+        return Err(bad(
+            path,
+            format!("has {stored} model tensors, this model has {}: it was written by a different model", model.len()),
+        ));
     }
     tch::no_grad(|| -> Result<()> {
         for (n, t) in model {
             let k = format!("model/{n}");
-            let src = loaded.tensors.get(&k).ok_or_else(|| bad(path, format!("has no tensor {k}: it was written by a different model")))?;
+            let src = loaded
+                .tensors
+                .get(&k)
+                .ok_or_else(|| bad(path, format!("has no tensor {k}: it was written by a different model")))?;
             if src.size() != t.size() || src.kind() != t.kind() {
-                return Err(bad(path, format!("tensor {k} is {:?} {:?}, the model's is {:?} {:?}: it was written by a different model", src.kind(), src.size(), t.kind(), t.size())));
+                return Err(bad(
+                    path,
+                    format!(
+                        "tensor {k} is {:?} {:?}, the model's is {:?} {:?}: it was written by a different model",
+                        src.kind(),
+                        src.size(),
+                        t.kind(),
+                        t.size()
+                    ),
+                ));
             }
             t.shallow_clone().f_copy_(src)?;
         }
@@ -363,7 +414,14 @@ mod tests {
         let w = vs.root().var("w", &[3, 4], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
         let b = vs.root().var("b", &[4], nn::Init::Const(0.5));
         let named = vec![("b".to_string(), b), ("w".to_string(), w)];
-        let mut opt = AdamW::new(named.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(), 0.1, 0.9, 0.999, 1e-8, false);
+        let mut opt = AdamW::new(
+            named.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
+            0.1,
+            0.9,
+            0.999,
+            1e-8,
+            false,
+        );
         opt.t = 7;
         (vs, named, opt)
     }
@@ -384,10 +442,21 @@ mod tests {
         let d = tmp("ok");
         let p = d.join(FILE);
         let (_vs, named, opt) = tiny();
-        let st = TrainerState { step: 42, epoch: 3, best_accuracy: 0.5, stopped: Some(StopReason::EarlyStop), metrics_bytes: 123, last_eval: Some(EvalResult { loss: f64::NAN, ..Default::default() }), ..Default::default() };
+        let st = TrainerState {
+            step: 42,
+            epoch: 3,
+            best_accuracy: 0.5,
+            stopped: Some(StopReason::EarlyStop),
+            metrics_bytes: 123,
+            last_eval: Some(EvalResult { loss: f64::NAN, ..Default::default() }),
+            ..Default::default()
+        };
         save(&p, &named, &opt, &st, &id()).unwrap();
         let l = load(&p, &id()).unwrap();
-        assert_eq!((l.state.step, l.state.stopped, l.state.metrics_bytes, l.adam_t), (42, Some(StopReason::EarlyStop), 123, 7));
+        assert_eq!(
+            (l.state.step, l.state.stopped, l.state.metrics_bytes, l.adam_t),
+            (42, Some(StopReason::EarlyStop), 123, 7)
+        );
         assert!(l.state.last_eval.as_ref().unwrap().loss.is_nan(), "a NaN in the trainer state reads back");
         let (_vs2, named2, mut opt2) = tiny();
         let _ = tch::no_grad(|| named2[1].1.shallow_clone().zero_());
@@ -439,7 +508,10 @@ mod tests {
         let newer = text.replacen("\"format_version\":\"2\"", "\"format_version\":\"9\"", 1);
         check(newer.as_bytes(), &id(), "newer zoology-rs");
         for e in all_errors.borrow().iter() {
-            assert!(!e.contains("HeaderTooSmall") && !e.contains("InvalidHeader"), "library enum names are not messages: {e}");
+            assert!(
+                !e.contains("HeaderTooSmall") && !e.contains("InvalidHeader"),
+                "library enum names are not messages: {e}"
+            );
         }
         std::fs::remove_dir_all(&d).unwrap();
     }

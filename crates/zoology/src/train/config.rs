@@ -172,14 +172,15 @@ impl Default for TrainConfig {
 impl RunConfig {
     /// Parses TOML text; `origin` names the file in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self> {
-        let value: toml::Table = toml::from_str(text).map_err(|e| config_err(origin, format!("not valid TOML: {e}")))?;
+        let value: toml::Table =
+            toml::from_str(text).map_err(|e| config_err(origin, format!("not valid TOML: {e}")))?;
         Self::from_table(value)
     }
 
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-        let table: toml::Table =
-            toml::from_str(&text).map_err(|e| config_err(path.display().to_string(), format!("not valid TOML: {e}")))?;
+        let table: toml::Table = toml::from_str(&text)
+            .map_err(|e| config_err(path.display().to_string(), format!("not valid TOML: {e}")))?;
         Self::from_table(table)
     }
 
@@ -216,7 +217,10 @@ impl RunConfig {
         use limits::*;
         let d = &self.data;
         if self.threads > MAX_THREADS {
-            return Err(config_err("threads", format!("must be ≤ {MAX_THREADS} (got {}); 0 = libtorch's default", self.threads)));
+            return Err(config_err(
+                "threads",
+                format!("must be ≤ {MAX_THREADS} (got {}); 0 = libtorch's default", self.threads),
+            ));
         }
         if d.train.is_empty() {
             return Err(config_err("data.train", "needs at least one [[data.train]] segment"));
@@ -242,15 +246,27 @@ impl RunConfig {
                 let field = format!("data.{part}[{i}]");
                 // sizes first, so that a task's own checks never see absurd numbers
                 if t.seq_len() > MAX_SEQ_LEN {
-                    return Err(config_err(format!("{field}.seq_len"), format!("must be ≤ {MAX_SEQ_LEN} (got {})", t.seq_len())));
+                    return Err(config_err(
+                        format!("{field}.seq_len"),
+                        format!("must be ≤ {MAX_SEQ_LEN} (got {})", t.seq_len()),
+                    ));
                 }
                 if t.num_examples() > MAX_EXAMPLES {
-                    return Err(config_err(format!("{field}.num_examples"), format!("must be ≤ {MAX_EXAMPLES} (got {})", t.num_examples())));
+                    return Err(config_err(
+                        format!("{field}.num_examples"),
+                        format!("must be ≤ {MAX_EXAMPLES} (got {})", t.num_examples()),
+                    ));
                 }
                 t.validate(d.vocab_size, &field)?;
             }
         }
-        let tasks: Vec<(String, &TaskConfig)> = d.train.iter().enumerate().map(|(i, t)| (format!("data.train[{i}]"), t)).chain(d.test.iter().enumerate().map(|(i, t)| (format!("data.test[{i}]"), t))).collect();
+        let tasks: Vec<(String, &TaskConfig)> = d
+            .train
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("data.train[{i}]"), t))
+            .chain(d.test.iter().enumerate().map(|(i, t)| (format!("data.test[{i}]"), t)))
+            .collect();
         crate::tasks::check_backbone(&tasks, self.model.backbone)?;
         self.model.validate(d.vocab_size as i64, self.max_seq_len() as i64)?;
         let t = &self.train;
@@ -261,7 +277,10 @@ impl RunConfig {
             return Err(config_err("train.lr", format!("must be a positive number (got {})", t.lr)));
         }
         if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
-            return Err(config_err("train.weight_decay", format!("must be a finite number ≥ 0 (got {})", t.weight_decay)));
+            return Err(config_err(
+                "train.weight_decay",
+                format!("must be a finite number ≥ 0 (got {})", t.weight_decay),
+            ));
         }
         for (f, b) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
             if !(0.0..1.0).contains(&b) {
@@ -275,12 +294,23 @@ impl RunConfig {
             return Err(config_err("train.min_lr_ratio", format!("must be in [0, 1] (got {})", t.min_lr_ratio)));
         }
         if !(t.grad_clip >= 0.0 && t.grad_clip.is_finite()) {
-            return Err(config_err("train.grad_clip", format!("must be a finite number ≥ 0, 0 = off (got {})", t.grad_clip)));
+            return Err(config_err(
+                "train.grad_clip",
+                format!("must be a finite number ≥ 0, 0 = off (got {})", t.grad_clip),
+            ));
         }
         if !t.early_stop_accuracy.is_finite() {
-            return Err(config_err("train.early_stop_accuracy", format!("must be a finite number; > 1 never stops early (got {})", t.early_stop_accuracy)));
+            return Err(config_err(
+                "train.early_stop_accuracy",
+                format!("must be a finite number; > 1 never stops early (got {})", t.early_stop_accuracy),
+            ));
         }
-        for (f, v) in [("train.warmup_steps", t.warmup_steps), ("train.log_every_steps", t.log_every_steps), ("train.checkpoint_every_steps", t.checkpoint_every_steps), ("train.eval_every_steps", t.eval_every_steps)] {
+        for (f, v) in [
+            ("train.warmup_steps", t.warmup_steps),
+            ("train.log_every_steps", t.log_every_steps),
+            ("train.checkpoint_every_steps", t.checkpoint_every_steps),
+            ("train.eval_every_steps", t.eval_every_steps),
+        ] {
             if v > MAX_STEPS {
                 return Err(config_err(f, format!("must be ≤ {MAX_STEPS} (got {v})")));
             }
@@ -289,16 +319,29 @@ impl RunConfig {
             return Err(config_err("train.log_every_steps", "must be ≥ 1"));
         }
         if t.solve_thresholds.len() > 16 {
-            return Err(config_err("train.solve_thresholds", format!("at most 16 thresholds (got {})", t.solve_thresholds.len())));
+            return Err(config_err(
+                "train.solve_thresholds",
+                format!("at most 16 thresholds (got {})", t.solve_thresholds.len()),
+            ));
         }
         for (i, &a) in t.solve_thresholds.iter().enumerate() {
             if !(a > 0.0 && a <= 1.0) {
-                return Err(config_err(format!("train.solve_thresholds[{i}]"), format!("must be an accuracy in (0, 1] (got {a})")));
+                return Err(config_err(
+                    format!("train.solve_thresholds[{i}]"),
+                    format!("must be an accuracy in (0, 1] (got {a})"),
+                ));
             }
         }
         let m = self.memory_estimate();
         if m.bytes > MAX_BYTES {
-            return Err(config_err("<memory>", format!("{}, more than any single machine has (limit {}); make the largest part smaller", m.describe(), gib(MAX_BYTES))));
+            return Err(config_err(
+                "<memory>",
+                format!(
+                    "{}, more than any single machine has (limit {}); make the largest part smaller",
+                    m.describe(),
+                    gib(MAX_BYTES)
+                ),
+            ));
         }
         self.device.resolve("device")?;
         Ok(())
@@ -358,14 +401,22 @@ impl MemoryEstimate {
         };
         let mixer = mixer_layer_cost(&m.mixer, d);
         let per_layer = 4.0 * d + state_mixer.0 + mixer.params;
-        let params = v * d * if m.tie_embeddings { 1.0 } else { 2.0 } + m.max_position_embeddings.max(0) as f64 * d + layers * per_layer + 2.0 * d;
-        let tokens = |segs: &[TaskConfig]| segs.iter().map(|t| t.num_examples() as f64 * t.seq_len() as f64).sum::<f64>();
+        let params = v * d * if m.tie_embeddings { 1.0 } else { 2.0 }
+            + m.max_position_embeddings.max(0) as f64 * d
+            + layers * per_layer
+            + 2.0 * d;
+        let tokens =
+            |segs: &[TaskConfig]| segs.iter().map(|t| t.num_examples() as f64 * t.seq_len() as f64).sum::<f64>();
         let data = 24.0 * (tokens(&cfg.data.train) + tokens(&cfg.data.test));
         let max_train_len = cfg.data.train.iter().map(|t| t.seq_len()).max().unwrap_or(0) as f64;
         let per_token = d + layers * (4.0 * d + mixer.activations_per_token + state_mixer.1);
         let activations = 4.0 * cfg.data.batch_size as f64 * max_train_len * per_token;
         let parts = vec![
-            ("parameters with gradients and AdamW state", 16.0 * params, "model.d_model, model.n_layers, data.vocab_size, model.max_position_embeddings"),
+            (
+                "parameters with gradients and AdamW state",
+                16.0 * params,
+                "model.d_model, model.n_layers, data.vocab_size, model.max_position_embeddings",
+            ),
             ("training activations", activations, "data.batch_size × seq_len × model.d_model × model.n_layers"),
             ("token data", data, "num_examples × seq_len of [[data.train]] and [[data.test]]"),
         ];
@@ -373,7 +424,8 @@ impl MemoryEstimate {
     }
 
     pub fn describe(&self) -> String {
-        let parts: Vec<String> = self.parts.iter().filter(|p| p.1 > 0.0).map(|(w, b, k)| format!("{w} {} ({k})", gib(*b))).collect();
+        let parts: Vec<String> =
+            self.parts.iter().filter(|p| p.1 > 0.0).map(|(w, b, k)| format!("{w} {} ({k})", gib(*b))).collect();
         format!("this run needs at least {}: {}", gib(self.bytes), parts.join("; "))
     }
 
@@ -383,7 +435,14 @@ impl MemoryEstimate {
     pub fn check_fits_here(&self) -> Result<()> {
         let Some(total) = mem_total_bytes() else { return Ok(()) };
         if self.bytes > total {
-            return Err(config_err("<memory>", format!("{}, more than the {} of memory this machine has; make the largest part smaller", self.describe(), gib(total))));
+            return Err(config_err(
+                "<memory>",
+                format!(
+                    "{}, more than the {} of memory this machine has; make the largest part smaller",
+                    self.describe(),
+                    gib(total)
+                ),
+            ));
         }
         Ok(())
     }
@@ -406,7 +465,13 @@ fn check_task_entries(table: &toml::Table) -> Result<()> {
         for (i, e) in entries.iter().enumerate() {
             let field = format!("data.{part}[{i}]");
             let Some(t) = e.as_table() else {
-                return Err(config_err(&field, format!("must be a table ([[data.{part}]] with task = \"...\" and its options), got a {}", e.type_str())));
+                return Err(config_err(
+                    &field,
+                    format!(
+                        "must be a table ([[data.{part}]] with task = \"...\" and its options), got a {}",
+                        e.type_str()
+                    ),
+                ));
             };
             if let Err(err) = serde_path_to_error::deserialize::<_, TaskConfig>(e.clone()) {
                 let path = err.path().to_string();
@@ -465,11 +530,15 @@ pub fn strip_mixer_defaults(t: &toml::Table) -> toml::Table {
     let Ok(entry) = crate::mixers::lookup(t, "") else { return t.clone() };
     let resolve = |v: &toml::Value| -> toml::Value {
         match v {
-            toml::Value::Table(x) if is_mixer_table(x) => resolve_mixer_defaults(x, "").map(toml::Value::Table).unwrap_or_else(|_| v.clone()),
+            toml::Value::Table(x) if is_mixer_table(x) => {
+                resolve_mixer_defaults(x, "").map(toml::Value::Table).unwrap_or_else(|_| v.clone())
+            }
             toml::Value::Array(a) => toml::Value::Array(
                 a.iter()
                     .map(|x| match x {
-                        toml::Value::Table(y) if is_mixer_table(y) => resolve_mixer_defaults(y, "").map(toml::Value::Table).unwrap_or_else(|_| x.clone()),
+                        toml::Value::Table(y) if is_mixer_table(y) => {
+                            resolve_mixer_defaults(y, "").map(toml::Value::Table).unwrap_or_else(|_| x.clone())
+                        }
                         other => other.clone(),
                     })
                     .collect(),
@@ -539,9 +608,12 @@ pub fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) -> Resul
         cur = match cur {
             toml::Value::Table(t) => table_entry(t, part),
             toml::Value::Array(a) => {
-                let idx: usize = part.parse().map_err(|_| config_err(&prefix, format!("is an array; index it with a number, not {part:?}")))?;
+                let idx: usize = part
+                    .parse()
+                    .map_err(|_| config_err(&prefix, format!("is an array; index it with a number, not {part:?}")))?;
                 let n = a.len();
-                a.get_mut(idx).ok_or_else(|| config_err(&prefix, format!("index {idx} out of range (array has {n} entries)")))?
+                a.get_mut(idx)
+                    .ok_or_else(|| config_err(&prefix, format!("index {idx} out of range (array has {n} entries)")))?
             }
             _ => return Err(config_err(&prefix, "is not a table; cannot set a key inside it")),
         };
@@ -598,7 +670,10 @@ mod tests {
         assert!(e.contains("model") && e.contains("width"), "{e}");
         let e = err_of(&OK.replace("num_heads = 2", "num_heads = 2, heads = 3"));
         assert!(e.contains("model.mixer") && e.contains("heads"), "{e}");
-        let e = err_of(&OK.replace("num_examples = 10\n        [[data.test]]", "num_examples = 10\n        kv = 3\n        [[data.test]]"));
+        let e = err_of(&OK.replace(
+            "num_examples = 10\n        [[data.test]]",
+            "num_examples = 10\n        kv = 3\n        [[data.test]]",
+        ));
         assert!(e.contains("data.train") && e.contains("kv"), "{e}");
     }
 
@@ -608,7 +683,10 @@ mod tests {
         assert!(e.contains("model.d_model"), "{e}");
         let e = err_of(&OK.replace("num_heads = 2", "num_heads = 3"));
         assert!(e.contains("model.mixer.num_heads") && e.contains("divide"), "{e}");
-        let e = err_of(&OK.replace("seq_len = 32\n        num_kv_pairs = 4\n        num_examples = 10\n        [[data.test]]", "seq_len = 33\n        num_kv_pairs = 4\n        num_examples = 10\n        [[data.test]]"));
+        let e = err_of(&OK.replace(
+            "seq_len = 32\n        num_kv_pairs = 4\n        num_examples = 10\n        [[data.test]]",
+            "seq_len = 33\n        num_kv_pairs = 4\n        num_examples = 10\n        [[data.test]]",
+        ));
         assert!(e.contains("data.train[0].seq_len"), "{e}");
         let e = err_of(&OK.replace("name = \"attention\"", "name = \"transformer\""));
         assert!(e.contains("model.mixer.name") && e.contains("attention"), "{e}");
@@ -684,7 +762,10 @@ mod tests {
         // big data: refused before anything is generated, naming what is large
         let big = OK
             .replace("num_examples = 10\n        [[data.test]]", "num_examples = 4294967296\n        [[data.test]]")
-            .replace("seq_len = 32\n        num_kv_pairs = 4\n        num_examples = 4294967296", "seq_len = 4096\n        num_kv_pairs = 4\n        num_examples = 4294967296")
+            .replace(
+                "seq_len = 32\n        num_kv_pairs = 4\n        num_examples = 4294967296",
+                "seq_len = 4096\n        num_kv_pairs = 4\n        num_examples = 4294967296",
+            )
             .replace("vocab_size = 256", "vocab_size = 8192");
         let e = err_of(&big);
         assert!(e.contains("<memory>") && e.contains("token data"), "{e}");
@@ -696,7 +777,11 @@ mod tests {
         assert!(e.contains("`data.train[0].seq_len`"), "{e}");
         let e = err_of(&OK.replacen("num_examples = 10\n        [model]", "num_examples = [10]\n        [model]", 1));
         assert!(e.contains("`data.test[0].num_examples`"), "{e}");
-        let e = err_of(&OK.replacen("num_examples = 10\n        [model]", "num_examples = 10\n        power_a = \"flat\"\n        [model]", 1));
+        let e = err_of(&OK.replacen(
+            "num_examples = 10\n        [model]",
+            "num_examples = 10\n        power_a = \"flat\"\n        [model]",
+            1,
+        ));
         assert!(e.contains("`data.test[0].power_a`"), "{e}");
         let e = err_of(&OK.replacen("task = \"mqar\"", "task = \"recall\"", 1));
         assert!(e.contains("`data.train[0].task`") && e.contains("mqar"), "{e}");

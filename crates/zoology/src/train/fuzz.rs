@@ -116,7 +116,11 @@ impl Fuzzer {
     /// A fuzzer that mutates the options of these mixers (e.g. every registered one, to find
     /// which still lack bounds).
     pub fn with_mixers(seed: u64, mixers: Vec<&'static str>) -> Self {
-        Fuzzer { rng: ChaCha8Rng::seed_from_u64(seed), base: toml::Value::Table(toml::from_str(BASE).expect("the fuzz base parses")), mixers }
+        Fuzzer {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            base: toml::Value::Table(toml::from_str(BASE).expect("the fuzz base parses")),
+            mixers,
+        }
     }
 
     /// One mutated config and a description of its mutations (1 to 3 of them).
@@ -142,12 +146,26 @@ impl Fuzzer {
             let kind = self.rng.gen_range(0..100);
             if kind < 25 && !self.mixers.is_empty() {
                 // a mixer option
-                let mixer_paths: Vec<&Vec<String>> = all.iter().filter(|p| p.len() >= 3 && p[0] == "model" && p[1] == "mixer" && p[2] != "name").collect();
+                let mixer_paths: Vec<&Vec<String>> = all
+                    .iter()
+                    .filter(|p| p.len() >= 3 && p[0] == "model" && p[1] == "mixer" && p[2] != "name")
+                    .collect();
                 let pick: Vec<String> = match mixer_paths.choose(&mut self.rng) {
                     Some(p) if self.rng.gen_bool(0.8) => (*p).clone(),
-                    _ => vec!["model".into(), "mixer".into(), ["fuzz_option", "num_heads", "d_state", "chunk_size", "feature_dim"].choose(&mut self.rng).unwrap().to_string()],
+                    _ => vec![
+                        "model".into(),
+                        "mixer".into(),
+                        ["fuzz_option", "num_heads", "d_state", "chunk_size", "feature_dim"]
+                            .choose(&mut self.rng)
+                            .unwrap()
+                            .to_string(),
+                    ],
                 };
-                let val = if self.rng.gen_bool(0.7) { extremes().choose(&mut self.rng).unwrap().clone() } else { wrong_types().choose(&mut self.rng).unwrap().clone() };
+                let val = if self.rng.gen_bool(0.7) {
+                    extremes().choose(&mut self.rng).unwrap().clone()
+                } else {
+                    wrong_types().choose(&mut self.rng).unwrap().clone()
+                };
                 if let Some((last, parent)) = pick.split_last() {
                     if let Some(toml::Value::Table(t)) = get_mut(&mut v, parent) {
                         what.push(format!("{} = {val}", pick.join(".")));
@@ -179,7 +197,10 @@ impl Fuzzer {
                     let parent = &path[..path.len() - 1];
                     if let Some(toml::Value::Table(t)) = get_mut(&mut v, parent) {
                         t.insert("fuzz_unknown".into(), toml::Value::Integer(1));
-                        what.push(format!("unknown key in {}", if parent.is_empty() { "<root>".into() } else { parent.join(".") }));
+                        what.push(format!(
+                            "unknown key in {}",
+                            if parent.is_empty() { "<root>".into() } else { parent.join(".") }
+                        ));
                     }
                 }
             }
@@ -238,7 +259,11 @@ mod tests {
                 Err(_) => panic!("config {i} ({what:?}) panicked in validation:\n{text}"),
             }
         }
-        assert!(named > 100 && accepted.len() > 20, "the sample should hit both outcomes: {named} errors, {} accepted", accepted.len());
+        assert!(
+            named > 100 && accepted.len() > 20,
+            "the sample should hit both outcomes: {named} errors, {} accepted",
+            accepted.len()
+        );
         let dir = std::env::temp_dir().join(format!("zoology-fuzz-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for (k, (mut cfg, what)) in accepted.into_iter().enumerate().filter(|(k, _)| k % 6 == 0).take(5) {
@@ -247,9 +272,13 @@ mod tests {
                 continue;
             }
             let out = dir.join(format!("r{k}"));
-            match catch_panic(|| train(&cfg, &TrainOptions { out_dir: out.clone(), resume: false, quiet: true, label: String::new() })) {
+            match catch_panic(|| {
+                train(&cfg, &TrainOptions { out_dir: out.clone(), resume: false, quiet: true, label: String::new() })
+            }) {
                 Ok(s) => assert!(s.steps >= 1 || s.status == "diverged", "{what:?}: {s:?}"),
-                Err(e @ (Error::Panic(_) | Error::Torch(_))) => panic!("accepted config {k} ({what:?}) crashed in training: {e}\n{}", cfg.to_toml()),
+                Err(e @ (Error::Panic(_) | Error::Torch(_))) => {
+                    panic!("accepted config {k} ({what:?}) crashed in training: {e}\n{}", cfg.to_toml())
+                }
                 Err(e) => println!("accepted config {k} ({what:?}) ended with an error: {e}"),
             }
             trained += 1;

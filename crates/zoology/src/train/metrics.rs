@@ -116,8 +116,20 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         let p = d.join("m.jsonl");
         let a = MetricLine::Train { step: 1, epoch: 0, loss: 2.5, lr: 1e-3, tokens_per_s: 10.0, grad_norm: 0.5 };
-        let b = MetricLine::Train { step: 2, epoch: 0, loss: f64::NAN, lr: 1e-3, tokens_per_s: 10.0, grad_norm: f64::INFINITY };
-        let c = MetricLine::Eval { step: 2, epoch: 1, result: EvalResult { loss: f64::NAN, ..Default::default() }, elapsed_s: 1.0 };
+        let b = MetricLine::Train {
+            step: 2,
+            epoch: 0,
+            loss: f64::NAN,
+            lr: 1e-3,
+            tokens_per_s: 10.0,
+            grad_norm: f64::INFINITY,
+        };
+        let c = MetricLine::Eval {
+            step: 2,
+            epoch: 1,
+            result: EvalResult { loss: f64::NAN, ..Default::default() },
+            elapsed_s: 1.0,
+        };
         let n1 = append_line(&p, &a).unwrap();
         append_line(&p, &b).unwrap();
         append_line(&p, &c).unwrap();
@@ -128,7 +140,9 @@ mod tests {
         }
         let back = read_lines(&p).unwrap();
         assert_eq!(back.len(), 3, "{text}");
-        assert!(matches!(back[1], MetricLine::Train { loss, grad_norm, .. } if loss.is_nan() && grad_norm.is_infinite()));
+        assert!(
+            matches!(back[1], MetricLine::Train { loss, grad_norm, .. } if loss.is_nan() && grad_norm.is_infinite())
+        );
         // truncation keeps the prefix byte for byte
         truncate_to(&p, n1).unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), text.lines().next().unwrap().to_string() + "\n");

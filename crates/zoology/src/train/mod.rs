@@ -2,8 +2,8 @@
 //! run-directory files ([`metrics`]) and the loop itself ([`trainer`]).
 
 pub mod checkpoint;
-pub mod fuzz;
 pub mod config;
+pub mod fuzz;
 pub mod metrics;
 pub mod optim;
 pub mod trainer;

@@ -23,7 +23,14 @@ pub struct AdamW {
 
 impl AdamW {
     /// `params` sorted by name; `no_decay_1d` exempts 1-D parameters (norm weights, biases).
-    pub fn new(mut params: Vec<(String, Tensor)>, weight_decay: f64, beta1: f64, beta2: f64, eps: f64, no_decay_1d: bool) -> Self {
+    pub fn new(
+        mut params: Vec<(String, Tensor)>,
+        weight_decay: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        no_decay_1d: bool,
+    ) -> Self {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let m = params.iter().map(|(_, p)| p.zeros_like().detach()).collect();
         let v = params.iter().map(|(_, p)| p.zeros_like().detach()).collect();

@@ -8,8 +8,8 @@ use super::metrics::{self, EvalResult, MetricLine, StopReason, Summary};
 use super::optim::AdamW;
 use crate::device::{set_threads, Runtime};
 use crate::error::{catch_panic, io_err, Error, Result};
-use crate::rundir::{self, Heartbeat, RunLock, Solved};
 use crate::model::{num_parameters, LanguageModel};
+use crate::rundir::{self, Heartbeat, RunLock, Solved};
 use crate::tasks::metric::{self, Accumulator};
 use crate::tasks::{mix_seed, Segment, Split, IGNORE};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -50,7 +50,13 @@ impl DeviceData {
 /// which split it generates, since some supervise differently in training and at test).
 pub fn generate_data(cfg: &RunConfig) -> (Vec<Segment>, Vec<Segment>) {
     let v = cfg.data.vocab_size;
-    let train = cfg.data.train.iter().enumerate().map(|(i, t)| t.generate_split(v, mix_seed(cfg.seed, 1_000 + i as u64), Split::Train)).collect();
+    let train = cfg
+        .data
+        .train
+        .iter()
+        .enumerate()
+        .map(|(i, t)| t.generate_split(v, mix_seed(cfg.seed, 1_000 + i as u64), Split::Train))
+        .collect();
     (train, generate_test(cfg))
 }
 
@@ -58,7 +64,12 @@ pub fn generate_data(cfg: &RunConfig) -> (Vec<Segment>, Vec<Segment>) {
 /// and constructed run directories, which need no training data).
 pub fn generate_test(cfg: &RunConfig) -> Vec<Segment> {
     let v = cfg.data.vocab_size;
-    cfg.data.test.iter().enumerate().map(|(i, t)| t.generate_split(v, mix_seed(cfg.seed, 2_000_000 + i as u64), Split::Test)).collect()
+    cfg.data
+        .test
+        .iter()
+        .enumerate()
+        .map(|(i, t)| t.generate_split(v, mix_seed(cfg.seed, 2_000_000 + i as u64), Split::Test))
+        .collect()
 }
 
 /// Batches of one epoch: (segment, example indices), shuffled by (seed, epoch) when asked.
@@ -82,7 +93,12 @@ fn epoch_batches(segs: &[Segment], batch: usize, shuffle: bool, seed: u64, epoch
 
 /// Loss (mean CE over supervised positions) with the head applied only at those positions.
 /// Returns (loss, logits `[M, V]`, targets `[M]`, example index of each row `[M]`).
-pub fn sparse_head_loss(model: &LanguageModel, x: &Tensor, y: &Tensor, train: bool) -> (Tensor, Tensor, Tensor, Tensor) {
+pub fn sparse_head_loss(
+    model: &LanguageModel,
+    x: &Tensor,
+    y: &Tensor,
+    train: bool,
+) -> (Tensor, Tensor, Tensor, Tensor) {
     let (_, l) = x.size2().unwrap();
     let h = model.hidden(x, train);
     let d = h.size()[2];
@@ -117,7 +133,14 @@ pub fn evaluate(model: &LanguageModel, data: &DeviceData, batch: usize) -> EvalR
             parts.push((seg.metric, &seg.slices, acc.finish()));
         }
         let s = metric::summarize(&parts);
-        EvalResult { accuracy: s.accuracy, accuracy_micro: s.accuracy_micro, loss: s.loss, slices: s.slices, metric: s.metric, metrics: s.metrics }
+        EvalResult {
+            accuracy: s.accuracy,
+            accuracy_micro: s.accuracy_micro,
+            loss: s.loss,
+            slices: s.slices,
+            metric: s.metric,
+            metrics: s.metrics,
+        }
     })
 }
 
@@ -155,7 +178,11 @@ pub fn train_locked(cfg: &RunConfig, opts: &TrainOptions, lock: &RunLock) -> Res
     cfg.validate()?;
     let dir = &opts.out_dir;
     if lock.dir != *dir {
-        return Err(Error::Other(format!("internal: the lock held is for {}, not {}", lock.dir.display(), dir.display())));
+        return Err(Error::Other(format!(
+            "internal: the lock held is for {}, not {}",
+            lock.dir.display(),
+            dir.display()
+        )));
     }
     let ckpt_path = dir.join(checkpoint::FILE);
     if opts.resume {
@@ -163,7 +190,10 @@ pub fn train_locked(cfg: &RunConfig, opts: &TrainOptions, lock: &RunLock) -> Res
             return metrics::read_summary(dir); // already finished: nothing is retrained
         }
     } else if ckpt_path.exists() || dir.join(rundir::SUMMARY).exists() {
-        return Err(Error::Other(format!("{} already holds a run; pass --resume to continue it, or choose another --out", dir.display())));
+        return Err(Error::Other(format!(
+            "{} already holds a run; pass --resume to continue it, or choose another --out",
+            dir.display()
+        )));
     }
     let _ = std::fs::remove_file(dir.join(rundir::FAILED)); // trying again
     let mut heartbeat = Heartbeat::start(dir, lock)?;
@@ -232,7 +262,14 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
         v
     };
     let t = &cfg.train;
-    let mut opt = AdamW::new(named.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(), t.weight_decay, t.beta1, t.beta2, t.eps, t.no_decay_norms_biases);
+    let mut opt = AdamW::new(
+        named.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
+        t.weight_decay,
+        t.beta1,
+        t.beta2,
+        t.eps,
+        t.no_decay_norms_biases,
+    );
 
     let mut st = TrainerState::default();
     if opts.resume && ckpt_path.exists() {
@@ -244,15 +281,25 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
         let _ = std::fs::remove_file(&metrics_path);
     }
 
-    let costs = crate::flops::lm_flops_of(&model, num_parameters(&vs), &crate::flops::step_shapes(&train_data.segments, cfg.data.batch_size), max_test_len.max(1));
+    let costs = crate::flops::lm_flops_of(
+        &model,
+        num_parameters(&vs),
+        &crate::flops::step_shapes(&train_data.segments, cfg.data.batch_size),
+        max_test_len.max(1),
+    );
     // the exact training FLOPs of each step (for `solved`): per segment the model's FLOPs at its
     // length, and each example's supervised positions (the sparse head runs there)
-    let seg_flops: Vec<crate::model::ModelFlops> = train_data.segments.iter().map(|s| model.flops(s.seq_len as i64)).collect();
+    let seg_flops: Vec<crate::model::ModelFlops> =
+        train_data.segments.iter().map(|s| model.flops(s.seq_len as i64)).collect();
     let supervised: Vec<Vec<usize>> = train_data.segments.iter().map(Segment::supervised_per_example).collect();
     let steps_per_epoch = epoch_batches(&train_data.segments, cfg.data.batch_size, false, 0, 0).len();
     let total_steps = steps_per_epoch * t.epochs;
     let test_batch = cfg.data.test_batch_size.unwrap_or(cfg.data.batch_size);
-    let pb = if opts.quiet { ProgressBar::with_draw_target(Some(total_steps as u64), ProgressDrawTarget::hidden()) } else { ProgressBar::new(total_steps as u64) };
+    let pb = if opts.quiet {
+        ProgressBar::with_draw_target(Some(total_steps as u64), ProgressDrawTarget::hidden())
+    } else {
+        ProgressBar::new(total_steps as u64)
+    };
     pb.set_style(
         ProgressStyle::with_template("{prefix}[{elapsed_precise}<{eta_precise}] {bar:25.cyan/blue} {pos}/{len} {msg}")
             .unwrap()
@@ -295,7 +342,11 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
             if !grad_norm.is_finite() {
                 stop = StopReason::Diverged;
                 last_loss = lv;
-                reason = Some(format!("gradient norm became {grad_norm} at step {} (epoch {}); that step was not applied", st.step + 1, st.epoch + 1));
+                reason = Some(format!(
+                    "gradient norm became {grad_norm} at step {} (epoch {}); that step was not applied",
+                    st.step + 1,
+                    st.epoch + 1
+                ));
                 break 'epochs;
             }
             let lr = lr_at(t, st.step, total_steps);
@@ -308,13 +359,17 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
             st.examples += idx.len() as u64;
             st.tokens += toks as u64;
             let heads: u64 = idx.iter().map(|&i| supervised[*si][i as usize] as u64).sum();
-            st.train_flops += crate::flops::TRAIN_FACTOR * (seg_flops[*si].body.forward(idx.len() as i64) + seg_flops[*si].head_per_position * heads as f64);
+            st.train_flops += crate::flops::TRAIN_FACTOR
+                * (seg_flops[*si].body.forward(idx.len() as i64) + seg_flops[*si].head_per_position * heads as f64);
             pb.inc(1);
             if st.step % t.log_every_steps == 0 {
                 let tps = tokens_since as f64 / tick.elapsed().as_secs_f64().max(1e-9);
                 tokens_since = 0;
                 tick = Instant::now();
-                st.metrics_bytes = metrics::append_line(&metrics_path, &MetricLine::Train { step: st.step, epoch: st.epoch, loss: lv, lr, tokens_per_s: tps, grad_norm })?;
+                st.metrics_bytes = metrics::append_line(
+                    &metrics_path,
+                    &MetricLine::Train { step: st.step, epoch: st.epoch, loss: lv, lr, tokens_per_s: tps, grad_norm },
+                )?;
                 let acc = st.last_eval.as_ref().map(|e| format!(" acc {:.3}", e.accuracy)).unwrap_or_default();
                 pb.set_message(format!("ep {}/{} loss {lv:.3}{acc} {:.0} tok/s", st.epoch + 1, t.epochs, tps));
             }
@@ -326,8 +381,22 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
                 // an evaluation inside the epoch (the epoch's end has its own below)
                 st.wall_time_s = wall();
                 let epochs_completed = st.epoch;
-                let ev = evaluate_and_record(&model, &test_data, test_batch, &mut st, epochs_completed, &t.solve_thresholds, &metrics_path)?;
-                pb.set_message(format!("ep {}/{} loss {last_loss:.3} acc {:.3} (test loss {:.3})", st.epoch + 1, t.epochs, ev.accuracy, ev.loss));
+                let ev = evaluate_and_record(
+                    &model,
+                    &test_data,
+                    test_batch,
+                    &mut st,
+                    epochs_completed,
+                    &t.solve_thresholds,
+                    &metrics_path,
+                )?;
+                pb.set_message(format!(
+                    "ep {}/{} loss {last_loss:.3} acc {:.3} (test loss {:.3})",
+                    st.epoch + 1,
+                    t.epochs,
+                    ev.accuracy,
+                    ev.loss
+                ));
                 if !ev.loss.is_finite() {
                     reason = Some(format!("test loss became {} at step {} (epoch {})", ev.loss, st.step, st.epoch + 1));
                     last_loss = ev.loss;
@@ -348,9 +417,23 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
         // end of epoch: evaluate, record, checkpoint
         st.wall_time_s = wall();
         let epochs_completed = st.epoch + 1;
-        let ev = evaluate_and_record(&model, &test_data, test_batch, &mut st, epochs_completed, &t.solve_thresholds, &metrics_path)?;
+        let ev = evaluate_and_record(
+            &model,
+            &test_data,
+            test_batch,
+            &mut st,
+            epochs_completed,
+            &t.solve_thresholds,
+            &metrics_path,
+        )?;
         st.epochs_done = st.epoch + 1;
-        pb.set_message(format!("ep {}/{} loss {last_loss:.3} acc {:.3} (test loss {:.3})", st.epoch + 1, t.epochs, ev.accuracy, ev.loss));
+        pb.set_message(format!(
+            "ep {}/{} loss {last_loss:.3} acc {:.3} (test loss {:.3})",
+            st.epoch + 1,
+            t.epochs,
+            ev.accuracy,
+            ev.loss
+        ));
         let diverged = !ev.loss.is_finite();
         let early = ev.accuracy > t.early_stop_accuracy;
         if diverged {
@@ -387,7 +470,11 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
         best_epoch: st.best_epoch,
         final_accuracy: last.accuracy,
         // a run that diverged before its first evaluation still names the metric it is scored by
-        metric: if last.metric.is_empty() { metric::name_of(test_data.segments.iter().map(|s| s.metric)) } else { last.metric.clone() },
+        metric: if last.metric.is_empty() {
+            metric::name_of(test_data.segments.iter().map(|s| s.metric))
+        } else {
+            last.metric.clone()
+        },
         final_metrics: last.metrics.clone(),
         final_loss: if stop == StopReason::Diverged { last_loss } else { last.loss },
         slices: last.slices.clone(),
@@ -412,7 +499,15 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
 /// completed, so an evaluation inside epoch 3 says 2 and the one at its end 3), the best
 /// accuracy so far, the first crossing of each solve threshold, and `st.last_eval`.
 #[allow(clippy::too_many_arguments)]
-fn evaluate_and_record(model: &LanguageModel, test_data: &DeviceData, test_batch: usize, st: &mut TrainerState, epoch: usize, thresholds: &[f64], metrics_path: &Path) -> Result<EvalResult> {
+fn evaluate_and_record(
+    model: &LanguageModel,
+    test_data: &DeviceData,
+    test_batch: usize,
+    st: &mut TrainerState,
+    epoch: usize,
+    thresholds: &[f64],
+    metrics_path: &Path,
+) -> Result<EvalResult> {
     let ev = evaluate(model, test_data, test_batch);
     if ev.accuracy > st.best_accuracy || st.last_eval.is_none() {
         st.best_accuracy = ev.accuracy;
@@ -421,10 +516,21 @@ fn evaluate_and_record(model: &LanguageModel, test_data: &DeviceData, test_batch
     }
     for &threshold in thresholds {
         if ev.accuracy >= threshold && !st.solved.iter().any(|s| s.threshold == threshold) {
-            st.solved.push(Solved { threshold, accuracy: ev.accuracy, step: st.step, examples: st.examples, tokens: st.tokens, wall_time_s: st.wall_time_s, train_flops: Some(st.train_flops) });
+            st.solved.push(Solved {
+                threshold,
+                accuracy: ev.accuracy,
+                step: st.step,
+                examples: st.examples,
+                tokens: st.tokens,
+                wall_time_s: st.wall_time_s,
+                train_flops: Some(st.train_flops),
+            });
         }
     }
-    st.metrics_bytes = metrics::append_line(metrics_path, &MetricLine::Eval { step: st.step, epoch, result: ev.clone(), elapsed_s: st.wall_time_s })?;
+    st.metrics_bytes = metrics::append_line(
+        metrics_path,
+        &MetricLine::Eval { step: st.step, epoch, result: ev.clone(), elapsed_s: st.wall_time_s },
+    )?;
     st.last_eval = Some(ev.clone());
     Ok(ev)
 }
@@ -445,7 +551,10 @@ mod tests {
     #[test]
     fn sparse_head_loss_equals_full_head_loss() {
         for mixer in ["attention", "base_conv"] {
-            let cfg: ModelConfig = toml::from_str(&format!("d_model = 32\nmax_position_embeddings = 64\nmixer = {{ name = \"{mixer}\" }}")).unwrap();
+            let cfg: ModelConfig = toml::from_str(&format!(
+                "d_model = 32\nmax_position_embeddings = 64\nmixer = {{ name = \"{mixer}\" }}"
+            ))
+            .unwrap();
             tch::manual_seed(3);
             let vs = nn::VarStore::new(tch::Device::Cpu);
             let model = LanguageModel::new(&vs.root(), &cfg, 512, 64).unwrap();
@@ -489,7 +598,16 @@ mod tests {
             for (i, row) in targets.iter().enumerate() {
                 t[i * l..i * l + row.len()].copy_from_slice(row);
             }
-            Segment { seq_len: l, n, inputs: vec![1; n * l], targets: t, slices: [("k".to_string(), kv.to_string())].into(), task: "t".into(), metric, split: Split::Test }
+            Segment {
+                seq_len: l,
+                n,
+                inputs: vec![1; n * l],
+                targets: t,
+                slices: [("k".to_string(), kv.to_string())].into(),
+                task: "t".into(),
+                metric,
+                split: Split::Test,
+            }
         };
         // segment A: example 0 has 1 target (3: right), example 1 has 3 (all wrong) → per-example 0.5, micro 0.25
         let a = seg(vec![vec![3], vec![5, 5, 5]], Metric::PerExample, "a");
@@ -507,7 +625,10 @@ mod tests {
         // micro on targets [3,5,5,5] then [3]: 2 of 5; per-example would be (0.25 + 1) / 2
         let u = seg(vec![vec![3, 5, 5, 5], vec![3]], Metric::Micro, "b");
         let ev = evaluate(&model, &DeviceData::new(vec![u], &rt), 2);
-        assert!((ev.accuracy - 0.4).abs() < 1e-9 && (ev.metrics["per_example_accuracy"] - 0.625).abs() < 1e-9, "{ev:?}");
+        assert!(
+            (ev.accuracy - 0.4).abs() < 1e-9 && (ev.metrics["per_example_accuracy"] - 0.625).abs() < 1e-9,
+            "{ev:?}"
+        );
         // two per-example segments combine over all examples; slices keep their own values
         let b2 = seg(vec![vec![3], vec![3], vec![3], vec![5]], Metric::PerExample, "b");
         let ev = evaluate(&model, &DeviceData::new(vec![a, b2], &rt), 3);
@@ -518,7 +639,8 @@ mod tests {
 
     #[test]
     fn lr_schedule_warms_up_then_anneals_to_min() {
-        let t = super::super::config::TrainConfig { lr: 1.0, warmup_steps: 10, min_lr_ratio: 0.1, ..Default::default() };
+        let t =
+            super::super::config::TrainConfig { lr: 1.0, warmup_steps: 10, min_lr_ratio: 0.1, ..Default::default() };
         assert!((lr_at(&t, 0, 110) - 0.1).abs() < 1e-12);
         assert!((lr_at(&t, 9, 110) - 1.0).abs() < 1e-12);
         assert!((lr_at(&t, 10, 110) - 1.0).abs() < 1e-12);
