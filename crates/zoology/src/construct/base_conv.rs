@@ -163,7 +163,7 @@ impl Fast {
     }
     /// Final hidden states, as `LanguageModel::hidden` in evaluation mode.
     pub(crate) fn hidden(&self, tokens: &Tensor) -> Tensor {
-        use crate::mixers::conv::{fft_causal_conv, short_conv};
+        use crate::mixers::common::conv::{fft_causal_conv, short_conv};
         let mut r = Tensor::embedding(self.var("embedding.weight"), tokens, -1, false, false);
         // block 0: BaseConv short
         let u = self.ln(&r, "layers.0.norm1");

@@ -25,7 +25,7 @@
 //!
 //! Init: `wqkv` N(0, 0.02), `out_proj` N(0, 0.02/√(2·n_layers)), zero biases (Zoology's rule).
 
-use super::layers::{future_mask, merge_heads, rope, rope_reference, split_heads, Linear};
+use super::common::layers::{future_mask, merge_heads, rope, rope_reference, split_heads, Linear};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use crate::flops::MixerFlops;

@@ -37,12 +37,12 @@
 //! (`conv::fir_step`, state `d·(k−1)`, the FIR convention of every mixer); long conv via FFT /
 //! dense Toeplitz matrix / a cache of every input so far (state `d·L`).
 
-use super::bounds::{int_in, MAX_SIZE};
-use super::conv::{
+use super::common::bounds::{int_in, MAX_SIZE};
+use super::common::conv::{
     fft_causal_conv, fir_step, long_conv_step, positional_features, short_conv, short_conv_reference,
     toeplitz_causal_conv, FilterInit,
 };
-use super::layers::Linear;
+use super::common::layers::Linear;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};

@@ -24,7 +24,7 @@
 //! Init: every Linear N(0, 0.02) (Zoology's rule; `o_proj` is not rescaled); short-conv taps
 //! U(±1/√conv_size) (PyTorch's Conv1d init, which Zoology keeps); RMSNorm weight 1.
 //!
-//! Forms: training = chunked WY/UT form (`delta::chunked_delta_rule`: per chunk of
+//! Forms: training = chunked WY/UT form (`delta_rule::chunked_delta_rule`: per chunk of
 //! `chunk_size`, one unit-lower-triangular solve gives the pseudo-values `U = Ũ − W S₀`; all
 //! chunks' solves are batched, only the `S` hand-off loops over chunks; decays in log space);
 //! reference = the recurrence with the dense `(I − β k kᵀ)` transition and the explicit-tap
@@ -42,9 +42,9 @@
 //! defaults; without short conv only `H·h·h_v`), constant in L. Zoology's `state_size()` counts
 //! `H·h·h_v` only (`state_size_zoology`).
 
-use super::conv::{fir_step, short_conv, short_conv_reference};
-use super::delta::{chunked_delta_rule, delta_rule_reference, delta_rule_step};
-use super::layers::{l2_norm, merge_heads, rms_norm, split_heads, Linear};
+use super::common::conv::{fir_step, short_conv, short_conv_reference};
+use super::common::delta_rule::{chunked_delta_rule, delta_rule_reference, delta_rule_step};
+use super::common::layers::{l2_norm, merge_heads, rms_norm, split_heads, Linear};
 use super::linear_attention::{check_chunk, check_value_width};
 use super::{delegate_mixer, BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};

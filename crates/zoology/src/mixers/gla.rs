@@ -12,7 +12,7 @@
 //! ```
 //! RMSNorm is over each head's `d_v` channels with a learned weight shared by the heads.
 //!
-//! Forms: training = chunked (`linear_attn::chunked_linear_attention` with per-channel gates:
+//! Forms: training = chunked (`decayed_linear::chunked_linear_attention` with per-channel gates:
 //! cumulative log gates `b_t` inside each chunk, intra-chunk scores
 //! `Σ_k q_tk k_sk e^{b_tk − b_sk}` with every exponent ≤ 0, state carried across chunks);
 //! reference = the recurrence loop; recurrent = one gated update per token.
@@ -23,14 +23,14 @@
 //! FLOPs ([`crate::flops`] convention): projections q, k `2·d·key_dim`, v, g `2·d·value_dim`,
 //! the low-rank gate `2·d·16 + 2·16·key_dim`, o `2·value_dim·d` per token, plus the chunked
 //! core with a gate per key channel, `H·(3·C·d_k + 2·C·d_v + 4·d_k·d_v)` per position over
-//! `⌈L/C⌉·C` (see `linear_attn`); decode `H·5·d_k·d_v` plus the projections.
+//! `⌈L/C⌉·C` (see `common::decayed_linear`); decode `H·5·d_k·d_v` plus the projections.
 //!
 //! Init: every Linear N(0, 0.02), zero bias (Zoology's rule; `o_proj` is not an `out_proj`, so
 //! it is not rescaled); RMSNorm weight 1.
 
-use super::layers::{merge_heads, rms_norm, split_heads, Linear};
+use super::common::decayed_linear::DecayedLinear;
+use super::common::layers::{merge_heads, rms_norm, split_heads, Linear};
 use super::linear_attention::{check_chunk, MAX_EXPAND};
-use super::linear_attn::DecayedLinear;
 use super::{BuildCtx, MixerKind};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};

@@ -41,10 +41,10 @@
 //! `8·H·(N/2)·L` and the kernels' FFTs. Decode: `8·d² + 2·d·p` plus the shift FIR `2·d·N` and
 //! the modal step `12·d·p·N/2`, constant in L. Prefill is the step form.
 
-use super::bounds::{int_in, MAX_SIZE};
-use super::conv::{fft_causal_conv, fir_step, short_conv_reference};
-use super::layers::Linear;
-use super::modal::{Discretization, S4d};
+use super::common::bounds::{int_in, MAX_SIZE};
+use super::common::conv::{fft_causal_conv, fir_step, short_conv_reference};
+use super::common::layers::Linear;
+use super::common::modal::{Discretization, S4d};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};

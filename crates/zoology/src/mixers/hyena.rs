@@ -43,12 +43,12 @@
 //! Not reproduced: Safari trains the filter with its own learning rate and zero weight decay;
 //! our trainer has a single parameter group.
 
-use super::bounds::{float_in, int_in, MAX_SIZE};
-use super::conv::{
+use super::common::bounds::{float_in, int_in, MAX_SIZE};
+use super::common::conv::{
     fft_causal_conv, fir_step, fir_window_after, long_conv_step, positional_features, short_conv, short_conv_reference,
     toeplitz_causal_conv, FilterInit,
 };
-use super::layers::Linear;
+use super::common::layers::Linear;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};

@@ -21,7 +21,7 @@
 //! so every form runs one recurrence `S'_t = S'_{t−1} + k_t v'_tᵀ`.
 //!
 //! Forms: training = chunked (quadratic `(Q Kᵀ ⊙ M) V'` within chunks of `chunk_size`, state
-//! passed across chunks; `linear_attn::chunked_linear_attention`), reference = the explicit
+//! passed across chunks; `decayed_linear::chunked_linear_attention`), reference = the explicit
 //! recurrence loop, recurrent = one update of `S'` per token.
 //!
 //! State: `H·F·(d_v + 1)` elements (normalised) or `H·F·d_v` (unnormalised), constant in L.
@@ -31,15 +31,15 @@
 //!
 //! FLOPs ([`crate::flops`] convention): projections `2·d·(2·H·f) + 4·d²` per token (the
 //! feature map φ is element-wise, not counted), plus the chunked core with K = F, V = d_v (+1):
-//! `H·(2·C·F + 2·C·V + 4·F·V)` per position over `⌈L/C⌉·C` (see `linear_attn`); decode
+//! `H·(2·C·F + 2·C·V + 4·F·V)` per position over `⌈L/C⌉·C` (see `common::decayed_linear`); decode
 //! `H·4·F·V` plus the projections, constant in L. Prefill is the step form.
 //!
 //! Init: every projection N(0, 0.02) (Zoology's rule; the output projection is `proj_o`, as in
 //! Zoology's `Based`, so it is not rescaled).
 //! `based` is this mixer with the Taylor map and normalisation (see `based.rs`).
 
-use super::layers::{merge_heads, split_heads, Linear};
-use super::linear_attn::DecayedLinear;
+use super::common::decayed_linear::DecayedLinear;
+use super::common::layers::{merge_heads, split_heads, Linear};
 use super::{BuildCtx, MixerKind};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};

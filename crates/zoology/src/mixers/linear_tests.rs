@@ -2,10 +2,10 @@
 //! specifics, each against an independent dense or closed form (the generic suite compares
 //! each mixer's forms with each other; these pin the math itself).
 
-use super::delta::*;
-use super::layers::*;
+use super::common::decayed_linear::*;
+use super::common::delta_rule::*;
+use super::common::layers::*;
 use super::linear_attention::FeatureMap;
-use super::linear_attn::*;
 use super::testing::{rel_err, seed_guard};
 use super::{registry, BuildCtx, MixerEntry};
 use tch::{nn, Device, Kind, Tensor};

@@ -33,10 +33,10 @@
 //! `y_t = 2·Re(C′ s_t) + D u_t` (s4d: `N/2` complex per channel = `d·N` real elements). The
 //! output stage is per position and adds no state.
 
-use super::bounds::{int_in, MAX_SIZE};
-use super::conv::{fft_causal_conv, long_conv_step, toeplitz_causal_conv};
-use super::layers::Linear;
-use super::modal::{Discretization, S4d};
+use super::common::bounds::{int_in, MAX_SIZE};
+use super::common::conv::{fft_causal_conv, long_conv_step, toeplitz_causal_conv};
+use super::common::layers::Linear;
+use super::common::modal::{Discretization, S4d};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};

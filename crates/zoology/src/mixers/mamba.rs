@@ -43,11 +43,11 @@
 //! - step: the previous k−1 inner inputs of the conv (`E·(k−1)`, `conv::fir_step`) and the
 //!   SSM state (`E·N`).
 
-use super::bounds::{int_in, MAX_SIZE};
-use super::chunking::ChunkLayout;
-use super::conv::{fir_step, short_conv};
-use super::layers::Linear;
-use super::scan::linear_scan;
+use super::common::bounds::{int_in, MAX_SIZE};
+use super::common::chunking::ChunkLayout;
+use super::common::conv::{fir_step, short_conv};
+use super::common::layers::Linear;
+use super::common::scan::linear_scan;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};

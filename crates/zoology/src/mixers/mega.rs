@@ -47,11 +47,11 @@
 //!   or `n(L) = ((L−1) mod c) + 1` entries: state `d·h + (z_dim + h_dim)·n(L)` elements. This
 //!   grows with L (bounded by c when chunked), so the mixer declares a non-constant state.
 
-use super::bounds::{int_in, MAX_SIZE};
-use super::chunking::ChunkLayout;
-use super::conv::fft_causal_conv;
-use super::layers::Linear;
-use super::modal::Modes;
+use super::common::bounds::{int_in, MAX_SIZE};
+use super::common::chunking::ChunkLayout;
+use super::common::conv::fft_causal_conv;
+use super::common::layers::Linear;
+use super::common::modal::Modes;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -181,7 +181,7 @@ impl Mixer for Mega {
         let off = (idx.unsqueeze(1) - idx.unsqueeze(0)).clamp_min(0);
         let bias = self.rel_bias.index_select(0, &off.view([-1])).view([c, c]);
         let scores = qc.matmul(&kc.transpose(-2, -1)) * self.scaling() + bias;
-        let scores = scores.masked_fill(&super::layers::future_mask(c, x.device()), f64::NEG_INFINITY);
+        let scores = scores.masked_fill(&super::common::layers::future_mask(c, x.device()), f64::NEG_INFINITY);
         let av = lay.merge(&scores.softmax(-1, scores.kind()).matmul(&vc), 1);
         self.output(raw, &u, &r, &hx, &av)
     }

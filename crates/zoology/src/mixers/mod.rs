@@ -8,13 +8,11 @@
 //!
 //! Shapes: `x` is `[B, L, D]` (batch, length, model width); `x_t` is `[B, D]`.
 
+pub mod common;
+
 pub mod attention;
 pub mod base_conv;
 pub mod based;
-pub mod bounds;
-pub mod chunking;
-pub mod conv;
-pub mod delta;
 pub mod delta_net;
 #[cfg(test)]
 mod flops_tests;
@@ -22,20 +20,16 @@ pub mod gla;
 pub mod h3;
 pub mod hybrid;
 pub mod hyena;
-pub mod layers;
 pub mod linear_attention;
-pub mod linear_attn;
 #[cfg(test)]
 mod linear_tests;
 pub mod long_conv;
 pub mod mamba;
 pub mod mega;
-pub mod modal;
 #[cfg(test)]
 mod parity_tests;
 pub mod retnet;
 pub mod rwkv;
-pub mod scan;
 pub mod sliding_window;
 pub mod stripedhyena;
 #[cfg(test)]

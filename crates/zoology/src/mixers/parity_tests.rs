@@ -5,9 +5,9 @@
 //! the step form share (feature maps, GLA's gate, RetNet's norms), which the generic suite's
 //! form-against-form checks cannot see.
 
+use super::common::decayed_linear::DecayedLinear;
 use super::gla::{gate_log_decay, Gla, GlaConfig};
 use super::linear_attention::{FeatureMap, FEATURE_EPS};
-use super::linear_attn::DecayedLinear;
 use super::retnet::{RetNet, RetNetConfig, RetNetNorm};
 use super::testing::{rel_err, seed_guard, seeded};
 use super::{registry, BuildCtx, Mixer, MixerEntry, MixerKind};
@@ -345,7 +345,7 @@ fn zero_mixer_is_not_registered_but_builds_by_name() {
 #[test]
 fn l2_norm_matches_its_closed_form() {
     let xs = [3.0f64, -4.0, 0.0, 1e-4, 2e-4, 0.0];
-    let got = f64s(&super::layers::l2_norm(&Tensor::from_slice(&xs).view([2, 3]).to_kind(Kind::Double), 1e-6));
+    let got = f64s(&super::common::layers::l2_norm(&Tensor::from_slice(&xs).view([2, 3]).to_kind(Kind::Double), 1e-6));
     for r in 0..2 {
         let ss: f64 = xs[r * 3..r * 3 + 3].iter().map(|v| v * v).sum();
         for c in 0..3 {

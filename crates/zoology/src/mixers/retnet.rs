@@ -17,7 +17,7 @@
 //! layer is `expand_v = 2`, `norm = "rms_norm"` plus RoPE on q and k (not offered: the decay
 //! already gives relative position); torchscale also uses value width 2d (with xPos).
 //!
-//! Forms: training = chunked retention (`linear_attn::chunked_linear_attention` with the scalar
+//! Forms: training = chunked retention (`decayed_linear::chunked_linear_attention` with the scalar
 //! log decay `log γ` per head: within a chunk exactly the parallel `(QKᵀ ⊙ D)V`, so with
 //! `chunk_size ≥ L` the training form *is* the parallel form; across chunks the state is carried
 //! with decay `γ^C`); reference = the dense decayed sum; recurrent = one update per token.
@@ -27,15 +27,15 @@
 //!
 //! FLOPs ([`crate::flops`] convention): projections q, k `2·d²` each, v, g `2·d·d_v` each,
 //! o `2·d_v·d` per token, plus the chunked core with a scalar decay per head,
-//! `H·(2·C·h + C + 2·C·h_v + 4·h·h_v)` per position over `⌈L/C⌉·C` (see `linear_attn`);
+//! `H·(2·C·h + C + 2·C·h_v + 4·h·h_v)` per position over `⌈L/C⌉·C` (see `common::decayed_linear`);
 //! decode `H·5·h·h_v` plus the projections. Prefill is the step form.
 //!
 //! Init: every Linear N(0, 0.02) (Zoology's rule applied to fla's names: `o_proj` is not
 //! rescaled); norm weight 1, bias 0.
 
-use super::layers::{merge_heads, rms_norm, split_heads, Linear};
+use super::common::decayed_linear::DecayedLinear;
+use super::common::layers::{merge_heads, rms_norm, split_heads, Linear};
 use super::linear_attention::{check_chunk, check_value_width};
-use super::linear_attn::DecayedLinear;
 use super::{BuildCtx, MixerKind};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};

@@ -37,9 +37,9 @@
 //! Zoology's `_init_weights` (and `init_rwkv` is never called); `"normal"` applies Zoology's rule
 //! for every other mixer, N(0, 0.02) with the output N(0, 0.02/√(2·n_layers)).
 
-use super::bounds::{int_in, MAX_SIZE};
-use super::chunking::ChunkLayout;
-use super::layers::{time_mix, token_shift, Linear};
+use super::common::bounds::{int_in, MAX_SIZE};
+use super::common::chunking::ChunkLayout;
+use super::common::layers::{time_mix, token_shift, Linear};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};

@@ -30,8 +30,8 @@
 //! `state_size()` counts `2·w·d` whatever L and the convention (`state_size_zoology`).
 
 use super::attention::{Attention, AttentionConfig};
-use super::chunking::ChunkLayout;
-use super::layers::{future_mask, merge_heads, split_heads};
+use super::common::chunking::ChunkLayout;
+use super::common::layers::{future_mask, merge_heads, split_heads};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};

@@ -29,9 +29,9 @@
 //!   position in closed form `s_{L−1} = Σ_j p^{L−1−j} w_j` (a Vandermonde contraction), so a
 //!   long prompt never runs the recurrence token by token.
 
-use super::conv::{fft_causal_conv, fir_step, fir_window_after, short_conv, short_conv_reference};
-use super::layers::Linear;
-use super::modal::Modes;
+use super::common::conv::{fft_causal_conv, fir_step, fir_window_after, short_conv, short_conv_reference};
+use super::common::layers::Linear;
+use super::common::modal::Modes;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
@@ -156,8 +156,8 @@ impl MixerKind for StripedHyena {
     fn validate(c: &StripedHyenaConfig, _d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
         // StripedHyena uses a handful of poles per channel and a FIR of order 3; the upper
         // bounds keep absurd values a named error instead of an allocation failure at build
-        super::bounds::int_in(field, "poles", c.poles, 1, 1024, "2 complex poles per channel")?;
-        super::bounds::int_in(field, "short_filter_order", c.short_filter_order, 1, 256, "3")
+        super::common::bounds::int_in(field, "poles", c.poles, 1, 1024, "2 complex poles per channel")?;
+        super::common::bounds::int_in(field, "short_filter_order", c.short_filter_order, 1, 256, "3")
     }
 
     fn build(p: nn::Path, d: i64, c: &StripedHyenaConfig, ctx: &BuildCtx) -> Result<Self> {

@@ -47,8 +47,8 @@ pub mod state_mixer;
 
 use crate::error::{config_err, Result};
 use crate::flops::MixerFlops;
-use crate::mixers::layers::rms_norm;
-use crate::mixers::layers::Linear;
+use crate::mixers::common::layers::rms_norm;
+use crate::mixers::common::layers::Linear;
 use crate::mixers::{self, BuildCtx, Mixer};
 use serde::{Deserialize, Serialize};
 use state_mixer::{StateMixer, StateMixerKind};

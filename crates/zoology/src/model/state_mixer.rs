@@ -5,7 +5,7 @@
 //! the token shift `rwkv_channel` looks one token back (causally), so a recurrent decoder would
 //! carry the last input: `d` elements per layer, counted by [`StateMixer::state_size`].
 
-use crate::mixers::layers::{time_mix, token_shift, Linear};
+use crate::mixers::common::layers::{time_mix, token_shift, Linear};
 use crate::mixers::BuildCtx;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};

@@ -1,6 +1,6 @@
 //! Decayed linear attention, shared by `linear_attention`, `based`, `retnet` and `gla`: the
 //! chunked core, its one-token step, and the [`DecayedLinear`] trait through which those mixers
-//! get every [`super::Mixer`] form.
+//! get every [`crate::mixers::Mixer`] form.
 
 use super::chunking::{lower_mask, pair_decay, ChunkedQkv};
 use tch::{Kind, Tensor};
@@ -109,7 +109,7 @@ pub fn linear_attention_reference(q: &Tensor, k: &Tensor, v: &Tensor, g: Option<
 ///
 /// A mixer built around [`chunked_linear_attention`]: it maps `x` to per-head `q, k, v` and
 /// optional log decays `g`, and maps the recurrence output back. Implementing this gives the
-/// [`super::Mixer`] forms: chunked forward, dense reference, and a step carrying one
+/// [`crate::mixers::Mixer`] forms: chunked forward, dense reference, and a step carrying one
 /// `[B, H, K, V]` state.
 pub trait DecayedLinear: std::fmt::Debug + Send {
     /// `x: [B, L, D]` → q, k `[B, H, L, K]`, v `[B, H, L, V]`, g `[B, H, L, 1|K]` or None.
@@ -125,14 +125,14 @@ pub trait DecayedLinear: std::fmt::Debug + Send {
     fn token_flops(&self) -> f64;
     /// Width of the log decay `g`: 0 (none), 1 (one per head) or the key width K.
     fn decay_width(&self) -> i64;
-    /// Zoology's `state_size()` for this mixer ([`super::Mixer::state_size_zoology`]); None
+    /// Zoology's `state_size()` for this mixer ([`crate::mixers::Mixer::state_size_zoology`]); None
     /// where Zoology has no formula.
     fn zoology_state(&self) -> Option<i64> {
         None
     }
 }
 
-impl<T: DecayedLinear> super::Mixer for T {
+impl<T: DecayedLinear> crate::mixers::Mixer for T {
     fn forward(&self, x: &Tensor, _train: bool) -> Tensor {
         let (q, k, v, g) = self.qkvg(x);
         self.finish(&chunked_linear_attention(&q, &k, &v, g.as_ref(), self.chunk_size()).0, x)
@@ -141,11 +141,11 @@ impl<T: DecayedLinear> super::Mixer for T {
         let (q, k, v, g) = self.qkvg(x);
         self.finish(&linear_attention_reference(&q, &k, &v, g.as_ref()), x)
     }
-    fn init_state(&self, batch: i64) -> super::MixerState {
+    fn init_state(&self, batch: i64) -> crate::mixers::MixerState {
         let [h, k, v] = self.state_shape();
-        super::MixerState::new(vec![Tensor::zeros([batch, h, k, v], self.opts())])
+        crate::mixers::MixerState::new(vec![Tensor::zeros([batch, h, k, v], self.opts())])
     }
-    fn step(&self, state: &mut super::MixerState, x_t: &Tensor) -> Tensor {
+    fn step(&self, state: &mut crate::mixers::MixerState, x_t: &Tensor) -> Tensor {
         let x = x_t.unsqueeze(1);
         let (q, k, v, g) = self.qkvg(&x);
         let g = g.map(|g| g.select(2, 0));
