@@ -7,8 +7,8 @@
 use anyhow::{anyhow, bail, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use zoology::config::parse_value;
 use zoology::tasks::{self, export, Split, TaskConfig, TaskEntry};
-use zoology::train::config::parse_value;
 
 /// Most examples `--show` prints.
 pub const MAX_SHOW: usize = 1000;
@@ -140,7 +140,7 @@ impl TaskArgs {
 
     pub fn vocab_size(&self) -> Result<usize> {
         let v = self.generic_usize("vocab-size")?.unwrap_or(self.entry.default_vocab);
-        let max = zoology::train::config::limits::MAX_VOCAB;
+        let max = zoology::limits::MAX_VOCAB;
         if v > max {
             bail!("--vocab-size: must be ≤ {max} = 2^31 (got {v}): token ids are 32-bit integers");
         }

@@ -4,9 +4,9 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use zoology::config::{apply_set, RunConfig};
 use zoology::tasks::mqar::MqarConfig;
 use zoology::tasks::Task;
-use zoology::train::config::{apply_set, RunConfig};
 use zoology::train::{self, TrainOptions};
 
 mod corpus;
@@ -347,8 +347,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Tasks => data::cmd_tasks(),
         Cmd::Mixers(MixersArgs { flops: true, d_model, seq_len }) => {
             let (d_model, seq_len) = (d_model.unwrap_or(128), seq_len.unwrap_or(1024));
-            let rows = zoology::flops::mixer_rows(d_model, seq_len).map_err(|e| anyhow::anyhow!(e.to_string()))?;
-            print!("{}", zoology::flops::format_mixer_rows(&rows, d_model, seq_len));
+            let rows = zoology::cost::mixer_rows(d_model, seq_len).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            print!("{}", zoology::cost::format_mixer_rows(&rows, d_model, seq_len));
             Ok(())
         }
         Cmd::Mixers(MixersArgs { flops: false, d_model, seq_len }) => {
@@ -465,7 +465,7 @@ fn check_bench_step(
     vocab_size: usize,
     iters: usize,
 ) -> Result<()> {
-    use zoology::train::config::limits;
+    use zoology::limits;
     if iters == 0 || iters > 100_000 {
         bail!("--iters: must be in [1, 100000] (got {iters}); the time is the median over iterations");
     }
@@ -497,7 +497,7 @@ fn check_bench_step(
         anyhow::anyhow!("{flag}: {}", msg.splitn(2, "`: ").nth(1).unwrap_or(&msg))
     })?;
     let bytes = 4.0 * batch as f64 * seq_len as f64 * d_model as f64 * 16.0 + 16.0 * vocab_size as f64 * d_model as f64;
-    if let Some(total) = zoology::train::config::mem_total_bytes() {
+    if let Some(total) = zoology::config::mem_total_bytes() {
         if bytes > total {
             bail!("bench step: these sizes need at least {:.1} GiB, more than the {:.1} GiB this machine has; lower --batch, --seq-len, --d-model or --vocab-size", bytes / 2f64.powi(30), total / 2f64.powi(30));
         }
@@ -551,7 +551,7 @@ fn cmd_construct(a: ConstructArgs) -> Result<()> {
 }
 
 fn cmd_arhits(a: ArhitsArgs) -> Result<()> {
-    use zoology::text::evaluate as ev;
+    use zoology::analysis::arhits as ev;
     let e = |e: zoology::Error| anyhow::anyhow!(e.to_string());
     let dirs = ev::expand_run_dirs(&a.run_dirs).map_err(e)?;
     let opts = ev::ArHitsOptions {

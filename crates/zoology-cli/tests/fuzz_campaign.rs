@@ -5,7 +5,7 @@
 //!     -p zoology-cli --test fuzz_campaign -- --ignored --nocapture
 //! ```
 //!
-//! Every mutated config ([`zoology::train::fuzz::Fuzzer`]) goes through `Sweep::parse` (what
+//! Every mutated config ([`zoology::config::fuzz::Fuzzer`]) goes through `Sweep::parse` (what
 //! `zoology sweep plan` runs) in this process, a sample of them through the `zoology sweep plan`
 //! binary, and accepted ones, shrunk to an epoch of one or two steps, through `zoology train`.
 //! Outcomes: a named config error, a run that finishes (done or diverged) or fails with a
@@ -15,7 +15,7 @@
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use zoology::train::fuzz::{fuzzed_mixers, make_short, Fuzzer};
+use zoology::config::fuzz::{fuzzed_mixers, make_short, Fuzzer};
 
 /// The binary under test (`ZOOLOGY_FUZZ_EXE` overrides it, e.g. with a copy that a rebuild
 /// during a long campaign cannot replace).

@@ -475,10 +475,10 @@ fn tiny_attention_example_solves_mqar() {
     println!("tiny attention: {s}");
     assert!(s["best_accuracy"].as_f64().unwrap() >= 0.99, "{s}");
     assert_eq!(s["stop_reason"], "early_stop");
-    // the run's FLOPs are what `flops::run_flops` counts for its config; the sparse head makes a
+    // the run's FLOPs are what `cost::run_flops` counts for its config; the sparse head makes a
     // step cost less than with the full head over every position
-    let cfg = zoology::train::config::RunConfig::load(&example).unwrap();
-    let f = zoology::flops::run_flops(&cfg).unwrap();
+    let cfg = zoology::config::RunConfig::load(&example).unwrap();
+    let f = zoology::cost::run_flops(&cfg).unwrap();
     assert_eq!(s["flops_train_per_step"].as_f64(), Some(f.train_per_step), "{s}");
     assert_eq!(s["flops_decode_per_token"].as_f64(), Some(f.decode_per_token), "{s}");
     assert_eq!(s["flops_prefill_per_seq"].as_f64(), Some(f.prefill_per_seq), "{s}");

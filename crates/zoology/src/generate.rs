@@ -3,7 +3,7 @@
 //!
 //! The run directory's model is rebuilt from its config.toml and its verified checkpoint
 //! ([`load_run`]); its test data are regenerated exactly as training generated them
-//! ([`crate::train::trainer::generate_test`]), optionally cut to the first N examples of each
+//! ([`crate::config::RunConfig::generate_test`]), optionally cut to the first N examples of each
 //! segment. For each batch, the prompt (every position before the batch's first supervised
 //! position: MQAR's key-value section) goes through [`LanguageModel::prefill_hidden`]; then each
 //! following true input token is fed with [`LanguageModel::step_hidden`] (teacher forcing: the
@@ -14,6 +14,7 @@
 //! accuracies must be equal. The number of supervised predictions whose argmax differs between
 //! the two forms is reported too.
 
+use crate::config::RunConfig;
 use crate::device::Runtime;
 use crate::error::{config_err, Error, Result};
 use crate::model::LanguageModel;
@@ -21,7 +22,6 @@ use crate::rundir;
 use crate::tasks::metric::{self, Accumulator};
 use crate::tasks::{Segment, IGNORE};
 use crate::train::checkpoint;
-use crate::train::config::RunConfig;
 use crate::train::trainer::{self, DeviceData};
 use std::path::Path;
 use std::time::Instant;
@@ -135,7 +135,7 @@ pub fn generate(run: &LoadedRun, num_examples: Option<usize>, batch: usize) -> R
         return Err(config_err("--num-examples", "must be at least 1"));
     }
     check_mqar(&run.cfg)?;
-    let segs: Vec<Segment> = trainer::generate_test(&run.cfg).iter().map(|s| first_examples(s, num_examples)).collect();
+    let segs: Vec<Segment> = run.cfg.generate_test().iter().map(|s| first_examples(s, num_examples)).collect();
     let model = &run.model;
     let mut r = GenerateReport {
         metric: String::new(),

@@ -7,11 +7,14 @@
 
 pub mod analysis;
 pub mod bench;
+pub mod config;
 pub mod construct;
+pub mod cost;
 pub mod device;
 pub mod error;
 pub mod flops;
 pub mod generate;
+pub mod limits;
 pub mod mixers;
 pub mod model;
 pub mod results;
@@ -22,3 +25,6 @@ pub mod text;
 pub mod train;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod layering_tests;

@@ -224,8 +224,8 @@ pub fn cost_plots(
     recs: &[crate::results::index::RunRecord],
     out: &std::path::Path,
 ) -> Result<(Option<(std::path::PathBuf, String)>, Option<(std::path::PathBuf, String)>, Vec<CostRow>)> {
+    use crate::config::RunConfig;
     use crate::results::cost::{cost_rows, epoch_shape, model_cost};
-    use crate::train::config::RunConfig;
     use crate::train::metrics::{read_lines, MetricLine};
     let recs: Vec<_> = recs.iter().filter(|r| crate::results::is_result(r)).cloned().collect();
     // each run's model cost once (it regenerates the training data): the points here and the

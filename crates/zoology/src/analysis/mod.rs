@@ -1,6 +1,8 @@
-//! Plots ([`plot`]) and the self-contained HTML report ([`report`]) of a results directory;
-//! plots of the AR-hit analysis of real text ([`arhits_plot`]).
+//! Analysis (layer: analysis, the top of the library): plots ([`plot`]) and the self-contained
+//! HTML report ([`report`]) of a results directory; the AR-hit evaluation of trained text models
+//! ([`arhits`], `zoology arhits`) and its plots ([`arhits_plot`]).
 
+pub mod arhits;
 pub mod arhits_plot;
 pub mod cost_plot;
 pub mod decode_plot;

@@ -444,12 +444,12 @@ pub struct Plots {
     pub curves: BTreeMap<String, (PathBuf, String)>,
     /// `zoology arhits --out DIR` output found in the results directory, with its plots' SVG
     /// ([`attach_arhits`]).
-    pub arhits: Option<(crate::text::evaluate::ArHitsOutput, Vec<String>)>,
+    pub arhits: Option<(crate::analysis::arhits::ArHitsOutput, Vec<String>)>,
 }
 
 /// Adds `dir/arhits.json` and its plots (written by `zoology arhits … --out DIR`) to `plots`.
 pub fn attach_arhits(plots: &mut Plots, dir: &Path) -> Result<()> {
-    if let Some(o) = crate::text::evaluate::read_output(dir)? {
+    if let Some(o) = crate::analysis::arhits::read_output(dir)? {
         let svgs = ["arhits_frequency.svg", "arhits_ar_vs_other.svg"]
             .iter()
             .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())

@@ -325,7 +325,7 @@ pub fn run_built(mixer: &str, spec: &Spec) -> Result<(Outcome, Built)> {
     let widest =
         spec.d.unwrap_or(if mixer == "attention" { attention::DEFAULT_D } else { *BASE_CONV_WIDTHS.last().unwrap() });
     let need = memory_estimate(mixer, spec, widest);
-    if let Some(total) = crate::train::config::mem_total_bytes() {
+    if let Some(total) = crate::config::mem_total_bytes() {
         if need > total {
             return Err(config_err(
                 "construct",
@@ -388,10 +388,10 @@ pub fn run_built(mixer: &str, spec: &Spec) -> Result<(Outcome, Built)> {
 ///
 /// Refuses a `dir` that already holds a run. Returns the run's test accuracy.
 pub fn write_run_dir(dir: &std::path::Path, built: &Built, spec: &Spec, mixer: &str, seconds: f64) -> Result<f64> {
+    use crate::config::RunConfig;
     use crate::error::io_err;
     use crate::rundir::{self, StopReason, Summary};
     use crate::train::checkpoint::{self, TrainerState};
-    use crate::train::config::RunConfig;
     if dir.join(rundir::CHECKPOINT).exists() || dir.join(rundir::SUMMARY).exists() || dir.join(rundir::CONFIG).exists()
     {
         return Err(config_err(
@@ -435,7 +435,7 @@ pub fn write_run_dir(dir: &std::path::Path, built: &Built, spec: &Spec, mixer: &
     let st = TrainerState { stopped: Some(StopReason::MaxEpochs), ..Default::default() };
     let id = checkpoint::Identity { config_hash: rundir::run_id(&cfg), seed: cfg.seed };
     checkpoint::save(&dir.join(rundir::CHECKPOINT), &named, &opt, &st, &id)?;
-    let segs = crate::train::trainer::generate_test(&cfg);
+    let segs = cfg.generate_test();
     let stats: Vec<metric::Stats> = segs.iter().map(|s| evaluate_segment(built, s)).collect();
     let parts: Vec<(Metric, &std::collections::BTreeMap<String, String>, metric::Stats)> =
         segs.iter().zip(stats).map(|(s, st)| (s.metric, &s.slices, st)).collect();
@@ -535,7 +535,7 @@ mod tests {
         assert!(run("mamba", &Spec::new(64, None)).unwrap_err().to_string().contains("attention"));
         // sizes no machine holds are refused before anything is allocated
         let huge = Spec { vocab: 1 << 20, d: Some(MAX_D), examples: 1 << 20, ..Spec::new(1 << 16, None) };
-        if crate::train::config::mem_total_bytes().is_some() {
+        if crate::config::mem_total_bytes().is_some() {
             assert!(run("attention", &huge).unwrap_err().to_string().contains("GiB"));
         }
     }

@@ -50,6 +50,7 @@ use crate::flops::MixerFlops;
 use crate::mixers::common::layers::rms_norm;
 use crate::mixers::common::layers::Linear;
 use crate::mixers::{self, BuildCtx, Mixer};
+use crate::tasks::Backbone;
 use serde::{Deserialize, Serialize};
 use state_mixer::{StateMixer, StateMixerKind};
 use tch::{nn, Tensor};
@@ -66,29 +67,6 @@ fn embed_dropout() -> f64 {
 fn yes() -> bool {
     true
 }
-/// What the blocks feed: a causal language model (every task but one) or MAD's autoencoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Backbone {
-    #[default]
-    LanguageModel,
-    Autoencoder,
-}
-
-impl Backbone {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backbone::LanguageModel => "language_model",
-            Backbone::Autoencoder => "autoencoder",
-        }
-    }
-    /// Left out of serialised configs when default, so that existing configs keep their text
-    /// and run ids.
-    pub fn is_default(&self) -> bool {
-        *self == Backbone::LanguageModel
-    }
-}
-
 fn default_mixer() -> toml::Table {
     let mut t = toml::Table::new();
     t.insert("name".into(), "attention".into());
@@ -197,7 +175,7 @@ impl Default for ModelConfig {
 impl ModelConfig {
     /// `max_seq_len`: longest sequence in the data.
     pub fn validate(&self, vocab_size: i64, max_seq_len: i64) -> Result<()> {
-        use crate::train::config::limits::{MAX_D_MODEL, MAX_LAYERS, MAX_POSITIONS};
+        use crate::limits::{MAX_D_MODEL, MAX_LAYERS, MAX_POSITIONS};
         if !(1..=MAX_D_MODEL).contains(&self.d_model) {
             return Err(config_err("model.d_model", format!("must be in [1, {MAX_D_MODEL}] (got {})", self.d_model)));
         }

@@ -11,9 +11,9 @@
 
 use super::index::RunRecord;
 use super::{is_result, slice_values, task_of};
+use crate::config::RunConfig;
 use crate::error::Result;
 use crate::rundir::Solved;
-use crate::train::config::RunConfig;
 use crate::train::metrics::{read_lines, MetricLine};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -228,11 +228,11 @@ pub fn epoch_shape(cfg: &RunConfig) -> (u64, u64, usize) {
     (n, toks, steps)
 }
 
-/// The model cost of a run's config, as the trainer counts it ([`crate::flops::run_flops`]:
+/// The model cost of a run's config, as the trainer counts it ([`crate::cost::run_flops`]:
 /// regenerates the training data to count the supervised positions); `None` when the config
 /// cannot be costed. Training FLOPs per example = one epoch's FLOPs / its examples.
 pub fn model_cost(cfg: &RunConfig) -> Option<ModelCost> {
-    let f = crate::flops::run_flops(cfg).ok()?;
+    let f = crate::cost::run_flops(cfg).ok()?;
     let (n, _, steps_per_epoch) = epoch_shape(cfg);
     if n == 0 {
         return None;

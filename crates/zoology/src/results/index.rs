@@ -7,9 +7,9 @@
 //! builders at once each leave a complete index. Readers of a read-only results directory get
 //! the records without the index being rewritten.
 
+use crate::config::RunConfig;
 use crate::error::{io_err, Error, Result};
 use crate::rundir::{self, float, RunState};
-use crate::train::config::RunConfig;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -13,7 +13,7 @@
 //! without a list: a key is left out when removing it deserialises to the same config
 //! ([`strip_defaults`]), so a new field needs no change here.
 
-use crate::train::config::{strip_mixer_defaults, RunConfig};
+use crate::config::{strip_mixer_defaults, RunConfig};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -49,9 +49,9 @@ pub fn hash_value(v: &toml::Value) -> String {
 /// deserialises to `target`: the values equal to their serde defaults, whole tables included.
 pub fn strip_defaults<T: DeserializeOwned + PartialEq>(full: toml::Value, target: &T) -> toml::Value {
     let mut cur = full.clone();
-    for p in super::toml_path::paths(&full, false) {
+    for p in crate::config::toml_path::paths(&full, false) {
         let mut trial = cur.clone();
-        if !super::toml_path::remove(&mut trial, &p) {
+        if !crate::config::toml_path::remove(&mut trial, &p) {
             continue; // inside a table already removed
         }
         if T::deserialize(trial.clone()).map(|x| &x == target).unwrap_or(false) {

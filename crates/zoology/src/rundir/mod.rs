@@ -25,7 +25,6 @@ pub mod float;
 pub mod id;
 pub mod marker;
 pub mod summary;
-pub mod toml_path;
 
 pub use id::run_id;
 pub use marker::{FailedMarker, Heartbeat, RunLock, RunningMarker};

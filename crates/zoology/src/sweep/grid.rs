@@ -23,9 +23,9 @@
 //! indices are stable for a given file. Every run is validated before anything runs; errors name
 //! the run and the field.
 
+use crate::config::{set_path, RunConfig};
 use crate::error::{config_err, io_err, Error, Result};
 use crate::rundir::run_id;
-use crate::train::config::{set_path, RunConfig};
 use std::path::Path;
 
 /// One expanded run.

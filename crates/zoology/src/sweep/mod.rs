@@ -20,10 +20,10 @@ pub mod slurm;
 pub use crate::rundir::{run_state, RunState, SweepMeta};
 pub use grid::{RunSpec, Sweep};
 
+use crate::config::RunConfig;
 use crate::error::{io_err, Error, Result};
 use crate::rundir::{self, marker, RunLock};
 use crate::train::checkpoint;
-use crate::train::config::RunConfig;
 use crate::train::trainer::train_locked;
 use crate::train::TrainOptions;
 use std::path::{Path, PathBuf};

@@ -65,7 +65,7 @@ fn mad_settings() -> BTreeSet<String> {
 }
 
 /// The same description of a run's training segment.
-fn describe(cfg: &crate::train::config::RunConfig) -> String {
+fn describe(cfg: &crate::config::RunConfig) -> String {
     let t = &cfg.data.train[0];
     let f = t.fields();
     let g = |k: &str| f.get(k).map(super::value_text).unwrap_or_default();
@@ -114,7 +114,7 @@ fn mad_toml_is_mads_settings_times_its_optimiser_grid() {
         a.remove("num_examples");
         b.remove("num_examples");
         assert_eq!(a, b, "{setting}: test segment differs");
-        assert_eq!(c.model.backbone == crate::model::Backbone::Autoencoder, tr.name() == "compression");
+        assert_eq!(c.model.backbone == crate::tasks::Backbone::Autoencoder, tr.name() == "compression");
     }
     let opt: BTreeSet<String> =
         ["1e-4/0", "1e-4/0.1", "5e-4/0", "5e-4/0.1", "1e-3/0", "1e-3/0.1"].iter().map(|s| s.to_string()).collect();

@@ -41,12 +41,34 @@ pub mod text;
 pub mod vocab_majority;
 
 use crate::error::{config_err, Result};
-pub use crate::model::Backbone;
 pub use metric::Metric;
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// What the blocks feed: a causal language model (every task but one) or MAD's autoencoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Backbone {
+    #[default]
+    LanguageModel,
+    Autoencoder,
+}
+
+impl Backbone {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backbone::LanguageModel => "language_model",
+            Backbone::Autoencoder => "autoencoder",
+        }
+    }
+    /// Left out of serialised configs when default, so that existing configs keep their text
+    /// and run ids.
+    pub fn is_default(&self) -> bool {
+        *self == Backbone::LanguageModel
+    }
+}
 
 /// Token ids are stored as i32 on the host (half the memory of i64; converted to int64 tensors
 /// on the device).

@@ -20,7 +20,6 @@ pub mod arhits;
 pub mod corpus;
 pub mod dataset;
 pub mod deb;
-pub mod evaluate;
 pub mod fixture;
 pub mod markup;
 pub mod sword;

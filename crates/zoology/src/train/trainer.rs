@@ -3,15 +3,15 @@
 //! accuracy), early stopping, checkpoints, resume, and divergence detection.
 
 use super::checkpoint::{self, TrainerState};
-use super::config::{RunConfig, Schedule};
 use super::metrics::{self, EvalResult, MetricLine, StopReason, Summary};
 use super::optim::AdamW;
+use crate::config::{RunConfig, Schedule};
 use crate::device::{set_threads, Runtime};
 use crate::error::{catch_panic, io_err, Error, Result};
 use crate::model::{num_parameters, LanguageModel};
 use crate::rundir::{self, Heartbeat, RunLock, Solved};
 use crate::tasks::metric::{self, Accumulator};
-use crate::tasks::{mix_seed, Segment, Split, IGNORE};
+use crate::tasks::{mix_seed, Segment, IGNORE};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -44,32 +44,6 @@ impl DeviceData {
         let (inputs, targets) = segments.iter().map(|s| s.to_tensors(rt.device)).unzip();
         DeviceData { segments, inputs, targets }
     }
-}
-
-/// Generates the train and test segments of a config (disjoint seed streams; each task told
-/// which split it generates, since some supervise differently in training and at test).
-pub fn generate_data(cfg: &RunConfig) -> (Vec<Segment>, Vec<Segment>) {
-    let v = cfg.data.vocab_size;
-    let train = cfg
-        .data
-        .train
-        .iter()
-        .enumerate()
-        .map(|(i, t)| t.generate_split(v, mix_seed(cfg.seed, 1_000 + i as u64), Split::Train))
-        .collect();
-    (train, generate_test(cfg))
-}
-
-/// The test segments of a config, as [`generate_data`] generates them (for `zoology generate`
-/// and constructed run directories, which need no training data).
-pub fn generate_test(cfg: &RunConfig) -> Vec<Segment> {
-    let v = cfg.data.vocab_size;
-    cfg.data
-        .test
-        .iter()
-        .enumerate()
-        .map(|(i, t)| t.generate_split(v, mix_seed(cfg.seed, 2_000_000 + i as u64), Split::Test))
-        .collect()
 }
 
 /// Batches of one epoch: (segment, example indices), shuffled by (seed, epoch) when asked.
@@ -144,7 +118,7 @@ pub fn evaluate(model: &LanguageModel, data: &DeviceData, batch: usize) -> EvalR
     })
 }
 
-fn lr_at(cfg: &super::config::TrainConfig, step: usize, total: usize) -> f64 {
+fn lr_at(cfg: &crate::config::TrainConfig, step: usize, total: usize) -> f64 {
     if step < cfg.warmup_steps {
         return cfg.lr * (step + 1) as f64 / cfg.warmup_steps as f64;
     }
@@ -247,7 +221,7 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
 
     set_threads(cfg.threads);
     let rt = Runtime::new(cfg.device.resolve("device")?);
-    let (train_segs, test_segs) = generate_data(cfg);
+    let (train_segs, test_segs) = cfg.generate_data();
     let train_data = DeviceData::new(train_segs, &rt);
     let test_data = DeviceData::new(test_segs, &rt);
     let max_len = cfg.max_seq_len() as i64;
@@ -281,10 +255,10 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
         let _ = std::fs::remove_file(&metrics_path);
     }
 
-    let costs = crate::flops::lm_flops_of(
+    let costs = crate::cost::lm_flops_of(
         &model,
         num_parameters(&vs),
-        &crate::flops::step_shapes(&train_data.segments, cfg.data.batch_size),
+        &crate::cost::step_shapes(&train_data.segments, cfg.data.batch_size),
         max_test_len.max(1),
     );
     // the exact training FLOPs of each step (for `solved`): per segment the model's FLOPs at its
@@ -606,7 +580,7 @@ mod tests {
                 slices: [("k".to_string(), kv.to_string())].into(),
                 task: "t".into(),
                 metric,
-                split: Split::Test,
+                split: crate::tasks::Split::Test,
             }
         };
         // segment A: example 0 has 1 target (3: right), example 1 has 3 (all wrong) → per-example 0.5, micro 0.25
@@ -639,8 +613,7 @@ mod tests {
 
     #[test]
     fn lr_schedule_warms_up_then_anneals_to_min() {
-        let t =
-            super::super::config::TrainConfig { lr: 1.0, warmup_steps: 10, min_lr_ratio: 0.1, ..Default::default() };
+        let t = crate::config::TrainConfig { lr: 1.0, warmup_steps: 10, min_lr_ratio: 0.1, ..Default::default() };
         assert!((lr_at(&t, 0, 110) - 0.1).abs() < 1e-12);
         assert!((lr_at(&t, 9, 110) - 1.0).abs() < 1e-12);
         assert!((lr_at(&t, 10, 110) - 1.0).abs() < 1e-12);

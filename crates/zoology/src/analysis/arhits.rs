@@ -13,6 +13,7 @@
 //! and the share of a perplexity gap that AR hits explain ([`gap_share`]) is defined; the
 //! reference is the run whose mixer is `attention` unless one is named.
 
+use crate::config::RunConfig;
 use crate::error::{config_err, Error, Result};
 use crate::generate::{load_run, read_config};
 use crate::rundir;
@@ -23,7 +24,6 @@ use crate::text::arhits::{
 };
 use crate::text::corpus::Split;
 use crate::text::dataset::window_sequences;
-use crate::train::config::RunConfig;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -484,15 +484,15 @@ pub fn flops_bench(b: &MixerBench, rt: &Runtime, mut progress: impl FnMut(&str))
         }
     }
     let l = match b.lengths.as_slice() {
-        [l] if (1..=crate::flops::MAX_TABLE_SEQ_LEN).contains(l) => *l,
+        [l] if (1..=crate::cost::MAX_TABLE_SEQ_LEN).contains(l) => *l,
         _ => {
             return Err(crate::error::config_err(
                 "--seq-len",
-                format!("give one length in [1, {}]", crate::flops::MAX_TABLE_SEQ_LEN),
+                format!("give one length in [1, {}]", crate::cost::MAX_TABLE_SEQ_LEN),
             ))
         }
     };
-    if !(1..=crate::train::config::limits::MAX_D_MODEL).contains(&b.d_model) || b.batch < 1 {
+    if !(1..=crate::limits::MAX_D_MODEL).contains(&b.d_model) || b.batch < 1 {
         return Err(crate::error::config_err(
             "--d-model / --batch",
             format!("must be ≥ 1 (got d_model {}, batch {})", b.d_model, b.batch),

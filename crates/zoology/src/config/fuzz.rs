@@ -1,5 +1,5 @@
 //! Mutated configs for the tests that keep "bad input never panics" true: a fixed-seed sample
-//! runs in the suite (`train::fuzz::tests`), a larger campaign through the CLI is an ignored test
+//! runs in the suite (`config::fuzz::tests`), a larger campaign through the CLI is an ignored test
 //! (`crates/zoology-cli/tests/fuzz_campaign.rs`). Both draw from [`Fuzzer`].
 //!
 //! Mutations: drop a key; give a key a value of the wrong type; give a number an extreme value
@@ -8,7 +8,7 @@
 //! Mixer-option mutations are drawn only for the mixers in [`fuzzed_mixers`]: those whose
 //! `validate` bounds every option. Flip [`FUZZ_EVERY_MIXER`] to include every registered mixer.
 
-use crate::rundir::toml_path::{get_mut, paths, remove};
+use crate::config::toml_path::{get_mut, paths, remove};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -214,7 +214,7 @@ impl Fuzzer {
 
 /// Shrinks an accepted config so that one epoch is a step or two (for "runs that finish"):
 /// at most 2 batches of training data and 1 of test data, one epoch, one thread.
-pub fn make_short(cfg: &mut crate::train::RunConfig) {
+pub fn make_short(cfg: &mut crate::config::RunConfig) {
     cfg.train.epochs = 1;
     cfg.threads = 1;
     let b = cfg.data.batch_size;
@@ -237,8 +237,9 @@ pub fn make_short(cfg: &mut crate::train::RunConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RunConfig;
     use crate::error::{catch_panic, Error};
-    use crate::train::{train, RunConfig, TrainOptions};
+    use crate::train::{train, TrainOptions};
 
     /// A fixed-seed sample of mutated configs: validation gives a config or an error naming a
     /// field, never a panic; a few accepted ones train an epoch of one or two steps and finish.
