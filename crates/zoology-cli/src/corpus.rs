@@ -141,6 +141,89 @@ fn print_summary(m: &corpus::CorpusManifest, datasets: &[zoology::text::dataset:
     }
 }
 
+/// The AR-hit distance table per window length, beside MQAR's power law; returns the
+/// histograms (for the plot).
+fn print_gap_table(toks: &[u32], windows: &[usize], power_a: f64) -> Vec<GapHistogram> {
+    println!(
+        "  {:>5} {:>7} {:>8} {:>9} {:>6} {:>7} {:>8} {:>13} | {:>22}",
+        "L",
+        "windows",
+        "AR hits",
+        "first occ",
+        "mode d",
+        "median",
+        "P(d≤16)",
+        "tail β",
+        format!("MQAR a={}: median P(d≤16)", power_a)
+    );
+    let mut hists = vec![];
+    for &l in windows {
+        let h = GapHistogram::from_stream(toks, l);
+        if h.targets == 0 {
+            println!("  {l:>5}: the split has fewer than {} tokens", l + 1);
+            continue;
+        }
+        let law = power_law_pmf(power_a, l);
+        let mut cum = 0.0;
+        let law_median = law.iter().find(|p| {
+            cum += p.1;
+            cum >= 0.5
+        });
+        let law_cdf16: f64 = law.iter().take(16).map(|p| p.1).sum();
+        println!(
+            "  {:>5} {:>7} {:>7.1}% {:>8.1}% {:>6} {:>7} {:>8.3} {:>13} | {:>11} {:>10.3}",
+            l,
+            h.targets / l as u64,
+            100.0 * h.ar_hit_share(),
+            100.0 * h.first_occurrences as f64 / h.targets as f64,
+            h.mode(),
+            h.median(),
+            h.cdf(16),
+            h.fit_exponent(16, l / 2, true).map(|b| format!("{b:.2}")).unwrap_or_else(|| "–".into()),
+            law_median.map(|p| p.0).unwrap_or(l),
+            law_cdf16
+        );
+        hists.push(h);
+    }
+    println!(
+        "  tail β: maximum-likelihood exponent of P(d) ∝ d^-β on 16 ≤ d ≤ L/2, counts corrected for the window edge; MQAR's law is β = 1 − a = {:.2}",
+        1.0 - power_a
+    );
+    hists
+}
+
+/// How the AR hits of the split spread over training-bigram frequency, at window length `l0`.
+fn print_frequency_table(ds: &TokenDataset, toks: &[u32], l0: usize, n_buckets: usize, split: Split) -> Result<()> {
+    // how the AR hits of the split spread over training-bigram frequency
+    let counts = BigramCounts::from_tokens(ds.tokens(Split::Train));
+    let buckets = lib(FreqBuckets::quantiles(&counts, n_buckets))?;
+    let share = buckets.train_share(&counts);
+    let rep = lib(slice_counts(toks, l0, &counts, &buckets))?;
+    println!(
+        "\nBigram frequency buckets ({}; {} distinct training bigrams), {} split at L = {l0}:",
+        buckets.scheme,
+        counts.distinct(),
+        split.name()
+    );
+    println!(
+        "  {:>12} {:>14} {:>10} {:>10} {:>10} {:>9}",
+        "count", "train share", "targets", "AR hits", "first occ", "AR hit %"
+    );
+    for (row, sh) in rep.by_frequency.iter().zip(&share) {
+        let n = row.ar_hit.tokens + row.first_occurrence.tokens + row.other.tokens;
+        println!(
+            "  {:>12} {:>13.1}% {:>10} {:>10} {:>10} {:>8.1}%",
+            row.bucket,
+            100.0 * sh,
+            n,
+            row.ar_hit.tokens,
+            row.first_occurrence.tokens,
+            100.0 * row.ar_hit.tokens as f64 / n.max(1) as f64
+        );
+    }
+    Ok(())
+}
+
 fn info(a: InfoArgs) -> Result<()> {
     let spec = lib(corpus::corpus_spec(&a.common.corpus, "--corpus"))?;
     let split = lib(Split::parse(&a.split, "--split"))?;
@@ -172,79 +255,8 @@ fn info(a: InfoArgs) -> Result<()> {
     let ds = lib(TokenDataset::open(&dir, &tok))?;
     let toks = ds.tokens(split);
     println!("\nAR hits in the {} split ({} tokens, {tok}), windows packed as for training; d = distance back to the earlier occurrence:", split.name(), toks.len());
-    println!(
-        "  {:>5} {:>7} {:>8} {:>9} {:>6} {:>7} {:>8} {:>13} | {:>22}",
-        "L",
-        "windows",
-        "AR hits",
-        "first occ",
-        "mode d",
-        "median",
-        "P(d≤16)",
-        "tail β",
-        format!("MQAR a={}: median P(d≤16)", a.power_a)
-    );
-    let mut hists = vec![];
-    for &l in &a.windows {
-        let h = GapHistogram::from_stream(toks, l);
-        if h.targets == 0 {
-            println!("  {l:>5}: the split has fewer than {} tokens", l + 1);
-            continue;
-        }
-        let law = power_law_pmf(a.power_a, l);
-        let mut cum = 0.0;
-        let law_median = law.iter().find(|p| {
-            cum += p.1;
-            cum >= 0.5
-        });
-        let law_cdf16: f64 = law.iter().take(16).map(|p| p.1).sum();
-        println!(
-            "  {:>5} {:>7} {:>7.1}% {:>8.1}% {:>6} {:>7} {:>8.3} {:>13} | {:>11} {:>10.3}",
-            l,
-            h.targets / l as u64,
-            100.0 * h.ar_hit_share(),
-            100.0 * h.first_occurrences as f64 / h.targets as f64,
-            h.mode(),
-            h.median(),
-            h.cdf(16),
-            h.fit_exponent(16, l / 2, true).map(|b| format!("{b:.2}")).unwrap_or_else(|| "–".into()),
-            law_median.map(|p| p.0).unwrap_or(l),
-            law_cdf16
-        );
-        hists.push(h);
-    }
-    println!(
-        "  tail β: maximum-likelihood exponent of P(d) ∝ d^-β on 16 ≤ d ≤ L/2, counts corrected for the window edge; MQAR's law is β = 1 − a = {:.2}",
-        1.0 - a.power_a
-    );
-    // how the AR hits of the split spread over training-bigram frequency
-    let l0 = a.windows[0];
-    let counts = BigramCounts::from_tokens(ds.tokens(Split::Train));
-    let buckets = lib(FreqBuckets::quantiles(&counts, a.buckets))?;
-    let share = buckets.train_share(&counts);
-    let rep = lib(slice_counts(toks, l0, &counts, &buckets))?;
-    println!(
-        "\nBigram frequency buckets ({}; {} distinct training bigrams), {} split at L = {l0}:",
-        buckets.scheme,
-        counts.distinct(),
-        split.name()
-    );
-    println!(
-        "  {:>12} {:>14} {:>10} {:>10} {:>10} {:>9}",
-        "count", "train share", "targets", "AR hits", "first occ", "AR hit %"
-    );
-    for (row, sh) in rep.by_frequency.iter().zip(&share) {
-        let n = row.ar_hit.tokens + row.first_occurrence.tokens + row.other.tokens;
-        println!(
-            "  {:>12} {:>13.1}% {:>10} {:>10} {:>10} {:>8.1}%",
-            row.bucket,
-            100.0 * sh,
-            n,
-            row.ar_hit.tokens,
-            row.first_occurrence.tokens,
-            100.0 * row.ar_hit.tokens as f64 / n.max(1) as f64
-        );
-    }
+    let hists = print_gap_table(toks, &a.windows, a.power_a);
+    print_frequency_table(&ds, toks, a.windows[0], a.buckets, split)?;
     if let Some(p) = &a.plot {
         let stem = p.join(format!("gaps-{}-{}-{}", spec.name, tok, split.name()));
         lib(zoology::analysis::arhits_plot::plot_gaps(&hists, a.power_a, &stem))?;

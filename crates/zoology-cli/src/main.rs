@@ -5,10 +5,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use zoology::config::{apply_set, RunConfig};
-use zoology::tasks::mqar::MqarConfig;
-use zoology::tasks::Task;
 use zoology::train::{self, TrainOptions};
 
+mod bench;
 mod corpus;
 mod data;
 mod sweeps;
@@ -38,7 +37,7 @@ enum Cmd {
     Mixers(MixersArgs),
     /// Benchmarks that print ratios against a baseline measured in the same run.
     #[command(subcommand)]
-    Bench(BenchCmd),
+    Bench(bench::BenchCmd),
     /// Sweeps: expand a grid of runs, run it locally or on Slurm, show its status.
     #[command(subcommand)]
     Sweep(sweeps::SweepCmd),
@@ -207,114 +206,6 @@ struct MixersArgs {
     seq_len: Option<i64>,
 }
 
-#[derive(Subcommand)]
-enum BenchCmd {
-    /// Training-step time of an attention LM with the full head vs the sparse (supervised-only) head.
-    Step {
-        #[arg(long, default_value_t = 128)]
-        d_model: i64,
-        #[arg(long, default_value_t = 256)]
-        seq_len: usize,
-        #[arg(long, default_value_t = 16)]
-        kv: usize,
-        #[arg(long, default_value_t = 64)]
-        batch: usize,
-        #[arg(long, default_value_t = 8192)]
-        vocab_size: usize,
-        #[arg(long, default_value_t = 5)]
-        iters: usize,
-        #[arg(long, default_value = "cpu")]
-        device: String,
-    },
-    /// Forward+backward time of each mixer alone at several lengths, and t(L_max)/t(L_min).
-    Mixers {
-        /// Comma-separated registry names (default: every registered mixer).
-        #[arg(long, value_delimiter = ',')]
-        mixers: Vec<String>,
-        #[arg(long, default_value_t = 128)]
-        d_model: i64,
-        #[arg(long, default_value_t = 16)]
-        batch: i64,
-        #[arg(long, value_delimiter = ',', default_value = "256,1024,4096")]
-        lengths: Vec<i64>,
-        #[arg(long, default_value_t = 3)]
-        iters: usize,
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        /// Skip a (mixer, L) predicted to need more peak memory than this (default: half of MemAvailable).
-        #[arg(long)]
-        max_mem_gb: Option<f64>,
-        #[arg(long, default_value = "cpu")]
-        device: String,
-    },
-    /// Each mixer's measured time per counted FLOP (forward+backward at one length), and that
-    /// over attention's in the same run: formulas far off stand out.
-    Flops {
-        /// Comma-separated registry names (default: every registered mixer; attention is always run).
-        #[arg(long, value_delimiter = ',')]
-        mixers: Vec<String>,
-        #[arg(long, default_value_t = 128)]
-        d_model: i64,
-        #[arg(long, default_value_t = 8)]
-        batch: i64,
-        #[arg(long, default_value_t = 1024)]
-        seq_len: i64,
-        #[arg(long, default_value_t = 3)]
-        iters: usize,
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        #[arg(long, default_value = "cpu")]
-        device: String,
-    },
-    /// Recurrent decoding cost per mixer and context length: prefill time, decode tokens/s and
-    /// LM-state bytes per sequence, with ratios to attention measured in the same run; writes a
-    /// table, a plot and a JSON. The defaults are small (about 3 minutes on 2 busy CPU cores);
-    /// e.g. `--contexts 256,1024,4096,16384 --batch 8 --d-model 128` measures longer contexts.
-    Decode {
-        /// Comma-separated registry names (attention is always measured: it is the baseline).
-        #[arg(long, value_delimiter = ',', default_value = zoology::bench::decode::DEFAULT_MIXERS)]
-        mixers: Vec<String>,
-        /// Prompt lengths.
-        #[arg(long, value_delimiter = ',', default_value = zoology::bench::decode::DEFAULT_CONTEXTS)]
-        contexts: Vec<i64>,
-        /// Sequences decoded together.
-        #[arg(long, default_value_t = 4)]
-        batch: i64,
-        #[arg(long, default_value_t = 64)]
-        d_model: i64,
-        /// Greedy decode steps after the prompt.
-        #[arg(long, default_value_t = 32)]
-        steps: i64,
-        /// Repetitions of each cell; the medians are reported.
-        #[arg(long, default_value_t = 3)]
-        reps: usize,
-        /// libtorch threads (1 by default: at these sizes more threads mostly add contention
-        /// on a shared machine).
-        #[arg(long, default_value_t = 1)]
-        threads: i32,
-        /// Where to write decode.json and decode.png/.svg.
-        #[arg(long, default_value = "bench-decode")]
-        out: PathBuf,
-    },
-    /// A task's generation time vs its plain sequential generator, on the same segment
-    /// (default: MQAR, L=512, kv=64, 100,000 examples). `--all`: every task at three lengths.
-    #[command(
-        after_help = "Options as for `zoology data` (task fields as key=value or --key value), plus --vocab-size, --split train|test and --reps N (3)."
-    )]
-    Data {
-        /// Every registered task at its default config and 4×/16× longer sequences.
-        #[arg(long)]
-        all: bool,
-        /// Examples per task with --all (at the default length; fewer at longer ones).
-        #[arg(long, default_value_t = 20_000)]
-        examples: usize,
-        /// Task name (default mqar at the size above).
-        task: Option<String>,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "OPTIONS")]
-        options: Vec<String>,
-    },
-}
-
 fn main() {
     // libtorch backs CPU tensors of 2 MB and more with transparent huge pages when this is set
     // (read once, at the first allocation). Without it the many large, short-lived tensors of a
@@ -345,164 +236,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Arhits(a) => cmd_arhits(a),
         Cmd::Data(a) => data::cmd_data(&a.task, &a.options),
         Cmd::Tasks => data::cmd_tasks(),
-        Cmd::Mixers(MixersArgs { flops: true, d_model, seq_len }) => {
-            let (d_model, seq_len) = (d_model.unwrap_or(128), seq_len.unwrap_or(1024));
-            let rows = zoology::cost::mixer_rows(d_model, seq_len).map_err(|e| anyhow::anyhow!(e.to_string()))?;
-            print!("{}", zoology::cost::format_mixer_rows(&rows, d_model, seq_len));
-            Ok(())
-        }
-        Cmd::Mixers(MixersArgs { flops: false, d_model, seq_len }) => {
-            if d_model.is_some() || seq_len.is_some() {
-                anyhow::bail!(
-                    "--d-model and --seq-len go with --flops (zoology mixers --flops --d-model D --seq-len L)"
-                );
-            }
-            for e in zoology::mixers::registry() {
-                println!("{:<18} {}", e.name, e.about);
-                println!(
-                    "{:<18} state: {}{}",
-                    "",
-                    e.state_formula,
-                    if e.constant_state { " (constant in L)" } else { "" }
-                );
-                let d = (e.defaults)();
-                if !d.is_empty() {
-                    let s = toml::Value::Table(d).to_string().replace('\n', ", ");
-                    println!("{:<18} defaults: {}", "", s.trim_end_matches(", "));
-                }
-            }
-            Ok(())
-        }
-        Cmd::Bench(BenchCmd::Step { d_model, seq_len, kv, batch, vocab_size, iters, device }) => {
-            check_bench_step(d_model, seq_len, kv, batch, vocab_size, iters)?;
-            let dev =
-                zoology::device::DeviceSpec(device).resolve("--device").map_err(|e| anyhow::anyhow!(e.to_string()))?;
-            let rt = zoology::device::Runtime::new(dev);
-            let b = zoology::bench::StepBench {
-                d_model,
-                seq_len,
-                kv,
-                batch,
-                vocab: vocab_size,
-                iters,
-                mixer: "attention".into(),
-            };
-            println!("bench step: 2-layer attention LM d={d_model} L={seq_len} B={batch} V={vocab_size} kv={kv} on {} ({} threads), median of {iters}", rt.name(), tch::get_num_threads());
-            let (full, sparse) = zoology::bench::step_time(&b, &rt).map_err(|e| anyhow::anyhow!(e.to_string()))?;
-            println!("  full head   : {:8.1} ms/step", full * 1e3);
-            println!("  sparse head : {:8.1} ms/step", sparse * 1e3);
-            println!("  speedup (full / sparse): {:.2}x", full / sparse);
-            Ok(())
-        }
-        Cmd::Bench(BenchCmd::Mixers { mixers, d_model, batch, lengths, iters, warmup, max_mem_gb, device }) => {
-            let dev =
-                zoology::device::DeviceSpec(device).resolve("--device").map_err(|e| anyhow::anyhow!(e.to_string()))?;
-            let rt = zoology::device::Runtime::new(dev);
-            let max_mem = match max_mem_gb {
-                Some(g) => g * 1e9,
-                None => zoology::bench::mem_available().map(|m| m / 2.0).unwrap_or(8e9),
-            };
-            let b = zoology::bench::MixerBench {
-                mixers,
-                d_model,
-                batch,
-                lengths: lengths.clone(),
-                warmup,
-                iters,
-                max_mem_bytes: max_mem,
-            };
-            println!(
-                "bench mixers: each mixer alone, d={d_model} B={batch}, forward+backward, median of {iters} after {warmup} warmup, on {} ({} threads), memory budget {:.1} GB",
-                rt.name(),
-                tch::get_num_threads(),
-                max_mem / 1e9
-            );
-            let rows = zoology::bench::mixer_scaling(&b, &rt, |line| println!("{line}"))
-                .map_err(|e| anyhow::anyhow!(e.to_string()))?;
-            println!();
-            print!("{}", zoology::bench::format_mixer_table(&rows, &lengths));
-            Ok(())
-        }
-        Cmd::Bench(BenchCmd::Flops { mixers, d_model, batch, seq_len, iters, warmup, device }) => {
-            let dev =
-                zoology::device::DeviceSpec(device).resolve("--device").map_err(|e| anyhow::anyhow!(e.to_string()))?;
-            let rt = zoology::device::Runtime::new(dev);
-            let b = zoology::bench::MixerBench {
-                mixers,
-                d_model,
-                batch,
-                lengths: vec![seq_len],
-                warmup,
-                iters,
-                max_mem_bytes: f64::INFINITY,
-            };
-            println!(
-                "bench flops: each mixer alone, d={d_model} B={batch} L={seq_len}, forward+backward, median of {iters} after {warmup} warmup, on {} ({} threads)",
-                rt.name(),
-                tch::get_num_threads()
-            );
-            let rows = zoology::bench::flops_bench(&b, &rt, |line| println!("{line}"))
-                .map_err(|e| anyhow::anyhow!(e.to_string()))?;
-            println!();
-            print!("{}", zoology::bench::format_flops_table(&rows));
-            Ok(())
-        }
-        Cmd::Bench(BenchCmd::Decode { mixers, contexts, batch, d_model, steps, reps, threads, out }) => {
-            cmd_bench_decode(mixers, contexts, batch, d_model, steps, reps, threads, out)
-        }
-        Cmd::Bench(BenchCmd::Data { all, examples, task, options }) => {
-            data::cmd_bench_data(task.as_deref(), &options, all, examples)
-        }
+        Cmd::Mixers(a) => cmd_mixers(a),
+        Cmd::Bench(c) => bench::cmd_bench(c),
     }
-}
-
-/// Flag checks of `bench step`, each error naming its flag.
-fn check_bench_step(
-    d_model: i64,
-    seq_len: usize,
-    kv: usize,
-    batch: usize,
-    vocab_size: usize,
-    iters: usize,
-) -> Result<()> {
-    use zoology::limits;
-    if iters == 0 || iters > 100_000 {
-        bail!("--iters: must be in [1, 100000] (got {iters}); the time is the median over iterations");
-    }
-    if !(1..=limits::MAX_D_MODEL).contains(&d_model) {
-        bail!("--d-model: must be in [1, {}] (got {d_model})", limits::MAX_D_MODEL);
-    }
-    if batch == 0 || batch > limits::MAX_BATCH {
-        bail!("--batch: must be in [1, {}] (got {batch})", limits::MAX_BATCH);
-    }
-    if seq_len > limits::MAX_SEQ_LEN || vocab_size > limits::MAX_VOCAB {
-        bail!(
-            "--seq-len must be ≤ {} and --vocab-size ≤ {} (got {seq_len}, {vocab_size})",
-            limits::MAX_SEQ_LEN,
-            limits::MAX_VOCAB
-        );
-    }
-    MqarConfig::new(seq_len, kv, batch).validate(vocab_size, "bench").map_err(|err| {
-        let msg = err.to_string();
-        let flag = [
-            ("bench.seq_len", "--seq-len"),
-            ("bench.num_kv_pairs", "--kv"),
-            ("data.vocab_size", "--vocab-size"),
-            ("bench.num_examples", "--batch"),
-        ]
-        .iter()
-        .find(|(f, _)| msg.contains(&format!("`{f}`")))
-        .map(|(_, fl)| *fl)
-        .unwrap_or("bench step");
-        anyhow::anyhow!("{flag}: {}", msg.splitn(2, "`: ").nth(1).unwrap_or(&msg))
-    })?;
-    let bytes = 4.0 * batch as f64 * seq_len as f64 * d_model as f64 * 16.0 + 16.0 * vocab_size as f64 * d_model as f64;
-    if let Some(total) = zoology::config::mem_total_bytes() {
-        if bytes > total {
-            bail!("bench step: these sizes need at least {:.1} GiB, more than the {:.1} GiB this machine has; lower --batch, --seq-len, --d-model or --vocab-size", bytes / 2f64.powi(30), total / 2f64.powi(30));
-        }
-    }
-    Ok(())
 }
 
 fn cmd_construct(a: ConstructArgs) -> Result<()> {
@@ -625,38 +361,38 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn cmd_bench_decode(
-    mixers: Vec<String>,
-    contexts: Vec<i64>,
-    batch: i64,
-    d_model: i64,
-    steps: i64,
-    reps: usize,
-    threads: i32,
-    out: PathBuf,
-) -> Result<()> {
-    use zoology::bench::decode::{format_table, DecodeBench};
-    let e = |e: zoology::Error| anyhow::anyhow!(e.to_string());
-    if !(1..=1024).contains(&threads) {
-        bail!("--threads: must be in [1, 1024] (got {threads})");
+/// `zoology mixers [--flops]`: the registry, or its FLOPs table.
+fn cmd_mixers(a: MixersArgs) -> Result<()> {
+    match a {
+        MixersArgs { flops: true, d_model, seq_len } => {
+            let (d_model, seq_len) = (d_model.unwrap_or(128), seq_len.unwrap_or(1024));
+            let rows = zoology::cost::mixer_rows(d_model, seq_len).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            print!("{}", zoology::cost::format_mixer_rows(&rows, d_model, seq_len));
+            Ok(())
+        }
+        MixersArgs { flops: false, d_model, seq_len } => {
+            if d_model.is_some() || seq_len.is_some() {
+                anyhow::bail!(
+                    "--d-model and --seq-len go with --flops (zoology mixers --flops --d-model D --seq-len L)"
+                );
+            }
+            for e in zoology::mixers::registry() {
+                println!("{:<18} {}", e.name, e.about);
+                println!(
+                    "{:<18} state: {}{}",
+                    "",
+                    e.state_formula,
+                    if e.constant_state { " (constant in L)" } else { "" }
+                );
+                let d = (e.defaults)();
+                if !d.is_empty() {
+                    let s = toml::Value::Table(d).to_string().replace('\n', ", ");
+                    println!("{:<18} defaults: {}", "", s.trim_end_matches(", "));
+                }
+            }
+            Ok(())
+        }
     }
-    let b = DecodeBench { mixers, contexts, batch, d_model, steps, vocab: 256, n_layers: 2, reps };
-    b.validate().map_err(e)?;
-    tch::set_num_threads(threads);
-    println!(
-        "bench decode: 2-layer LM per mixer, d={d_model}, batch {batch}, V=256, {steps} greedy steps after the prompt, median of {reps}, on cpu ({} threads)",
-        tch::get_num_threads()
-    );
-    let r = b.run(|line| println!("{line}")).map_err(e)?;
-    println!();
-    print!("{}", format_table(&r));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let json = out.join("decode.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&r)?).with_context(|| format!("writing {}", json.display()))?;
-    zoology::analysis::decode_plot::plot_decode(&r, &out.join("decode")).map_err(e)?;
-    println!("wrote {}, {} and {}", json.display(), out.join("decode.png").display(), out.join("decode.svg").display());
-    Ok(())
 }
 
 fn cmd_train(a: TrainArgs) -> Result<()> {

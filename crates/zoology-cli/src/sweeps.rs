@@ -244,130 +244,131 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     let out = out_of(&s, &a.out);
     let exe = std::env::current_exe()?;
     match a.backend {
-        Backend::Local => {
-            if a.wait || a.dry_run {
-                bail!("--wait and --dry-run are for --backend slurm");
-            }
-            eprintln!("sweep {}: {} runs, {} workers, output in {}", s.name, s.runs.len(), a.workers, out.display());
-            let r = local::run_local(
-                &s,
-                &local::LocalOptions {
-                    out: out.clone(),
-                    workers: a.workers,
-                    threads: a.threads,
-                    retry_failed: a.retry_failed,
-                    quiet: a.quiet,
-                    exe,
-                    device: a.device.clone(),
-                },
-            )
-            .map_err(e)?;
-            let (_, note) = index::index_dir(&out).map_err(e)?;
-            if let Some(n) = note {
-                eprintln!("warning: {n}");
-            }
-            println!(
-                "sweep {}: ran {} ({} done, {} failed), skipped {} already finished, in {}",
-                s.name,
-                r.ran,
-                r.done,
-                r.failed.len(),
-                r.skipped,
-                local::fmt_secs(r.wall_s)
-            );
-            for (old, new) in &r.adopted {
-                println!("  renamed {} to {} (its run id under this version)", old.display(), new.display());
-            }
-            for (i, note) in &r.retried {
-                println!("  retried [{i}] {}: it {note}", s.runs[*i].label());
-            }
-            for (i, why) in &r.failed {
-                println!("  failed [{i}] {}: {why}", s.runs[*i].label());
-            }
-            for (i, why) in &r.interrupted {
-                println!("  interrupted [{i}] {}: {why}", s.runs[*i].label());
-            }
-            if !r.elsewhere.is_empty() {
-                println!(
-                    "  {} runs were being trained by another process (left alone): {:?}",
-                    r.elsewhere.len(),
-                    r.elsewhere
-                );
-            }
-            println!("results: {}", out.join(results::INDEX_FILE).display());
-            finish(&s, &out)
+        Backend::Local => run_local_backend(&a, &s, out, exe),
+        Backend::Slurm => run_slurm_backend(a, &s, out, exe),
+    }
+}
+
+/// `sweep run --backend local`: run the runs here, index them, report what happened.
+fn run_local_backend(a: &RunArgs, s: &sweep::grid::Sweep, out: PathBuf, exe: PathBuf) -> Result<()> {
+    if a.wait || a.dry_run {
+        bail!("--wait and --dry-run are for --backend slurm");
+    }
+    eprintln!("sweep {}: {} runs, {} workers, output in {}", s.name, s.runs.len(), a.workers, out.display());
+    let r = local::run_local(
+        &s,
+        &local::LocalOptions {
+            out: out.clone(),
+            workers: a.workers,
+            threads: a.threads,
+            retry_failed: a.retry_failed,
+            quiet: a.quiet,
+            exe,
+            device: a.device.clone(),
+        },
+    )
+    .map_err(e)?;
+    let (_, note) = index::index_dir(&out).map_err(e)?;
+    if let Some(n) = note {
+        eprintln!("warning: {n}");
+    }
+    println!(
+        "sweep {}: ran {} ({} done, {} failed), skipped {} already finished, in {}",
+        s.name,
+        r.ran,
+        r.done,
+        r.failed.len(),
+        r.skipped,
+        local::fmt_secs(r.wall_s)
+    );
+    for (old, new) in &r.adopted {
+        println!("  renamed {} to {} (its run id under this version)", old.display(), new.display());
+    }
+    for (i, note) in &r.retried {
+        println!("  retried [{i}] {}: it {note}", s.runs[*i].label());
+    }
+    for (i, why) in &r.failed {
+        println!("  failed [{i}] {}: {why}", s.runs[*i].label());
+    }
+    for (i, why) in &r.interrupted {
+        println!("  interrupted [{i}] {}: {why}", s.runs[*i].label());
+    }
+    if !r.elsewhere.is_empty() {
+        println!("  {} runs were being trained by another process (left alone): {:?}", r.elsewhere.len(), r.elsewhere);
+    }
+    println!("results: {}", out.join(results::INDEX_FILE).display());
+    finish(&s, &out)
+}
+
+/// `sweep run --backend slurm`: submit an array job (or say why nothing is submitted), and with
+/// `--wait` wait for it and index the results.
+fn run_slurm_backend(a: RunArgs, s: &sweep::grid::Sweep, out: PathBuf, exe: PathBuf) -> Result<()> {
+    let wait_timeout = slurm::parse_duration(&a.wait_timeout)
+        .ok_or_else(|| anyhow!("--wait-timeout: expected seconds or [D-]HH:MM:SS, got {:?}", a.wait_timeout))?;
+    let mut o = s.slurm.clone();
+    o.partition = a.partition.or(o.partition);
+    o.time = a.time.or(o.time);
+    o.gpus = a.gpus.or(o.gpus);
+    o.cpus_per_task = a.cpus_per_task.or(o.cpus_per_task);
+    o.max_parallel = a.max_parallel.or(o.max_parallel);
+    let sub = slurm::submit(
+        &s,
+        &slurm::SlurmSubmit {
+            out: out.clone(),
+            exe,
+            options: o,
+            retry_failed: a.retry_failed,
+            device: a.device.clone(),
+            dry_run: a.dry_run,
+        },
+    )
+    .map_err(e)?;
+    println!("sbatch script: {}", sub.script.display());
+    for (old, new) in &sub.adopted {
+        println!("renamed {} to {} (its run id under this version)", old.display(), new.display());
+    }
+    for (i, note) in &sub.retried {
+        println!("  [{i}] {}: retrying; it {note}", s.runs[*i].label());
+    }
+    if !sub.queued.is_empty() {
+        println!(
+            "{} runs are already queued or running in this sweep's jobs: {}",
+            sub.queued.len(),
+            slurm::compress_ranges(&sub.queued)
+        );
+    }
+    match &sub.job_id {
+        None if sub.indices.is_empty() => {
+            println!("nothing to submit: every run is finished, running or queued")
         }
-        Backend::Slurm => {
-            let wait_timeout = slurm::parse_duration(&a.wait_timeout)
-                .ok_or_else(|| anyhow!("--wait-timeout: expected seconds or [D-]HH:MM:SS, got {:?}", a.wait_timeout))?;
-            let mut o = s.slurm.clone();
-            o.partition = a.partition.or(o.partition);
-            o.time = a.time.or(o.time);
-            o.gpus = a.gpus.or(o.gpus);
-            o.cpus_per_task = a.cpus_per_task.or(o.cpus_per_task);
-            o.max_parallel = a.max_parallel.or(o.max_parallel);
-            let sub = slurm::submit(
-                &s,
-                &slurm::SlurmSubmit {
-                    out: out.clone(),
-                    exe,
-                    options: o,
-                    retry_failed: a.retry_failed,
-                    device: a.device.clone(),
-                    dry_run: a.dry_run,
-                },
-            )
-            .map_err(e)?;
-            println!("sbatch script: {}", sub.script.display());
-            for (old, new) in &sub.adopted {
-                println!("renamed {} to {} (its run id under this version)", old.display(), new.display());
-            }
-            for (i, note) in &sub.retried {
-                println!("  [{i}] {}: retrying; it {note}", s.runs[*i].label());
-            }
-            if !sub.queued.is_empty() {
-                println!(
-                    "{} runs are already queued or running in this sweep's jobs: {}",
-                    sub.queued.len(),
-                    slurm::compress_ranges(&sub.queued)
-                );
-            }
-            match &sub.job_id {
-                None if sub.indices.is_empty() => {
-                    println!("nothing to submit: every run is finished, running or queued")
-                }
-                None => println!("dry run: not submitted ({} array tasks)", sub.indices.len()),
-                Some(id) => println!(
-                    "submitted job array {id}: {} tasks (indices {})",
-                    sub.indices.len(),
-                    slurm::compress_ranges(&sub.indices)
-                ),
-            }
-            if !a.wait {
-                return Ok(());
-            }
-            if let Some(id) = &sub.job_id {
-                if slurm::wait(id, wait_timeout, std::time::Duration::from_secs(2)).map_err(e)?
-                    == slurm::Waited::TimedOut
-                {
-                    println!("stopped waiting after {} (--wait-timeout); job {id} keeps running: `zoology sweep status` shows progress", a.wait_timeout);
-                }
-            }
-            let (path, _) = index::build_index(&out).map_err(e)?;
-            let (t, _) = sweep::tally(&s, &out);
-            println!(
-                "array finished: {} done, {} failed, {} unfinished; index {}",
-                t.done,
-                t.failed,
-                t.pending + t.interrupted + t.running,
-                path.display()
-            );
-            if t.interrupted > 0 {
-                println!("{} runs were interrupted (time limit, scancel or a node failure?); run the same command again to resubmit them: they resume from their checkpoints", t.interrupted);
-            }
-            finish(&s, &out)
+        None => println!("dry run: not submitted ({} array tasks)", sub.indices.len()),
+        Some(id) => println!(
+            "submitted job array {id}: {} tasks (indices {})",
+            sub.indices.len(),
+            slurm::compress_ranges(&sub.indices)
+        ),
+    }
+    if !a.wait {
+        return Ok(());
+    }
+    if let Some(id) = &sub.job_id {
+        if slurm::wait(id, wait_timeout, std::time::Duration::from_secs(2)).map_err(e)? == slurm::Waited::TimedOut {
+            println!("stopped waiting after {} (--wait-timeout); job {id} keeps running: `zoology sweep status` shows progress", a.wait_timeout);
         }
     }
+    let (path, _) = index::build_index(&out).map_err(e)?;
+    let (t, _) = sweep::tally(&s, &out);
+    println!(
+        "array finished: {} done, {} failed, {} unfinished; index {}",
+        t.done,
+        t.failed,
+        t.pending + t.interrupted + t.running,
+        path.display()
+    );
+    if t.interrupted > 0 {
+        println!("{} runs were interrupted (time limit, scancel or a node failure?); run the same command again to resubmit them: they resume from their checkpoints", t.interrupted);
+    }
+    finish(&s, &out)
 }
 
 /// Ends `sweep run` with the sweep's exit status: 0 all done, 2 some failed or diverged,

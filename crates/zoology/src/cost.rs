@@ -2,6 +2,9 @@
 //! prefill and decode, from shapes (the config's model, its tasks' sequence lengths and
 //! supervised positions). The counting convention and the per-operation formulas are in
 //! [`crate::flops`]; each mixer's own count is `Mixer::flops`.
+//!
+//! Layer 6 of 11, **cost** (docs/ARCHITECTURE.md): it uses only modules of its own layer or
+//! below; `layering_tests.rs` checks it.
 
 use crate::config::RunConfig;
 use crate::error::Result;

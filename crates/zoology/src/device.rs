@@ -1,4 +1,7 @@
 //! The one place that picks the device and the dtype. Everything else asks [`Runtime`].
+//!
+//! Layer 1 of 11, **foundations** (docs/ARCHITECTURE.md): it uses only modules of its own layer or
+//! below; `layering_tests.rs` checks it.
 
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,8 @@
 //! One error type for the library. Every variant names the field or file at fault and, where
 //! there is one, the fix; the CLI prints it without a backtrace and exits non-zero.
+//!
+//! Layer 1 of 11, **foundations** (docs/ARCHITECTURE.md): it uses only modules of its own layer or
+//! below; `layering_tests.rs` checks it.
 
 use std::path::PathBuf;
 

@@ -45,6 +45,9 @@
 //!
 //! This module (layer: foundations) holds the convention and the per-operation formulas only;
 //! the cost of a whole model or run is [`crate::cost`].
+//!
+//! Layer 1 of 11, **foundations** (docs/ARCHITECTURE.md): it uses only modules of its own layer or
+//! below; `layering_tests.rs` checks it.
 
 use serde::Serialize;
 

@@ -13,6 +13,9 @@
 //! evaluation ([`crate::train::trainer::evaluate`]) runs on the same examples; the two
 //! accuracies must be equal. The number of supervised predictions whose argmax differs between
 //! the two forms is reported too.
+//!
+//! Layer 9 of 11, **uses of trained models** (docs/ARCHITECTURE.md): it uses only modules of its own layer or
+//! below; `layering_tests.rs` checks it.
 
 use crate::config::RunConfig;
 use crate::device::Runtime;

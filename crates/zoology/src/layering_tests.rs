@@ -30,13 +30,14 @@ const LAYERS: &[(&str, &[&str])] = &[
 /// Top-level module → (module it uses → files that use it).
 type Graph = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
 
-/// Removes comments, string and char literals (keeping line structure irrelevant: only paths
-/// matter), so that prose and messages that mention `crate::x` are not dependencies.
+/// Removes comments, string and char literals (keeping their line breaks, so that line counts
+/// stay true), so that prose and messages that mention `crate::x` are not dependencies.
 fn strip_comments_and_strings(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
     while i < b.len() {
+        let skipped_from = i;
         if b[i..].starts_with(b"//") {
             while i < b.len() && b[i] != b'\n' {
                 i += 1;
@@ -96,7 +97,11 @@ fn strip_comments_and_strings(s: &str) -> String {
             let ch = s[i..].chars().next().unwrap();
             out.push(ch);
             i += ch.len_utf8();
+            continue;
         }
+        // keep the line structure of what was skipped (line counts stay true)
+        let end = i.min(b.len());
+        out.extend(std::iter::repeat_n('\n', b[skipped_from..end].iter().filter(|&&c| c == b'\n').count()));
     }
     out
 }
@@ -364,4 +369,69 @@ fn the_reader_finds_the_edges_it_should() {
     assert!(g["model"].contains_key("mixers"), "model uses mixers: {:?}", g["model"]);
     assert!(g.values().map(|u| u.len()).sum::<usize>() > 20, "too few edges found: {g:?}");
     assert!(!g["mixers"].values().flatten().any(|f| f.ends_with("suite.rs")), "test-only files were read");
+}
+
+/// Non-test functions of both crates longer than `max` lines (signature to closing brace).
+fn long_functions(max: usize) -> Vec<String> {
+    fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let mut paths = vec![];
+    for c in ["zoology/src", "zoology-cli/src"] {
+        files(&crates.join(c), &mut paths);
+    }
+    let mut long = vec![];
+    for p in paths {
+        let name = p.file_name().unwrap().to_string_lossy();
+        if name.contains("test") || name == "testing.rs" || name == "suite.rs" {
+            continue; // test-only files
+        }
+        let (code, _) = cut_test_modules(&strip_comments_and_strings(&std::fs::read_to_string(&p).unwrap()));
+        for (at, _) in code.match_indices("fn ") {
+            if code[..at].chars().next_back().is_some_and(is_ident) {
+                continue;
+            }
+            let fname: String = code[at + 3..].chars().take_while(|&c| is_ident(c)).collect();
+            let Some(open) = code[at..].find(['{', ';']).map(|k| at + k) else { continue };
+            if code.as_bytes()[open] == b';' {
+                continue; // a declaration without a body
+            }
+            let mut depth = 0usize;
+            let mut close = open;
+            for (k, ch) in code[open..].char_indices() {
+                match ch {
+                    '{' => depth += 1,
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            close = open + k;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let lines = code[at..=close].lines().count();
+            if lines > max {
+                long.push(format!("{} fn {fname}: {lines} lines", p.strip_prefix(&crates).unwrap_or(&p).display()));
+            }
+        }
+    }
+    long
+}
+
+#[test]
+fn no_function_is_longer_than_100_lines() {
+    let long = long_functions(100);
+    assert!(long.is_empty(), "split these into named phases:\n  {}", long.join("\n  "));
+    // the counter sees long functions: the longest function of the crate is over 40 lines
+    assert!(!long_functions(40).is_empty(), "the function-length reader finds nothing");
 }

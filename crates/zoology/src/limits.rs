@@ -1,6 +1,9 @@
-//! Upper bounds of the sizes in a config (foundations layer). Each keeps a value from
+//! Upper bounds of the sizes in a config. Each keeps a value from
 //! overflowing an integer type downstream or from hanging validation; what fits in memory is
 //! [`crate::config::MemoryEstimate`]'s job.
+//!
+//! Layer 1 of 11, **foundations** (docs/ARCHITECTURE.md): it uses only modules of its own layer or
+//! below; `layering_tests.rs` checks it.
 
 /// Token ids are stored as i32 on the host, so the largest id, V − 1, must fit in an i32.
 pub const MAX_VOCAB: usize = 1 << 31;

@@ -173,12 +173,78 @@ pub fn window_losses(model: &crate::model::LanguageModel, windows: &[&[u32]]) ->
     Vec::<f32>::try_from(&nll).expect("float losses")
 }
 
-/// Evaluates every run on the validation windows (see the module docs).
+/// Evaluates every run on the validation windows (see the module docs). Phases: read the runs'
+/// configs (they must share corpus, tokenizer and L), build the training-bigram counts and the
+/// validation windows, score every model's per-token losses, then the gaps to the reference.
 pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOutput> {
     if opts.batch == 0 {
         return Err(config_err("--batch", "must be at least 1"));
     }
-    // the runs and their (shared) data
+    let cfgs = read_run_configs(dirs)?;
+    let t0 = cfgs[0].2.clone();
+    let data = t0.dataset("RUN_DIR text task")?;
+    let counts = BigramCounts::from_tokens(data.tokens(Split::Train));
+    let buckets = FreqBuckets::quantiles(&counts, opts.buckets)?;
+    let valid = data.tokens(Split::Valid);
+    let wins = validation_windows(valid, &t0, opts.max_windows)?;
+
+    let pb = if opts.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::with_draw_target(Some((wins.len() * cfgs.len()) as u64), ProgressDrawTarget::stderr())
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>20} [{bar:30}] {pos}/{len} windows, {elapsed} (eta {eta})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let mut models = vec![];
+    for ((dir, cfg, _), name) in cfgs.iter().zip(model_labels(&cfgs)) {
+        pb.set_message(name.clone());
+        let run = load_run(dir)?;
+        let mut an = ArHitAnalyzer::new(&counts, &buckets, t0.seq_len);
+        for chunk in wins.chunks(opts.batch) {
+            let nll = window_losses(&run.model, chunk);
+            for (w, l) in chunk.iter().zip(nll.chunks(t0.seq_len)) {
+                an.add_window(w, l).map_err(|e| Error::Data(format!("{}: {e}", dir.display())))?;
+            }
+            pb.inc(chunk.len() as u64);
+        }
+        models.push(ModelArHits {
+            name,
+            run_dir: dir.display().to_string(),
+            mixer: cfg.model.mixer_name(),
+            d_model: cfg.model.d_model,
+            n_layers: cfg.model.n_layers,
+            parameters: crate::model::num_parameters(&run.vs),
+            report: an.finish(),
+            gap: None,
+        });
+    }
+    pb.finish_and_clear();
+
+    let reference = reference_name(&models, opts.reference.as_deref())?;
+    if let Some(r) = &reference {
+        let rr = models.iter().find(|m| &m.name == r).expect("found above").report.clone();
+        for m in models.iter_mut().filter(|m| &m.name != r) {
+            m.gap = gap_share(&rr, &m.report)?;
+        }
+    }
+    Ok(ArHitsOutput {
+        corpus: t0.corpus.clone(),
+        tokenizer: t0.tokenizer.clone(),
+        split: "valid".into(),
+        seq_len: t0.seq_len,
+        windows: wins.len() as u64,
+        buckets: buckets.scheme.clone(),
+        reference,
+        models,
+    })
+}
+
+/// Each run's directory, config and text task; an error unless all read the same corpus,
+/// tokenizer and context length (so that their slices hold the same tokens).
+fn read_run_configs(dirs: &[PathBuf]) -> Result<Vec<(PathBuf, RunConfig, TextConfig)>> {
     let mut cfgs: Vec<(PathBuf, RunConfig, TextConfig)> = vec![];
     for d in dirs {
         let cfg = read_config(d)?;
@@ -203,13 +269,13 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
         }
         cfgs.push((d.clone(), cfg, t));
     }
-    let t0 = cfgs[0].2.clone();
-    let data = t0.dataset("RUN_DIR text task")?;
-    let counts = BigramCounts::from_tokens(data.tokens(Split::Train));
-    let buckets = FreqBuckets::quantiles(&counts, opts.buckets)?;
-    let valid = data.tokens(Split::Valid);
+    Ok(cfgs)
+}
+
+/// The validation split packed into windows of `L + 1` tokens, the first `max_windows` of them.
+fn validation_windows<'v>(valid: &'v [u32], t0: &TextConfig, max_windows: Option<usize>) -> Result<Vec<&'v [u32]>> {
     let mut wins: Vec<&[u32]> = window_sequences(valid, t0.seq_len).collect();
-    if let Some(m) = opts.max_windows {
+    if let Some(m) = max_windows {
         if m == 0 {
             return Err(config_err("--max-windows", "must be at least 1"));
         }
@@ -223,101 +289,54 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
             t0.seq_len
         )));
     }
+    Ok(wins)
+}
 
-    let pb = if opts.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::with_draw_target(Some((wins.len() * cfgs.len()) as u64), ProgressDrawTarget::stderr())
-    };
-    pb.set_style(
-        ProgressStyle::with_template("{msg:>20} [{bar:30}] {pos}/{len} windows, {elapsed} (eta {eta})")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-
-    // labels: the sweep's preset label when the run came from a sweep (two hybrids are
-    // "based" and "hybrid", not "hybrid" twice), else the mixer; made unique below
+/// A label per run: the sweep's preset label when the run came from a sweep (two hybrids are
+/// "based" and "hybrid", not "hybrid" twice), else the mixer; made unique by width and depth,
+/// then by directory name.
+fn model_labels(cfgs: &[(PathBuf, RunConfig, TextConfig)]) -> Vec<String> {
     let preset = |dir: &Path| crate::rundir::read_sweep_meta(dir).map(|m| m.label).filter(|l| !l.is_empty());
     let mixers: Vec<String> = cfgs.iter().map(|(d, c, _)| preset(d).unwrap_or_else(|| c.model.mixer_name())).collect();
-    let mut models = vec![];
-    for ((dir, cfg, _), mixer) in cfgs.iter().zip(&mixers) {
-        let mut name = mixer.clone();
-        if mixers.iter().filter(|m| *m == mixer).count() > 1 {
-            name = format!("{mixer} d{} L{}", cfg.model.d_model, cfg.model.n_layers);
-            if cfgs
-                .iter()
-                .zip(&mixers)
-                .filter(|((_, c, _), m)| {
-                    *m == mixer && c.model.d_model == cfg.model.d_model && c.model.n_layers == cfg.model.n_layers
-                })
-                .count()
-                > 1
-            {
-                name = format!("{mixer} {}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("?"));
+    let same_shape =
+        |a: &RunConfig, b: &RunConfig| a.model.d_model == b.model.d_model && a.model.n_layers == b.model.n_layers;
+    cfgs.iter()
+        .zip(&mixers)
+        .map(|((dir, cfg, _), mixer)| {
+            if mixers.iter().filter(|m| *m == mixer).count() == 1 {
+                return mixer.clone();
             }
-        }
-        pb.set_message(name.clone());
-        let run = load_run(dir)?;
-        let mut an = ArHitAnalyzer::new(&counts, &buckets, t0.seq_len);
-        for chunk in wins.chunks(opts.batch) {
-            let nll = window_losses(&run.model, chunk);
-            for (w, l) in chunk.iter().zip(nll.chunks(t0.seq_len)) {
-                an.add_window(w, l).map_err(|e| Error::Data(format!("{}: {e}", dir.display())))?;
+            let twins = cfgs.iter().zip(&mixers).filter(|((_, c, _), m)| *m == mixer && same_shape(c, cfg)).count();
+            if twins > 1 {
+                format!("{mixer} {}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("?"))
+            } else {
+                format!("{mixer} d{} L{}", cfg.model.d_model, cfg.model.n_layers)
             }
-            pb.inc(chunk.len() as u64);
-        }
-        models.push(ModelArHits {
-            name,
-            run_dir: dir.display().to_string(),
-            mixer: cfg.model.mixer_name(),
-            d_model: cfg.model.d_model,
-            n_layers: cfg.model.n_layers,
-            parameters: crate::model::num_parameters(&run.vs),
-            report: an.finish(),
-            gap: None,
-        });
-    }
-    pb.finish_and_clear();
+        })
+        .collect()
+}
 
-    let reference = match &opts.reference {
-        Some(r) => {
-            if !models.iter().any(|m| &m.name == r || &m.mixer == r) {
-                return Err(config_err(
-                    "--reference",
-                    format!(
-                        "no evaluated run is called `{r}` (runs: {})",
-                        models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
-                    ),
-                ));
-            }
-            models
-                .iter()
-                .find(|m| &m.name == r)
-                .or_else(|| models.iter().find(|m| &m.mixer == r))
-                .map(|m| m.name.clone())
-        }
-        None => models
+/// The reference model's label: the run named by `--reference` (by label or mixer), else the
+/// attention run, else none.
+fn reference_name(models: &[ModelArHits], named: Option<&str>) -> Result<Option<String>> {
+    let Some(r) = named else {
+        return Ok(models
             .iter()
             .find(|m| m.mixer == "attention")
             .or_else(|| models.iter().find(|m| m.name == "attention"))
-            .map(|m| m.name.clone()),
+            .map(|m| m.name.clone()));
     };
-    if let Some(r) = &reference {
-        let rr = models.iter().find(|m| &m.name == r).expect("found above").report.clone();
-        for m in models.iter_mut().filter(|m| &m.name != r) {
-            m.gap = gap_share(&rr, &m.report)?;
-        }
+    let found = models.iter().find(|m| m.name == r).or_else(|| models.iter().find(|m| m.mixer == r));
+    match found {
+        Some(m) => Ok(Some(m.name.clone())),
+        None => Err(config_err(
+            "--reference",
+            format!(
+                "no evaluated run is called `{r}` (runs: {})",
+                models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        )),
     }
-    Ok(ArHitsOutput {
-        corpus: t0.corpus.clone(),
-        tokenizer: t0.tokenizer.clone(),
-        split: "valid".into(),
-        seq_len: t0.seq_len,
-        windows: wins.len() as u64,
-        buckets: buckets.scheme.clone(),
-        reference,
-        models,
-    })
 }
 
 /// Writes `arhits.json`, `arhits.md` (the tables) and the plots (`arhits_frequency`,

@@ -1,6 +1,9 @@
 //! Analysis (layer: analysis, the top of the library): plots ([`plot`]) and the self-contained
 //! HTML report ([`report`]) of a results directory; the AR-hit evaluation of trained text models
 //! ([`arhits`], `zoology arhits`) and its plots ([`arhits_plot`]).
+//!
+//! Layer 11 of 11, **analysis** (docs/ARCHITECTURE.md): it uses only modules of its own layer or
+//! below; `layering_tests.rs` checks it.
 
 pub mod arhits;
 pub mod arhits_plot;

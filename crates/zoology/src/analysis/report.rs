@@ -31,8 +31,20 @@ fn inline_svg(svg: &str) -> &str {
     svg.find("<svg").map(|i| &svg[i..]).unwrap_or(svg)
 }
 
+/// The self-contained HTML report: the header (runs, tasks and how each is scored, failures),
+/// the plots and their tables, then every run with its curves and config.
 pub fn write_report(recs: &[RunRecord], plots: &Plots, title: &str, path: &Path) -> Result<()> {
     let mut h = String::new();
+    report_header(&mut h, recs, title);
+    report_plots(&mut h, recs, plots)?;
+    report_runs(&mut h, recs, plots);
+    h.push_str("</body></html>\n");
+    std::fs::write(path, h).map_err(io_err(path))?;
+    Ok(())
+}
+
+/// The page head, the title and what the runs are: counts, tasks and their metrics, failures.
+fn report_header(h: &mut String, recs: &[RunRecord], title: &str) {
     h.push_str(&format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{}</title>\n<style>\
 body{{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:2em;color:#222}}\
@@ -80,6 +92,11 @@ svg{{max-width:100%;height:auto}}details{{margin:0.4em 0}}summary{{cursor:pointe
         }
         h.push_str(&html_table(&t));
     }
+}
+
+/// The result plots with their tables: Figure 2, best over lr, state size, cost to solve, width
+/// vs length, MAD score, AR hits.
+fn report_plots(h: &mut String, recs: &[RunRecord], plots: &Plots) -> Result<()> {
     if let Some((_, svg)) = &plots.figure2 {
         h.push_str("<h2>Accuracy vs model dimension (best over learning rate)</h2>\n");
         h.push_str(inline_svg(svg));
@@ -117,6 +134,11 @@ svg{{max-width:100%;height:auto}}details{{margin:0.4em 0}}summary{{cursor:pointe
             h.push_str(inline_svg(svg));
         }
     }
+    Ok(())
+}
+
+/// Every run: the table, then per run its status, curves and config.
+fn report_runs(h: &mut String, recs: &[RunRecord], plots: &Plots) {
     h.push_str("<h2>All runs</h2>\n");
     h.push_str(&html_table(&runs_table(recs)));
     h.push_str("<h2>Runs</h2>\n");
@@ -137,7 +159,4 @@ svg{{max-width:100%;height:auto}}details{{margin:0.4em 0}}summary{{cursor:pointe
         let cfg = std::fs::read_to_string(Path::new(&r.run_dir).join("config.toml")).unwrap_or_default();
         h.push_str(&format!("<pre>{}</pre></details>\n", esc(&cfg)));
     }
-    h.push_str("</body></html>\n");
-    std::fs::write(path, h).map_err(io_err(path))?;
-    Ok(())
 }

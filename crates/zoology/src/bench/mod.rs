@@ -6,6 +6,9 @@
 //!   V=8192) vs the task's plain sequential generator (`Task::naive`) on the same segment;
 //! - `mixers`: forward+backward time of each registered mixer alone across sequence lengths,
 //!   with the ratio t(L_max)/t(L_min) that shows linear vs quadratic scaling.
+//!
+//! Layer 9 of 11, **uses of trained models** (docs/ARCHITECTURE.md): it uses only modules of its own layer or
+//! below; `layering_tests.rs` checks it.
 
 pub mod decode;
 

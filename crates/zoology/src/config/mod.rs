@@ -23,6 +23,9 @@
 //! epochs = 16
 //! lr = 1e-3
 //! ```
+//!
+//! Layer 5 of 11, **config** (docs/ARCHITECTURE.md): it uses only modules of its own layer or
+//! below; `layering_tests.rs` checks it.
 
 use crate::device::DeviceSpec;
 use crate::error::{config_err, io_err, Error, Result};
@@ -154,6 +157,77 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// Checks the `[train]` settings, naming the first bad field.
+    pub fn validate(&self) -> Result<()> {
+        use crate::limits::{MAX_EPOCHS, MAX_STEPS};
+        let t = self;
+        if t.epochs == 0 || t.epochs > MAX_EPOCHS {
+            return Err(config_err("train.epochs", format!("must be in [1, {MAX_EPOCHS}] (got {})", t.epochs)));
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return Err(config_err("train.lr", format!("must be a positive number (got {})", t.lr)));
+        }
+        if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
+            return Err(config_err(
+                "train.weight_decay",
+                format!("must be a finite number ≥ 0 (got {})", t.weight_decay),
+            ));
+        }
+        for (f, b) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return Err(config_err(f, format!("must be in [0, 1) (got {b})")));
+            }
+        }
+        if !(t.eps > 0.0 && t.eps.is_finite()) {
+            return Err(config_err("train.eps", format!("must be a finite number > 0 (got {})", t.eps)));
+        }
+        if !(0.0..=1.0).contains(&t.min_lr_ratio) {
+            return Err(config_err("train.min_lr_ratio", format!("must be in [0, 1] (got {})", t.min_lr_ratio)));
+        }
+        if !(t.grad_clip >= 0.0 && t.grad_clip.is_finite()) {
+            return Err(config_err(
+                "train.grad_clip",
+                format!("must be a finite number ≥ 0, 0 = off (got {})", t.grad_clip),
+            ));
+        }
+        if !t.early_stop_accuracy.is_finite() {
+            return Err(config_err(
+                "train.early_stop_accuracy",
+                format!("must be a finite number; > 1 never stops early (got {})", t.early_stop_accuracy),
+            ));
+        }
+        for (f, v) in [
+            ("train.warmup_steps", t.warmup_steps),
+            ("train.log_every_steps", t.log_every_steps),
+            ("train.checkpoint_every_steps", t.checkpoint_every_steps),
+            ("train.eval_every_steps", t.eval_every_steps),
+        ] {
+            if v > MAX_STEPS {
+                return Err(config_err(f, format!("must be ≤ {MAX_STEPS} (got {v})")));
+            }
+        }
+        if t.log_every_steps == 0 {
+            return Err(config_err("train.log_every_steps", "must be ≥ 1"));
+        }
+        if t.solve_thresholds.len() > 16 {
+            return Err(config_err(
+                "train.solve_thresholds",
+                format!("at most 16 thresholds (got {})", t.solve_thresholds.len()),
+            ));
+        }
+        for (i, &a) in t.solve_thresholds.iter().enumerate() {
+            if !(a > 0.0 && a <= 1.0) {
+                return Err(config_err(
+                    format!("train.solve_thresholds[{i}]"),
+                    format!("must be an accuracy in (0, 1] (got {a})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl RunConfig {
     /// Parses TOML text; `origin` names the file in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self> {
@@ -254,69 +328,7 @@ impl RunConfig {
             .collect();
         crate::tasks::check_backbone(&tasks, self.model.backbone)?;
         self.model.validate(d.vocab_size as i64, self.max_seq_len() as i64)?;
-        let t = &self.train;
-        if t.epochs == 0 || t.epochs > MAX_EPOCHS {
-            return Err(config_err("train.epochs", format!("must be in [1, {MAX_EPOCHS}] (got {})", t.epochs)));
-        }
-        if !(t.lr > 0.0 && t.lr.is_finite()) {
-            return Err(config_err("train.lr", format!("must be a positive number (got {})", t.lr)));
-        }
-        if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
-            return Err(config_err(
-                "train.weight_decay",
-                format!("must be a finite number ≥ 0 (got {})", t.weight_decay),
-            ));
-        }
-        for (f, b) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
-            if !(0.0..1.0).contains(&b) {
-                return Err(config_err(f, format!("must be in [0, 1) (got {b})")));
-            }
-        }
-        if !(t.eps > 0.0 && t.eps.is_finite()) {
-            return Err(config_err("train.eps", format!("must be a finite number > 0 (got {})", t.eps)));
-        }
-        if !(0.0..=1.0).contains(&t.min_lr_ratio) {
-            return Err(config_err("train.min_lr_ratio", format!("must be in [0, 1] (got {})", t.min_lr_ratio)));
-        }
-        if !(t.grad_clip >= 0.0 && t.grad_clip.is_finite()) {
-            return Err(config_err(
-                "train.grad_clip",
-                format!("must be a finite number ≥ 0, 0 = off (got {})", t.grad_clip),
-            ));
-        }
-        if !t.early_stop_accuracy.is_finite() {
-            return Err(config_err(
-                "train.early_stop_accuracy",
-                format!("must be a finite number; > 1 never stops early (got {})", t.early_stop_accuracy),
-            ));
-        }
-        for (f, v) in [
-            ("train.warmup_steps", t.warmup_steps),
-            ("train.log_every_steps", t.log_every_steps),
-            ("train.checkpoint_every_steps", t.checkpoint_every_steps),
-            ("train.eval_every_steps", t.eval_every_steps),
-        ] {
-            if v > MAX_STEPS {
-                return Err(config_err(f, format!("must be ≤ {MAX_STEPS} (got {v})")));
-            }
-        }
-        if t.log_every_steps == 0 {
-            return Err(config_err("train.log_every_steps", "must be ≥ 1"));
-        }
-        if t.solve_thresholds.len() > 16 {
-            return Err(config_err(
-                "train.solve_thresholds",
-                format!("at most 16 thresholds (got {})", t.solve_thresholds.len()),
-            ));
-        }
-        for (i, &a) in t.solve_thresholds.iter().enumerate() {
-            if !(a > 0.0 && a <= 1.0) {
-                return Err(config_err(
-                    format!("train.solve_thresholds[{i}]"),
-                    format!("must be an accuracy in (0, 1] (got {a})"),
-                ));
-            }
-        }
+        self.train.validate()?;
         let m = self.memory_estimate();
         if m.bytes > MAX_BYTES {
             return Err(config_err(

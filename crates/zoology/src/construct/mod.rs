@@ -28,6 +28,9 @@
 //!
 //! LayerNorm is `(x − μ)/√(σ² + ε)·w + b` with ε = 1e-5; where a construction has to know the
 //! scale a LayerNorm applies, it is computed from that formula ([`ln_scale`]).
+//!
+//! Layer 9 of 11, **uses of trained models** (docs/ARCHITECTURE.md): it uses only modules of its own layer or
+//! below; `layering_tests.rs` checks it.
 
 pub mod attention;
 pub mod base_conv;
@@ -372,33 +375,9 @@ pub fn run_built(mixer: &str, spec: &Spec) -> Result<(Outcome, Built)> {
     Ok((outcome, built))
 }
 
-/// Writes a constructed model as a run directory under `dir` (issue 10), so that the verbs
-/// that read run directories (`generate`, `results`, `plot`) work on it:
-///
-/// - `config.toml`: a complete run config: seed = the construction's seed, `data.test` = MQAR
-///   at the spec's (L, kv, V, examples) with filler 0, `data.train` = the same settings
-///   (a config needs a training segment; nothing is trained), the model the construction
-///   built, `train.epochs = 1` (the smallest a config accepts);
-/// - `checkpoint.safetensors`: the parameters as the trainer writes them (AdamW moments zero,
-///   trainer state at step 0), tied to this config by its run id and seed;
-/// - `summary.json`: status `done`, 0 epochs and 0 steps, the accuracy (and every metric) of
-///   the model on **this run's** test data (regenerated from the config as training would: its
-///   seed differs from the construction's printed evaluation), and `reason` saying it was
-///   constructed, not trained.
-///
-/// Refuses a `dir` that already holds a run. Returns the run's test accuracy.
-pub fn write_run_dir(dir: &std::path::Path, built: &Built, spec: &Spec, mixer: &str, seconds: f64) -> Result<f64> {
-    use crate::config::RunConfig;
-    use crate::error::io_err;
-    use crate::rundir::{self, StopReason, Summary};
-    use crate::train::checkpoint::{self, TrainerState};
-    if dir.join(rundir::CHECKPOINT).exists() || dir.join(rundir::SUMMARY).exists() || dir.join(rundir::CONFIG).exists()
-    {
-        return Err(config_err(
-            "--out",
-            format!("{} already holds a run; choose another --out or delete it", dir.display()),
-        ));
-    }
+/// The run config a constructed model is saved under: MQAR at the construction's settings,
+/// the built model's config, one epoch (nothing is trained).
+fn run_config(built: &Built, spec: &Spec, mixer: &str) -> Result<crate::config::RunConfig> {
     let task = |n: usize| {
         format!(
             "task = \"mqar\"\nseq_len = {}\nnum_kv_pairs = {}\nnum_examples = {n}\nrandom_non_queries = false\n",
@@ -418,7 +397,36 @@ pub fn write_run_dir(dir: &std::path::Path, built: &Built, spec: &Spec, mixer: &
     let model =
         toml::Value::try_from(&built.model.cfg).map_err(|e| config_err("construct", format!("model config: {e}")))?;
     table.insert("model".into(), model);
-    let cfg = RunConfig::from_table(table)?;
+    crate::config::RunConfig::from_table(table)
+}
+
+/// Writes a constructed model as a run directory under `dir` (issue 10), so that the verbs
+/// that read run directories (`generate`, `results`, `plot`) work on it:
+///
+/// - `config.toml`: a complete run config: seed = the construction's seed, `data.test` = MQAR
+///   at the spec's (L, kv, V, examples) with filler 0, `data.train` = the same settings
+///   (a config needs a training segment; nothing is trained), the model the construction
+///   built, `train.epochs = 1` (the smallest a config accepts);
+/// - `checkpoint.safetensors`: the parameters as the trainer writes them (AdamW moments zero,
+///   trainer state at step 0), tied to this config by its run id and seed;
+/// - `summary.json`: status `done`, 0 epochs and 0 steps, the accuracy (and every metric) of
+///   the model on **this run's** test data (regenerated from the config as training would: its
+///   seed differs from the construction's printed evaluation), and `reason` saying it was
+///   constructed, not trained.
+///
+/// Refuses a `dir` that already holds a run. Returns the run's test accuracy.
+pub fn write_run_dir(dir: &std::path::Path, built: &Built, spec: &Spec, mixer: &str, seconds: f64) -> Result<f64> {
+    use crate::error::io_err;
+    use crate::rundir::{self, StopReason, Summary};
+    use crate::train::checkpoint::{self, TrainerState};
+    if dir.join(rundir::CHECKPOINT).exists() || dir.join(rundir::SUMMARY).exists() || dir.join(rundir::CONFIG).exists()
+    {
+        return Err(config_err(
+            "--out",
+            format!("{} already holds a run; choose another --out or delete it", dir.display()),
+        ));
+    }
+    let cfg = run_config(built, spec, mixer)?;
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     rundir::write_atomic(&dir.join(rundir::CONFIG), cfg.to_toml().as_bytes())?;
     let mut named: Vec<(String, Tensor)> = built.vs.variables().into_iter().collect();

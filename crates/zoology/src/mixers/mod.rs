@@ -7,6 +7,9 @@
 //! gradients against the reference, and `state_size` against the state `step` really carries.
 //!
 //! Shapes: `x` is `[B, L, D]` (batch, length, model width); `x_t` is `[B, D]`.
+//!
+//! Layer 3 of 11, **mixers** (docs/ARCHITECTURE.md): it uses only modules of its own layer or
+//! below; `layering_tests.rs` checks it.
 
 pub mod common;
 

@@ -41,6 +41,9 @@
 //! `x_i = GELU(W₂ LN(GELU(W₁ LN(z + sincos(i)))))`, `out_i = LN_f(x_i)`, then the head. The
 //! decoder sees the whole input through `z`, so only tasks whose targets are the input itself
 //! may use it (checked at config validation).
+//!
+//! Layer 4 of 11, **model** (docs/ARCHITECTURE.md): it uses only modules of its own layer or
+//! below; `layering_tests.rs` checks it.
 
 pub mod decode;
 pub mod state_mixer;

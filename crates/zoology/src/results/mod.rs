@@ -3,6 +3,9 @@
 //! MAD score (per task, the mean over its settings of the best accuracy over the optimiser
 //! grid; then the mean over tasks). Task names, slice columns and their labels come from the
 //! task registry (`tasks::registry`), so nothing here is specific to one task.
+//!
+//! Layer 9 of 11, **uses of trained models** (docs/ARCHITECTURE.md): it uses only modules of its own layer or
+//! below; `layering_tests.rs` checks it.
 
 pub mod cost;
 pub mod index;

@@ -20,6 +20,9 @@
 //! "done") or *failed* (status "diverged", with its reason); failed.json is *failed*;
 //! running.json whose process is alive is *running* ([`marker`] says how liveness is decided
 //! across hosts); otherwise a checkpoint is *interrupted* (resumable) and nothing is *pending*.
+//!
+//! Layer 7 of 11, **run directories** (docs/ARCHITECTURE.md): it uses only modules of its own layer or
+//! below; `layering_tests.rs` checks it.
 
 pub mod float;
 pub mod id;

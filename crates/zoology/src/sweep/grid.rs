@@ -134,7 +134,9 @@ impl Sweep {
         Ok(s)
     }
 
-    /// Parses and expands sweep text; `origin` names the file in errors.
+    /// Parses and expands sweep text; `origin` names the file in errors. Phases: the `[sweep]`
+    /// table's keys become axes (zip groups, one axis per other key) and mixer presets, then
+    /// every preset × point of the axes' product is resolved into a validated [`RunConfig`].
     pub fn parse(text: &str, origin: &str, default_name: &str) -> Result<Sweep> {
         let mut base: toml::Table =
             toml::from_str(text).map_err(|e| config_err(origin, format!("not valid TOML: {e}")))?;
@@ -150,81 +152,16 @@ impl Sweep {
         };
         let mut name = default_name.to_string();
         let mut axes: Vec<Axis> = vec![];
-        let mut presets: Vec<(String, Vec<(String, toml::Value)>)> = vec![];
+        let mut presets: Vec<Preset> = vec![];
         let mut product: Vec<(String, Vec<toml::Value>)> = vec![];
         for (k, v) in sweep {
             match k.as_str() {
                 "name" => {
                     name = v.as_str().ok_or_else(|| config_err("sweep.name", "must be a string"))?.to_string();
                 }
-                "zip" => {
-                    let groups = v
-                        .as_array()
-                        .ok_or_else(|| config_err("sweep.zip", "must be an array of tables ([[sweep.zip]])"))?;
-                    for (gi, g) in groups.iter().enumerate() {
-                        let field = format!("sweep.zip[{gi}]");
-                        let t = g.as_table().ok_or_else(|| config_err(&field, "must be a table of key = [values]"))?;
-                        if t.is_empty() {
-                            return Err(config_err(&field, "is empty; give at least one key = [values]"));
-                        }
-                        let mut len = None;
-                        let mut cols = vec![];
-                        for (key, vals) in t {
-                            let vals = list_of(vals, &format!("{field}.\"{key}\""))?;
-                            if let Some(n) = len {
-                                if n != vals.len() {
-                                    return Err(config_err(
-                                        format!("{field}.\"{key}\""),
-                                        format!("has {} values but other keys of this zip group have {n}; zipped lists must have equal lengths", vals.len()),
-                                    ));
-                                }
-                            }
-                            len = Some(vals.len());
-                            cols.push((key.clone(), vals));
-                        }
-                        let n = len.unwrap();
-                        axes.push(
-                            (0..n).map(|i| cols.iter().map(|(k, vs)| (k.clone(), vs[i].clone())).collect()).collect(),
-                        );
-                    }
-                }
-                "mixers" => {
-                    let t = v.as_table().ok_or_else(|| {
-                        config_err("sweep.mixers", "must be a table of presets ([sweep.mixers.NAME])")
-                    })?;
-                    if t.is_empty() {
-                        return Err(config_err(
-                            "sweep.mixers",
-                            "has no presets; add [sweep.mixers.NAME] tables or remove it",
-                        ));
-                    }
-                    for (pname, p) in t {
-                        let field = format!("sweep.mixers.{pname}");
-                        let p = p.as_table().ok_or_else(|| config_err(&field, "must be a table"))?;
-                        let mut sets = vec![];
-                        for (key, val) in p {
-                            if key == "mixer" {
-                                if !val.is_table() {
-                                    return Err(config_err(
-                                        format!("{field}.mixer"),
-                                        "must be a table { name = \"...\", ... }",
-                                    ));
-                                }
-                                sets.push(("model.mixer".to_string(), val.clone()));
-                            } else {
-                                sets.push((key.clone(), val.clone()));
-                            }
-                        }
-                        if !sets.iter().any(|(k, _)| k == "model.mixer") {
-                            return Err(config_err(&field, "needs mixer = { name = \"...\", ... }"));
-                        }
-                        presets.push((pname.clone(), sets));
-                    }
-                }
-                key => {
-                    let vals = list_of(&v, &format!("sweep.\"{key}\""))?;
-                    product.push((key.to_string(), vals));
-                }
+                "zip" => axes.extend(zip_axes(&v)?),
+                "mixers" => presets = mixer_presets(&v)?,
+                key => product.push((key.to_string(), list_of(&v, &format!("sweep.\"{key}\""))?)),
             }
         }
         for (k, vals) in product {
@@ -233,44 +170,109 @@ impl Sweep {
         if presets.is_empty() {
             presets.push((String::new(), vec![]));
         }
-        let mut runs = vec![];
-        let mut seen: std::collections::HashMap<String, usize> = Default::default();
-        for (pname, psets) in &presets {
-            for combo in cartesian(&axes) {
-                let index = runs.len();
-                let mut table = base.clone();
-                let mut point = vec![];
-                if !pname.is_empty() {
-                    point.push(("mixer".to_string(), toml::Value::String(pname.clone())));
-                }
-                let ctx = |_: &str| {
-                    if pname.is_empty() {
-                        format!("run {index}")
-                    } else {
-                        format!("run {index} (preset {pname})")
-                    }
-                };
-                for (k, v) in psets.iter() {
-                    set_path(&mut table, k, v.clone()).map_err(|e| wrap(&ctx(""), e))?;
-                }
-                for (k, v) in combo {
-                    set_path(&mut table, &k, v.clone()).map_err(|e| wrap(&ctx(""), e))?;
-                    point.push((k, v));
-                }
-                resolve_refs(&mut table).map_err(|e| wrap(&ctx(""), e))?;
-                let config = RunConfig::from_table(table).map_err(|e| wrap(&ctx(""), e))?;
-                let id = run_id(&config);
-                if let Some(prev) = seen.insert(id.clone(), index) {
-                    return Err(Error::Other(format!(
-                        "{origin}: runs {prev} and {index} resolve to the same config (id {id}); remove the duplicate values from [sweep]"
-                    )));
-                }
-                let preset = if pname.is_empty() { config.model.mixer_name() } else { pname.clone() };
-                runs.push(RunSpec { index, id, preset, point, config });
-            }
-        }
+        let runs = expand(&base, &presets, &axes, origin)?;
         Ok(Sweep { name, path: origin.into(), runs, slurm })
     }
+}
+
+/// A mixer preset of `[sweep.mixers.NAME]`: its name and the `key = value` settings it applies.
+type Preset = (String, Vec<(String, toml::Value)>);
+
+/// `[[sweep.zip]]` groups: each is one axis whose points set every key of the group at once.
+fn zip_axes(v: &toml::Value) -> Result<Vec<Axis>> {
+    let groups = v.as_array().ok_or_else(|| config_err("sweep.zip", "must be an array of tables ([[sweep.zip]])"))?;
+    let mut axes = vec![];
+    for (gi, g) in groups.iter().enumerate() {
+        let field = format!("sweep.zip[{gi}]");
+        let t = g.as_table().ok_or_else(|| config_err(&field, "must be a table of key = [values]"))?;
+        if t.is_empty() {
+            return Err(config_err(&field, "is empty; give at least one key = [values]"));
+        }
+        let mut len = None;
+        let mut cols = vec![];
+        for (key, vals) in t {
+            let vals = list_of(vals, &format!("{field}.\"{key}\""))?;
+            if let Some(n) = len {
+                if n != vals.len() {
+                    return Err(config_err(
+                        format!("{field}.\"{key}\""),
+                        format!("has {} values but other keys of this zip group have {n}; zipped lists must have equal lengths", vals.len()),
+                    ));
+                }
+            }
+            len = Some(vals.len());
+            cols.push((key.clone(), vals));
+        }
+        let n = len.unwrap();
+        axes.push((0..n).map(|i| cols.iter().map(|(k, vs)| (k.clone(), vs[i].clone())).collect()).collect());
+    }
+    Ok(axes)
+}
+
+/// `[sweep.mixers.NAME]` presets: each needs a `mixer = { name = … }` table.
+fn mixer_presets(v: &toml::Value) -> Result<Vec<Preset>> {
+    let t =
+        v.as_table().ok_or_else(|| config_err("sweep.mixers", "must be a table of presets ([sweep.mixers.NAME])"))?;
+    if t.is_empty() {
+        return Err(config_err("sweep.mixers", "has no presets; add [sweep.mixers.NAME] tables or remove it"));
+    }
+    let mut presets = vec![];
+    for (pname, p) in t {
+        let field = format!("sweep.mixers.{pname}");
+        let p = p.as_table().ok_or_else(|| config_err(&field, "must be a table"))?;
+        let mut sets = vec![];
+        for (key, val) in p {
+            if key == "mixer" {
+                if !val.is_table() {
+                    return Err(config_err(format!("{field}.mixer"), "must be a table { name = \"...\", ... }"));
+                }
+                sets.push(("model.mixer".to_string(), val.clone()));
+            } else {
+                sets.push((key.clone(), val.clone()));
+            }
+        }
+        if !sets.iter().any(|(k, _)| k == "model.mixer") {
+            return Err(config_err(&field, "needs mixer = { name = \"...\", ... }"));
+        }
+        presets.push((pname.clone(), sets));
+    }
+    Ok(presets)
+}
+
+/// Every preset × point of the axes' product, as validated run configs with their ids; two
+/// points that resolve to the same config are an error.
+fn expand(base: &toml::Table, presets: &[Preset], axes: &[Axis], origin: &str) -> Result<Vec<RunSpec>> {
+    let mut runs = vec![];
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    for (pname, psets) in presets {
+        for combo in cartesian(axes) {
+            let index = runs.len();
+            let mut table = base.clone();
+            let mut point = vec![];
+            if !pname.is_empty() {
+                point.push(("mixer".to_string(), toml::Value::String(pname.clone())));
+            }
+            let ctx = if pname.is_empty() { format!("run {index}") } else { format!("run {index} (preset {pname})") };
+            for (k, v) in psets.iter() {
+                set_path(&mut table, k, v.clone()).map_err(|e| wrap(&ctx, e))?;
+            }
+            for (k, v) in combo {
+                set_path(&mut table, &k, v.clone()).map_err(|e| wrap(&ctx, e))?;
+                point.push((k, v));
+            }
+            resolve_refs(&mut table).map_err(|e| wrap(&ctx, e))?;
+            let config = RunConfig::from_table(table).map_err(|e| wrap(&ctx, e))?;
+            let id = run_id(&config);
+            if let Some(prev) = seen.insert(id.clone(), index) {
+                return Err(Error::Other(format!(
+                    "{origin}: runs {prev} and {index} resolve to the same config (id {id}); remove the duplicate values from [sweep]"
+                )));
+            }
+            let preset = if pname.is_empty() { config.model.mixer_name() } else { pname.clone() };
+            runs.push(RunSpec { index, id, preset, point, config });
+        }
+    }
+    Ok(runs)
 }
 
 fn wrap(ctx: &str, e: Error) -> Error {

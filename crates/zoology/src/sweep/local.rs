@@ -112,14 +112,95 @@ fn judge_exit(dir: &Path, status: ExitStatus) -> RunState {
     RunState::Failed(why)
 }
 
+/// Runs the sweep's unfinished runs, `opts.workers` at a time. Phases: sort every run into
+/// done / to run / to retry / trained elsewhere ([`queue_runs`]), then keep the workers busy:
+/// start runs ([`spawn_run`]), poll them, and report each that ends ([`reap`]).
 pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
     let start = Instant::now();
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let workers = opts.workers.max(1);
     let threads = opts.threads.unwrap_or((cores / workers).max(1));
-    let mut report = LocalReport::default();
-    report.adopted = super::adopt_renamed(sweep, &opts.out)?;
+    let mut report = LocalReport { adopted: super::adopt_renamed(sweep, &opts.out)?, ..Default::default() };
+    let mut queue = queue_runs(sweep, opts, &mut report)?;
+    let total = queue.len();
+    let mp = MultiProgress::with_draw_target(if opts.quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    for (i, note) in &report.retried {
+        mp.println(format!("  [{i}] {}: retrying; it {note}", sweep.runs[*i].label())).ok();
+    }
+    if !report.elsewhere.is_empty() {
+        let n = report.elsewhere.len();
+        mp.println(format!("  {n} runs are being trained by another process; leaving them alone")).ok();
+    }
+    let overall = mp.add(ProgressBar::new(total as u64));
+    overall.set_style(
+        ProgressStyle::with_template(
+            "sweep {prefix} [{elapsed_precise}] {bar:30.green/white} {pos}/{len} finished  {msg}",
+        )
+        .unwrap()
+        .progress_chars("=> "),
+    );
+    overall.set_prefix(sweep.name.clone());
+    let mut active: Vec<Active> = vec![];
+    let mut durations: Vec<f64> = vec![];
+    let mut failed_now = 0usize;
+    loop {
+        while active.len() < workers {
+            let Some(i) = queue.pop() else { break };
+            let child = spawn_run(sweep, opts, i, threads)?;
+            let bar = mp.add(ProgressBar::new_spinner());
+            bar.set_style(ProgressStyle::with_template("  {spinner} {prefix:.bold} {msg}").unwrap());
+            bar.set_prefix(format!("[{i}] {}", sweep.runs[i].label()));
+            bar.set_message("starting");
+            active.push(Active { index: i, child, bar, started: Instant::now() });
+            report.ran += 1;
+        }
+        if active.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let mut k = 0;
+        while k < active.len() {
+            let a = &mut active[k];
+            let Some(status) =
+                a.child.try_wait().map_err(|e| Error::Other(format!("waiting for run {}: {e}", a.index)))?
+            else {
+                a.bar.tick();
+                let spec = &sweep.runs[a.index];
+                a.bar.set_message(progress_line(&run_dir(&opts.out, spec), spec.config.train.epochs));
+                k += 1;
+                continue;
+            };
+            let a = active.remove(k);
+            let line = reap(sweep, opts, &a, status, &mut report, &mut failed_now)?;
+            durations.push(a.started.elapsed().as_secs_f64());
+            mp.println(format!("  [{}] {}: {line}", a.index, sweep.runs[a.index].label())).ok();
+            a.bar.finish_and_clear();
+            mp.remove(&a.bar);
+            overall.inc(1);
+        }
+        let finished = overall.position() as usize;
+        let eta = eta(&durations, total - finished, workers);
+        overall.set_message(format!(
+            "{} done, {failed_now} failed, {} running, {} queued, {eta}",
+            finished - failed_now,
+            active.len(),
+            queue.len()
+        ));
+    }
+    overall.finish_and_clear();
+    report.wall_s = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Sorts every run of the sweep by its directory's state: finished runs are skipped, failed
+/// ones reset when `--retry-failed` asks, runs another process trains are left alone; returns
+/// the indices to run, last first (so that `pop` takes them in index order).
+fn queue_runs(sweep: &Sweep, opts: &LocalOptions, report: &mut LocalReport) -> Result<Vec<usize>> {
     let mut queue: Vec<usize> = vec![];
     for r in &sweep.runs {
         let dir = run_dir(&opts.out, r);
@@ -138,153 +219,88 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
             RunState::Pending | RunState::Interrupted => queue.push(r.index),
         }
     }
-    queue.reverse(); // pop() takes runs in index order
-    let total = queue.len();
-    let mp = MultiProgress::with_draw_target(if opts.quiet {
-        ProgressDrawTarget::hidden()
-    } else {
-        ProgressDrawTarget::stderr()
-    });
-    for (i, note) in &report.retried {
-        mp.println(format!("  [{i}] {}: retrying; it {note}", sweep.runs[*i].label())).ok();
+    queue.reverse();
+    Ok(queue)
+}
+
+/// Starts `zoology sweep run-one SWEEP --index i` as a child that the kernel SIGTERMs when this
+/// process dies, its output appended to the run's log.
+fn spawn_run(sweep: &Sweep, opts: &LocalOptions, i: usize, threads: usize) -> Result<Child> {
+    let dir = run_dir(&opts.out, &sweep.runs[i]);
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let log_path = dir.join(rundir::LOG);
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io_err(&log_path))?;
+    let mut cmd = Command::new(&opts.exe);
+    cmd.args(["sweep", "run-one"])
+        .arg(&sweep.path)
+        .args(["--index", &i.to_string(), "--threads", &threads.to_string(), "-q", "--out"])
+        .arg(&opts.out);
+    if let Some(d) = &opts.device {
+        cmd.args(["--device", d]);
     }
-    if !report.elsewhere.is_empty() {
-        mp.println(format!(
-            "  {} runs are being trained by another process; leaving them alone",
-            report.elsewhere.len()
-        ))
-        .ok();
-    }
-    let overall = mp.add(ProgressBar::new(total as u64));
-    overall.set_style(
-        ProgressStyle::with_template(
-            "sweep {prefix} [{elapsed_precise}] {bar:30.green/white} {pos}/{len} finished  {msg}",
-        )
-        .unwrap()
-        .progress_chars("=> "),
-    );
-    overall.set_prefix(sweep.name.clone());
-    let run_style = ProgressStyle::with_template("  {spinner} {prefix:.bold} {msg}").unwrap();
-    let mut active: Vec<Active> = vec![];
-    let mut durations: Vec<f64> = vec![];
-    let mut failed_now = 0usize;
     let parent = std::process::id() as libc::pid_t;
-    loop {
-        while active.len() < workers {
-            let Some(i) = queue.pop() else { break };
-            let spec = &sweep.runs[i];
-            let dir = run_dir(&opts.out, spec);
-            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-            let log_path = dir.join(rundir::LOG);
-            let log =
-                std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io_err(&log_path))?;
-            let mut cmd = Command::new(&opts.exe);
-            cmd.args(["sweep", "run-one"])
-                .arg(&sweep.path)
-                .args(["--index", &i.to_string(), "--threads", &threads.to_string(), "-q", "--out"])
-                .arg(&opts.out);
-            if let Some(d) = &opts.device {
-                cmd.args(["--device", d]);
+    // SAFETY: prctl and getppid are async-signal-safe; the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
-            // SAFETY: prctl and getppid are async-signal-safe; the closure allocates nothing.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    if libc::getppid() != parent {
-                        // the sweep died between fork and prctl
-                        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-                    }
-                    Ok(())
-                });
+            if libc::getppid() != parent {
+                // the sweep died between fork and prctl
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
-            let child = cmd
-                .env("RAYON_NUM_THREADS", threads.to_string())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().map_err(io_err(&log_path))?)
-                .stderr(log)
-                .spawn()
-                .map_err(io_err(&opts.exe))?;
-            let bar = mp.add(ProgressBar::new_spinner());
-            bar.set_style(run_style.clone());
-            bar.set_prefix(format!("[{i}] {}", spec.label()));
-            bar.set_message("starting");
-            active.push(Active { index: i, child, bar, started: Instant::now() });
-            report.ran += 1;
-        }
-        if active.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        let mut k = 0;
-        while k < active.len() {
-            let a = &mut active[k];
-            match a.child.try_wait().map_err(|e| Error::Other(format!("waiting for run {}: {e}", a.index)))? {
-                None => {
-                    a.bar.tick();
-                    a.bar.set_message(progress_line(
-                        &run_dir(&opts.out, &sweep.runs[a.index]),
-                        sweep.runs[a.index].config.train.epochs,
-                    ));
-                    k += 1;
-                }
-                Some(status) => {
-                    let a = active.remove(k);
-                    let dir = run_dir(&opts.out, &sweep.runs[a.index]);
-                    let line = match judge_exit(&dir, status) {
-                        RunState::Done => {
-                            report.done += 1;
-                            let s = crate::train::metrics::read_summary(&dir)?;
-                            format!(
-                                "done  best acc {:.3}  ({:.0} s)",
-                                s.best_accuracy,
-                                a.started.elapsed().as_secs_f64()
-                            )
-                        }
-                        RunState::Failed(why) => {
-                            report.failed.push((a.index, why.clone()));
-                            failed_now += 1;
-                            format!("FAILED: {why}")
-                        }
-                        RunState::Running => {
-                            report.elsewhere.push(a.index);
-                            report.ran -= 1;
-                            "another process is training it; left alone".to_string()
-                        }
-                        other => {
-                            let why = format!("{} by {status}; resumable: run the sweep again", other.word());
-                            report.interrupted.push((a.index, why.clone()));
-                            why
-                        }
-                    };
-                    durations.push(a.started.elapsed().as_secs_f64());
-                    mp.println(format!("  [{}] {}: {line}", a.index, sweep.runs[a.index].label())).ok();
-                    a.bar.finish_and_clear();
-                    mp.remove(&a.bar);
-                    overall.inc(1);
-                }
-            }
-        }
-        let finished = overall.position() as usize;
-        let remaining = total - finished;
-        let eta = if durations.is_empty() {
-            "ETA ?".to_string()
-        } else {
-            let mean = durations.iter().sum::<f64>() / durations.len() as f64;
-            let secs = mean * remaining as f64 / workers.min(remaining.max(1)) as f64;
-            format!("ETA {}", fmt_secs(secs))
-        };
-        overall.set_message(format!(
-            "{} done, {failed_now} failed, {} running, {} queued, {eta}",
-            finished - failed_now,
-            active.len(),
-            queue.len()
-        ));
+            Ok(())
+        });
     }
-    overall.finish_and_clear();
-    report.wall_s = start.elapsed().as_secs_f64();
-    Ok(report)
+    cmd.env("RAYON_NUM_THREADS", threads.to_string())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(io_err(&log_path))?)
+        .stderr(log)
+        .spawn()
+        .map_err(io_err(&opts.exe))
+}
+
+/// Records a run whose process has ended in the report and returns the line that says how.
+fn reap(
+    sweep: &Sweep,
+    opts: &LocalOptions,
+    a: &Active,
+    status: ExitStatus,
+    report: &mut LocalReport,
+    failed_now: &mut usize,
+) -> Result<String> {
+    let dir = run_dir(&opts.out, &sweep.runs[a.index]);
+    Ok(match judge_exit(&dir, status) {
+        RunState::Done => {
+            report.done += 1;
+            let s = crate::train::metrics::read_summary(&dir)?;
+            format!("done  best acc {:.3}  ({:.0} s)", s.best_accuracy, a.started.elapsed().as_secs_f64())
+        }
+        RunState::Failed(why) => {
+            report.failed.push((a.index, why.clone()));
+            *failed_now += 1;
+            format!("FAILED: {why}")
+        }
+        RunState::Running => {
+            report.elsewhere.push(a.index);
+            report.ran -= 1;
+            "another process is training it; left alone".to_string()
+        }
+        other => {
+            let why = format!("{} by {status}; resumable: run the sweep again", other.word());
+            report.interrupted.push((a.index, why.clone()));
+            why
+        }
+    })
+}
+
+/// `ETA 3m05s` for `remaining` runs on `workers` workers from the mean of finished runs.
+fn eta(durations: &[f64], remaining: usize, workers: usize) -> String {
+    if durations.is_empty() {
+        return "ETA ?".to_string();
+    }
+    let mean = durations.iter().sum::<f64>() / durations.len() as f64;
+    format!("ETA {}", fmt_secs(mean * remaining as f64 / workers.min(remaining.max(1)) as f64))
 }
 
 pub fn fmt_secs(s: f64) -> String {

@@ -12,6 +12,9 @@
 //! run by taking its directory's lock (a run another process holds is left alone), returns at
 //! once when the run has finished, resumes from a checkpoint when one exists, and records an
 //! error or a panic in failed.json. It writes nothing outside its run directory.
+//!
+//! Layer 10 of 11, **sweeps** (docs/ARCHITECTURE.md): it uses only modules of its own layer or
+//! below; `layering_tests.rs` checks it.
 
 pub mod grid;
 pub mod local;

@@ -405,12 +405,58 @@ learn_test!(
     }
 );
 
-#[test]
-fn every_task_has_a_learnability_check() {
+/// The learnability cases declared in this file: (task, `None` for a running test or
+/// `Some(reason)` for an ignored, untuned one). Read from the macro invocations, so that a
+/// case counts only as what it is.
+fn declared_cases() -> Vec<(String, Option<String>)> {
     let src = include_str!("learn_tests.rs");
-    for n in super::names() {
-        assert!(src.contains(&format!("learn_test!({n},")), "{n} has no learnability check in learn_tests.rs");
+    let mut out = vec![];
+    for (at, _) in src.match_indices("learn_test!(") {
+        let untuned = src[..at].ends_with("untuned_");
+        if !untuned && src[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let args = src[at + "learn_test!(".len()..].trim_start();
+        let name: String = args.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        if name.is_empty() {
+            continue; // the macro definitions (`($name:ident, …)`)
+        }
+        let reason = untuned.then(|| {
+            let rest = args[name.len()..].trim_start().trim_start_matches(',').trim_start();
+            rest.strip_prefix('"').and_then(|r| r.split_once('"')).map(|(why, _)| why.to_string()).unwrap_or_default()
+        });
+        out.push((name, reason));
     }
+    out
+}
+
+#[test]
+fn every_task_has_a_running_or_documented_learnability_check() {
+    let cases = declared_cases();
+    let (mut running, mut ignored, mut missing, mut bad) = (vec![], vec![], vec![], vec![]);
+    for n in super::names() {
+        let mine: Vec<&Option<String>> = cases.iter().filter(|(t, _)| t == n).map(|(_, r)| r).collect();
+        match mine.as_slice() {
+            [None] => running.push(n.to_string()),
+            [Some(why)] if why.trim().len() >= 20 => ignored.push(format!("{n}: {why}")),
+            [Some(why)] => bad.push(format!("{n}: ignored without a reason that says why ({why:?})")),
+            [] => missing.push(n.to_string()),
+            _ => bad.push(format!("{n}: declared {} times", mine.len())),
+        }
+    }
+    println!("learnability checks that run ({}): {}", running.len(), running.join(", "));
+    println!("ignored, untuned ({}):\n  {}", ignored.len(), ignored.join("\n  "));
+    assert!(missing.is_empty(), "tasks with no learnability check in learn_tests.rs: {}", missing.join(", "));
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    assert!(!running.is_empty());
+}
+
+#[test]
+fn the_case_reader_tells_running_from_ignored() {
+    let cases = declared_cases();
+    assert!(cases.contains(&("mqar".to_string(), None)), "{cases:?}");
+    assert!(cases.iter().any(|(_, r)| r.as_ref().is_some_and(|w| !w.is_empty())), "no ignored case read: {cases:?}");
+    assert!(!cases.iter().any(|(t, _)| t == "name"), "macro definitions read as cases");
 }
 
 #[test]

@@ -12,6 +12,9 @@
 //!
 //! Config: `[[data.train]]` / `[[data.test]]` entries with `task = "<name>"` and the task's
 //! fields; the vocabulary size is shared (`data.vocab_size`).
+//!
+//! Layer 2 of 11, **data** (docs/ARCHITECTURE.md): it uses only modules of its own layer or
+//! below; `layering_tests.rs` checks it.
 
 pub mod export;
 #[cfg(test)]

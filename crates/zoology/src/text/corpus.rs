@@ -584,6 +584,58 @@ fn count(docs: &[Document], s: Split) -> SplitCount {
     SplitCount { documents: mine.len(), keys: keys.len(), chars: mine.iter().map(|d| d.text.chars().count()).sum() }
 }
 
+/// Derives the documents and their split from the packages, checks the pinned text hash,
+/// and writes `documents.jsonl` and `corpus.json` (step 2 of [`prepare`]).
+fn derive_and_write(
+    spec: &CorpusSpec,
+    opts: &PrepareOptions,
+    dir: &Path,
+    packages: &mut [PackageRecord],
+    debs: &[Vec<u8>],
+    t: Instant,
+) -> Result<CorpusManifest> {
+    let docs = derive(spec, packages, debs, opts.quiet)?;
+    let (train, valid) = (count(&docs, Split::Train), count(&docs, Split::Valid));
+    if train.documents == 0 || valid.documents == 0 {
+        return Err(Error::Data(format!(
+            "corpus {}: the split left {} training and {} validation documents; both must be non-empty (valid_permille = {})",
+            spec.name, train.documents, valid.documents, spec.valid_permille
+        )));
+    }
+    let mut jsonl = String::new();
+    for d in &docs {
+        jsonl += &serde_json::to_string(d).expect("serialisable");
+        jsonl.push('\n');
+    }
+    let text_sha256 = sha256_hex(jsonl.as_bytes());
+    let pinned_inputs = !opts.any_version && spec.packages.iter().all(|p| p.sha256.is_some());
+    if let (Some(want), true) = (spec.text_sha256, pinned_inputs) {
+        if want != text_sha256 {
+            return Err(Error::Data(format!(
+                "corpus {}: the text derived from the pinned packages has SHA-256 {text_sha256}, not the pinned {want}: the derivation code changed. If that is intended, update `text_sha256` of {} in crates/zoology/src/text/corpus.rs",
+                spec.name, spec.name
+            )));
+        }
+    }
+    write_atomic(&dir.join("documents.jsonl"), jsonl.as_bytes())?;
+    let m = CorpusManifest {
+        format: CORPUS_FORMAT,
+        corpus: spec.name.to_string(),
+        about: spec.about.to_string(),
+        packages: packages.to_vec(),
+        split_rule: "by chapter key across all modules: sha256(\"zoology-rs/split/v1/\" + key), first 8 bytes little-endian, mod 1000 < valid_permille → valid".into(),
+        valid_permille: spec.valid_permille,
+        train,
+        valid,
+        text_file: "documents.jsonl".into(),
+        text_sha256,
+        derive_s: t.elapsed().as_secs_f64(),
+        created_by: format!("zoology-rs {}", env!("CARGO_PKG_VERSION")),
+    };
+    write_atomic(&dir.join("corpus.json"), serde_json::to_string_pretty(&m).expect("serialisable").as_bytes())?;
+    Ok(m)
+}
+
 /// Obtains the packages (cached after the first time), derives the documents and the split
 /// (skipped when the cache verifies), and tokenizes with each requested tokenizer (likewise).
 /// Everything lands in `<root>/<corpus>/`; nothing is written elsewhere.
@@ -621,48 +673,7 @@ pub fn prepare(spec: &CorpusSpec, opts: &PrepareOptions) -> Result<PrepareReport
     let existing = if opts.force { None } else { CorpusManifest::load_verified(&dir).ok().filter(same_inputs) };
     let (corpus, docs_cached) = match existing {
         Some(m) => (m, true),
-        None => {
-            let docs = derive(spec, &mut packages, &debs, opts.quiet)?;
-            let (train, valid) = (count(&docs, Split::Train), count(&docs, Split::Valid));
-            if train.documents == 0 || valid.documents == 0 {
-                return Err(Error::Data(format!(
-                    "corpus {}: the split left {} training and {} validation documents; both must be non-empty (valid_permille = {})",
-                    spec.name, train.documents, valid.documents, spec.valid_permille
-                )));
-            }
-            let mut jsonl = String::new();
-            for d in &docs {
-                jsonl += &serde_json::to_string(d).expect("serialisable");
-                jsonl.push('\n');
-            }
-            let text_sha256 = sha256_hex(jsonl.as_bytes());
-            let pinned_inputs = !opts.any_version && spec.packages.iter().all(|p| p.sha256.is_some());
-            if let (Some(want), true) = (spec.text_sha256, pinned_inputs) {
-                if want != text_sha256 {
-                    return Err(Error::Data(format!(
-                        "corpus {}: the text derived from the pinned packages has SHA-256 {text_sha256}, not the pinned {want}: the derivation code changed. If that is intended, update `text_sha256` of {} in crates/zoology/src/text/corpus.rs",
-                        spec.name, spec.name
-                    )));
-                }
-            }
-            write_atomic(&dir.join("documents.jsonl"), jsonl.as_bytes())?;
-            let m = CorpusManifest {
-                format: CORPUS_FORMAT,
-                corpus: spec.name.to_string(),
-                about: spec.about.to_string(),
-                packages: packages.clone(),
-                split_rule: "by chapter key across all modules: sha256(\"zoology-rs/split/v1/\" + key), first 8 bytes little-endian, mod 1000 < valid_permille → valid".into(),
-                valid_permille: spec.valid_permille,
-                train,
-                valid,
-                text_file: "documents.jsonl".into(),
-                text_sha256,
-                derive_s: t.elapsed().as_secs_f64(),
-                created_by: format!("zoology-rs {}", env!("CARGO_PKG_VERSION")),
-            };
-            write_atomic(&dir.join("corpus.json"), serde_json::to_string_pretty(&m).expect("serialisable").as_bytes())?;
-            (m, false)
-        }
+        None => (derive_and_write(spec, opts, &dir, &mut packages, &debs, t)?, false),
     };
     steps.push(StepTime { step: "text".into(), seconds: t.elapsed().as_secs_f64(), cached: docs_cached });
 

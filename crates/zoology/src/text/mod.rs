@@ -15,6 +15,9 @@
 //!
 //! Nothing here downloads at training time: [`dataset::TokenDataset::open`] only reads the
 //! cache and verifies it.
+//!
+//! Layer 2 of 11, **data** (docs/ARCHITECTURE.md): it uses only modules of its own layer or
+//! below; `layering_tests.rs` checks it.
 
 pub mod arhits;
 pub mod corpus;

@@ -208,67 +208,374 @@ fn step_delay() {
     }
 }
 
+/// How the step loop ended (the summary's status and its last words).
+struct Outcome {
+    stop: StopReason,
+    reason: Option<String>,
+    /// The last training loss, or the non-finite loss that stopped the run.
+    last_loss: f64,
+}
+
+/// One training run in progress: what [`run`]'s phases share.
+struct Session<'a> {
+    cfg: &'a RunConfig,
+    ckpt_path: PathBuf,
+    metrics_path: PathBuf,
+    identity: checkpoint::Identity,
+    rt: Runtime,
+    train_data: DeviceData,
+    test_data: DeviceData,
+    max_test_len: i64,
+    vs: nn::VarStore,
+    model: LanguageModel,
+    /// Every parameter by name, sorted (the checkpoint's and the optimiser's order).
+    named: Vec<(String, Tensor)>,
+    opt: AdamW,
+    st: TrainerState,
+    /// The exact training FLOPs of each step (for `solved`): per segment the model's FLOPs at
+    /// its length, and each example's supervised positions (the sparse head runs there).
+    seg_flops: Vec<crate::model::ModelFlops>,
+    supervised: Vec<Vec<usize>>,
+    total_steps: usize,
+    test_batch: usize,
+    pb: ProgressBar,
+    session_start: Instant,
+    wall_before: f64,
+    /// Tokens trained since the last train line, and when that line was written.
+    tokens_since: usize,
+    tick: Instant,
+}
+
+/// Phases of a run: open the run directory (identity, resume), build data, model and optimiser,
+/// restore a checkpoint, train epoch by epoch (evaluation, early stop, checkpoints), then write
+/// the summary.
 fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
-    let dir = &opts.out_dir;
-    let ckpt_path = dir.join(checkpoint::FILE);
-    let metrics_path = dir.join(rundir::METRICS);
-    let identity = checkpoint::Identity { config_hash: rundir::run_id(cfg), seed: cfg.seed };
-    if !opts.resume {
-        let _ = std::fs::remove_file(&metrics_path);
+    let mut s = Session::open(cfg, opts)?;
+    // a checkpoint that already decided to stop: write the summary, train nothing
+    let resumed_stopped = s.st.stopped.is_some();
+    let outcome = s.train_epochs()?;
+    s.pb.finish_and_clear();
+    fault("kill-before-summary", 0);
+    let summary = s.summary(outcome, resumed_stopped);
+    metrics::write_summary(&opts.out_dir, &summary)?;
+    Ok(summary)
+}
+
+impl<'a> Session<'a> {
+    /// Writes config.toml, checks the memory estimate, generates the data, builds the model and
+    /// the optimiser (in this order, so that seeds and results do not depend on resuming), and
+    /// restores the checkpoint when resuming.
+    fn open(cfg: &'a RunConfig, opts: &'a TrainOptions) -> Result<Self> {
+        let dir = &opts.out_dir;
+        let ckpt_path = dir.join(checkpoint::FILE);
+        let metrics_path = dir.join(rundir::METRICS);
+        let identity = checkpoint::Identity { config_hash: rundir::run_id(cfg), seed: cfg.seed };
+        if !opts.resume {
+            let _ = std::fs::remove_file(&metrics_path);
+        }
+        metrics::write_atomic(&dir.join(rundir::CONFIG), cfg.to_toml().as_bytes())?;
+        cfg.memory_estimate().check_fits_here()?;
+
+        set_threads(cfg.threads);
+        let rt = Runtime::new(cfg.device.resolve("device")?);
+        let (train_segs, test_segs) = cfg.generate_data();
+        let train_data = DeviceData::new(train_segs, &rt);
+        let test_data = DeviceData::new(test_segs, &rt);
+        let max_test_len = test_data.segments.iter().map(|s| s.seq_len).max().unwrap_or(0) as i64;
+
+        tch::manual_seed(mix_seed(cfg.seed, 77) as i64 & i64::MAX);
+        let vs = nn::VarStore::new(rt.device);
+        let model = LanguageModel::new(&vs.root(), &cfg.model, cfg.data.vocab_size as i64, cfg.max_seq_len() as i64)?;
+        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let t = &cfg.train;
+        let mut opt = AdamW::new(
+            named.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
+            t.weight_decay,
+            t.beta1,
+            t.beta2,
+            t.eps,
+            t.no_decay_norms_biases,
+        );
+        let st = restore(opts, &ckpt_path, &metrics_path, &identity, &named, &mut opt)?;
+
+        let seg_flops = train_data.segments.iter().map(|s| model.flops(s.seq_len as i64)).collect();
+        let supervised = train_data.segments.iter().map(Segment::supervised_per_example).collect();
+        let steps_per_epoch = epoch_batches(&train_data.segments, cfg.data.batch_size, false, 0, 0).len();
+        let total_steps = steps_per_epoch * t.epochs;
+        let pb = progress_bar(opts, total_steps, st.step);
+        let wall_before = st.wall_time_s;
+        Ok(Session {
+            cfg,
+            ckpt_path,
+            metrics_path,
+            identity,
+            rt,
+            train_data,
+            test_data,
+            max_test_len,
+            vs,
+            model,
+            named,
+            opt,
+            st,
+            seg_flops,
+            supervised,
+            total_steps,
+            test_batch: cfg.data.test_batch_size.unwrap_or(cfg.data.batch_size),
+            pb,
+            session_start: Instant::now(),
+            wall_before,
+            tokens_since: 0,
+            tick: Instant::now(),
+        })
     }
-    metrics::write_atomic(&dir.join(rundir::CONFIG), cfg.to_toml().as_bytes())?;
-    cfg.memory_estimate().check_fits_here()?;
 
-    set_threads(cfg.threads);
-    let rt = Runtime::new(cfg.device.resolve("device")?);
-    let (train_segs, test_segs) = cfg.generate_data();
-    let train_data = DeviceData::new(train_segs, &rt);
-    let test_data = DeviceData::new(test_segs, &rt);
-    let max_len = cfg.max_seq_len() as i64;
-    let max_test_len = test_data.segments.iter().map(|s| s.seq_len).max().unwrap_or(0) as i64;
+    /// Wall time of the run so far, sessions before a resume included.
+    fn wall(&self) -> f64 {
+        self.wall_before + self.session_start.elapsed().as_secs_f64()
+    }
 
-    tch::manual_seed(mix_seed(cfg.seed, 77) as i64 & i64::MAX);
-    let vs = nn::VarStore::new(rt.device);
-    let model = LanguageModel::new(&vs.root(), &cfg.model, cfg.data.vocab_size as i64, max_len)?;
-    let named: Vec<(String, Tensor)> = {
-        let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    };
-    let t = &cfg.train;
-    let mut opt = AdamW::new(
-        named.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
-        t.weight_decay,
-        t.beta1,
-        t.beta2,
-        t.eps,
-        t.no_decay_norms_biases,
-    );
+    fn save_checkpoint(&self) -> Result<()> {
+        checkpoint::save(&self.ckpt_path, &self.named, &self.opt, &self.st, &self.identity)
+    }
 
-    let mut st = TrainerState::default();
+    /// The epoch loop: every epoch's batches, an evaluation inside the epoch every
+    /// `eval_every_steps` and at its end, checkpoints, and the stop decisions.
+    fn train_epochs(&mut self) -> Result<Outcome> {
+        let t = &self.cfg.train;
+        let mut out =
+            Outcome { stop: self.st.stopped.unwrap_or(StopReason::MaxEpochs), reason: None, last_loss: f64::NAN };
+        while self.st.epoch < t.epochs && self.st.stopped.is_none() {
+            let batches = epoch_batches(
+                &self.train_data.segments,
+                self.cfg.data.batch_size,
+                t.shuffle,
+                self.cfg.seed,
+                self.st.epoch,
+            );
+            while self.st.batch < batches.len() {
+                let (si, idx) = &batches[self.st.batch];
+                if let Some(end) = self.train_step(*si, idx, &mut out.last_loss)? {
+                    out.stop = end.stop;
+                    out.reason = end.reason;
+                    out.last_loss = end.last_loss;
+                    return Ok(out);
+                }
+                let inside_epoch = self.st.batch < batches.len();
+                if t.checkpoint_every_steps > 0 && self.st.step % t.checkpoint_every_steps == 0 && inside_epoch {
+                    self.st.wall_time_s = self.wall();
+                    self.save_checkpoint()?;
+                }
+                if t.eval_every_steps > 0 && self.st.step % t.eval_every_steps == 0 && inside_epoch {
+                    if let Some(end) = self.evaluate_inside_epoch(out.last_loss)? {
+                        return Ok(end);
+                    }
+                }
+                fault("panic", self.st.step);
+                fault("abort", self.st.step);
+                step_delay();
+            }
+            if let Some(end) = self.end_epoch(&mut out)? {
+                return Ok(end);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One optimiser step on the batch `idx` of segment `si`. Returns the outcome when the loss
+    /// or the gradient norm is not finite (that step is not applied).
+    fn train_step(&mut self, si: usize, idx: &[i64], last_loss: &mut f64) -> Result<Option<Outcome>> {
+        let t = &self.cfg.train;
+        let st = &mut self.st;
+        let it = Tensor::from_slice(idx).to_device(self.rt.device);
+        let x = self.train_data.inputs[si].index_select(0, &it);
+        let y = self.train_data.targets[si].index_select(0, &it);
+        tch::manual_seed(mix_seed(self.cfg.seed, 9_000_000 + st.step as u64) as i64 & i64::MAX);
+        self.opt.zero_grad();
+        let (loss, _, _, _) = sparse_head_loss(&self.model, &x, &y, true);
+        let lv = loss.double_value(&[]);
+        if !lv.is_finite() {
+            let reason = format!("training loss became {lv} at step {} (epoch {})", st.step + 1, st.epoch + 1);
+            return Ok(Some(Outcome { stop: StopReason::Diverged, reason: Some(reason), last_loss: lv }));
+        }
+        loss.backward();
+        let grad_norm = self.opt.clip_grad_norm(t.grad_clip);
+        if !grad_norm.is_finite() {
+            let reason = format!(
+                "gradient norm became {grad_norm} at step {} (epoch {}); that step was not applied",
+                st.step + 1,
+                st.epoch + 1
+            );
+            return Ok(Some(Outcome { stop: StopReason::Diverged, reason: Some(reason), last_loss: lv }));
+        }
+        let lr = lr_at(t, st.step, self.total_steps);
+        self.opt.step(lr);
+        st.step += 1;
+        st.batch += 1;
+        *last_loss = lv;
+        let toks = idx.len() * self.train_data.segments[si].seq_len;
+        self.tokens_since += toks;
+        st.examples += idx.len() as u64;
+        st.tokens += toks as u64;
+        let heads: u64 = idx.iter().map(|&i| self.supervised[si][i as usize] as u64).sum();
+        st.train_flops += crate::flops::TRAIN_FACTOR
+            * (self.seg_flops[si].body.forward(idx.len() as i64) + self.seg_flops[si].head_per_position * heads as f64);
+        self.pb.inc(1);
+        if st.step % t.log_every_steps == 0 {
+            let tps = self.tokens_since as f64 / self.tick.elapsed().as_secs_f64().max(1e-9);
+            self.tokens_since = 0;
+            self.tick = Instant::now();
+            st.metrics_bytes = metrics::append_line(
+                &self.metrics_path,
+                &MetricLine::Train { step: st.step, epoch: st.epoch, loss: lv, lr, tokens_per_s: tps, grad_norm },
+            )?;
+            let acc = st.last_eval.as_ref().map(|e| format!(" acc {:.3}", e.accuracy)).unwrap_or_default();
+            self.pb.set_message(format!("ep {}/{} loss {lv:.3}{acc} {:.0} tok/s", st.epoch + 1, t.epochs, tps));
+        }
+        Ok(None)
+    }
+
+    /// An evaluation inside the epoch (the epoch's end has its own): records it and decides
+    /// whether the run stops here (diverged test loss, or early stop, checkpointed).
+    fn evaluate_inside_epoch(&mut self, last_loss: f64) -> Result<Option<Outcome>> {
+        self.st.wall_time_s = self.wall();
+        let epochs_completed = self.st.epoch;
+        let ev = self.evaluate_and_record(epochs_completed)?;
+        self.show_eval(last_loss, &ev);
+        if !ev.loss.is_finite() {
+            let reason = format!("test loss became {} at step {} (epoch {})", ev.loss, self.st.step, self.st.epoch + 1);
+            return Ok(Some(Outcome { stop: StopReason::Diverged, reason: Some(reason), last_loss: ev.loss }));
+        }
+        if ev.accuracy > self.cfg.train.early_stop_accuracy {
+            self.st.stopped = Some(StopReason::EarlyStop);
+            self.save_checkpoint()?;
+            return Ok(Some(Outcome { stop: StopReason::EarlyStop, reason: None, last_loss }));
+        }
+        Ok(None)
+    }
+
+    /// The end of an epoch: evaluate, record, checkpoint; returns the outcome when the run
+    /// stops (diverged test loss, or early stop).
+    fn end_epoch(&mut self, out: &mut Outcome) -> Result<Option<Outcome>> {
+        self.st.wall_time_s = self.wall();
+        let epochs_completed = self.st.epoch + 1;
+        let ev = self.evaluate_and_record(epochs_completed)?;
+        self.st.epochs_done = self.st.epoch + 1;
+        self.show_eval(out.last_loss, &ev);
+        let diverged = !ev.loss.is_finite();
+        let early = ev.accuracy > self.cfg.train.early_stop_accuracy;
+        if diverged {
+            out.reason = Some(format!("test loss became {} after epoch {}", ev.loss, self.st.epoch + 1));
+            out.last_loss = ev.loss;
+        }
+        self.st.epoch += 1;
+        self.st.batch = 0;
+        if diverged {
+            out.stop = StopReason::Diverged;
+            return Ok(Some(Outcome { stop: out.stop, reason: out.reason.take(), last_loss: out.last_loss }));
+        }
+        if early {
+            // the decision travels with the checkpoint: a resumed run ends here too
+            self.st.stopped = Some(StopReason::EarlyStop);
+            out.stop = StopReason::EarlyStop;
+        }
+        self.save_checkpoint()?;
+        if early {
+            return Ok(Some(Outcome { stop: out.stop, reason: out.reason.take(), last_loss: out.last_loss }));
+        }
+        Ok(None)
+    }
+
+    fn show_eval(&self, last_loss: f64, ev: &EvalResult) {
+        self.pb.set_message(format!(
+            "ep {}/{} loss {last_loss:.3} acc {:.3} (test loss {:.3})",
+            self.st.epoch + 1,
+            self.cfg.train.epochs,
+            ev.accuracy,
+            ev.loss
+        ));
+    }
+
+    fn evaluate_and_record(&mut self, epochs_completed: usize) -> Result<EvalResult> {
+        evaluate_and_record(
+            &self.model,
+            &self.test_data,
+            self.test_batch,
+            &mut self.st,
+            epochs_completed,
+            &self.cfg.train.solve_thresholds,
+            &self.metrics_path,
+        )
+    }
+
+    /// summary.json's content.
+    fn summary(&self, out: Outcome, resumed_stopped: bool) -> Summary {
+        let (cfg, st) = (self.cfg, &self.st);
+        let costs = crate::cost::lm_flops_of(
+            &self.model,
+            num_parameters(&self.vs),
+            &crate::cost::step_shapes(&self.train_data.segments, cfg.data.batch_size),
+            self.max_test_len.max(1),
+        );
+        let last = st.last_eval.clone().unwrap_or_default();
+        let diverged = out.stop == StopReason::Diverged;
+        Summary {
+            status: if diverged { "diverged".into() } else { "done".into() },
+            stop_reason: out.stop,
+            reason: out.reason,
+            mixer: cfg.model.mixer_name(),
+            d_model: cfg.model.d_model,
+            best_accuracy: st.best_accuracy,
+            best_epoch: st.best_epoch,
+            final_accuracy: last.accuracy,
+            // a run that diverged before its first evaluation still names the metric it is scored by
+            metric: if last.metric.is_empty() {
+                metric::name_of(self.test_data.segments.iter().map(|s| s.metric))
+            } else {
+                last.metric.clone()
+            },
+            final_metrics: last.metrics.clone(),
+            final_loss: if diverged { out.last_loss } else { last.loss },
+            slices: last.slices.clone(),
+            best_slices: st.best_slices.clone(),
+            num_parameters: num_parameters(&self.vs),
+            state_size: self.model.state_size(self.max_test_len),
+            state_size_seq_len: self.max_test_len,
+            flops_train_per_step: Some(costs.train_per_step),
+            flops_prefill_per_seq: Some(costs.prefill_per_seq),
+            flops_decode_per_token: Some(costs.decode_per_token),
+            wall_time_s: if resumed_stopped { st.wall_time_s } else { self.wall() },
+            epochs: st.epochs_done,
+            steps: st.step,
+            device: self.rt.name(),
+            solved: Some(st.solved.clone()),
+        }
+    }
+}
+
+/// The trainer state to start from: a checkpoint's when resuming from one (parameters and
+/// optimiser restored, metrics.jsonl cut back to what that state had written), else fresh.
+fn restore(
+    opts: &TrainOptions,
+    ckpt_path: &Path,
+    metrics_path: &Path,
+    identity: &checkpoint::Identity,
+    named: &[(String, Tensor)],
+    opt: &mut AdamW,
+) -> Result<TrainerState> {
     if opts.resume && ckpt_path.exists() {
-        let loaded = checkpoint::load(&ckpt_path, &identity)?;
-        checkpoint::restore(&loaded, &ckpt_path, &named, &mut opt)?;
-        st = loaded.state;
-        metrics::truncate_to(&metrics_path, st.metrics_bytes)?;
+        let loaded = checkpoint::load(ckpt_path, identity)?;
+        checkpoint::restore(&loaded, ckpt_path, named, opt)?;
+        metrics::truncate_to(metrics_path, loaded.state.metrics_bytes)?;
+        return Ok(loaded.state);
     } else if opts.resume {
-        let _ = std::fs::remove_file(&metrics_path);
+        let _ = std::fs::remove_file(metrics_path);
     }
+    Ok(TrainerState::default())
+}
 
-    let costs = crate::cost::lm_flops_of(
-        &model,
-        num_parameters(&vs),
-        &crate::cost::step_shapes(&train_data.segments, cfg.data.batch_size),
-        max_test_len.max(1),
-    );
-    // the exact training FLOPs of each step (for `solved`): per segment the model's FLOPs at its
-    // length, and each example's supervised positions (the sparse head runs there)
-    let seg_flops: Vec<crate::model::ModelFlops> =
-        train_data.segments.iter().map(|s| model.flops(s.seq_len as i64)).collect();
-    let supervised: Vec<Vec<usize>> = train_data.segments.iter().map(Segment::supervised_per_example).collect();
-    let steps_per_epoch = epoch_batches(&train_data.segments, cfg.data.batch_size, false, 0, 0).len();
-    let total_steps = steps_per_epoch * t.epochs;
-    let test_batch = cfg.data.test_batch_size.unwrap_or(cfg.data.batch_size);
+fn progress_bar(opts: &TrainOptions, total_steps: usize, position: usize) -> ProgressBar {
     let pb = if opts.quiet {
         ProgressBar::with_draw_target(Some(total_steps as u64), ProgressDrawTarget::hidden())
     } else {
@@ -280,193 +587,8 @@ fn run(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
             .progress_chars("=> "),
     );
     pb.set_prefix(if opts.label.is_empty() { String::new() } else { format!("{} ", opts.label) });
-    pb.set_position(st.step as u64);
-
-    let session_start = Instant::now();
-    let wall_before = st.wall_time_s;
-    let wall = || wall_before + session_start.elapsed().as_secs_f64();
-    // a checkpoint that already decided to stop: write the summary, train nothing
-    let resumed_stopped = st.stopped.is_some();
-    let mut stop = st.stopped.unwrap_or(StopReason::MaxEpochs);
-    let mut reason: Option<String> = None;
-    let mut last_loss = f64::NAN;
-    let mut tokens_since = 0usize;
-    let mut tick = Instant::now();
-    let mut grad_norm;
-
-    'epochs: while st.epoch < t.epochs && st.stopped.is_none() {
-        let batches = epoch_batches(&train_data.segments, cfg.data.batch_size, t.shuffle, cfg.seed, st.epoch);
-        while st.batch < batches.len() {
-            let (si, idx) = &batches[st.batch];
-            let it = Tensor::from_slice(idx).to_device(rt.device);
-            let x = train_data.inputs[*si].index_select(0, &it);
-            let y = train_data.targets[*si].index_select(0, &it);
-            tch::manual_seed(mix_seed(cfg.seed, 9_000_000 + st.step as u64) as i64 & i64::MAX);
-            opt.zero_grad();
-            let (loss, _, _, _) = sparse_head_loss(&model, &x, &y, true);
-            let lv = loss.double_value(&[]);
-            if !lv.is_finite() {
-                stop = StopReason::Diverged;
-                last_loss = lv;
-                reason = Some(format!("training loss became {lv} at step {} (epoch {})", st.step + 1, st.epoch + 1));
-                break 'epochs;
-            }
-            loss.backward();
-            grad_norm = opt.clip_grad_norm(t.grad_clip);
-            if !grad_norm.is_finite() {
-                stop = StopReason::Diverged;
-                last_loss = lv;
-                reason = Some(format!(
-                    "gradient norm became {grad_norm} at step {} (epoch {}); that step was not applied",
-                    st.step + 1,
-                    st.epoch + 1
-                ));
-                break 'epochs;
-            }
-            let lr = lr_at(t, st.step, total_steps);
-            opt.step(lr);
-            st.step += 1;
-            st.batch += 1;
-            last_loss = lv;
-            let toks = idx.len() * train_data.segments[*si].seq_len;
-            tokens_since += toks;
-            st.examples += idx.len() as u64;
-            st.tokens += toks as u64;
-            let heads: u64 = idx.iter().map(|&i| supervised[*si][i as usize] as u64).sum();
-            st.train_flops += crate::flops::TRAIN_FACTOR
-                * (seg_flops[*si].body.forward(idx.len() as i64) + seg_flops[*si].head_per_position * heads as f64);
-            pb.inc(1);
-            if st.step % t.log_every_steps == 0 {
-                let tps = tokens_since as f64 / tick.elapsed().as_secs_f64().max(1e-9);
-                tokens_since = 0;
-                tick = Instant::now();
-                st.metrics_bytes = metrics::append_line(
-                    &metrics_path,
-                    &MetricLine::Train { step: st.step, epoch: st.epoch, loss: lv, lr, tokens_per_s: tps, grad_norm },
-                )?;
-                let acc = st.last_eval.as_ref().map(|e| format!(" acc {:.3}", e.accuracy)).unwrap_or_default();
-                pb.set_message(format!("ep {}/{} loss {lv:.3}{acc} {:.0} tok/s", st.epoch + 1, t.epochs, tps));
-            }
-            if t.checkpoint_every_steps > 0 && st.step % t.checkpoint_every_steps == 0 && st.batch < batches.len() {
-                st.wall_time_s = wall();
-                checkpoint::save(&ckpt_path, &named, &opt, &st, &identity)?;
-            }
-            if t.eval_every_steps > 0 && st.step % t.eval_every_steps == 0 && st.batch < batches.len() {
-                // an evaluation inside the epoch (the epoch's end has its own below)
-                st.wall_time_s = wall();
-                let epochs_completed = st.epoch;
-                let ev = evaluate_and_record(
-                    &model,
-                    &test_data,
-                    test_batch,
-                    &mut st,
-                    epochs_completed,
-                    &t.solve_thresholds,
-                    &metrics_path,
-                )?;
-                pb.set_message(format!(
-                    "ep {}/{} loss {last_loss:.3} acc {:.3} (test loss {:.3})",
-                    st.epoch + 1,
-                    t.epochs,
-                    ev.accuracy,
-                    ev.loss
-                ));
-                if !ev.loss.is_finite() {
-                    reason = Some(format!("test loss became {} at step {} (epoch {})", ev.loss, st.step, st.epoch + 1));
-                    last_loss = ev.loss;
-                    stop = StopReason::Diverged;
-                    break 'epochs;
-                }
-                if ev.accuracy > t.early_stop_accuracy {
-                    st.stopped = Some(StopReason::EarlyStop);
-                    stop = StopReason::EarlyStop;
-                    checkpoint::save(&ckpt_path, &named, &opt, &st, &identity)?;
-                    break 'epochs;
-                }
-            }
-            fault("panic", st.step);
-            fault("abort", st.step);
-            step_delay();
-        }
-        // end of epoch: evaluate, record, checkpoint
-        st.wall_time_s = wall();
-        let epochs_completed = st.epoch + 1;
-        let ev = evaluate_and_record(
-            &model,
-            &test_data,
-            test_batch,
-            &mut st,
-            epochs_completed,
-            &t.solve_thresholds,
-            &metrics_path,
-        )?;
-        st.epochs_done = st.epoch + 1;
-        pb.set_message(format!(
-            "ep {}/{} loss {last_loss:.3} acc {:.3} (test loss {:.3})",
-            st.epoch + 1,
-            t.epochs,
-            ev.accuracy,
-            ev.loss
-        ));
-        let diverged = !ev.loss.is_finite();
-        let early = ev.accuracy > t.early_stop_accuracy;
-        if diverged {
-            reason = Some(format!("test loss became {} after epoch {}", ev.loss, st.epoch + 1));
-            last_loss = ev.loss;
-        }
-        st.epoch += 1;
-        st.batch = 0;
-        if diverged {
-            stop = StopReason::Diverged;
-            break;
-        }
-        if early {
-            // the decision travels with the checkpoint: a resumed run ends here too
-            st.stopped = Some(StopReason::EarlyStop);
-            stop = StopReason::EarlyStop;
-        }
-        checkpoint::save(&ckpt_path, &named, &opt, &st, &identity)?;
-        if early {
-            break;
-        }
-    }
-    pb.finish_and_clear();
-    fault("kill-before-summary", 0);
-
-    let last = st.last_eval.clone().unwrap_or_default();
-    let summary = Summary {
-        status: if stop == StopReason::Diverged { "diverged".into() } else { "done".into() },
-        stop_reason: stop,
-        reason,
-        mixer: cfg.model.mixer_name(),
-        d_model: cfg.model.d_model,
-        best_accuracy: st.best_accuracy,
-        best_epoch: st.best_epoch,
-        final_accuracy: last.accuracy,
-        // a run that diverged before its first evaluation still names the metric it is scored by
-        metric: if last.metric.is_empty() {
-            metric::name_of(test_data.segments.iter().map(|s| s.metric))
-        } else {
-            last.metric.clone()
-        },
-        final_metrics: last.metrics.clone(),
-        final_loss: if stop == StopReason::Diverged { last_loss } else { last.loss },
-        slices: last.slices.clone(),
-        best_slices: st.best_slices.clone(),
-        num_parameters: num_parameters(&vs),
-        state_size: model.state_size(max_test_len),
-        state_size_seq_len: max_test_len,
-        flops_train_per_step: Some(costs.train_per_step),
-        flops_prefill_per_seq: Some(costs.prefill_per_seq),
-        flops_decode_per_token: Some(costs.decode_per_token),
-        wall_time_s: if resumed_stopped { st.wall_time_s } else { wall() },
-        epochs: st.epochs_done,
-        steps: st.step,
-        device: rt.name(),
-        solved: Some(st.solved.clone()),
-    };
-    metrics::write_summary(dir, &summary)?;
-    Ok(summary)
+    pb.set_position(position as u64);
+    pb
 }
 
 /// Evaluates on the test data and records the result: a metrics line (`epoch` = epochs
