@@ -9,23 +9,11 @@ use zoology::tasks::Task;
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
-    /// Training-step time of an attention LM with the full head vs the sparse (supervised-only) head.
-    Step {
-        #[arg(long, default_value_t = 128)]
-        d_model: i64,
-        #[arg(long, default_value_t = 256)]
-        seq_len: usize,
-        #[arg(long, default_value_t = 16)]
-        kv: usize,
-        #[arg(long, default_value_t = 64)]
-        batch: usize,
-        #[arg(long, default_value_t = 8192)]
-        vocab_size: usize,
-        #[arg(long, default_value_t = 5)]
-        iters: usize,
-        #[arg(long, default_value = "cpu")]
-        device: String,
-    },
+    /// Where a training step's time goes, per mixer: data, forward, backward, optimiser and an
+    /// evaluation batch; tokens/s; achieved GFLOP/s and its fraction of this machine's matmul
+    /// peak in the same precision (measured in the same run). `--heads`: the full vs sparse
+    /// (supervised-only) head of an attention LM instead.
+    Step(StepArgs),
     /// Forward+backward time of each mixer alone at several lengths, and t(L_max)/t(L_min).
     Mixers {
         /// Comma-separated registry names (default: every registered mixer).
@@ -117,27 +105,7 @@ pub enum BenchCmd {
 
 pub fn cmd_bench(c: BenchCmd) -> Result<()> {
     match c {
-        BenchCmd::Step { d_model, seq_len, kv, batch, vocab_size, iters, device } => {
-            check_bench_step(d_model, seq_len, kv, batch, vocab_size, iters)?;
-            let dev =
-                zoology::device::DeviceSpec(device).resolve("--device").map_err(|e| anyhow::anyhow!(e.to_string()))?;
-            let rt = zoology::device::Runtime::new(dev);
-            let b = zoology::bench::StepBench {
-                d_model,
-                seq_len,
-                kv,
-                batch,
-                vocab: vocab_size,
-                iters,
-                mixer: "attention".into(),
-            };
-            println!("bench step: 2-layer attention LM d={d_model} L={seq_len} B={batch} V={vocab_size} kv={kv} on {} ({} threads), median of {iters}", rt.name(), tch::get_num_threads());
-            let (full, sparse) = zoology::bench::step_time(&b, &rt).map_err(|e| anyhow::anyhow!(e.to_string()))?;
-            println!("  full head   : {:8.1} ms/step", full * 1e3);
-            println!("  sparse head : {:8.1} ms/step", sparse * 1e3);
-            println!("  speedup (full / sparse): {:.2}x", full / sparse);
-            Ok(())
-        }
+        BenchCmd::Step(a) => cmd_bench_step(a),
         BenchCmd::Mixers { mixers, d_model, batch, lengths, iters, warmup, max_mem_gb, device } => {
             let dev =
                 zoology::device::DeviceSpec(device).resolve("--device").map_err(|e| anyhow::anyhow!(e.to_string()))?;
@@ -280,5 +248,167 @@ fn cmd_bench_decode(
     std::fs::write(&json, serde_json::to_string_pretty(&r)?).with_context(|| format!("writing {}", json.display()))?;
     zoology::analysis::decode_plot::plot_decode(&r, &out.join("decode")).map_err(e)?;
     println!("wrote {}, {} and {}", json.display(), out.join("decode.png").display(), out.join("decode.svg").display());
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct StepArgs {
+    /// A run config (TOML) whose model, first training segment and batch size are profiled
+    /// (default: a 2-layer LM on MQAR, d = 128, L = 64, kv = 4, B = 64, V = 8192, identity
+    /// state mixer, learned positions).
+    config: Option<PathBuf>,
+    /// `key=value` overrides of the config, as for `zoology train`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Comma-separated mixers to profile in the config's model, each at its registry defaults
+    /// (default: the config's own mixer).
+    #[arg(long, value_delimiter = ',')]
+    mixers: Vec<String>,
+    /// Comma-separated precisions (fp32, bf16); default: the config's `train.precision`.
+    #[arg(long, value_delimiter = ',')]
+    precision: Vec<String>,
+    /// The full vs sparse head comparison of an attention LM (the flags below; defaults
+    /// d = 128, L = 256, kv = 16, B = 64, V = 8192).
+    #[arg(long)]
+    heads: bool,
+    #[arg(long)]
+    d_model: Option<i64>,
+    #[arg(long)]
+    seq_len: Option<usize>,
+    #[arg(long)]
+    kv: Option<usize>,
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long)]
+    vocab_size: Option<usize>,
+    /// Timed steps (medians are reported).
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// libtorch threads (0 = the config's, else libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Also write the rows as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn cmd_bench_step(a: StepArgs) -> Result<()> {
+    use zoology::device::Precision;
+    let e = |e: zoology::Error| anyhow::anyhow!(e.to_string());
+    let (d_model, seq_len, kv, batch, vocab) = if a.heads {
+        (
+            a.d_model.unwrap_or(128),
+            a.seq_len.unwrap_or(256),
+            a.kv.unwrap_or(16),
+            a.batch.unwrap_or(64),
+            a.vocab_size.unwrap_or(8192),
+        )
+    } else {
+        (
+            a.d_model.unwrap_or(128),
+            a.seq_len.unwrap_or(64),
+            a.kv.unwrap_or(4),
+            a.batch.unwrap_or(64),
+            a.vocab_size.unwrap_or(8192),
+        )
+    };
+    check_bench_step(d_model, seq_len, kv, batch, vocab, a.iters)?;
+    if a.warmup > 1000 {
+        bail!("--warmup: must be ≤ 1000 (got {})", a.warmup);
+    }
+    if a.threads > zoology::limits::MAX_THREADS {
+        bail!("--threads: must be ≤ {} (got {})", zoology::limits::MAX_THREADS, a.threads);
+    }
+    let dev = zoology::device::DeviceSpec(a.device.clone()).resolve("--device").map_err(e)?;
+    if a.heads {
+        if a.config.is_some() || !a.set.is_empty() || !a.mixers.is_empty() || !a.precision.is_empty() {
+            bail!("--heads compares heads of the built-in attention LM: drop CONFIG, --set, --mixers and --precision");
+        }
+        let rt = zoology::device::Runtime::new(dev);
+        let b =
+            zoology::bench::StepBench { d_model, seq_len, kv, batch, vocab, iters: a.iters, mixer: "attention".into() };
+        println!("bench step --heads: 2-layer attention LM d={d_model} L={seq_len} B={batch} V={vocab} kv={kv} on {} ({} threads), median of {}", rt.name(), tch::get_num_threads(), a.iters);
+        let (full, sparse) = zoology::bench::step_time(&b, &rt).map_err(e)?;
+        println!("  full head   : {:8.1} ms/step", full * 1e3);
+        println!("  sparse head : {:8.1} ms/step", sparse * 1e3);
+        println!("  speedup (full / sparse): {:.2}x", full / sparse);
+        return Ok(());
+    }
+    let mut table: toml::Table = match &a.config {
+        Some(p) => {
+            if a.d_model.is_some() || a.seq_len.is_some() || a.kv.is_some() || a.batch.is_some() || a.vocab_size.is_some() {
+                bail!("--d-model/--seq-len/--kv/--batch/--vocab-size shape the built-in config; with CONFIG use --set (e.g. --set data.batch_size=16)");
+            }
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).map_err(|err| anyhow::anyhow!("{}: not valid TOML: {err}", p.display()))?
+        }
+        None => toml::from_str(&format!(
+            "seed = 1\n[data]\nvocab_size = {vocab}\nbatch_size = {batch}\n[[data.train]]\ntask = \"mqar\"\nseq_len = {seq_len}\nnum_kv_pairs = {kv}\nnum_examples = {batch}\n[[data.test]]\ntask = \"mqar\"\nseq_len = {seq_len}\nnum_kv_pairs = {kv}\nnum_examples = {batch}\n[model]\nd_model = {d_model}\nn_layers = 2\nstate_mixer = \"identity\"\nmax_position_embeddings = {seq_len}\nmixer = {{ name = \"attention\" }}\n"
+        ))?,
+    };
+    for s in &a.set {
+        zoology::config::apply_set(&mut table, s).map_err(e)?;
+    }
+    table.insert("device".into(), toml::Value::String(a.device.clone()));
+    let base = zoology::config::RunConfig::from_table(table.clone()).map_err(e)?;
+    let precisions: Vec<Precision> = if a.precision.is_empty() {
+        vec![base.train.precision]
+    } else {
+        a.precision
+            .iter()
+            .map(|p| match p.as_str() {
+                "fp32" => Ok(Precision::Fp32),
+                "bf16" => Ok(Precision::Bf16),
+                other => Err(anyhow::anyhow!("--precision: unknown precision {other:?}; use fp32 or bf16")),
+            })
+            .collect::<Result<_>>()?
+    };
+    let mixers: Vec<String> = if a.mixers.is_empty() { vec![base.model.mixer_name()] } else { a.mixers.clone() };
+    let threads = if a.threads > 0 { a.threads } else { base.threads };
+    zoology::device::set_threads(threads);
+    let train = &base.data.train[0];
+    println!(
+        "bench step: {} layers, d={}, V={}, {} L={} B={} on {} ({} threads), median of {} after {} warm-up",
+        base.model.n_layers,
+        base.model.d_model,
+        base.data.vocab_size,
+        train.name(),
+        train.seq_len(),
+        base.data.batch_size,
+        a.device,
+        tch::get_num_threads(),
+        a.iters,
+        a.warmup
+    );
+    let mut rows = vec![];
+    for &p in &precisions {
+        let peak = zoology::bench::step::matmul_peak(p, dev, 5);
+        println!("  matmul peak {}: {:.0} GFLOP/s (best square matmul of 256..2048, same run)", p.name(), peak);
+        for m in &mixers {
+            let mut t = table.clone();
+            if !a.mixers.is_empty() {
+                let mut mt = toml::Table::new();
+                mt.insert("name".into(), toml::Value::String(m.clone()));
+                zoology::config::set_path(&mut t, "model.mixer", toml::Value::Table(mt)).map_err(e)?;
+            }
+            zoology::config::set_path(&mut t, "train.precision", toml::Value::String(p.name().into())).map_err(e)?;
+            let cfg =
+                zoology::config::RunConfig::from_table(t).map_err(|err| anyhow::anyhow!("--mixers {m}: {err}"))?;
+            let r = zoology::bench::step::profile_step(&cfg, m, a.iters, a.warmup, peak).map_err(e)?;
+            println!("  {:<22} {:>6} {:8.1} ms/step", m, p.name(), r.step_s * 1e3);
+            rows.push(r);
+        }
+    }
+    println!();
+    print!("{}", zoology::bench::step::format_profiles(&rows));
+    if let Some(j) = &a.json {
+        std::fs::write(j, serde_json::to_string_pretty(&rows)?).with_context(|| format!("writing {}", j.display()))?;
+        println!("wrote {}", j.display());
+    }
     Ok(())
 }

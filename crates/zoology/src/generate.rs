@@ -123,9 +123,7 @@ pub fn check_mqar(cfg: &RunConfig) -> Result<()> {
 
 /// The first `n` examples of a segment (all when `n` is None or larger).
 fn first_examples(seg: &Segment, n: Option<usize>) -> Segment {
-    let n = n.unwrap_or(seg.n).min(seg.n);
-    let k = n * seg.seq_len;
-    Segment { n, inputs: seg.inputs[..k].to_vec(), targets: seg.targets[..k].to_vec(), ..seg.clone() }
+    seg.first(n.unwrap_or(seg.n))
 }
 
 /// Decodes the run's MQAR test queries (the first `num_examples` of each test segment) in

@@ -11,6 +11,7 @@
 //! below; `layering_tests.rs` checks it.
 
 pub mod decode;
+pub mod step;
 
 use crate::device::Runtime;
 use crate::error::Result;

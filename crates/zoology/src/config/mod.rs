@@ -27,7 +27,7 @@
 //! Layer 5 of 11, **config** (docs/ARCHITECTURE.md): it uses only modules of its own layer or
 //! below; `layering_tests.rs` checks it.
 
-use crate::device::DeviceSpec;
+use crate::device::{DeviceSpec, Precision};
 use crate::error::{config_err, io_err, Error, Result};
 use crate::model::ModelConfig;
 use crate::tasks::{mix_seed, Segment, Split, TaskConfig};
@@ -131,6 +131,10 @@ pub struct TrainConfig {
     /// summary.json `solved`: the step, examples, tokens, wall time and training FLOPs spent up
     /// to the first evaluation at or above each. The resolution is the evaluation interval.
     pub solve_thresholds: Vec<f64>,
+    /// `"fp32"` (default) or `"bf16"`: the forward pass under libtorch's autocast in bfloat16
+    /// (matmuls, linear layers, convolutions), with fp32 master weights, optimiser state,
+    /// gradients, loss and reductions ([`crate::device::Precision`]).
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -153,6 +157,7 @@ impl Default for TrainConfig {
             checkpoint_every_steps: 0,
             eval_every_steps: 0,
             solve_thresholds: vec![0.9, 0.99],
+            precision: Precision::Fp32,
         }
     }
 }

@@ -474,6 +474,8 @@ pub fn write_run_dir(dir: &std::path::Path, built: &Built, spec: &Spec, mixer: &
         flops_prefill_per_seq: Some(flops.body.prefill_per_seq + flops.head_per_position),
         flops_decode_per_token: Some(flops.body.decode_per_token + flops.head_per_position),
         wall_time_s: seconds,
+        train_tokens_per_s: None,
+        train_gflops_per_s: None,
         epochs: 0,
         steps: 0,
         device: "cpu".into(),

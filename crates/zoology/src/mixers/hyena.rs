@@ -113,13 +113,17 @@ pub struct Hyena {
 }
 
 impl Hyena {
-    /// The long filter `[d, max_len]`.
+    /// The long filter `[d, max_len]`, always in full precision: the sine activations of the
+    /// implicit filter amplify the rounding of a bf16 pre-activation (measured: 8 % error at
+    /// `w = 10` under bf16 autocast, 0.5 % with the filter in fp32).
     fn filter(&self) -> Tensor {
-        let mut h = self.z.shallow_clone();
-        for lin in &self.ffn {
-            h = (lin.forward(&h) * &self.freq).sin();
-        }
-        (self.ffn_out.forward(&h) * &self.decay).transpose(0, 1)
+        crate::device::Precision::fp32_region(self.z.device(), || {
+            let mut h = self.z.shallow_clone();
+            for lin in &self.ffn {
+                h = (lin.forward(&h) * &self.freq).sin();
+            }
+            (self.ffn_out.forward(&h) * &self.decay).transpose(0, 1)
+        })
     }
 
     fn check_len(&self, l: i64) {

@@ -408,3 +408,62 @@ fn suite_cuda_matches_cpu() {
     }
     report("cuda-vs-cpu", ran, fails);
 }
+
+/// Tolerances of the bf16-vs-fp32 check: bfloat16 keeps 8 significant bits (relative rounding
+/// 2⁻⁸ ≈ 0.4 %), matmuls accumulate in fp32, and an output is a few roundings deep.
+const TOL_BF16_FWD: f64 = 4e-2;
+const TOL_BF16_GRAD: f64 = 8e-2;
+
+/// Mixed precision (`train.precision = "bf16"`): every mixer's fast form run under bf16
+/// autocast agrees with its fp32 run — the output, and the gradients of the input and of every
+/// parameter (backward outside the autocast region, as the trainer runs it) — within bf16
+/// tolerances, and gives fp32-or-bf16 values that are finite.
+#[test]
+fn suite_bf16_matches_fp32() {
+    use crate::device::Precision;
+    let (mut ran, mut fails) = (vec![], vec![]);
+    for b in all_built(5) {
+        let l = GRAD_LENGTHS[1];
+        let (x, w) = seeded(31 + l, || (randn(&[2, l, D]), randn(&[2, l, D])));
+        let run = |p: Precision| {
+            let xg = x.copy().set_requires_grad(true);
+            let mut vars: Vec<(String, Tensor)> =
+                b.vs.variables().into_iter().filter(|(_, v)| v.requires_grad()).collect();
+            vars.sort_by(|a, c| a.0.cmp(&c.0));
+            let y = p.autocast(Device::Cpu, || b.m.forward(&xg, false)).to_kind(Kind::Float);
+            let mut wrt = vec![&xg];
+            wrt.extend(vars.iter().map(|(_, v)| v));
+            let gs = Tensor::run_backward(&[(&y * &w).sum(Kind::Float)], &wrt, false, false);
+            let names: Vec<String> =
+                std::iter::once("input".to_string()).chain(vars.into_iter().map(|(n, _)| n)).collect();
+            (y.detach(), names.into_iter().zip(gs).collect::<Vec<_>>())
+        };
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (run(Precision::Fp32), run(Precision::Bf16))));
+        let Ok(((y32, g32), (y16, g16))) = outcome else {
+            fails.push(format!("{}: the bf16 forward or backward panicked", b.label));
+            continue;
+        };
+        let e = rel_err(&y16, &y32);
+        if !(e < TOL_BF16_FWD) {
+            fails.push(format!("{} output: rel err {e:.2e} (bf16 vs fp32)", b.label));
+        }
+        for ((n, a), (_, r)) in g16.iter().zip(g32.iter()) {
+            if !a.defined() || !r.defined() {
+                if a.defined() != r.defined() {
+                    fails.push(format!("{} grad {n}: defined in one precision only", b.label));
+                }
+                continue;
+            }
+            if r.abs().max().double_value(&[]) == 0.0 {
+                continue;
+            }
+            let e = rel_err(&a.to_kind(Kind::Float), r);
+            if !(e < TOL_BF16_GRAD) {
+                fails.push(format!("{} grad {n}: rel err {e:.2e} (bf16 vs fp32)", b.label));
+            }
+        }
+        ran.push(format!("{} ({e:.1e})", b.label));
+    }
+    report("bf16-vs-fp32", ran, fails);
+}

@@ -95,6 +95,13 @@ pub struct Summary {
     pub flops_decode_per_token: Option<f64>,
     #[serde(with = "float")]
     pub wall_time_s: f64,
+    /// Training throughput: tokens (inputs) per second of training steps (evaluation and
+    /// checkpoints excluded), and the training FLOPs ([`crate::flops`]) per second in GFLOP/s;
+    /// absent in summaries written before they existed and for constructed models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_tokens_per_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_gflops_per_s: Option<f64>,
     pub epochs: usize,
     pub steps: usize,
     pub device: String,

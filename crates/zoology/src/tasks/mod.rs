@@ -127,6 +127,13 @@ impl Segment {
         (t(&self.inputs), t(&self.targets))
     }
 
+    /// The first `n` examples (all of them when `n ≥ self.n`), same settings.
+    pub fn first(&self, n: usize) -> Segment {
+        let n = n.min(self.n);
+        let k = n * self.seq_len;
+        Segment { n, inputs: self.inputs[..k].to_vec(), targets: self.targets[..k].to_vec(), ..self.clone() }
+    }
+
     /// Number of supervised positions of each example (where the sparse head runs).
     pub fn supervised_per_example(&self) -> Vec<usize> {
         (0..self.n).map(|i| self.example(i).1.iter().filter(|&&t| t != IGNORE).count()).collect()

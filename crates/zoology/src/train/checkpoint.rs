@@ -69,6 +69,10 @@ pub struct TrainerState {
     /// First crossings of `train.solve_thresholds` so far.
     #[serde(default)]
     pub solved: Vec<crate::rundir::Solved>,
+    /// Seconds spent in training steps (data, forward, backward, optimiser; not evaluation or
+    /// checkpoints) so far: the denominator of the summary's tokens/s and GFLOP/s.
+    #[serde(default, with = "float")]
+    pub train_time_s: f64,
 }
 
 /// What a checkpoint belongs to.

@@ -79,7 +79,8 @@ pub fn sparse_head_loss(
     let flat_y = y.reshape([-1]);
     let idx = flat_y.ne(IGNORE as i64).nonzero().squeeze_dim(1);
     let hs = h.reshape([-1, d]).index_select(0, &idx);
-    let logits = model.head(&hs);
+    // the loss in fp32 whatever the precision of the forward pass
+    let logits = model.head(&hs).to_kind(tch::Kind::Float);
     let tg = flat_y.index_select(0, &idx);
     let loss = logits.cross_entropy_for_logits(&tg);
     let ex = idx.divide_scalar_mode(l, "floor");
@@ -388,12 +389,13 @@ impl<'a> Session<'a> {
     fn train_step(&mut self, si: usize, idx: &[i64], last_loss: &mut f64) -> Result<Option<Outcome>> {
         let t = &self.cfg.train;
         let st = &mut self.st;
+        let started = Instant::now();
         let it = Tensor::from_slice(idx).to_device(self.rt.device);
         let x = self.train_data.inputs[si].index_select(0, &it);
         let y = self.train_data.targets[si].index_select(0, &it);
         tch::manual_seed(mix_seed(self.cfg.seed, 9_000_000 + st.step as u64) as i64 & i64::MAX);
         self.opt.zero_grad();
-        let (loss, _, _, _) = sparse_head_loss(&self.model, &x, &y, true);
+        let (loss, _, _, _) = t.precision.autocast(self.rt.device, || sparse_head_loss(&self.model, &x, &y, true));
         let lv = loss.double_value(&[]);
         if !lv.is_finite() {
             let reason = format!("training loss became {lv} at step {} (epoch {})", st.step + 1, st.epoch + 1);
@@ -411,6 +413,7 @@ impl<'a> Session<'a> {
         }
         let lr = lr_at(t, st.step, self.total_steps);
         self.opt.step(lr);
+        st.train_time_s += started.elapsed().as_secs_f64();
         st.step += 1;
         st.batch += 1;
         *last_loss = lv;
@@ -498,15 +501,12 @@ impl<'a> Session<'a> {
     }
 
     fn evaluate_and_record(&mut self, epochs_completed: usize) -> Result<EvalResult> {
-        evaluate_and_record(
-            &self.model,
-            &self.test_data,
-            self.test_batch,
-            &mut self.st,
-            epochs_completed,
-            &self.cfg.train.solve_thresholds,
-            &self.metrics_path,
-        )
+        let ev = self
+            .cfg
+            .train
+            .precision
+            .autocast(self.rt.device, || evaluate(&self.model, &self.test_data, self.test_batch));
+        record_eval(ev, &mut self.st, epochs_completed, &self.cfg.train.solve_thresholds, &self.metrics_path)
     }
 
     /// summary.json's content.
@@ -546,6 +546,8 @@ impl<'a> Session<'a> {
             flops_prefill_per_seq: Some(costs.prefill_per_seq),
             flops_decode_per_token: Some(costs.decode_per_token),
             wall_time_s: if resumed_stopped { st.wall_time_s } else { self.wall() },
+            train_tokens_per_s: (st.train_time_s > 0.0).then(|| st.tokens as f64 / st.train_time_s),
+            train_gflops_per_s: (st.train_time_s > 0.0).then(|| st.train_flops / st.train_time_s / 1e9),
             epochs: st.epochs_done,
             steps: st.step,
             device: self.rt.name(),
@@ -591,20 +593,16 @@ fn progress_bar(opts: &TrainOptions, total_steps: usize, position: usize) -> Pro
     pb
 }
 
-/// Evaluates on the test data and records the result: a metrics line (`epoch` = epochs
-/// completed, so an evaluation inside epoch 3 says 2 and the one at its end 3), the best
-/// accuracy so far, the first crossing of each solve threshold, and `st.last_eval`.
-#[allow(clippy::too_many_arguments)]
-fn evaluate_and_record(
-    model: &LanguageModel,
-    test_data: &DeviceData,
-    test_batch: usize,
+/// Records an evaluation: a metrics line (`epoch` = epochs completed, so an evaluation inside
+/// epoch 3 says 2 and the one at its end 3), the best accuracy so far, the first crossing of
+/// each solve threshold, and `st.last_eval`.
+fn record_eval(
+    ev: EvalResult,
     st: &mut TrainerState,
     epoch: usize,
     thresholds: &[f64],
     metrics_path: &Path,
 ) -> Result<EvalResult> {
-    let ev = evaluate(model, test_data, test_batch);
     if ev.accuracy > st.best_accuracy || st.last_eval.is_none() {
         st.best_accuracy = ev.accuracy;
         st.best_epoch = st.epoch + 1;

@@ -22,6 +22,23 @@ pub fn chunked_delta_rule(
     g: Option<&Tensor>,
     chunk: i64,
 ) -> (Tensor, Tensor) {
+    // The WY/UT form inverts a triangular matrix per chunk: fp32 under bf16 autocast (the
+    // triangular solve has no bf16 kernel, and its error would compound).
+    use crate::device::{full_precision as f32_, Precision};
+    let (q, k, v, beta) = (&f32_(q), &f32_(k), &f32_(v), &f32_(beta));
+    let g = g.map(f32_);
+    let g = g.as_ref();
+    Precision::fp32_region(q.device(), || chunked_delta_rule_fp32(q, k, v, beta, g, chunk))
+}
+
+fn chunked_delta_rule_fp32(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    beta: &Tensor,
+    g: Option<&Tensor>,
+    chunk: i64,
+) -> (Tensor, Tensor) {
     let ChunkedQkv { b, h, dk, dv, lay, q: qc, k: kc, v: vc } = ChunkedQkv::new(q, k, v, chunk);
     let (n, c) = (lay.n, lay.c);
     let chunks = |x: &Tensor| lay.split(x, 2);
