@@ -56,6 +56,12 @@ PyTorch's AdamW: `--torch-adamw default` (what `torch.optim.AdamW(params, ...)` 
 torch 2.11 that is the single-tensor for-loop implementation, neither foreach nor fused: the
 script prints which), `foreach` or `fused`.
 
+Huge pages: the `zoology` binary sets THP_MEM_ALLOC_ENABLE=1 (libtorch backs CPU allocations of
+2 MB and more with transparent huge pages) unless the environment already sets it; PyTorch reads
+the same variable and leaves it off by default. So by default each side runs as it would on its
+own; `THP_MEM_ALLOC_ENABLE=1 scripts/with-torch python3 …` (or `=0`) gives both sides the same
+setting. The header prints each side's.
+
 Known differences from zoology-rs's step, by design (printed in the header too):
 - zoology-rs's optimiser phase always computes the global gradient norm (its trainer logs it and
   stops on a non-finite one), even with grad_clip = 0; PyTorch computes it only when clipping
@@ -808,6 +814,11 @@ def main() -> None:
                 checks.append(dict(shape=shape.name, mixer=m, torch_loss=tl, zoology_loss=zl, rel_diff=rel))
                 if not rel < 1e-5:
                     raise SystemExit(f"torch_step_compare: {shape.name}/{m}: the losses differ by {rel:.1e} (> 1e-5): not the same model")
+    thp = os.environ.get("THP_MEM_ALLOC_ENABLE")
+    print(
+        f"huge pages (THP_MEM_ALLOC_ENABLE): PyTorch {'on' if thp == '1' else 'off'}, "
+        f"zoology-rs {'on' if thp in (None, '1') else 'off'} (env {'unset' if thp is None else repr(thp)}; zoology turns it on when unset)"
+    )
     cells = []
     for shape in shapes:
         print(
@@ -860,7 +871,7 @@ def main() -> None:
             print("| " + " | ".join(vals) + " |")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(dict(args=vars(a), forward_checks=checks, cells=cells), f, indent=2)
+            json.dump(dict(args=vars(a), thp_env=thp, forward_checks=checks, cells=cells), f, indent=2)
         print(f"\nwrote {a.json}")
 
 

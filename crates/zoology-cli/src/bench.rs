@@ -298,25 +298,9 @@ pub struct StepArgs {
 }
 
 fn cmd_bench_step(a: StepArgs) -> Result<()> {
-    use zoology::device::Precision;
     let e = |e: zoology::Error| anyhow::anyhow!(e.to_string());
-    let (d_model, seq_len, kv, batch, vocab) = if a.heads {
-        (
-            a.d_model.unwrap_or(128),
-            a.seq_len.unwrap_or(256),
-            a.kv.unwrap_or(16),
-            a.batch.unwrap_or(64),
-            a.vocab_size.unwrap_or(8192),
-        )
-    } else {
-        (
-            a.d_model.unwrap_or(128),
-            a.seq_len.unwrap_or(64),
-            a.kv.unwrap_or(4),
-            a.batch.unwrap_or(64),
-            a.vocab_size.unwrap_or(8192),
-        )
-    };
+    let shape = step_shape(&a);
+    let (d_model, seq_len, kv, batch, vocab) = shape;
     check_bench_step(d_model, seq_len, kv, batch, vocab, a.iters)?;
     if a.warmup > 1000 {
         bail!("--warmup: must be ≤ 1000 (got {})", a.warmup);
@@ -326,48 +310,11 @@ fn cmd_bench_step(a: StepArgs) -> Result<()> {
     }
     let dev = zoology::device::DeviceSpec(a.device.clone()).resolve("--device").map_err(e)?;
     if a.heads {
-        if a.config.is_some() || !a.set.is_empty() || !a.mixers.is_empty() || !a.precision.is_empty() {
-            bail!("--heads compares heads of the built-in attention LM: drop CONFIG, --set, --mixers and --precision");
-        }
-        let rt = zoology::device::Runtime::new(dev);
-        let b =
-            zoology::bench::StepBench { d_model, seq_len, kv, batch, vocab, iters: a.iters, mixer: "attention".into() };
-        println!("bench step --heads: 2-layer attention LM d={d_model} L={seq_len} B={batch} V={vocab} kv={kv} on {} ({} threads), median of {}", rt.name(), tch::get_num_threads(), a.iters);
-        let (full, sparse) = zoology::bench::step_time(&b, &rt).map_err(e)?;
-        println!("  full head   : {:8.1} ms/step", full * 1e3);
-        println!("  sparse head : {:8.1} ms/step", sparse * 1e3);
-        println!("  speedup (full / sparse): {:.2}x", full / sparse);
-        return Ok(());
+        return bench_step_heads(&a, shape, dev);
     }
-    let mut table: toml::Table = match &a.config {
-        Some(p) => {
-            if a.d_model.is_some() || a.seq_len.is_some() || a.kv.is_some() || a.batch.is_some() || a.vocab_size.is_some() {
-                bail!("--d-model/--seq-len/--kv/--batch/--vocab-size shape the built-in config; with CONFIG use --set (e.g. --set data.batch_size=16)");
-            }
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            toml::from_str(&text).map_err(|err| anyhow::anyhow!("{}: not valid TOML: {err}", p.display()))?
-        }
-        None => toml::from_str(&format!(
-            "seed = 1\n[data]\nvocab_size = {vocab}\nbatch_size = {batch}\n[[data.train]]\ntask = \"mqar\"\nseq_len = {seq_len}\nnum_kv_pairs = {kv}\nnum_examples = {batch}\n[[data.test]]\ntask = \"mqar\"\nseq_len = {seq_len}\nnum_kv_pairs = {kv}\nnum_examples = {batch}\n[model]\nd_model = {d_model}\nn_layers = 2\nstate_mixer = \"identity\"\nmax_position_embeddings = {seq_len}\nmixer = {{ name = \"attention\" }}\n"
-        ))?,
-    };
-    for s in &a.set {
-        zoology::config::apply_set(&mut table, s).map_err(e)?;
-    }
-    table.insert("device".into(), toml::Value::String(a.device.clone()));
+    let table = step_table(&a, shape)?;
     let base = zoology::config::RunConfig::from_table(table.clone()).map_err(e)?;
-    let precisions: Vec<Precision> = if a.precision.is_empty() {
-        vec![base.train.precision]
-    } else {
-        a.precision
-            .iter()
-            .map(|p| match p.as_str() {
-                "fp32" => Ok(Precision::Fp32),
-                "bf16" => Ok(Precision::Bf16),
-                other => Err(anyhow::anyhow!("--precision: unknown precision {other:?}; use fp32 or bf16")),
-            })
-            .collect::<Result<_>>()?
-    };
+    let precisions = step_precisions(&a, &base)?;
     let mixers: Vec<String> = if a.mixers.is_empty() { vec![base.model.mixer_name()] } else { a.mixers.clone() };
     let threads = if a.threads > 0 { a.threads } else { base.threads };
     zoology::device::set_threads(threads);
@@ -411,4 +358,71 @@ fn cmd_bench_step(a: StepArgs) -> Result<()> {
         println!("wrote {}", j.display());
     }
     Ok(())
+}
+
+type StepShape = (i64, usize, usize, usize, usize);
+
+/// The built-in LM's shape: flags, else the defaults of the mode (`--heads` keeps the old comparison's shape).
+fn step_shape(a: &StepArgs) -> StepShape {
+    let (seq_len, kv) = if a.heads { (256, 16) } else { (64, 4) };
+    (
+        a.d_model.unwrap_or(128),
+        a.seq_len.unwrap_or(seq_len),
+        a.kv.unwrap_or(kv),
+        a.batch.unwrap_or(64),
+        a.vocab_size.unwrap_or(8192),
+    )
+}
+
+fn bench_step_heads(a: &StepArgs, shape: StepShape, dev: tch::Device) -> Result<()> {
+    let e = |e: zoology::Error| anyhow::anyhow!(e.to_string());
+    let (d_model, seq_len, kv, batch, vocab) = shape;
+    if a.config.is_some() || !a.set.is_empty() || !a.mixers.is_empty() || !a.precision.is_empty() {
+        bail!("--heads compares heads of the built-in attention LM: drop CONFIG, --set, --mixers and --precision");
+    }
+    let rt = zoology::device::Runtime::new(dev);
+    let b = zoology::bench::StepBench { d_model, seq_len, kv, batch, vocab, iters: a.iters, mixer: "attention".into() };
+    println!("bench step --heads: 2-layer attention LM d={d_model} L={seq_len} B={batch} V={vocab} kv={kv} on {} ({} threads), median of {}", rt.name(), tch::get_num_threads(), a.iters);
+    let (full, sparse) = zoology::bench::step_time(&b, &rt).map_err(e)?;
+    println!("  full head   : {:8.1} ms/step", full * 1e3);
+    println!("  sparse head : {:8.1} ms/step", sparse * 1e3);
+    println!("  speedup (full / sparse): {:.2}x", full / sparse);
+    Ok(())
+}
+
+/// CONFIG read as a TOML table, or the built-in 2-layer MQAR LM of the given shape; `--set` applied.
+fn step_table(a: &StepArgs, shape: StepShape) -> Result<toml::Table> {
+    let (d_model, seq_len, kv, batch, vocab) = shape;
+    let mut table: toml::Table = match &a.config {
+        Some(p) => {
+            if a.d_model.is_some() || a.seq_len.is_some() || a.kv.is_some() || a.batch.is_some() || a.vocab_size.is_some() {
+                bail!("--d-model/--seq-len/--kv/--batch/--vocab-size shape the built-in config; with CONFIG use --set (e.g. --set data.batch_size=16)");
+            }
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).map_err(|err| anyhow::anyhow!("{}: not valid TOML: {err}", p.display()))?
+        }
+        None => toml::from_str(&format!(
+            "seed = 1\n[data]\nvocab_size = {vocab}\nbatch_size = {batch}\n[[data.train]]\ntask = \"mqar\"\nseq_len = {seq_len}\nnum_kv_pairs = {kv}\nnum_examples = {batch}\n[[data.test]]\ntask = \"mqar\"\nseq_len = {seq_len}\nnum_kv_pairs = {kv}\nnum_examples = {batch}\n[model]\nd_model = {d_model}\nn_layers = 2\nstate_mixer = \"identity\"\nmax_position_embeddings = {seq_len}\nmixer = {{ name = \"attention\" }}\n"
+        ))?,
+    };
+    for s in &a.set {
+        zoology::config::apply_set(&mut table, s).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    }
+    table.insert("device".into(), toml::Value::String(a.device.clone()));
+    Ok(table)
+}
+
+fn step_precisions(a: &StepArgs, base: &zoology::config::RunConfig) -> Result<Vec<zoology::device::Precision>> {
+    use zoology::device::Precision;
+    if a.precision.is_empty() {
+        return Ok(vec![base.train.precision]);
+    }
+    a.precision
+        .iter()
+        .map(|p| match p.as_str() {
+            "fp32" => Ok(Precision::Fp32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(anyhow::anyhow!("--precision: unknown precision {other:?}; use fp32 or bf16")),
+        })
+        .collect()
 }

@@ -174,9 +174,13 @@ struct ArhitsArgs {
     /// Evaluate only the first N validation windows (default: all).
     #[arg(long)]
     max_windows: Option<usize>,
-    /// Quantile buckets of training-bigram frequency.
-    #[arg(long, default_value_t = 5)]
-    buckets: usize,
+    /// Bucket training-bigram frequency into K quantile buckets of training occurrences
+    /// (default: log-spaced counts merged until each bucket holds --min-bucket-hits AR hits).
+    #[arg(long)]
+    buckets: Option<usize>,
+    /// With log-spaced buckets: the fewest AR hits of the evaluated windows in one bucket.
+    #[arg(long, default_value_t = 300)]
+    min_bucket_hits: u64,
     /// Windows per forward pass.
     #[arg(long, default_value_t = 16)]
     batch: usize,
@@ -293,6 +297,7 @@ fn cmd_arhits(a: ArhitsArgs) -> Result<()> {
     let opts = ev::ArHitsOptions {
         max_windows: a.max_windows,
         buckets: a.buckets,
+        min_bucket_hits: a.min_bucket_hits,
         batch: a.batch,
         reference: a.reference,
         quiet: a.quiet || a.json,

@@ -33,8 +33,12 @@ use tch::{Kind, Tensor};
 pub struct ArHitsOptions {
     /// Evaluate only the first N validation windows (all when `None`).
     pub max_windows: Option<usize>,
-    /// Number of quantile buckets of training-bigram frequency.
-    pub buckets: usize,
+    /// How training-bigram frequency is bucketed: `Some(k)` = k quantile buckets of training
+    /// occurrences; `None` = log-spaced counts merged to ≥ `min_bucket_hits` AR hits each (the
+    /// default: it resolves the rare end, where the paper's gap is).
+    pub buckets: Option<usize>,
+    /// With log-spaced buckets: the fewest AR hits (among the evaluated windows) a bucket holds.
+    pub min_bucket_hits: u64,
     /// Windows per forward pass.
     pub batch: usize,
     /// The run (its label) whose gap to every other run is split; default: the attention run.
@@ -44,7 +48,14 @@ pub struct ArHitsOptions {
 
 impl Default for ArHitsOptions {
     fn default() -> Self {
-        ArHitsOptions { max_windows: None, buckets: 5, batch: 16, reference: None, quiet: false }
+        ArHitsOptions {
+            max_windows: None,
+            buckets: None,
+            min_bucket_hits: 300,
+            batch: 16,
+            reference: None,
+            quiet: false,
+        }
     }
 }
 
@@ -94,8 +105,47 @@ impl ArHitsOutput {
             self.models.first().map(|m| m.report.all.tokens).unwrap_or(0),
             format_table(&named, self.reference.as_deref())?,
             format_frequency_table(&named)
-        ))
+        ) + &self.recall_table())
     }
+    /// The reference and the other models, when there is a reference.
+    #[allow(clippy::type_complexity)]
+    fn split_reference(&self) -> Option<((String, ArHitReport), Vec<(String, ArHitReport)>)> {
+        let r = self.reference.as_ref()?;
+        let named = self.named();
+        let reference = named.iter().find(|(n, _)| n == r)?.clone();
+        Some((reference, named.into_iter().filter(|(n, _)| n != r).collect()))
+    }
+
+    /// The gap per token to the reference on AR hits and on the other tokens of windows grouped
+    /// by their AR-hit count (empty without a reference).
+    pub fn recall_table(&self) -> String {
+        let Some((reference, models)) = self.split_reference() else { return String::new() };
+        let p = crate::analysis::arhits_gap_plot::GapByRecallsPlot { reference: reference.clone(), models };
+        let (labels, rows) = p.gaps();
+        let windows: Vec<u64> = reference.1.by_recalls.iter().filter(|r| r.windows > 0).map(|r| r.windows).collect();
+        let mut s = format!(
+            "\nloss gap to {} per token (nats), by AR hits per window (AR hits | other tokens)\n{:<22}",
+            reference.0, "AR hits per window"
+        );
+        for l in &labels {
+            s += &format!("{l:>16}");
+        }
+        s += &format!("\n{:<22}", "windows");
+        for w in &windows {
+            s += &format!("{w:>16}");
+        }
+        s.push('\n');
+        let cell = |v: &Option<f64>| v.map_or("–".to_string(), |v| format!("{v:+.3}"));
+        for (name, ar, other) in &rows {
+            s += &format!("{:<22}", name);
+            for (a, o) in ar.iter().zip(other) {
+                s += &format!("{:>16}", format!("{} | {}", cell(a), cell(o)));
+            }
+            s.push('\n');
+        }
+        s
+    }
+
     /// Ratio of a model's perplexity to the reference's on AR hits and on other tokens.
     pub fn ratios(&self) -> Vec<(String, f64, f64)> {
         let Some(r) = self.reference.as_ref().and_then(|r| self.models.iter().find(|m| &m.name == r)) else {
@@ -184,9 +234,12 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
     let t0 = cfgs[0].2.clone();
     let data = t0.dataset("RUN_DIR text task")?;
     let counts = BigramCounts::from_tokens(data.tokens(Split::Train));
-    let buckets = FreqBuckets::quantiles(&counts, opts.buckets)?;
     let valid = data.tokens(Split::Valid);
     let wins = validation_windows(valid, &t0, opts.max_windows)?;
+    let buckets = match opts.buckets {
+        Some(k) => FreqBuckets::quantiles(&counts, k)?,
+        None => FreqBuckets::log_spaced(&counts, wins.iter().copied(), opts.min_bucket_hits)?,
+    };
 
     let pb = if opts.quiet {
         ProgressBar::hidden()
@@ -351,7 +404,53 @@ pub fn write_outputs(o: &ArHitsOutput, out: &Path) -> Result<Vec<PathBuf>> {
     let named = o.named();
     crate::analysis::arhits_plot::plot_frequency(&named, &out.join("arhits_frequency"))?;
     crate::analysis::arhits_plot::plot_ar_vs_other(&named, &out.join("arhits_ar_vs_other"))?;
-    Ok(vec![json, md, out.join("arhits_frequency.png"), out.join("arhits_ar_vs_other.png")])
+    let mut files = vec![json, md, out.join("arhits_frequency.png"), out.join("arhits_ar_vs_other.png")];
+    if let Some((reference, models)) = o.split_reference().filter(|(_, m)| !m.is_empty()) {
+        use crate::analysis::arhits_gap_plot as g;
+        let (r, m) = (reference, models);
+        g::plot_gap_by_frequency(
+            &g::GapByFrequencyPlot { reference: r.clone(), models: m.clone() },
+            &out.join("arhits_gap_frequency"),
+        )?;
+        g::plot_gap_by_recalls(
+            &g::GapByRecallsPlot { reference: r.clone(), models: m.clone() },
+            &out.join("arhits_gap_recalls"),
+        )?;
+        g::plot_gap_bars(&g::GapBarsPlot { reference: r, models: m }, &out.join("arhits_gap_bars"))?;
+        files
+            .extend(["arhits_gap_frequency.png", "arhits_gap_recalls.png", "arhits_gap_bars.png"].map(|f| out.join(f)));
+    }
+    let curves = training_curves(o)?;
+    if curves.iter().any(|(_, c)| c.iter().any(|p| p.1.is_some())) {
+        use crate::analysis::arhits_gap_plot as g;
+        g::plot_training_curves(&g::TrainingCurvesPlot { curves }, &out.join("arhits_training"))?;
+        files.push(out.join("arhits_training.png"));
+    }
+    Ok(files)
+}
+
+/// Each evaluated run's evaluations over training from its metrics.jsonl: `(step, copy
+/// accuracy, AR-hit loss, other loss)` where the run recorded its probes.
+pub fn training_curves(o: &ArHitsOutput) -> Result<Vec<crate::analysis::arhits_gap_plot::Curve>> {
+    use crate::train::metrics::{read_lines, MetricLine};
+    let mut out = vec![];
+    for m in &o.models {
+        let lines = read_lines(&Path::new(&m.run_dir).join(crate::rundir::METRICS))?;
+        let pts = lines
+            .iter()
+            .filter_map(|l| match l {
+                MetricLine::Eval { step, result, .. } => Some((
+                    *step as f64,
+                    result.metrics.get("copy_accuracy").copied(),
+                    result.metrics.get("ar_hit_loss").copied(),
+                    result.metrics.get("other_loss").copied(),
+                )),
+                _ => None,
+            })
+            .collect();
+        out.push((m.name.clone(), pts));
+    }
+    Ok(out)
 }
 
 /// Reads `dir/arhits.json` if present (for `zoology report`).

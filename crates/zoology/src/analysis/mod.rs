@@ -6,6 +6,7 @@
 //! below; `layering_tests.rs` checks it.
 
 pub mod arhits;
+pub mod arhits_gap_plot;
 pub mod arhits_plot;
 pub mod cost_plot;
 pub mod decode_plot;

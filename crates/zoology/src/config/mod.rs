@@ -135,6 +135,10 @@ pub struct TrainConfig {
     /// (matmuls, linear layers, convolutions), with fp32 master weights, optimiser state,
     /// gradients, loss and reductions ([`crate::device::Precision`]).
     pub precision: Precision,
+    /// Sequences in each probe of a text run's evaluations (the copy score and the validation
+    /// loss by AR-hit label, [`crate::train::probes`]); 0 = off. Ignored without a text test
+    /// segment.
+    pub text_probes: usize,
 }
 
 impl Default for TrainConfig {
@@ -158,6 +162,7 @@ impl Default for TrainConfig {
             eval_every_steps: 0,
             solve_thresholds: vec![0.9, 0.99],
             precision: Precision::Fp32,
+            text_probes: 64,
         }
     }
 }
@@ -211,6 +216,9 @@ impl TrainConfig {
             if v > MAX_STEPS {
                 return Err(config_err(f, format!("must be ≤ {MAX_STEPS} (got {v})")));
             }
+        }
+        if t.text_probes > 1 << 16 {
+            return Err(config_err("train.text_probes", format!("must be ≤ 65536 (got {}); 0 = off", t.text_probes)));
         }
         if t.log_every_steps == 0 {
             return Err(config_err("train.log_every_steps", "must be ≥ 1"));

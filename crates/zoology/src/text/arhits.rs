@@ -59,6 +59,14 @@ impl Label {
             Label::Other => "other",
         }
     }
+    /// The label as a metric-name stem (`ar_hit`, `first_occurrence`, `other`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Label::ArHit => "ar_hit",
+            Label::FirstOccurrence => "first_occurrence",
+            Label::Other => "other",
+        }
+    }
 }
 
 /// A target's label and, for an AR hit, the distance back to the most recent earlier
@@ -226,6 +234,59 @@ impl FreqBuckets {
         })
     }
 
+    /// Log-spaced buckets with the rare end resolved: training counts `1, 2–3, 4–7, …` (powers
+    /// of two), then adjacent buckets merged, rarest first, until each holds at least
+    /// `min_ar_hits` AR hits among the evaluated windows `windows` (so that every bucket's
+    /// perplexity rests on enough tokens); a remainder too small is merged into the bucket below
+    /// it. "Unseen in training" stays its own bucket whatever it holds.
+    pub fn log_spaced<'w>(
+        counts: &BigramCounts,
+        windows: impl Iterator<Item = &'w [u32]>,
+        min_ar_hits: u64,
+    ) -> Result<Self> {
+        if counts.total == 0 {
+            return Err(Error::Data("frequency buckets: the training split has no bigrams".into()));
+        }
+        let max = counts.counts().max().unwrap_or(1);
+        let mut fine = vec![];
+        let mut u = 1u64;
+        while u < max {
+            fine.push(u);
+            u = u.saturating_mul(2).saturating_add(1); // 1, 3, 7, 15, …: buckets 1, 2–3, 4–7, …
+        }
+        fine.push(u64::MAX);
+        let fine = FreqBuckets { upper: fine, train_bigrams: counts.total, scheme: String::new() };
+        // AR hits per fine bucket in the evaluated windows
+        let mut hits = vec![0u64; fine.len()];
+        let (mut labeler, mut labels) = (Labeler::default(), vec![]);
+        for w in windows {
+            labeler.label(w, &mut labels);
+            for (t, l) in labels.iter().enumerate() {
+                if l.label == Label::ArHit {
+                    hits[fine.bucket(counts.get(w[t], w[t + 1]))] += 1;
+                }
+            }
+        }
+        let mut upper = vec![];
+        let mut acc = 0u64;
+        for b in 1..fine.len() {
+            acc += hits[b];
+            if acc >= min_ar_hits && b + 1 < fine.len() {
+                upper.push(fine.upper[b - 1]);
+                acc = 0;
+            }
+        }
+        if acc < min_ar_hits && !upper.is_empty() {
+            upper.pop(); // the remainder joins the bucket below
+        }
+        upper.push(u64::MAX);
+        Ok(FreqBuckets {
+            upper,
+            train_bigrams: counts.total,
+            scheme: format!("log-spaced training counts (powers of two), merged to ≥ {min_ar_hits} AR hits per bucket"),
+        })
+    }
+
     /// Number of buckets including "unseen".
     pub fn len(&self) -> usize {
         self.upper.len() + 1
@@ -362,6 +423,20 @@ pub struct DistanceRow {
     pub ar_hit: SliceStats,
 }
 
+/// Windows grouped by how many AR hits they hold (their number of recalls): the loss on those
+/// windows' AR hits and on their other tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecallRow {
+    pub bucket: String,
+    /// Inclusive range of AR hits per window.
+    pub lo: u32,
+    pub hi: u32,
+    pub windows: u64,
+    pub ar_hit: SliceStats,
+    /// First occurrences and other tokens of the same windows.
+    pub rest: SliceStats,
+}
+
 /// A model's loss on every slice of the evaluated windows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArHitReport {
@@ -375,6 +450,9 @@ pub struct ArHitReport {
     pub freq_scheme: String,
     pub by_frequency: Vec<FreqRow>,
     pub ar_hit_by_distance: Vec<DistanceRow>,
+    /// Windows by their AR-hit count (`0, 1, 2–3, 4–7, …`); absent in reports written before.
+    #[serde(default)]
+    pub by_recalls: Vec<RecallRow>,
 }
 
 impl ArHitReport {
@@ -431,6 +509,7 @@ impl<'a> ArHitAnalyzer<'a> {
             freq_scheme: buckets.scheme.clone(),
             by_frequency,
             ar_hit_by_distance,
+            by_recalls: recall_rows(seq_len as u32),
         };
         ArHitAnalyzer { counts, buckets, dist, labeler: Labeler::default(), labels: vec![], report }
     }
@@ -456,6 +535,17 @@ impl<'a> ArHitAnalyzer<'a> {
         self.labeler.label(seq, &mut self.labels);
         let r = &mut self.report;
         r.windows += 1;
+        let recalls = self.labels.iter().filter(|l| l.label == Label::ArHit).count() as u32;
+        let rb = r.by_recalls.partition_point(|row| row.hi < recalls).min(r.by_recalls.len() - 1);
+        r.by_recalls[rb].windows += 1;
+        for (lab, &l) in self.labels.iter().zip(nll) {
+            let row = &mut r.by_recalls[rb];
+            if lab.label == Label::ArHit {
+                row.ar_hit.add(l as f64);
+            } else {
+                row.rest.add(l as f64);
+            }
+        }
         for (t, (lab, &l)) in self.labels.iter().zip(nll).enumerate() {
             let l = l as f64;
             r.all.add(l);
@@ -482,6 +572,23 @@ impl<'a> ArHitAnalyzer<'a> {
     pub fn finish(self) -> ArHitReport {
         self.report
     }
+}
+
+/// Recall-count buckets `0, 1, 2–3, 4–7, …` up to `max` AR hits per window.
+fn recall_rows(max: u32) -> Vec<RecallRow> {
+    let mut ranges = vec![(0u32, 0u32)];
+    ranges.extend(DistanceBuckets::powers_of_two(max.max(1)).ranges);
+    ranges
+        .into_iter()
+        .map(|(lo, hi)| RecallRow {
+            bucket: if lo == hi { lo.to_string() } else { format!("{lo}–{hi}") },
+            lo,
+            hi,
+            windows: 0,
+            ar_hit: Default::default(),
+            rest: Default::default(),
+        })
+        .collect()
 }
 
 /// Token counts of every slice of a split cut into windows, without a model (every loss 0; only
@@ -1002,5 +1109,59 @@ mod tests {
         let pl = power_law_pmf(0.01, 100);
         assert!((pl.iter().map(|p| p.1).sum::<f64>() - 1.0).abs() < 1e-12);
         assert!((pl[0].1 / pl[1].1 - 2f64.powf(0.99)).abs() < 1e-12);
+    }
+
+    /// Windows bucketed by their AR-hit count: a window with no repeat, one with one AR hit,
+    /// one with three; each window's AR-hit and other losses land in its own row.
+    #[test]
+    fn windows_are_bucketed_by_their_number_of_recalls() {
+        let counts = BigramCounts::from_tokens(&[1, 2, 3, 4]);
+        let buckets = FreqBuckets::quantiles(&counts, 1).unwrap();
+        let mut a = ArHitAnalyzer::new(&counts, &buckets, 6);
+        // no AR hit: all distinct
+        a.add_window(&[1, 2, 3, 4, 5, 6, 7], &[1.0; 6]).unwrap();
+        // one AR hit: (1,2) again at the end (targets: (1,2) (2,9) (9,8) (8,7) (7,1) (1,2))
+        a.add_window(&[1, 2, 9, 8, 7, 1, 2], &[2.0, 2.0, 2.0, 2.0, 2.0, 0.5]).unwrap();
+        // three AR hits: a b a b a b a (targets (a,b) (b,a) (a,b)h (b,a)h (a,b)h (b,a)h): 4 hits
+        a.add_window(&[1, 2, 1, 2, 1, 2, 1], &[3.0, 3.0, 0.25, 0.25, 0.25, 0.25]).unwrap();
+        let r = a.finish();
+        let row = |lo: u32| r.by_recalls.iter().find(|x| x.lo <= lo && lo <= x.hi).unwrap();
+        assert_eq!(r.by_recalls[0].bucket, "0");
+        assert_eq!((row(0).windows, row(0).ar_hit.tokens, row(0).rest.tokens), (1, 0, 6));
+        assert_eq!((row(1).windows, row(1).ar_hit.tokens, row(1).rest.tokens), (1, 1, 5));
+        assert_eq!(row(1).ar_hit.mean_nll(), Some(0.5));
+        assert_eq!(row(1).rest.mean_nll(), Some(2.0));
+        assert_eq!(row(4).bucket, "4–6");
+        assert_eq!((row(4).windows, row(4).ar_hit.tokens, row(4).rest.tokens), (1, 4, 2));
+        assert_eq!(row(4).ar_hit.mean_nll(), Some(0.25));
+        assert_eq!(r.by_recalls.iter().map(|x| x.windows).sum::<u64>(), 3);
+    }
+
+    /// Log-spaced frequency buckets: powers of two of the training count, merged rarest first
+    /// until each bucket holds the asked number of AR hits in the evaluated windows.
+    #[test]
+    fn log_spaced_buckets_merge_until_each_has_enough_ar_hits() {
+        // training stream: bigram (1,2) 40 times, (3,4) 5 times, (5,6) once, (7,8) 12 times
+        let mut train = vec![];
+        for (pair, n) in [((1u32, 2u32), 40), ((3, 4), 5), ((5, 6), 1), ((7, 8), 12)] {
+            for _ in 0..n {
+                train.extend([pair.0, pair.1, 99]);
+            }
+        }
+        let counts = BigramCounts::from_tokens(&train);
+        assert_eq!((counts.get(1, 2), counts.get(3, 4), counts.get(5, 6), counts.get(7, 8)), (40, 5, 1, 12));
+        // no merging needed: each fine bucket that holds a hit keeps its own edges
+        let fine = FreqBuckets::log_spaced(&counts, std::iter::empty(), 0).unwrap();
+        assert_eq!(fine.bucket(1), 1);
+        assert_eq!((fine.bucket(2), fine.bucket(3)), (2, 2));
+        assert_eq!((fine.bucket(4), fine.bucket(7)), (3, 3));
+        // windows with AR hits on (5,6) ×2 [count 1], (3,4) ×1 [count 5], (1,2) ×3 [count 40]
+        let w1: Vec<u32> = vec![5, 6, 5, 6, 5, 6, 0];
+        let w2: Vec<u32> = vec![3, 4, 3, 4, 1, 2, 1, 2, 1, 2, 1, 2];
+        let b = FreqBuckets::log_spaced(&counts, [&w1[..], &w2[..]].into_iter(), 3).unwrap();
+        // the rare end: count 1 (2 hits) merges with 2–3 and 4–7 (1 hit) to reach 3: one bucket
+        // 1–7; everything above is the last bucket (3 hits)
+        assert_eq!(b.labels(), ["unseen", "1–7", "≥8"]);
+        assert!(b.scheme.contains("≥ 3 AR hits"), "{}", b.scheme);
     }
 }

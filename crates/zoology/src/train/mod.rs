@@ -8,6 +8,7 @@
 pub mod checkpoint;
 pub mod metrics;
 pub mod optim;
+pub mod probes;
 pub mod trainer;
 
 pub use trainer::{train, TrainOptions};

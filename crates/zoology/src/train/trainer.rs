@@ -245,6 +245,8 @@ struct Session<'a> {
     /// Tokens trained since the last train line, and when that line was written.
     tokens_since: usize,
     tick: Instant,
+    /// The copy and AR-hit probes of a text run ([`super::probes`]).
+    probes: Option<super::probes::TextProbes>,
 }
 
 /// Phases of a run: open the run directory (identity, resume), build data, model and optimiser,
@@ -305,6 +307,13 @@ impl<'a> Session<'a> {
         let steps_per_epoch = epoch_batches(&train_data.segments, cfg.data.batch_size, false, 0, 0).len();
         let total_steps = steps_per_epoch * t.epochs;
         let pb = progress_bar(opts, total_steps, st.step);
+        let probes = super::probes::TextProbes::new(
+            &test_data.segments,
+            cfg.data.vocab_size,
+            t.text_probes,
+            cfg.seed,
+            rt.device,
+        );
         let wall_before = st.wall_time_s;
         Ok(Session {
             cfg,
@@ -329,6 +338,7 @@ impl<'a> Session<'a> {
             wall_before,
             tokens_since: 0,
             tick: Instant::now(),
+            probes,
         })
     }
 
@@ -506,6 +516,10 @@ impl<'a> Session<'a> {
             .train
             .precision
             .autocast(self.rt.device, || evaluate(&self.model, &self.test_data, self.test_batch));
+        let mut ev = ev;
+        if let Some(p) = &self.probes {
+            ev.metrics.extend(p.evaluate(&self.model, self.cfg.train.precision));
+        }
         record_eval(ev, &mut self.st, epochs_completed, &self.cfg.train.solve_thresholds, &self.metrics_path)
     }
 
