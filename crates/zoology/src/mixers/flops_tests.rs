@@ -619,3 +619,41 @@ fn forward_flops_scale_with_the_length_as_the_math_says() {
         }
     }
 }
+
+/// Performer: the projections, the random projections ω·q' and ω·k' per head (m/2 rows when
+/// hyperbolic), then the chunked linear core with K = m, V = d_v + 1; the step updates and reads
+/// `[S | z]` per head.
+#[test]
+fn performer_matches_the_tally() {
+    for (d, l) in SHAPES {
+        let (heads, chunk, f) = (2, 3, 4);
+        let chunks = (l + chunk - 1) / chunk;
+        for (m, hyperbolic) in [(6i64, false), (10, true)] {
+            let rows = if hyperbolic { m / 2 } else { m };
+            let tok = tally(|c| {
+                c.mm(1, d, heads * f);
+                c.mm(1, d, heads * f);
+                c.mm(1, d, d);
+                c.mm(1, d, d);
+                for _ in 0..2 * heads {
+                    c.mm(1, f, rows);
+                }
+            });
+            let v = d / heads + 1;
+            let fwd = tally(|c| {
+                c.each(l, tok.0);
+                for _ in 0..chunks * heads {
+                    linear_core(c, chunk, m, v, 0);
+                }
+            });
+            let step = tally(|c| {
+                c.each(1, tok.0);
+                (0..heads).for_each(|_| linear_step(c, m, v, 0));
+            });
+            let cfg = format!(
+                r#"{{ name = "performer", feature_dim = {f}, num_features = {m}, hyperbolic = {hyperbolic}, num_heads = {heads}, chunk_size = {chunk} }}"#
+            );
+            check(&cfg, d, l, stepwise(fwd, Tally::default(), move |_| step));
+        }
+    }
+}

@@ -28,6 +28,7 @@ pub mod mamba;
 pub mod mega;
 #[cfg(test)]
 mod parity_tests;
+pub mod performer;
 pub mod retnet;
 pub mod rwkv;
 pub mod sliding_window;
@@ -241,6 +242,7 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<delta_net::GatedDeltaNet>(),
         entry::<rwkv::Rwkv>(),
         entry::<mamba::Mamba>(),
+        entry::<performer::Performer>(),
     ]
 }
 
