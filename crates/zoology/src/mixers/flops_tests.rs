@@ -657,3 +657,43 @@ fn performer_matches_the_tally() {
         }
     }
 }
+
+/// BigBird: projections; per query block and head the scores and mix over the gathered keys
+/// (window blocks, global tokens, r random blocks when some block has one), masked entries
+/// included; the step scores the keys its token sees, counted by enumerating the rule
+/// (window or global) plus b per random block held.
+#[test]
+fn bigbird_matches_the_tally() {
+    let (b, nw, g, r, heads) = (4i64, 1i64, 1i64, 2i64, 2i64);
+    for (d, l) in [(8i64, 8i64), (16, 21), (8, 3)] {
+        let h = d / heads;
+        let n = (l + b - 1) / b;
+        let c = if l < b { l } else { b };
+        let cols = (nw + 1).min(n) * c + (g * b).min(l) + if n > nw + 1 + g { r * b } else { 0 };
+        let fwd = tally(|t| {
+            t.mm(l, d, 3 * d);
+            t.mm(l, d, d);
+            for _ in 0..n * heads {
+                t.mm(c, h, cols);
+                t.mm(c, cols, h);
+            }
+        });
+        let step = move |tl: i64| {
+            let t = tl - 1;
+            let seen =
+                (0..=t).filter(|&s| s >= t - nw * b || s < g * b).count() as i64 + b * r.min((t / b - nw - g).max(0));
+            tally(|c| {
+                c.mm(1, d, 3 * d);
+                c.mm(1, d, d);
+                for _ in 0..heads {
+                    c.mm(1, h, seen);
+                    c.mm(1, seen, h);
+                }
+            })
+        };
+        let cfg = format!(
+            r#"{{ name = "bigbird", block_size = {b}, num_window_blocks = {nw}, num_global_blocks = {g}, num_random_blocks = {r}, num_heads = {heads} }}"#
+        );
+        check(&cfg, d, l, stepwise(fwd, Tally::default(), step));
+    }
+}

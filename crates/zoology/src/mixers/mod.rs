@@ -13,6 +13,7 @@ pub mod common;
 pub mod attention;
 pub mod base_conv;
 pub mod based;
+pub mod bigbird;
 pub mod delta_net;
 #[cfg(test)]
 mod flops_tests;
@@ -243,6 +244,7 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<rwkv::Rwkv>(),
         entry::<mamba::Mamba>(),
         entry::<performer::Performer>(),
+        entry::<bigbird::BigBird>(),
     ]
 }
 
