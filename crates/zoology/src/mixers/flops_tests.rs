@@ -609,6 +609,11 @@ fn forward_flops_scale_with_the_length_as_the_math_says() {
         if name.contains("\"hybrid\"") {
             continue; // a hybrid is its layers' mixers, checked on their own
         }
+        if name.contains("\"nystromformer\"") {
+            // O(L·d² + L²·d/c): landmarks of fixed-length segments grow with L
+            assert!(r > 2.1 && r <= 4.0, "{name}: between linear and quadratic, ratio {r}");
+            continue;
+        }
         if quadratic {
             assert!((3.6..=4.0).contains(&r), "{name}: quadratic, ratio {r}");
         } else if fft {
@@ -693,6 +698,59 @@ fn bigbird_matches_the_tally() {
         };
         let cfg = format!(
             r#"{{ name = "bigbird", block_size = {b}, num_window_blocks = {nw}, num_global_blocks = {g}, num_random_blocks = {r}, num_heads = {heads} }}"#
+        );
+        check(&cfg, d, l, stepwise(fwd, Tally::default(), step));
+    }
+}
+
+/// Nyströmformer (segments of 3, two heads, a 4-tap conv skip): per token the projections and
+/// the depthwise conv; per head the landmark kernel K2, the landmark → key scores and mix (K3,
+/// K3·V), the triangular solve, and the query → landmark scores and mix for the rows that see a
+/// landmark; the step reads the landmarks and, at a segment's last token, adds its K2 row, its
+/// K3 row over the whole cache and its H row.
+#[test]
+fn nystromformer_matches_the_tally() {
+    let (seg, heads, taps) = (3i64, 2i64, 4i64);
+    for (d, l) in [(8i64, 8i64), (16, 11), (8, 2)] {
+        let h = d / heads;
+        let n = l / seg;
+        let tok = tally(|c| {
+            c.mm(1, d, 3 * d);
+            c.mm(1, d, d);
+            c.each(d * taps, 2.0);
+        });
+        let fwd = tally(|c| {
+            c.each(l, tok.0);
+            if n > 0 {
+                let rows = l - seg + 1;
+                for _ in 0..heads {
+                    c.mm(n, h, n);
+                    c.mm(n, h, l);
+                    c.mm(n, l, h);
+                    c.solve(n, h);
+                    c.mm(rows, h, n);
+                    c.mm(rows, n, h);
+                }
+            }
+        });
+        let step = move |ctx: i64| {
+            let j = ctx / seg;
+            tally(|c| {
+                c.each(1, tok.0);
+                for _ in 0..heads {
+                    c.mm(1, h, j);
+                    c.mm(1, j, h);
+                    if ctx % seg == 0 {
+                        c.mm(1, h, j);
+                        c.mm(1, h, ctx);
+                        c.mm(1, ctx, h);
+                        c.mm(1, j - 1, h);
+                    }
+                }
+            })
+        };
+        let cfg = format!(
+            r#"{{ name = "nystromformer", segment_size = {seg}, num_heads = {heads}, conv_kernel_size = {taps} }}"#
         );
         check(&cfg, d, l, stepwise(fwd, Tally::default(), step));
     }

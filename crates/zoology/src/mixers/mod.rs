@@ -27,6 +27,7 @@ mod linear_tests;
 pub mod long_conv;
 pub mod mamba;
 pub mod mega;
+pub mod nystromformer;
 #[cfg(test)]
 mod parity_tests;
 pub mod performer;
@@ -245,6 +246,7 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<mamba::Mamba>(),
         entry::<performer::Performer>(),
         entry::<bigbird::BigBird>(),
+        entry::<nystromformer::Nystromformer>(),
     ]
 }
 
