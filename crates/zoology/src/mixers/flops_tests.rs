@@ -755,3 +755,59 @@ fn nystromformer_matches_the_tally() {
         check(&cfg, d, l, stepwise(fwd, Tally::default(), step));
     }
 }
+
+/// ScatterBrain (window 3, m = 6 hyperbolic features from 3 directions, two heads, chunk 4):
+/// projections and the random projections of q and k per token; the window part in blocks of
+/// w + 1 queries against twice as many keys; the delayed low-rank part as the chunked linear
+/// core (only when some token is farther than the window); the step scores the window, reads
+/// the low-rank state and, once a token leaves the window, projects its key and adds it.
+#[test]
+fn scatterbrain_matches_the_tally() {
+    let (w, m, heads, chunk) = (3i64, 6i64, 2i64, 4i64);
+    let rows = m / 2;
+    for (d, l) in [(8i64, 8i64), (16, 11), (8, 3)] {
+        let h = d / heads;
+        let v = h + 1;
+        let n = (w + 1).min(l);
+        let blocks = (l + n - 1) / n;
+        let fwd = tally(|c| {
+            for _ in 0..l {
+                c.mm(1, d, 3 * d);
+                c.mm(1, d, d);
+                for _ in 0..2 * heads {
+                    c.mm(1, h, rows);
+                }
+            }
+            for _ in 0..blocks * heads {
+                c.mm(n, h, 2 * n);
+                c.mm(n, 2 * n, h);
+            }
+            if l > w + 1 {
+                for _ in 0..((l + chunk - 1) / chunk) * heads {
+                    linear_core(c, chunk, m, v, 0);
+                }
+            }
+        });
+        let step = move |ctx: i64| {
+            let keys = ctx.min(w + 1);
+            tally(|c| {
+                c.mm(1, d, 3 * d);
+                c.mm(1, d, d);
+                for _ in 0..heads {
+                    c.mm(1, h, rows);
+                    c.mm(1, h, keys);
+                    c.mm(1, keys, h);
+                    c.mm(1, m, v);
+                    if ctx > w {
+                        c.mm(1, h, rows);
+                        c.mm(m, 1, v);
+                    }
+                }
+            })
+        };
+        let cfg = format!(
+            r#"{{ name = "scatterbrain", window_size = {w}, feature_dim = {m}, num_heads = {heads}, chunk_size = {chunk} }}"#
+        );
+        check(&cfg, d, l, stepwise(fwd, Tally::default(), step));
+    }
+}

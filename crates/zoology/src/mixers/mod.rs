@@ -33,6 +33,7 @@ mod parity_tests;
 pub mod performer;
 pub mod retnet;
 pub mod rwkv;
+pub mod scatterbrain;
 pub mod sliding_window;
 pub mod stripedhyena;
 #[cfg(test)]
@@ -247,6 +248,7 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<performer::Performer>(),
         entry::<bigbird::BigBird>(),
         entry::<nystromformer::Nystromformer>(),
+        entry::<scatterbrain::ScatterBrain>(),
     ]
 }
 
