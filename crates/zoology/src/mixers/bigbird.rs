@@ -294,13 +294,13 @@ impl Mixer for BigBird {
     /// caches `[B, n, D]` with heads merged, the position `[B, 1]`.
     fn init_state(&self, batch: i64) -> MixerState {
         let z = Tensor::zeros([batch, 0, self.attn.width()], self.attn.opts());
-        let mut t = vec![Tensor::zeros([batch, 1], self.attn.opts())];
+        let mut t = vec![Tensor::zeros([batch, 1], (Kind::Int64, self.attn.opts().1))];
         t.extend((0..6).map(|_| z.shallow_clone()));
         MixerState::new(t)
     }
 
     fn step(&self, state: &mut MixerState, x_t: &Tensor) -> Tensor {
-        let t = state.tensors[0].double_value(&[0, 0]) as i64;
+        let t = state.tensors[0].int64_value(&[0, 0]);
         let (q, k, v) = self.attn.heads_qkv(&x_t.unsqueeze(1), 0, false);
         let (k1, v1) = (merge_heads(&k), merge_heads(&v)); // [B,1,D]
         let st = &mut state.tensors;
@@ -345,7 +345,7 @@ impl Mixer for BigBird {
         let heads = self.attn.num_heads();
         let (kh, vh) = (split_heads(&kc, heads), split_heads(&vc, heads));
         let a = (q.matmul(&kh.transpose(-2, -1)) * self.attn.scale()).softmax(-1, x_t.kind());
-        st[0] = &st[0] + 1.0;
+        st[0] = &st[0] + 1i64;
         self.attn.project_out(&a.matmul(&vh)).squeeze_dim(1)
     }
 

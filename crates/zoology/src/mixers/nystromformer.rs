@@ -244,7 +244,7 @@ impl Mixer for Nystromformer {
         let (d, opts) = (self.d, self.opts());
         let e = Tensor::zeros([batch, 0, d], opts);
         let mut t = vec![
-            Tensor::zeros([batch, 1], opts),
+            Tensor::zeros([batch, 1], (Kind::Int64, opts.1)),
             e.shallow_clone(),
             e.shallow_clone(),
             Tensor::zeros([batch, 1, d], opts),
@@ -259,7 +259,7 @@ impl Mixer for Nystromformer {
 
     fn step(&self, state: &mut MixerState, x_t: &Tensor) -> Tensor {
         let st = &mut state.tensors;
-        let t = st[0].double_value(&[0, 0]) as i64;
+        let t = st[0].int64_value(&[0, 0]);
         let (q, k, v) = self.qkv(&x_t.unsqueeze(1)); // [B,H,1,h]
         let (qm, km, vm) = (merge_heads(&q), merge_heads(&k), merge_heads(&v)); // [B,1,D]
         st[1] = Tensor::cat(&[&st[1], &km], 1);
@@ -293,7 +293,7 @@ impl Mixer for Nystromformer {
         if let Some(w) = self.conv_per_channel() {
             y = y + fir_step(&mut st[6], &vm.squeeze_dim(1), &w, None);
         }
-        st[0] = &st[0] + 1.0;
+        st[0] = &st[0] + 1i64;
         self.finish(&y, false)
     }
 
