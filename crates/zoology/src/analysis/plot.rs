@@ -52,6 +52,10 @@ pub fn mixer_color(name: &str) -> RGBColor {
         ("long_conv", (160, 60, 0)),
         ("mega", (60, 30, 90)),
         ("stripedhyena", (110, 170, 110)),
+        ("performer", (255, 152, 150)),
+        ("bigbird", (197, 176, 213)),
+        ("nystromformer", (196, 156, 148)),
+        ("scatterbrain", (247, 182, 210)),
     ];
     if let Some((_, c)) = NAMED.iter().find(|(n, _)| *n == name) {
         return RGBColor(c.0, c.1, c.2);

@@ -609,6 +609,11 @@ fn forward_flops_scale_with_the_length_as_the_math_says() {
         if name.contains("\"hybrid\"") {
             continue; // a hybrid is its layers' mixers, checked on their own
         }
+        if name.contains("\"nystromformer\"") {
+            // O(L·d² + L²·d/c): landmarks of fixed-length segments grow with L
+            assert!(r > 2.1 && r <= 4.0, "{name}: between linear and quadratic, ratio {r}");
+            continue;
+        }
         if quadratic {
             assert!((3.6..=4.0).contains(&r), "{name}: quadratic, ratio {r}");
         } else if fft {
@@ -617,5 +622,192 @@ fn forward_flops_scale_with_the_length_as_the_math_says() {
             // exactly 2 but for the padding of the last chunk or window block
             assert!((r - 2.0).abs() < 0.01, "{name}: linear, ratio {r}");
         }
+    }
+}
+
+/// Performer: the projections, the random projections ω·q' and ω·k' per head (m/2 rows when
+/// hyperbolic), then the chunked linear core with K = m, V = d_v + 1; the step updates and reads
+/// `[S | z]` per head.
+#[test]
+fn performer_matches_the_tally() {
+    for (d, l) in SHAPES {
+        let (heads, chunk, f) = (2, 3, 4);
+        let chunks = (l + chunk - 1) / chunk;
+        for (m, hyperbolic) in [(6i64, false), (10, true)] {
+            let rows = if hyperbolic { m / 2 } else { m };
+            let tok = tally(|c| {
+                c.mm(1, d, heads * f);
+                c.mm(1, d, heads * f);
+                c.mm(1, d, d);
+                c.mm(1, d, d);
+                for _ in 0..2 * heads {
+                    c.mm(1, f, rows);
+                }
+            });
+            let v = d / heads + 1;
+            let fwd = tally(|c| {
+                c.each(l, tok.0);
+                for _ in 0..chunks * heads {
+                    linear_core(c, chunk, m, v, 0);
+                }
+            });
+            let step = tally(|c| {
+                c.each(1, tok.0);
+                (0..heads).for_each(|_| linear_step(c, m, v, 0));
+            });
+            let cfg = format!(
+                r#"{{ name = "performer", feature_dim = {f}, num_features = {m}, hyperbolic = {hyperbolic}, num_heads = {heads}, chunk_size = {chunk} }}"#
+            );
+            check(&cfg, d, l, stepwise(fwd, Tally::default(), move |_| step));
+        }
+    }
+}
+
+/// BigBird: projections; per query block and head the scores and mix over the gathered keys
+/// (window blocks, global tokens, r random blocks when some block has one), masked entries
+/// included; the step scores the keys its token sees, counted by enumerating the rule
+/// (window or global) plus b per random block held.
+#[test]
+fn bigbird_matches_the_tally() {
+    let (b, nw, g, r, heads) = (4i64, 1i64, 1i64, 2i64, 2i64);
+    for (d, l) in [(8i64, 8i64), (16, 21), (8, 3)] {
+        let h = d / heads;
+        let n = (l + b - 1) / b;
+        let c = if l < b { l } else { b };
+        let cols = (nw + 1).min(n) * c + (g * b).min(l) + if n > nw + 1 + g { r * b } else { 0 };
+        let fwd = tally(|t| {
+            t.mm(l, d, 3 * d);
+            t.mm(l, d, d);
+            for _ in 0..n * heads {
+                t.mm(c, h, cols);
+                t.mm(c, cols, h);
+            }
+        });
+        let step = move |tl: i64| {
+            let t = tl - 1;
+            let seen =
+                (0..=t).filter(|&s| s >= t - nw * b || s < g * b).count() as i64 + b * r.min((t / b - nw - g).max(0));
+            tally(|c| {
+                c.mm(1, d, 3 * d);
+                c.mm(1, d, d);
+                for _ in 0..heads {
+                    c.mm(1, h, seen);
+                    c.mm(1, seen, h);
+                }
+            })
+        };
+        let cfg = format!(
+            r#"{{ name = "bigbird", block_size = {b}, num_window_blocks = {nw}, num_global_blocks = {g}, num_random_blocks = {r}, num_heads = {heads} }}"#
+        );
+        check(&cfg, d, l, stepwise(fwd, Tally::default(), step));
+    }
+}
+
+/// Nyströmformer (segments of 3, two heads, a 4-tap conv skip): per token the projections and
+/// the depthwise conv; per head the landmark kernel K2, the landmark → key scores and mix (K3,
+/// K3·V), the triangular solve, and the query → landmark scores and mix for the rows that see a
+/// landmark; the step reads the landmarks and, at a segment's last token, adds its K2 row, its
+/// K3 row over the whole cache and its H row.
+#[test]
+fn nystromformer_matches_the_tally() {
+    let (seg, heads, taps) = (3i64, 2i64, 4i64);
+    for (d, l) in [(8i64, 8i64), (16, 11), (8, 2)] {
+        let h = d / heads;
+        let n = l / seg;
+        let tok = tally(|c| {
+            c.mm(1, d, 3 * d);
+            c.mm(1, d, d);
+            c.each(d * taps, 2.0);
+        });
+        let fwd = tally(|c| {
+            c.each(l, tok.0);
+            if n > 0 {
+                let rows = l - seg + 1;
+                for _ in 0..heads {
+                    c.mm(n, h, n);
+                    c.mm(n, h, l);
+                    c.mm(n, l, h);
+                    c.solve(n, h);
+                    c.mm(rows, h, n);
+                    c.mm(rows, n, h);
+                }
+            }
+        });
+        let step = move |ctx: i64| {
+            let j = ctx / seg;
+            tally(|c| {
+                c.each(1, tok.0);
+                for _ in 0..heads {
+                    c.mm(1, h, j);
+                    c.mm(1, j, h);
+                    if ctx % seg == 0 {
+                        c.mm(1, h, j);
+                        c.mm(1, h, ctx);
+                        c.mm(1, ctx, h);
+                        c.mm(1, j - 1, h);
+                    }
+                }
+            })
+        };
+        let cfg = format!(
+            r#"{{ name = "nystromformer", segment_size = {seg}, num_heads = {heads}, conv_kernel_size = {taps} }}"#
+        );
+        check(&cfg, d, l, stepwise(fwd, Tally::default(), step));
+    }
+}
+
+/// ScatterBrain (window 3, m = 6 hyperbolic features from 3 directions, two heads, chunk 4):
+/// projections and the random projections of q and k per token; the window part in blocks of
+/// w + 1 queries against twice as many keys; the delayed low-rank part as the chunked linear
+/// core (only when some token is farther than the window); the step scores the window, reads
+/// the low-rank state and, once a token leaves the window, projects its key and adds it.
+#[test]
+fn scatterbrain_matches_the_tally() {
+    let (w, m, heads, chunk) = (3i64, 6i64, 2i64, 4i64);
+    let rows = m / 2;
+    for (d, l) in [(8i64, 8i64), (16, 11), (8, 3)] {
+        let h = d / heads;
+        let v = h + 1;
+        let n = (w + 1).min(l);
+        let blocks = (l + n - 1) / n;
+        let fwd = tally(|c| {
+            for _ in 0..l {
+                c.mm(1, d, 3 * d);
+                c.mm(1, d, d);
+                for _ in 0..2 * heads {
+                    c.mm(1, h, rows);
+                }
+            }
+            for _ in 0..blocks * heads {
+                c.mm(n, h, 2 * n);
+                c.mm(n, 2 * n, h);
+            }
+            if l > w + 1 {
+                for _ in 0..((l + chunk - 1) / chunk) * heads {
+                    linear_core(c, chunk, m, v, 0);
+                }
+            }
+        });
+        let step = move |ctx: i64| {
+            let keys = ctx.min(w + 1);
+            tally(|c| {
+                c.mm(1, d, 3 * d);
+                c.mm(1, d, d);
+                for _ in 0..heads {
+                    c.mm(1, h, rows);
+                    c.mm(1, h, keys);
+                    c.mm(1, keys, h);
+                    c.mm(1, m, v);
+                    if ctx > w {
+                        c.mm(1, h, rows);
+                        c.mm(m, 1, v);
+                    }
+                }
+            })
+        };
+        let cfg = format!(
+            r#"{{ name = "scatterbrain", window_size = {w}, feature_dim = {m}, num_heads = {heads}, chunk_size = {chunk} }}"#
+        );
+        check(&cfg, d, l, stepwise(fwd, Tally::default(), step));
     }
 }

@@ -16,6 +16,7 @@ pub mod common;
 pub mod attention;
 pub mod base_conv;
 pub mod based;
+pub mod bigbird;
 pub mod delta_net;
 #[cfg(test)]
 mod flops_tests;
@@ -29,10 +30,13 @@ mod linear_tests;
 pub mod long_conv;
 pub mod mamba;
 pub mod mega;
+pub mod nystromformer;
 #[cfg(test)]
 mod parity_tests;
+pub mod performer;
 pub mod retnet;
 pub mod rwkv;
+pub mod scatterbrain;
 pub mod sliding_window;
 pub mod stripedhyena;
 #[cfg(test)]
@@ -244,6 +248,10 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<delta_net::GatedDeltaNet>(),
         entry::<rwkv::Rwkv>(),
         entry::<mamba::Mamba>(),
+        entry::<performer::Performer>(),
+        entry::<bigbird::BigBird>(),
+        entry::<nystromformer::Nystromformer>(),
+        entry::<scatterbrain::ScatterBrain>(),
     ]
 }
 

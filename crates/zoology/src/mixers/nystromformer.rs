@@ -1,0 +1,455 @@
+//! `nystromformer`: Nyström-approximated softmax attention (Xiong et al. 2021), in a causal form
+//! (Zoology's `NystromAttention`, whose landmark masks are not causal; docs/DECISIONS.md).
+//!
+//! Per head (width `h = D/H`, scale `1/√h`, `[q, k, v] = x W_qkvᵀ`), the sequence is cut into
+//! segments of `c` tokens (`segment_size`, or `⌈max_seq_len / num_landmarks⌉` so that the longest
+//! sequence has `num_landmarks` of them, as Zoology's `num_landmarks` segments of `L/m`). Segment
+//! `j` (positions `jc … (j+1)c − 1`) gives the landmarks `q̃_j`, `k̃_j` (segment means of q and k,
+//! Zoology's `AvgPool`) once it is complete. With `J_t = ⌊(t+1)/c⌋` landmarks complete at `t`:
+//!
+//! ```text
+//! K1[t, j] = softmax_{j < J_t}(q_t·k̃_j/√h)                query t → landmarks complete by t
+//! K2[i, j] = softmax_{j ≤ i}(q̃_i·k̃_j/√h)                  landmarks → earlier landmarks (lower-triangular)
+//! K3[i, s] = softmax_{s < (i+1)c}(q̃_i·k_s/√h)             landmark i → keys up to its segment's end
+//! y_t = K1[t, :J_t] · (K2[:J_t, :J_t])⁻¹ · K3[:J_t] V  +  conv(V)_t
+//!     = Σ_{j < J_t} K1[t, j] H_j,   H = K2⁻¹ (K3 V)       (one triangular solve serves every t)
+//! y = concat_heads(y) W_oᵀ
+//! ```
+//! This is Nyström's `softmax(Q K̃ᵀ) · pinv(softmax(Q̃ K̃ᵀ)) · softmax(Q̃ Kᵀ) V` with every factor
+//! restricted to the past: query `t` uses only landmarks whose segments end at or before `t`,
+//! landmark `i` only keys up to the end of its segment, and the landmark kernel is causal among
+//! landmarks. Because `K2` is lower-triangular with a positive diagonal, the inverse of its
+//! leading `J × J` block is the leading block of `K2⁻¹`, so `H` is computed once and query `t`
+//! reads its first `J_t` rows; it is exact (no Moore–Penrose iteration). With `c = 1` (e.g.
+//! `num_landmarks ≥ max_seq_len`, Zoology's exact-attention case) `K1 = K2 = K3` is the causal
+//! softmax matrix and `y` is exactly causal softmax attention. Queries see nothing of their own
+//! incomplete segment through the landmarks (the first `c − 1` positions see no landmark); the
+//! optional depthwise causal convolution of `V` (`conv_kernel_size` taps, one filter per head
+//! shared by its channels: Zoology's/Nyströmformer's skip connection, made causal) covers them.
+//!
+//! Forms:
+//! - parallel: the matrices above (`K1` only for rows `t ≥ c − 1`), `H` by one triangular solve
+//!   (`linalg_solve_triangular`), the conv by `common::conv::short_conv`; O(L²·d/c + L·d²).
+//! - reference: per position, explicit softmaxes over landmarks and keys from explicitly summed
+//!   segment means, `H` by forward substitution written out, the conv by its explicit taps.
+//! - recurrent: the whole KV cache (a landmark completed later attends to every key up to its
+//!   segment's end, so decoding must keep them all), the running sum of the current segment's
+//!   queries, the completed landmarks' keys `k̃_j` and rows `H_j`, the conv window, and the
+//!   position. When a segment completes, its `K2` row, `K3` row over the cache, and
+//!   `H_j = (G_j − Σ_{i<j} K2[j,i] H_i) / K2[j,j]` are added.
+//!
+//! State after L tokens: `1 + 2·d·L + d + 2·d·⌊L/c⌋ + (K−1)·d` (K = conv taps, the last term only
+//! with a conv): it grows with L. Zoology's `state_size()` is `2·d·num_landmarks`
+//! (`state_size_zoology`), which leaves out the KV cache its `K3` needs.
+//!
+//! FLOPs ([`crate::flops`] convention), with `n = ⌊L/c⌋`: projections `8·d²` per token; conv
+//! `2·d·K` per token; `K1` scores and mix `4·d·n·(L − c + 1)` (when n ≥ 1); `K2` `2·d·n²`; `K3`
+//! scores and `K3 V` `4·d·n·L`; the solve `d·n·(n−1)`. Decode at context L (token `t = L − 1`):
+//! `8·d² + 2·d·K + 4·d·J` with `J = ⌊L/c⌋`, plus, when the token completes a segment,
+//! `2·d·J` (its K2 row) `+ 4·d·L` (its K3 row and mix) `+ 2·d·(J − 1)` (its H row). Prefill is the
+//! step form.
+//!
+//! Init: `wqkv` N(0, 0.02), `out_proj` N(0, 0.02/√(2·n_layers)), no biases (Zoology's
+//! `bias=False`); the conv taps U(−1/√K, 1/√K) (PyTorch's Conv2d default, which Zoology keeps).
+
+use super::common::bounds::int_in;
+use super::common::conv::{fir_step, short_conv, short_conv_reference};
+use super::common::layers::{merge_heads, split_heads, Linear};
+use super::{BuildCtx, Mixer, MixerKind, MixerState};
+use crate::error::{config_err, Result};
+use crate::flops::MixerFlops;
+use serde::{Deserialize, Serialize};
+use tch::{nn, Kind, Tensor};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NystromformerConfig {
+    /// Landmarks over the longest sequence (Zoology's `num_landmarks`, 64): the segment length
+    /// is `⌈max_seq_len / num_landmarks⌉` unless `segment_size` is set.
+    pub num_landmarks: i64,
+    /// Segment length c (tokens per landmark); 0 = from `num_landmarks`.
+    pub segment_size: i64,
+    /// Number of heads (must divide d_model; Zoology's code attends over the full width, i.e. 1).
+    pub num_heads: i64,
+    /// Taps of the causal depthwise conv skip on V (Zoology's `conv_kernel_size`; 0 = none, as
+    /// Zoology's default None; the Nyströmformer paper uses 33).
+    pub conv_kernel_size: i64,
+    /// Dropout on the attention output in training (Zoology's `attn_drop`, 0).
+    pub dropout: f64,
+}
+
+impl Default for NystromformerConfig {
+    fn default() -> Self {
+        NystromformerConfig { num_landmarks: 64, segment_size: 0, num_heads: 1, conv_kernel_size: 0, dropout: 0.0 }
+    }
+}
+
+impl NystromformerConfig {
+    fn segment(&self, max_seq_len: i64) -> i64 {
+        if self.segment_size > 0 {
+            self.segment_size
+        } else {
+            ((max_seq_len.max(1) + self.num_landmarks - 1) / self.num_landmarks).max(1)
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Nystromformer {
+    wqkv: Linear,
+    out: Linear,
+    /// `[H, K]` taps of the conv skip (tap K−1 multiplies the current token).
+    conv: Option<Tensor>,
+    heads: i64,
+    d: i64,
+    c: i64,
+    dropout: f64,
+    num_landmarks: i64,
+}
+
+impl Nystromformer {
+    fn qkv(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let qkv = self.wqkv.forward(x).chunk(3, -1);
+        (split_heads(&qkv[0], self.heads), split_heads(&qkv[1], self.heads), split_heads(&qkv[2], self.heads))
+    }
+    fn scale(&self) -> f64 {
+        1.0 / ((self.d / self.heads) as f64).sqrt()
+    }
+    /// The conv taps per channel `[D, K]` (each head's filter repeated over its channels).
+    fn conv_per_channel(&self) -> Option<Tensor> {
+        self.conv.as_ref().map(|w| w.repeat_interleave_self_int(self.d / self.heads, 0, None::<i64>))
+    }
+    fn taps(&self) -> i64 {
+        self.conv.as_ref().map_or(0, |w| w.size()[1])
+    }
+    fn opts(&self) -> (Kind, tch::Device) {
+        (self.out.ws.kind(), self.out.ws.device())
+    }
+    /// `y` heads-merged `[B, L, D]` (+ the conv skip of `v` merged) → output.
+    fn finish(&self, y: &Tensor, train: bool) -> Tensor {
+        self.out.forward(&y.dropout(self.dropout, train))
+    }
+}
+
+/// Softmax over the last axis where `allowed` (broadcastable) is true; every row must allow at
+/// least one entry.
+fn masked_softmax(s: &Tensor, allowed: &Tensor) -> Tensor {
+    let s = s.masked_fill(&allowed.logical_not(), f64::NEG_INFINITY);
+    s.softmax(-1, s.kind())
+}
+
+impl Mixer for Nystromformer {
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let (b, l, _) = x.size3().unwrap();
+        let (q, k, v) = self.qkv(x);
+        let (c, sc) = (self.c, self.scale());
+        let n = l / c;
+        let dev = x.device();
+        let mut y = v.zeros_like(); // [B,H,L,h]
+        if n > 0 {
+            let seg = |t: &Tensor| {
+                let (_, hh, _, e) = t.size4().unwrap();
+                t.narrow(2, 0, n * c).view([b, hh, n, c, e]).mean_dim([3i64].as_slice(), false, t.kind())
+            };
+            let (ql, kl) = (seg(&q), seg(&k)); // [B,H,n,h]
+            let opts = (Kind::Int64, dev);
+            let j = Tensor::arange(n, opts);
+            // K2: landmarks → earlier landmarks (lower-triangular)
+            let k2 =
+                masked_softmax(&(ql.matmul(&kl.transpose(-2, -1)) * sc), &j.unsqueeze(1).ge_tensor(&j.unsqueeze(0)));
+            // K3: landmark i → keys s < (i+1)c
+            let s = Tensor::arange(l, opts);
+            let ends = (&j + 1) * c; // [n]
+            let k3 =
+                masked_softmax(&(ql.matmul(&k.transpose(-2, -1)) * sc), &s.unsqueeze(0).lt_tensor(&ends.unsqueeze(1)));
+            let hmat = k2.linalg_solve_triangular(&k3.matmul(&v), false, true, false); // [B,H,n,h]
+                                                                                       // K1 for queries t ≥ c − 1: landmarks j with (j+1)c − 1 ≤ t
+            let rows = l - c + 1;
+            let t = Tensor::arange_start(c - 1, l, opts);
+            let k1 = masked_softmax(
+                &(q.narrow(2, c - 1, rows).matmul(&kl.transpose(-2, -1)) * sc),
+                &(&ends - 1).unsqueeze(0).le_tensor(&t.unsqueeze(1)),
+            );
+            let part = k1.matmul(&hmat); // [B,H,rows,h]
+            y = Tensor::cat(&[y.narrow(2, 0, c - 1), part], 2);
+        }
+        let mut y = merge_heads(&y);
+        if let Some(w) = self.conv_per_channel() {
+            y = y + short_conv(&merge_heads(&v), &w, None);
+        }
+        self.finish(&y, train)
+    }
+
+    fn reference(&self, x: &Tensor) -> Tensor {
+        let (_, l, _) = x.size3().unwrap();
+        let (q, k, v) = self.qkv(x);
+        let (c, sc) = (self.c, self.scale());
+        let n = l / c;
+        let dot = |a: &Tensor, b: &Tensor| (a * b).sum_dim_intlist([-1i64].as_slice(), false, a.kind()); // [B,H]
+        let softmax = |scores: Vec<Tensor>| {
+            let s = Tensor::stack(&scores, -1); // [B,H,n]
+            let m = s.amax([-1i64].as_slice(), true);
+            let e = (s - m).exp();
+            &e / e.sum_dim_intlist([-1i64].as_slice(), true, e.kind())
+        };
+        // segment means by explicit sums
+        let mean_of = |t: &Tensor, j: i64| {
+            let mut acc = t.select(2, j * c);
+            for u in 1..c {
+                acc = acc + t.select(2, j * c + u);
+            }
+            acc / c as f64
+        };
+        let ql: Vec<Tensor> = (0..n).map(|j| mean_of(&q, j)).collect();
+        let kl: Vec<Tensor> = (0..n).map(|j| mean_of(&k, j)).collect();
+        // H by forward substitution: H_i = (G_i − Σ_{j<i} K2[i,j] H_j) / K2[i,i]
+        let mut hrows: Vec<Tensor> = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let k2 = softmax((0..=i).map(|j| dot(&ql[i as usize], &kl[j as usize]) * sc).collect()); // [B,H,i+1]
+            let end = (i + 1) * c;
+            let k3 = softmax((0..end).map(|s| dot(&ql[i as usize], &k.select(2, s)) * sc).collect()); // [B,H,end]
+            let mut g = v.select(2, 0).zeros_like();
+            for s in 0..end {
+                g = g + k3.select(2, s).unsqueeze(-1) * v.select(2, s);
+            }
+            for j in 0..i {
+                g = g - k2.select(2, j).unsqueeze(-1) * &hrows[j as usize];
+            }
+            hrows.push(g / k2.select(2, i).unsqueeze(-1));
+        }
+        let mut outs = Vec::with_capacity(l as usize);
+        for t in 0..l {
+            let jt = (t + 1) / c;
+            if jt == 0 {
+                outs.push(v.select(2, 0).zeros_like());
+                continue;
+            }
+            let k1 = softmax((0..jt).map(|j| dot(&q.select(2, t), &kl[j as usize]) * sc).collect());
+            let mut y = v.select(2, 0).zeros_like();
+            for j in 0..jt {
+                y = y + k1.select(2, j).unsqueeze(-1) * &hrows[j as usize];
+            }
+            outs.push(y);
+        }
+        let mut y = merge_heads(&Tensor::stack(&outs, 2));
+        if let Some(w) = self.conv_per_channel() {
+            y = y + short_conv_reference(&merge_heads(&v), &w, None);
+        }
+        self.finish(&y, false)
+    }
+
+    /// `[position [B,1], k cache, v cache, query sum of the open segment [B,1,D], landmark keys
+    /// [B,J,D], H rows [B,J,D], conv window [B,K−1,D] (with a conv)]`, heads merged.
+    fn init_state(&self, batch: i64) -> MixerState {
+        let (d, opts) = (self.d, self.opts());
+        let e = Tensor::zeros([batch, 0, d], opts);
+        let mut t = vec![
+            Tensor::zeros([batch, 1], (Kind::Int64, opts.1)),
+            e.shallow_clone(),
+            e.shallow_clone(),
+            Tensor::zeros([batch, 1, d], opts),
+            e.shallow_clone(),
+            e,
+        ];
+        if self.conv.is_some() {
+            t.push(Tensor::zeros([batch, self.taps() - 1, d], opts));
+        }
+        MixerState::new(t)
+    }
+
+    fn step(&self, state: &mut MixerState, x_t: &Tensor) -> Tensor {
+        let st = &mut state.tensors;
+        let t = st[0].int64_value(&[0, 0]);
+        let (q, k, v) = self.qkv(&x_t.unsqueeze(1)); // [B,H,1,h]
+        let (qm, km, vm) = (merge_heads(&q), merge_heads(&k), merge_heads(&v)); // [B,1,D]
+        st[1] = Tensor::cat(&[&st[1], &km], 1);
+        st[2] = Tensor::cat(&[&st[2], &vm], 1);
+        st[3] = &st[3] + &qm;
+        let (hd, sc) = (self.heads, self.scale());
+        if (t + 1) % self.c == 0 {
+            // segment j = t / c completes: its landmarks, K2 row, K3 row and H row
+            let ql = split_heads(&(&st[3] / self.c as f64), hd); // [B,H,1,h]
+            let kseg = st[1].narrow(1, t + 1 - self.c, self.c).mean_dim([1i64].as_slice(), true, x_t.kind());
+            let lk = Tensor::cat(&[&st[4], &kseg], 1); // [B,J,D]
+            let lkh = split_heads(&lk, hd);
+            let k2 = (ql.matmul(&lkh.transpose(-2, -1)) * sc).softmax(-1, x_t.kind()); // [B,H,1,J]
+            let k3 = (ql.matmul(&split_heads(&st[1], hd).transpose(-2, -1)) * sc).softmax(-1, x_t.kind());
+            let g = k3.matmul(&split_heads(&st[2], hd)); // [B,H,1,h]
+            let jn = lk.size()[1];
+            let prev = split_heads(&st[5], hd); // [B,H,J−1,h]
+            let num = g - k2.narrow(-1, 0, jn - 1).matmul(&prev);
+            let hrow = num / k2.narrow(-1, jn - 1, 1);
+            st[4] = lk;
+            st[5] = Tensor::cat(&[&st[5], &merge_heads(&hrow)], 1);
+            st[3] = st[3].zeros_like();
+        }
+        let jn = st[4].size()[1];
+        let mut y = if jn > 0 {
+            let k1 = (q.matmul(&split_heads(&st[4], hd).transpose(-2, -1)) * sc).softmax(-1, x_t.kind());
+            merge_heads(&k1.matmul(&split_heads(&st[5], hd))).squeeze_dim(1)
+        } else {
+            x_t.zeros_like()
+        };
+        if let Some(w) = self.conv_per_channel() {
+            y = y + fir_step(&mut st[6], &vm.squeeze_dim(1), &w, None);
+        }
+        st[0] = &st[0] + 1i64;
+        self.finish(&y, false)
+    }
+
+    fn state_size(&self, seq_len: i64) -> i64 {
+        let d = self.d;
+        let conv = if self.conv.is_some() { (self.taps() - 1) * d } else { 0 };
+        1 + 2 * d * seq_len + d + 2 * d * (seq_len / self.c) + conv
+    }
+
+    /// Zoology's `NystromAttention.state_size`: `2 · d_model · num_landmarks`.
+    fn state_size_zoology(&self, _seq_len: i64) -> Option<i64> {
+        Some(2 * self.d * self.num_landmarks)
+    }
+
+    fn flops(&self, seq_len: i64) -> MixerFlops {
+        let (d, l, c) = (self.d as f64, seq_len as f64, self.c);
+        let tok = self.wqkv.flops() + self.out.flops() + crate::flops::fir(self.d, self.taps());
+        let n = (seq_len / c) as f64;
+        let landmarks = if n > 0.0 {
+            4.0 * d * n * (l - c as f64 + 1.0) + 2.0 * d * n * n + 4.0 * d * n * l + d * n * (n - 1.0)
+        } else {
+            0.0
+        };
+        MixerFlops::stepwise(l * tok + landmarks, 0.0, seq_len, |ctx| {
+            let j = (ctx / c) as f64;
+            let done = if ctx % c == 0 { 2.0 * d * j + 4.0 * d * ctx as f64 + 2.0 * d * (j - 1.0) } else { 0.0 };
+            tok + 4.0 * d * j + done
+        })
+    }
+}
+
+/// Largest accepted landmark count, segment length and conv taps.
+const MAX_LANDMARKS: i64 = 1 << 16;
+const MAX_TAPS: i64 = 1024;
+
+impl MixerKind for Nystromformer {
+    type Config = NystromformerConfig;
+    const NAME: &'static str = "nystromformer";
+    const ABOUT: &'static str = "Nyströmformer, causal: segment-mean landmarks of complete past segments, triangular landmark kernel solved exactly, optional causal conv skip on V";
+    const STATE_FORMULA: &'static str =
+        "1 + 2·d·L + d + 2·d·⌊L/c⌋ (+ (K−1)·d with the conv) (KV cache, landmarks, H rows)";
+    const CONSTANT_STATE: bool = false;
+
+    fn validate(c: &NystromformerConfig, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
+        if c.num_heads < 1 || d % c.num_heads != 0 {
+            return Err(config_err(
+                format!("{field}.num_heads"),
+                format!("must be ≥ 1 and divide d_model = {d} (got {})", c.num_heads),
+            ));
+        }
+        int_in(field, "num_landmarks", c.num_landmarks, 1, MAX_LANDMARKS, "64")?;
+        int_in(field, "segment_size", c.segment_size, 0, MAX_LANDMARKS, "0 (from num_landmarks) or 4")?;
+        int_in(field, "conv_kernel_size", c.conv_kernel_size, 0, MAX_TAPS, "0 (none) or 33")?;
+        if !(0.0..1.0).contains(&c.dropout) {
+            return Err(config_err(format!("{field}.dropout"), format!("must be in [0, 1) (got {})", c.dropout)));
+        }
+        Ok(())
+    }
+
+    fn build(p: nn::Path, d: i64, c: &NystromformerConfig, ctx: &BuildCtx) -> Result<Self> {
+        let k = c.conv_kernel_size;
+        let bound = 1.0 / (k.max(1) as f64).sqrt();
+        Ok(Nystromformer {
+            wqkv: Linear::new(&p / "wqkv", d, 3 * d, false, ctx.init_std),
+            out: Linear::new(&p / "out_proj", d, d, false, ctx.out_std),
+            conv: (k > 0)
+                .then(|| (&p / "conv").var("weight", &[c.num_heads, k], nn::Init::Uniform { lo: -bound, up: bound })),
+            heads: c.num_heads,
+            d,
+            c: c.segment(ctx.max_seq_len),
+            dropout: c.dropout,
+            num_landmarks: c.num_landmarks,
+        })
+    }
+
+    fn suite_variants() -> Vec<NystromformerConfig> {
+        vec![
+            NystromformerConfig::default(),
+            NystromformerConfig { num_landmarks: 12, ..Default::default() },
+            NystromformerConfig { segment_size: 3, num_heads: 2, conv_kernel_size: 4, ..Default::default() },
+            // segment ends at both 40 and 64: the flops test compares the decode step at those two
+            // contexts, and a step that closes a segment costs 4·d·L more than one that does not
+            NystromformerConfig { segment_size: 8, conv_kernel_size: 1, ..Default::default() },
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::attention::{Attention, AttentionConfig};
+    use super::super::testing::{rel_err, seeded, validate_error};
+    use super::*;
+    use tch::Device;
+
+    fn build(c: &NystromformerConfig, max_len: i64) -> (nn::VarStore, Nystromformer) {
+        seeded(0, || {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let m = Nystromformer::build(vs.root(), 8, c, &BuildCtx::new(0, 2, max_len)).unwrap();
+            (vs, m)
+        })
+    }
+
+    /// With one token per segment (num_landmarks ≥ max_seq_len) the causal Nyström form is
+    /// exactly causal softmax attention (same q, k, v weights, no biases).
+    #[test]
+    fn one_token_segments_give_causal_attention() {
+        let (_vs, m) = build(&NystromformerConfig::default(), 32); // c = ⌈32/64⌉ = 1
+        assert_eq!(m.c, 1);
+        let (_va, a) = seeded(0, || {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let a = Attention::build(vs.root(), 8, &AttentionConfig::default(), &BuildCtx::new(0, 2, 32)).unwrap();
+            (vs, a)
+        });
+        // same seed, same draws in the same order (Attention's zero biases draw nothing)
+        let x = seeded(4, || Tensor::randn([2, 19, 8], (Kind::Float, Device::Cpu)));
+        let e = rel_err(&tch::no_grad(|| m.forward(&x, false)), &tch::no_grad(|| a.forward(&x, false)));
+        assert!(e < 1e-5, "rel err {e}");
+    }
+
+    /// The segment length follows max_seq_len / num_landmarks (or segment_size); landmarks
+    /// are used only once their segment is complete: perturbing a token moves no output before
+    /// it, and a query inside a segment is not moved by later tokens of the same segment.
+    #[test]
+    fn segments_and_landmark_visibility() {
+        assert_eq!(build(&NystromformerConfig { num_landmarks: 8, ..Default::default() }, 48).1.c, 6);
+        assert_eq!(build(&NystromformerConfig { num_landmarks: 7, ..Default::default() }, 48).1.c, 7);
+        assert_eq!(build(&NystromformerConfig { segment_size: 3, ..Default::default() }, 48).1.c, 3);
+        let (_vs, m) = build(&NystromformerConfig { segment_size: 4, ..Default::default() }, 48);
+        let x = seeded(8, || Tensor::randn([1, 16, 8], (Kind::Float, Device::Cpu)));
+        let y = tch::no_grad(|| m.forward(&x, false));
+        // positions 0..2 see no landmark and there is no conv: output is the zero vector
+        assert_eq!(y.narrow(1, 0, 3).abs().max().double_value(&[]), 0.0);
+        assert!(y.select(1, 3).abs().max().double_value(&[]) > 0.0);
+        // token 5 changes: outputs 0..=4 fixed, 5 and 6 (inside segment 1, before it completes) fixed,
+        // output 7 (segment 1 complete) moves
+        let x2 = x.copy();
+        let _ = x2.narrow(1, 5, 1).g_add_(&Tensor::ones([1, 1, 8], (Kind::Float, Device::Cpu)));
+        let y2 = tch::no_grad(|| m.forward(&x2, false));
+        let diff = |t: i64| (y.select(1, t) - y2.select(1, t)).abs().max().double_value(&[]);
+        for t in 0..7 {
+            assert_eq!(diff(t), 0.0, "output {t} moved");
+        }
+        assert!(diff(7) > 0.0, "output 7 should see segment 1's landmark");
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        assert!(
+            validate_error(r#"{ name = "nystromformer", num_landmarks = 0 }"#).contains("model.mixer.num_landmarks")
+        );
+        assert!(validate_error(r#"{ name = "nystromformer", segment_size = -1 }"#).contains("model.mixer.segment_size"));
+        assert!(validate_error(r#"{ name = "nystromformer", conv_kernel_size = -3 }"#)
+            .contains("model.mixer.conv_kernel_size"));
+        assert!(validate_error(r#"{ name = "nystromformer", num_heads = 3 }"#).contains("model.mixer.num_heads"));
+        assert!(
+            validate_error(r#"{ name = "nystromformer", use_razavi_pinverse = true }"#).contains("use_razavi_pinverse")
+        );
+    }
+}
