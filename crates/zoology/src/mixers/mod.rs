@@ -26,6 +26,7 @@ mod linear_tests;
 pub mod long_conv;
 pub mod mamba;
 pub mod mega;
+pub mod native_sparse_attention;
 #[cfg(test)]
 mod parity_tests;
 pub mod retnet;
@@ -241,6 +242,7 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<delta_net::GatedDeltaNet>(),
         entry::<rwkv::Rwkv>(),
         entry::<mamba::Mamba>(),
+        entry::<native_sparse_attention::NativeSparseAttention>(),
     ]
 }
 
