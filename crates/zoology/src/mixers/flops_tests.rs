@@ -600,8 +600,10 @@ fn forward_flops_scale_with_the_length_as_the_math_says() {
     let l = 1024;
     for (name, m) in every_variant(2 * l) {
         let r = m.flops(2 * l).forward_per_seq / m.flops(l).forward_per_seq;
-        let quadratic =
-            name.contains("\"attention\"") || (name.contains("\"mega\"") && name.contains("chunk_size = 0"));
+        // the section-5 lookups compute full attention at every position
+        let quadratic = name.contains("\"attention\"")
+            || (name.contains("\"mega\"") && name.contains("chunk_size = 0"))
+            || ["\"selective_lookups\"", "\"sigmoid_lookups\"", "\"sma_lookups\""].iter().any(|n| name.contains(n));
         // Mega's EMA is an FFT convolution; chunked, its attention is linear in L
         let fft = (name.contains("\"base_conv\"") && name.contains("-1"))
             || (name.contains("\"mega\"") && !quadratic)
@@ -620,6 +622,41 @@ fn forward_flops_scale_with_the_length_as_the_math_says() {
         } else {
             // exactly 2 but for the padding of the last chunk or window block
             assert!((r - 2.0).abs() < 0.01, "{name}: linear, ratio {r}");
+        }
+    }
+}
+
+/// `selective_lookups`, `sigmoid_lookups`, `sma_lookups`: attention's work (every position's
+/// lookup is computed, selected or not) plus the selection layer d → 1 (SMA: d → 2).
+#[test]
+fn selective_lookups_match_the_tally() {
+    for (d, l) in SHAPES {
+        for (name, c) in [("selective_lookups", 1), ("sigmoid_lookups", 1), ("sma_lookups", 2)] {
+            let (h, heads) = (d / 2, 2);
+            let fwd = tally(|t| {
+                t.mm(l, d, 3 * d);
+                for _ in 0..heads {
+                    t.mm(l, h, l);
+                    t.mm(l, l, h);
+                }
+                t.mm(l, d, d);
+                t.mm(l, d, c);
+            });
+            let step = move |ctx: i64| {
+                tally(|t| {
+                    t.mm(1, d, 3 * d);
+                    for _ in 0..heads {
+                        t.mm(1, h, ctx);
+                        t.mm(1, ctx, h);
+                    }
+                    t.mm(1, d, d);
+                    t.mm(1, d, c);
+                })
+            };
+            for eval in ["top_k", "soft"] {
+                let inline = format!(r#"{{ name = "{name}", num_heads = 2, eval_selection = "{eval}" }}"#);
+                check(&inline, d, l, stepwise(fwd, Tally::default(), step));
+            }
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod native_sparse_attention;
 mod parity_tests;
 pub mod retnet;
 pub mod rwkv;
+pub mod selective;
 pub mod sliding_window;
 pub mod stripedhyena;
 #[cfg(test)]
@@ -242,6 +243,9 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<delta_net::GatedDeltaNet>(),
         entry::<rwkv::Rwkv>(),
         entry::<mamba::Mamba>(),
+        entry::<selective::SelectiveLookups>(),
+        entry::<selective::SigmoidLookups>(),
+        entry::<selective::SmaLookups>(),
         entry::<native_sparse_attention::NativeSparseAttention>(),
     ]
 }
