@@ -614,7 +614,11 @@ fn forward_flops_scale_with_the_length_as_the_math_says() {
             assert!(r > 2.1 && r <= 4.0, "{name}: between linear and quadratic, ratio {r}");
             continue;
         }
-        if quadratic {
+        if name.contains("\"native_sparse_attention\"") {
+            // linear (selected blocks, window, compression) plus the compressed branch's and the
+            // selection's L × L/b score matrices: between linear and quadratic
+            assert!(r > 2.05 && r < 4.0, "{name}: linear + L²/b, ratio {r}");
+        } else if quadratic {
             assert!((3.6..=4.0).contains(&r), "{name}: quadratic, ratio {r}");
         } else if fft {
             assert!((2.02..2.25).contains(&r), "{name}: L·log L, ratio {r}");
@@ -809,5 +813,120 @@ fn scatterbrain_matches_the_tally() {
             r#"{{ name = "scatterbrain", window_size = {w}, feature_dim = {m}, num_heads = {heads}, chunk_size = {chunk} }}"#
         );
         check(&cfg, d, l, stepwise(fwd, Tally::default(), step));
+    }
+}
+
+/// `selective_lookups`, `sigmoid_lookups`, `sma_lookups`: attention's work (every position's
+/// lookup is computed, selected or not) plus the selection layer d → 1 (SMA: d → 2).
+#[test]
+fn selective_lookups_match_the_tally() {
+    for (d, l) in SHAPES {
+        for (name, c) in [("selective_lookups", 1), ("sigmoid_lookups", 1), ("sma_lookups", 2)] {
+            let (h, heads) = (d / 2, 2);
+            let fwd = tally(|t| {
+                t.mm(l, d, 3 * d);
+                for _ in 0..heads {
+                    t.mm(l, h, l);
+                    t.mm(l, l, h);
+                }
+                t.mm(l, d, d);
+                t.mm(l, d, c);
+            });
+            let step = move |ctx: i64| {
+                tally(|t| {
+                    t.mm(1, d, 3 * d);
+                    for _ in 0..heads {
+                        t.mm(1, h, ctx);
+                        t.mm(1, ctx, h);
+                    }
+                    t.mm(1, d, d);
+                    t.mm(1, d, c);
+                })
+            };
+            for eval in ["top_k", "soft"] {
+                let inline = format!(r#"{{ name = "{name}", num_heads = 2, eval_selection = "{eval}" }}"#);
+                check(&inline, d, l, stepwise(fwd, Tally::default(), step));
+            }
+        }
+    }
+}
+
+/// `native_sparse_attention`: projections, the compression MLPs per full block, the masked
+/// compressed-attention matrix, the f64 selection scores, per query the gathered selected +
+/// own blocks and the window band; the step at each context, with the compression of the
+/// block a token completes.
+#[test]
+fn native_sparse_attention_matches_the_tally() {
+    let cases = [
+        (r#"{ name = "native_sparse_attention" }"#, 2, 16, 8, 4, 1, 1.0),
+        (
+            r#"{ name = "native_sparse_attention", num_heads = 2, sliding_window_size = 4, compress_block_size = 3, selection_block_size = 3, num_selected_blocks = 2, num_compressed_mem_kv = 2, compress_mlp_expand_factor = 0.5 }"#,
+            2,
+            4,
+            3,
+            2,
+            2,
+            0.5,
+        ),
+    ];
+    for (inline, heads, w, b, n, m, e) in cases {
+        for (d, l) in [(8i64, 8i64), (16, 11), (16, 40)] {
+            let h = d / heads;
+            let hid = (e * (b * h) as f64).floor() as i64;
+            let nb = l / b;
+            let n_eff = n.min(nb);
+            let fwd = tally(|t| {
+                t.mm(l, d, 3 * d);
+                t.mm(l, d, 3 * heads);
+                for _ in 0..heads {
+                    for _ in 0..2 {
+                        t.mm(nb, b * h, hid); // keys, then values: compression MLP
+                        t.mm(nb, hid, h);
+                    }
+                    t.mm(l, h, m + nb); // compressed scores, masked in full
+                    t.mm(l, m + nb, h);
+                    if n_eff > 0 {
+                        t.mm(l, h, nb); // selection scores
+                    }
+                    for _ in 0..l {
+                        t.mm(1, h, (n_eff + 1) * b); // selected blocks + own block
+                        t.mm(1, (n_eff + 1) * b, h);
+                        t.mm(1, h, w + 1); // window band
+                        t.mm(1, w + 1, h);
+                    }
+                }
+                t.mm(l, d, d);
+            });
+            let step = move |ctx: i64| {
+                let p = ctx - 1;
+                let nv = p / b;
+                let n2 = n.min(nv);
+                tally(|t| {
+                    t.mm(1, d, 3 * d);
+                    t.mm(1, d, 3 * heads);
+                    for _ in 0..heads {
+                        t.mm(1, h, m + nv);
+                        t.mm(1, m + nv, h);
+                        if n2 > 0 {
+                            t.mm(1, h, nv);
+                        }
+                        let keys = n2 * b + p % b + 1;
+                        t.mm(1, h, keys);
+                        t.mm(1, keys, h);
+                        let win = w.min(p) + 1;
+                        t.mm(1, h, win);
+                        t.mm(1, win, h);
+                        if ctx % b == 0 {
+                            for _ in 0..2 {
+                                t.mm(1, b * h, hid);
+                                t.mm(1, hid, h);
+                            }
+                        }
+                    }
+                    t.mm(1, d, d);
+                })
+            };
+            check(inline, d, l, stepwise(fwd, Tally::default(), step));
+        }
     }
 }

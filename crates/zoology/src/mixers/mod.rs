@@ -31,12 +31,14 @@ pub mod long_conv;
 pub mod mamba;
 pub mod mega;
 pub mod nystromformer;
+pub mod native_sparse_attention;
 #[cfg(test)]
 mod parity_tests;
 pub mod performer;
 pub mod retnet;
 pub mod rwkv;
 pub mod scatterbrain;
+pub mod selective;
 pub mod sliding_window;
 pub mod stripedhyena;
 #[cfg(test)]
@@ -252,6 +254,10 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<bigbird::BigBird>(),
         entry::<nystromformer::Nystromformer>(),
         entry::<scatterbrain::ScatterBrain>(),
+        entry::<selective::SelectiveLookups>(),
+        entry::<selective::SigmoidLookups>(),
+        entry::<selective::SmaLookups>(),
+        entry::<native_sparse_attention::NativeSparseAttention>(),
     ]
 }
 
