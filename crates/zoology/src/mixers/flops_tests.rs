@@ -619,3 +619,41 @@ fn forward_flops_scale_with_the_length_as_the_math_says() {
         }
     }
 }
+
+/// RWKV-5: five Linears, the chunked decayed-linear core with a decay per key channel (the
+/// query read one step late), and the bonus `(r ⊙ u)·k` times `v` per position and head.
+#[test]
+fn rwkv5_matches_the_tally() {
+    for (d, l) in SHAPES {
+        let (n, chunk) = (4, 3);
+        let heads = d / n;
+        let chunks = (l + chunk - 1) / chunk;
+        let tok = tally(|c| (0..5).for_each(|_| c.mm(1, d, d)));
+        let bonus = |c: &mut Tally| {
+            c.mm(1, n, 1); // (r ⊙ u)·k
+            c.mm(1, 1, n); // times v
+        };
+        let fwd = tally(|c| {
+            c.each(l, tok.0);
+            for _ in 0..chunks * heads {
+                linear_core(c, chunk, n, n, n);
+            }
+            for _ in 0..l * heads {
+                bonus(c);
+            }
+        });
+        let step = tally(|c| {
+            c.each(1, tok.0);
+            for _ in 0..heads {
+                linear_step(c, n, n, n);
+                bonus(c);
+            }
+        });
+        check(
+            &format!(r#"{{ name = "rwkv5", head_size = {n}, chunk_size = {chunk} }}"#),
+            d,
+            l,
+            stepwise(fwd, Tally::default(), move |_| step),
+        );
+    }
+}

@@ -30,6 +30,7 @@ pub mod mega;
 mod parity_tests;
 pub mod retnet;
 pub mod rwkv;
+pub mod rwkv5;
 pub mod sliding_window;
 pub mod stripedhyena;
 #[cfg(test)]
@@ -240,6 +241,7 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<delta_net::DeltaNet>(),
         entry::<delta_net::GatedDeltaNet>(),
         entry::<rwkv::Rwkv>(),
+        entry::<rwkv5::Rwkv5>(),
         entry::<mamba::Mamba>(),
     ]
 }
