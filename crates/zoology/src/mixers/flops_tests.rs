@@ -657,3 +657,54 @@ fn rwkv5_matches_the_tally() {
         );
     }
 }
+
+/// RWKV-6: the ddlerp (a d → 5·r_p Linear, five r_p → d maps), r, k, v, g, the decay LoRA and
+/// o per token; the RWKV-5 core (decay per key channel) and bonus on K/H × V/H heads.
+#[test]
+fn rwkv6_matches_the_tally() {
+    for (d, l) in SHAPES {
+        let (heads, rp, rw, chunk) = (2, 3, 5, 3);
+        let (kd, vd) = (d / 2, d);
+        let (k, v) = (kd / heads, vd / heads);
+        let chunks = (l + chunk - 1) / chunk;
+        let tok = tally(|c| {
+            c.mm(1, d, 5 * rp);
+            (0..5).for_each(|_| c.mm(1, rp, d));
+            c.mm(1, d, kd); // r
+            c.mm(1, d, rw); // decay LoRA
+            c.mm(1, rw, kd);
+            c.mm(1, d, kd); // k
+            c.mm(1, d, vd); // v
+            c.mm(1, d, vd); // g
+            c.mm(1, vd, d); // o
+        });
+        let bonus = move |c: &mut Tally| {
+            c.mm(1, k, 1);
+            c.mm(1, 1, v);
+        };
+        let fwd = tally(|c| {
+            c.each(l, tok.0);
+            for _ in 0..chunks * heads {
+                linear_core(c, chunk, k, v, k);
+            }
+            for _ in 0..l * heads {
+                bonus(c);
+            }
+        });
+        let step = tally(|c| {
+            c.each(1, tok.0);
+            for _ in 0..heads {
+                linear_step(c, k, v, k);
+                bonus(c);
+            }
+        });
+        check(
+            &format!(
+                r#"{{ name = "rwkv6", num_heads = {heads}, proj_low_rank_dim = {rp}, gate_low_rank_dim = {rw}, chunk_size = {chunk} }}"#
+            ),
+            d,
+            l,
+            stepwise(fwd, Tally::default(), move |_| step),
+        );
+    }
+}

@@ -31,6 +31,7 @@ mod parity_tests;
 pub mod retnet;
 pub mod rwkv;
 pub mod rwkv5;
+pub mod rwkv6;
 pub mod sliding_window;
 pub mod stripedhyena;
 #[cfg(test)]
@@ -242,6 +243,7 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<delta_net::GatedDeltaNet>(),
         entry::<rwkv::Rwkv>(),
         entry::<rwkv5::Rwkv5>(),
+        entry::<rwkv6::Rwkv6>(),
         entry::<mamba::Mamba>(),
     ]
 }
