@@ -708,3 +708,58 @@ fn rwkv6_matches_the_tally() {
         );
     }
 }
+
+/// RWKV-7: r, k, v, o and three LoRAs per token, the `r_k` bonus, and the chunked DPLR core per
+/// chunk and head (four pair-score products, two triangular-solve right-hand sides, the
+/// intra-chunk mixes, the carried state's reads and updates); decode the dense-free step.
+#[test]
+fn rwkv7_matches_the_tally() {
+    for (d, l) in SHAPES {
+        let (n, rw, rg, ra, chunk) = (4, 3, 5, 2, 3);
+        let heads = d / n;
+        let chunks = (l + chunk - 1) / chunk;
+        let tok = tally(|c| {
+            (0..4).for_each(|_| c.mm(1, d, d));
+            for r in [rw, rg, ra] {
+                c.mm(1, d, r);
+                c.mm(1, r, d);
+            }
+            for _ in 0..heads {
+                c.mm(1, n, 1); // (r ⊙ k)·r_k
+                c.mm(1, 1, n); // times v
+            }
+        });
+        let fwd = tally(|c| {
+            c.each(l, tok.0);
+            for _ in 0..chunks * heads {
+                (0..4).for_each(|_| c.mm(chunk, n, chunk)); // M_αβ, M_αk, P_rβ, P_rk
+                c.mm(chunk, chunk, n); // M_αk V
+                c.solve(chunk, 2 * n); // [W | Ũ]
+                c.mm(chunk, chunk, n); // P_rβ U
+                c.mm(chunk, chunk, n); // P_rk V
+                c.mm(chunk, n, n); // W S₀
+                c.mm(chunk, n, n); // (R e^b) S₀
+                c.mm(n, chunk, n); // (β e^{b_C − b})ᵀ U
+                c.mm(n, chunk, n); // (k e^{b_C − b})ᵀ V
+            }
+        });
+        let step = tally(|c| {
+            c.each(1, tok.0);
+            for _ in 0..heads {
+                c.mm(1, n, n); // αᵀ S
+                c.each(n * n, 1.0); // decay
+                c.mm(n, 1, n); // β (αᵀS)
+                c.mm(n, 1, n); // k vᵀ
+                c.mm(1, n, n); // Sᵀ r
+            }
+        });
+        check(
+            &format!(
+                r#"{{ name = "rwkv7", head_dim = {n}, decay_low_rank_dim = {rw}, gate_low_rank_dim = {rg}, a_low_rank_dim = {ra}, chunk_size = {chunk} }}"#
+            ),
+            d,
+            l,
+            stepwise(fwd, Tally::default(), move |_| step),
+        );
+    }
+}

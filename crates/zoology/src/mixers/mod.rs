@@ -32,6 +32,7 @@ pub mod retnet;
 pub mod rwkv;
 pub mod rwkv5;
 pub mod rwkv6;
+pub mod rwkv7;
 pub mod sliding_window;
 pub mod stripedhyena;
 #[cfg(test)]
@@ -244,6 +245,7 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<rwkv::Rwkv>(),
         entry::<rwkv5::Rwkv5>(),
         entry::<rwkv6::Rwkv6>(),
+        entry::<rwkv7::Rwkv7>(),
         entry::<mamba::Mamba>(),
     ]
 }
