@@ -763,3 +763,82 @@ fn rwkv7_matches_the_tally() {
         );
     }
 }
+
+/// TTT-Linear and TTT-MLP: q, k, v, o and the learning-rate gate per token; per mini-batch and
+/// head the dual form (the inner forward on k, the backward to the pre-activations, the
+/// `tril(·)`-masked mixes, the readout on q and the weight hand-off); decode the primal step.
+#[test]
+fn ttt_matches_the_tally() {
+    for (d, l) in SHAPES {
+        let (heads, mbs) = (2, 3);
+        let n = d / heads;
+        let chunks = (l + mbs - 1) / mbs;
+        let tok = tally(|c| {
+            (0..4).for_each(|_| c.mm(1, d, d));
+            c.mm(1, d, heads); // λ gate
+        });
+        for mlp in [false, true] {
+            let f = 4 * n;
+            let fwd = tally(|c| {
+                c.each(l, tok.0);
+                for _ in 0..chunks * heads {
+                    if mlp {
+                        c.mm(mbs, n, f); // Z₁ = K W₁
+                        c.mm(mbs, f, n); // Z₂ = X₂ W₂
+                        c.mm(mbs, n, f); // ∇Z₁ = ∇Z₂ W₂ᵀ
+                        c.mm(mbs, n, mbs); // tril(Q Kᵀ)
+                        c.mm(mbs, mbs, f); // (E ⊙ A₁) ∇Z₁
+                        c.mm(mbs, mbs, f); // E ∇Z₁
+                        c.mm(mbs, n, f); // Q W₁
+                        c.mm(mbs, f, mbs); // tril(X̄₂ X₂ᵀ)
+                        c.mm(mbs, mbs, n); // (E ⊙ A₂) ∇Z₂
+                        c.mm(mbs, mbs, n); // E ∇Z₂
+                        c.mm(mbs, f, n); // X̄₂ W₂
+                        c.mm(n, mbs, f); // W₁ update
+                        c.mm(1, mbs, f); // b₁ update
+                        c.mm(f, mbs, n); // W₂ update
+                        c.mm(1, mbs, n); // b₂ update
+                    } else {
+                        c.mm(mbs, n, n); // Z = K W
+                        c.mm(mbs, n, mbs); // tril(Q Kᵀ)
+                        c.mm(mbs, mbs, n); // (E ⊙ A) ∇Z
+                        c.mm(mbs, mbs, n); // E ∇Z
+                        c.mm(mbs, n, n); // Q W
+                        c.mm(n, mbs, n); // W update
+                        c.mm(1, mbs, n); // b update
+                    }
+                }
+            });
+            let step = tally(|c| {
+                c.each(1, tok.0);
+                for _ in 0..heads {
+                    if mlp {
+                        c.mm(1, n, f); // Z₁ at W_m
+                        c.mm(1, f, n); // Z₂
+                        c.mm(1, n, f); // ∇Z₁
+                        c.mm(n, 1, f); // Σ λ kᵀ∇Z₁
+                        c.mm(1, 1, f); // Σ λ ∇Z₁
+                        c.mm(f, 1, n); // Σ λ X₂ᵀ∇Z₂
+                        c.mm(1, 1, n); // Σ λ ∇Z₂
+                        c.each(n * f + f + f * n + n, 2.0); // W_t = W_m − τ Σ
+                        c.mm(1, n, f); // q W₁,t
+                        c.mm(1, f, n); // X̄₂ W₂,t
+                    } else {
+                        c.mm(1, n, n); // Z at W_m
+                        c.mm(n, 1, n); // Σ λ kᵀ∇Z
+                        c.mm(1, 1, n); // Σ λ ∇Z
+                        c.each(n * n + n, 2.0); // W_t = W_m − τ Σ
+                        c.mm(1, n, n); // q W_t
+                    }
+                }
+            });
+            let name = if mlp { "ttt_mlp" } else { "ttt_linear" };
+            check(
+                &format!(r#"{{ name = "{name}", num_heads = {heads}, mini_batch_size = {mbs} }}"#),
+                d,
+                l,
+                stepwise(fwd, Tally::default(), move |_| step),
+            );
+        }
+    }
+}

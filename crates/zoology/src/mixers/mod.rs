@@ -39,6 +39,7 @@ pub mod stripedhyena;
 mod suite;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod ttt;
 
 use crate::error::{config_err, Result};
 use serde::de::DeserializeOwned;
@@ -247,6 +248,8 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<rwkv6::Rwkv6>(),
         entry::<rwkv7::Rwkv7>(),
         entry::<mamba::Mamba>(),
+        entry::<ttt::TttLinear>(),
+        entry::<ttt::TttMlp>(),
     ]
 }
 
