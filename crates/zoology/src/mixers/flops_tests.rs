@@ -930,3 +930,226 @@ fn native_sparse_attention_matches_the_tally() {
         }
     }
 }
+
+/// RWKV-5: five Linears, the chunked decayed-linear core with a decay per key channel (the
+/// query read one step late), and the bonus `(r ⊙ u)·k` times `v` per position and head.
+#[test]
+fn rwkv5_matches_the_tally() {
+    for (d, l) in SHAPES {
+        let (n, chunk) = (4, 3);
+        let heads = d / n;
+        let chunks = (l + chunk - 1) / chunk;
+        let tok = tally(|c| (0..5).for_each(|_| c.mm(1, d, d)));
+        let bonus = |c: &mut Tally| {
+            c.mm(1, n, 1); // (r ⊙ u)·k
+            c.mm(1, 1, n); // times v
+        };
+        let fwd = tally(|c| {
+            c.each(l, tok.0);
+            for _ in 0..chunks * heads {
+                linear_core(c, chunk, n, n, n);
+            }
+            for _ in 0..l * heads {
+                bonus(c);
+            }
+        });
+        let step = tally(|c| {
+            c.each(1, tok.0);
+            for _ in 0..heads {
+                linear_step(c, n, n, n);
+                bonus(c);
+            }
+        });
+        check(
+            &format!(r#"{{ name = "rwkv5", head_size = {n}, chunk_size = {chunk} }}"#),
+            d,
+            l,
+            stepwise(fwd, Tally::default(), move |_| step),
+        );
+    }
+}
+
+/// RWKV-6: the ddlerp (a d → 5·r_p Linear, five r_p → d maps), r, k, v, g, the decay LoRA and
+/// o per token; the RWKV-5 core (decay per key channel) and bonus on K/H × V/H heads.
+#[test]
+fn rwkv6_matches_the_tally() {
+    for (d, l) in SHAPES {
+        let (heads, rp, rw, chunk) = (2, 3, 5, 3);
+        let (kd, vd) = (d / 2, d);
+        let (k, v) = (kd / heads, vd / heads);
+        let chunks = (l + chunk - 1) / chunk;
+        let tok = tally(|c| {
+            c.mm(1, d, 5 * rp);
+            (0..5).for_each(|_| c.mm(1, rp, d));
+            c.mm(1, d, kd); // r
+            c.mm(1, d, rw); // decay LoRA
+            c.mm(1, rw, kd);
+            c.mm(1, d, kd); // k
+            c.mm(1, d, vd); // v
+            c.mm(1, d, vd); // g
+            c.mm(1, vd, d); // o
+        });
+        let bonus = move |c: &mut Tally| {
+            c.mm(1, k, 1);
+            c.mm(1, 1, v);
+        };
+        let fwd = tally(|c| {
+            c.each(l, tok.0);
+            for _ in 0..chunks * heads {
+                linear_core(c, chunk, k, v, k);
+            }
+            for _ in 0..l * heads {
+                bonus(c);
+            }
+        });
+        let step = tally(|c| {
+            c.each(1, tok.0);
+            for _ in 0..heads {
+                linear_step(c, k, v, k);
+                bonus(c);
+            }
+        });
+        check(
+            &format!(
+                r#"{{ name = "rwkv6", num_heads = {heads}, proj_low_rank_dim = {rp}, gate_low_rank_dim = {rw}, chunk_size = {chunk} }}"#
+            ),
+            d,
+            l,
+            stepwise(fwd, Tally::default(), move |_| step),
+        );
+    }
+}
+
+/// RWKV-7: r, k, v, o and three LoRAs per token, the `r_k` bonus, and the chunked DPLR core per
+/// chunk and head (four pair-score products, two triangular-solve right-hand sides, the
+/// intra-chunk mixes, the carried state's reads and updates); decode the dense-free step.
+#[test]
+fn rwkv7_matches_the_tally() {
+    for (d, l) in SHAPES {
+        let (n, rw, rg, ra, chunk) = (4, 3, 5, 2, 3);
+        let heads = d / n;
+        let chunks = (l + chunk - 1) / chunk;
+        let tok = tally(|c| {
+            (0..4).for_each(|_| c.mm(1, d, d));
+            for r in [rw, rg, ra] {
+                c.mm(1, d, r);
+                c.mm(1, r, d);
+            }
+            for _ in 0..heads {
+                c.mm(1, n, 1); // (r ⊙ k)·r_k
+                c.mm(1, 1, n); // times v
+            }
+        });
+        let fwd = tally(|c| {
+            c.each(l, tok.0);
+            for _ in 0..chunks * heads {
+                (0..4).for_each(|_| c.mm(chunk, n, chunk)); // M_αβ, M_αk, P_rβ, P_rk
+                c.mm(chunk, chunk, n); // M_αk V
+                c.solve(chunk, 2 * n); // [W | Ũ]
+                c.mm(chunk, chunk, n); // P_rβ U
+                c.mm(chunk, chunk, n); // P_rk V
+                c.mm(chunk, n, n); // W S₀
+                c.mm(chunk, n, n); // (R e^b) S₀
+                c.mm(n, chunk, n); // (β e^{b_C − b})ᵀ U
+                c.mm(n, chunk, n); // (k e^{b_C − b})ᵀ V
+            }
+        });
+        let step = tally(|c| {
+            c.each(1, tok.0);
+            for _ in 0..heads {
+                c.mm(1, n, n); // αᵀ S
+                c.each(n * n, 1.0); // decay
+                c.mm(n, 1, n); // β (αᵀS)
+                c.mm(n, 1, n); // k vᵀ
+                c.mm(1, n, n); // Sᵀ r
+            }
+        });
+        check(
+            &format!(
+                r#"{{ name = "rwkv7", head_dim = {n}, decay_low_rank_dim = {rw}, gate_low_rank_dim = {rg}, a_low_rank_dim = {ra}, chunk_size = {chunk} }}"#
+            ),
+            d,
+            l,
+            stepwise(fwd, Tally::default(), move |_| step),
+        );
+    }
+}
+
+/// TTT-Linear and TTT-MLP: q, k, v, o and the learning-rate gate per token; per mini-batch and
+/// head the dual form (the inner forward on k, the backward to the pre-activations, the
+/// `tril(·)`-masked mixes, the readout on q and the weight hand-off); decode the primal step.
+#[test]
+fn ttt_matches_the_tally() {
+    for (d, l) in SHAPES {
+        let (heads, mbs) = (2, 3);
+        let n = d / heads;
+        let chunks = (l + mbs - 1) / mbs;
+        let tok = tally(|c| {
+            (0..4).for_each(|_| c.mm(1, d, d));
+            c.mm(1, d, heads); // λ gate
+        });
+        for mlp in [false, true] {
+            let f = 4 * n;
+            let fwd = tally(|c| {
+                c.each(l, tok.0);
+                for _ in 0..chunks * heads {
+                    if mlp {
+                        c.mm(mbs, n, f); // Z₁ = K W₁
+                        c.mm(mbs, f, n); // Z₂ = X₂ W₂
+                        c.mm(mbs, n, f); // ∇Z₁ = ∇Z₂ W₂ᵀ
+                        c.mm(mbs, n, mbs); // tril(Q Kᵀ)
+                        c.mm(mbs, mbs, f); // (E ⊙ A₁) ∇Z₁
+                        c.mm(mbs, mbs, f); // E ∇Z₁
+                        c.mm(mbs, n, f); // Q W₁
+                        c.mm(mbs, f, mbs); // tril(X̄₂ X₂ᵀ)
+                        c.mm(mbs, mbs, n); // (E ⊙ A₂) ∇Z₂
+                        c.mm(mbs, mbs, n); // E ∇Z₂
+                        c.mm(mbs, f, n); // X̄₂ W₂
+                        c.mm(n, mbs, f); // W₁ update
+                        c.mm(1, mbs, f); // b₁ update
+                        c.mm(f, mbs, n); // W₂ update
+                        c.mm(1, mbs, n); // b₂ update
+                    } else {
+                        c.mm(mbs, n, n); // Z = K W
+                        c.mm(mbs, n, mbs); // tril(Q Kᵀ)
+                        c.mm(mbs, mbs, n); // (E ⊙ A) ∇Z
+                        c.mm(mbs, mbs, n); // E ∇Z
+                        c.mm(mbs, n, n); // Q W
+                        c.mm(n, mbs, n); // W update
+                        c.mm(1, mbs, n); // b update
+                    }
+                }
+            });
+            let step = tally(|c| {
+                c.each(1, tok.0);
+                for _ in 0..heads {
+                    if mlp {
+                        c.mm(1, n, f); // Z₁ at W_m
+                        c.mm(1, f, n); // Z₂
+                        c.mm(1, n, f); // ∇Z₁
+                        c.mm(n, 1, f); // Σ λ kᵀ∇Z₁
+                        c.mm(1, 1, f); // Σ λ ∇Z₁
+                        c.mm(f, 1, n); // Σ λ X₂ᵀ∇Z₂
+                        c.mm(1, 1, n); // Σ λ ∇Z₂
+                        c.each(n * f + f + f * n + n, 2.0); // W_t = W_m − τ Σ
+                        c.mm(1, n, f); // q W₁,t
+                        c.mm(1, f, n); // X̄₂ W₂,t
+                    } else {
+                        c.mm(1, n, n); // Z at W_m
+                        c.mm(n, 1, n); // Σ λ kᵀ∇Z
+                        c.mm(1, 1, n); // Σ λ ∇Z
+                        c.each(n * n + n, 2.0); // W_t = W_m − τ Σ
+                        c.mm(1, n, n); // q W_t
+                    }
+                }
+            });
+            let name = if mlp { "ttt_mlp" } else { "ttt_linear" };
+            check(
+                &format!(r#"{{ name = "{name}", num_heads = {heads}, mini_batch_size = {mbs} }}"#),
+                d,
+                l,
+                stepwise(fwd, Tally::default(), move |_| step),
+            );
+        }
+    }
+}

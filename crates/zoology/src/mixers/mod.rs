@@ -39,12 +39,16 @@ pub mod retnet;
 pub mod rwkv;
 pub mod scatterbrain;
 pub mod selective;
+pub mod rwkv5;
+pub mod rwkv6;
+pub mod rwkv7;
 pub mod sliding_window;
 pub mod stripedhyena;
 #[cfg(test)]
 mod suite;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod ttt;
 
 use crate::error::{config_err, Result};
 use serde::de::DeserializeOwned;
@@ -249,6 +253,9 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<delta_net::DeltaNet>(),
         entry::<delta_net::GatedDeltaNet>(),
         entry::<rwkv::Rwkv>(),
+        entry::<rwkv5::Rwkv5>(),
+        entry::<rwkv6::Rwkv6>(),
+        entry::<rwkv7::Rwkv7>(),
         entry::<mamba::Mamba>(),
         entry::<performer::Performer>(),
         entry::<bigbird::BigBird>(),
@@ -258,6 +265,8 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<selective::SigmoidLookups>(),
         entry::<selective::SmaLookups>(),
         entry::<native_sparse_attention::NativeSparseAttention>(),
+        entry::<ttt::TttLinear>(),
+        entry::<ttt::TttMlp>(),
     ]
 }
 
