@@ -523,20 +523,23 @@ fn rwkv_and_mamba_match_the_tally() {
             c.mm(1, r, e);
             c.mm(1, e, d);
         });
-        let fwd = tally(|c| {
-            c.each(l, tok.0);
-            c.each(padded * e * n, 9.0);
-        });
         let step = tally(|c| {
             c.each(1, tok.0);
             c.each(e * n, 9.0);
         });
-        check(
-            &format!(r#"{{ name = "mamba", d_state = 4, chunk_size = {chunk} }}"#),
-            d,
-            l,
-            stepwise(fwd, Tally::default(), move |_| step),
-        );
+        // the chunked scan runs over the padded length, the fused one over L
+        for (scan, scanned) in [("chunked", padded), ("fused", l)] {
+            let fwd = tally(|c| {
+                c.each(l, tok.0);
+                c.each(scanned * e * n, 9.0);
+            });
+            check(
+                &format!(r#"{{ name = "mamba", d_state = 4, chunk_size = {chunk}, scan = "{scan}" }}"#),
+                d,
+                l,
+                stepwise(fwd, Tally::default(), move |_| step),
+            );
+        }
     }
 }
 
