@@ -104,7 +104,7 @@ fn compile_csrc(csrc: &Path, lib: &Path) {
         .define("GLOG_USE_GLOG_EXPORT", None)
         // at::parallel_for is inline; libtorch's CPU backend is OpenMP (torch-sys links gomp)
         .flag("-fopenmp")
-        .file(csrc.join("selective_scan.cpp"));
+        .file(csrc.join("fused.cpp"));
     if x86 {
         glue.define("ZS_HAVE_X86_KERNELS", None);
     }

@@ -1,4 +1,5 @@
-// Fused CPU kernels for Mamba's selective scan: plain C++ on raw pointers, no ATen.
+// Fused CPU kernels for Mamba's selective scan, RWKV's WKV and GLA's gated scan: plain C++ on raw
+// pointers, no ATen.
 //
 // This file is included by one translation unit per instruction set (scan_kernels_*.cpp), each
 // compiled with its own flags and defining ZS_NS, the namespace everything here goes into:
@@ -33,6 +34,12 @@ namespace ZS_NS {
 using zs::ScanBwdArgs;
 using zs::ScanDims;
 using zs::ScanFwdArgs;
+using zs::GlaBwdArgs;
+using zs::GlaDims;
+using zs::GlaFwdArgs;
+using zs::WkvBwdArgs;
+using zs::WkvDims;
+using zs::WkvFwdArgs;
 
 static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline float fclamp(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
@@ -378,6 +385,255 @@ void scan_bwd_task(const ScanDims &d, int64_t b, int64_t g, int64_t eb, bool fir
   if (a.dbias_part) store_lanes<T, W>(a.dbias_part + b * E + e0, dbias, w);
 }
 
+// ---------------------------------------------------------------------------------------------
+// RWKV-4's WKV (per channel, w ≤ 0 the decay, u the bonus):
+//   y_t = (a_{t−1} + e^{u+k_t} v_t) / (b_{t−1} + e^{u+k_t}),  a_t = e^w a_{t−1} + e^{k_t} v_t,
+//   b_t = e^w b_{t−1} + e^{k_t},  a_{−1} = b_{−1} = 0,
+// with (a, b) kept as (aa, bb)·e^{pp} and rescaled by the running maximum pp, as RWKV's kernel
+// does. Lanes are channels; a task is (row b, block of W channels). The state is three numbers
+// per channel, so the checkpoints ([B, S, 3, D]: aa, bb, pp entering each segment) are small.
+
+static const double kWkvNeg = -1e30; // log-weight of "nothing yet" (finite: no inf − inf)
+
+template <typename T, int W> struct WkvState {
+  T aa[W], bb[W], pp[W];
+};
+
+// One step: y (and, for the backward, the output's normaliser as den·e^{p}) then the state.
+template <typename T, int W>
+static inline void wkv_step(WkvState<T, W> &s, const T *kw, const T *vw, const T *ww, const T *uw, T *y, T *pout,
+                            T *dout_) {
+#pragma omp simd
+  for (int i = 0; i < W; ++i) {
+    const T wk = uw[i] + kw[i];
+    const T p = s.pp[i] > wk ? s.pp[i] : wk;
+    const T e1 = scan_exp<T>(s.pp[i] - p), e2 = scan_exp<T>(wk - p);
+    const T den = e1 * s.bb[i] + e2;
+    y[i] = (e1 * s.aa[i] + e2 * vw[i]) / den;
+    pout[i] = p;
+    dout_[i] = den;
+    const T w2 = s.pp[i] + ww[i];
+    const T p2 = w2 > kw[i] ? w2 : kw[i];
+    const T f1 = scan_exp<T>(w2 - p2), f2 = scan_exp<T>(kw[i] - p2);
+    s.aa[i] = f1 * s.aa[i] + f2 * vw[i];
+    s.bb[i] = f1 * s.bb[i] + f2;
+    s.pp[i] = p2;
+  }
+}
+
+template <typename T, int W>
+static inline void wkv_ckpt_io(const WkvDims &d, int64_t b, int64_t seg, int64_t e0, int64_t w, T *ck,
+                               WkvState<T, W> &s, bool store) {
+  T *base = ck + (b * d.S + seg) * 3 * d.D + e0;
+  T *rows[3] = {s.aa, s.bb, s.pp};
+  for (int r = 0; r < 3; ++r) {
+    if (store) store_lanes<T, W>(base + r * d.D, rows[r], w);
+    else load_lanes<T, W>(rows[r], base + r * d.D, w);
+  }
+}
+
+template <typename T, int W> void wkv_fwd_task(const WkvDims &d, int64_t b, int64_t eb, const WkvFwdArgs<T> &a) {
+  const int64_t e0 = eb * W, w = imin(W, d.D - e0);
+  WkvState<T, W> s;
+  T ww[W], uw[W], kw[W], vw[W], y[W], p[W], den[W];
+  load_lanes<T, W>(ww, a.w + e0, w);
+  load_lanes<T, W>(uw, a.u + e0, w);
+  for (int i = 0; i < W; ++i) {
+    s.aa[i] = s.bb[i] = T(0);
+    s.pp[i] = T(kWkvNeg);
+  }
+  for (int64_t t = 0; t < d.L; ++t) {
+    if (a.ckpt && t % d.K == 0) wkv_ckpt_io<T, W>(d, b, t / d.K, e0, w, a.ckpt, s, true);
+    const int64_t row = (b * d.L + t) * d.D + e0;
+    load_lanes<T, W>(kw, a.k + row, w);
+    load_lanes<T, W>(vw, a.v + row, w);
+    wkv_step<T, W>(s, kw, vw, ww, uw, y, p, den);
+    store_lanes<T, W>(a.y + row, y, w);
+  }
+}
+
+// Backward. With M_t = den_t·e^{p_t} the output's normaliser, the adjoints of the state,
+// α_t = ∂ℓ/∂a_t = Σ_{t'>t} e^{(t'−1−t)w} gy_{t'} / M_{t'} and β_t (the same with −gy_{t'} y_{t'}),
+// are carried as (ᾱ, β̄)·e^{−r} with −r_{t−1} = max(−p_t, w − r_t); every exponent used below is
+// ≤ 0 (p_t bounds every log-weight of row t). Then
+//   gv_t = gy_t e^{u+k_t}/M_t + α_t e^{k_t},   gk_t = gy_t e^{u+k_t}(v_t − y_t)/M_t + e^{k_t}(α_t v_t + β_t),
+//   gu  += gy_t e^{u+k_t}(v_t − y_t)/M_t,      gw  += e^w (α_t a_{t−1} + β_t b_{t−1}).
+template <typename T, int W> void wkv_bwd_task(const WkvDims &d, int64_t b, int64_t eb, const WkvBwdArgs<T> &a) {
+  const int64_t e0 = eb * W, w = imin(W, d.D - e0), K = d.K;
+  // per position of a segment: y, p, den and the state entering it
+  Scratch<T> buf((size_t)(6 * K * W));
+  T *ys = buf.p, *ps = ys + K * W, *dens = ps + K * W, *sa = dens + K * W, *sb = sa + K * W, *sp = sb + K * W;
+  T ww[W], uw[W], abar[W], bbar[W], r[W], gu[W], gw[W];
+  load_lanes<T, W>(ww, a.w + e0, w);
+  load_lanes<T, W>(uw, a.u + e0, w);
+  for (int i = 0; i < W; ++i) {
+    abar[i] = bbar[i] = gu[i] = gw[i] = T(0);
+    r[i] = T(-kWkvNeg);
+  }
+  for (int64_t seg = d.S - 1; seg >= 0; --seg) {
+    const int64_t t0 = seg * K, t1 = imin(d.L, t0 + K);
+    WkvState<T, W> s;
+    wkv_ckpt_io<T, W>(d, b, seg, e0, w, const_cast<T *>(a.ckpt), s, false);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t row = (b * d.L + t) * d.D + e0, j = (t - t0) * W;
+      T kw[W], vw[W];
+      load_lanes<T, W>(kw, a.k + row, w);
+      load_lanes<T, W>(vw, a.v + row, w);
+      for (int i = 0; i < W; ++i) {
+        sa[j + i] = s.aa[i];
+        sb[j + i] = s.bb[i];
+        sp[j + i] = s.pp[i];
+      }
+      wkv_step<T, W>(s, kw, vw, ww, uw, ys + j, ps + j, dens + j);
+    }
+    for (int64_t t = t1 - 1; t >= t0; --t) {
+      const int64_t row = (b * d.L + t) * d.D + e0, j = (t - t0) * W;
+      T kw[W], vw[W], gy[W], gk[W], gv[W];
+      load_lanes<T, W>(kw, a.k + row, w);
+      load_lanes<T, W>(vw, a.v + row, w);
+      load_lanes<T, W>(gy, a.dy + row, w);
+#pragma omp simd
+      for (int i = 0; i < W; ++i) {
+        const T p = ps[j + i], den = dens[j + i], y = ys[j + i];
+        const T gyM = gy[i] / den; // gy/M_t · e^{p_t}
+        const T direct = gyM * scan_exp<T>(uw[i] + kw[i] - p);
+        const T es = scan_exp<T>(kw[i] - r[i]);
+        gv[i] = direct + es * abar[i];
+        gk[i] = direct * (vw[i] - y) + es * (abar[i] * vw[i] + bbar[i]);
+        gu[i] += direct * (vw[i] - y);
+        gw[i] += scan_exp<T>(ww[i] + sp[j + i] - r[i]) * (abar[i] * sa[j + i] + bbar[i] * sb[j + i]);
+        const T rn = p < r[i] - ww[i] ? p : r[i] - ww[i];
+        const T c1 = scan_exp<T>(rn - p), c2 = scan_exp<T>(ww[i] - r[i] + rn);
+        abar[i] = gyM * c1 + abar[i] * c2;
+        bbar[i] = -gyM * y * c1 + bbar[i] * c2;
+        r[i] = rn;
+      }
+      store_lanes<T, W>(a.dk + row, gk, w);
+      store_lanes<T, W>(a.dv + row, gv, w);
+    }
+  }
+  store_lanes<T, W>(a.dw_part + b * d.D + e0, gw, w);
+  store_lanes<T, W>(a.du_part + b * d.D + e0, gu, w);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GLA's gated scan (per row b and head h; K key channels, V value channels):
+//   S_t = diag(e^{g_t}) S_{t−1} + k_t v_tᵀ  (K × V),   o_t = S_tᵀ q_t,
+// with g ≤ 0 the log forget gate per key channel. A task is one (b, h); the state is held as
+// K rows of VP = V rounded up to a multiple of 16 lanes (the padding stays 0), vectorised over
+// value channels. Checkpoints: the state entering every segment, [B·H, S, K, V].
+
+template <typename T> static inline void gla_load_row(T *dst, const T *src, int64_t V, int64_t VP) {
+  for (int64_t j = 0; j < VP; ++j) dst[j] = j < V ? src[j] : T(0);
+}
+
+template <typename T> void gla_fwd_task(const GlaDims &d, int64_t bh, const GlaFwdArgs<T> &a) {
+  const int64_t K = d.K, V = d.V, VP = d.VP, L = d.L;
+  Scratch<T> buf((size_t)(K * VP + 2 * VP));
+  T *S = buf.p, *vt = S + K * VP, *ot = vt + VP;
+  for (int64_t t = 0; t < L; ++t) {
+    if (a.ckpt && t % d.Kc == 0) {
+      T *c = a.ckpt + ((bh * d.S + t / d.Kc) * K) * V;
+      for (int64_t i = 0; i < K; ++i)
+        for (int64_t j = 0; j < V; ++j) c[i * V + j] = S[i * VP + j];
+    }
+    const T *qt = a.q + (bh * L + t) * K, *kt = a.k + (bh * L + t) * K, *gt = a.g + (bh * L + t) * K;
+    gla_load_row<T>(vt, a.v + (bh * L + t) * V, V, VP);
+    for (int64_t j = 0; j < VP; ++j) ot[j] = T(0);
+    for (int64_t i = 0; i < K; ++i) {
+      const T ai = scan_exp<T>(gt[i]), ki = kt[i], qi = qt[i];
+      T *__restrict Si = S + i * VP;
+#pragma omp simd
+      for (int64_t j = 0; j < VP; ++j) {
+        const T sv = ai * Si[j] + ki * vt[j];
+        Si[j] = sv;
+        ot[j] += qi * sv;
+      }
+    }
+    T *o = a.o + (bh * L + t) * V;
+    for (int64_t j = 0; j < V; ++j) o[j] = ot[j];
+  }
+}
+
+// Σ over the value lanes of K rows of VP lanes each: folds each row to 16 lanes, then sums.
+template <typename T>
+static inline void gla_row_sums(const T *rows, int64_t K, int64_t VP, T *fold, T *out, bool add) {
+  for (int64_t i = 0; i < K; ++i) {
+    T *f = fold + i * 16;
+    const T *r = rows + i * VP;
+    for (int l = 0; l < 16; ++l) f[l] = r[l];
+    for (int64_t c = 16; c < VP; c += 16)
+      for (int l = 0; l < 16; ++l) f[l] += r[c + l];
+  }
+  sum_rows<T>(fold, K, out, add);
+}
+
+// Backward. With the adjoint dS_t = q_t do_tᵀ + diag(e^{g_{t+1}}) dS_{t+1}:
+//   dq_t = S_t do_t,  dk_t = dS_t v_t,  dv_t = dS_tᵀ k_t,  dg_t = e^{g_t} ⊙ rowsum(dS_t ⊙ S_{t−1}).
+template <typename T> void gla_bwd_task(const GlaDims &d, int64_t bh, const GlaBwdArgs<T> &a) {
+  const int64_t K = d.K, V = d.V, VP = d.VP, L = d.L, Kc = d.Kc;
+  const size_t KV = (size_t)(K * VP);
+  // Ss: [Kc][K][VP] states of the segment; as: [Kc][K] gates; S0: the state entering it;
+  // carry: diag(e^{g_{t+1}}) dS_{t+1}; G: dS_t; p1..p3: per-row products; fold: [K][16]
+  Scratch<T> buf((size_t)(Kc * KV + Kc * K + 6 * KV + 16 * K + 3 * VP + 3 * K));
+  T *Ss = buf.p, *as = Ss + Kc * KV, *S0 = as + Kc * K, *carry = S0 + KV, *G = carry + KV, *p1 = G + KV;
+  T *p2 = p1 + KV, *p3 = p2 + KV, *fold = p3 + KV, *vt = fold + 16 * K, *dot = vt + VP, *dvt = dot + VP;
+  T *dq = dvt + VP, *dk = dq + K, *dg = dk + K;
+  for (int64_t seg = d.S - 1; seg >= 0; --seg) {
+    const int64_t t0 = seg * Kc, t1 = imin(L, t0 + Kc);
+    const T *c = a.ckpt + ((bh * d.S + seg) * K) * V;
+    for (int64_t i = 0; i < K; ++i) gla_load_row<T>(S0 + i * VP, c + i * V, V, VP);
+    for (int64_t t = t0; t < t1; ++t) {
+      const T *kt = a.k + (bh * L + t) * K, *gt = a.g + (bh * L + t) * K;
+      gla_load_row<T>(vt, a.v + (bh * L + t) * V, V, VP);
+      const T *Sp = t == t0 ? S0 : Ss + (t - t0 - 1) * KV;
+      T *Sc = Ss + (t - t0) * KV, *at = as + (t - t0) * K;
+      for (int64_t i = 0; i < K; ++i) {
+        const T ai = scan_exp<T>(gt[i]), ki = kt[i];
+        at[i] = ai;
+        const T *__restrict Spi = Sp + i * VP;
+        T *__restrict Sci = Sc + i * VP;
+#pragma omp simd
+        for (int64_t j = 0; j < VP; ++j) Sci[j] = ai * Spi[j] + ki * vt[j];
+      }
+    }
+    for (int64_t t = t1 - 1; t >= t0; --t) {
+      const T *qt = a.q + (bh * L + t) * K, *kt = a.k + (bh * L + t) * K;
+      gla_load_row<T>(vt, a.v + (bh * L + t) * V, V, VP);
+      gla_load_row<T>(dot, a.dout + (bh * L + t) * V, V, VP);
+      const T *Sp = t == t0 ? S0 : Ss + (t - t0 - 1) * KV, *Sc = Ss + (t - t0) * KV, *at = as + (t - t0) * K;
+      for (int64_t j = 0; j < VP; ++j) dvt[j] = T(0);
+      for (int64_t i = 0; i < K; ++i) {
+        const T qi = qt[i], ki = kt[i], ai = at[i];
+        T *__restrict Gi = G + i * VP, *__restrict ci = carry + i * VP;
+        T *__restrict p1i = p1 + i * VP, *__restrict p2i = p2 + i * VP, *__restrict p3i = p3 + i * VP;
+        const T *__restrict Sci = Sc + i * VP, *__restrict Spi = Sp + i * VP;
+#pragma omp simd
+        for (int64_t j = 0; j < VP; ++j) {
+          const T gij = qi * dot[j] + ci[j];
+          Gi[j] = gij;
+          p1i[j] = Sci[j] * dot[j];
+          p2i[j] = gij * vt[j];
+          p3i[j] = gij * Spi[j];
+          dvt[j] += gij * ki;
+          ci[j] = ai * gij;
+        }
+      }
+      gla_row_sums<T>(p1, K, VP, fold, dq, false);
+      gla_row_sums<T>(p2, K, VP, fold, dk, false);
+      gla_row_sums<T>(p3, K, VP, fold, dg, false);
+      T *dqo = a.dq + (bh * L + t) * K, *dko = a.dk + (bh * L + t) * K, *dgo = a.dg + (bh * L + t) * K;
+      for (int64_t i = 0; i < K; ++i) {
+        dqo[i] = dq[i];
+        dko[i] = dk[i];
+        dgo[i] = dg[i] * at[i];
+      }
+      T *dvo = a.dv + (bh * L + t) * V;
+      for (int64_t j = 0; j < V; ++j) dvo[j] = dvt[j];
+    }
+  }
+}
+
 // Entry points (declared in scan_common.h): forward tasks [begin, end) of B·EB, task = b·EB + eb
 // (one channel block); backward tasks of B·G, task = b·G + g, the channel blocks of group g in
 // turn (they add into the group's dB, dC partial sums).
@@ -409,6 +665,34 @@ struct FlushDenormals {
 
 ZS_DEFINE_ENTRIES(float, f32, FlushDenormals flush_guard)
 ZS_DEFINE_ENTRIES(double, f64, (void)0)
+
+#define ZS_DEFINE_WKV_ENTRIES(T, SUFFIX, FLUSH)                                                                    \
+  void wkv_fwd_##SUFFIX(const WkvDims &d, int64_t begin, int64_t end, const zs::WkvFwdArgs<T> &a) {                 \
+    FLUSH;                                                                                                        \
+    for (int64_t task = begin; task < end; ++task) wkv_fwd_task<T, ZS_LANES>(d, task / d.DB, task % d.DB, a);     \
+  }                                                                                                               \
+  void wkv_bwd_##SUFFIX(const WkvDims &d, int64_t begin, int64_t end, const zs::WkvBwdArgs<T> &a) {                 \
+    FLUSH;                                                                                                        \
+    for (int64_t task = begin; task < end; ++task) wkv_bwd_task<T, ZS_LANES>(d, task / d.DB, task % d.DB, a);     \
+  }
+
+ZS_DEFINE_WKV_ENTRIES(float, f32, FlushDenormals flush_guard)
+ZS_DEFINE_WKV_ENTRIES(double, f64, (void)0)
+#undef ZS_DEFINE_WKV_ENTRIES
+
+#define ZS_DEFINE_GLA_ENTRIES(T, SUFFIX, FLUSH)                                                                    \
+  void gla_fwd_##SUFFIX(const GlaDims &d, int64_t begin, int64_t end, const zs::GlaFwdArgs<T> &a) {                 \
+    FLUSH;                                                                                                        \
+    for (int64_t task = begin; task < end; ++task) gla_fwd_task<T>(d, task, a);                                   \
+  }                                                                                                               \
+  void gla_bwd_##SUFFIX(const GlaDims &d, int64_t begin, int64_t end, const zs::GlaBwdArgs<T> &a) {                 \
+    FLUSH;                                                                                                        \
+    for (int64_t task = begin; task < end; ++task) gla_bwd_task<T>(d, task, a);                                   \
+  }
+
+ZS_DEFINE_GLA_ENTRIES(float, f32, FlushDenormals flush_guard)
+ZS_DEFINE_GLA_ENTRIES(double, f64, (void)0)
+#undef ZS_DEFINE_GLA_ENTRIES
 #undef ZS_DEFINE_ENTRIES
 
 } // namespace ZS_NS

@@ -11,6 +11,12 @@
 //! each k-segment from its checkpoint and runs the adjoint recurrence back through it, giving
 //! the gradients of every tensor input. f32 and f64, CPU tensors only ([`fused_supported`]);
 //! callers keep a tensor form for other devices.
+//!
+//! [`wkv`]: RWKV-4's WKV recurrence, the same scheme (per-channel state in registers,
+//! checkpoints, a backward that recomputes segments) with its three-number state.
+//!
+//! [`gla`]: GLA's gated linear-attention recurrence with a forget gate per key channel, the same
+//! scheme with a `K × V` state per (row, head).
 
 use std::ffi::{c_char, CStr};
 use tch::{Device, Tensor};
@@ -31,7 +37,37 @@ extern "C" {
         isa: i64,
         out: *mut *mut C_tensor,
     ) -> *mut c_char;
+    fn zoology_wkv(
+        k: *const C_tensor,
+        v: *const C_tensor,
+        w: *const C_tensor,
+        u: *const C_tensor,
+        ckpt: i64,
+        isa: i64,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    fn zoology_gla(
+        q: *const C_tensor,
+        k: *const C_tensor,
+        v: *const C_tensor,
+        g: *const C_tensor,
+        ckpt: i64,
+        isa: i64,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
     fn zoology_scan_isa(isa: i64) -> *const c_char;
+}
+
+/// The tensor a C entry point returned, or its error message (freed here).
+fn take_result(err: *mut c_char, out: *mut C_tensor) -> Result<Tensor, String> {
+    if !err.is_null() {
+        let msg = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+        unsafe { libc::free(err as *mut libc::c_void) };
+        return Err(msg);
+    }
+    assert!(!out.is_null(), "a fused kernel returned neither a tensor nor an error");
+    // the C side hands over a new heap at::Tensor*; tch's Tensor owns and frees it
+    Ok(unsafe { Tensor::from_ptr(out) })
 }
 
 /// Which compiled kernels to run: the best the CPU supports, or one named (tests use these to
@@ -103,20 +139,69 @@ pub fn f_selective_scan(args: &ScanArgs, checkpoint_every: i64, isa: Isa) -> Res
             &mut out,
         )
     };
-    if !err.is_null() {
-        let msg = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
-        unsafe { libc::free(err as *mut libc::c_void) };
-        return Err(msg);
-    }
-    assert!(!out.is_null(), "zoology_selective_scan returned neither a tensor nor an error");
-    // the C side hands over a new heap at::Tensor*; tch's Tensor owns and frees it
-    Ok(unsafe { Tensor::from_ptr(out) })
+    take_result(err, out)
 }
 
 /// [`f_selective_scan`] with the best kernels; panics with the C++ message on bad input (as
 /// tch's own operations do).
 pub fn selective_scan(args: &ScanArgs, checkpoint_every: i64) -> Tensor {
     f_selective_scan(args, checkpoint_every, Isa::Best).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Positions between the fused WKV's stored states: its state is three numbers per channel, so
+/// this only sets the size of the backward's per-segment buffers.
+pub const WKV_CHECKPOINT_EVERY: i64 = 32;
+
+/// Fused RWKV-4 WKV: `k, v: [B, L, D]`, decay `w: [D]` (≤ 0, `−exp(time_decay)`), bonus
+/// `u: [D]` (`time_first`), on the CPU, one kind (f32 or f64) → `[B, L, D]` with
+/// `wkv_t = (a_{t−1} + e^{u+k_t} v_t) / (b_{t−1} + e^{u+k_t})`, `a_t = e^w a_{t−1} + e^{k_t} v_t`,
+/// `b_t = e^w b_{t−1} + e^{k_t}` (a, b kept rescaled by their running maximum, as RWKV's kernel
+/// does), differentiable in all four. The backward recomputes each `checkpoint_every` segment
+/// and carries the state's adjoints rescaled the same way, so nothing overflows in f32.
+pub fn f_wkv(
+    k: &Tensor,
+    v: &Tensor,
+    w: &Tensor,
+    u: &Tensor,
+    checkpoint_every: i64,
+    isa: Isa,
+) -> Result<Tensor, String> {
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    let err =
+        unsafe { zoology_wkv(k.as_ptr(), v.as_ptr(), w.as_ptr(), u.as_ptr(), checkpoint_every, isa as i64, &mut out) };
+    take_result(err, out)
+}
+
+/// [`f_wkv`] with the best kernels; panics with the C++ message on bad input.
+pub fn wkv(k: &Tensor, v: &Tensor, w: &Tensor, u: &Tensor) -> Tensor {
+    f_wkv(k, v, w, u, WKV_CHECKPOINT_EVERY, Isa::Best).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Positions between the fused GLA scan's stored states (`H·d_k·d_v` per row each).
+pub const GLA_CHECKPOINT_EVERY: i64 = 16;
+
+/// Fused GLA gated scan: `q, k, g: [B, H, L, K]` (g the log forget gate per key channel, ≤ 0),
+/// `v: [B, H, L, V]`, on the CPU, one kind (f32 or f64) → `o: [B, H, L, V]` with
+/// `S_t = diag(e^{g_t}) S_{t−1} + k_t v_tᵀ`, `o_t = S_tᵀ q_t`, differentiable in all four. One task
+/// per (row, head) holds its `K × V` state in cache; the backward recomputes each
+/// `checkpoint_every` segment from its stored state and runs the adjoint back through it.
+pub fn f_gla(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    g: &Tensor,
+    checkpoint_every: i64,
+    isa: Isa,
+) -> Result<Tensor, String> {
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    let err =
+        unsafe { zoology_gla(q.as_ptr(), k.as_ptr(), v.as_ptr(), g.as_ptr(), checkpoint_every, isa as i64, &mut out) };
+    take_result(err, out)
+}
+
+/// [`f_gla`] with the best kernels; panics with the C++ message on bad input.
+pub fn gla(q: &Tensor, k: &Tensor, v: &Tensor, g: &Tensor) -> Tensor {
+    f_gla(q, k, v, g, GLA_CHECKPOINT_EVERY, Isa::Best).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[cfg(test)]
@@ -305,5 +390,168 @@ mod tests {
         let xf = cs.x.to_kind(Kind::Float);
         let e = f_selective_scan(&ScanArgs { x: &xf, ..cs.args(false, false) }, 4, Isa::Best).unwrap_err();
         assert!(e.contains("all inputs must be"), "{e}");
+    }
+
+    /// RWKV-4's WKV by its plain double-sum formula (no rescaling; fine in f64 for moderate
+    /// keys), sharing nothing with the kernels: `[B, L, D]`.
+    fn wkv_plain(k: &Tensor, v: &Tensor, w: &Tensor, u: &Tensor) -> Tensor {
+        let l = k.size()[1];
+        let mut ys = Vec::with_capacity(l as usize);
+        for t in 0..l {
+            let e = (u + k.select(1, t)).exp();
+            let mut num = &e * v.select(1, t);
+            let mut den = e;
+            for s in 0..t {
+                let e = (w * (t - 1 - s) as f64 + k.select(1, s)).exp();
+                num = num + &e * v.select(1, s);
+                den = den + e;
+            }
+            ys.push(num / den);
+        }
+        Tensor::stack(&ys, 1)
+    }
+
+    /// Random WKV inputs (keys scaled by `kscale`), leaves that require grad: k, v, w (< 0), u.
+    fn wkv_case(bsz: i64, l: i64, d: i64, kscale: f64, seed: i64) -> [Tensor; 4] {
+        let _rng = crate::mixers::testing::seed_guard(seed);
+        let o = (Kind::Double, Device::Cpu);
+        let leaf = |t: Tensor| t.detach().set_requires_grad(true);
+        [
+            leaf(Tensor::randn([bsz, l, d], o) * kscale),
+            leaf(Tensor::randn([bsz, l, d], o)),
+            leaf(-(Tensor::randn([d], o) * 1.5).exp()),
+            leaf(Tensor::randn([d], o)),
+        ]
+    }
+
+    /// ‖a − b‖ / max(‖b‖, 1): relative where the gradient is of order 1 or more, absolute where
+    /// it is (analytically) zero, e.g. dk and dw at L = 1, where y = v.
+    fn err_floor1(a: &Tensor, b: &Tensor) -> f64 {
+        let diff = (a - b).to_kind(Kind::Double).norm().double_value(&[]);
+        diff / b.to_kind(Kind::Double).norm().double_value(&[]).max(1.0)
+    }
+
+    /// Gradients of `Σ w ⊙ y`; zero where an input is unused (w at L = 1 in the plain formula).
+    fn grads_of(y: &Tensor, w: &Tensor, wrt: &[Tensor; 4]) -> Vec<Tensor> {
+        let refs: Vec<&Tensor> = wrt.iter().collect();
+        let g = Tensor::run_backward(&[(y * w.to_kind(y.kind())).sum(y.kind())], &refs, false, false);
+        g.into_iter().zip(wrt).map(|(g, p)| if g.defined() { g } else { p.zeros_like() }).collect()
+    }
+
+    /// f64: the fused WKV and the gradients of k, v, w and u against autograd through the plain
+    /// formula, for each kernel build, with lengths that leave a partial checkpoint segment,
+    /// L = 1, interval 1 and one longer than L, and channel counts that leave a partial lane
+    /// block.
+    #[test]
+    fn fused_wkv_matches_the_plain_formula_values_and_all_gradients_f64() {
+        for (si, &(bsz, l, d, k)) in
+            [(2, 7, 5, 3), (1, 1, 5, 4), (2, 17, 21, 4), (3, 13, 16, 1), (2, 9, 17, 20)].iter().enumerate()
+        {
+            let ins = wkv_case(bsz, l, d, 2.0, 50 + si as i64);
+            let w = crate::mixers::testing::seeded(60 + si as i64, || {
+                Tensor::randn([bsz, l, d], (Kind::Double, Device::Cpu))
+            });
+            let want = wkv_plain(&ins[0], &ins[1], &ins[2], &ins[3]);
+            let want_g = grads_of(&want, &w, &ins);
+            for isa in isas() {
+                let got = f_wkv(&ins[0], &ins[1], &ins[2], &ins[3], k, isa).unwrap();
+                let got_g = grads_of(&got, &w, &ins);
+                let tag = format!("{isa:?} B={bsz} L={l} D={d} k={k}");
+                let err = rel_err(&got, &want);
+                assert!(err < 1e-12, "{tag}: values rel err {err:.2e}");
+                for ((name, g), wg) in ["k", "v", "w", "u"].iter().zip(&got_g).zip(&want_g) {
+                    let err = err_floor1(g, wg);
+                    assert!(err < 1e-11, "{tag}: d{name} rel err {err:.2e}");
+                }
+            }
+        }
+    }
+
+    /// f32 with keys up to about ±200 (e^k overflows f32): finite, and values and gradients agree
+    /// with the plain formula evaluated in f64.
+    #[test]
+    fn fused_wkv_f32_is_stable_for_large_keys() {
+        let ins = wkv_case(2, 37, 19, 60.0, 70);
+        let w = crate::mixers::testing::seeded(71, || Tensor::randn([2, 37, 19], (Kind::Double, Device::Cpu)));
+        let want = wkv_plain(&ins[0], &ins[1], &ins[2], &ins[3]);
+        let want_g = grads_of(&want, &w, &ins);
+        let f32s: [Tensor; 4] = ins.each_ref().map(|t| t.to_kind(Kind::Float).detach().set_requires_grad(true));
+        for isa in isas() {
+            let got = f_wkv(&f32s[0], &f32s[1], &f32s[2], &f32s[3], 8, isa).unwrap();
+            let got_g = grads_of(&got, &w, &f32s);
+            assert!(bool::try_from(got.isfinite().all()).unwrap(), "{isa:?}: not finite");
+            let err = rel_err(&got.to_kind(Kind::Double), &want);
+            assert!(err < 1e-5, "{isa:?}: values rel err {err:.2e}");
+            for ((name, g), wg) in ["k", "v", "w", "u"].iter().zip(&got_g).zip(&want_g) {
+                assert!(bool::try_from(g.isfinite().all()).unwrap(), "{isa:?}: d{name} not finite");
+                let err = rel_err(&g.to_kind(Kind::Double), wg);
+                assert!(err < 1e-4, "{isa:?}: d{name} rel err {err:.2e}");
+            }
+        }
+    }
+
+    /// q, k, g (log gates ≤ 0), v as leaves: `[B, H, L, K]` and `[B, H, L, V]`.
+    fn gla_case(b: i64, h: i64, l: i64, k: i64, v: i64, seed: i64) -> [Tensor; 4] {
+        let _rng = crate::mixers::testing::seed_guard(seed);
+        let o = (Kind::Double, Device::Cpu);
+        let leaf = |t: Tensor| t.detach().set_requires_grad(true);
+        [
+            leaf(Tensor::randn([b, h, l, k], o)),
+            leaf(Tensor::randn([b, h, l, k], o)),
+            leaf(Tensor::randn([b, h, l, v], o)),
+            leaf((Tensor::randn([b, h, l, k], o) * 2.0).log_sigmoid() / 4.0),
+        ]
+    }
+
+    /// f64: the fused GLA scan and the gradients of q, k, v and g against autograd through the
+    /// dense reference of `decayed_linear` (an explicit double sum), for each kernel build, with
+    /// lengths that leave a partial segment, L = 1, interval 1 and one longer than L, and value
+    /// widths that are not a multiple of 16 (the lanes).
+    #[test]
+    fn fused_gla_matches_the_dense_reference_values_and_all_gradients_f64() {
+        use super::super::decayed_linear::linear_attention_reference;
+        let shapes =
+            [(2, 2, 7, 4, 8, 3), (1, 1, 1, 3, 5, 4), (2, 1, 17, 5, 20, 4), (1, 3, 13, 2, 16, 1), (2, 2, 9, 3, 33, 20)];
+        for (si, &(b, h, l, k, v, kc)) in shapes.iter().enumerate() {
+            let ins = gla_case(b, h, l, k, v, 80 + si as i64);
+            let w = crate::mixers::testing::seeded(90 + si as i64, || {
+                Tensor::randn([b, h, l, v], (Kind::Double, Device::Cpu))
+            });
+            let want = linear_attention_reference(&ins[0], &ins[1], &ins[2], Some(&ins[3]));
+            let want_g = grads_of(&want, &w, &ins);
+            for isa in isas() {
+                let got = f_gla(&ins[0], &ins[1], &ins[2], &ins[3], kc, isa).unwrap();
+                let got_g = grads_of(&got, &w, &ins);
+                let tag = format!("{isa:?} B={b} H={h} L={l} K={k} V={v} k={kc}");
+                let err = rel_err(&got, &want);
+                assert!(err < 1e-12, "{tag}: values rel err {err:.2e}");
+                for ((name, g), wg) in ["q", "k", "v", "g"].iter().zip(&got_g).zip(&want_g) {
+                    let err = err_floor1(g, wg);
+                    assert!(err < 1e-11, "{tag}: d{name} rel err {err:.2e}");
+                }
+            }
+        }
+    }
+
+    /// f32 against the f64 reference, gates down to e^{−20} per step.
+    #[test]
+    fn fused_gla_f32_matches_the_f64_reference() {
+        use super::super::decayed_linear::linear_attention_reference;
+        let mut ins = gla_case(2, 2, 21, 8, 24, 99);
+        ins[3] = (&ins[3] * 80.0).detach().set_requires_grad(true);
+        let w = crate::mixers::testing::seeded(98, || Tensor::randn([2, 2, 21, 24], (Kind::Double, Device::Cpu)));
+        let want = linear_attention_reference(&ins[0], &ins[1], &ins[2], Some(&ins[3]));
+        let want_g = grads_of(&want, &w, &ins);
+        let f32s: [Tensor; 4] = ins.each_ref().map(|t| t.to_kind(Kind::Float).detach().set_requires_grad(true));
+        for isa in isas() {
+            let got = f_gla(&f32s[0], &f32s[1], &f32s[2], &f32s[3], 5, isa).unwrap();
+            let got_g = grads_of(&got, &w, &f32s);
+            let err = rel_err(&got.to_kind(Kind::Double), &want);
+            assert!(err < 1e-5, "{isa:?}: values rel err {err:.2e}");
+            for ((name, g), wg) in ["q", "k", "v", "g"].iter().zip(&got_g).zip(&want_g) {
+                let err = rel_err(&g.to_kind(Kind::Double), wg);
+                assert!(err < 1e-4, "{isa:?}: d{name} rel err {err:.2e}");
+            }
+        }
     }
 }

@@ -1,4 +1,9 @@
-// Fused selective scan (Mamba's S6 recurrence) as a libtorch autograd Function, for tch.
+// Fused CPU scans as libtorch autograd Functions, for tch: Mamba's selective scan (below) and
+// RWKV-4's WKV and GLA's gated scan (further down; same scheme: the state of a row / head in
+// registers or cache, checkpoints every K steps, a backward that recomputes each segment and runs
+// the adjoint back through it).
+//
+// Selective scan:
 //
 //   y_t = Σ_n C_tn h_tn + D x_t,   h_t = exp(Δ_t A) ⊙ h_{t−1} + Δ_t x_t B_t   (per batch row, channel)
 //
@@ -36,10 +41,22 @@ struct Kernels {
   decltype(&zs_generic::scan_bwd_f32) bwd_f32;
   decltype(&zs_generic::scan_fwd_f64) fwd_f64;
   decltype(&zs_generic::scan_bwd_f64) bwd_f64;
+  decltype(&zs_generic::wkv_fwd_f32) wkv_fwd_f32;
+  decltype(&zs_generic::wkv_bwd_f32) wkv_bwd_f32;
+  decltype(&zs_generic::wkv_fwd_f64) wkv_fwd_f64;
+  decltype(&zs_generic::wkv_bwd_f64) wkv_bwd_f64;
+  decltype(&zs_generic::gla_fwd_f32) gla_fwd_f32;
+  decltype(&zs_generic::gla_bwd_f32) gla_bwd_f32;
+  decltype(&zs_generic::gla_fwd_f64) gla_fwd_f64;
+  decltype(&zs_generic::gla_bwd_f64) gla_bwd_f64;
 };
 
 #define ZS_KERNELS(NS, NAME)                                                                                       \
-  Kernels { NAME, NS::lanes, &NS::scan_fwd_f32, &NS::scan_bwd_f32, &NS::scan_fwd_f64, &NS::scan_bwd_f64 }
+  Kernels {                                                                                                       \
+    NAME, NS::lanes, &NS::scan_fwd_f32, &NS::scan_bwd_f32, &NS::scan_fwd_f64, &NS::scan_bwd_f64, &NS::wkv_fwd_f32,  \
+        &NS::wkv_bwd_f32, &NS::wkv_fwd_f64, &NS::wkv_bwd_f64, &NS::gla_fwd_f32, &NS::gla_bwd_f32, &NS::gla_fwd_f64, \
+        &NS::gla_bwd_f64                                                                                          \
+  }
 
 // isa: 0 = the best this CPU runs, 1 = generic, 2 = AVX2 + FMA, 3 = AVX-512. Null when the CPU
 // (or this build) lacks it.
@@ -246,6 +263,204 @@ struct SelectiveScanFn : public torch::autograd::Function<SelectiveScanFn> {
   }
 };
 
+// ---- RWKV-4 WKV ----
+
+void check_wkv(const Tensor &k, const Tensor &v, const Tensor &w, const Tensor &u, int64_t K) {
+  TORCH_CHECK(k.dim() == 3, "fused wkv: k must be [B, L, D], got ", k.sizes());
+  TORCH_CHECK(v.sizes() == k.sizes(), "fused wkv: v must be ", k.sizes(), ", got ", v.sizes());
+  const int64_t d = k.size(2);
+  TORCH_CHECK(w.dim() == 1 && w.size(0) == d, "fused wkv: w must be [", d, "], got ", w.sizes());
+  TORCH_CHECK(u.dim() == 1 && u.size(0) == d, "fused wkv: u must be [", d, "], got ", u.sizes());
+  TORCH_CHECK(K >= 1, "fused wkv: checkpoint interval must be >= 1, got ", K);
+  const auto kind = k.scalar_type();
+  TORCH_CHECK(kind == at::kFloat || kind == at::kDouble, "fused wkv: f32 or f64 only, got ", kind);
+  for (const Tensor *t : {&v, &w, &u})
+    TORCH_CHECK(t->scalar_type() == kind, "fused wkv: all inputs must be ", kind, ", got ", t->scalar_type());
+  for (const Tensor *t : {&k, &v, &w, &u})
+    TORCH_CHECK(t->device().is_cpu(), "fused wkv: CPU tensors only (use the chunked form on ", t->device(), ")");
+}
+
+zs::WkvDims wkv_dims(const Tensor &k, int64_t K, int64_t lanes) {
+  zs::WkvDims d;
+  d.B = k.size(0);
+  d.L = k.size(1);
+  d.D = k.size(2);
+  d.K = K;
+  d.S = (d.L + K - 1) / K;
+  d.DB = (d.D + lanes - 1) / lanes;
+  return d;
+}
+
+Tensor wkv_forward(const Tensor &k, const Tensor &v, const Tensor &w, const Tensor &u, int64_t K, int64_t isa,
+                   Tensor *ckpt) {
+  const Kernels &ks = kernels_checked(isa);
+  const zs::WkvDims d = wkv_dims(k, K, ks.lanes);
+  Tensor y = at::empty_like(k);
+  if (ckpt) *ckpt = at::empty({d.B, d.S, 3, d.D}, k.options());
+  if (d.B == 0 || d.L == 0 || d.D == 0) return y;
+  AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "zoology_wkv_fwd", [&] {
+    auto fwd = [&] {
+      if constexpr (std::is_same_v<scalar_t, float>) return ks.wkv_fwd_f32;
+      else return ks.wkv_fwd_f64;
+    }();
+    zs::WkvFwdArgs<scalar_t> a;
+    a.k = k.const_data_ptr<scalar_t>();
+    a.v = v.const_data_ptr<scalar_t>();
+    a.w = w.const_data_ptr<scalar_t>();
+    a.u = u.const_data_ptr<scalar_t>();
+    a.y = y.data_ptr<scalar_t>();
+    a.ckpt = ckpt ? ckpt->data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, d.B * d.DB, 1, [&](int64_t begin, int64_t end) { fwd(d, begin, end, a); });
+  });
+  return y;
+}
+
+struct WkvFn : public torch::autograd::Function<WkvFn> {
+  static Tensor forward(torch::autograd::AutogradContext *ctx, const Tensor &k, const Tensor &v, const Tensor &w,
+                        const Tensor &u, int64_t K, int64_t isa) {
+    Tensor kc = k.contiguous(), vc = v.contiguous(), wc = w.contiguous(), uc = u.contiguous(), ckpt;
+    Tensor y = wkv_forward(kc, vc, wc, uc, K, isa, &ckpt);
+    ctx->save_for_backward({kc, vc, wc, uc, ckpt});
+    ctx->saved_data["K"] = K;
+    ctx->saved_data["isa"] = isa;
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    const Tensor &k = s[0], &v = s[1], &w = s[2], &u = s[3], &ckpt = s[4];
+    const int64_t K = ctx->saved_data["K"].toInt(), isa = ctx->saved_data["isa"].toInt();
+    const Kernels &ks = kernels_checked(isa);
+    const zs::WkvDims d = wkv_dims(k, K, ks.lanes);
+    Tensor dy = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(k);
+    Tensor dk = at::empty_like(k), dv = at::empty_like(k);
+    Tensor dw_part = at::zeros({d.B, d.D}, k.options()), du_part = at::zeros({d.B, d.D}, k.options());
+    if (d.B > 0 && d.L > 0 && d.D > 0) {
+      AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "zoology_wkv_bwd", [&] {
+        auto bwd = [&] {
+          if constexpr (std::is_same_v<scalar_t, float>) return ks.wkv_bwd_f32;
+          else return ks.wkv_bwd_f64;
+        }();
+        zs::WkvBwdArgs<scalar_t> a;
+        a.k = k.const_data_ptr<scalar_t>();
+        a.v = v.const_data_ptr<scalar_t>();
+        a.w = w.const_data_ptr<scalar_t>();
+        a.u = u.const_data_ptr<scalar_t>();
+        a.ckpt = ckpt.const_data_ptr<scalar_t>();
+        a.dy = dy.const_data_ptr<scalar_t>();
+        a.dk = dk.data_ptr<scalar_t>();
+        a.dv = dv.data_ptr<scalar_t>();
+        a.dw_part = dw_part.data_ptr<scalar_t>();
+        a.du_part = du_part.data_ptr<scalar_t>();
+        at::parallel_for(0, d.B * d.DB, 1, [&](int64_t begin, int64_t end) { bwd(d, begin, end, a); });
+      });
+    } else {
+      dk.zero_();
+      dv.zero_();
+    }
+    return {dk, dv, dw_part.sum(0), du_part.sum(0), Tensor(), Tensor()};
+  }
+};
+
+// ---- GLA gated scan ----
+
+void check_gla(const Tensor &q, const Tensor &k, const Tensor &v, const Tensor &g, int64_t Kc) {
+  TORCH_CHECK(q.dim() == 4, "fused gla: q must be [B, H, L, K], got ", q.sizes());
+  TORCH_CHECK(k.sizes() == q.sizes(), "fused gla: k must be ", q.sizes(), ", got ", k.sizes());
+  TORCH_CHECK(g.sizes() == q.sizes(), "fused gla: g must be ", q.sizes(), " (a gate per key channel), got ",
+              g.sizes());
+  TORCH_CHECK(v.dim() == 4 && v.size(0) == q.size(0) && v.size(1) == q.size(1) && v.size(2) == q.size(2),
+              "fused gla: v must be [", q.size(0), ", ", q.size(1), ", ", q.size(2), ", V], got ", v.sizes());
+  TORCH_CHECK(Kc >= 1, "fused gla: checkpoint interval must be >= 1, got ", Kc);
+  const auto kind = q.scalar_type();
+  TORCH_CHECK(kind == at::kFloat || kind == at::kDouble, "fused gla: f32 or f64 only, got ", kind);
+  for (const Tensor *t : {&k, &v, &g})
+    TORCH_CHECK(t->scalar_type() == kind, "fused gla: all inputs must be ", kind, ", got ", t->scalar_type());
+  for (const Tensor *t : {&q, &k, &v, &g})
+    TORCH_CHECK(t->device().is_cpu(), "fused gla: CPU tensors only (use the chunked form on ", t->device(), ")");
+}
+
+zs::GlaDims gla_dims(const Tensor &q, const Tensor &v, int64_t Kc) {
+  zs::GlaDims d;
+  d.BH = q.size(0) * q.size(1);
+  d.L = q.size(2);
+  d.K = q.size(3);
+  d.V = v.size(3);
+  d.VP = (d.V + 15) / 16 * 16;
+  d.Kc = Kc;
+  d.S = (d.L + Kc - 1) / Kc;
+  return d;
+}
+
+Tensor gla_forward(const Tensor &q, const Tensor &k, const Tensor &v, const Tensor &g, int64_t Kc, int64_t isa,
+                   Tensor *ckpt) {
+  const Kernels &ks = kernels_checked(isa);
+  const zs::GlaDims d = gla_dims(q, v, Kc);
+  Tensor o = at::empty_like(v);
+  if (ckpt) *ckpt = at::empty({d.BH, d.S, d.K, d.V}, q.options());
+  if (d.BH == 0 || d.L == 0 || d.V == 0) return o.zero_();
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "zoology_gla_fwd", [&] {
+    auto fwd = [&] {
+      if constexpr (std::is_same_v<scalar_t, float>) return ks.gla_fwd_f32;
+      else return ks.gla_fwd_f64;
+    }();
+    zs::GlaFwdArgs<scalar_t> a;
+    a.q = q.const_data_ptr<scalar_t>();
+    a.k = k.const_data_ptr<scalar_t>();
+    a.v = v.const_data_ptr<scalar_t>();
+    a.g = g.const_data_ptr<scalar_t>();
+    a.o = o.data_ptr<scalar_t>();
+    a.ckpt = ckpt ? ckpt->data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, d.BH, 1, [&](int64_t begin, int64_t end) { fwd(d, begin, end, a); });
+  });
+  return o;
+}
+
+struct GlaFn : public torch::autograd::Function<GlaFn> {
+  static Tensor forward(torch::autograd::AutogradContext *ctx, const Tensor &q, const Tensor &k, const Tensor &v,
+                        const Tensor &g, int64_t Kc, int64_t isa) {
+    Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous(), gc = g.contiguous(), ckpt;
+    Tensor o = gla_forward(qc, kc, vc, gc, Kc, isa, &ckpt);
+    ctx->save_for_backward({qc, kc, vc, gc, ckpt});
+    ctx->saved_data["K"] = Kc;
+    ctx->saved_data["isa"] = isa;
+    return o;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    const Tensor &q = s[0], &k = s[1], &v = s[2], &g = s[3], &ckpt = s[4];
+    const int64_t Kc = ctx->saved_data["K"].toInt(), isa = ctx->saved_data["isa"].toInt();
+    const Kernels &ks = kernels_checked(isa);
+    const zs::GlaDims d = gla_dims(q, v, Kc);
+    Tensor dout = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(v);
+    Tensor dq = at::zeros_like(q), dk = at::zeros_like(k), dv = at::zeros_like(v), dg = at::zeros_like(g);
+    if (d.BH > 0 && d.L > 0 && d.V > 0 && d.K > 0) {
+      AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "zoology_gla_bwd", [&] {
+        auto bwd = [&] {
+          if constexpr (std::is_same_v<scalar_t, float>) return ks.gla_bwd_f32;
+          else return ks.gla_bwd_f64;
+        }();
+        zs::GlaBwdArgs<scalar_t> a;
+        a.q = q.const_data_ptr<scalar_t>();
+        a.k = k.const_data_ptr<scalar_t>();
+        a.v = v.const_data_ptr<scalar_t>();
+        a.g = g.const_data_ptr<scalar_t>();
+        a.ckpt = ckpt.const_data_ptr<scalar_t>();
+        a.dout = dout.const_data_ptr<scalar_t>();
+        a.dq = dq.data_ptr<scalar_t>();
+        a.dk = dk.data_ptr<scalar_t>();
+        a.dv = dv.data_ptr<scalar_t>();
+        a.dg = dg.data_ptr<scalar_t>();
+        at::parallel_for(0, d.BH, 1, [&](int64_t begin, int64_t end) { bwd(d, begin, end, a); });
+      });
+    }
+    return {dq, dk, dv, dg, Tensor(), Tensor()};
+  }
+};
+
 char *error_copy(const char *what) {
   const size_t n = std::strlen(what) + 1;
   char *out = static_cast<char *>(std::malloc(n));
@@ -282,6 +497,47 @@ char *zoology_selective_scan(const Tensor *x, const Tensor *dt, const Tensor *A,
     return error_copy(e.what());
   } catch (...) {
     return error_copy("fused selective scan: unknown C++ exception");
+  }
+}
+
+// RWKV-4 WKV of k, v [B, L, D] with decay w (≤ 0) and bonus u [D], checkpoints every K steps;
+// differentiable in all four when autograd needs it.
+char *zoology_wkv(const Tensor *k, const Tensor *v, const Tensor *w, const Tensor *u, int64_t K, int64_t isa,
+                  Tensor **out) {
+  try {
+    *out = nullptr;
+    check_wkv(*k, *v, *w, *u, K);
+    const bool grad = at::GradMode::is_enabled() &&
+                      (k->requires_grad() || v->requires_grad() || w->requires_grad() || u->requires_grad());
+    Tensor y = grad ? WkvFn::apply(*k, *v, *w, *u, K, isa)
+                    : wkv_forward(k->contiguous(), v->contiguous(), w->contiguous(), u->contiguous(), K, isa, nullptr);
+    *out = new Tensor(std::move(y));
+    return nullptr;
+  } catch (const std::exception &e) {
+    return error_copy(e.what());
+  } catch (...) {
+    return error_copy("fused wkv: unknown C++ exception");
+  }
+}
+
+// GLA's gated scan of q, k, g [B, H, L, K] and v [B, H, L, V] (S_t = diag(e^{g_t}) S_{t−1} +
+// k_t v_tᵀ, o_t = S_tᵀ q_t), checkpoints every Kc steps; differentiable in all four.
+char *zoology_gla(const Tensor *q, const Tensor *k, const Tensor *v, const Tensor *g, int64_t Kc, int64_t isa,
+                  Tensor **out) {
+  try {
+    *out = nullptr;
+    check_gla(*q, *k, *v, *g, Kc);
+    const bool grad = at::GradMode::is_enabled() &&
+                      (q->requires_grad() || k->requires_grad() || v->requires_grad() || g->requires_grad());
+    Tensor o = grad ? GlaFn::apply(*q, *k, *v, *g, Kc, isa)
+                    : gla_forward(q->contiguous(), k->contiguous(), v->contiguous(), g->contiguous(), Kc, isa,
+                                  nullptr);
+    *out = new Tensor(std::move(o));
+    return nullptr;
+  } catch (const std::exception &e) {
+    return error_copy(e.what());
+  } catch (...) {
+    return error_copy("fused gla: unknown C++ exception");
   }
 }
 
