@@ -406,7 +406,7 @@ fn linear_attention_family_matches_the_tally() {
                 1,
             ),
             (
-                format!(r#"{{ name = "gla", num_heads = 2, chunk_size = {chunk} }}"#),
+                format!(r#"{{ name = "gla", num_heads = 2, chunk_size = {chunk}, scan = "chunked" }}"#),
                 tally(|c| {
                     c.mm(1, d, d / 2);
                     c.mm(1, d, d / 2);
@@ -433,6 +433,15 @@ fn linear_attention_family_matches_the_tally() {
                 (0..heads).for_each(|_| linear_step(c, k, v, gate));
             });
             check(&cfg, d, l, stepwise(fwd, Tally::default(), move |_| step));
+            if cfg.contains("\"gla\"") {
+                // the fused scan: the recurrent step at every position
+                let fwd = tally(|c| {
+                    c.each(l, tok.0);
+                    (0..l * heads).for_each(|_| linear_step(c, k, v, gate));
+                });
+                let fused = cfg.replace("\"chunked\"", "\"fused\"");
+                check(&fused, d, l, stepwise(fwd, Tally::default(), move |_| step));
+            }
         }
     }
 }
@@ -509,7 +518,18 @@ fn rwkv_and_mamba_match_the_tally() {
             c.each(d, 12.0);
         });
         check(
-            &format!(r#"{{ name = "rwkv", chunk_size = {chunk} }}"#),
+            &format!(r#"{{ name = "rwkv", chunk_size = {chunk}, scan = "chunked" }}"#),
+            d,
+            l,
+            stepwise(fwd, Tally::default(), move |_| step),
+        );
+        // the fused wkv: the stabilised step's 12 per channel at each position
+        let fwd = tally(|c| {
+            c.each(l, tok.0);
+            c.each(l * d, 12.0);
+        });
+        check(
+            &format!(r#"{{ name = "rwkv", chunk_size = {chunk}, scan = "fused" }}"#),
             d,
             l,
             stepwise(fwd, Tally::default(), move |_| step),
@@ -523,20 +543,23 @@ fn rwkv_and_mamba_match_the_tally() {
             c.mm(1, r, e);
             c.mm(1, e, d);
         });
-        let fwd = tally(|c| {
-            c.each(l, tok.0);
-            c.each(padded * e * n, 9.0);
-        });
         let step = tally(|c| {
             c.each(1, tok.0);
             c.each(e * n, 9.0);
         });
-        check(
-            &format!(r#"{{ name = "mamba", d_state = 4, chunk_size = {chunk} }}"#),
-            d,
-            l,
-            stepwise(fwd, Tally::default(), move |_| step),
-        );
+        // the chunked scan runs over the padded length, the fused one over L
+        for (scan, scanned) in [("chunked", padded), ("fused", l)] {
+            let fwd = tally(|c| {
+                c.each(l, tok.0);
+                c.each(scanned * e * n, 9.0);
+            });
+            check(
+                &format!(r#"{{ name = "mamba", d_state = 4, chunk_size = {chunk}, scan = "{scan}" }}"#),
+                d,
+                l,
+                stepwise(fwd, Tally::default(), move |_| step),
+            );
+        }
     }
 }
 

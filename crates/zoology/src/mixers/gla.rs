@@ -12,8 +12,11 @@
 //! ```
 //! RMSNorm is over each head's `d_v` channels with a learned weight shared by the heads.
 //!
-//! Forms: training = chunked (`decayed_linear::chunked_linear_attention` with per-channel gates:
-//! cumulative log gates `b_t` inside each chunk, intra-chunk scores
+//! Forms: training, `scan = "fused"` (the default) = the C++ gated scan of
+//! [`super::common::fused::gla`] (one task per row and head holding its `d_k × d_v` state, one
+//! pass over positions, its own backward from checkpointed states; CPU f32/f64, the chunked form
+//! elsewhere); training, `scan = "chunked"` = `decayed_linear::chunked_linear_attention` with
+//! per-channel gates (cumulative log gates `b_t` inside each chunk, intra-chunk scores
 //! `Σ_k q_tk k_sk e^{b_tk − b_sk}` with every exponent ≤ 0, state carried across chunks);
 //! reference = the recurrence loop; recurrent = one gated update per token.
 //!
@@ -23,7 +26,8 @@
 //! FLOPs ([`crate::flops`] convention): projections q, k `2·d·key_dim`, v, g `2·d·value_dim`,
 //! the low-rank gate `2·d·16 + 2·16·key_dim`, o `2·value_dim·d` per token, plus the chunked
 //! core with a gate per key channel, `H·(3·C·d_k + 2·C·d_v + 4·d_k·d_v)` per position over
-//! `⌈L/C⌉·C` (see `common::decayed_linear`); decode `H·5·d_k·d_v` plus the projections.
+//! `⌈L/C⌉·C` with the chunked scan, the decode step `H·5·d_k·d_v` at every position with the fused
+//! one (see `common::decayed_linear`); decode `H·5·d_k·d_v` plus the projections.
 //!
 //! Init: every Linear N(0, 0.02), zero bias (Zoology's rule; `o_proj` is not an `out_proj`, so
 //! it is not rescaled); RMSNorm weight 1.
@@ -36,9 +40,21 @@ use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
+/// Which gated scan the training form runs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GlaScan {
+    /// The fused C++ scan with its own backward (CPU; the chunked form on other devices).
+    Fused,
+    /// Chunks of `chunk_size` in tensor operations (any device).
+    Chunked,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GlaConfig {
+    /// `fused` (CPU kernel, the default) or `chunked` (tensor operations).
+    pub scan: GlaScan,
     /// Key width as a fraction of d_model (GLA: 0.5).
     pub expand_k: f64,
     /// Value width as a fraction of d_model (GLA: 1).
@@ -49,7 +65,7 @@ pub struct GlaConfig {
     pub gate_low_rank_dim: i64,
     /// Divides logsigmoid of the gate logits (GLA: 16).
     pub gate_logit_normalizer: f64,
-    /// Chunk length of the training form (16: the per-key-channel decay materialises
+    /// Chunk length of the chunked form (16: the per-key-channel decay materialises
     /// `[B, H, L/C, C, C, d_k]`, so its cost grows with C; fla's kernel uses 64 with sub-chunks of
     /// 16; docs/PERFORMANCE.md "GLA chunk size").
     pub chunk_size: i64,
@@ -60,6 +76,7 @@ pub struct GlaConfig {
 impl Default for GlaConfig {
     fn default() -> Self {
         GlaConfig {
+            scan: GlaScan::Fused,
             expand_k: 0.5,
             expand_v: 1.0,
             num_heads: 4,
@@ -123,6 +140,9 @@ impl DecayedLinear for Gla {
     }
     fn chunk_size(&self) -> i64 {
         self.cfg.chunk_size
+    }
+    fn fused_scan(&self) -> bool {
+        self.cfg.scan == GlaScan::Fused
     }
     fn state_shape(&self) -> [i64; 3] {
         let h = self.cfg.num_heads;
@@ -209,6 +229,11 @@ impl MixerKind for Gla {
     }
 
     fn suite_variants() -> Vec<GlaConfig> {
-        vec![GlaConfig::default(), GlaConfig { num_heads: 2, chunk_size: 4, ..Default::default() }]
+        vec![
+            GlaConfig::default(),
+            GlaConfig { num_heads: 2, ..Default::default() },
+            GlaConfig { scan: GlaScan::Chunked, ..Default::default() },
+            GlaConfig { num_heads: 2, chunk_size: 4, scan: GlaScan::Chunked, ..Default::default() },
+        ]
     }
 }

@@ -25,13 +25,19 @@
 //!
 //! FLOPs ([`crate::flops`] convention): per token `in_proj` `2·d·2E`, conv `2·E·k`, `x_proj`
 //! `2·E·(R + 2N)`, `dt_proj` `2·R·E`, `out_proj` `2·E·d`; the selective scan `9·E·N` per
-//! position (the Mamba paper's count) over `L_p = ⌈L/chunk⌉·chunk`. Decode: the same per-token
-//! terms, constant in L. Prefill is the step form.
+//! position (the Mamba paper's count) over `L` with the fused scan, `L_p = ⌈L/chunk⌉·chunk`
+//! with the chunked one. Decode: the same per-token terms, constant in L. Prefill is the step
+//! form.
 //!
 //! Forms:
 //! - reference: one plain loop over positions that does everything itself (conv taps, SiLU,
 //!   Δ, B, C, the recurrence, the gate), sharing no helper with the fast and step forms;
-//! - fast (training): a chunked selective scan. The sequence is cut into chunks of
+//! - fast (training), `scan = "fused"` (the default): the C++ selective scan of
+//!   [`super::common::fused`], which keeps each (row, channel)'s state in cache while it loops
+//!   over positions, stores it every `checkpoint_every` positions, and has its own backward
+//!   (recomputing each segment from its checkpoint); no `[B, L, E, N]` tensor is built. It runs
+//!   on CPU tensors (f32, f64); on other devices the chunked scan below is used instead;
+//! - fast, `scan = "chunked"`: a chunked selective scan in tensor operations. The sequence is cut into chunks of
 //!   `chunk_size`; all chunks advance together through `chunk_size` recurrence steps on
 //!   `[B, L/chunk, E, N]` states from a zero start, emitting `h_t C_t` as they go (so the
 //!   `[B, L, E, N]` state history is never built inside the chunks); the chunk-end states are
@@ -46,12 +52,23 @@
 use super::common::bounds::{int_in, MAX_SIZE};
 use super::common::chunking::ChunkLayout;
 use super::common::conv::{fir_step, short_conv};
+use super::common::fused::{fused_supported, selective_scan, ScanArgs};
 use super::common::layers::Linear;
 use super::common::scan::linear_scan;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
+
+/// Which selective scan the training form runs (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MambaScan {
+    /// The fused C++ scan with its own backward (CPU; the chunked scan on other devices).
+    Fused,
+    /// Chunks of `chunk_size` in tensor operations (any device).
+    Chunked,
+}
 
 /// Which init the Linear layers get (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -74,7 +91,12 @@ pub struct MambaConfig {
     pub expand: i64,
     /// Rank of the Δ projection; 0 = ⌈d_model/16⌉.
     pub dt_rank: i64,
-    /// Positions per chunk of the fast scan.
+    /// `fused` (CPU kernel, the default) or `chunked` (tensor operations).
+    pub scan: MambaScan,
+    /// Positions between stored states in the fused scan's forward (its backward recomputes the
+    /// states in between): backward memory `B·⌈L/k⌉·E·N` against a `k·E·N` working set.
+    pub checkpoint_every: i64,
+    /// Positions per chunk of the chunked scan (also used by the fused scan's fallback).
     pub chunk_size: i64,
     /// `normal` (Zoology Figure 2) or `mamba` (Mamba's own).
     pub init: MambaInit,
@@ -82,7 +104,16 @@ pub struct MambaConfig {
 
 impl Default for MambaConfig {
     fn default() -> Self {
-        MambaConfig { d_state: 16, d_conv: 4, expand: 2, dt_rank: 0, chunk_size: 64, init: MambaInit::Normal }
+        MambaConfig {
+            d_state: 16,
+            d_conv: 4,
+            expand: 2,
+            dt_rank: 0,
+            scan: MambaScan::Fused,
+            checkpoint_every: 16,
+            chunk_size: 64,
+            init: MambaInit::Normal,
+        }
     }
 }
 
@@ -101,13 +132,23 @@ pub struct Mamba {
     n: i64,
     r: i64,
     chunk: i64,
+    scan: MambaScan,
+    checkpoint_every: i64,
 }
 
 /// What the SSM needs per position (any leading shape `[..]`): conv output `x [.., E]`,
-/// gate `z [.., E]`, `Δ [.., E]`, `B, C [.., N]`.
+/// gate `z [.., E]`, `dt = W_Δ δ [.., E]` (Δ = softplus(dt + b_Δ)), `B, C [.., N]`.
 struct Inputs {
     x: Tensor,
     z: Tensor,
+    dt: Tensor,
+    b: Tensor,
+    c: Tensor,
+}
+
+/// What the tensor scans take: `x, Δ [B, L, E]`, `B, C [B, L, N]`.
+struct ScanIn {
+    x: Tensor,
     delta: Tensor,
     b: Tensor,
     c: Tensor,
@@ -121,8 +162,17 @@ impl Mamba {
     /// Everything after the convolution, shared by all forms; `x` is the (activated) conv output.
     fn inputs(&self, x: Tensor, z: Tensor) -> Inputs {
         let parts = self.x_proj.forward(&x).split_with_sizes([self.r, self.n, self.n], -1);
-        let delta = self.dt_proj.forward(&parts[0]).softplus();
-        Inputs { x, z, delta, b: parts[1].shallow_clone(), c: parts[2].shallow_clone() }
+        let dt = parts[0].linear(&self.dt_proj.ws, None::<Tensor>);
+        Inputs { x, z, dt, b: parts[1].shallow_clone(), c: parts[2].shallow_clone() }
+    }
+
+    fn dt_bias(&self) -> &Tensor {
+        self.dt_proj.bs.as_ref().expect("dt_proj has a bias")
+    }
+
+    /// `Δ = softplus(dt + b_Δ)`.
+    fn delta(&self, inp: &Inputs) -> Tensor {
+        (&inp.dt + self.dt_bias()).softplus()
     }
 
     fn split_in(&self, u: &Tensor) -> (Tensor, Tensor) {
@@ -130,9 +180,43 @@ impl Mamba {
         (xz[0].shallow_clone(), xz[1].shallow_clone())
     }
 
-    /// `y ⊙ silu(z)` through the output projection, with `y = h·C + D x` already summed.
-    fn finish(&self, y: Tensor, inp: &Inputs) -> Tensor {
-        self.out_proj.forward(&((y + &self.d_skip * &inp.x) * inp.z.silu()))
+    /// `(y + D x) ⊙ silu(z)` with `y = h·C`, the SSM's gated output before `out_proj`.
+    fn gate(&self, y: Tensor, inp: &Inputs) -> Tensor {
+        (y + &self.d_skip * &inp.x) * inp.z.silu()
+    }
+
+    /// Whether the training form runs the fused kernel on these inputs.
+    fn uses_fused(&self, inp: &Inputs) -> bool {
+        self.scan == MambaScan::Fused && fused_supported(inp.x.device(), inp.x.kind())
+    }
+
+    /// The training form's selective scan with its gate, `(h·C + D x) ⊙ silu(z)` as `[B, L, E]`:
+    /// the fused kernel (Δ's bias and softplus, D and the gate inside it) where it runs, the
+    /// chunked scan otherwise.
+    fn gated_scan(&self, inp: &Inputs) -> Tensor {
+        if self.uses_fused(inp) {
+            let a = self.a();
+            let args = ScanArgs {
+                x: &inp.x,
+                dt: &inp.dt,
+                a: &a,
+                b: &inp.b,
+                c: &inp.c,
+                d: &self.d_skip,
+                z: Some(&inp.z),
+                dt_bias: Some(self.dt_bias()),
+                softplus: true,
+            };
+            selective_scan(&args, self.checkpoint_every)
+        } else {
+            let s = ScanIn {
+                x: inp.x.shallow_clone(),
+                delta: self.delta(inp),
+                b: inp.b.shallow_clone(),
+                c: inp.c.shallow_clone(),
+            };
+            self.gate(self.scan_chunked(&s), inp)
+        }
     }
 
     /// Chunked selective scan over `[B, L, ..]` inputs: returns `Σ_n h_t C_t` as `[B, L, E]`.
@@ -141,7 +225,7 @@ impl Mamba {
     /// (from a zero state, so only `chunk` sequential steps whatever L is); the chunk-end states
     /// are combined by a doubling scan over chunks, and the carried-in state reaches position
     /// `t` of a chunk through `exp((Σ_{s≤t} Δ_s) A)`, since `A` does not depend on time.
-    fn scan_chunked(&self, inp: &Inputs) -> Tensor {
+    fn scan_chunked(&self, inp: &ScanIn) -> Tensor {
         let (bsz, l, e) = inp.x.size3().unwrap();
         let lay = ChunkLayout::new(l, self.chunk);
         let (nc, c) = (lay.n, lay.c);
@@ -180,7 +264,7 @@ impl Mamba {
     #[cfg(test)]
     /// Reference scan over prepared inputs, written out per position (it does not call
     /// [`Self::ssm_step`]): `h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t x_t) B_tᵀ`, `y_t = h_t C_t`. `[B, L, E]`.
-    fn scan_loop(&self, inp: &Inputs) -> Tensor {
+    fn scan_loop(&self, inp: &ScanIn) -> Tensor {
         let (bsz, l, _) = inp.x.size3().unwrap();
         let a = -self.a_log.exp(); // [E, N]
         let mut h = Tensor::zeros([bsz, self.e, self.n], (inp.x.kind(), inp.x.device()));
@@ -209,7 +293,7 @@ impl Mixer for Mamba {
     fn forward(&self, u: &Tensor, _train: bool) -> Tensor {
         let (x, z) = self.split_in(u);
         let inp = self.inputs(short_conv(&x, &self.conv_w, Some(&self.conv_b)).silu(), z);
-        self.finish(self.scan_chunked(&inp), &inp)
+        self.out_proj.forward(&self.gated_scan(&inp))
     }
 
     /// Naive form: one loop over positions, every step written out with plain tensor ops
@@ -253,9 +337,9 @@ impl Mixer for Mamba {
         let (x, z) = self.split_in(u_t);
         let xc = fir_step(&mut state.tensors[0], &x, &self.conv_w, Some(&self.conv_b)).silu();
         let inp = self.inputs(xc, z);
-        let (h, y) = self.ssm_step(&state.tensors[1], &inp.delta, &inp.x, &inp.b, &inp.c);
+        let (h, y) = self.ssm_step(&state.tensors[1], &self.delta(&inp), &inp.x, &inp.b, &inp.c);
         state.tensors[1] = h;
-        self.finish(y, &inp)
+        self.out_proj.forward(&self.gate(y, &inp))
     }
 
     fn state_size(&self, _seq_len: i64) -> i64 {
@@ -269,7 +353,11 @@ impl Mixer for Mamba {
             + self.dt_proj.flops()
             + self.out_proj.flops();
         let scan = 9.0 * (self.e * self.n) as f64;
-        let fwd = seq_len as f64 * tok + crate::flops::padded(seq_len, self.chunk) as f64 * scan;
+        let scanned = match self.scan {
+            MambaScan::Fused => seq_len,
+            MambaScan::Chunked => crate::flops::padded(seq_len, self.chunk),
+        };
+        let fwd = seq_len as f64 * tok + scanned as f64 * scan;
         crate::flops::MixerFlops::stepwise(fwd, 0.0, seq_len, |_| tok + scan)
     }
 
@@ -283,7 +371,7 @@ impl Mixer for Mamba {
 impl MixerKind for Mamba {
     type Config = MambaConfig;
     const NAME: &'static str = "mamba";
-    const ABOUT: &'static str = "Mamba S6 selective SSM (input-dependent Δ, B, C; chunked scan)";
+    const ABOUT: &'static str = "Mamba S6 selective SSM (input-dependent Δ, B, C; fused CPU scan or chunked scan)";
     const STATE_FORMULA: &'static str = "E·(k−1) + E·N, E = expand·d (previous conv inputs + SSM state)";
     const CONSTANT_STATE: bool = true;
 
@@ -292,6 +380,7 @@ impl MixerKind for Mamba {
         int_in(field, "d_conv", c.d_conv, 1, 1024, "4")?;
         int_in(field, "expand", c.expand, 1, 64, "2")?;
         int_in(field, "chunk_size", c.chunk_size, 1, MAX_SIZE, "64")?;
+        int_in(field, "checkpoint_every", c.checkpoint_every, 1, MAX_SIZE, "16")?;
         if c.dt_rank < 0 || c.dt_rank > MAX_SIZE {
             return Err(config_err(
                 format!("{field}.dt_rank"),
@@ -346,14 +435,18 @@ impl MixerKind for Mamba {
             n,
             r,
             chunk: c.chunk_size,
+            scan: c.scan,
+            checkpoint_every: c.checkpoint_every,
         })
     }
 
     fn suite_variants() -> Vec<MambaConfig> {
+        let chunked = MambaScan::Chunked;
         vec![
             MambaConfig::default(),
-            MambaConfig { d_state: 4, chunk_size: 4, init: MambaInit::Mamba, ..Default::default() },
-            MambaConfig { chunk_size: 1, dt_rank: 3, init: MambaInit::Mamba, ..Default::default() },
+            MambaConfig { d_state: 4, checkpoint_every: 3, init: MambaInit::Mamba, ..Default::default() },
+            MambaConfig { d_state: 4, chunk_size: 4, init: MambaInit::Mamba, scan: chunked, ..Default::default() },
+            MambaConfig { chunk_size: 1, dt_rank: 3, init: MambaInit::Mamba, scan: chunked, ..Default::default() },
         ]
     }
 }
@@ -374,13 +467,8 @@ mod tests {
         let m = Mamba::build(vs.root(), 8, &cfg, &BuildCtx::new(0, 2, 64)).unwrap();
         let (b, l, e, n) = (2i64, 29i64, m.e, m.n);
         let r = |s: &[i64]| Tensor::randn(s, (Kind::Float, Device::Cpu));
-        let inp = Inputs {
-            x: r(&[b, l, e]),
-            z: r(&[b, l, e]),
-            delta: (r(&[b, l, e]) * 20.0).softplus(),
-            b: r(&[b, l, n]),
-            c: r(&[b, l, n]),
-        };
+        let inp =
+            ScanIn { x: r(&[b, l, e]), delta: (r(&[b, l, e]) * 20.0).softplus(), b: r(&[b, l, n]), c: r(&[b, l, n]) };
         let fast = tch::no_grad(|| m.scan_chunked(&inp));
         let slow = tch::no_grad(|| m.scan_loop(&inp));
         assert!(bool::try_from(fast.isfinite().all()).unwrap(), "chunked scan not finite");
@@ -402,7 +490,8 @@ mod tests {
             let (b, e, n) = (2i64, m.e, m.n);
             let leaf =
                 |s: &[i64], scale: f64| (Tensor::randn(s, (Kind::Double, Device::Cpu)) * scale).set_requires_grad(true);
-            let (x, z, dl, bb, cc) = (
+            // (the second draw, once the gate z, is unused; kept so the inputs stay as they were)
+            let (x, _, dl, bb, cc) = (
                 leaf(&[b, l, e], 1.0),
                 leaf(&[b, l, e], 1.0),
                 leaf(&[b, l, e], 1.0),
@@ -410,9 +499,8 @@ mod tests {
                 leaf(&[b, l, n], 1.0),
             );
             let a_log = m.a_log.to_kind(Kind::Double).detach().set_requires_grad(true);
-            let mk = || Inputs {
+            let mk = || ScanIn {
                 x: x.shallow_clone(),
-                z: z.shallow_clone(),
                 delta: dl.softplus() * 0.02,
                 b: bb.shallow_clone(),
                 c: cc.shallow_clone(),
@@ -438,15 +526,66 @@ mod tests {
         }
     }
 
-    /// The whole mixer's chunked form (default chunk 64) against the naive per-token loop
-    /// across chunk boundaries (L = 150: two full chunks and a partial one), with Mamba's own
-    /// init (small Δ, so state carried across chunks matters), then with Zoology's.
+    /// The fused kernel as Mamba calls it (`gated_scan`: A = −exp(A_log), Δ = softplus(dt +
+    /// b_Δ), D and the gate silu(z) inside the kernel) against the per-step loop with those
+    /// written out, in f64: values and the gradients of x, z, dt, B, C, A_log, D and b_Δ, with
+    /// small steps (state carried far) and large ones, at checkpoint intervals that do and do
+    /// not divide L (and L = 1).
+    #[test]
+    fn fused_gated_scan_matches_the_recurrence_values_and_gradients_f64() {
+        for &(k, l, shift) in &[(4i64, 1i64, -4.0), (4, 7, -4.0), (16, 64, -4.0), (5, 33, 0.0), (3, 40, 3.0)] {
+            let _rng = crate::mixers::testing::seed_guard(k * 100 + l);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let cfg = MambaConfig { d_state: 4, checkpoint_every: k, ..Default::default() };
+            let m = Mamba::build(vs.root(), 8, &cfg, &BuildCtx::new(0, 2, 64)).unwrap();
+            let (b, e, n) = (2i64, m.e, m.n);
+            let leaf = |s: &[i64]| Tensor::randn(s, (Kind::Double, Device::Cpu)).set_requires_grad(true);
+            let (x, z, dt, bb, cc) =
+                (leaf(&[b, l, e]), leaf(&[b, l, e]), leaf(&[b, l, e]), leaf(&[b, l, n]), leaf(&[b, l, n]));
+            let a_log = (m.a_log.to_kind(Kind::Double) + Tensor::randn([e, n], (Kind::Double, Device::Cpu)) * 0.1)
+                .detach()
+                .set_requires_grad(true);
+            let (d_skip, bias) = (leaf(&[e]), (leaf(&[e]) + shift).detach().set_requires_grad(true));
+            let dt_proj = Linear { ws: m.dt_proj.ws.to_kind(Kind::Double), bs: Some(bias.shallow_clone()) };
+            let m64 = Mamba { a_log: a_log.shallow_clone(), d_skip: d_skip.shallow_clone(), dt_proj, ..m };
+            let inp = Inputs {
+                x: x.shallow_clone(),
+                z: z.shallow_clone(),
+                dt: dt.shallow_clone(),
+                b: bb.shallow_clone(),
+                c: cc.shallow_clone(),
+            };
+            assert!(m64.uses_fused(&inp));
+            let w = Tensor::randn([b, l, e], (Kind::Double, Device::Cpu));
+            let wrt = [&x, &z, &dt, &bb, &cc, &a_log, &d_skip, &bias];
+            let grads = |y: &Tensor| Tensor::run_backward(&[(y * &w).sum(Kind::Double)], &wrt, false, false);
+            let fast = m64.gated_scan(&inp);
+            let delta = (&dt + &bias).clamp_min(0.0) + (-(&dt + &bias).abs()).exp().log1p();
+            let s = ScanIn { x: x.shallow_clone(), delta, b: bb.shallow_clone(), c: cc.shallow_clone() };
+            let slow = (m64.scan_loop(&s) + &d_skip * &x) * &z * z.sigmoid();
+            let err = rel_err(&fast, &slow);
+            assert!(err < 1e-12, "k {k} L={l}: fused vs per-step rel err {err:.2e}");
+            let names = ["x", "z", "dt", "B", "C", "A_log", "D", "dt bias"];
+            for ((name, gf), gs) in names.iter().zip(grads(&fast)).zip(grads(&slow)) {
+                let gerr = rel_err(&gf, &gs);
+                assert!(gerr < 1e-11, "k {k} L={l} bias shift {shift}: gradient of {name} rel err {gerr:.2e}");
+            }
+        }
+    }
+
+    /// The whole mixer's fast forms (chunked with the default chunk 64, fused with the default
+    /// checkpoint interval) against the naive per-token loop across chunk and segment
+    /// boundaries (L = 150: two full chunks and a partial one), with Mamba's own init (small Δ,
+    /// so state carried across chunks matters), then with Zoology's.
     #[test]
     fn forward_matches_the_naive_loop_across_chunk_boundaries() {
-        for init in [MambaInit::Mamba, MambaInit::Normal] {
+        for (init, scan) in [MambaInit::Mamba, MambaInit::Normal]
+            .into_iter()
+            .flat_map(|i| [(i, MambaScan::Chunked), (i, MambaScan::Fused)])
+        {
             let (m, x) = crate::mixers::testing::seeded(21, || {
                 let vs = nn::VarStore::new(Device::Cpu);
-                let cfg = MambaConfig { d_state: 4, init, ..Default::default() };
+                let cfg = MambaConfig { d_state: 4, init, scan, ..Default::default() };
                 (
                     Mamba::build(vs.root(), 8, &cfg, &BuildCtx::new(0, 2, 160)).unwrap(),
                     Tensor::randn([2, 150, 8], (Kind::Float, Device::Cpu)),
@@ -454,14 +593,14 @@ mod tests {
             });
             let (fast, slow) = tch::no_grad(|| (m.forward(&x, false), m.reference(&x)));
             let err = rel_err(&fast, &slow);
-            assert!(err < 1e-4, "{init:?}: chunked forward vs naive loop rel err {err:.2e}");
+            assert!(err < 1e-4, "{init:?} {scan:?}: forward vs naive loop rel err {err:.2e}");
             // the positions after the first chunk really depend on the carried state (Mamba init)
             if init == MambaInit::Mamba {
                 let x2 = x.copy();
                 let _ = x2.narrow(1, 0, 64).g_mul_scalar_(-1.0);
                 let y2 = tch::no_grad(|| m.forward(&x2, false));
                 let moved = rel_err(&y2.narrow(1, 100, 50), &fast.narrow(1, 100, 50));
-                assert!(moved > 1e-3, "outputs 100..150 do not see chunk 0 (rel change {moved:.2e})");
+                assert!(moved > 1e-3, "{scan:?}: outputs 100..150 do not see chunk 0 (rel change {moved:.2e})");
             }
         }
     }
@@ -541,6 +680,8 @@ mod tests {
             (r#"{ name = "mamba", expand = 0 }"#, "expand"),
             (r#"{ name = "mamba", dt_rank = -1 }"#, "dt_rank"),
             (r#"{ name = "mamba", chunk_size = 0 }"#, "chunk_size"),
+            (r#"{ name = "mamba", checkpoint_every = 0 }"#, "checkpoint_every"),
+            (r#"{ name = "mamba", scan = "parallel" }"#, "scan"),
             (r#"{ name = "mamba", init = "xavier" }"#, "init"),
         ] {
             let e = validate_error(bad);

@@ -15,15 +15,20 @@
 //!
 //! Forms:
 //! - reference: the kernel's per-step recurrence over `(aa, bb, p)`, one step per position;
-//! - fast (training): chunks of `chunk_size` positions. Within a chunk, a masked pairwise
+//! - fast (training), `scan = "fused"` (the default): the C++ WKV of
+//!   [`super::common::fused::wkv`], one pass over positions per (row, block of channels) with
+//!   the `(aa, bb, p)` state in registers and its own backward (checkpointed state, the state's
+//!   adjoints carried with the same rescaling); CPU tensors (f32, f64) only, the chunked form
+//!   elsewhere. O(L·d) work and memory;
+//! - fast, `scan = "chunked"`: chunks of `chunk_size` positions. Within a chunk, a masked pairwise
 //!   log-weight tensor `[C, C]` per channel (`(i−1−j)w + k_j` below the diagonal, `u + k_i` on
 //!   it), plus one column for the state carried into the chunk (`i·w + p`), all normalised by
 //!   their maximum; across chunks the `(aa, bb, p)` state is carried by a loop over the L/C
 //!   chunks on `[B, D]` tensors. Work O(L·C·D); autodiff ops O(L/C);
 //! - step: state = last input (token shift) and `(aa, bb, p)`: `4·d` elements per sequence.
 //!
-//! FLOPs ([`crate::flops`] convention): 4 Linears `8·d²` per token; the chunked wkv
-//! `4·C·d` per position over `L_p = ⌈L/C⌉·C` (numerator and denominator multiply-adds over
+//! FLOPs ([`crate::flops`] convention): 4 Linears `8·d²` per token; the fused wkv the step's
+//! `12·d` per position; the chunked wkv `4·C·d` per position over `L_p = ⌈L/C⌉·C` (numerator and denominator multiply-adds over
 //! every pair of a `C×C` block, masked ones included) plus `4·d` for the carried state. Decode:
 //! `8·d² + 12·d` (the stabilised wkv step, 12 per channel), constant in L. Prefill is the step
 //! form.
@@ -39,6 +44,7 @@
 
 use super::common::bounds::{int_in, MAX_SIZE};
 use super::common::chunking::ChunkLayout;
+use super::common::fused::{fused_supported, wkv};
 use super::common::layers::{time_mix, token_shift, Linear};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
@@ -58,10 +64,22 @@ pub enum RwkvLinearInit {
     Normal,
 }
 
+/// Which WKV the training form runs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RwkvScan {
+    /// The fused C++ WKV with its own backward (CPU; the chunked form on other devices).
+    Fused,
+    /// Chunks of `chunk_size` in tensor operations (any device).
+    Chunked,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RwkvConfig {
-    /// Positions per chunk in the fast form (memory grows as B·L·chunk_size·d).
+    /// `fused` (CPU kernel, the default) or `chunked` (tensor operations).
+    pub scan: RwkvScan,
+    /// Positions per chunk of the chunked form (memory grows as B·L·chunk_size·d).
     pub chunk_size: i64,
     /// Depth the layer-dependent init assumes (Zoology: 12, never passed); 0 = the model's.
     pub n_layer: i64,
@@ -71,7 +89,7 @@ pub struct RwkvConfig {
 
 impl Default for RwkvConfig {
     fn default() -> Self {
-        RwkvConfig { chunk_size: 8, n_layer: 12, linear_init: RwkvLinearInit::Pytorch }
+        RwkvConfig { scan: RwkvScan::Fused, chunk_size: 8, n_layer: 12, linear_init: RwkvLinearInit::Pytorch }
     }
 }
 
@@ -87,6 +105,7 @@ pub struct Rwkv {
     mix_v: Tensor,
     mix_r: Tensor,
     chunk: i64,
+    scan: RwkvScan,
     d: i64,
 }
 
@@ -135,6 +154,11 @@ impl Rwkv {
             self.key.forward(&time_mix(x, x_prev, &self.mix_k)),
             self.value.forward(&time_mix(x, x_prev, &self.mix_v)),
         )
+    }
+
+    /// Whether the training form runs the fused WKV on these tensors.
+    fn uses_fused(&self, k: &Tensor) -> bool {
+        self.scan == RwkvScan::Fused && fused_supported(k.device(), k.kind())
     }
 
     /// Chunked WKV: `k, v: [B, L, D] → [B, L, D]`.
@@ -200,7 +224,8 @@ impl Rwkv {
 impl Mixer for Rwkv {
     fn forward(&self, x: &Tensor, _train: bool) -> Tensor {
         let (r, k, v) = self.rkv(x, &token_shift(x));
-        self.output.forward(&(r.sigmoid() * self.wkv_chunked(&k, &v)))
+        let y = if self.uses_fused(&k) { wkv(&k, &v, &self.w(), &self.time_first) } else { self.wkv_chunked(&k, &v) };
+        self.output.forward(&(r.sigmoid() * y))
     }
 
     fn reference(&self, x: &Tensor) -> Tensor {
@@ -240,7 +265,12 @@ impl Mixer for Rwkv {
     fn flops(&self, seq_len: i64) -> crate::flops::MixerFlops {
         let d = self.d as f64;
         let tok = self.key.flops() + self.value.flops() + self.receptance.flops() + self.output.flops();
-        let wkv = crate::flops::padded(seq_len, self.chunk) as f64 * (4.0 * self.chunk as f64 * d + 4.0 * d);
+        let wkv = match self.scan {
+            RwkvScan::Fused => seq_len as f64 * 12.0 * d,
+            RwkvScan::Chunked => {
+                crate::flops::padded(seq_len, self.chunk) as f64 * (4.0 * self.chunk as f64 * d + 4.0 * d)
+            }
+        };
         crate::flops::MixerFlops::stepwise(seq_len as f64 * tok + wkv, 0.0, seq_len, |_| tok + 12.0 * d)
     }
 }
@@ -249,7 +279,7 @@ impl MixerKind for Rwkv {
     type Config = RwkvConfig;
     const NAME: &'static str = "rwkv";
     const ABOUT: &'static str =
-        "RWKV-4 time mixing: token shift + per-channel decaying WKV average (chunked, log-sum-exp stabilised)";
+        "RWKV-4 time mixing: token shift + per-channel decaying WKV average (fused CPU kernel or chunked; log-sum-exp stabilised)";
     const STATE_FORMULA: &'static str = "4·d (last x, a, b, running max)";
     const CONSTANT_STATE: bool = true;
 
@@ -307,15 +337,19 @@ impl MixerKind for Rwkv {
             mix_v: var("time_mix_v", ddd.pow_tensor_scalar(r1) + 0.3 * r0),
             mix_r: var("time_mix_r", ddd.pow_tensor_scalar(0.5 * r1)),
             chunk: c.chunk_size,
+            scan: c.scan,
             d,
         })
     }
 
     fn suite_variants() -> Vec<RwkvConfig> {
+        let chunked = RwkvScan::Chunked;
         vec![
             RwkvConfig::default(),
-            RwkvConfig { chunk_size: 5, linear_init: RwkvLinearInit::Normal, n_layer: 0 },
-            RwkvConfig { chunk_size: 1, ..Default::default() },
+            RwkvConfig { linear_init: RwkvLinearInit::Normal, n_layer: 0, ..Default::default() },
+            RwkvConfig { chunk_size: 8, scan: chunked, ..Default::default() },
+            RwkvConfig { chunk_size: 5, linear_init: RwkvLinearInit::Normal, n_layer: 0, scan: chunked },
+            RwkvConfig { chunk_size: 1, scan: chunked, ..Default::default() },
         ]
     }
 }
@@ -442,6 +476,8 @@ mod tests {
         assert!(e.contains("model.mixer.chunk_size"), "{e}");
         let e = validate_error(r#"{ name = "rwkv", linear_init = "orthogonal" }"#);
         assert!(e.contains("model.mixer.linear_init"), "{e}");
+        let e = validate_error(r#"{ name = "rwkv", scan = "parallel" }"#);
+        assert!(e.contains("model.mixer.scan"), "{e}");
         // a 16-layer model with Zoology's n_layer = 12
         let t: toml::Table = toml::from_str(r#"name = "rwkv""#).unwrap();
         let e =

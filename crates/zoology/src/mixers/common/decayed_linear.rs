@@ -104,7 +104,8 @@ pub fn linear_attention_reference(q: &Tensor, k: &Tensor, v: &Tensor, g: Option<
 /// head, with chunk C, key width K, value width V: intra-chunk scores `2·C·K` (full `C×C`
 /// blocks), their decay (`C` for a scalar per head, `C·K` per key channel), intra-chunk
 /// `AV` `2·C·V`, inter-chunk readout `q·S` `2·K·V` and state update `kᵀv` `2·K·V`, over
-/// `L_p = ⌈L/C⌉·C`. Decode per head: update and readout `4·K·V`, plus `K·V` for the decay.
+/// `L_p = ⌈L/C⌉·C`. Decode per head: update and readout `4·K·V`, plus `K·V` for the decay; the
+/// fused scan (GLA) costs the decode step at every position.
 /// Each mixer adds its projections ([`DecayedLinear::token_flops`]).
 ///
 /// A mixer built around [`chunked_linear_attention`]: it maps `x` to per-head `q, k, v` and
@@ -130,11 +131,21 @@ pub trait DecayedLinear: std::fmt::Debug + Send {
     fn zoology_state(&self) -> Option<i64> {
         None
     }
+    /// Whether the training form runs the fused CPU scan ([`super::fused::gla`]) where it can: a
+    /// gate per key channel, CPU tensors of f32 or f64. Default: never (the chunked form).
+    fn fused_scan(&self) -> bool {
+        false
+    }
 }
 
 impl<T: DecayedLinear> crate::mixers::Mixer for T {
     fn forward(&self, x: &Tensor, _train: bool) -> Tensor {
         let (q, k, v, g) = self.qkvg(x);
+        if let Some(g) = g.as_ref().filter(|g| {
+            self.fused_scan() && g.size() == q.size() && super::fused::fused_supported(q.device(), q.kind())
+        }) {
+            return self.finish(&super::fused::gla(&q, &k, &v, g), x);
+        }
         self.finish(&chunked_linear_attention(&q, &k, &v, g.as_ref(), self.chunk_size()).0, x)
     }
     fn reference(&self, x: &Tensor) -> Tensor {
@@ -165,8 +176,13 @@ impl<T: DecayedLinear> crate::mixers::Mixer for T {
             _ => cf * k,
         };
         let core = h * (2.0 * cf * k + decay_intra + 2.0 * cf * v + 4.0 * k * v);
-        let fwd = seq_len as f64 * tok + crate::flops::padded(seq_len, c) as f64 * core;
         let step = h * (4.0 * k * v + if g > 0 { k * v } else { 0.0 });
+        // the fused scan (a gate per key channel) runs the recurrent step at every position
+        let fwd = if self.fused_scan() && g > 1 {
+            seq_len as f64 * (tok + step)
+        } else {
+            seq_len as f64 * tok + crate::flops::padded(seq_len, c) as f64 * core
+        };
         crate::flops::MixerFlops::stepwise(fwd, 0.0, seq_len, |_| tok + step)
     }
     fn state_size_zoology(&self, _seq_len: i64) -> Option<i64> {
