@@ -30,18 +30,18 @@ mod linear_tests;
 pub mod long_conv;
 pub mod mamba;
 pub mod mega;
-pub mod nystromformer;
 pub mod native_sparse_attention;
+pub mod nystromformer;
 #[cfg(test)]
 mod parity_tests;
 pub mod performer;
 pub mod retnet;
 pub mod rwkv;
-pub mod scatterbrain;
-pub mod selective;
 pub mod rwkv5;
 pub mod rwkv6;
 pub mod rwkv7;
+pub mod scatterbrain;
+pub mod selective;
 pub mod sliding_window;
 pub mod stripedhyena;
 #[cfg(test)]
