@@ -56,6 +56,21 @@ pub fn mixer_color(name: &str) -> RGBColor {
         ("bigbird", (197, 176, 213)),
         ("nystromformer", (196, 156, 148)),
         ("scatterbrain", (247, 182, 210)),
+        ("rwkv5", (90, 40, 160)),
+        ("rwkv6", (180, 140, 230)),
+        ("rwkv7", (60, 0, 100)),
+        ("ttt_linear", (0, 128, 128)),
+        ("ttt_mlp", (0, 90, 90)),
+        ("selective_lookups", (255, 187, 120)),
+        ("sigmoid_lookups", (210, 100, 0)),
+        ("sma_lookups", (140, 70, 0)),
+        ("native_sparse_attention", (100, 150, 220)),
+        ("mamba2", (240, 60, 160)),
+        ("s4", (152, 223, 138)),
+        ("liquid_s4", (80, 120, 40)),
+        ("gss", (219, 219, 141)),
+        ("bigs", (158, 218, 229)),
+        ("monarch_mixer", (255, 220, 0)),
     ];
     if let Some((_, c)) = NAMED.iter().find(|(n, _)| *n == name) {
         return RGBColor(c.0, c.1, c.2);

@@ -49,6 +49,10 @@ impl MemoryEstimate {
             StateMixerKind::Identity => (0.0, 0.0),
             StateMixerKind::Mlp => (8.0 * d * d + 5.0 * d, 8.0 * d),
             StateMixerKind::Glu => (12.0 * d * d + 9.0 * d, 12.0 * d),
+            StateMixerKind::SwiGlu => {
+                let h = crate::model::state_mixer::swiglu_hidden(m.d_model.max(0)) as f64;
+                (3.0 * d * h, 3.0 * h)
+            }
             StateMixerKind::RwkvChannel => (9.0 * d * d + 2.0 * d, 8.0 * d),
         };
         let mixer = mixer_layer_cost(&m.mixer, d);

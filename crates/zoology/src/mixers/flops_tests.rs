@@ -623,8 +623,10 @@ fn forward_flops_scale_with_the_length_as_the_math_says() {
     let l = 1024;
     for (name, m) in every_variant(2 * l) {
         let r = m.flops(2 * l).forward_per_seq / m.flops(l).forward_per_seq;
-        let quadratic =
-            name.contains("\"attention\"") || (name.contains("\"mega\"") && name.contains("chunk_size = 0"));
+        // the §5 lookups compute every position's attention lookup, selected or not
+        let quadratic = name.contains("\"attention\"")
+            || (name.contains("\"mega\"") && name.contains("chunk_size = 0"))
+            || ["\"selective_lookups\"", "\"sigmoid_lookups\"", "\"sma_lookups\""].iter().any(|n| name.contains(n));
         // Mega's EMA is an FFT convolution; chunked, its attention is linear in L
         let fft = (name.contains("\"base_conv\"") && name.contains("-1"))
             || (name.contains("\"mega\"") && !quadratic)

@@ -129,22 +129,14 @@ impl Nystromformer {
     fn finish(&self, y: &Tensor, train: bool) -> Tensor {
         self.out.forward(&y.dropout(self.dropout, train))
     }
-}
 
-/// Softmax over the last axis where `allowed` (broadcastable) is true; every row must allow at
-/// least one entry.
-fn masked_softmax(s: &Tensor, allowed: &Tensor) -> Tensor {
-    let s = s.masked_fill(&allowed.logical_not(), f64::NEG_INFINITY);
-    s.softmax(-1, s.kind())
-}
-
-impl Mixer for Nystromformer {
-    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let (b, l, _) = x.size3().unwrap();
-        let (q, k, v) = self.qkv(x);
+    /// The landmark mix `y = K1 · K2⁻¹ (K3 V)` of per-head `q, k, v` `[B, H, L, h]` (zeros
+    /// for queries that see no complete segment).
+    fn landmark_mix(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
+        let (b, _, l, _) = q.size4().unwrap();
         let (c, sc) = (self.c, self.scale());
         let n = l / c;
-        let dev = x.device();
+        let dev = q.device();
         let mut y = v.zeros_like(); // [B,H,L,h]
         if n > 0 {
             let seg = |t: &Tensor| {
@@ -173,6 +165,25 @@ impl Mixer for Nystromformer {
             let part = k1.matmul(&hmat); // [B,H,rows,h]
             y = Tensor::cat(&[y.narrow(2, 0, c - 1), part], 2);
         }
+        y
+    }
+}
+
+/// Softmax over the last axis where `allowed` (broadcastable) is true; every row must allow at
+/// least one entry.
+fn masked_softmax(s: &Tensor, allowed: &Tensor) -> Tensor {
+    let s = s.masked_fill(&allowed.logical_not(), f64::NEG_INFINITY);
+    s.softmax(-1, s.kind())
+}
+
+impl Mixer for Nystromformer {
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        use crate::device::{full_precision as f32_, Precision};
+        let (q, k, v) = self.qkv(x);
+        // landmark kernels and their triangular solve in fp32 under bf16 autocast (no bf16
+        // triangular solve on the CPU, and its error would compound)
+        let (q, k, v) = (f32_(&q), f32_(&k), f32_(&v));
+        let y = Precision::fp32_region(x.device(), || self.landmark_mix(&q, &k, &v));
         let mut y = merge_heads(&y);
         if let Some(w) = self.conv_per_channel() {
             y = y + short_conv(&merge_heads(&v), &w, None);

@@ -291,8 +291,14 @@ pub fn rwkv7_step(
 
 impl Mixer for Rwkv7 {
     fn forward(&self, x: &Tensor, _train: bool) -> Tensor {
+        use crate::device::{full_precision as f32_, Precision};
         let i = self.inputs(x, &token_shift(x));
-        let (o, _) = rwkv7_chunked(&i.r, &i.w, &i.k, &i.v, &i.alpha, &i.beta, self.cfg.chunk_size);
+        // the chunked form solves a triangular system per chunk: fp32 under bf16 autocast (no
+        // bf16 kernel, and its error would compound)
+        let (o, _) = Precision::fp32_region(x.device(), || {
+            let c = |t: &Tensor| f32_(t);
+            rwkv7_chunked(&c(&i.r), &c(&i.w), &c(&i.k), &c(&i.v), &c(&i.alpha), &c(&i.beta), self.cfg.chunk_size)
+        });
         self.finish(&o, &i)
     }
 

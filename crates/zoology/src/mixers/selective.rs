@@ -134,7 +134,9 @@ impl Lookups {
 
     /// The selection layer's outputs `[B, L, c]`.
     fn raw(&self, x: &Tensor) -> Tensor {
-        self.select.forward(x)
+        // the selection scores are normalised over positions: fp32 under bf16 autocast (a d → c
+        // layer; in bf16 its weight's gradient was 8 % off)
+        crate::device::Precision::fp32_region(x.device(), || self.select.forward(&crate::device::full_precision(x)))
     }
 
     /// Scores `u: [B, L]` from the selection layer's outputs.

@@ -214,8 +214,11 @@ impl Ttt {
     fn inputs(&self, x: &Tensor, rot: impl Fn(&Tensor) -> Tensor) -> Inputs {
         let h = self.heads();
         let qk = |l: &Linear| interleave(&rot(&deinterleave(&split_heads(&l.forward(x), h))));
-        let lr =
-            (x.matmul(&self.lr_w.transpose(0, 1)) + &self.lr_b).sigmoid() * (self.cfg.ttt_base_lr / self.n() as f64);
+        // the inner learning rates gate every inner step: fp32 under bf16 autocast
+        let lr = crate::device::Precision::fp32_region(x.device(), || {
+            let x = crate::device::full_precision(x);
+            (x.matmul(&self.lr_w.transpose(0, 1)) + &self.lr_b).sigmoid() * (self.cfg.ttt_base_lr / self.n() as f64)
+        });
         Inputs { q: qk(&self.wq), k: qk(&self.wk), v: split_heads(&self.wv.forward(x), h), lr: lr.transpose(1, 2) }
     }
 
@@ -351,7 +354,13 @@ impl Mixer for Ttt {
             lay.merge(&rope(&per, 0, self.cfg.rope_theta).reshape([b, h, lay.n, lay.c, n]), 2)
         };
         let i = self.inputs(x, rot);
-        self.finish(&self.dual(&i), x)
+        // the inner model's gradient steps (the dual form) in fp32 under bf16 autocast: in bf16
+        // the gradients of the inner learning rates and token weights were off by 10-140 %
+        let o = crate::device::Precision::fp32_region(x.device(), || {
+            use crate::device::full_precision as f32_;
+            self.dual(&Inputs { q: f32_(&i.q), k: f32_(&i.k), v: f32_(&i.v), lr: f32_(&i.lr) })
+        });
+        self.finish(&o, x)
     }
 
     fn reference(&self, x: &Tensor) -> Tensor {

@@ -219,14 +219,16 @@ mod tests {
     /// varied over the mixers so that every path of `prefill`/`step` is taken.
     #[test]
     fn decode_equals_parallel_for_every_mixer() {
-        let state_mixers = ["mlp", "glu", "rwkv_channel", "identity"];
+        // "swiglu" runs in the llama block (RMSNorms, final RMSNorm), the others in their mixer's
+        let state_mixers = ["mlp", "glu", "rwkv_channel", "identity", "swiglu"];
         let (mut ran, mut fails) = (vec![], vec![]);
         for (i, e) in registry().into_iter().enumerate() {
             for (vi, mut table) in (e.suite_variants)().into_iter().enumerate() {
                 table.insert("name".into(), e.name.into());
                 let sm = state_mixers[(i + vi) % state_mixers.len()];
                 let tie = (i + vi) % 2 == 0;
-                let text = format!("d_model = 16\nn_layers = 2\nmax_position_embeddings = 24\nstate_mixer = \"{sm}\"\ntie_embeddings = {tie}\n");
+                let block = if sm == "swiglu" { "llama" } else { "auto" };
+                let text = format!("d_model = 16\nn_layers = 2\nmax_position_embeddings = 24\nstate_mixer = \"{sm}\"\ntie_embeddings = {tie}\nblock = \"{block}\"\n");
                 let mut t: toml::Table = toml::from_str(&text).unwrap();
                 t.insert("mixer".into(), toml::Value::Table(table.clone()));
                 let cfg: ModelConfig =

@@ -1,4 +1,4 @@
-//! The language model around a sequence mixer (Zoology's `LanguageModel`), with one of two
+//! The language model around a sequence mixer (Zoology's `LanguageModel`), with one of three
 //! blocks (`block`):
 //!
 //! ```text
@@ -15,6 +15,10 @@
 //!       h = mixer(RMSNorm(residual))
 //!       if state_mixer ≠ identity:          (mamba_ssm's Block with an MLP; not in Figure 2)
 //!           residual += h;  h = state_mixer(RMSNorm2(residual))
+//! llama (a Llama-style pre-norm block):
+//!   as transformer, with RMSNorm for LN1, LN2 and LN_f; state_mixer defaults to swiglu
+//!   (W₂(silu(W₁x) ⊙ W₃x), no biases); Llama's positions are the attention mixer's rope = true
+//!   with max_position_embeddings = 0
 //! out = LN_f(residual + dropout(h))
 //! logits = out Eᵀ                           (tied head; or a separate head)
 //! ```
@@ -88,6 +92,11 @@ pub enum BlockKind {
     /// Zoology's `MambaBlock` (mamba_ssm's `Block`): RMSNorm → mixer → one residual; a
     /// non-identity state mixer adds mamba_ssm's second RMSNorm → MLP branch.
     Mamba,
+    /// A Llama-style pre-norm block: RMSNorm → mixer → residual, RMSNorm → state mixer →
+    /// residual, and a final RMSNorm (`ln_f`) instead of the LayerNorm; the state mixer
+    /// defaults to `swiglu`. With attention, set the mixer's `rope = true` and
+    /// `max_position_embeddings = 0` for Llama's positions.
+    Llama,
 }
 
 impl BlockKind {
@@ -136,7 +145,7 @@ struct ModelConfigSpec {
     #[serde(default)]
     block: BlockKind,
     #[serde(default)]
-    state_mixer: StateMixerKind,
+    state_mixer: Option<StateMixerKind>,
     #[serde(default)]
     embed_dropout: Option<f64>,
     #[serde(default)]
@@ -159,7 +168,11 @@ impl From<ModelConfigSpec> for ModelConfig {
             n_layers: s.n_layers,
             max_position_embeddings: s.max_position_embeddings,
             block,
-            state_mixer: s.state_mixer,
+            state_mixer: s.state_mixer.unwrap_or(if block == BlockKind::Llama {
+                StateMixerKind::SwiGlu
+            } else {
+                StateMixerKind::default()
+            }),
             embed_dropout,
             resid_dropout: s.resid_dropout,
             tie_embeddings: s.tie_embeddings,
@@ -266,7 +279,7 @@ enum Norm {
 impl Norm {
     fn new(p: nn::Path, kind: BlockKind, d: i64) -> Self {
         match kind {
-            BlockKind::Mamba => Norm::Rms(RmsNorm::new(p, d)),
+            BlockKind::Mamba | BlockKind::Llama => Norm::Rms(RmsNorm::new(p, d)),
             _ => Norm::Layer(LayerNorm::new(p, d)),
         }
     }
@@ -336,7 +349,8 @@ pub struct LanguageModel {
     wte: Tensor,
     wpe: Option<Tensor>,
     blocks: Vec<Block>,
-    ln_f: LayerNorm,
+    /// LayerNorm, RMSNorm in the llama block.
+    ln_f: Norm,
     head: Option<Tensor>,
     decoder: Option<Decoder>,
     pub vocab_size: i64,
@@ -387,7 +401,10 @@ impl LanguageModel {
             wte,
             wpe,
             blocks,
-            ln_f: LayerNorm::new(p / "ln_f", d),
+            ln_f: match kind {
+                BlockKind::Llama => Norm::Rms(RmsNorm::new(p / "ln_f", d)),
+                _ => Norm::Layer(LayerNorm::new(p / "ln_f", d)),
+            },
             head,
             decoder,
             vocab_size,
@@ -505,6 +522,47 @@ mod tests {
 
     fn cfg(text: &str) -> ModelConfig {
         toml::from_str(text).unwrap()
+    }
+
+    /// The llama block, written out by hand from the variables: RMSNorm (`x/√(mean x² + ε)·w`)
+    /// before the mixer and before a bias-free SwiGLU, a final RMSNorm; no LayerNorm and no bias
+    /// anywhere outside the mixer; `swiglu` is the default state mixer of the block.
+    #[test]
+    fn llama_block_is_rmsnorm_swiglu_prenorm() {
+        let c = cfg("block = \"llama\"\nd_model = 16\nn_layers = 1\nmixer = { name = \"attention\", rope = true }");
+        assert_eq!((c.block, c.state_mixer), (BlockKind::Llama, StateMixerKind::SwiGlu));
+        assert_eq!(cfg("block = \"llama\"\nstate_mixer = \"mlp\"").state_mixer, StateMixerKind::Mlp);
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let model = seeded(3, || LanguageModel::new(&vs.root(), &c, 11, 8).unwrap());
+        let vars = vs.variables();
+        let names: Vec<&String> = vars.keys().filter(|n| !n.contains(".mixer.")).collect();
+        assert!(names.iter().all(|n| !n.ends_with("bias")), "{names:?}");
+        let h = state_mixer::swiglu_hidden(16);
+        assert_eq!(h, 64);
+        assert_eq!(vars["layers.0.state_mixer.w1.weight"].size(), [h, 16]);
+        assert_eq!(vars["layers.0.state_mixer.w2.weight"].size(), [16, h]);
+        // random norm gains so that a missing one shows
+        tch::no_grad(|| {
+            for (n, v) in &vars {
+                if n.ends_with("norm1.weight") || n.ends_with("norm2.weight") || n == "ln_f.weight" {
+                    let _ = v.shallow_clone().copy_(&(Tensor::rand([16], (Kind::Float, Device::Cpu)) + 0.5));
+                }
+            }
+        });
+        let rms = |x: &Tensor, w: &Tensor| x / (x.square().mean_dim(-1, true, Kind::Float) + 1e-5).sqrt() * w;
+        let x = Tensor::from_slice(&[1i64, 4, 2, 9, 9, 0, 3]).view([1, 7]);
+        let got = tch::no_grad(|| model.hidden(&x, false));
+        let want = tch::no_grad(|| {
+            let e = Tensor::embedding(&vars["embedding.weight"], &x, -1, false, false);
+            let a = model.blocks[0].mixer.forward(&rms(&e, &vars["layers.0.norm1.weight"]), false);
+            let r = e + a;
+            let u = rms(&r, &vars["layers.0.norm2.weight"]);
+            let w = |n: &str| vars[&format!("layers.0.state_mixer.{n}.weight")].shallow_clone();
+            let f = (u.matmul(&w("w1").tr()).silu() * u.matmul(&w("w3").tr())).matmul(&w("w2").tr());
+            rms(&(r + f), &vars["ln_f.weight"])
+        });
+        let err = rel_err(&got, &want);
+        assert!(err < 1e-5, "llama block vs hand-written: {err:.2e}");
     }
 
     /// `block = "auto"` and an unset `embed_dropout` resolve when a config is read, and what is

@@ -1,5 +1,7 @@
 //! State mixers: the per-position part of a block. `identity` (Zoology's paper configs),
-//! `mlp` (Linear d→4d, GELU, Linear 4d→d), `glu` (W₂ (σ(W_g x) ⊙ W₁ x), hidden 4d) and
+//! `mlp` (Linear d→4d, GELU, Linear 4d→d), `glu` (W₂ (σ(W_g x) ⊙ W₁ x), hidden 4d), `swiglu`
+//! (Llama's feed-forward: `W₂ (silu(W₁ x) ⊙ W₃ x)`, no biases, hidden [`swiglu_hidden`]`(d)` =
+//! 8d/3 rounded up to a multiple of 32, so that it has about the parameters of a 4d MLP) and
 //! `rwkv_channel` (RWKV-4 channel mixing: token shift `x′ = μ x_t + (1−μ) x_{t−1}` with separate
 //! μ for r and k, `out = σ(W_r x′_r) ⊙ W_v relu(W_k x′_k)²`, hidden 4d, no biases). Because of
 //! the token shift `rwkv_channel` looks one token back (causally), so a recurrent decoder would
@@ -17,7 +19,17 @@ pub enum StateMixerKind {
     #[default]
     Mlp,
     Glu,
+    #[serde(rename = "swiglu")]
+    SwiGlu,
     RwkvChannel,
+}
+
+/// Hidden width of the `swiglu` state mixer: `⌈8d/3⌉` rounded up to a multiple of 32 (Llama's
+/// rule `2·4d/3` rounded up to `multiple_of`, here 32 rather than 256 because our models are
+/// small): d = 128 → 352.
+pub fn swiglu_hidden(d: i64) -> i64 {
+    let h = (8 * d + 2) / 3;
+    (h + 31) / 32 * 32
 }
 
 #[derive(Debug)]
@@ -25,6 +37,7 @@ pub enum StateMixer {
     Identity,
     Mlp { fc1: Linear, fc2: Linear },
     Glu { fc1: Linear, gate: Linear, fc2: Linear },
+    SwiGlu { w1: Linear, w3: Linear, w2: Linear },
     RwkvChannel { key: Linear, value: Linear, receptance: Linear, mix_k: Tensor, mix_r: Tensor },
 }
 
@@ -42,6 +55,14 @@ impl StateMixer {
                 gate: Linear::new(&p / "gate", d, h, true, ctx.init_std),
                 fc2: Linear::new(&p / "fc2", h, d, true, ctx.out_std),
             },
+            StateMixerKind::SwiGlu => {
+                let h = swiglu_hidden(d);
+                StateMixer::SwiGlu {
+                    w1: Linear::new(&p / "w1", d, h, false, ctx.init_std),
+                    w3: Linear::new(&p / "w3", d, h, false, ctx.init_std),
+                    w2: Linear::new(&p / "w2", h, d, false, ctx.out_std),
+                }
+            }
             StateMixerKind::RwkvChannel => {
                 // RWKV-4 init: μ_k = μ_r = (c/d)^{1 − layer/n}
                 let (_, r1, ddd) = crate::mixers::rwkv::rwkv_ratios(ctx.layer_idx, ctx.n_layers, d, p.device());
@@ -71,12 +92,13 @@ impl StateMixer {
 
     /// FLOPs per token ([`crate::flops`] convention: its Linears; activations and the token
     /// shift are element-wise, not counted): `identity` 0, `mlp` `16·d²`, `glu` `24·d²`,
-    /// `rwkv_channel` `18·d²`.
+    /// `swiglu` `6·d·h`, `rwkv_channel` `18·d²`.
     pub fn flops_per_token(&self) -> f64 {
         match self {
             StateMixer::Identity => 0.0,
             StateMixer::Mlp { fc1, fc2 } => fc1.flops() + fc2.flops(),
             StateMixer::Glu { fc1, gate, fc2 } => fc1.flops() + gate.flops() + fc2.flops(),
+            StateMixer::SwiGlu { w1, w3, w2 } => w1.flops() + w3.flops() + w2.flops(),
             StateMixer::RwkvChannel { key, value, receptance, .. } => key.flops() + value.flops() + receptance.flops(),
         }
     }
@@ -86,6 +108,7 @@ impl StateMixer {
             StateMixer::Identity => x.shallow_clone(),
             StateMixer::Mlp { fc1, fc2 } => fc2.forward(&fc1.forward(x).gelu("none")),
             StateMixer::Glu { fc1, gate, fc2 } => fc2.forward(&(gate.forward(x).sigmoid() * fc1.forward(x))),
+            StateMixer::SwiGlu { w1, w3, w2 } => w2.forward(&(w1.forward(x).silu() * w3.forward(x))),
             StateMixer::RwkvChannel { key, value, receptance, mix_k, mix_r } => {
                 let prev = token_shift(x);
                 let k = key.forward(&time_mix(x, &prev, mix_k)).relu().square();
