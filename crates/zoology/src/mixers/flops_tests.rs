@@ -619,3 +619,39 @@ fn forward_flops_scale_with_the_length_as_the_math_says() {
         }
     }
 }
+
+#[test]
+fn mamba2_matches_the_tally() {
+    for (d, l) in SHAPES {
+        let (e, n, g, p, k, chunk) = (2 * d, 4, 2, 4, 4, 3);
+        let (h, cd, c) = (e / p, e + 2 * g * n, chunk.min(l));
+        let padded = (l + c - 1) / c * c;
+        let tok = tally(|t| {
+            t.mm(1, d, e + cd + h); // z, xBC, dt
+            t.mm(1, k, cd); // depthwise conv over x, B, C
+            t.mm(1, e, d);
+        });
+        let fwd = tally(|t| {
+            t.each(l, tok.0);
+            for _ in 0..h {
+                for _ in 0..padded / c {
+                    t.mm(c, n, c); // C·Bᵀ within the chunk
+                    t.each(c * c, 1.0); // its pairwise decay
+                    t.mm(c, c, p); // scores × Δx
+                    t.mm(c, n, p); // readout of the carried state
+                    t.mm(n, c, p); // the chunk's state update
+                }
+            }
+        });
+        let step = tally(|t| {
+            t.each(1, tok.0);
+            t.each(h * n * p, 5.0); // decay, update, readout
+        });
+        check(
+            &format!(r#"{{ name = "mamba2", d_state = {n}, headdim = {p}, ngroups = {g}, chunk_size = {chunk} }}"#),
+            d,
+            l,
+            stepwise(fwd, Tally::default(), move |_| step),
+        );
+    }
+}

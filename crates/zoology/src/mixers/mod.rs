@@ -25,6 +25,7 @@ pub mod linear_attention;
 mod linear_tests;
 pub mod long_conv;
 pub mod mamba;
+pub mod mamba2;
 pub mod mega;
 #[cfg(test)]
 mod parity_tests;
@@ -241,6 +242,7 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<delta_net::GatedDeltaNet>(),
         entry::<rwkv::Rwkv>(),
         entry::<mamba::Mamba>(),
+        entry::<mamba2::Mamba2>(),
     ]
 }
 
