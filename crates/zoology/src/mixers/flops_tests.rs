@@ -606,6 +606,8 @@ fn forward_flops_scale_with_the_length_as_the_math_says() {
         let fft = (name.contains("\"base_conv\"") && name.contains("-1"))
             || (name.contains("\"mega\"") && !quadratic)
             || ["\"long_conv\"", "\"hyena\"", "\"h3\"", "\"stripedhyena\""].iter().any(|n| name.contains(n));
+        // issue 22's FFT-convolution SSMs
+        let fft = fft || ["\"s4\""].iter().any(|n| name.contains(n));
         if name.contains("\"hybrid\"") {
             continue; // a hybrid is its layers' mixers, checked on their own
         }
@@ -653,5 +655,47 @@ fn mamba2_matches_the_tally() {
             l,
             stepwise(fwd, Tally::default(), move |_| step),
         );
+    }
+}
+
+/// S4's DPLR kernel as the tally sees it: per channel the Cauchy matrix over `⌊L/2⌋ + 1`
+/// bins and N full modes (8 per entry), its four weighted sums (a complex multiply-add, 8,
+/// per entry and sum), the Woodbury combination (24 per bin) and the inverse FFT of length L.
+fn dplr_kernel_tally(c: &mut Tally, d: i64, n: i64, l: i64) {
+    for _ in 0..d {
+        let bins = l / 2 + 1;
+        c.each(bins * n, 8.0);
+        c.each(bins * n * 4, 8.0);
+        c.each(bins, 24.0);
+        c.rfft(l);
+    }
+}
+
+/// One dense real SSM step per channel: `Ā x` (`[N, N] × [N, 1]`), `B̄ u` and the readout.
+fn dense_step_tally(c: &mut Tally, d: i64, n: i64) {
+    for _ in 0..d {
+        c.mm(n, n, 1);
+        c.each(n, 2.0);
+        c.mm(1, n, 1);
+    }
+}
+
+#[test]
+fn s4_matches_the_tally() {
+    for (d, l) in FFT_SHAPES {
+        let n = 4;
+        let fwd = tally(|c| {
+            c.fft_conv(d, l);
+            c.mm(l, d, 2 * d); // output Linear before the GLU
+        });
+        let batch = tally(|c| {
+            (0..d).for_each(|_| c.rfft(2 * l)); // the kernel's transform in the convolution
+            dplr_kernel_tally(c, d, n, l); // L_max = l here
+        });
+        let step = tally(|c| {
+            dense_step_tally(c, d, n);
+            c.mm(1, d, 2 * d);
+        });
+        check(&format!(r#"{{ name = "s4", d_state = {n} }}"#), d, l, stepwise(fwd, batch, move |_| step));
     }
 }

@@ -31,6 +31,7 @@ pub mod mega;
 mod parity_tests;
 pub mod retnet;
 pub mod rwkv;
+pub mod s4;
 pub mod sliding_window;
 pub mod stripedhyena;
 #[cfg(test)]
@@ -243,6 +244,7 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<rwkv::Rwkv>(),
         entry::<mamba::Mamba>(),
         entry::<mamba2::Mamba2>(),
+        entry::<s4::S4>(),
     ]
 }
 

@@ -10,6 +10,8 @@ pub mod chunking;
 pub mod conv;
 pub mod decayed_linear;
 pub mod delta_rule;
+pub mod dplr;
 pub mod layers;
 pub mod modal;
 pub mod scan;
+pub mod torch_init;
