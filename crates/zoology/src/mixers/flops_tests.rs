@@ -607,7 +607,7 @@ fn forward_flops_scale_with_the_length_as_the_math_says() {
             || (name.contains("\"mega\"") && !quadratic)
             || ["\"long_conv\"", "\"hyena\"", "\"h3\"", "\"stripedhyena\""].iter().any(|n| name.contains(n));
         // issue 22's FFT-convolution SSMs
-        let fft = fft || ["\"s4\""].iter().any(|n| name.contains(n));
+        let fft = fft || ["\"s4\"", "\"liquid_s4\""].iter().any(|n| name.contains(n));
         if name.contains("\"hybrid\"") {
             continue; // a hybrid is its layers' mixers, checked on their own
         }
@@ -697,5 +697,33 @@ fn s4_matches_the_tally() {
             c.mm(1, d, 2 * d);
         });
         check(&format!(r#"{{ name = "s4", d_state = {n} }}"#), d, l, stepwise(fwd, batch, move |_| step));
+    }
+}
+
+/// Liquid-S4 counts as S4: its correlation terms are element-wise on `[L, d]` activations.
+#[test]
+fn liquid_s4_matches_the_tally() {
+    for (d, l) in FFT_SHAPES {
+        let n = 4;
+        let fwd = tally(|c| {
+            c.fft_conv(d, l);
+            c.mm(l, d, 2 * d);
+        });
+        let batch = tally(|c| {
+            (0..d).for_each(|_| c.rfft(2 * l));
+            dplr_kernel_tally(c, d, n, l);
+        });
+        let step = tally(|c| {
+            dense_step_tally(c, d, n);
+            c.mm(1, d, 2 * d);
+        });
+        for kind in ["polyb", "kb"] {
+            check(
+                &format!(r#"{{ name = "liquid_s4", d_state = {n}, liquid_kernel = "{kind}", liquid_degree = 3 }}"#),
+                d,
+                l,
+                stepwise(fwd, batch, move |_| step),
+            );
+        }
     }
 }

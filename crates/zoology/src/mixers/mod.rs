@@ -23,6 +23,7 @@ pub mod hyena;
 pub mod linear_attention;
 #[cfg(test)]
 mod linear_tests;
+pub mod liquid_s4;
 pub mod long_conv;
 pub mod mamba;
 pub mod mamba2;
@@ -245,6 +246,7 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<mamba::Mamba>(),
         entry::<mamba2::Mamba2>(),
         entry::<s4::S4>(),
+        entry::<liquid_s4::LiquidS4>(),
     ]
 }
 
