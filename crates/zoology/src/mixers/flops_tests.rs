@@ -607,7 +607,7 @@ fn forward_flops_scale_with_the_length_as_the_math_says() {
             || (name.contains("\"mega\"") && !quadratic)
             || ["\"long_conv\"", "\"hyena\"", "\"h3\"", "\"stripedhyena\""].iter().any(|n| name.contains(n));
         // issue 22's FFT-convolution SSMs
-        let fft = fft || ["\"s4\"", "\"liquid_s4\""].iter().any(|n| name.contains(n));
+        let fft = fft || ["\"s4\"", "\"liquid_s4\"", "\"gss\""].iter().any(|n| name.contains(n));
         if name.contains("\"hybrid\"") {
             continue; // a hybrid is its layers' mixers, checked on their own
         }
@@ -725,5 +725,36 @@ fn liquid_s4_matches_the_tally() {
                 stepwise(fwd, batch, move |_| step),
             );
         }
+    }
+}
+
+#[test]
+fn gss_matches_the_tally() {
+    for (d, l) in FFT_SHAPES {
+        let (f, h, n) = (2 * d, 4, 3);
+        let tok = tally(|c| {
+            c.mm(1, d, f); // gate branch
+            c.mm(1, d, h); // reduced SSM branch
+            c.mm(1, h, f); // W_g
+            c.mm(1, f, d); // W_o
+        });
+        let fwd = tally(|c| {
+            c.each(l, tok.0);
+            c.fft_conv(h, l);
+        });
+        let batch = tally(|c| {
+            (0..h).for_each(|_| c.rfft(2 * l));
+            c.each(h * n * l, 8.0); // the DSS kernel's modal sum
+        });
+        let step = tally(|c| {
+            c.each(1, tok.0);
+            c.each(h * n, 12.0); // modal step
+        });
+        check(
+            &format!(r#"{{ name = "gss", dim_expansion_factor = 2.0, dss_kernel_h = {h}, dss_kernel_n = {n} }}"#),
+            d,
+            l,
+            stepwise(fwd, batch, move |_| step),
+        );
     }
 }

@@ -17,6 +17,7 @@ pub mod delta_net;
 #[cfg(test)]
 mod flops_tests;
 pub mod gla;
+pub mod gss;
 pub mod h3;
 pub mod hybrid;
 pub mod hyena;
@@ -247,6 +248,7 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<mamba2::Mamba2>(),
         entry::<s4::S4>(),
         entry::<liquid_s4::LiquidS4>(),
+        entry::<gss::Gss>(),
     ]
 }
 

@@ -10,6 +10,7 @@ pub mod chunking;
 pub mod conv;
 pub mod decayed_linear;
 pub mod delta_rule;
+pub mod diag64;
 pub mod dplr;
 pub mod layers;
 pub mod modal;
