@@ -52,6 +52,12 @@ pub fn mixer_color(name: &str) -> RGBColor {
         ("long_conv", (160, 60, 0)),
         ("mega", (60, 30, 90)),
         ("stripedhyena", (110, 170, 110)),
+        ("mamba2", (247, 182, 210)),
+        ("s4", (174, 199, 232)),
+        ("liquid_s4", (152, 223, 138)),
+        ("gss", (255, 152, 150)),
+        ("bigs", (197, 176, 213)),
+        ("monarch_mixer", (196, 156, 148)),
     ];
     if let Some((_, c)) = NAMED.iter().find(|(n, _)| *n == name) {
         return RGBColor(c.0, c.1, c.2);

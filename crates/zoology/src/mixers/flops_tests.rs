@@ -607,9 +607,15 @@ fn forward_flops_scale_with_the_length_as_the_math_says() {
             || (name.contains("\"mega\"") && !quadratic)
             || ["\"long_conv\"", "\"hyena\"", "\"h3\"", "\"stripedhyena\""].iter().any(|n| name.contains(n));
         // issue 22's FFT-convolution SSMs
-        let fft = fft || ["\"s4\"", "\"liquid_s4\"", "\"gss\""].iter().any(|n| name.contains(n));
+        let fft = fft
+            || ["\"s4\"", "\"liquid_s4\"", "\"gss\"", "\"monarch_mixer\""].iter().any(|n| name.contains(n));
         if name.contains("\"hybrid\"") {
             continue; // a hybrid is its layers' mixers, checked on their own
+        }
+        // Monarch Mixer's DFTs as two block factors: 8·n·(b₁ + b₂) with b ≈ √(2L), i.e. L^1.5
+        if name.contains("\"monarch_mixer\"") && name.contains("\"monarch\"") {
+            assert!((2.4..3.0).contains(&r), "{name}: L^1.5, ratio {r}");
+            continue;
         }
         if quadratic {
             assert!((3.6..=4.0).contains(&r), "{name}: quadratic, ratio {r}");
@@ -756,5 +762,77 @@ fn gss_matches_the_tally() {
             l,
             stepwise(fwd, batch, move |_| step),
         );
+    }
+}
+
+#[test]
+fn monarch_mixer_matches_the_tally() {
+    for (d, l) in [(8i64, 8i64), (16, 11)] {
+        let (e, f) = (3, 16);
+        let tok = tally(|c| {
+            c.mm(1, d, 3 * d);
+            c.mm(1, 3, 3 * d); // depthwise FIR, 3 taps
+            c.mm(1, d, d);
+        });
+        let ffn = tally(|c| {
+            c.mm(l, e, f);
+            c.mm(l, f, f);
+            c.mm(l, f, f);
+            c.mm(l, f, d);
+        });
+        // the Monarch DFT of length n = b1·b2 per channel: [b1, b1] × [b1, b2], twiddle, [b1, b2] × [b2, b2]
+        let (b1, b2) = super::monarch_mixer::monarch_sizes(l);
+        let n = b1 * b2;
+        let dft = tally(|c| {
+            c.each(b1 * b1 * b2, 8.0);
+            c.each(n, 6.0);
+            c.each(b1 * b2 * b2, 8.0);
+        });
+        for residual in [false, true] {
+            let k = if residual { 2 } else { 1 };
+            let fwd = tally(|c| {
+                c.each(l, tok.0);
+                for _ in 0..k * d {
+                    c.each(2, dft.0); // input and inverse
+                    c.each(n, 6.0); // product
+                }
+            });
+            let batch = tally(|c| {
+                for _ in 0..k {
+                    c.each(d, dft.0);
+                    c.each(1, ffn.0);
+                }
+            });
+            let step = move |t: i64| {
+                tally(|c| {
+                    c.each(1, tok.0);
+                    (0..k).for_each(|_| c.mm(1, t, d));
+                })
+            };
+            check(
+                &format!(r#"{{ name = "monarch_mixer", residual_long_conv = {residual} }}"#),
+                d,
+                l,
+                stepwise(fwd, batch, step),
+            );
+        }
+        // seq_mixing = "fft" counts as the other FFT convolutions
+        if l.count_ones() == 1 {
+            let fwd = tally(|c| {
+                c.each(l, tok.0);
+                c.fft_conv(d, l);
+            });
+            let batch = tally(|c| {
+                (0..d).for_each(|_| c.rfft(2 * l));
+                c.each(1, ffn.0);
+            });
+            let step = move |t: i64| {
+                tally(|c| {
+                    c.each(1, tok.0);
+                    c.mm(1, t, d);
+                })
+            };
+            check(r#"{ name = "monarch_mixer", seq_mixing = "fft" }"#, d, l, stepwise(fwd, batch, step));
+        }
     }
 }

@@ -29,6 +29,7 @@ pub mod long_conv;
 pub mod mamba;
 pub mod mamba2;
 pub mod mega;
+pub mod monarch_mixer;
 #[cfg(test)]
 mod parity_tests;
 pub mod retnet;
@@ -249,6 +250,7 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<s4::S4>(),
         entry::<liquid_s4::LiquidS4>(),
         entry::<gss::Gss>(),
+        entry::<monarch_mixer::MonarchMixer>(),
     ]
 }
 
