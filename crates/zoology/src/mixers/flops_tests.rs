@@ -631,8 +631,15 @@ fn forward_flops_scale_with_the_length_as_the_math_says() {
         let fft = (name.contains("\"base_conv\"") && name.contains("-1"))
             || (name.contains("\"mega\"") && !quadratic)
             || ["\"long_conv\"", "\"hyena\"", "\"h3\"", "\"stripedhyena\""].iter().any(|n| name.contains(n));
+        // issue 22's FFT-convolution SSMs
+        let fft = fft || ["\"s4\"", "\"liquid_s4\"", "\"gss\"", "\"monarch_mixer\""].iter().any(|n| name.contains(n));
         if name.contains("\"hybrid\"") {
             continue; // a hybrid is its layers' mixers, checked on their own
+        }
+        // Monarch Mixer's DFTs as two block factors: 8·n·(b₁ + b₂) with b ≈ √(2L), i.e. L^1.5
+        if name.contains("\"monarch_mixer\"") && name.contains("\"monarch\"") {
+            assert!((2.4..3.0).contains(&r), "{name}: L^1.5, ratio {r}");
+            continue;
         }
         if name.contains("\"nystromformer\"") {
             // O(L·d² + L²·d/c): landmarks of fixed-length segments grow with L
@@ -1175,6 +1182,215 @@ fn ttt_matches_the_tally() {
                 l,
                 stepwise(fwd, Tally::default(), move |_| step),
             );
+        }
+    }
+}
+
+#[test]
+fn mamba2_matches_the_tally() {
+    for (d, l) in SHAPES {
+        let (e, n, g, p, k, chunk) = (2 * d, 4, 2, 4, 4, 3);
+        let (h, cd, c) = (e / p, e + 2 * g * n, chunk.min(l));
+        let padded = (l + c - 1) / c * c;
+        let tok = tally(|t| {
+            t.mm(1, d, e + cd + h); // z, xBC, dt
+            t.mm(1, k, cd); // depthwise conv over x, B, C
+            t.mm(1, e, d);
+        });
+        let fwd = tally(|t| {
+            t.each(l, tok.0);
+            for _ in 0..h {
+                for _ in 0..padded / c {
+                    t.mm(c, n, c); // C·Bᵀ within the chunk
+                    t.each(c * c, 1.0); // its pairwise decay
+                    t.mm(c, c, p); // scores × Δx
+                    t.mm(c, n, p); // readout of the carried state
+                    t.mm(n, c, p); // the chunk's state update
+                }
+            }
+        });
+        let step = tally(|t| {
+            t.each(1, tok.0);
+            t.each(h * n * p, 5.0); // decay, update, readout
+        });
+        check(
+            &format!(r#"{{ name = "mamba2", d_state = {n}, headdim = {p}, ngroups = {g}, chunk_size = {chunk} }}"#),
+            d,
+            l,
+            stepwise(fwd, Tally::default(), move |_| step),
+        );
+    }
+}
+
+/// S4's DPLR kernel as the tally sees it: per channel the Cauchy matrix over `⌊L/2⌋ + 1`
+/// bins and N full modes (8 per entry), its four weighted sums (a complex multiply-add, 8,
+/// per entry and sum), the Woodbury combination (24 per bin) and the inverse FFT of length L.
+fn dplr_kernel_tally(c: &mut Tally, d: i64, n: i64, l: i64) {
+    for _ in 0..d {
+        let bins = l / 2 + 1;
+        c.each(bins * n, 8.0);
+        c.each(bins * n * 4, 8.0);
+        c.each(bins, 24.0);
+        c.rfft(l);
+    }
+}
+
+/// One dense real SSM step per channel: `Ā x` (`[N, N] × [N, 1]`), `B̄ u` and the readout.
+fn dense_step_tally(c: &mut Tally, d: i64, n: i64) {
+    for _ in 0..d {
+        c.mm(n, n, 1);
+        c.each(n, 2.0);
+        c.mm(1, n, 1);
+    }
+}
+
+#[test]
+fn s4_matches_the_tally() {
+    for (d, l) in FFT_SHAPES {
+        let n = 4;
+        let fwd = tally(|c| {
+            c.fft_conv(d, l);
+            c.mm(l, d, 2 * d); // output Linear before the GLU
+        });
+        let batch = tally(|c| {
+            (0..d).for_each(|_| c.rfft(2 * l)); // the kernel's transform in the convolution
+            dplr_kernel_tally(c, d, n, l); // L_max = l here
+        });
+        let step = tally(|c| {
+            dense_step_tally(c, d, n);
+            c.mm(1, d, 2 * d);
+        });
+        check(&format!(r#"{{ name = "s4", d_state = {n} }}"#), d, l, stepwise(fwd, batch, move |_| step));
+    }
+}
+
+/// Liquid-S4 counts as S4: its correlation terms are element-wise on `[L, d]` activations.
+#[test]
+fn liquid_s4_matches_the_tally() {
+    for (d, l) in FFT_SHAPES {
+        let n = 4;
+        let fwd = tally(|c| {
+            c.fft_conv(d, l);
+            c.mm(l, d, 2 * d);
+        });
+        let batch = tally(|c| {
+            (0..d).for_each(|_| c.rfft(2 * l));
+            dplr_kernel_tally(c, d, n, l);
+        });
+        let step = tally(|c| {
+            dense_step_tally(c, d, n);
+            c.mm(1, d, 2 * d);
+        });
+        for kind in ["polyb", "kb"] {
+            check(
+                &format!(r#"{{ name = "liquid_s4", d_state = {n}, liquid_kernel = "{kind}", liquid_degree = 3 }}"#),
+                d,
+                l,
+                stepwise(fwd, batch, move |_| step),
+            );
+        }
+    }
+}
+
+#[test]
+fn gss_matches_the_tally() {
+    for (d, l) in FFT_SHAPES {
+        let (f, h, n) = (2 * d, 4, 3);
+        let tok = tally(|c| {
+            c.mm(1, d, f); // gate branch
+            c.mm(1, d, h); // reduced SSM branch
+            c.mm(1, h, f); // W_g
+            c.mm(1, f, d); // W_o
+        });
+        let fwd = tally(|c| {
+            c.each(l, tok.0);
+            c.fft_conv(h, l);
+        });
+        let batch = tally(|c| {
+            (0..h).for_each(|_| c.rfft(2 * l));
+            c.each(h * n * l, 8.0); // the DSS kernel's modal sum
+        });
+        let step = tally(|c| {
+            c.each(1, tok.0);
+            c.each(h * n, 12.0); // modal step
+        });
+        check(
+            &format!(r#"{{ name = "gss", dim_expansion_factor = 2.0, dss_kernel_h = {h}, dss_kernel_n = {n} }}"#),
+            d,
+            l,
+            stepwise(fwd, batch, move |_| step),
+        );
+    }
+}
+
+#[test]
+fn monarch_mixer_matches_the_tally() {
+    for (d, l) in [(8i64, 8i64), (16, 11)] {
+        let (e, f) = (3, 16);
+        let tok = tally(|c| {
+            c.mm(1, d, 3 * d);
+            c.mm(1, 3, 3 * d); // depthwise FIR, 3 taps
+            c.mm(1, d, d);
+        });
+        let ffn = tally(|c| {
+            c.mm(l, e, f);
+            c.mm(l, f, f);
+            c.mm(l, f, f);
+            c.mm(l, f, d);
+        });
+        // the Monarch DFT of length n = b1·b2 per channel: [b1, b1] × [b1, b2], twiddle, [b1, b2] × [b2, b2]
+        let (b1, b2) = super::monarch_mixer::monarch_sizes(l);
+        let n = b1 * b2;
+        let dft = tally(|c| {
+            c.each(b1 * b1 * b2, 8.0);
+            c.each(n, 6.0);
+            c.each(b1 * b2 * b2, 8.0);
+        });
+        for residual in [false, true] {
+            let k = if residual { 2 } else { 1 };
+            let fwd = tally(|c| {
+                c.each(l, tok.0);
+                for _ in 0..k * d {
+                    c.each(2, dft.0); // input and inverse
+                    c.each(n, 6.0); // product
+                }
+            });
+            let batch = tally(|c| {
+                for _ in 0..k {
+                    c.each(d, dft.0);
+                    c.each(1, ffn.0);
+                }
+            });
+            let step = move |t: i64| {
+                tally(|c| {
+                    c.each(1, tok.0);
+                    (0..k).for_each(|_| c.mm(1, t, d));
+                })
+            };
+            check(
+                &format!(r#"{{ name = "monarch_mixer", residual_long_conv = {residual} }}"#),
+                d,
+                l,
+                stepwise(fwd, batch, step),
+            );
+        }
+        // seq_mixing = "fft" counts as the other FFT convolutions
+        if l.count_ones() == 1 {
+            let fwd = tally(|c| {
+                c.each(l, tok.0);
+                c.fft_conv(d, l);
+            });
+            let batch = tally(|c| {
+                (0..d).for_each(|_| c.rfft(2 * l));
+                c.each(1, ffn.0);
+            });
+            let step = move |t: i64| {
+                tally(|c| {
+                    c.each(1, tok.0);
+                    c.mm(1, t, d);
+                })
+            };
+            check(r#"{ name = "monarch_mixer", seq_mixing = "fft" }"#, d, l, stepwise(fwd, batch, step));
         }
     }
 }

@@ -21,15 +21,19 @@ pub mod delta_net;
 #[cfg(test)]
 mod flops_tests;
 pub mod gla;
+pub mod gss;
 pub mod h3;
 pub mod hybrid;
 pub mod hyena;
 pub mod linear_attention;
 #[cfg(test)]
 mod linear_tests;
+pub mod liquid_s4;
 pub mod long_conv;
 pub mod mamba;
+pub mod mamba2;
 pub mod mega;
+pub mod monarch_mixer;
 pub mod native_sparse_attention;
 pub mod nystromformer;
 #[cfg(test)]
@@ -40,6 +44,7 @@ pub mod rwkv;
 pub mod rwkv5;
 pub mod rwkv6;
 pub mod rwkv7;
+pub mod s4;
 pub mod scatterbrain;
 pub mod selective;
 pub mod sliding_window;
@@ -267,6 +272,11 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<native_sparse_attention::NativeSparseAttention>(),
         entry::<ttt::TttLinear>(),
         entry::<ttt::TttMlp>(),
+        entry::<mamba2::Mamba2>(),
+        entry::<s4::S4>(),
+        entry::<liquid_s4::LiquidS4>(),
+        entry::<gss::Gss>(),
+        entry::<monarch_mixer::MonarchMixer>(),
     ]
 }
 
