@@ -19,18 +19,18 @@ pub enum BenchCmd {
         /// Comma-separated registry names (default: every registered mixer).
         #[arg(long, value_delimiter = ',')]
         mixers: Vec<String>,
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 128, value_parser = crate::flags::int(1i64, zoology::limits::MAX_D_MODEL))]
         d_model: i64,
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, value_parser = crate::flags::int(1i64, crate::flags::MAX_BENCH_BATCH))]
         batch: i64,
-        #[arg(long, value_delimiter = ',', default_value = "256,1024,4096")]
+        #[arg(long, value_delimiter = ',', default_value = "256,1024,4096", value_parser = crate::flags::int(1i64, zoology::limits::MAX_SEQ_LEN as i64))]
         lengths: Vec<i64>,
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = crate::flags::int(1usize, crate::flags::MAX_ITERS))]
         iters: usize,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = crate::flags::int(0usize, crate::flags::MAX_ITERS))]
         warmup: usize,
         /// Skip a (mixer, L) predicted to need more peak memory than this (default: half of MemAvailable).
-        #[arg(long)]
+        #[arg(long, value_parser = crate::flags::real(0.0, 1e6))]
         max_mem_gb: Option<f64>,
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -41,15 +41,15 @@ pub enum BenchCmd {
         /// Comma-separated registry names (default: every registered mixer; attention is always run).
         #[arg(long, value_delimiter = ',')]
         mixers: Vec<String>,
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 128, value_parser = crate::flags::int(1i64, zoology::limits::MAX_D_MODEL))]
         d_model: i64,
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = crate::flags::int(1i64, crate::flags::MAX_BENCH_BATCH))]
         batch: i64,
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = 1024, value_parser = crate::flags::int(1i64, zoology::limits::MAX_SEQ_LEN as i64))]
         seq_len: i64,
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = crate::flags::int(1usize, crate::flags::MAX_ITERS))]
         iters: usize,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = crate::flags::int(0usize, crate::flags::MAX_ITERS))]
         warmup: usize,
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -63,22 +63,22 @@ pub enum BenchCmd {
         #[arg(long, value_delimiter = ',', default_value = zoology::bench::decode::DEFAULT_MIXERS)]
         mixers: Vec<String>,
         /// Prompt lengths.
-        #[arg(long, value_delimiter = ',', default_value = zoology::bench::decode::DEFAULT_CONTEXTS)]
+        #[arg(long, value_delimiter = ',', default_value = zoology::bench::decode::DEFAULT_CONTEXTS, value_parser = crate::flags::int(1i64, zoology::limits::MAX_SEQ_LEN as i64))]
         contexts: Vec<i64>,
         /// Sequences decoded together.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 4, value_parser = crate::flags::int(1i64, crate::flags::MAX_BENCH_BATCH))]
         batch: i64,
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = crate::flags::int(1i64, zoology::limits::MAX_D_MODEL))]
         d_model: i64,
         /// Greedy decode steps after the prompt.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = crate::flags::int(1i64, zoology::limits::MAX_SEQ_LEN as i64))]
         steps: i64,
         /// Repetitions of each cell; the medians are reported.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = crate::flags::int(1usize, crate::flags::MAX_ITERS))]
         reps: usize,
         /// libtorch threads (1 by default: at these sizes more threads mostly add contention
         /// on a shared machine).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = crate::flags::int(1i32, zoology::limits::MAX_THREADS as i32))]
         threads: i32,
         /// Where to write decode.json and decode.png/.svg.
         #[arg(long, default_value = "bench-decode")]
@@ -94,7 +94,7 @@ pub enum BenchCmd {
         #[arg(long)]
         all: bool,
         /// Examples per task with --all (at the default length; fewer at longer ones).
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 20_000, value_parser = crate::flags::int(1usize, 1 << 24))]
         examples: usize,
         /// Task name (default mqar at the size above).
         task: Option<String>,
@@ -271,24 +271,24 @@ pub struct StepArgs {
     /// d = 128, L = 256, kv = 16, B = 64, V = 8192).
     #[arg(long)]
     heads: bool,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::int(1i64, zoology::limits::MAX_D_MODEL))]
     d_model: Option<i64>,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::int(1usize, zoology::limits::MAX_SEQ_LEN))]
     seq_len: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::int(1usize, zoology::limits::MAX_SEQ_LEN))]
     kv: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::int(1usize, zoology::limits::MAX_BATCH))]
     batch: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::int(2usize, zoology::limits::MAX_VOCAB))]
     vocab_size: Option<usize>,
     /// Timed steps (medians are reported).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = crate::flags::int(1usize, crate::flags::MAX_ITERS))]
     iters: usize,
     /// Untimed steps first.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = crate::flags::int(0usize, 1000))]
     warmup: usize,
     /// libtorch threads (0 = the config's, else libtorch's default).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = crate::flags::int(0usize, zoology::limits::MAX_THREADS))]
     threads: usize,
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -298,25 +298,9 @@ pub struct StepArgs {
 }
 
 fn cmd_bench_step(a: StepArgs) -> Result<()> {
-    use zoology::device::Precision;
     let e = |e: zoology::Error| anyhow::anyhow!(e.to_string());
-    let (d_model, seq_len, kv, batch, vocab) = if a.heads {
-        (
-            a.d_model.unwrap_or(128),
-            a.seq_len.unwrap_or(256),
-            a.kv.unwrap_or(16),
-            a.batch.unwrap_or(64),
-            a.vocab_size.unwrap_or(8192),
-        )
-    } else {
-        (
-            a.d_model.unwrap_or(128),
-            a.seq_len.unwrap_or(64),
-            a.kv.unwrap_or(4),
-            a.batch.unwrap_or(64),
-            a.vocab_size.unwrap_or(8192),
-        )
-    };
+    let shape = step_shape(&a);
+    let (d_model, seq_len, kv, batch, vocab) = shape;
     check_bench_step(d_model, seq_len, kv, batch, vocab, a.iters)?;
     if a.warmup > 1000 {
         bail!("--warmup: must be ≤ 1000 (got {})", a.warmup);
@@ -326,48 +310,11 @@ fn cmd_bench_step(a: StepArgs) -> Result<()> {
     }
     let dev = zoology::device::DeviceSpec(a.device.clone()).resolve("--device").map_err(e)?;
     if a.heads {
-        if a.config.is_some() || !a.set.is_empty() || !a.mixers.is_empty() || !a.precision.is_empty() {
-            bail!("--heads compares heads of the built-in attention LM: drop CONFIG, --set, --mixers and --precision");
-        }
-        let rt = zoology::device::Runtime::new(dev);
-        let b =
-            zoology::bench::StepBench { d_model, seq_len, kv, batch, vocab, iters: a.iters, mixer: "attention".into() };
-        println!("bench step --heads: 2-layer attention LM d={d_model} L={seq_len} B={batch} V={vocab} kv={kv} on {} ({} threads), median of {}", rt.name(), tch::get_num_threads(), a.iters);
-        let (full, sparse) = zoology::bench::step_time(&b, &rt).map_err(e)?;
-        println!("  full head   : {:8.1} ms/step", full * 1e3);
-        println!("  sparse head : {:8.1} ms/step", sparse * 1e3);
-        println!("  speedup (full / sparse): {:.2}x", full / sparse);
-        return Ok(());
+        return bench_step_heads(&a, shape, dev);
     }
-    let mut table: toml::Table = match &a.config {
-        Some(p) => {
-            if a.d_model.is_some() || a.seq_len.is_some() || a.kv.is_some() || a.batch.is_some() || a.vocab_size.is_some() {
-                bail!("--d-model/--seq-len/--kv/--batch/--vocab-size shape the built-in config; with CONFIG use --set (e.g. --set data.batch_size=16)");
-            }
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            toml::from_str(&text).map_err(|err| anyhow::anyhow!("{}: not valid TOML: {err}", p.display()))?
-        }
-        None => toml::from_str(&format!(
-            "seed = 1\n[data]\nvocab_size = {vocab}\nbatch_size = {batch}\n[[data.train]]\ntask = \"mqar\"\nseq_len = {seq_len}\nnum_kv_pairs = {kv}\nnum_examples = {batch}\n[[data.test]]\ntask = \"mqar\"\nseq_len = {seq_len}\nnum_kv_pairs = {kv}\nnum_examples = {batch}\n[model]\nd_model = {d_model}\nn_layers = 2\nstate_mixer = \"identity\"\nmax_position_embeddings = {seq_len}\nmixer = {{ name = \"attention\" }}\n"
-        ))?,
-    };
-    for s in &a.set {
-        zoology::config::apply_set(&mut table, s).map_err(e)?;
-    }
-    table.insert("device".into(), toml::Value::String(a.device.clone()));
+    let table = step_table(&a, shape)?;
     let base = zoology::config::RunConfig::from_table(table.clone()).map_err(e)?;
-    let precisions: Vec<Precision> = if a.precision.is_empty() {
-        vec![base.train.precision]
-    } else {
-        a.precision
-            .iter()
-            .map(|p| match p.as_str() {
-                "fp32" => Ok(Precision::Fp32),
-                "bf16" => Ok(Precision::Bf16),
-                other => Err(anyhow::anyhow!("--precision: unknown precision {other:?}; use fp32 or bf16")),
-            })
-            .collect::<Result<_>>()?
-    };
+    let precisions = step_precisions(&a, &base)?;
     let mixers: Vec<String> = if a.mixers.is_empty() { vec![base.model.mixer_name()] } else { a.mixers.clone() };
     let threads = if a.threads > 0 { a.threads } else { base.threads };
     zoology::device::set_threads(threads);
@@ -411,4 +358,71 @@ fn cmd_bench_step(a: StepArgs) -> Result<()> {
         println!("wrote {}", j.display());
     }
     Ok(())
+}
+
+type StepShape = (i64, usize, usize, usize, usize);
+
+/// The built-in LM's shape: flags, else the defaults of the mode (`--heads` keeps the old comparison's shape).
+fn step_shape(a: &StepArgs) -> StepShape {
+    let (seq_len, kv) = if a.heads { (256, 16) } else { (64, 4) };
+    (
+        a.d_model.unwrap_or(128),
+        a.seq_len.unwrap_or(seq_len),
+        a.kv.unwrap_or(kv),
+        a.batch.unwrap_or(64),
+        a.vocab_size.unwrap_or(8192),
+    )
+}
+
+fn bench_step_heads(a: &StepArgs, shape: StepShape, dev: tch::Device) -> Result<()> {
+    let e = |e: zoology::Error| anyhow::anyhow!(e.to_string());
+    let (d_model, seq_len, kv, batch, vocab) = shape;
+    if a.config.is_some() || !a.set.is_empty() || !a.mixers.is_empty() || !a.precision.is_empty() {
+        bail!("--heads compares heads of the built-in attention LM: drop CONFIG, --set, --mixers and --precision");
+    }
+    let rt = zoology::device::Runtime::new(dev);
+    let b = zoology::bench::StepBench { d_model, seq_len, kv, batch, vocab, iters: a.iters, mixer: "attention".into() };
+    println!("bench step --heads: 2-layer attention LM d={d_model} L={seq_len} B={batch} V={vocab} kv={kv} on {} ({} threads), median of {}", rt.name(), tch::get_num_threads(), a.iters);
+    let (full, sparse) = zoology::bench::step_time(&b, &rt).map_err(e)?;
+    println!("  full head   : {:8.1} ms/step", full * 1e3);
+    println!("  sparse head : {:8.1} ms/step", sparse * 1e3);
+    println!("  speedup (full / sparse): {:.2}x", full / sparse);
+    Ok(())
+}
+
+/// CONFIG read as a TOML table, or the built-in 2-layer MQAR LM of the given shape; `--set` applied.
+fn step_table(a: &StepArgs, shape: StepShape) -> Result<toml::Table> {
+    let (d_model, seq_len, kv, batch, vocab) = shape;
+    let mut table: toml::Table = match &a.config {
+        Some(p) => {
+            if a.d_model.is_some() || a.seq_len.is_some() || a.kv.is_some() || a.batch.is_some() || a.vocab_size.is_some() {
+                bail!("--d-model/--seq-len/--kv/--batch/--vocab-size shape the built-in config; with CONFIG use --set (e.g. --set data.batch_size=16)");
+            }
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).map_err(|err| anyhow::anyhow!("{}: not valid TOML: {err}", p.display()))?
+        }
+        None => toml::from_str(&format!(
+            "seed = 1\n[data]\nvocab_size = {vocab}\nbatch_size = {batch}\n[[data.train]]\ntask = \"mqar\"\nseq_len = {seq_len}\nnum_kv_pairs = {kv}\nnum_examples = {batch}\n[[data.test]]\ntask = \"mqar\"\nseq_len = {seq_len}\nnum_kv_pairs = {kv}\nnum_examples = {batch}\n[model]\nd_model = {d_model}\nn_layers = 2\nstate_mixer = \"identity\"\nmax_position_embeddings = {seq_len}\nmixer = {{ name = \"attention\" }}\n"
+        ))?,
+    };
+    for s in &a.set {
+        zoology::config::apply_set(&mut table, s).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    }
+    table.insert("device".into(), toml::Value::String(a.device.clone()));
+    Ok(table)
+}
+
+fn step_precisions(a: &StepArgs, base: &zoology::config::RunConfig) -> Result<Vec<zoology::device::Precision>> {
+    use zoology::device::Precision;
+    if a.precision.is_empty() {
+        return Ok(vec![base.train.precision]);
+    }
+    a.precision
+        .iter()
+        .map(|p| match p.as_str() {
+            "fp32" => Ok(Precision::Fp32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(anyhow::anyhow!("--precision: unknown precision {other:?}; use fp32 or bf16")),
+        })
+        .collect()
 }
