@@ -246,30 +246,35 @@ fn a_resumed_run_leaves_no_temporary_file_behind() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// An early-stopping run killed just before its summary: the resumed summary is the
-/// uninterrupted one's, bit for bit (its final_loss was 1 ULP off: read back from the
-/// checkpoint's JSON).
+/// An early-stopping run killed just before its summary is written, or just before the
+/// summary's rename: the resumed summary is the uninterrupted one's, bit for bit, as text
+/// (wall time and throughput aside). Its floats used to come back one ULP off, read back from
+/// the checkpoint's JSON without serde_json's `float_roundtrip`; that happens to about one float
+/// in seven, and seed 16 is one whose perplexity it hit (found by running seeds 1-24 with the
+/// feature off; with it on, every seed matches).
 #[test]
-fn a_resumed_early_stopping_run_writes_the_same_final_loss() {
+fn a_resumed_early_stopping_run_writes_the_same_summary() {
     let dir = tmpdir("h-ulp");
     let cfg = dir.join("c.toml");
-    std::fs::write(&cfg, tiny("epochs = 4\nearly_stop_accuracy = -1.0")).unwrap();
-    let (a, b) = (dir.join("a"), dir.join("b"));
+    std::fs::write(&cfg, tiny("epochs = 4\nearly_stop_accuracy = -1.0").replace("seed = 11", "seed = 16")).unwrap();
+    let a = dir.join("a");
     let o = run(zoology(&["train", cfg.to_str().unwrap(), "-q", "--out", a.to_str().unwrap()]));
     assert!(o.status.success(), "{}", text(&o));
-    let mut c = zoology(&["train", cfg.to_str().unwrap(), "-q", "--out", b.to_str().unwrap()]);
-    c.env("ZOOLOGY_FAULT", "kill-before-summary");
-    assert_eq!(run(c).status.code(), None);
-    let o = run(zoology(&["train", "-q", "--resume", b.to_str().unwrap()]));
-    assert!(o.status.success(), "{}", text(&o));
-    let field = |p: &Path, k: &str| {
+    // the summary's lines, but for the ones that time the run
+    let lines = |p: &Path| -> Vec<String> {
         let t = std::fs::read_to_string(p.join("summary.json")).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-        v[k].to_string()
+        let timing = ["\"wall_time_s\"", "\"train_tokens_per_s\"", "\"train_gflops_per_s\""];
+        t.lines().filter(|l| !timing.iter().any(|k| l.contains(k))).map(str::to_string).collect()
     };
-    assert_eq!(field(&a, "stop_reason"), "\"early_stop\"");
-    for k in ["final_loss", "final_accuracy", "best_accuracy", "epochs", "steps"] {
-        assert_eq!(field(&a, k), field(&b, k), "{k}");
+    assert!(lines(&a).iter().any(|l| l.contains("\"stop_reason\": \"early_stop\"")), "{:?}", lines(&a));
+    for (k, fault) in ["kill-before-summary", "kill-before-rename:summary.json"].into_iter().enumerate() {
+        let b = dir.join(format!("b{k}"));
+        let mut c = zoology(&["train", cfg.to_str().unwrap(), "-q", "--out", b.to_str().unwrap()]);
+        c.env("ZOOLOGY_FAULT", fault);
+        assert_eq!(run(c).status.code(), None, "{fault}: not killed");
+        let o = run(zoology(&["train", "-q", "--resume", b.to_str().unwrap()]));
+        assert!(o.status.success(), "{fault}: {}", text(&o));
+        assert_eq!(lines(&a), lines(&b), "{fault}: the resumed summary differs");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
