@@ -449,6 +449,8 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             cfg.device = zoology::device::DeviceSpec(d.clone());
         }
     }
+    // a run too large for this machine is refused before anything is said or written
+    cfg.memory_estimate().check_fits_here().map_err(|e| anyhow::anyhow!(e.to_string()))?;
     eprintln!("run directory: {}", out.display());
     let finished_before = resume && out.join(zoology::rundir::SUMMARY).exists();
     let s = match train::train(

@@ -116,6 +116,8 @@ fn sizes_beyond_this_machine_are_refused_with_the_field_to_change() {
         assert_eq!(o.status.code(), Some(1), "case {i}: {err}");
         assert!(err.contains(field) && err.contains(what) && err.contains("GiB"), "case {i}: {err}");
         assert!(!err.contains("panicked"), "{err}");
+        // nor announced: "run directory: D" before the refusal read as if D had been made
+        assert!(!err.contains("run directory:"), "case {i}: {err}");
         assert!(!out.exists(), "case {i}: a refused run wrote {}", out.display());
     }
     std::fs::remove_dir_all(&dir).unwrap();
