@@ -135,7 +135,12 @@ impl TaskArgs {
     pub fn generic_usize(&self, key: &str, lo: usize, hi: usize) -> Result<Option<usize>> {
         self.generic
             .get(key)
-            .map(|v| crate::flags::int(lo, hi)(v).map_err(|why| anyhow!("--{key}: {why} (got {v:?})")))
+            .map(|v| {
+                crate::flags::int(lo, hi)(v).map_err(|why| match why.contains("(got ") {
+                    true => anyhow!("--{key}: {why}"),
+                    false => anyhow!("--{key}: {why} (got {v:?})"),
+                })
+            })
             .transpose()
     }
 

@@ -418,6 +418,8 @@ fn progress_lines_when_output_is_not_a_terminal() {
 /// A sweep does not report as its own a run that another process finished after it queued the
 /// run: sweep A trains run 0 slowly (a test hook delays each step) while run 1 is trained to the
 /// end by a separate `sweep run-one`; A then reaches run 1, finds it finished, and says so.
+/// Run 0's 18 steps take about 11 s at 600 ms each: room for `run-one` to start libtorch and
+/// train its 18 steps on a loaded machine before A gets to run 1.
 #[test]
 fn a_sweep_does_not_count_runs_another_process_finished() {
     let dir = tmpdir("h-concurrent");
@@ -427,7 +429,7 @@ fn a_sweep_does_not_count_runs_another_process_finished() {
     let out = dir.join("out");
     let a = zoology(&["sweep", "run", "--threads", "1", "--out", out.to_str().unwrap()])
         .arg(&sweep)
-        .env("ZOOLOGY_STEP_DELAY_MS", "250")
+        .env("ZOOLOGY_STEP_DELAY_MS", "600")
         .env_remove("ZOOLOGY_PROGRESS")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
