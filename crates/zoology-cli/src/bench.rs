@@ -19,18 +19,18 @@ pub enum BenchCmd {
         /// Comma-separated registry names (default: every registered mixer).
         #[arg(long, value_delimiter = ',')]
         mixers: Vec<String>,
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 128, value_parser = crate::flags::int(1i64, zoology::limits::MAX_D_MODEL))]
         d_model: i64,
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, value_parser = crate::flags::int(1i64, crate::flags::MAX_BENCH_BATCH))]
         batch: i64,
-        #[arg(long, value_delimiter = ',', default_value = "256,1024,4096")]
+        #[arg(long, value_delimiter = ',', default_value = "256,1024,4096", value_parser = crate::flags::int(1i64, zoology::limits::MAX_SEQ_LEN as i64))]
         lengths: Vec<i64>,
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = crate::flags::int(1usize, crate::flags::MAX_ITERS))]
         iters: usize,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = crate::flags::int(0usize, crate::flags::MAX_ITERS))]
         warmup: usize,
         /// Skip a (mixer, L) predicted to need more peak memory than this (default: half of MemAvailable).
-        #[arg(long)]
+        #[arg(long, value_parser = crate::flags::real(0.0, 1e6))]
         max_mem_gb: Option<f64>,
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -41,15 +41,15 @@ pub enum BenchCmd {
         /// Comma-separated registry names (default: every registered mixer; attention is always run).
         #[arg(long, value_delimiter = ',')]
         mixers: Vec<String>,
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 128, value_parser = crate::flags::int(1i64, zoology::limits::MAX_D_MODEL))]
         d_model: i64,
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = crate::flags::int(1i64, crate::flags::MAX_BENCH_BATCH))]
         batch: i64,
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = 1024, value_parser = crate::flags::int(1i64, zoology::limits::MAX_SEQ_LEN as i64))]
         seq_len: i64,
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = crate::flags::int(1usize, crate::flags::MAX_ITERS))]
         iters: usize,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = crate::flags::int(0usize, crate::flags::MAX_ITERS))]
         warmup: usize,
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -63,22 +63,22 @@ pub enum BenchCmd {
         #[arg(long, value_delimiter = ',', default_value = zoology::bench::decode::DEFAULT_MIXERS)]
         mixers: Vec<String>,
         /// Prompt lengths.
-        #[arg(long, value_delimiter = ',', default_value = zoology::bench::decode::DEFAULT_CONTEXTS)]
+        #[arg(long, value_delimiter = ',', default_value = zoology::bench::decode::DEFAULT_CONTEXTS, value_parser = crate::flags::int(1i64, zoology::limits::MAX_SEQ_LEN as i64))]
         contexts: Vec<i64>,
         /// Sequences decoded together.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 4, value_parser = crate::flags::int(1i64, crate::flags::MAX_BENCH_BATCH))]
         batch: i64,
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = crate::flags::int(1i64, zoology::limits::MAX_D_MODEL))]
         d_model: i64,
         /// Greedy decode steps after the prompt.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = crate::flags::int(1i64, zoology::limits::MAX_SEQ_LEN as i64))]
         steps: i64,
         /// Repetitions of each cell; the medians are reported.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = crate::flags::int(1usize, crate::flags::MAX_ITERS))]
         reps: usize,
         /// libtorch threads (1 by default: at these sizes more threads mostly add contention
         /// on a shared machine).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = crate::flags::int(1i32, zoology::limits::MAX_THREADS as i32))]
         threads: i32,
         /// Where to write decode.json and decode.png/.svg.
         #[arg(long, default_value = "bench-decode")]
@@ -94,7 +94,7 @@ pub enum BenchCmd {
         #[arg(long)]
         all: bool,
         /// Examples per task with --all (at the default length; fewer at longer ones).
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 20_000, value_parser = crate::flags::int(1usize, 1 << 24))]
         examples: usize,
         /// Task name (default mqar at the size above).
         task: Option<String>,
@@ -271,24 +271,24 @@ pub struct StepArgs {
     /// d = 128, L = 256, kv = 16, B = 64, V = 8192).
     #[arg(long)]
     heads: bool,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::int(1i64, zoology::limits::MAX_D_MODEL))]
     d_model: Option<i64>,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::int(1usize, zoology::limits::MAX_SEQ_LEN))]
     seq_len: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::int(1usize, zoology::limits::MAX_SEQ_LEN))]
     kv: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::int(1usize, zoology::limits::MAX_BATCH))]
     batch: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::int(2usize, zoology::limits::MAX_VOCAB))]
     vocab_size: Option<usize>,
     /// Timed steps (medians are reported).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = crate::flags::int(1usize, crate::flags::MAX_ITERS))]
     iters: usize,
     /// Untimed steps first.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = crate::flags::int(0usize, 1000))]
     warmup: usize,
     /// libtorch threads (0 = the config's, else libtorch's default).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = crate::flags::int(0usize, zoology::limits::MAX_THREADS))]
     threads: usize,
     #[arg(long, default_value = "cpu")]
     device: String,

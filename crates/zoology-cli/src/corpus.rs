@@ -58,7 +58,7 @@ pub struct InfoArgs {
     #[arg(long)]
     tokenizer: Option<String>,
     /// Window lengths for the AR-hit statistics.
-    #[arg(long, value_delimiter = ',', default_value = "512,2048")]
+    #[arg(long, value_delimiter = ',', default_value = "512,2048", value_parser = crate::flags::int(2usize, zoology::limits::MAX_SEQ_LEN))]
     windows: Vec<usize>,
     /// Split to measure.
     #[arg(long, default_value = "train")]
@@ -67,10 +67,10 @@ pub struct InfoArgs {
     #[arg(long, value_name = "DIR")]
     plot: Option<PathBuf>,
     /// Number of quantile buckets of training-bigram frequency.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = crate::flags::int(1usize, 1000))]
     buckets: usize,
     /// MQAR's power_a for the comparison.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, value_parser = crate::flags::real(0.0, 1.0))]
     power_a: f64,
 }
 

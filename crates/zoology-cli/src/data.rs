@@ -131,19 +131,22 @@ impl TaskArgs {
         }
     }
 
-    pub fn generic_usize(&self, key: &str) -> Result<Option<usize>> {
+    /// A generic option's integer value, checked to lie in `[lo, hi]` (the error names the flag).
+    pub fn generic_usize(&self, key: &str, lo: usize, hi: usize) -> Result<Option<usize>> {
         self.generic
             .get(key)
-            .map(|v| v.parse::<usize>().map_err(|_| anyhow!("--{key}: expected a non-negative integer, got {v:?}")))
+            .map(|v| {
+                crate::flags::int(lo, hi)(v).map_err(|why| match why.contains("(got ") {
+                    true => anyhow!("--{key}: {why}"),
+                    false => anyhow!("--{key}: {why} (got {v:?})"),
+                })
+            })
             .transpose()
     }
 
     pub fn vocab_size(&self) -> Result<usize> {
-        let v = self.generic_usize("vocab-size")?.unwrap_or(self.entry.default_vocab);
         let max = zoology::limits::MAX_VOCAB;
-        if v > max {
-            bail!("--vocab-size: must be ≤ {max} = 2^31 (got {v}): token ids are 32-bit integers");
-        }
+        let v = self.generic_usize("vocab-size", 2, max)?.unwrap_or(self.entry.default_vocab);
         Ok(v)
     }
 
@@ -209,7 +212,12 @@ pub fn cmd_data(task: &str, args: &[String]) -> Result<()> {
     if let Some(o) = &out {
         export::Format::of(o, "--out").map_err(|e| anyhow!(e.to_string().replace("config: `--out`", "--out")))?;
     }
-    let show = a.generic_usize("show")?.unwrap_or(if out.is_some() { 0 } else { 3 });
+    let show = a
+        .generic
+        .get("show")
+        .map(|v| v.parse::<u64>().map_err(|_| anyhow!("--show: expected a non-negative integer, got {v:?}")))
+        .transpose()?;
+    let show = show.map(|v| v as usize).unwrap_or(if out.is_some() { 0 } else { 3 });
     if show > MAX_SHOW {
         bail!("--show: at most {MAX_SHOW} examples are printed (got {show}); export more with --out FILE.safetensors");
     }
@@ -296,7 +304,7 @@ pub fn cmd_bench_data(task: Option<&str>, args: &[String], all: bool, examples: 
     let a = parse(name, &args, BENCH_OPTS)?;
     let vocab = a.vocab_size()?;
     let cfg = a.config(vocab)?;
-    let reps = a.generic_usize("reps")?.unwrap_or(3);
+    let reps = a.generic_usize("reps", 1, crate::flags::MAX_ITERS)?.unwrap_or(3);
     let split = a.split()?;
     println!(
         "bench data: {}  V={vocab} split={}, {threads} rayon threads, median of {reps}",

@@ -10,6 +10,7 @@ use zoology::train::{self, TrainOptions};
 mod bench;
 mod corpus;
 mod data;
+mod flags;
 mod sweeps;
 
 #[derive(Parser)]
@@ -82,7 +83,7 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Runs at a time.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, value_parser = flags::int(1usize, flags::MAX_WORKERS))]
         workers: usize,
     },
 }
@@ -126,20 +127,20 @@ struct ConstructArgs {
     /// or `base_conv` (short gated conv, then an all-ones long filter; width grows with kv).
     mixer: String,
     /// Sequence length L (even).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = flags::int(2usize, 1 << 16))]
     seq_len: usize,
     /// Key-value pairs per example (default L/16).
-    #[arg(long)]
+    #[arg(long, value_parser = flags::int(1usize, 1 << 15))]
     kv: Option<usize>,
     /// Vocabulary size V (keys in [1, V/2), values in [V/2, V)).
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = 8192, value_parser = flags::int(4usize, 1 << 20))]
     vocab: usize,
     /// Width d_model, a multiple of 8 (default: attention 128; base_conv the smallest of
     /// 32, 64, …, 8192 that reaches 0.99 on 64 calibration examples of another seed).
-    #[arg(long)]
+    #[arg(long, value_parser = flags::int(8i64, zoology::construct::MAX_D))]
     d: Option<i64>,
     /// Test examples evaluated.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = flags::int(1usize, 1 << 20))]
     examples: usize,
     /// Seed of the test data and of the token codes.
     #[arg(long, default_value_t = 123)]
@@ -155,10 +156,10 @@ struct GenerateArgs {
     /// A run directory with a checkpoint (from `zoology train` or `zoology construct --out`).
     run_dir: PathBuf,
     /// Test examples decoded per test segment (default: all of the run's).
-    #[arg(long)]
+    #[arg(long, value_parser = flags::int(1usize, zoology::limits::MAX_EXAMPLES))]
     num_examples: Option<usize>,
     /// Sequences decoded together.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = flags::int(1usize, flags::MAX_BENCH_BATCH as usize))]
     batch: usize,
 }
 
@@ -172,17 +173,17 @@ struct ArhitsArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Evaluate only the first N validation windows (default: all).
-    #[arg(long)]
+    #[arg(long, value_parser = flags::int(1usize, zoology::limits::MAX_EXAMPLES))]
     max_windows: Option<usize>,
     /// Bucket training-bigram frequency into K quantile buckets of training occurrences
     /// (default: log-spaced counts merged until each bucket holds --min-bucket-hits AR hits).
-    #[arg(long)]
+    #[arg(long, value_parser = flags::int(1usize, 1000))]
     buckets: Option<usize>,
     /// With log-spaced buckets: the fewest AR hits of the evaluated windows in one bucket.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = flags::int(1u64, 1_000_000_000))]
     min_bucket_hits: u64,
     /// Windows per forward pass.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = flags::int(1usize, flags::MAX_BENCH_BATCH as usize))]
     batch: usize,
     /// The model whose perplexity gap to each other model is split (a label or a mixer name;
     /// default: the attention run).
@@ -203,10 +204,10 @@ struct MixersArgs {
     #[arg(long)]
     flops: bool,
     /// Model width for --flops (default 128).
-    #[arg(long)]
+    #[arg(long, value_parser = flags::int(1i64, zoology::limits::MAX_D_MODEL))]
     d_model: Option<i64>,
     /// Sequence length for --flops, also the longest sequence the mixers are built for (default 1024).
-    #[arg(long)]
+    #[arg(long, value_parser = flags::int(1i64, zoology::cost::MAX_TABLE_SEQ_LEN))]
     seq_len: Option<i64>,
 }
 
@@ -219,7 +220,23 @@ fn main() {
     if std::env::var_os("THP_MEM_ALLOC_ENABLE").is_none() {
         std::env::set_var("THP_MEM_ALLOC_ENABLE", "1");
     }
-    let cli = Cli::parse();
+    if std::env::var_os("ZOOLOGY_LIST_NUMERIC_FLAGS").is_some() {
+        // test hook (crates/zoology-cli/tests/fuzz_campaign.rs): every numeric flag of every verb
+        for f in numeric_flags() {
+            println!("{}\t--{}\t{}\t{}", f.verb.join(" "), f.long, f.ty, f.positionals.join(" "));
+        }
+        return;
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print and exit 0; a bad flag is an error in the command itself:
+        // exit 1 (README "Exit status"), not clap's 2, which means a failed run here
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(1);
+        }
+    };
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -406,8 +423,13 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             bail!("--resume DIR continues the run with DIR/config.toml; drop the CONFIG argument and --set");
         }
         let p = dir.join("config.toml");
-        if !p.exists() {
-            bail!("{} not found: is {} a run directory?", p.display(), dir.display());
+        match std::fs::metadata(&p) {
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                bail!("{} not found: is {} a run directory?", p.display(), dir.display())
+            }
+            // e.g. permission denied: say so, with the path
+            Err(err) => bail!("cannot read {}: {err}", p.display()),
         }
         let cfg = RunConfig::load(&p).map_err(|e| anyhow::anyhow!(e.to_string()))?;
         (cfg, dir.clone(), true)
@@ -432,6 +454,8 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             cfg.device = zoology::device::DeviceSpec(d.clone());
         }
     }
+    // a run too large for this machine is refused before anything is said or written
+    cfg.memory_estimate().check_fits_here().map_err(|e| anyhow::anyhow!(e.to_string()))?;
     eprintln!("run directory: {}", out.display());
     let finished_before = resume && out.join(zoology::rundir::SUMMARY).exists();
     let s = match train::train(
@@ -477,4 +501,99 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         std::process::exit(2);
     }
     Ok(())
+}
+
+/// A numeric flag of a verb, found by walking the clap command tree.
+struct NumericFlag {
+    /// The verb's words after `zoology` (`["sweep", "run"]`).
+    verb: Vec<String>,
+    long: String,
+    /// The parsed type (`usize`, `i64`, `f64`, …).
+    ty: &'static str,
+    /// Placeholder values for the verb's required positional arguments.
+    positionals: Vec<String>,
+}
+
+/// Every flag of every verb whose value parses to a number.
+fn numeric_flags() -> Vec<NumericFlag> {
+    use clap::CommandFactory;
+    use std::any::TypeId;
+    let types = [
+        (TypeId::of::<usize>(), "usize"),
+        (TypeId::of::<u64>(), "u64"),
+        (TypeId::of::<u32>(), "u32"),
+        (TypeId::of::<i64>(), "i64"),
+        (TypeId::of::<i32>(), "i32"),
+        (TypeId::of::<f64>(), "f64"),
+        (TypeId::of::<f32>(), "f32"),
+    ];
+    fn walk(
+        cmd: &clap::Command,
+        verb: Vec<String>,
+        types: &[(std::any::TypeId, &'static str)],
+        out: &mut Vec<NumericFlag>,
+    ) {
+        let positionals: Vec<String> =
+            cmd.get_positionals().filter(|a| a.is_required_set()).map(|_| "x".to_string()).collect();
+        for a in cmd.get_arguments() {
+            let id = a.get_value_parser().type_id();
+            let (Some(long), Some((_, ty))) = (a.get_long(), types.iter().find(|(t, _)| id == *t)) else { continue };
+            out.push(NumericFlag { verb: verb.clone(), long: long.to_string(), ty, positionals: positionals.clone() });
+        }
+        for sub in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
+            let mut v = verb.clone();
+            v.push(sub.get_name().to_string());
+            walk(sub, v, types, out);
+        }
+    }
+    let mut out = vec![];
+    walk(&Cli::command(), vec![], &types, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Flags whose whole range is meaningful: a seed is any 64-bit number.
+    const UNBOUNDED: &[&str] = &["construct --seed"];
+
+    /// Every numeric flag of every verb refuses out-of-range values where it is parsed, with the
+    /// flag's name in the error (issue 25: `generate --batch 2^64-1` reached libtorch,
+    /// `sweep run --threads 2^31` was refused only in the child, `--workers 0` and
+    /// `bench mixers --max-mem-gb nan` were accepted).
+    #[test]
+    fn every_numeric_flag_is_bounded_where_it_is_parsed() {
+        let flags = numeric_flags();
+        assert!(flags.len() > 40, "only {} numeric flags found", flags.len());
+        let (mut checked, mut bad) = (0, vec![]);
+        for f in &flags {
+            let key = format!("{} --{}", f.verb.join(" "), f.long);
+            if UNBOUNDED.contains(&key.as_str()) {
+                continue;
+            }
+            for v in ["18446744073709551615", "-1", "-9223372036854775809", "nan", "inf", "1e400"] {
+                let mut argv = vec!["zoology".to_string()];
+                argv.extend(f.verb.iter().cloned());
+                argv.extend(f.positionals.iter().cloned());
+                argv.push(format!("--{}={v}", f.long));
+                match Cli::try_parse_from(&argv) {
+                    Ok(_) => bad.push(format!("{key} accepts {v}")),
+                    Err(e) => {
+                        let msg = e.to_string();
+                        let value_error = matches!(
+                            e.kind(),
+                            clap::error::ErrorKind::ValueValidation | clap::error::ErrorKind::InvalidValue
+                        );
+                        if !value_error || !msg.contains(&format!("--{}", f.long)) {
+                            bad.push(format!("{key}={v}: {:?}: {msg}", e.kind()));
+                        }
+                    }
+                }
+                checked += 1;
+            }
+        }
+        println!("{} numeric flags, {checked} out-of-range values tried", flags.len());
+        assert!(bad.is_empty(), "numeric flags without a bound:\n  {}", bad.join("\n  "));
+    }
 }

@@ -21,19 +21,24 @@ pub enum SweepCmd {
     /// Run one run of a sweep (what each worker / Slurm array task executes).
     RunOne {
         sweep: PathBuf,
-        #[arg(long)]
+        #[arg(long, value_parser = crate::flags::int(0usize, zoology::limits::MAX_SWEEP_RUNS - 1))]
         index: usize,
         /// Sweep output directory (default: sweeps/<sweep name>).
         #[arg(long)]
         out: Option<PathBuf>,
         /// libtorch threads for this run.
-        #[arg(long)]
+        #[arg(long, value_parser = crate::flags::int(1usize, zoology::limits::MAX_THREADS))]
         threads: Option<usize>,
         /// Device override ("cpu", "cuda", "cuda:N"); not part of the run id.
         #[arg(long)]
         device: Option<String>,
         #[arg(long, short)]
         quiet: bool,
+        /// Exit with this status (instead of 0) when the run had already finished and nothing
+        /// was trained: the local backend passes it, so that a sweep does not count as its own a
+        /// run that another process finished.
+        #[arg(long, hide = true, value_parser = crate::flags::int(4i32, 125))]
+        exit_if_finished: Option<i32>,
     },
     /// Show pending/running/done/failed runs from the run directories (and squeue/sacct).
     Status {
@@ -56,13 +61,13 @@ pub enum Backend {
 pub struct RunArgs {
     sweep: PathBuf,
     /// Runs at a time (local backend).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::flags::int(1usize, crate::flags::MAX_WORKERS))]
     workers: usize,
     /// Output directory (default: sweeps/<sweep name>).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Threads per run (default: cores / workers).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::int(1usize, zoology::limits::MAX_THREADS))]
     threads: Option<usize>,
     /// Run failed or diverged runs again.
     #[arg(long)]
@@ -79,13 +84,13 @@ pub struct RunArgs {
     #[arg(long)]
     time: Option<String>,
     /// GPUs per array task.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::int(0u32, 64))]
     gpus: Option<u32>,
     /// CPUs per array task.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::int(1u32, 4096))]
     cpus_per_task: Option<u32>,
     /// Array tasks running at once (the %N of --array).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::int(1u32, zoology::limits::MAX_SWEEP_RUNS as u32))]
     max_parallel: Option<u32>,
     /// Slurm: write the sbatch script but do not submit it.
     #[arg(long)]
@@ -128,7 +133,7 @@ pub struct ShowArgs {
     #[arg(long, conflicts_with_all = ["score", "best_over"])]
     cost: bool,
     /// Accuracy that counts as solved for --cost.
-    #[arg(long, default_value_t = 0.9, requires = "cost")]
+    #[arg(long, default_value_t = 0.9, requires = "cost", value_parser = crate::flags::real(0.0, 1.0))]
     threshold: f64,
     #[arg(long, conflicts_with = "json")]
     csv: bool,
@@ -152,18 +157,24 @@ pub fn cmd_sweep(c: SweepCmd) -> Result<()> {
             Ok(())
         }
         SweepCmd::Run(a) => cmd_run(a),
-        SweepCmd::RunOne { sweep: p, index, out, threads, device, quiet } => {
+        SweepCmd::RunOne { sweep: p, index, out, threads, device, quiet, exit_if_finished } => {
             let s = load(&p)?;
             let out = out_of(&s, &out);
             match sweep::run_one(&s, index, &out, threads, device.as_deref(), quiet) {
-                Ok(sweep::RunState::Failed(why)) => {
-                    eprintln!("run {index}: failed: {why}");
-                    std::process::exit(local::EXIT_FAILED)
+                Ok(sweep::RunOutcome::AlreadyFinished(st)) if exit_if_finished.is_some() => {
+                    println!("run {index}: already {}; nothing trained", st.word());
+                    std::process::exit(exit_if_finished.unwrap_or(0))
                 }
-                Ok(st) => {
-                    println!("run {index}: {}", st.word());
-                    Ok(())
-                }
+                Ok(outcome) => match outcome.state() {
+                    sweep::RunState::Failed(why) => {
+                        eprintln!("run {index}: failed: {why}");
+                        std::process::exit(local::EXIT_FAILED)
+                    }
+                    st => {
+                        println!("run {index}: {}", st.word());
+                        Ok(())
+                    }
+                },
                 Err(err @ zoology::Error::Busy(_)) => {
                     eprintln!("run {index}: {err}");
                     std::process::exit(local::EXIT_BUSY)
@@ -399,7 +410,10 @@ pub fn cmd_results(c: ResultsCmd) -> Result<()> {
         ResultsCmd::Index { dir } => {
             let (path, recs) = index::build_index(&dir).map_err(e)?;
             let n = index::Index::open(&path).and_then(|i| i.count()).map_err(e)?;
-            println!("{}: {} runs indexed ({n} rows)", path.display(), recs.len());
+            println!("{}: {} run directories indexed ({n} rows)", path.display(), recs.len());
+            for d in index::describe_duplicates(&recs) {
+                println!("note: {d}");
+            }
             Ok(())
         }
         ResultsCmd::Show(a) => {
@@ -409,6 +423,9 @@ pub fn cmd_results(c: ResultsCmd) -> Result<()> {
             }
             if recs.is_empty() {
                 bail!("no run directories (with a config.toml) under {}", a.dir.display());
+            }
+            for d in index::describe_duplicates(&recs) {
+                eprintln!("note: {d}");
             }
             let mut wheres = vec![];
             for w in &a.wheres {
@@ -545,10 +562,11 @@ pub fn cmd_report(dir: PathBuf, out: Option<PathBuf>) -> Result<PathBuf> {
 
 pub fn cmd_quickstart(out: Option<PathBuf>, workers: usize) -> Result<()> {
     let out = out.unwrap_or_else(|| PathBuf::from("sweeps/quickstart"));
-    std::fs::create_dir_all(&out)?;
+    std::fs::create_dir_all(&out).map_err(|err| anyhow!("cannot create {}: {err}; pass --out DIR", out.display()))?;
     let file = out.join("quickstart.toml");
     if std::fs::read_to_string(&file).ok().as_deref() != Some(sweep::QUICKSTART) {
-        std::fs::write(&file, sweep::QUICKSTART)?;
+        std::fs::write(&file, sweep::QUICKSTART)
+            .map_err(|err| anyhow!("cannot write {}: {err}; pass --out DIR", file.display()))?;
     }
     let s = load(&file)?;
     eprintln!(

@@ -430,8 +430,13 @@ fn a_run_that_cannot_fit_in_memory_is_refused_before_it_allocates() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("`<memory>`") && err.contains("token data") && err.contains("this machine has"), "{err}");
-    // The named `<memory>` error comes only from the check that runs before any data is
+    assert!(
+        err.contains("`data.train[0].num_examples`") && err.contains("token data") && err.contains("this machine has"),
+        "{err}"
+    );
+    // nothing was written: the check runs before the run directory is created
+    assert!(!root.join("r").exists(), "a refused run left {}", root.join("r").display());
+    // The named memory error comes only from the check that runs before any data is
     // generated (had it allocated first, 47 GiB of token data on this machine would end in an
     // OOM kill, not this message). The bound is a hang guard, generous because the machine is
     // shared: 1 s alone, 31 s once beside a quickstart and a fuzz campaign.

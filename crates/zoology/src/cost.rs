@@ -144,6 +144,18 @@ pub fn mixer_rows(d_model: i64, seq_len: i64) -> Result<Vec<MixerRow>> {
             let ctx = crate::mixers::BuildCtx::new(layer, 2, seq_len);
             let counts = (|| -> Result<(i64, MixerFlops, i64)> {
                 (e.validate)(&table, d_model, &ctx, "mixer")?;
+                // a mixer whose weights alone would fill this machine is not built
+                let params = (e.memory)(&table, d_model, &ctx, seq_len, "mixer")?.params.unwrap_or(0.0);
+                if let Some(total) = crate::config::mem_total_bytes().filter(|t| 4.0 * params > t / 2.0) {
+                    return Err(config_err(
+                        "--d-model",
+                        format!(
+                            "{params:.3e} parameters ({:.1} GiB) are more than half of this machine's {:.1} GiB; lower --d-model or --seq-len",
+                            4.0 * params / 2f64.powi(30),
+                            total / 2f64.powi(30)
+                        ),
+                    ));
+                }
                 let vs = tch::nn::VarStore::new(tch::Device::Cpu);
                 let m = tch::no_grad(|| (e.build)(vs.root(), d_model, &table, &ctx, "mixer"))?;
                 Ok((crate::model::num_parameters(&vs), m.flops(seq_len), m.state_size(seq_len)))

@@ -40,7 +40,13 @@ pub struct LoadedRun {
 /// Reads `dir/config.toml`, saying what is wrong when `dir` is not a run directory.
 pub fn read_config(dir: &Path) -> Result<RunConfig> {
     let cfg_path = dir.join(rundir::CONFIG);
-    if !dir.is_dir() {
+    // metadata, not is_dir/exists: those read "permission denied" as "not there"
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(crate::error::io_err(dir)(e)),
+    };
+    if !meta.is_some_and(|m| m.is_dir()) {
         return Err(config_err(
             "RUN_DIR",
             format!(
@@ -49,10 +55,11 @@ pub fn read_config(dir: &Path) -> Result<RunConfig> {
             ),
         ));
     }
-    if !cfg_path.exists() {
-        return Err(config_err("RUN_DIR", format!("{} has no {}: it is not a run directory (give one written by `zoology train` or `zoology construct --out`)", dir.display(), rundir::CONFIG)));
+    match std::fs::metadata(&cfg_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(crate::error::io_err(&cfg_path)(e)),
+        Err(_) => return Err(config_err("RUN_DIR", format!("{} has no {}: it is not a run directory (give one written by `zoology train` or `zoology construct --out`)", dir.display(), rundir::CONFIG))),
+        Ok(_) => RunConfig::load(&cfg_path),
     }
-    RunConfig::load(&cfg_path)
 }
 
 /// Loads `dir/config.toml` and the parameters of `dir/checkpoint.safetensors` (verified, and

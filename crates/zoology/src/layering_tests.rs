@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// The layers, bottom to top. A module may use modules of its own layer or below, never above;
 /// within a layer the no-cycle test is what keeps edges one-way.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("foundations", &["error", "device", "limits", "flops"]),
+    ("foundations", &["error", "device", "limits", "flops", "console"]),
     ("data", &["text", "tasks"]),
     ("mixers", &["mixers"]),
     ("model", &["model"]),

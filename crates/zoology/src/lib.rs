@@ -7,7 +7,7 @@
 //! results ([`results`]) → plots and reports ([`analysis`]).
 //!
 //! The modules are layers (docs/ARCHITECTURE.md), bottom to top: foundations ([`error`],
-//! [`device`], [`limits`], [`flops`]) → data ([`text`], [`tasks`]) → [`mixers`] → [`model`] →
+//! [`device`], [`limits`], [`flops`], [`console`]) → data ([`text`], [`tasks`]) → [`mixers`] → [`model`] →
 //! [`config`] → [`cost`] → [`rundir`] → [`train`] → uses of trained models ([`generate`],
 //! [`construct`], [`bench`], [`results`]) → [`sweep`] → [`analysis`]. Each uses only its own
 //! layer and those below; `layering_tests.rs` checks it.
@@ -15,6 +15,7 @@
 pub mod analysis;
 pub mod bench;
 pub mod config;
+pub mod console;
 pub mod construct;
 pub mod cost;
 pub mod device;

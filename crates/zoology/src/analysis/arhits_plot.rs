@@ -6,7 +6,8 @@
 //! 3. the corpus's distribution of AR-hit distances (log-log) against MQAR's power law.
 
 use super::plot::{
-    compact, draw_legend, house_mesh, log_label, mixer_color, mixer_lines, perr, render_both, Draw, Series, LEGEND_W,
+    compact, draw_legend, house_mesh, log_axis, log_label, mixer_color, mixer_lines, perr, render_both, Draw, Series,
+    LEGEND_W,
 };
 use crate::error::{Error, Result};
 use crate::text::arhits::{power_law_pmf, ArHitReport, GapHistogram, SliceStats};
@@ -219,7 +220,7 @@ impl<DB: DrawingBackend> Draw<DB> for GapPlot {
             .margin(16)
             .x_label_area_size(50)
             .y_label_area_size(70)
-            .build_cartesian_2d((0.8..xmax * 1.25).log_scale(), (y0..y1).log_scale())
+            .build_cartesian_2d(log_axis(0.8, xmax * 1.25), log_axis(y0, y1))
             .map_err(&e)?;
         house_mesh(&mut chart.configure_mesh(), 15, 17)
             .x_labels(30)

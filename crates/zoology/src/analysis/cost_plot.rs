@@ -8,7 +8,9 @@
 //! An evaluation at step s is placed at the training FLOPs of the examples seen up to it
 //! (s × the mean batch, exact at epoch ends) × the model's training FLOPs per sequence.
 
-use super::plot::{draw_legend, house_mesh, mixer_color, mixer_lines, perr, pow2_label, Draw, Series, LEGEND_W};
+use super::plot::{
+    draw_legend, house_mesh, log_axis, mixer_color, mixer_lines, perr, pow2_label, Draw, Series, LEGEND_W,
+};
 use crate::error::Result;
 use crate::results::cost::CostRow;
 use plotters::coord::Shift;
@@ -80,7 +82,7 @@ impl<DB: DrawingBackend> Draw<DB> for AccFlopsPlot {
                 .margin(12)
                 .x_label_area_size(48)
                 .y_label_area_size(if pi == 0 { 62 } else { 44 })
-                .build_cartesian_2d((x0..x1).log_scale(), 0.0..1.02)
+                .build_cartesian_2d(log_axis(x0, x1), 0.0..1.02)
                 .map_err(&e)?;
             house_mesh(
                 chart
@@ -172,7 +174,7 @@ impl<DB: DrawingBackend> Draw<DB> for FrontierPlot {
             .margin(16)
             .x_label_area_size(50)
             .y_label_area_size(70)
-            .build_cartesian_2d(lmin - 0.5..lmax + 0.5, (y0..y1).log_scale())
+            .build_cartesian_2d(lmin - 0.5..lmax + 0.5, log_axis(y0, y1))
             .map_err(&e)?;
         house_mesh(
             chart

@@ -4,7 +4,7 @@
 //! line per mixer.
 
 use super::plot::{
-    draw_legend, house_mesh, log_label, mixer_color, mixer_lines, perr, render_both, Draw, Series, LEGEND_W,
+    draw_legend, house_mesh, log_axis, log_label, mixer_color, mixer_lines, perr, render_both, Draw, Series, LEGEND_W,
 };
 use crate::bench::decode::DecodeResult;
 use crate::error::Result;
@@ -71,7 +71,7 @@ impl<DB: DrawingBackend> Draw<DB> for DecodePlot {
                 .margin(12)
                 .x_label_area_size(48)
                 .y_label_area_size(62)
-                .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+                .build_cartesian_2d(log_axis(x0, x1), log_axis(y0, y1))
                 .map_err(&e)?;
             house_mesh(&mut chart.configure_mesh(), 14, 16)
                 .x_labels(30)

@@ -111,6 +111,31 @@ pub(crate) fn compact(v: f64) -> String {
         trim(v)
     }
 }
+/// A log axis over `lo..hi` whose ticks are 1, 2 and 5 times the powers of ten inside it, each
+/// once, with light grid points at every integer multiple. (plotters' own log key points list
+/// each decade's last light tick and the next decade's first bold one, the same value, so its
+/// label was drawn twice, one over the other, and looked bold.)
+pub(crate) fn log_axis(lo: f64, hi: f64) -> plotters::coord::combinators::WithKeyPoints<LogCoord<f64>> {
+    let (lo, hi) = (lo.min(hi).max(f64::MIN_POSITIVE), hi.max(lo).max(f64::MIN_POSITIVE));
+    let ticks = |ms: &[f64]| {
+        let (k0, k1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+        let mut v = vec![];
+        for k in k0..=k1 {
+            for m in ms {
+                let x = m * 10f64.powi(k);
+                if (lo..=hi).contains(&x) {
+                    v.push(x);
+                }
+            }
+        }
+        v
+    };
+    (lo..hi)
+        .log_scale()
+        .with_key_points(ticks(&[1.0, 2.0, 5.0]))
+        .with_light_points(ticks(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]))
+}
+
 /// Tick label on a log axis: only 1, 2 and 5 times a power of ten are labelled (the other ticks
 /// keep their grid line), so labels never run into each other.
 pub(crate) fn log_label(v: f64) -> String {
@@ -348,7 +373,7 @@ impl<DB: DrawingBackend> Draw<DB> for StatePlot {
             .margin(16)
             .x_label_area_size(50)
             .y_label_area_size(62)
-            .build_cartesian_2d((smin / 1.6..smax * 1.6).log_scale(), 0.0..1.02)
+            .build_cartesian_2d(log_axis(smin / 1.6, smax * 1.6), 0.0..1.02)
             .map_err(&e)?;
         chart
             .configure_mesh()
@@ -582,6 +607,46 @@ mod tests {
                 .map(|&v| log_label(v))
                 .collect();
         assert_eq!(got, ["100", "", "500", "1k", "2k", "", "", "10k", "20k", "50k", "", "1M"]);
+    }
+
+    /// Every text a plot draws, as (x, y, content) from plotters' SVG (the content is on the
+    /// line after its `<text …>` tag).
+    fn svg_texts(svg: &str) -> Vec<(String, String, String)> {
+        let lines: Vec<&str> = svg.lines().collect();
+        let attr = |l: &str, a: &str| {
+            l.split(&format!(" {a}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string()
+        };
+        lines
+            .windows(2)
+            .filter(|w| w[0].trim_start().starts_with("<text"))
+            .map(|w| (attr(w[0], "x"), attr(w[0], "y"), w[1].trim().to_string()))
+            .collect()
+    }
+
+    /// No label of the state-size plot's log axis is drawn twice at the same place (its last
+    /// label was: plotters' log key points repeat every decade boundary).
+    #[test]
+    fn log_axis_labels_are_drawn_once() {
+        register_font();
+        for (lo, hi) in [(100.0, 5000.0), (300.0, 2.0e5), (1.0, 10.0), (4096.0, 4096.0)] {
+            let fig = StatePlot {
+                points: vec![("attention".into(), 64, lo, 0.2), ("base_conv".into(), 64, hi, 0.9)],
+                title: "MQAR".into(),
+            };
+            let mut svg = String::new();
+            {
+                let root = SVGBackend::with_string(&mut svg, (900, 400)).into_drawing_area();
+                Draw::<SVGBackend>::draw(&fig, root).unwrap();
+            }
+            let texts = svg_texts(&svg);
+            let mut seen = std::collections::HashSet::new();
+            let twice: Vec<_> = texts.iter().filter(|t| !t.2.is_empty() && !seen.insert((*t).clone())).collect();
+            assert!(twice.is_empty(), "{lo}..{hi}: drawn twice: {twice:?}");
+            // the axis is labelled at all
+            assert!(texts.iter().any(|t| t.2.ends_with('k') || t.2.chars().all(|c| c.is_ascii_digit())), "{lo}..{hi}");
+        }
+        let axis = log_axis(100.0, 5000.0);
+        assert_eq!(axis.bold_points(), &[100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]);
     }
 
     #[test]

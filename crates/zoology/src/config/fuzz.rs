@@ -4,7 +4,10 @@
 //!
 //! Mutations: drop a key; give a key a value of the wrong type; give a number an extreme value
 //! (0, −1, 2^31, 2^32+1, i64::MAX, 1e308, ±inf, NaN, …); add an unknown key to a table; switch
-//! the mixer; set a mixer option to an extreme or wrong-typed value or add an unknown option.
+//! the mixer; set a mixer option to an extreme or wrong-typed value or add an unknown option;
+//! give a size (width, layers, batch, vocabulary, length, examples) a value that validation
+//! accepts but no machine of this kind can hold ([`big_sizes`]). [`Fuzzer::next_sweep`] draws
+//! sweep files whose grids range from one run to far beyond the runs limit.
 //! Mixer-option mutations are drawn only for the mixers in [`fuzzed_mixers`]: those whose
 //! `validate` bounds every option. Flip [`FUZZ_EVERY_MIXER`] to include every registered mixer.
 
@@ -101,6 +104,26 @@ fn wrong_types() -> Vec<toml::Value> {
     ]
 }
 
+/// Sizes that pass validation's bounds (crate::limits) but, alone or together, need more memory
+/// than a machine of this kind has: the estimate must refuse them before anything is allocated.
+pub fn big_sizes() -> Vec<(&'static str, i64)> {
+    vec![
+        ("model.d_model", 1 << 14),
+        ("model.d_model", 64_000),
+        ("model.d_model", 1 << 16),
+        ("model.n_layers", 1024),
+        ("data.batch_size", 1 << 16),
+        ("data.batch_size", 1 << 24),
+        ("data.vocab_size", 1 << 28),
+        ("data.train.0.seq_len", 1 << 16),
+        ("data.train.0.seq_len", 1 << 20),
+        ("data.test.0.seq_len", 1 << 18),
+        ("data.train.0.num_examples", 1 << 30),
+        ("data.test.0.num_examples", 1 << 28),
+        ("model.max_position_embeddings", 1 << 24),
+    ]
+}
+
 /// Draws mutated configs from a fixed seed.
 pub struct Fuzzer {
     rng: ChaCha8Rng,
@@ -187,10 +210,19 @@ impl Fuzzer {
                     what.push(format!("{key} = {val} (type)"));
                     *get_mut(&mut v, &path).unwrap() = val;
                 }
-                65..=89 => {
+                65..=84 => {
                     let val = extremes().choose(&mut self.rng).unwrap().clone();
                     what.push(format!("{key} = {val}"));
                     *get_mut(&mut v, &path).unwrap() = val;
+                }
+                85..=92 => {
+                    // a size beyond this machine's memory (and sometimes a second one with it)
+                    let (k, n) = *big_sizes().choose(&mut self.rng).unwrap();
+                    let p: Vec<String> = k.split('.').map(str::to_string).collect();
+                    if let Some(slot) = get_mut(&mut v, &p) {
+                        what.push(format!("{k} = {n} (big)"));
+                        *slot = toml::Value::Integer(n);
+                    }
                 }
                 _ => {
                     // an unknown key in the table holding `path`, or in the root
@@ -209,6 +241,53 @@ impl Fuzzer {
             toml::Value::Table(t) => (t, what),
             _ => unreachable!("the base is a table"),
         }
+    }
+}
+
+impl Fuzzer {
+    /// A sweep file over the base config: 1 to 12 product axes (and sometimes mixer presets),
+    /// each list 1 to 100 000 values long, so that grids range from one run to
+    /// far beyond [`crate::limits::MAX_SWEEP_RUNS`]; its name is sometimes a path. Returns the
+    /// text, a description and the number of runs the grid expands to (before validation).
+    pub fn next_sweep(&mut self) -> (String, String, u128) {
+        let keys =
+            ["train.lr", "seed", "train.epochs", "model.d_model", "data.train.0.num_examples", "train.weight_decay"];
+        let axes = self.rng.gen_range(1..=12usize);
+        let mut text = toml::to_string(&self.base).unwrap_or_default();
+        text.push_str("\n[sweep]\n");
+        let name = ["grid", "grid2", "ok-name_1.2", "../../escape", "/abs", "a/b", ".."].choose(&mut self.rng).unwrap();
+        text.push_str(&format!("name = {name:?}\n"));
+        let mut count: u128 = 1;
+        let mut what = vec![format!("name {name:?}")];
+        for a in 0..axes {
+            let len = *[1usize, 1, 2, 3, 10, 100_000].choose(&mut self.rng).unwrap();
+            // distinct values, so that small grids are valid; the key repeats under another
+            // spelling (a numeric path component) so that axes never collide
+            let key = if a < keys.len() { keys[a].to_string() } else { format!("train.solve_thresholds.{a}") };
+            let vals: Vec<String> = (0..len)
+                .map(|i| match key.as_str() {
+                    "train.lr" => format!("{:e}", 1e-4 * (1.0 + i as f64)),
+                    "train.weight_decay" => format!("{:e}", 1e-6 * i as f64),
+                    k if k.starts_with("train.solve_thresholds") => format!("{:e}", (i + 1) as f64 / (len + 1) as f64),
+                    "model.d_model" => (8 * (i + 1)).to_string(),
+                    _ => (i + 1).to_string(),
+                })
+                .collect();
+            text.push_str(&format!("{key:?} = [{}]\n", vals.join(", ")));
+            count = count.saturating_mul(len as u128);
+            what.push(format!("{key} × {len}"));
+        }
+        if self.rng.gen_bool(0.3) {
+            let n = self.rng.gen_range(2..=3usize);
+            text.push_str("[sweep.mixers.attention]\nmixer = { name = \"attention\" }\n");
+            text.push_str("[sweep.mixers.conv]\nmixer = { name = \"base_conv\", kernel_size = 3 }\n");
+            if n == 3 {
+                text.push_str("[sweep.mixers.rwkv]\nmixer = { name = \"rwkv\" }\n");
+            }
+            count = count.saturating_mul(n as u128);
+            what.push(format!("{n} presets"));
+        }
+        (text, what.join(", "), count)
     }
 }
 
@@ -287,5 +366,78 @@ mod tests {
         println!("fuzz sample: {named} named errors, {trained} trained");
         assert!(trained >= 3, "only {trained} accepted configs were small enough to train");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Sizes beyond this machine: configs the sample's big-size mutation makes that validation
+    /// accepts, but whose estimate exceeds this machine's memory, are refused by `train` with a
+    /// config error naming a field, before the run directory is created (none allocates).
+    #[test]
+    fn sizes_beyond_this_machine_are_refused_before_anything_is_written() {
+        let Some(total) = crate::config::mem_total_bytes() else { return };
+        let dir = std::env::temp_dir().join(format!("zoology-fuzz-big-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut f = Fuzzer::new(25);
+        let (mut refused, mut big) = (0, 0);
+        for i in 0..600 {
+            let (table, what) = f.next_config();
+            if !what.iter().any(|w| w.ends_with("(big)")) {
+                continue;
+            }
+            big += 1;
+            let Ok(Ok(cfg)) = std::panic::catch_unwind(|| RunConfig::from_table(table.clone())) else { continue };
+            if cfg.memory_estimate().bytes <= total {
+                continue; // fits (or might): not this test's business
+            }
+            let out = dir.join(format!("r{i}"));
+            let opts = TrainOptions { out_dir: out.clone(), resume: false, quiet: true, label: String::new() };
+            match catch_panic(|| train(&cfg, &opts)) {
+                Err(Error::Config { field, msg }) => {
+                    assert!(msg.contains("GiB") && !field.is_empty(), "{what:?}: {field}: {msg}");
+                }
+                other => panic!("config {i} {what:?} needs more than this machine has, yet train gave {other:?}"),
+            }
+            assert!(!out.exists(), "config {i} {what:?}: a refused run wrote {}", out.display());
+            refused += 1;
+        }
+        println!("big sizes: {big} configs with a big size, {refused} refused before anything was written");
+        assert!(refused >= 10, "the sample should reach sizes beyond this machine: {refused} of {big}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Sweep grids from one run to astronomically many: each is counted before it is expanded;
+    /// above the limit it is refused quickly with the count, names that are paths are refused,
+    /// and nothing panics.
+    #[test]
+    fn sweep_grids_of_any_size_are_counted_before_they_expand() {
+        let mut f = Fuzzer::new(7);
+        let (mut over, mut parsed, mut named) = (0, 0, 0);
+        let t0 = std::time::Instant::now();
+        for i in 0..150 {
+            let (text, what, count) = f.next_sweep();
+            let started = std::time::Instant::now();
+            let r = std::panic::catch_unwind(|| crate::sweep::Sweep::parse(&text, &format!("g{i}.toml"), "g"));
+            let dt = started.elapsed().as_secs_f64();
+            match r {
+                Err(_) => panic!("sweep {i} ({what}) panicked"),
+                Ok(Ok(s)) => {
+                    assert!(count <= crate::limits::MAX_SWEEP_RUNS as u128 && s.runs.len() as u128 == count, "{what}");
+                    parsed += 1;
+                }
+                Ok(Err(e)) => {
+                    let m = e.to_string();
+                    assert!(m.contains("config: `") || m.contains("same config"), "sweep {i} ({what}): {m}");
+                    if count > crate::limits::MAX_SWEEP_RUNS as u128 && !m.contains("`sweep.name`") {
+                        assert!(m.contains("more than the limit") && dt < 5.0, "sweep {i} ({what}): {dt:.1} s: {m}");
+                        over += 1;
+                    }
+                    named += 1;
+                }
+            }
+        }
+        println!(
+            "sweeps: {parsed} expanded, {named} refused ({over} over the limit) in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        assert!(over >= 10 && parsed >= 5, "the sample should hit both: {over} over the limit, {parsed} expanded");
     }
 }

@@ -38,7 +38,6 @@ pub mod fuzz;
 pub mod memory;
 pub mod toml_path;
 
-use memory::gib;
 pub use memory::{mem_total_bytes, MemoryEstimate};
 
 fn seed() -> u64 {
@@ -288,6 +287,9 @@ impl RunConfig {
     pub fn validate(&self) -> Result<()> {
         use crate::limits::*;
         let d = &self.data;
+        if !self.name.is_empty() {
+            check_path_part(&self.name, "name")?; // runs/<name>-<run id>
+        }
         if self.threads > MAX_THREADS {
             return Err(config_err(
                 "threads",
@@ -344,14 +346,7 @@ impl RunConfig {
         self.train.validate()?;
         let m = self.memory_estimate();
         if m.bytes > MAX_BYTES {
-            return Err(config_err(
-                "<memory>",
-                format!(
-                    "{}, more than any single machine has (limit {}); make the largest part smaller",
-                    m.describe(),
-                    gib(MAX_BYTES)
-                ),
-            ));
+            return Err(m.refusal(MAX_BYTES, "that any single machine has (the validation limit)"));
         }
         self.device.resolve("device")?;
         Ok(())
@@ -702,7 +697,7 @@ mod tests {
             )
             .replace("vocab_size = 256", "vocab_size = 8192");
         let e = err_of(&big);
-        assert!(e.contains("<memory>") && e.contains("token data"), "{e}");
+        assert!(e.contains("`data.train[0].num_examples`") && e.contains("token data"), "{e}");
     }
 
     #[test]

@@ -26,7 +26,7 @@
 //! Init: `wqkv` N(0, 0.02), `out_proj` N(0, 0.02/√(2·n_layers)), zero biases (Zoology's rule).
 
 use super::common::layers::{future_mask, merge_heads, rope, rope_reference, split_heads, Linear};
-use super::{BuildCtx, Mixer, MixerKind, MixerState};
+use super::{linear_params, BuildCtx, Mixer, MixerKind, MixerMemory, MixerState};
 use crate::error::{config_err, Result};
 use crate::flops::MixerFlops;
 use serde::{Deserialize, Serialize};
@@ -179,6 +179,19 @@ impl MixerKind for Attention {
     const ABOUT: &'static str = "multi-head causal softmax attention (KV-cache recurrence)";
     const STATE_FORMULA: &'static str = "2·d·L (KV cache)";
     const CONSTANT_STATE: bool = false;
+
+    /// Parameters `4d² + 4d`; kept for the backward pass: q, k, v (`3·d·L`), the softmax
+    /// weights (`H·L²`) and the merged heads (`d·L`); the scores before their softmax (`H·L²`)
+    /// live while it runs.
+    fn memory(c: &AttentionConfig, d: i64, _ctx: &BuildCtx, l: i64) -> MixerMemory {
+        let (df, lf, h) = (d as f64, l as f64, c.num_heads.max(1) as f64);
+        MixerMemory {
+            params: Some(linear_params(d, 3 * d, true) + linear_params(d, d, true)),
+            saved_per_seq: 4.0 * df * lf + h * lf * lf,
+            transient_per_seq: h * lf * lf,
+            transient_what: "attention scores (num_heads × seq_len² per sequence)",
+        }
+    }
 
     fn validate(c: &AttentionConfig, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
         if c.num_heads < 1 || d % c.num_heads != 0 {

@@ -43,7 +43,7 @@ use super::common::conv::{
     toeplitz_causal_conv, FilterInit,
 };
 use super::common::layers::Linear;
-use super::{BuildCtx, Mixer, MixerKind, MixerState};
+use super::{linear_params, BuildCtx, Mixer, MixerKind, MixerMemory, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -213,6 +213,22 @@ impl MixerKind for BaseConv {
     const ABOUT: &'static str = "gated convolution y = conv(u) ⊙ linear(u) + u; short (k>0) or long FFT (k=-1) filter";
     const STATE_FORMULA: &'static str = "d·(k−1) (short), d·L (long)";
     const CONSTANT_STATE: bool = false;
+
+    /// Parameters: the projection, and the short kernel, the explicit filter or the filter MLP.
+    fn memory(c: &BaseConvConfig, d: i64, ctx: &BuildCtx, l: i64) -> MixerMemory {
+        let k = match &c.kernel_size {
+            KernelSize::One(k) => *k,
+            KernelSize::PerLayer(v) => v.get(ctx.layer_idx).copied().unwrap_or(0),
+        };
+        let conv = if k > 0 {
+            (d * k + d) as f64
+        } else if c.long_filter == LongFilter::Explicit {
+            d as f64 * ctx.max_seq_len as f64
+        } else {
+            linear_params(c.filter_emb_dim, c.filter_hidden, true) + linear_params(c.filter_hidden, d, true)
+        };
+        MixerMemory { params: Some(linear_params(d, d, true) + conv), ..MixerMemory::output_only(d, l) }
+    }
 
     fn validate(c: &BaseConvConfig, _d: i64, ctx: &BuildCtx, field: &str) -> Result<()> {
         let ks: Vec<i64> = match &c.kernel_size {

@@ -24,7 +24,7 @@
 //! `proj_o` unscaled).
 
 use super::linear_attention::{FeatureMap, LinearAttention, LinearAttentionConfig};
-use super::{delegate_mixer, BuildCtx, MixerKind};
+use super::{delegate_mixer, BuildCtx, MixerKind, MixerMemory};
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use tch::nn;
@@ -74,6 +74,10 @@ impl MixerKind for Based {
     const ABOUT: &'static str = "Based: normalised linear attention with the 2nd-order Taylor feature map (pair with sliding_window, base_conv)";
     const STATE_FORMULA: &'static str = "H·(F·d_v + F), F = 1+f+f², d_v = d/H";
     const CONSTANT_STATE: bool = true;
+
+    fn memory(c: &BasedConfig, d: i64, ctx: &BuildCtx, l: i64) -> MixerMemory {
+        LinearAttention::memory(&c.linear(), d, ctx, l)
+    }
 
     fn validate(c: &BasedConfig, d: i64, ctx: &BuildCtx, field: &str) -> Result<()> {
         LinearAttention::validate(&c.linear(), d, ctx, field)

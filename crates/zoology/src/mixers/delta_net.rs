@@ -46,7 +46,7 @@ use super::common::conv::{fir_step, short_conv, short_conv_reference};
 use super::common::delta_rule::{chunked_delta_rule, delta_rule_reference, delta_rule_step};
 use super::common::layers::{l2_norm, merge_heads, rms_norm, split_heads, Linear};
 use super::linear_attention::{check_chunk, check_value_width};
-use super::{delegate_mixer, BuildCtx, Mixer, MixerKind, MixerState};
+use super::{delegate_mixer, linear_params, BuildCtx, Mixer, MixerKind, MixerMemory, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -270,6 +270,26 @@ impl DeltaRule {
             value_dim: vd,
         }
     }
+    /// Parameters of [`DeltaRule::build_rule`]: q, k (d → d), v (d → v), β (d → H), the short
+    /// convolutions, the output norm and projection, and Gated DeltaNet's decay and gate.
+    fn memory(spec: &Spec, d: i64, l: i64) -> MixerMemory {
+        let (h, vd) = (spec.num_heads, spec.value_dim(d));
+        let mut p = 2.0 * linear_params(d, d, false)
+            + linear_params(d, vd, false)
+            + linear_params(d, h, false)
+            + (vd / h.max(1)) as f64
+            + linear_params(vd, d, false);
+        if spec.use_short_conv {
+            p += ((2 * d + vd) * spec.conv_size) as f64;
+        }
+        if let Some((gate, _)) = spec.decay {
+            p += linear_params(d, h, false) + 2.0 * h as f64;
+            if gate {
+                p += linear_params(d, vd, false);
+            }
+        }
+        MixerMemory { params: Some(p), ..MixerMemory::output_only(d, l) }
+    }
     fn check(c: &Spec, d: i64, field: &str) -> Result<()> {
         if c.num_heads < 1 || d % c.num_heads != 0 {
             return Err(config_err(
@@ -397,6 +417,10 @@ impl MixerKind for DeltaNet {
     const STATE_FORMULA: &'static str = "d·d_v/H + (conv_size−1)·(2d + d_v), d_v = ⌊d·expand_v⌋ (d²/H + 9d by default)";
     const CONSTANT_STATE: bool = true;
 
+    fn memory(c: &DeltaNetConfig, d: i64, _ctx: &BuildCtx, l: i64) -> MixerMemory {
+        DeltaRule::memory(&c.into(), d, l)
+    }
+
     fn validate(c: &DeltaNetConfig, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
         DeltaRule::check(&c.into(), d, field)
     }
@@ -427,6 +451,10 @@ impl MixerKind for GatedDeltaNet {
     const STATE_FORMULA: &'static str =
         "d·d_v/H + (conv_size−1)·(2d + d_v), d_v = ⌊d·expand_v⌋ (2d²/H + 12d by default)";
     const CONSTANT_STATE: bool = true;
+
+    fn memory(c: &GatedDeltaNetConfig, d: i64, _ctx: &BuildCtx, l: i64) -> MixerMemory {
+        DeltaRule::memory(&c.into(), d, l)
+    }
 
     fn validate(c: &GatedDeltaNetConfig, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
         DeltaRule::check(&c.into(), d, field)

@@ -35,7 +35,7 @@
 use super::common::decayed_linear::DecayedLinear;
 use super::common::layers::{merge_heads, rms_norm, split_heads, Linear};
 use super::linear_attention::{check_chunk, MAX_EXPAND};
-use super::{BuildCtx, MixerKind};
+use super::{linear_params, BuildCtx, MixerKind, MixerMemory};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -166,6 +166,20 @@ impl MixerKind for Gla {
     const ABOUT: &'static str = "gated linear attention: per-channel data-dependent forget gate, chunked in log space";
     const STATE_FORMULA: &'static str = "H·d_k·d_v = (d·expand_k)·(d·expand_v)/H";
     const CONSTANT_STATE: bool = true;
+
+    /// Parameters: q, k (d → d·expand_k), v, g (d → d·expand_v), the low-rank gate, the
+    /// per-head norm and the output projection.
+    fn memory(c: &GlaConfig, d: i64, _ctx: &BuildCtx, l: i64) -> MixerMemory {
+        let (kd, vd) = c.widths(d);
+        let r = c.gate_low_rank_dim;
+        let p = 2.0 * linear_params(d, kd, false)
+            + 2.0 * linear_params(d, vd, false)
+            + linear_params(d, r, false)
+            + linear_params(r, kd, true)
+            + (vd / c.num_heads.max(1)) as f64
+            + linear_params(vd, d, false);
+        MixerMemory { params: Some(p), ..MixerMemory::output_only(d, l) }
+    }
 
     fn validate(c: &GlaConfig, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
         for (name, e) in [("expand_k", c.expand_k), ("expand_v", c.expand_v)] {

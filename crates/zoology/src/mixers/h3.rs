@@ -45,7 +45,7 @@ use super::common::bounds::{int_in, MAX_SIZE};
 use super::common::conv::{fft_causal_conv, fir_step, short_conv_reference};
 use super::common::layers::Linear;
 use super::common::modal::{Discretization, S4d};
-use super::{BuildCtx, Mixer, MixerKind, MixerState};
+use super::{linear_params, BuildCtx, Mixer, MixerKind, MixerMemory, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
@@ -201,6 +201,15 @@ impl MixerKind for H3 {
     const STATE_FORMULA: &'static str =
         "d·(N−1) + d·p·N (shift register + N/2 complex diag modes per kv channel, p = head_dim)";
     const CONSTANT_STATE: bool = true;
+
+    /// Parameters: four d → d projections, the shift SSM's C (and B when trained) and D, the
+    /// diagonal SSM over d / head_dim channels and its skip.
+    fn memory(c: &H3Config, d: i64, _ctx: &BuildCtx, l: i64) -> MixerMemory {
+        let (n, ch) = (c.d_state, d / c.head_dim.max(1));
+        let shift = (d * n * if c.trained_b { 2 } else { 1 } + d) as f64;
+        let p = 4.0 * linear_params(d, d, true) + shift + S4d::params(ch, n, c.trained_b) + ch as f64;
+        MixerMemory { params: Some(p), ..MixerMemory::output_only(d, l) }
+    }
 
     fn validate(c: &H3Config, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
         int_in(field, "d_state", c.d_state, 2, MAX_SIZE, "64")?;

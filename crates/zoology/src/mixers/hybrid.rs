@@ -5,7 +5,7 @@
 //! Every form delegates to the chosen layer's mixer, so its math, state and state size (both
 //! conventions, as Zoology's `Hybrid.state_size`) are exactly that mixer's.
 
-use super::{build_table, delegate_mixer, validate_table, BuildCtx, Mixer, MixerKind};
+use super::{build_table, delegate_mixer, memory_table, validate_table, BuildCtx, Mixer, MixerKind, MixerMemory};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
 use tch::nn;
@@ -42,6 +42,16 @@ impl MixerKind for Hybrid {
         "per-layer list of mixers, layer i uses layers[i % len] (e.g. [base_conv k=3, attention])";
     const STATE_FORMULA: &'static str = "that of each layer's mixer";
     const CONSTANT_STATE: bool = false;
+
+    /// That of the layer's own mixer.
+    fn memory(c: &HybridConfig, d: i64, ctx: &BuildCtx, l: i64) -> MixerMemory {
+        match c.layers.get(ctx.layer_idx % c.layers.len().max(1)) {
+            Some(t) if t.get("name").and_then(|v| v.as_str()) != Some("hybrid") => {
+                memory_table(t, d, ctx, l).unwrap_or_else(|_| MixerMemory::output_only(d, l))
+            }
+            _ => MixerMemory::output_only(d, l),
+        }
+    }
 
     fn validate(c: &HybridConfig, d: i64, ctx: &BuildCtx, field: &str) -> Result<()> {
         if c.layers.is_empty() {

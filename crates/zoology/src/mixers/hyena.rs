@@ -49,7 +49,7 @@ use super::common::conv::{
     toeplitz_causal_conv, FilterInit,
 };
 use super::common::layers::Linear;
-use super::{BuildCtx, Mixer, MixerKind, MixerState};
+use super::{linear_params, BuildCtx, Mixer, MixerKind, MixerMemory, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
@@ -213,6 +213,19 @@ impl MixerKind for Hyena {
         "Hyena order 2: FIR-3 on 3d projections, implicit Sin-FFN filter with exponential decay, FFT long conv";
     const STATE_FORMULA: &'static str = "d·L + 3d·(k−1) (cached x1⊙v + FIR window; no constant-size form)";
     const CONSTANT_STATE: bool = false;
+
+    /// Parameters: the input projection (d → 3d) and its short filter, the filter MLP (and
+    /// its positional features when trained), the output projection.
+    fn memory(c: &HyenaConfig, d: i64, ctx: &BuildCtx, l: i64) -> MixerMemory {
+        let (k, o) = (c.short_filter_order, c.filter_order);
+        let mut p = linear_params(d, 3 * d, true) + (3 * d * k + 3 * d) as f64;
+        if c.train_pos_emb {
+            p += ctx.max_seq_len as f64 * c.emb_dim as f64;
+        }
+        p += linear_params(c.emb_dim, o, true) + c.num_inner_mlps.max(0) as f64 * linear_params(o, o, true);
+        p += o as f64 + linear_params(o, d, false) + d as f64 + linear_params(d, d, true);
+        MixerMemory { params: Some(p), ..MixerMemory::output_only(d, l) }
+    }
 
     fn validate(c: &HyenaConfig, _d: i64, ctx: &BuildCtx, field: &str) -> Result<()> {
         int_in(field, "emb_dim", c.emb_dim, 3, 1025, "3")?;

@@ -40,7 +40,7 @@
 
 use super::common::decayed_linear::DecayedLinear;
 use super::common::layers::{merge_heads, split_heads, Linear};
-use super::{BuildCtx, MixerKind};
+use super::{linear_params, BuildCtx, MixerKind, MixerMemory};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -201,6 +201,13 @@ impl MixerKind for LinearAttention {
     const STATE_FORMULA: &'static str =
         "H·F·(d_v+1) normalised, H·F·d_v unnormalised (F = f, or 1+f+f² for taylor; d_v = d/H)";
     const CONSTANT_STATE: bool = true;
+
+    /// Parameters `2·d·H·f + 2d²` (q and k to H heads of f features, v and the output d → d).
+    fn memory(c: &LinearAttentionConfig, d: i64, _ctx: &BuildCtx, l: i64) -> MixerMemory {
+        let hf = c.num_heads * c.feature_dim;
+        let params = 2.0 * linear_params(d, hf, false) + 2.0 * linear_params(d, d, false);
+        MixerMemory { params: Some(params), ..MixerMemory::output_only(d, l) }
+    }
 
     fn validate(c: &LinearAttentionConfig, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
         if c.num_heads < 1 || d % c.num_heads != 0 {

@@ -37,7 +37,7 @@ use super::common::bounds::{int_in, MAX_SIZE};
 use super::common::conv::{fft_causal_conv, long_conv_step, toeplitz_causal_conv};
 use super::common::layers::Linear;
 use super::common::modal::{Discretization, S4d};
-use super::{BuildCtx, Mixer, MixerKind, MixerState};
+use super::{linear_params, BuildCtx, Mixer, MixerKind, MixerMemory, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -187,6 +187,17 @@ impl MixerKind for LongConv {
         "S4-style long convolution y = K*u + D⊙u, explicit or S4D diagonal-SSM filter, no gating";
     const STATE_FORMULA: &'static str = "d·L (explicit), d·N (s4d: N/2 complex per channel)";
     const CONSTANT_STATE: bool = false;
+
+    /// Parameters: the explicit filter (d × max length) or the diagonal SSM, the skip, and the
+    /// GLU output's d → 2d map.
+    fn memory(c: &LongConvConfig, d: i64, ctx: &BuildCtx, l: i64) -> MixerMemory {
+        let filter = match c.filter {
+            LongConvFilter::Explicit => d as f64 * ctx.max_seq_len as f64,
+            LongConvFilter::S4d => S4d::params(d, c.d_state, false),
+        };
+        let out = if c.output == LongConvOutput::Glu { linear_params(d, 2 * d, true) } else { 0.0 };
+        MixerMemory { params: Some(filter + d as f64 + out), ..MixerMemory::output_only(d, l) }
+    }
 
     fn validate(c: &LongConvConfig, _d: i64, ctx: &BuildCtx, field: &str) -> Result<()> {
         int_in(field, "d_state", c.d_state, 2, MAX_SIZE, "64")?;

@@ -55,7 +55,7 @@ use super::common::conv::{fir_step, short_conv};
 use super::common::fused::{fused_supported, selective_scan, ScanArgs};
 use super::common::layers::Linear;
 use super::common::scan::linear_scan;
-use super::{BuildCtx, Mixer, MixerKind, MixerState};
+use super::{linear_params, BuildCtx, Mixer, MixerKind, MixerMemory, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
@@ -374,6 +374,20 @@ impl MixerKind for Mamba {
     const ABOUT: &'static str = "Mamba S6 selective SSM (input-dependent Δ, B, C; fused CPU scan or chunked scan)";
     const STATE_FORMULA: &'static str = "E·(k−1) + E·N, E = expand·d (previous conv inputs + SSM state)";
     const CONSTANT_STATE: bool = true;
+
+    /// Parameters with E = expand·d: in (d → 2E), x (E → R + 2N), Δ (R → E), out (E → d), A,
+    /// the short convolution and D.
+    fn memory(c: &MambaConfig, d: i64, _ctx: &BuildCtx, l: i64) -> MixerMemory {
+        let e = c.expand * d;
+        let (n, k) = (c.d_state, c.d_conv);
+        let r = if c.dt_rank == 0 { (d + 15) / 16 } else { c.dt_rank };
+        let p = linear_params(d, 2 * e, false)
+            + linear_params(e, r + 2 * n, false)
+            + linear_params(r, e, true)
+            + linear_params(e, d, false)
+            + (e * n + e * k + 2 * e) as f64;
+        MixerMemory { params: Some(p), ..MixerMemory::output_only(d, l) }
+    }
 
     fn validate(c: &MambaConfig, _d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
         int_in(field, "d_state", c.d_state, 1, 4096, "16")?;

@@ -52,7 +52,7 @@ use super::common::chunking::ChunkLayout;
 use super::common::conv::fft_causal_conv;
 use super::common::layers::Linear;
 use super::common::modal::Modes;
-use super::{BuildCtx, Mixer, MixerKind, MixerState};
+use super::{linear_params, BuildCtx, Mixer, MixerKind, MixerMemory, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
@@ -285,6 +285,19 @@ impl MixerKind for Mega {
     const STATE_FORMULA: &'static str =
         "d·h + (z_dim + h_dim)·n, n = L (unchunked) or ((L−1) mod c)+1 (chunked KV cache)";
     const CONSTANT_STATE: bool = false;
+
+    /// Parameters: the norm, the EMA's (α, δ, β, γ per channel and dimension, ω), the v, mx and
+    /// h projections, the q/k scale and shift, and the relative position bias.
+    fn memory(c: &MegaConfig, d: i64, ctx: &BuildCtx, l: i64) -> MixerMemory {
+        let (h, z, hd) = (c.ndim, c.z_dim, c.h_mult * d);
+        let bias_len = if c.chunk_size > 0 { c.chunk_size } else { ctx.max_seq_len };
+        let p = (2 * d + 4 * d * h + d) as f64
+            + linear_params(d, hd, true)
+            + linear_params(d, 2 * d + z + hd, true)
+            + linear_params(hd, d, true)
+            + (4 * z + bias_len) as f64;
+        MixerMemory { params: Some(p), ..MixerMemory::output_only(d, l) }
+    }
 
     fn validate(c: &MegaConfig, _d: i64, ctx: &BuildCtx, field: &str) -> Result<()> {
         int_in(field, "ndim", c.ndim, 1, 1024, "16")?;

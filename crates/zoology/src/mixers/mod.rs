@@ -33,6 +33,8 @@ pub mod long_conv;
 pub mod mamba;
 pub mod mamba2;
 pub mod mega;
+#[cfg(test)]
+mod memory_tests;
 pub mod monarch_mixer;
 pub mod native_sparse_attention;
 pub mod nystromformer;
@@ -200,6 +202,41 @@ macro_rules! delegate_mixer {
 }
 pub(crate) use delegate_mixer;
 
+/// What one layer of a mixer holds in memory while it trains, from its config and sizes alone
+/// (no tensor is built): the input of [`crate::config::MemoryEstimate`]. Every number is a lower
+/// bound (an estimate that refuses a run must never refuse one that fits), in elements.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MixerMemory {
+    /// Parameters of the layer's mixer; `None` when the mixer states no count (the estimate then
+    /// counts none).
+    pub params: Option<f64>,
+    /// Elements per sequence of `seq_len` tokens that the layer keeps for the backward pass,
+    /// its output included (the default: the output, `d·L`).
+    pub saved_per_seq: f64,
+    /// Elements per sequence of the largest intermediate that lives only while the layer's
+    /// forward runs (attention: the `H·L²` scores before their softmax); 0 when none is known.
+    pub transient_per_seq: f64,
+    /// What that intermediate is, for the message that refuses a run.
+    pub transient_what: &'static str,
+}
+
+impl MixerMemory {
+    /// The conservative default: no parameters counted, the output kept, nothing transient.
+    pub fn output_only(d_model: i64, seq_len: i64) -> Self {
+        MixerMemory {
+            params: None,
+            saved_per_seq: d_model.max(0) as f64 * seq_len.max(0) as f64,
+            transient_per_seq: 0.0,
+            transient_what: "",
+        }
+    }
+}
+
+/// Parameters of a [`common::layers::Linear`] `d_in → d_out` (for [`MixerKind::memory`]).
+pub fn linear_params(d_in: i64, d_out: i64, bias: bool) -> f64 {
+    d_in as f64 * d_out as f64 + if bias { d_out as f64 } else { 0.0 }
+}
+
 /// A mixer type as the registry sees it: name, config and constructor.
 pub trait MixerKind: Mixer + Sized + 'static {
     /// Hyperparameters, with paper defaults in `Default`. Deserialised with unknown keys denied.
@@ -217,6 +254,13 @@ pub trait MixerKind: Mixer + Sized + 'static {
         Ok(())
     }
     fn build(p: nn::Path, d_model: i64, cfg: &Self::Config, ctx: &BuildCtx) -> Result<Self>;
+    /// The layer's memory while it trains on sequences of `seq_len` tokens, from its config
+    /// alone (a lower bound; see [`MixerMemory`]). The default counts no parameters and keeps
+    /// only the output; a mixer whose parameters or intermediates are large says so here (a
+    /// test checks every stated parameter count against a built mixer).
+    fn memory(_cfg: &Self::Config, d_model: i64, _ctx: &BuildCtx, seq_len: i64) -> MixerMemory {
+        MixerMemory::output_only(d_model, seq_len)
+    }
     /// Configs the generic suite runs (always includes the default). Override to cover
     /// variants such as feature maps or filter kinds.
     fn suite_variants() -> Vec<Self::Config> {
@@ -237,6 +281,8 @@ pub struct MixerEntry {
     pub suite_variants: fn() -> Vec<toml::Table>,
     /// The table with every field of the mixer's config written out (defaults filled in).
     pub resolve: fn(&toml::Table) -> Result<toml::Table>,
+    /// [`MixerKind::memory`] of a table (width, position, sequence length).
+    pub memory: fn(&toml::Table, i64, &BuildCtx, i64, &str) -> Result<MixerMemory>,
 }
 
 /// Every mixer zoology-rs knows. Adding a mixer = one file + one line here.
@@ -345,6 +391,12 @@ pub fn build_table(
     (e.build)(p, d_model, table, ctx, field)
 }
 
+/// The memory of the mixer a table describes, at layer `ctx.layer_idx` (see [`MixerMemory`]).
+pub fn memory_table(table: &toml::Table, d_model: i64, ctx: &BuildCtx, seq_len: i64) -> Result<MixerMemory> {
+    let e = lookup(table, "model.mixer")?;
+    (e.memory)(table, d_model, ctx, seq_len, "model.mixer")
+}
+
 /// Parses `table` (minus `name`) into a mixer config, naming the offending path on error.
 pub fn parse_config<C: DeserializeOwned>(table: &toml::Table, field: &str) -> Result<C> {
     let mut t = table.clone();
@@ -379,6 +431,10 @@ fn entry<M: MixerKind>() -> MixerEntry {
             let c: M::Config = parse_config(t, field)?;
             M::validate(&c, d, ctx, field)?;
             Ok(Box::new(M::build(p, d, &c, ctx)?) as Box<dyn Mixer>)
+        },
+        memory: |t, d, ctx, l, field| {
+            let c: M::Config = parse_config(t, field)?;
+            Ok(M::memory(&c, d, ctx, l))
         },
         resolve: |t| {
             let c: M::Config = parse_config(t, "model.mixer")?;

@@ -36,7 +36,7 @@
 use super::common::decayed_linear::DecayedLinear;
 use super::common::layers::{merge_heads, rms_norm, split_heads, Linear};
 use super::linear_attention::{check_chunk, check_value_width};
-use super::{BuildCtx, MixerKind};
+use super::{linear_params, BuildCtx, MixerKind, MixerMemory};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -153,6 +153,20 @@ impl MixerKind for RetNet {
         "RetNet multi-scale retention: per-head decay 1−2^(−5−h), GroupNorm (or fla's RMSNorm) + swish gate, chunked";
     const STATE_FORMULA: &'static str = "H·h·h_v = d·⌊d·expand_v⌋/H (h = d/H; d²/H by default)";
     const CONSTANT_STATE: bool = true;
+
+    /// Parameters: q, k (d → d), v, g (d → value width), the output projection and the norm.
+    fn memory(c: &RetNetConfig, d: i64, _ctx: &BuildCtx, l: i64) -> MixerMemory {
+        let vd = c.value_dim(d);
+        let norm = match c.norm {
+            RetNetNorm::GroupNorm => 2 * vd,
+            RetNetNorm::RmsNorm => vd / c.num_heads.max(1),
+        };
+        let p = 2.0 * linear_params(d, d, false)
+            + 2.0 * linear_params(d, vd, false)
+            + linear_params(vd, d, false)
+            + norm as f64;
+        MixerMemory { params: Some(p), ..MixerMemory::output_only(d, l) }
+    }
 
     fn validate(c: &RetNetConfig, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
         if c.num_heads < 1 || d % c.num_heads != 0 {

@@ -46,7 +46,7 @@ use super::common::bounds::{int_in, MAX_SIZE};
 use super::common::chunking::ChunkLayout;
 use super::common::fused::{fused_supported, wkv};
 use super::common::layers::{time_mix, token_shift, Linear};
-use super::{BuildCtx, Mixer, MixerKind, MixerState};
+use super::{linear_params, BuildCtx, Mixer, MixerKind, MixerMemory, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
@@ -282,6 +282,15 @@ impl MixerKind for Rwkv {
         "RWKV-4 time mixing: token shift + per-channel decaying WKV average (fused CPU kernel or chunked; log-sum-exp stabilised)";
     const STATE_FORMULA: &'static str = "4·d (last x, a, b, running max)";
     const CONSTANT_STATE: bool = true;
+
+    /// Parameters `4d² + 5d`: key, value, receptance and output (d → d), decay, bonus and the
+    /// three token-shift mixes.
+    fn memory(_c: &RwkvConfig, d: i64, _ctx: &BuildCtx, l: i64) -> MixerMemory {
+        MixerMemory {
+            params: Some(4.0 * linear_params(d, d, false) + 5.0 * d as f64),
+            ..MixerMemory::output_only(d, l)
+        }
+    }
 
     fn validate(c: &RwkvConfig, _d: i64, ctx: &BuildCtx, field: &str) -> Result<()> {
         int_in(field, "chunk_size", c.chunk_size, 1, MAX_SIZE, "8")?;

@@ -32,7 +32,7 @@
 use super::attention::{Attention, AttentionConfig};
 use super::common::chunking::ChunkLayout;
 use super::common::layers::{future_mask, merge_heads, split_heads};
-use super::{BuildCtx, Mixer, MixerKind, MixerState};
+use super::{BuildCtx, Mixer, MixerKind, MixerMemory, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
@@ -197,6 +197,24 @@ impl MixerKind for SlidingWindow {
     const STATE_FORMULA: &'static str =
         "2·d·min(L, n), n = w+1 (zoology), w (exact), ⌊w/2⌋+1 (based_flash) (rolling KV cache)";
     const CONSTANT_STATE: bool = false;
+
+    /// Attention's parameters; the scores are `H·L²` when the window covers the sequence, else
+    /// `H·⌈L/w⌉·2w²` (each block of w queries against 2w keys), kept after their softmax too.
+    fn memory(c: &SlidingWindowConfig, d: i64, ctx: &BuildCtx, l: i64) -> MixerMemory {
+        let full = Attention::memory(&Self::attention_config(c), d, ctx, l);
+        let w = c.tokens_seen().max(1);
+        if w >= l {
+            return full;
+        }
+        let (h, blocks, wf) = (c.num_heads.max(1) as f64, ((l + w - 1) / w) as f64, w as f64);
+        let scores = h * blocks * 2.0 * wf * wf;
+        MixerMemory {
+            saved_per_seq: 4.0 * d as f64 * l as f64 + scores,
+            transient_per_seq: scores,
+            transient_what: "banded attention scores (num_heads × ⌈seq_len/window⌉ × 2·window² per sequence)",
+            ..full
+        }
+    }
 
     fn validate(c: &SlidingWindowConfig, d: i64, ctx: &BuildCtx, field: &str) -> Result<()> {
         if !(1..=MAX_WINDOW).contains(&c.window) {

@@ -32,7 +32,7 @@
 use super::common::conv::{fft_causal_conv, fir_step, fir_window_after, short_conv, short_conv_reference};
 use super::common::layers::Linear;
 use super::common::modal::Modes;
-use super::{BuildCtx, Mixer, MixerKind, MixerState};
+use super::{linear_params, BuildCtx, Mixer, MixerKind, MixerMemory, MixerState};
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
@@ -152,6 +152,14 @@ impl MixerKind for StripedHyena {
         "StripedHyena modal Hyena: x2 ⊙ (h*(x1⊙v) + D x1⊙v), h = Re Σ R p^t, constant-size state, modal-fft prefill";
     const STATE_FORMULA: &'static str = "3d·(k−1) + 2·d·P (FIR window + P complex poles per channel)";
     const CONSTANT_STATE: bool = true;
+
+    /// Parameters: the input projection (d → 3d) and its short filter, four d × poles tensors of
+    /// the modal filter, D and the output projection.
+    fn memory(c: &StripedHyenaConfig, d: i64, _ctx: &BuildCtx, l: i64) -> MixerMemory {
+        let (k, m) = (c.short_filter_order, c.poles);
+        let p = linear_params(d, 3 * d, true) + (3 * d * k + 3 * d + 4 * d * m + d) as f64 + linear_params(d, d, true);
+        MixerMemory { params: Some(p), ..MixerMemory::output_only(d, l) }
+    }
 
     fn validate(c: &StripedHyenaConfig, _d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
         // StripedHyena uses a handful of poles per channel and a FIR of order 3; the upper

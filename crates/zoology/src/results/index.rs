@@ -1,4 +1,6 @@
-//! The SQLite index of run directories: one row per run, keyed by run id. The run
+//! The SQLite index of run directories: one row per run directory, keyed by its path (two
+//! directories trained from one config share a run id and keep a row each; [`duplicate_ids`]
+//! names them). The run
 //! directories are the truth and the index a cache of them for other tools, built by one
 //! process at a time (`zoology results index`, the local sweep parent when its children have
 //! ended, `sweep run --backend slurm --wait`), never by the runs themselves. It is written
@@ -178,8 +180,8 @@ impl RunRecord {
 
 const SCHEMA: &str = "
 CREATE TABLE runs (
-  run_id TEXT PRIMARY KEY,
-  run_dir TEXT NOT NULL,
+  run_dir TEXT PRIMARY KEY,
+  run_id TEXT NOT NULL,
   sweep TEXT, label TEXT, preset TEXT, mixer TEXT,
   d_model INTEGER, n_layers INTEGER, lr REAL, seq_len INTEGER, num_kv_pairs INTEGER, vocab_size INTEGER,
   train_seq_lens TEXT, test_seq_lens TEXT,
@@ -191,6 +193,7 @@ CREATE TABLE runs (
   record TEXT NOT NULL,
   updated_at REAL
 );
+CREATE INDEX runs_by_id ON runs (run_id);
 ";
 
 /// A read-only handle on an index file.
@@ -208,8 +211,9 @@ fn json<T: Serialize>(v: &T) -> String {
 }
 
 /// Writes a complete index of `recs` to `path`: into a temporary file next to it, then renamed
-/// over it (so readers and concurrent builders never see a partial index). A run id that
-/// appears twice (the same run in two directories) keeps its last record.
+/// over it (so readers and concurrent builders never see a partial index). One row per run
+/// directory: a directory listed twice keeps its last record; two directories with one run id
+/// (the same config trained twice) keep one row each.
 pub fn write_index(path: &Path, recs: &[RunRecord]) -> Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("results.sqlite");
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -313,14 +317,40 @@ impl Index {
         self.conn.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0)).map_err(db_err(&self.path))
     }
 
+    /// The record of `run_id` (the first by directory when several directories share it).
     pub fn get(&self, run_id: &str) -> Result<Option<RunRecord>> {
         let t: Option<String> = self
             .conn
-            .query_row("SELECT record FROM runs WHERE run_id = ?1", [run_id], |r| r.get(0))
+            .query_row("SELECT record FROM runs WHERE run_id = ?1 ORDER BY run_dir LIMIT 1", [run_id], |r| r.get(0))
             .optional()
             .map_err(db_err(&self.path))?;
         Ok(t.and_then(|t| serde_json::from_str(&t).ok()))
     }
+}
+
+/// Run ids that more than one run directory carries (the same config trained twice), each with
+/// its directories: the index keeps a row per directory, and readers say which are duplicates.
+pub fn duplicate_ids(recs: &[RunRecord]) -> Vec<(String, Vec<String>)> {
+    let mut by_id: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for r in recs {
+        by_id.entry(&r.run_id).or_default().push(r.run_dir.clone());
+    }
+    by_id.into_iter().filter(|(_, d)| d.len() > 1).map(|(id, d)| (id.to_string(), d)).collect()
+}
+
+/// One line per shared run id (empty when none): "run id X is shared by N directories (the same
+/// config trained twice): a, b".
+pub fn describe_duplicates(recs: &[RunRecord]) -> Vec<String> {
+    duplicate_ids(recs)
+        .into_iter()
+        .map(|(id, dirs)| {
+            format!(
+                "run id {id} is shared by {} run directories (the same config trained more than once): {}",
+                dirs.len(),
+                dirs.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// Finds run directories (those with a config.toml) under `root`, sorted.
@@ -449,6 +479,31 @@ pub(crate) mod tests {
         // no temporary files are left behind
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left, vec![std::ffi::OsString::from("r.sqlite")]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Two directories trained from one config have one run id: the index keeps both rows
+    /// (it used to keep one, so `results index` said "2 runs indexed (1 rows)"), and says which
+    /// ids are shared.
+    #[test]
+    fn two_directories_with_one_run_id_keep_a_row_each() {
+        let dir = std::env::temp_dir().join(format!("zoology-idx-dup-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("r.sqlite");
+        let a = rec("same", "attention", 64, 64, 1e-3, 0.5);
+        let mut b = a.clone();
+        b.run_dir = "/nonexistent/copy-of-same".into();
+        b.best_accuracy = Some(0.6);
+        write_index(&p, &[a.clone(), b.clone(), rec("other", "attention", 64, 64, 1e-2, 0.7)]).unwrap();
+        let idx = Index::open(&p).unwrap();
+        assert_eq!(idx.count().unwrap(), 3);
+        let dirs: Vec<String> = idx.all().unwrap().into_iter().map(|r| r.run_dir).collect();
+        assert_eq!(dirs, ["/nonexistent/copy-of-same", "/nonexistent/other", "/nonexistent/same"]);
+        assert_eq!(idx.get("same").unwrap().unwrap().run_dir, "/nonexistent/copy-of-same");
+        let dups = describe_duplicates(&[a, b]);
+        assert_eq!(dups.len(), 1);
+        assert!(dups[0].contains("run id same is shared by 2 run directories"), "{dups:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

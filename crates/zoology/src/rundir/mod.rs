@@ -87,8 +87,65 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(io_err(&tmp)(e));
     }
+    fault_before_rename(path);
     std::fs::rename(&tmp, path).map_err(io_err(path))?;
     Ok(())
+}
+
+/// Test hook: `ZOOLOGY_FAULT=kill-before-rename:<file name>` SIGKILLs this process after the
+/// temporary copy of that file is written and before it is renamed into place (what a crash
+/// at that instant leaves). Unset in normal use.
+pub fn fault_before_rename(path: &Path) {
+    let Ok(spec) = std::env::var("ZOOLOGY_FAULT") else { return };
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if spec.split(',').any(|f| f.trim().strip_prefix("kill-before-rename:") == Some(name)) {
+        // SAFETY: sends a signal to this process; nothing is shared.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
+
+/// Is `name` a temporary file of [`write_atomic`] or of a checkpoint save (`.<file>.tmp-<pid>`)?
+pub fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.rsplit_once(".tmp-").is_some_and(|(_, pid)| pid.parse::<u32>().is_ok())
+}
+
+/// Removes the temporary files a killed writer left in a run directory (its summary, config or
+/// checkpoint half-written, or whole but not yet renamed). Only the holder of the directory's
+/// lock may call it: every writer of a run directory holds that lock. Returns what it removed.
+pub fn remove_temporaries(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
+    let mut removed = vec![];
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().to_string();
+        if is_temporary(&name) && e.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            if std::fs::remove_file(e.path()).is_ok() {
+                removed.push(e.path());
+            }
+        }
+    }
+    removed
+}
+
+/// When `dir` holds the files of a run other than `run_id` (its config.toml names another run,
+/// or cannot be read as one): a description of it. `None` for an empty directory or the same run.
+pub fn foreign_run(dir: &Path, this_run: &str) -> Option<String> {
+    let path = dir.join(CONFIG);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        // no config: no run to protect (a metrics.jsonl alone is a run's leftover, or a
+        // fault a test plants; training here records its own failure if it cannot write)
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(format!("{}: {e}", path.display())),
+    };
+    let id = toml::from_str::<toml::Table>(&text).ok().and_then(|mut t| {
+        t.insert("device".into(), toml::Value::String("cpu".into()));
+        crate::config::RunConfig::from_table(t).ok().map(|c| run_id(&c))
+    });
+    match id {
+        Some(id) if id == this_run => None,
+        Some(id) => Some(format!("its {CONFIG} is run {id}")),
+        None => Some(format!("its {CONFIG} cannot be read as a run config")),
+    }
 }
 
 /// What a run directory says about its run.

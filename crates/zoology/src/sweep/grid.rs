@@ -164,15 +164,45 @@ impl Sweep {
                 key => product.push((key.to_string(), list_of(&v, &format!("sweep.\"{key}\""))?)),
             }
         }
+        crate::limits::check_path_part(&name, "sweep.name")?;
         for (k, vals) in product {
             axes.push(vals.into_iter().map(|v| vec![(k.clone(), v)]).collect());
         }
         if presets.is_empty() {
             presets.push((String::new(), vec![]));
         }
+        check_run_count(&presets, &axes)?;
         let runs = expand(&base, &presets, &axes, origin)?;
         Ok(Sweep { name, path: origin.into(), runs, slurm })
     }
+}
+
+/// The number of runs a grid expands to (presets × the product of the axes' lengths), counted
+/// before anything is expanded; `None` when it does not fit in a `u128` (far above any limit).
+pub fn run_count(presets: usize, axis_lens: &[usize]) -> Option<u128> {
+    axis_lens.iter().try_fold(presets as u128, |n, &k| n.checked_mul(k as u128))
+}
+
+/// Refuses a grid of more than [`crate::limits::MAX_SWEEP_RUNS`] runs before it is expanded.
+fn check_run_count(presets: &[Preset], axes: &[Axis]) -> Result<()> {
+    let max = crate::limits::MAX_SWEEP_RUNS;
+    let lens: Vec<usize> = axes.iter().map(|a| a.len()).collect();
+    let n = run_count(presets.len(), &lens);
+    if n.map_or(true, |n| n > max as u128) {
+        let shown = n.map(|n| n.to_string()).unwrap_or_else(|| "more than 2^128".into());
+        let mut factors: Vec<String> = lens.iter().map(|l| l.to_string()).collect();
+        if presets.len() > 1 {
+            factors.insert(0, format!("{} presets", presets.len()));
+        }
+        return Err(config_err(
+            "sweep",
+            format!(
+                "this grid expands to {shown} runs ({}), more than the limit of {max} runs per sweep; split it into several sweep files or shorten its lists",
+                factors.join(" × ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A mixer preset of `[sweep.mixers.NAME]`: its name and the `key = value` settings it applies.
@@ -244,8 +274,9 @@ fn mixer_presets(v: &toml::Value) -> Result<Vec<Preset>> {
 fn expand(base: &toml::Table, presets: &[Preset], axes: &[Axis], origin: &str) -> Result<Vec<RunSpec>> {
     let mut runs = vec![];
     let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    let points: usize = axes.iter().map(|a| a.len()).product();
     for (pname, psets) in presets {
-        for combo in cartesian(axes) {
+        for combo in (0..points).map(|i| point_at(axes, i)) {
             let index = runs.len();
             let mut table = base.clone();
             let mut point = vec![];
@@ -290,20 +321,15 @@ fn list_of(v: &toml::Value, field: &str) -> Result<Vec<toml::Value>> {
     Ok(a.clone())
 }
 
-fn cartesian(axes: &[Axis]) -> Vec<Vec<(String, toml::Value)>> {
-    let mut out: Vec<Vec<(String, toml::Value)>> = vec![vec![]];
-    for axis in axes {
-        let mut next = vec![];
-        for prefix in &out {
-            for choice in axis {
-                let mut p = prefix.clone();
-                p.extend(choice.iter().cloned());
-                next.push(p);
-            }
-        }
-        out = next;
+/// Point `i` of the axes' product (the last axis varies fastest), built alone: a grid is never
+/// materialised whole.
+fn point_at(axes: &[Axis], mut i: usize) -> Vec<(String, toml::Value)> {
+    let mut picks = vec![0; axes.len()];
+    for (k, axis) in axes.iter().enumerate().rev() {
+        picks[k] = i % axis.len();
+        i /= axis.len();
     }
-    out
+    axes.iter().zip(picks).flat_map(|(axis, j)| axis[j].iter().cloned()).collect()
 }
 
 /// Reads a dotted path (numeric components index arrays).
@@ -460,6 +486,50 @@ mixer = { name = "attention", num_heads = 1 }
         assert!(e.contains("same config"), "{e}");
         let e = parse("[sweep]\n\"model.d_model\" = [16]\n[slurm]\npartiton = \"x\"\n").unwrap_err().to_string();
         assert!(e.contains("slurm") && e.contains("partiton"), "{e}");
+    }
+
+    /// A grid is counted before it is expanded: above the limit it is refused at once with its
+    /// size and the limit (10⁹ points used to abort in an allocation; 10⁶ ran for minutes).
+    #[test]
+    fn grids_above_the_limit_are_refused_before_expansion() {
+        let list = |n: usize| format!("[{}]", (0..n).map(|i| (i + 1).to_string()).collect::<Vec<_>>().join(", "));
+        let max = crate::limits::MAX_SWEEP_RUNS;
+        // just above the limit: two lists whose product is max + something
+        let a = 101;
+        let b = max / 100;
+        let t0 = std::time::Instant::now();
+        let text = format!("[sweep]\n\"train.epochs\" = {}\n\"seed\" = {}\n", list(a), list(b));
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("`sweep`") && e.contains(&format!("{} runs", a * b)) && e.contains(&max.to_string()), "{e}");
+        // 10^9 and astronomically many points: counted without overflow, refused as fast
+        let keys: String = (0..9).map(|k| format!("\"train.solve_thresholds.{k}\" = {}\n", list(10))).collect();
+        let e = parse(&format!("[sweep]\n{keys}")).unwrap_err().to_string();
+        assert!(e.contains("1000000000 runs"), "{e}");
+        let keys: String = (0..60).map(|k| format!("\"x{k}\" = {}\n", list(10))).collect();
+        let e = parse(&format!("[sweep]\n{keys}")).unwrap_err().to_string();
+        assert!(e.contains("more than 2^128"), "{e}");
+        assert!(t0.elapsed().as_secs_f64() < 30.0, "refusing took {:?}", t0.elapsed());
+        assert_eq!(run_count(3, &[2, 5]), Some(30));
+        assert_eq!(run_count(1, &[usize::MAX, usize::MAX, usize::MAX]), None);
+        // points are expanded one at a time in the same order as before
+        let s = parse("[sweep]\n\"model.d_model\" = [16, 32]\n\"train.lr\" = [1e-3, 3e-3, 1e-2]\n").unwrap();
+        let got: Vec<(i64, f64)> = s.runs.iter().map(|r| (r.config.model.d_model, r.config.train.lr)).collect();
+        assert_eq!(got, [(16, 1e-3), (16, 3e-3), (16, 1e-2), (32, 1e-3), (32, 3e-3), (32, 1e-2)]);
+    }
+
+    /// A sweep's name is a directory (`sweeps/<name>`): names that would leave it are refused.
+    #[test]
+    fn sweep_names_that_are_not_one_directory_are_refused() {
+        for bad in ["../../x", "/tmp/x", "a/b", "..", ".", "", "a\\b", "x\ny"] {
+            let e = parse(&format!("[sweep]\nname = {bad:?}\n\"model.d_model\" = [16]\n")).unwrap_err().to_string();
+            assert!(e.contains("`sweep.name`"), "{bad:?}: {e}");
+        }
+        let s = parse("[sweep]\nname = \"figure2.v2_b-c\"\n\"model.d_model\" = [16]\n").unwrap();
+        assert_eq!(crate::sweep::default_out(&s), std::path::Path::new("sweeps/figure2.v2_b-c"));
+        // a run config's name is a directory name too (`runs/<name>-<id>`)
+        let text = format!("name = \"../../y\"\n{BASE}\n[sweep]\n\"model.d_model\" = [16]\n");
+        let e = Sweep::parse(&text, "t.toml", "t").unwrap_err().to_string();
+        assert!(e.contains(": name`") && e.contains("separator"), "{e}");
     }
 
     /// Mixer names a sweep file's presets use (`name = "..."` on `mixer = ...` lines).

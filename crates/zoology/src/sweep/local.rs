@@ -6,6 +6,7 @@
 //! runs, resumes interrupted ones and leaves runs another process trains alone.
 
 use super::{reset_failed, run_dir, RunState, Sweep};
+use crate::console::Progress;
 use crate::error::{io_err, Error, Result};
 use crate::rundir::{self, RunLock};
 use crate::train::metrics::{read_lines, MetricLine};
@@ -56,6 +57,9 @@ struct Active {
 pub const EXIT_BUSY: i32 = 3;
 /// Exit status of `sweep run-one` (and `train`) when the run failed or diverged.
 pub const EXIT_FAILED: i32 = 2;
+/// Exit status the local backend asks `sweep run-one` for (`--exit-if-finished`) when the run
+/// had already finished and the child trained nothing: another process finished it.
+pub const EXIT_ALREADY_FINISHED: i32 = 4;
 
 /// Signals that stop a run from outside (a user, a scheduler, this sweep's death): the run is
 /// interrupted and resumable, not failed.
@@ -124,27 +128,9 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
     let mut report = LocalReport { adopted: super::adopt_renamed(sweep, &opts.out)?, ..Default::default() };
     let mut queue = queue_runs(sweep, opts, &mut report)?;
     let total = queue.len();
-    let mp = MultiProgress::with_draw_target(if opts.quiet {
-        ProgressDrawTarget::hidden()
-    } else {
-        ProgressDrawTarget::stderr()
-    });
-    for (i, note) in &report.retried {
-        mp.println(format!("  [{i}] {}: retrying; it {note}", sweep.runs[*i].label())).ok();
-    }
-    if !report.elsewhere.is_empty() {
-        let n = report.elsewhere.len();
-        mp.println(format!("  {n} runs are being trained by another process; leaving them alone")).ok();
-    }
-    let overall = mp.add(ProgressBar::new(total as u64));
-    overall.set_style(
-        ProgressStyle::with_template(
-            "sweep {prefix} [{elapsed_precise}] {bar:30.green/white} {pos}/{len} finished  {msg}",
-        )
-        .unwrap()
-        .progress_chars("=> "),
-    );
-    overall.set_prefix(sweep.name.clone());
+    // bars on a terminal; otherwise one plain line per finished run (crate::console)
+    let progress = Progress::detect(opts.quiet);
+    let (mp, overall) = start_display(sweep, &report, progress, total, workers);
     let mut active: Vec<Active> = vec![];
     let mut durations: Vec<f64> = vec![];
     let mut failed_now = 0usize;
@@ -178,10 +164,22 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
             let a = active.remove(k);
             let line = reap(sweep, opts, &a, status, &mut report, &mut failed_now)?;
             durations.push(a.started.elapsed().as_secs_f64());
+            overall.inc(1);
+            let finished = overall.position() as usize;
+            let left = format!(
+                "{} running, {} queued, {}",
+                active.len(),
+                queue.len(),
+                eta(&durations, total - finished, workers)
+            );
             mp.println(format!("  [{}] {}: {line}", a.index, sweep.runs[a.index].label())).ok();
+            progress.line(&format!(
+                "[{finished}/{total}] [{}] {}: {line}; {left}",
+                a.index,
+                sweep.runs[a.index].label()
+            ));
             a.bar.finish_and_clear();
             mp.remove(&a.bar);
-            overall.inc(1);
         }
         let finished = overall.position() as usize;
         let eta = eta(&durations, total - finished, workers);
@@ -195,6 +193,48 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
     overall.finish_and_clear();
     report.wall_s = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The progress display of a sweep: the bars (drawn on a terminal only) and, before them, the
+/// notes on retried runs and runs another process trains (as plain lines when piped).
+fn start_display(
+    sweep: &Sweep,
+    report: &LocalReport,
+    progress: Progress,
+    total: usize,
+    workers: usize,
+) -> (MultiProgress, ProgressBar) {
+    let mp = MultiProgress::with_draw_target(if progress == Progress::Bars {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let say = |text: String| {
+        mp.println(&text).ok();
+        progress.line(&text);
+    };
+    for (i, note) in &report.retried {
+        say(format!("  [{i}] {}: retrying; it {note}", sweep.runs[*i].label()));
+    }
+    if !report.elsewhere.is_empty() {
+        let n = report.elsewhere.len();
+        say(format!("  {n} runs are being trained by another process; leaving them alone"));
+    }
+    progress.line(&format!(
+        "sweep {}: {total} runs to run, {} at a time; a line as each finishes",
+        sweep.name,
+        workers.min(total.max(1))
+    ));
+    let overall = mp.add(ProgressBar::new(total as u64));
+    overall.set_style(
+        ProgressStyle::with_template(
+            "sweep {prefix} [{elapsed_precise}] {bar:30.green/white} {pos}/{len} finished  {msg}",
+        )
+        .unwrap()
+        .progress_chars("=> "),
+    );
+    overall.set_prefix(sweep.name.clone());
+    (mp, overall)
 }
 
 /// Sorts every run of the sweep by its directory's state: finished runs are skipped, failed
@@ -234,7 +274,8 @@ fn spawn_run(sweep: &Sweep, opts: &LocalOptions, i: usize, threads: usize) -> Re
     cmd.args(["sweep", "run-one"])
         .arg(&sweep.path)
         .args(["--index", &i.to_string(), "--threads", &threads.to_string(), "-q", "--out"])
-        .arg(&opts.out);
+        .arg(&opts.out)
+        .args(["--exit-if-finished", &EXIT_ALREADY_FINISHED.to_string()]);
     if let Some(d) = &opts.device {
         cmd.args(["--device", d]);
     }
@@ -270,11 +311,27 @@ fn reap(
     failed_now: &mut usize,
 ) -> Result<String> {
     let dir = run_dir(&opts.out, &sweep.runs[a.index]);
+    // the child trained nothing: another process holds the run, or finished it before the
+    // child could claim it; it is not this sweep's run (whatever its state is now)
+    let elsewhere = match status.code() {
+        Some(EXIT_BUSY) => Some("another process is training it; left alone"),
+        Some(EXIT_ALREADY_FINISHED) => Some("another process finished it meanwhile; left alone"),
+        _ => None,
+    };
+    if let Some(why) = elsewhere {
+        report.elsewhere.push(a.index);
+        report.ran -= 1;
+        return Ok(why.to_string());
+    }
     Ok(match judge_exit(&dir, status) {
         RunState::Done => {
             report.done += 1;
             let s = crate::train::metrics::read_summary(&dir)?;
-            format!("done  best acc {:.3}  ({:.0} s)", s.best_accuracy, a.started.elapsed().as_secs_f64())
+            format!(
+                "done  best acc {:.3}  ({})",
+                s.best_accuracy,
+                crate::console::duration(a.started.elapsed().as_secs_f64())
+            )
         }
         RunState::Failed(why) => {
             report.failed.push((a.index, why.clone()));

@@ -117,11 +117,27 @@ pub fn reset_failed(dir: &Path, cfg: &RunConfig) -> Result<String> {
     Ok(note.unwrap_or_else(|| "starts from scratch (it had no checkpoint)".into()))
 }
 
+/// What [`run_one`] did: trained the run (to its final state), or found it already finished
+/// (by another process, or an earlier sweep) and left it as it was.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    Trained(RunState),
+    AlreadyFinished(RunState),
+}
+
+impl RunOutcome {
+    pub fn state(&self) -> &RunState {
+        match self {
+            RunOutcome::Trained(s) | RunOutcome::AlreadyFinished(s) => s,
+        }
+    }
+}
+
 /// Trains run `index` of the sweep into `out` (resuming when possible) and returns its final
-/// state. Claims the run with its directory's lock first: when another process holds it (or a
-/// live running.json names one), returns [`Error::Busy`] and touches nothing. Errors and panics
-/// while training are recorded in failed.json by the trainer. `device` overrides the config's
-/// device (not part of the run id).
+/// state, and whether this call trained it. Claims the run with its directory's lock first:
+/// when another process holds it (or a live running.json names one), returns [`Error::Busy`] and
+/// touches nothing. Errors and panics while training are recorded in failed.json by the trainer.
+/// `device` overrides the config's device (not part of the run id).
 pub fn run_one(
     sweep: &Sweep,
     index: usize,
@@ -129,7 +145,7 @@ pub fn run_one(
     threads: Option<usize>,
     device: Option<&str>,
     quiet: bool,
-) -> Result<RunState> {
+) -> Result<RunOutcome> {
     let spec = sweep.runs.get(index).ok_or_else(|| {
         Error::Other(format!(
             "--index {index} is out of range: {} has {} runs (0..{})",
@@ -143,7 +159,7 @@ pub fn run_one(
     let Some(lock) = RunLock::try_acquire(&dir)? else { return Err(marker::busy_error(&dir)) };
     let state = run_state(&dir);
     if state.is_finished() {
-        return Ok(state);
+        return Ok(RunOutcome::AlreadyFinished(state));
     }
     if state == RunState::Running
         && rundir::RunningMarker::read(&dir).map(|m| m.host != rundir::hostname()).unwrap_or(true)
@@ -177,7 +193,7 @@ pub fn run_one(
         &TrainOptions { out_dir: dir.clone(), resume, quiet, label: format!("[{index}] {}", spec.label()) },
         &lock,
     )?;
-    Ok(run_state(&dir))
+    Ok(RunOutcome::Trained(run_state(&dir)))
 }
 
 /// Counts of run states.

@@ -93,6 +93,9 @@ pub fn export(
     let shape = [seg.n as i64, seg.seq_len as i64];
     let inputs = Tensor::from_slice(&seg.inputs).view(shape).to_kind(Kind::Int64);
     let targets = Tensor::from_slice(&seg.targets).view(shape).to_kind(Kind::Int64);
+    // open the file ourselves first: a read-only or missing target is an io error naming the
+    // path (tch's writers report it as Rust debug text)
+    std::fs::File::create(path).map_err(io_err(path))?;
     let werr = |e: tch::TchError| Error::Other(format!("writing {}: {e}", path.display()));
     match format {
         Format::Safetensors => {

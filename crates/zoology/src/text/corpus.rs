@@ -309,6 +309,10 @@ impl CorpusManifest {
     /// Reads `<dir>/corpus.json` and checks that `documents.jsonl` still has its checksum.
     pub fn load_verified(dir: &Path) -> Result<CorpusManifest> {
         let p = dir.join("corpus.json");
+        match std::fs::metadata(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&p)(e)),
+            _ => {}
+        }
         if !p.exists() {
             return Err(Error::Data(format!("{} not found: the corpus is not prepared; run `zoology corpus fetch` (see `zoology corpus fetch --help`)", p.display())));
         }

@@ -139,6 +139,8 @@ fn lr_at(cfg: &crate::config::TrainConfig, step: usize, total: usize) -> f64 {
 pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Summary> {
     let cfg = cfg.resolved()?;
     cfg.validate()?;
+    // a run that cannot fit here is refused before its directory is created
+    cfg.memory_estimate().check_fits_here()?;
     let dir = &opts.out_dir;
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let lock = RunLock::acquire(dir)?;
@@ -169,7 +171,14 @@ pub fn train_locked(cfg: &RunConfig, opts: &TrainOptions, lock: &RunLock) -> Res
             "{} already holds a run; pass --resume to continue it, or choose another --out",
             dir.display()
         )));
+    } else if let Some(other) = rundir::foreign_run(dir, &rundir::run_id(cfg)) {
+        return Err(Error::Other(format!(
+            "{} holds another run ({other}) without a checkpoint; training here would overwrite its files: choose another --out, or delete it",
+            dir.display()
+        )));
     }
+    // temporary files of a process killed mid-write (we hold the lock: nobody else writes here)
+    rundir::remove_temporaries(dir);
     let _ = std::fs::remove_file(dir.join(rundir::FAILED)); // trying again
     let mut heartbeat = Heartbeat::start(dir, lock)?;
     let result = catch_panic(|| run(cfg, opts));
@@ -247,6 +256,10 @@ struct Session<'a> {
     tick: Instant,
     /// The copy and AR-hit probes of a text run ([`super::probes`]).
     probes: Option<super::probes::TextProbes>,
+    /// Bars, a plain line per epoch, or nothing ([`crate::console`]); the run's wall time when
+    /// the epoch in progress began.
+    progress: crate::console::Progress,
+    epoch_mark: f64,
 }
 
 /// Phases of a run: open the run directory (identity, resume), build data, model and optimiser,
@@ -339,6 +352,8 @@ impl<'a> Session<'a> {
             tokens_since: 0,
             tick: Instant::now(),
             probes,
+            progress: crate::console::Progress::detect(opts.quiet),
+            epoch_mark: wall_before,
         })
     }
 
@@ -476,6 +491,7 @@ impl<'a> Session<'a> {
         let ev = self.evaluate_and_record(epochs_completed)?;
         self.st.epochs_done = self.st.epoch + 1;
         self.show_eval(out.last_loss, &ev);
+        self.epoch_line(out.last_loss, &ev);
         let diverged = !ev.loss.is_finite();
         let early = ev.accuracy > self.cfg.train.early_stop_accuracy;
         if diverged {
@@ -498,6 +514,23 @@ impl<'a> Session<'a> {
             return Ok(Some(Outcome { stop: out.stop, reason: out.reason.take(), last_loss: out.last_loss }));
         }
         Ok(None)
+    }
+
+    /// The plain progress line of a finished epoch (when there is no terminal to draw on).
+    fn epoch_line(&mut self, last_loss: f64, ev: &EvalResult) {
+        use crate::console::duration;
+        let now = self.wall();
+        self.progress.line(&format!(
+            "epoch {}/{} done in {} ({} in all): train loss {last_loss:.4}, test {} {:.4}, test loss {:.4}",
+            self.st.epoch + 1,
+            self.cfg.train.epochs,
+            duration(now - self.epoch_mark),
+            duration(now),
+            ev.metric,
+            ev.accuracy,
+            ev.loss
+        ));
+        self.epoch_mark = now;
     }
 
     fn show_eval(&self, last_loss: f64, ev: &EvalResult) {
@@ -592,7 +625,7 @@ fn restore(
 }
 
 fn progress_bar(opts: &TrainOptions, total_steps: usize, position: usize) -> ProgressBar {
-    let pb = if opts.quiet {
+    let pb = if crate::console::Progress::detect(opts.quiet) != crate::console::Progress::Bars {
         ProgressBar::with_draw_target(Some(total_steps as u64), ProgressDrawTarget::hidden())
     } else {
         ProgressBar::new(total_steps as u64)

@@ -113,6 +113,12 @@ pub struct S4d {
 }
 
 impl S4d {
+    /// Parameters of [`S4d::new`]`(_, h, n_state, _, trained_b)`: log Δ per channel, and per
+    /// channel and mode (m = n_state / 2) log(−Re A), Im A, C (re, im), and B (re, im) when trained.
+    pub fn params(h: i64, n_state: i64, trained_b: bool) -> f64 {
+        let m = n_state / 2;
+        (h + 4 * h * m + if trained_b { 2 * h * m } else { 0 }) as f64
+    }
     /// `n_state` = N (even): `N/2` complex modes per channel.
     pub fn new(p: nn::Path, h: i64, n_state: i64, disc: Discretization, trained_b: bool) -> Self {
         let m = n_state / 2;
