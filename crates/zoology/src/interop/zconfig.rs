@@ -1,0 +1,314 @@
+//! Model configs: zoology-rs `[model]` ↔ Zoology's `ModelConfig` (pydantic, as JSON).
+//!
+//! Export writes every field of Zoology's `ModelConfig` explicitly. Import reads a
+//! `ModelConfig` as JSON with Zoology's defaults for absent fields; an unknown field, or a value
+//! zoology-rs has no equivalent for (another block type, frozen embeddings, drop path, another
+//! LayerNorm epsilon, `use_act`, an MLP width other than 4·d, a mixer outside
+//! [`super::names::SHARED_MIXERS`], an unknown mixer keyword), is an error naming the field.
+//! `embedding_init_type` and `name` only affect initialisation and labels and are ignored.
+
+use super::names::SHARED_MIXERS;
+use crate::error::{config_err, Result};
+use crate::mixers::base_conv::{BaseConvConfig, KernelSize, LongFilter};
+use crate::model::state_mixer::StateMixerKind;
+use crate::model::{BlockKind, ModelConfig};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+const MHA: &str = "zoology.mixers.attention.MHA";
+const BASE_CONV: &str = "zoology.mixers.base_conv.BaseConv";
+const IDENTITY: &str = "torch.nn.Identity";
+const MLP: &str = "zoology.mixers.mlp.MLP";
+
+fn get<'a>(t: &'a toml::Table, k: &str) -> Option<&'a toml::Value> {
+    t.get(k)
+}
+
+/// Zoology's `ModelConfig` (as JSON) for a zoology-rs model config; `max_seq_len` is the
+/// longest sequence of the run (BaseConv's `l_max`).
+pub fn to_zoology(m: &ModelConfig, vocab_size: i64, max_seq_len: i64) -> Result<Value> {
+    if m.block_kind() != BlockKind::Transformer {
+        return Err(config_err("model.block", "only the transformer block (Zoology's TransformerBlock) is exported"));
+    }
+    if m.backbone != crate::tasks::Backbone::LanguageModel {
+        return Err(config_err("model.backbone", "only `language_model` has a Zoology counterpart"));
+    }
+    if !m.tie_embeddings {
+        return Err(config_err(
+            "model.tie_embeddings",
+            "Zoology ties the head to learnable word embeddings; an untied model has no Zoology counterpart",
+        ));
+    }
+    let state_mixer = match m.state_mixer {
+        StateMixerKind::Identity => json!({"name": IDENTITY, "kwargs": {}}),
+        StateMixerKind::Mlp => json!({"name": MLP, "kwargs": {"hidden_mult": 4}}),
+        other => {
+            return Err(config_err(
+                "model.state_mixer",
+                format!("{other:?} has no Zoology counterpart that computes the same; use \"identity\" or \"mlp\""),
+            ))
+        }
+    };
+    Ok(json!({
+        "sequence_mixer": mixer_to_zoology(&m.mixer, max_seq_len)?,
+        "state_mixer": state_mixer,
+        "d_model": m.d_model,
+        "n_layers": m.n_layers,
+        "max_position_embeddings": m.max_position_embeddings,
+        "learnable_word_embeddings": true,
+        "embedding_init_type": "default",
+        "vocab_size": vocab_size,
+        "resid_dropout": m.resid_dropout,
+        "embed_dropout": m.embed_dropout,
+        "drop_path": 0.0,
+        "layer_norm_epsilon": 1e-5,
+        "pad_vocab_size_multiple": 1,
+        "block_type": "TransformerBlock",
+        "name": "default",
+    }))
+}
+
+fn mixer_to_zoology(t: &toml::Table, max_seq_len: i64) -> Result<Value> {
+    let name = get(t, "name").and_then(|v| v.as_str()).unwrap_or("");
+    match name {
+        "attention" => {
+            if get(t, "rope").and_then(|v| v.as_bool()) == Some(true) {
+                return Err(config_err(
+                    "model.mixer.rope",
+                    "Zoology's MHA has no rotary embeddings; export needs rope = false",
+                ));
+            }
+            let heads = get(t, "num_heads").and_then(|v| v.as_integer()).unwrap_or(1);
+            let dropout = get(t, "dropout").and_then(|v| v.as_float()).unwrap_or(0.0);
+            Ok(json!({"name": MHA, "kwargs": {"num_heads": heads, "dropout": dropout}}))
+        }
+        "base_conv" => {
+            let mut c = t.clone();
+            c.remove("name");
+            let c: BaseConvConfig = toml::Value::Table(c)
+                .try_into()
+                .map_err(|e| config_err("model.mixer", format!("not a base_conv config: {e}")))?;
+            if c.filter_emb_dim != 3 || c.filter_hidden != 16 {
+                return Err(config_err(
+                    "model.mixer.filter_emb_dim",
+                    "Zoology's BaseConv builds its implicit filter with d_emb = 3 and d_hidden = 16 (it does not pass them on); export needs filter_emb_dim = 3, filter_hidden = 16",
+                ));
+            }
+            let ks = match &c.kernel_size {
+                KernelSize::One(k) => json!(k),
+                KernelSize::PerLayer(v) => json!(v),
+            };
+            Ok(json!({"name": BASE_CONV, "kwargs": {
+                "l_max": max_seq_len, "kernel_size": ks,
+                "implicit_long_conv": c.long_filter == LongFilter::Implicit, "use_act": false}}))
+        }
+        other => Err(config_err(
+            "model.mixer.name",
+            format!("{other:?} has no Zoology export yet; export/import cover {SHARED_MIXERS:?}"),
+        )),
+    }
+}
+
+fn d_model() -> i64 {
+    128
+}
+fn n_layers() -> i64 {
+    2
+}
+fn positions() -> i64 {
+    64
+}
+fn yes() -> bool {
+    true
+}
+fn vocab() -> i64 {
+    8192
+}
+fn embed_dropout() -> f64 {
+    0.1
+}
+fn eps() -> f64 {
+    1e-5
+}
+fn one() -> i64 {
+    1
+}
+fn transformer() -> String {
+    "TransformerBlock".into()
+}
+fn default_state_mixer() -> Module {
+    Module { name: MLP.into(), kwargs: [("hidden_mult".to_string(), json!(4))].into_iter().collect() }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Module {
+    name: String,
+    #[serde(default)]
+    kwargs: Map<String, Value>,
+}
+
+/// Zoology's `ModelConfig` with its defaults.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZModelConfig {
+    sequence_mixer: Option<Module>,
+    #[serde(default = "default_state_mixer")]
+    state_mixer: Module,
+    #[serde(default = "d_model")]
+    d_model: i64,
+    #[serde(default = "n_layers")]
+    n_layers: i64,
+    #[serde(default = "positions")]
+    max_position_embeddings: i64,
+    #[serde(default = "yes")]
+    learnable_word_embeddings: bool,
+    #[serde(default)]
+    #[allow(dead_code)]
+    embedding_init_type: Option<String>,
+    #[serde(default = "vocab")]
+    vocab_size: i64,
+    #[serde(default)]
+    resid_dropout: f64,
+    #[serde(default = "embed_dropout")]
+    embed_dropout: f64,
+    #[serde(default)]
+    drop_path: f64,
+    #[serde(default = "eps")]
+    layer_norm_epsilon: f64,
+    #[serde(default = "one")]
+    pad_vocab_size_multiple: i64,
+    #[serde(default = "transformer")]
+    block_type: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    name: Option<String>,
+}
+
+/// What an imported Zoology model config means here.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub model: ModelConfig,
+    pub vocab_size: i64,
+    /// BaseConv's `l_max` when a layer has a long filter (its length must be the run's longest
+    /// sequence here).
+    pub long_filter_len: Option<i64>,
+}
+
+/// Reads Zoology's `ModelConfig` JSON (`field` names it in errors).
+pub fn from_zoology(v: &Value, field: &str) -> Result<Imported> {
+    let z: ZModelConfig = serde_json::from_value(v.clone())
+        .map_err(|e| config_err(field, format!("not a Zoology ModelConfig this build can import: {e}")))?;
+    let bad = |f: &str, why: &str| config_err(format!("{field}.{f}"), why.to_string());
+    if z.block_type != "TransformerBlock" {
+        return Err(bad(
+            "block_type",
+            "only TransformerBlock is imported (zoology-rs's mamba block has no importer yet)",
+        ));
+    }
+    if !z.learnable_word_embeddings {
+        return Err(bad("learnable_word_embeddings", "frozen, untied embeddings have no zoology-rs counterpart"));
+    }
+    if z.drop_path != 0.0 {
+        return Err(bad("drop_path", "zoology-rs has no stochastic depth; only drop_path = 0 is imported"));
+    }
+    if (z.layer_norm_epsilon - 1e-5).abs() > 1e-12 {
+        return Err(bad("layer_norm_epsilon", "zoology-rs's LayerNorms use eps = 1e-5"));
+    }
+    if z.pad_vocab_size_multiple < 1 || z.vocab_size % z.pad_vocab_size_multiple != 0 {
+        return Err(bad(
+            "pad_vocab_size_multiple",
+            "Zoology would pad the vocabulary; give the padded vocab_size and pad_vocab_size_multiple = 1",
+        ));
+    }
+    let state_mixer = match (z.state_mixer.name.as_str(), &z.state_mixer.kwargs) {
+        (IDENTITY, _) => "identity",
+        (MLP, kw) if kw.len() == 1 && kw.get("hidden_mult") == Some(&json!(4)) => "mlp",
+        _ => {
+            return Err(bad(
+                "state_mixer",
+                "only torch.nn.Identity and zoology.mixers.mlp.MLP with kwargs {hidden_mult: 4} are imported",
+            ))
+        }
+    };
+    let seq = z.sequence_mixer.ok_or_else(|| bad("sequence_mixer", "is missing"))?;
+    let (mixer, long_filter_len) = mixer_from_zoology(&seq, z.n_layers, &format!("{field}.sequence_mixer"))?;
+    let mut t = toml::Table::new();
+    t.insert("d_model".into(), z.d_model.into());
+    t.insert("n_layers".into(), z.n_layers.into());
+    t.insert("max_position_embeddings".into(), z.max_position_embeddings.into());
+    t.insert("block".into(), "transformer".into());
+    t.insert("state_mixer".into(), state_mixer.into());
+    t.insert("embed_dropout".into(), z.embed_dropout.into());
+    t.insert("resid_dropout".into(), z.resid_dropout.into());
+    t.insert("tie_embeddings".into(), true.into());
+    t.insert("mixer".into(), toml::Value::Table(mixer));
+    let model: ModelConfig =
+        toml::Value::Table(t).try_into().map_err(|e| config_err(field, format!("translated model config: {e}")))?;
+    Ok(Imported { model, vocab_size: z.vocab_size, long_filter_len })
+}
+
+fn mixer_from_zoology(m: &Module, n_layers: i64, field: &str) -> Result<(toml::Table, Option<i64>)> {
+    let mut kw = m.kwargs.clone();
+    let mut take = |k: &str| kw.remove(k);
+    let mut t = toml::Table::new();
+    let mut long = None;
+    let err = |f: &str, why: String| config_err(format!("{field}.kwargs.{f}"), why);
+    match m.name.as_str() {
+        MHA => {
+            t.insert("name".into(), "attention".into());
+            let h = take("num_heads").map_or(Some(1), |v| v.as_i64());
+            t.insert("num_heads".into(), h.ok_or_else(|| err("num_heads", "must be an integer".into()))?.into());
+            let p = take("dropout").map_or(Some(0.0), |v| v.as_f64());
+            t.insert("dropout".into(), p.ok_or_else(|| err("dropout", "must be a number".into()))?.into());
+            if take("bias").is_some_and(|b| b != json!(true)) {
+                return Err(err(
+                    "bias",
+                    "zoology-rs's attention projections have biases; only bias = true is imported".into(),
+                ));
+            }
+        }
+        BASE_CONV => {
+            t.insert("name".into(), "base_conv".into());
+            let l_max = take("l_max")
+                .and_then(|v| v.as_i64())
+                .ok_or_else(|| err("l_max", "must be an integer (BaseConv requires it)".into()))?;
+            let ks = take("kernel_size").unwrap_or(json!(3));
+            let list: Vec<i64> = match &ks {
+                Value::Number(n) => vec![n.as_i64().unwrap_or(0); n_layers.max(1) as usize],
+                Value::Array(a) => a.iter().map(|x| x.as_i64().unwrap_or(0)).collect(),
+                _ => return Err(err("kernel_size", "must be an integer or a list of integers".into())),
+            };
+            let ksv: toml::Value = match &ks {
+                Value::Number(_) => list[0].into(),
+                _ => toml::Value::Array(list.iter().map(|&k| k.into()).collect()),
+            };
+            t.insert("kernel_size".into(), ksv);
+            let implicit = take("implicit_long_conv").map_or(Some(true), |v| v.as_bool());
+            let implicit = implicit.ok_or_else(|| err("implicit_long_conv", "must be true or false".into()))?;
+            t.insert("long_filter".into(), if implicit { "implicit" } else { "explicit" }.into());
+            if take("use_act").is_some_and(|b| b != json!(false)) {
+                return Err(err(
+                    "use_act",
+                    "zoology-rs's base_conv has no SiLU gates; only use_act = false is imported".into(),
+                ));
+            }
+            if list.iter().take(n_layers as usize).any(|&k| k == -1) {
+                long = Some(l_max);
+            }
+        }
+        other => {
+            return Err(config_err(
+                format!("{field}.name"),
+                format!("{other:?} has no importer yet; import covers {MHA} and {BASE_CONV}"),
+            ))
+        }
+    }
+    if let Some(k) = kw.keys().next() {
+        return Err(err(
+            k,
+            format!("is not a keyword zoology-rs maps for {}; remove it or extend the importer", m.name),
+        ));
+    }
+    Ok((t, long))
+}
