@@ -182,10 +182,14 @@ pub struct ExportReport {
     pub weights: PathBuf,
     pub config: PathBuf,
     pub tensors: usize,
+    /// The test data file, when asked for.
+    pub test: Option<PathBuf>,
 }
 
-/// `zoology export RUN_DIR --format zoology --out FILE`.
-pub fn export_run(dir: &Path, out: &Path) -> Result<ExportReport> {
+/// `zoology export RUN_DIR --format zoology --out FILE [--test-data]`; with `test_data`, the
+/// run's test segments (regenerated from its config, as its evaluation saw them) go to
+/// `FILE.test.safetensors` as `inputs/<i>` and `targets/<i>` (int64, ignore index −100).
+pub fn export_run(dir: &Path, out: &Path, test_data: bool) -> Result<ExportReport> {
     if out.extension().and_then(|e| e.to_str()) != Some("safetensors") {
         return Err(config_err(
             "--out",
@@ -210,7 +214,18 @@ pub fn export_run(dir: &Path, out: &Path) -> Result<ExportReport> {
     });
     let text = serde_json::to_string_pretty(&doc).expect("json");
     crate::rundir::write_atomic(&config, text.as_bytes())?;
-    Ok(ExportReport { weights: out.to_path_buf(), config, tensors: tensors.len() })
+    let test = test_data.then(|| out.with_extension("test.safetensors"));
+    if let Some(p) = &test {
+        let mut t = Vec::new();
+        for (i, seg) in run.cfg.generate_test().iter().enumerate() {
+            let (x, y) = seg.to_tensors(Device::Cpu);
+            t.push((format!("inputs/{i}"), x));
+            t.push((format!("targets/{i}"), y));
+        }
+        Tensor::write_safetensors(&t, p)
+            .map_err(|e| config_err("--out", format!("cannot write {}: {e}", p.display())))?;
+    }
+    Ok(ExportReport { weights: out.to_path_buf(), config, tensors: tensors.len(), test })
 }
 
 /// Reads a Zoology config JSON: the `ModelConfig` (under `"model"` or the whole object) and,
