@@ -12,6 +12,7 @@
 //! Mixers (the part after `mixer.`):
 //! - `attention` (`MHA`): `wqkv.*` ↔ `Wqkv.*` (rows q | k | v, heads contiguous inside each:
 //!   Zoology's `(three h d)`), `out_proj.*` ↔ `out_proj.*`.
+//! - `sliding_window` (`SlidingAttn`, one head, Zoology's window convention): as attention.
 //! - `base_conv` (`BaseConv`): `projection.*` ↔ `projection.*`; short conv `conv_weight`
 //!   `[D, k]` ↔ `conv.conv.weight` `[D, 1, k]` (same tap order: PyTorch's cross-correlation
 //!   with k−1 left padding), `conv_bias` ↔ `conv.conv.bias`; explicit long filter `filter`
@@ -25,7 +26,7 @@ use crate::error::{config_err, Result};
 
 /// The mixers whose parameters have a mapping (export and import refuse the others, naming
 /// this list).
-pub const SHARED_MIXERS: &[&str] = &["attention", "base_conv"];
+pub const SHARED_MIXERS: &[&str] = &["attention", "sliding_window", "base_conv"];
 
 /// One zoology-rs parameter's Zoology name and the shape Zoology stores it in.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,8 +79,8 @@ fn mixer_param(mixer: &str, p: &str, shape: &[i64]) -> Option<Mapped> {
     let (head, tail) = p.split_once('.').unwrap_or((p, ""));
     let dotted = |z: &str| plain(if tail.is_empty() { z.to_string() } else { format!("{z}.{tail}") });
     match (mixer, head) {
-        ("attention", "wqkv") => Some(dotted("Wqkv")),
-        ("attention", "out_proj") => Some(dotted("out_proj")),
+        ("attention" | "sliding_window", "wqkv") => Some(dotted("Wqkv")),
+        ("attention" | "sliding_window", "out_proj") => Some(dotted("out_proj")),
         ("base_conv", "projection") => Some(dotted("projection")),
         ("base_conv", "conv_weight") => {
             Some(Mapped { zoology: "conv.conv.weight".into(), zoology_shape: Some(vec![shape[0], 1, shape[1]]) })

@@ -134,6 +134,11 @@ fn attention_matches_zoology_step_exactly() {
 }
 
 #[test]
+fn sliding_window_matches_zoology_step_exactly() {
+    check_case("sliding_window");
+}
+
+#[test]
 fn base_conv_short_matches_zoology_step_exactly() {
     check_case("base_conv_short");
 }

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 const MHA: &str = "zoology.mixers.attention.MHA";
+const SLIDING: &str = "zoology.mixers.slide_attn.SlidingAttn";
 const BASE_CONV: &str = "zoology.mixers.base_conv.BaseConv";
 const IDENTITY: &str = "torch.nn.Identity";
 const MLP: &str = "zoology.mixers.mlp.MLP";
@@ -81,6 +82,19 @@ fn mixer_to_zoology(t: &toml::Table, max_seq_len: i64) -> Result<Value> {
             let heads = get(t, "num_heads").and_then(|v| v.as_integer()).unwrap_or(1);
             let dropout = get(t, "dropout").and_then(|v| v.as_float()).unwrap_or(0.0);
             Ok(json!({"name": MHA, "kwargs": {"num_heads": heads, "dropout": dropout}}))
+        }
+        "sliding_window" => {
+            let heads = get(t, "num_heads").and_then(|v| v.as_integer()).unwrap_or(1);
+            let conv = get(t, "window_convention").and_then(|v| v.as_str()).unwrap_or("zoology");
+            if heads != 1 || conv != "zoology" {
+                return Err(config_err(
+                    "model.mixer",
+                    "Zoology's SlidingAttn has one head and sees window + 1 tokens; export needs num_heads = 1 and window_convention = \"zoology\"",
+                ));
+            }
+            let w = get(t, "window").and_then(|v| v.as_integer()).unwrap_or(64);
+            let dropout = get(t, "dropout").and_then(|v| v.as_float()).unwrap_or(0.0);
+            Ok(json!({"name": SLIDING, "kwargs": {"block_size": w, "dropout": dropout}}))
         }
         "base_conv" => {
             let mut c = t.clone();
@@ -268,6 +282,21 @@ fn mixer_from_zoology(m: &Module, n_layers: i64, field: &str) -> Result<(toml::T
                 ));
             }
         }
+        SLIDING => {
+            t.insert("name".into(), "sliding_window".into());
+            let w = take("block_size").map_or(Some(256), |v| v.as_i64());
+            t.insert("window".into(), w.ok_or_else(|| err("block_size", "must be an integer".into()))?.into());
+            t.insert("window_convention".into(), "zoology".into());
+            t.insert("num_heads".into(), 1.into());
+            let p = take("dropout").map_or(Some(0.0), |v| v.as_f64());
+            t.insert("dropout".into(), p.ok_or_else(|| err("dropout", "must be a number".into()))?.into());
+            if take("bias").is_some_and(|b| b != json!(true)) {
+                return Err(err(
+                    "bias",
+                    "zoology-rs's attention projections have biases; only bias = true is imported".into(),
+                ));
+            }
+        }
         BASE_CONV => {
             t.insert("name".into(), "base_conv".into());
             let l_max = take("l_max")
@@ -300,7 +329,7 @@ fn mixer_from_zoology(m: &Module, n_layers: i64, field: &str) -> Result<(toml::T
         other => {
             return Err(config_err(
                 format!("{field}.name"),
-                format!("{other:?} has no importer yet; import covers {MHA} and {BASE_CONV}"),
+                format!("{other:?} has no importer yet; import covers {MHA}, {SLIDING} and {BASE_CONV}"),
             ))
         }
     }
