@@ -22,8 +22,9 @@
 //!   nothing else, the tied head must equal the embedding, and BaseConv's `pos_emb.z` must equal
 //!   ours (it depends only on `l_max`).
 //!
-//! Covered mixers: [`names::SHARED_MIXERS`] (attention, base_conv short / implicit long /
-//! explicit long), in Zoology's `TransformerBlock` with identity or MLP state mixers. Other
+//! Covered mixers: [`names::SHARED_MIXERS`] (attention, sliding_window, base_conv short /
+//! implicit long / explicit long, based, linear_attention with Zoology's feature maps, hybrids
+//! of these), in Zoology's `TransformerBlock` with identity or MLP state mixers. Other
 //! mixers are refused with a named error; docs/DECISIONS.md lists what is not covered and why.
 //! `parity_tests.rs` checks logits, loss, every gradient and one AdamW step against fixtures
 //! written by Zoology's own code (`scripts/zoology_fixtures.py`).
@@ -48,23 +49,25 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
 
-/// The layers whose BaseConv has an implicit long filter (Zoology stores its `pos_emb.z`).
-fn implicit_layers(m: &crate::model::ModelConfig) -> Vec<usize> {
-    if m.mixer_name() != "base_conv" {
-        return vec![];
-    }
-    let mut t = m.mixer.clone();
-    t.remove("name");
-    let Ok(c) = toml::Value::Table(t).try_into::<BaseConvConfig>() else { return vec![] };
-    if c.long_filter != LongFilter::Implicit {
-        return vec![];
-    }
-    (0..m.n_layers as usize)
-        .filter(|&i| match &c.kernel_size {
+/// The names of the `pos_emb.z` of the layers whose BaseConv has an implicit long filter
+/// (Zoology stores them; we compute them).
+fn implicit_z_names(m: &crate::model::ModelConfig) -> Vec<String> {
+    let mut out = vec![];
+    for i in 0..m.n_layers as usize {
+        let (mut t, hybrid) = names::layer_mixer(m, i);
+        if t.remove("name").and_then(|v| v.as_str().map(String::from)).as_deref() != Some("base_conv") {
+            continue;
+        }
+        let Ok(c) = toml::Value::Table(t).try_into::<BaseConvConfig>() else { continue };
+        let long = match &c.kernel_size {
             KernelSize::One(k) => *k == -1,
             KernelSize::PerLayer(v) => v.get(i) == Some(&-1),
-        })
-        .collect()
+        };
+        if long && c.long_filter == LongFilter::Implicit {
+            out.push(names::implicit_z_name(i, hybrid));
+        }
+    }
+    out
 }
 
 /// Zoology's `PositionalEmbedding(3, l_max).z`, `[1, l_max, 3]`.
@@ -76,10 +79,9 @@ fn zoology_z(l_max: i64) -> Tensor {
 pub fn export_model(cfg: &RunConfig, named: &[(String, Tensor)]) -> Result<(Vec<(String, Tensor)>, Value)> {
     let l = cfg.max_seq_len() as i64;
     let model = zconfig::to_zoology(&cfg.model, cfg.data.vocab_size as i64, l)?;
-    let mixer = cfg.model.mixer_name();
     let mut out = Vec::with_capacity(named.len() + 2);
     for (n, t) in named {
-        let m = to_zoology(n, &mixer, &t.size())?;
+        let m = to_zoology(n, &cfg.model, &t.size())?;
         let t = t.detach().to_device(Device::Cpu).to_kind(Kind::Float);
         let t = match &m.zoology_shape {
             Some(s) => t.reshape(s.as_slice()),
@@ -90,8 +92,8 @@ pub fn export_model(cfg: &RunConfig, named: &[(String, Tensor)]) -> Result<(Vec<
         }
         out.push((m.zoology, t.contiguous()));
     }
-    for i in implicit_layers(&cfg.model) {
-        out.push((names::implicit_z_name(i), zoology_z(l)));
+    for name in implicit_z_names(&cfg.model) {
+        out.push((name, zoology_z(l)));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((out, model))
@@ -105,11 +107,10 @@ pub fn load_zoology_state(
     state: &HashMap<String, Tensor>,
     file: &str,
 ) -> Result<()> {
-    let mixer = cfg.model.mixer_name();
     let bad = |msg: String| config_err(file, msg);
     let mut used = BTreeSet::new();
     for (n, t) in named {
-        let m = to_zoology(n, &mixer, &t.size())?;
+        let m = to_zoology(n, &cfg.model, &t.size())?;
         let src = state.get(&m.zoology).ok_or_else(|| {
             bad(format!(
                 "has no tensor {} (zoology-rs's {n}): it is not a Zoology checkpoint of this config",
@@ -151,8 +152,7 @@ fn check_extras(
         }
     }
     used.insert(LM_HEAD.to_string());
-    for i in implicit_layers(&cfg.model) {
-        let name = names::implicit_z_name(i);
+    for name in implicit_z_names(&cfg.model) {
         let ours = zoology_z(cfg.max_seq_len() as i64);
         let z = state
             .get(&name)

@@ -13,6 +13,10 @@
 //! - `attention` (`MHA`): `wqkv.*` ↔ `Wqkv.*` (rows q | k | v, heads contiguous inside each:
 //!   Zoology's `(three h d)`), `out_proj.*` ↔ `out_proj.*`.
 //! - `sliding_window` (`SlidingAttn`, one head, Zoology's window convention): as attention.
+//! - `based` (`Based`, Taylor map) and `linear_attention` (`Based` with another feature map):
+//!   `proj_q`, `proj_k`, `proj_v`, `proj_o` (no biases), same names; q and k are `(h f)`,
+//!   v `(h d)`, as Zoology's `view(b, l, H, ·)`.
+//! - `hybrid` (`Hybrid`): layer i's mixer as above, under `sequence_mixer.mixer.`.
 //! - `base_conv` (`BaseConv`): `projection.*` ↔ `projection.*`; short conv `conv_weight`
 //!   `[D, k]` ↔ `conv.conv.weight` `[D, 1, k]` (same tap order: PyTorch's cross-correlation
 //!   with k−1 left padding), `conv_bias` ↔ `conv.conv.bias`; explicit long filter `filter`
@@ -26,7 +30,20 @@ use crate::error::{config_err, Result};
 
 /// The mixers whose parameters have a mapping (export and import refuse the others, naming
 /// this list).
-pub const SHARED_MIXERS: &[&str] = &["attention", "sliding_window", "base_conv"];
+pub const SHARED_MIXERS: &[&str] = &["attention", "sliding_window", "base_conv", "based", "linear_attention", "hybrid"];
+
+/// Layer `i`'s mixer table, and whether it sits inside a `hybrid` (Zoology's `Hybrid` keeps
+/// it as `.mixer`).
+pub fn layer_mixer(m: &crate::model::ModelConfig, i: usize) -> (toml::Table, bool) {
+    if m.mixer_name() == "hybrid" {
+        if let Some(layers) = m.mixer.get("layers").and_then(|v| v.as_array()) {
+            if let Some(t) = layers.get(i % layers.len().max(1)).and_then(|v| v.as_table()) {
+                return (t.clone(), true);
+            }
+        }
+    }
+    (m.mixer.clone(), false)
+}
 
 /// One zoology-rs parameter's Zoology name and the shape Zoology stores it in.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,9 +57,10 @@ fn plain(z: String) -> Mapped {
     Mapped { zoology: z, zoology_shape: None }
 }
 
-/// Zoology's name for the parameter `ours` (a zoology-rs variable name) of a model whose
-/// mixer is `mixer`; `shape` is our shape (used for layout changes).
-pub fn to_zoology(ours: &str, mixer: &str, shape: &[i64]) -> Result<Mapped> {
+/// Zoology's name for the parameter `ours` (a zoology-rs variable name) of a model with config
+/// `model`; `shape` is our shape (used for layout changes).
+pub fn to_zoology(ours: &str, model: &crate::model::ModelConfig, shape: &[i64]) -> Result<Mapped> {
+    let mixer = model.mixer_name();
     let unknown = || {
         config_err(
             "model",
@@ -70,8 +88,11 @@ pub fn to_zoology(ours: &str, mixer: &str, shape: &[i64]) -> Result<Mapped> {
         return Err(unknown());
     }
     let p = rest.strip_prefix("mixer.").ok_or_else(unknown)?;
-    let m = mixer_param(mixer, p, shape).ok_or_else(unknown)?;
-    Ok(Mapped { zoology: format!("{pre}.sequence_mixer.{}", m.zoology), zoology_shape: m.zoology_shape })
+    let (table, hybrid) = layer_mixer(model, layer.parse().map_err(|_| unknown())?);
+    let name = table.get("name").and_then(|v| v.as_str()).unwrap_or("");
+    let m = mixer_param(name, p, shape).ok_or_else(unknown)?;
+    let inner = if hybrid { "mixer." } else { "" };
+    Ok(Mapped { zoology: format!("{pre}.sequence_mixer.{inner}{}", m.zoology), zoology_shape: m.zoology_shape })
 }
 
 /// A mixer's parameter `p` (after `mixer.`) in Zoology's naming.
@@ -89,13 +110,15 @@ fn mixer_param(mixer: &str, p: &str, shape: &[i64]) -> Option<Mapped> {
         ("base_conv", "filter") => Some(plain("conv.filter".into())),
         ("base_conv", "filter_mlp1") => Some(dotted("conv.mlp.0")),
         ("base_conv", "filter_mlp2") => Some(dotted("conv.mlp.2")),
+        ("based" | "linear_attention", "proj_q" | "proj_k" | "proj_v" | "proj_o") => Some(dotted(head)),
         _ => None,
     }
 }
 
 /// Zoology's name of the fixed positional features of layer `layer`'s implicit filter.
-pub fn implicit_z_name(layer: usize) -> String {
-    format!("backbone.layers.{layer}.sequence_mixer.conv.pos_emb.z")
+pub fn implicit_z_name(layer: usize, hybrid: bool) -> String {
+    let inner = if hybrid { "mixer." } else { "" };
+    format!("backbone.layers.{layer}.sequence_mixer.{inner}conv.pos_emb.z")
 }
 
 /// Zoology's name of the (tied) output head.
@@ -109,26 +132,37 @@ mod tests {
 
     #[test]
     fn names_follow_zoologys_modules() {
-        let z = |o: &str, m: &str, s: &[i64]| to_zoology(o, m, s).unwrap();
-        assert_eq!(z("embedding.weight", "attention", &[8, 4]).zoology, WORD_EMBEDDINGS);
+        let model = |m: &str| -> crate::model::ModelConfig { toml::from_str(&format!("mixer = {m}")).unwrap() };
+        let (att, bc) = (model("{ name = \"attention\" }"), model("{ name = \"base_conv\" }"));
+        let z = |o: &str, m: &crate::model::ModelConfig, s: &[i64]| to_zoology(o, m, s).unwrap();
+        assert_eq!(z("embedding.weight", &att, &[8, 4]).zoology, WORD_EMBEDDINGS);
         assert_eq!(
-            z("layers.1.mixer.wqkv.weight", "attention", &[12, 4]).zoology,
+            z("layers.1.mixer.wqkv.weight", &att, &[12, 4]).zoology,
             "backbone.layers.1.sequence_mixer.Wqkv.weight"
         );
-        let c = z("layers.0.mixer.conv_weight", "base_conv", &[4, 3]);
+        let c = z("layers.0.mixer.conv_weight", &bc, &[4, 3]);
         assert_eq!(c.zoology, "backbone.layers.0.sequence_mixer.conv.conv.weight");
         assert_eq!(c.zoology_shape, Some(vec![4, 1, 3]));
         assert_eq!(
-            z("layers.0.mixer.filter_mlp2.bias", "base_conv", &[4]).zoology,
+            z("layers.0.mixer.filter_mlp2.bias", &bc, &[4]).zoology,
             "backbone.layers.0.sequence_mixer.conv.mlp.2.bias"
         );
         assert_eq!(
-            z("layers.3.state_mixer.fc2.weight", "attention", &[4, 16]).zoology,
+            z("layers.3.state_mixer.fc2.weight", &att, &[4, 16]).zoology,
             "backbone.layers.3.state_mixer.fc2.weight"
         );
         // a parameter without a counterpart is a named error, not a guess
-        let e = to_zoology("layers.0.mixer.wqkv.weight", "based", &[1]).unwrap_err().to_string();
+        let hy = model("{ name = \"hybrid\", layers = [{ name = \"base_conv\" }, { name = \"based\" }] }");
+        assert_eq!(
+            z("layers.1.mixer.proj_q.weight", &hy, &[16, 4]).zoology,
+            "backbone.layers.1.sequence_mixer.mixer.proj_q.weight"
+        );
+        assert_eq!(
+            z("layers.2.mixer.projection.weight", &hy, &[4, 4]).zoology,
+            "backbone.layers.2.sequence_mixer.mixer.projection.weight"
+        );
+        let e = to_zoology("layers.0.mixer.wqkv.weight", &model("{ name = \"based\" }"), &[1]).unwrap_err().to_string();
         assert!(e.contains("no Zoology counterpart") && e.contains("attention"), "{e}");
-        assert!(to_zoology("layers.0.state_mixer.gate.weight", "attention", &[1]).is_err());
+        assert!(to_zoology("layers.0.state_mixer.gate.weight", &att, &[1]).is_err());
     }
 }

@@ -63,8 +63,7 @@ fn check_case(case: &str) {
     opt.zero_grad();
     loss.backward();
     let grads = params_of(&t, "grad/");
-    let mixer = cfg.model.mixer_name();
-    let zshape = |n: &str, p: &Tensor| names::to_zoology(n, &mixer, &p.size()).unwrap();
+    let zshape = |n: &str, p: &Tensor| names::to_zoology(n, &cfg.model, &p.size()).unwrap();
     let mut seen = BTreeSet::new();
     for (n, p) in &named {
         let m = zshape(n, p);
@@ -75,7 +74,7 @@ fn check_case(case: &str) {
     }
     let theirs: BTreeSet<String> = grads.keys().cloned().collect();
     assert_eq!(seen, theirs, "{case}: every trainable Zoology parameter is a zoology-rs parameter");
-    check_step(case, &json, &t, &base, &mixer);
+    check_step(case, &json, &t, &base);
     // end to end, with our own gradients: entries whose gradient is rounding noise (|g| below
     // 1e-6, where Adam's g/(|g|+ε) turns noise into an update of ±lr) are left out; a
     // gradient that is exactly 0 in theory (attention's key bias) is such noise on both sides
@@ -106,8 +105,8 @@ fn adamw(json: &Value, named: &[(String, Tensor)]) -> AdamW {
 }
 
 /// One AdamW step on Zoology's own gradients: every parameter, every entry, ≤ 1e-6.
-fn check_step(case: &str, json: &Value, t: &HashMap<String, Tensor>, base: &RunConfig, mixer: &str) {
-    let (_, vs, lm) = import_model(&json["model"], base, &params_of(t, "param/"), case).unwrap();
+fn check_step(case: &str, json: &Value, t: &HashMap<String, Tensor>, base: &RunConfig) {
+    let (cfg, vs, lm) = import_model(&json["model"], base, &params_of(t, "param/"), case).unwrap();
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let mut opt = adamw(json, &named);
@@ -116,13 +115,13 @@ fn check_step(case: &str, json: &Value, t: &HashMap<String, Tensor>, base: &RunC
     let (grads, after) = (params_of(t, "grad/"), params_of(t, "after/"));
     tch::no_grad(|| {
         for (n, p) in &named {
-            let m = names::to_zoology(n, mixer, &p.size()).unwrap();
+            let m = names::to_zoology(n, &cfg.model, &p.size()).unwrap();
             p.grad().copy_(&grads[&m.zoology].reshape(p.size()));
         }
     });
     opt.step(json["optimizer"]["lr"].as_f64().unwrap());
     for (n, p) in &named {
-        let m = names::to_zoology(n, mixer, &p.size()).unwrap();
+        let m = names::to_zoology(n, &cfg.model, &p.size()).unwrap();
         let r = rel(&p.reshape(m.zoology_shape.clone().unwrap_or(p.size()).as_slice()), &after[&m.zoology]);
         assert!(r <= 1e-6, "{case}: {n} after one AdamW step on Zoology's gradients: relative error {r:.2e}");
     }
@@ -136,6 +135,28 @@ fn attention_matches_zoology_step_exactly() {
 #[test]
 fn sliding_window_matches_zoology_step_exactly() {
     check_case("sliding_window");
+}
+
+#[test]
+fn based_matches_zoology_step_exactly() {
+    check_case("based");
+}
+
+#[test]
+fn linear_attention_pos_elu_matches_zoology_step_exactly() {
+    check_case("linear_attention_pos_elu");
+}
+
+#[test]
+fn linear_attention_relu_matches_zoology_step_exactly() {
+    check_case("linear_attention_relu");
+}
+
+/// Hybrid [BaseConv, Based] over 3 layers: layer 2 is BaseConv again, with an implicit long
+/// filter (Zoology indexes its kernel-size list by the global layer index).
+#[test]
+fn hybrid_matches_zoology_step_exactly() {
+    check_case("hybrid");
 }
 
 #[test]

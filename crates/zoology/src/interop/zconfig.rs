@@ -18,6 +18,8 @@ use serde_json::{json, Map, Value};
 const MHA: &str = "zoology.mixers.attention.MHA";
 const SLIDING: &str = "zoology.mixers.slide_attn.SlidingAttn";
 const BASE_CONV: &str = "zoology.mixers.base_conv.BaseConv";
+const BASED: &str = "zoology.mixers.based.Based";
+const HYBRID: &str = "zoology.mixers.hybrid.Hybrid";
 const IDENTITY: &str = "torch.nn.Identity";
 const MLP: &str = "zoology.mixers.mlp.MLP";
 
@@ -116,11 +118,51 @@ fn mixer_to_zoology(t: &toml::Table, max_seq_len: i64) -> Result<Value> {
                 "l_max": max_seq_len, "kernel_size": ks,
                 "implicit_long_conv": c.long_filter == LongFilter::Implicit, "use_act": false}}))
         }
+        "based" | "linear_attention" => based_to_zoology(t, max_seq_len),
+        "hybrid" => {
+            let layers = get(t, "layers").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+            let mut configs = Vec::with_capacity(layers.len());
+            for l in &layers {
+                let sub = l.as_table().ok_or_else(|| config_err("model.mixer.layers", "must be mixer tables"))?;
+                if get(sub, "name").and_then(|v| v.as_str()) == Some("hybrid") {
+                    return Err(config_err(
+                        "model.mixer.layers",
+                        "a hybrid inside a hybrid has no Zoology counterpart",
+                    ));
+                }
+                configs.push(mixer_to_zoology(sub, max_seq_len)?);
+            }
+            Ok(json!({"name": HYBRID, "kwargs": {"configs": configs}}))
+        }
         other => Err(config_err(
             "model.mixer.name",
             format!("{other:?} has no Zoology export yet; export/import cover {SHARED_MIXERS:?}"),
         )),
     }
+}
+
+/// based / linear_attention → Zoology's `Based` with the matching feature map.
+fn based_to_zoology(t: &toml::Table, max_seq_len: i64) -> Result<Value> {
+    let based = get(t, "name").and_then(|v| v.as_str()) == Some("based");
+    let map = if based { "taylor" } else { get(t, "feature_map").and_then(|v| v.as_str()).unwrap_or("elu_plus_one") };
+    let normalize = based || get(t, "normalize").and_then(|v| v.as_bool()).unwrap_or(true);
+    if !normalize {
+        return Err(config_err(
+            "model.mixer.normalize",
+            "Zoology's Based always normalises; export needs normalize = true",
+        ));
+    }
+    let (zname, _) = FEATURE_MAPS.iter().find(|(_, o)| *o == map).ok_or_else(|| {
+        config_err("model.mixer.feature_map", format!("{map:?} has no Zoology feature map that computes the same"))
+    })?;
+    let heads = get(t, "num_heads").and_then(|v| v.as_integer()).unwrap_or(1);
+    Ok(json!({"name": BASED, "kwargs": {
+        "l_max": max_seq_len,
+        "feature_dim": get(t, "feature_dim").and_then(|v| v.as_integer()).unwrap_or(16),
+        "num_heads": heads, "num_key_value_heads": heads,
+        "feature_name": zname, "feature_kwargs": {},
+        "eps": get(t, "eps").and_then(|v| v.as_float()).unwrap_or(1e-12),
+        "causal": true, "apply_rotary": false, "train_view": "linear"}}))
 }
 
 fn d_model() -> i64 {
@@ -262,82 +304,166 @@ pub fn from_zoology(v: &Value, field: &str) -> Result<Imported> {
     Ok(Imported { model, vocab_size: z.vocab_size, long_filter_len })
 }
 
+type Kw = Map<String, Value>;
+
 fn mixer_from_zoology(m: &Module, n_layers: i64, field: &str) -> Result<(toml::Table, Option<i64>)> {
     let mut kw = m.kwargs.clone();
-    let mut take = |k: &str| kw.remove(k);
-    let mut t = toml::Table::new();
     let mut long = None;
-    let err = |f: &str, why: String| config_err(format!("{field}.kwargs.{f}"), why);
-    match m.name.as_str() {
-        MHA => {
-            t.insert("name".into(), "attention".into());
-            let h = take("num_heads").map_or(Some(1), |v| v.as_i64());
-            t.insert("num_heads".into(), h.ok_or_else(|| err("num_heads", "must be an integer".into()))?.into());
-            let p = take("dropout").map_or(Some(0.0), |v| v.as_f64());
-            t.insert("dropout".into(), p.ok_or_else(|| err("dropout", "must be a number".into()))?.into());
-            if take("bias").is_some_and(|b| b != json!(true)) {
-                return Err(err(
-                    "bias",
-                    "zoology-rs's attention projections have biases; only bias = true is imported".into(),
-                ));
-            }
-        }
-        SLIDING => {
-            t.insert("name".into(), "sliding_window".into());
-            let w = take("block_size").map_or(Some(256), |v| v.as_i64());
-            t.insert("window".into(), w.ok_or_else(|| err("block_size", "must be an integer".into()))?.into());
-            t.insert("window_convention".into(), "zoology".into());
-            t.insert("num_heads".into(), 1.into());
-            let p = take("dropout").map_or(Some(0.0), |v| v.as_f64());
-            t.insert("dropout".into(), p.ok_or_else(|| err("dropout", "must be a number".into()))?.into());
-            if take("bias").is_some_and(|b| b != json!(true)) {
-                return Err(err(
-                    "bias",
-                    "zoology-rs's attention projections have biases; only bias = true is imported".into(),
-                ));
-            }
-        }
+    let err = |f: &str, why: &str| config_err(format!("{field}.kwargs.{f}"), why.to_string());
+    let t = match m.name.as_str() {
+        MHA => attention_from(&mut kw, "attention", &err)?,
+        SLIDING => attention_from(&mut kw, "sliding_window", &err)?,
         BASE_CONV => {
-            t.insert("name".into(), "base_conv".into());
-            let l_max = take("l_max")
-                .and_then(|v| v.as_i64())
-                .ok_or_else(|| err("l_max", "must be an integer (BaseConv requires it)".into()))?;
-            let ks = take("kernel_size").unwrap_or(json!(3));
-            let list: Vec<i64> = match &ks {
-                Value::Number(n) => vec![n.as_i64().unwrap_or(0); n_layers.max(1) as usize],
-                Value::Array(a) => a.iter().map(|x| x.as_i64().unwrap_or(0)).collect(),
-                _ => return Err(err("kernel_size", "must be an integer or a list of integers".into())),
-            };
-            let ksv: toml::Value = match &ks {
-                Value::Number(_) => list[0].into(),
-                _ => toml::Value::Array(list.iter().map(|&k| k.into()).collect()),
-            };
-            t.insert("kernel_size".into(), ksv);
-            let implicit = take("implicit_long_conv").map_or(Some(true), |v| v.as_bool());
-            let implicit = implicit.ok_or_else(|| err("implicit_long_conv", "must be true or false".into()))?;
-            t.insert("long_filter".into(), if implicit { "implicit" } else { "explicit" }.into());
-            if take("use_act").is_some_and(|b| b != json!(false)) {
-                return Err(err(
-                    "use_act",
-                    "zoology-rs's base_conv has no SiLU gates; only use_act = false is imported".into(),
-                ));
+            let (t, l) = base_conv_from(&mut kw, n_layers, &err)?;
+            long = l;
+            t
+        }
+        BASED => based_from(&mut kw, &err)?,
+        HYBRID => {
+            let configs = kw.remove("configs").and_then(|v| v.as_array().cloned());
+            let configs = configs
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| err("configs", "must be a non-empty list of {name, kwargs}"))?;
+            let mut layers = Vec::with_capacity(configs.len());
+            for (i, c) in configs.iter().enumerate() {
+                let f = format!("{field}.kwargs.configs[{i}]");
+                let sub: Module = serde_json::from_value(c.clone()).map_err(|e| config_err(&f, e.to_string()))?;
+                if sub.name == HYBRID {
+                    return Err(config_err(f, "a Hybrid inside a Hybrid is not imported"));
+                }
+                let (t, l) = mixer_from_zoology(&sub, n_layers, &f)?;
+                long = long.or(l);
+                layers.push(toml::Value::Table(t));
             }
-            if list.iter().take(n_layers as usize).any(|&k| k == -1) {
-                long = Some(l_max);
-            }
+            let mut t = toml::Table::new();
+            t.insert("name".into(), "hybrid".into());
+            t.insert("layers".into(), toml::Value::Array(layers));
+            t
         }
         other => {
             return Err(config_err(
                 format!("{field}.name"),
-                format!("{other:?} has no importer yet; import covers {MHA}, {SLIDING} and {BASE_CONV}"),
+                format!(
+                    "{other:?} has no importer yet; import covers {MHA}, {SLIDING}, {BASE_CONV}, {BASED} and {HYBRID}"
+                ),
             ))
         }
-    }
+    };
     if let Some(k) = kw.keys().next() {
         return Err(err(
             k,
-            format!("is not a keyword zoology-rs maps for {}; remove it or extend the importer", m.name),
+            &format!("is not a keyword zoology-rs maps for {}; remove it or extend the importer", m.name),
         ));
     }
     Ok((t, long))
+}
+
+fn int_or(kw: &mut Kw, k: &str, default: i64, err: &dyn Fn(&str, &str) -> crate::Error) -> Result<i64> {
+    kw.remove(k).map_or(Some(default), |v| v.as_i64()).ok_or_else(|| err(k, "must be an integer"))
+}
+
+fn float_or(kw: &mut Kw, k: &str, default: f64, err: &dyn Fn(&str, &str) -> crate::Error) -> Result<f64> {
+    kw.remove(k).map_or(Some(default), |v| v.as_f64()).ok_or_else(|| err(k, "must be a number"))
+}
+
+/// `kw[k]` absent or equal to `want`, else an error saying `why`.
+fn only(kw: &mut Kw, k: &str, want: Value, why: &str, err: &dyn Fn(&str, &str) -> crate::Error) -> Result<()> {
+    match kw.remove(k) {
+        Some(v) if v != want => Err(err(k, why)),
+        _ => Ok(()),
+    }
+}
+
+/// `MHA` → attention, `SlidingAttn` → sliding_window (one head, Zoology's window).
+fn attention_from(kw: &mut Kw, name: &str, err: &dyn Fn(&str, &str) -> crate::Error) -> Result<toml::Table> {
+    let mut t = toml::Table::new();
+    t.insert("name".into(), name.into());
+    if name == "sliding_window" {
+        t.insert("window".into(), int_or(kw, "block_size", 256, err)?.into());
+        t.insert("window_convention".into(), "zoology".into());
+        t.insert("num_heads".into(), 1.into());
+    } else {
+        t.insert("num_heads".into(), int_or(kw, "num_heads", 1, err)?.into());
+    }
+    t.insert("dropout".into(), float_or(kw, "dropout", 0.0, err)?.into());
+    only(kw, "bias", json!(true), "zoology-rs's attention projections have biases; only bias = true is imported", err)?;
+    Ok(t)
+}
+
+fn base_conv_from(
+    kw: &mut Kw,
+    n_layers: i64,
+    err: &dyn Fn(&str, &str) -> crate::Error,
+) -> Result<(toml::Table, Option<i64>)> {
+    let mut t = toml::Table::new();
+    t.insert("name".into(), "base_conv".into());
+    let l_max = kw
+        .remove("l_max")
+        .and_then(|v| v.as_i64())
+        .ok_or_else(|| err("l_max", "must be an integer (BaseConv requires it)"))?;
+    let ks = kw.remove("kernel_size").unwrap_or(json!(3));
+    let list: Vec<i64> = match &ks {
+        Value::Number(n) => vec![n.as_i64().unwrap_or(0); n_layers.max(1) as usize],
+        Value::Array(a) => a.iter().map(|x| x.as_i64().unwrap_or(0)).collect(),
+        _ => return Err(err("kernel_size", "must be an integer or a list of integers")),
+    };
+    let ksv: toml::Value = match &ks {
+        Value::Number(_) => list[0].into(),
+        _ => toml::Value::Array(list.iter().map(|&k| k.into()).collect()),
+    };
+    t.insert("kernel_size".into(), ksv);
+    let implicit = kw.remove("implicit_long_conv").map_or(Some(true), |v| v.as_bool());
+    let implicit = implicit.ok_or_else(|| err("implicit_long_conv", "must be true or false"))?;
+    t.insert("long_filter".into(), if implicit { "implicit" } else { "explicit" }.into());
+    only(
+        kw,
+        "use_act",
+        json!(false),
+        "zoology-rs's base_conv has no SiLU gates; only use_act = false is imported",
+        err,
+    )?;
+    let long = list.iter().take(n_layers as usize).any(|&k| k == -1).then_some(l_max);
+    Ok((t, long))
+}
+
+/// Zoology's `Based` feature maps and ours (Zoology's `Based` always normalises).
+const FEATURE_MAPS: &[(&str, &str)] = &[
+    ("taylor_exp", "taylor"),
+    ("pos_elu", "elu_plus_one"),
+    ("none", "identity"),
+    ("zoology.mixers.feature_maps.base.ReLU", "relu"),
+    ("zoology.mixers.feature_maps.base.Square", "square"),
+];
+
+/// `Based` → based (Taylor map) or linear_attention (another map, normalised).
+fn based_from(kw: &mut Kw, err: &dyn Fn(&str, &str) -> crate::Error) -> Result<toml::Table> {
+    let heads = int_or(kw, "num_heads", 12, err)?;
+    if int_or(kw, "num_key_value_heads", 12, err)? != heads {
+        return Err(err("num_key_value_heads", "zoology-rs has no grouped heads: it must equal num_heads"));
+    }
+    let feature = kw.remove("feature_name").map_or(Some("taylor_exp".to_string()), |v| v.as_str().map(String::from));
+    let feature = feature.ok_or_else(|| err("feature_name", "must be a string"))?;
+    let ours = FEATURE_MAPS.iter().find(|(z, _)| *z == feature.as_str() || (feature == "identity" && *z == "none"));
+    let (_, ours) = ours.ok_or_else(|| {
+        err("feature_name", "has no zoology-rs feature map (taylor_exp, pos_elu, none, ReLU, Square are imported)")
+    })?;
+    let mut t = toml::Table::new();
+    t.insert("name".into(), if *ours == "taylor" { "based" } else { "linear_attention" }.into());
+    if *ours != "taylor" {
+        t.insert("feature_map".into(), (*ours).into());
+        t.insert("normalize".into(), true.into());
+    }
+    t.insert("feature_dim".into(), int_or(kw, "feature_dim", 16, err)?.into());
+    t.insert("num_heads".into(), heads.into());
+    t.insert("eps".into(), float_or(kw, "eps", 1e-12, err)?.into());
+    kw.remove("l_max"); // used by Zoology's rotary embeddings only
+    only(kw, "feature_kwargs", json!({}), "only the feature maps' defaults are imported (temp = 1, eps = 1e-12)", err)?;
+    only(kw, "causal", json!(true), "only causal Based is imported", err)?;
+    only(kw, "apply_rotary", json!(false), "zoology-rs's based has no rotary embeddings", err)?;
+    if let Some(v) = kw.remove("train_view") {
+        if v != json!("linear") && v != json!("quadratic") {
+            return Err(err("train_view", "must be \"linear\" or \"quadratic\" (the same function)"));
+        }
+    }
+    Ok(t)
 }
