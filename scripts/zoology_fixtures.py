@@ -58,6 +58,11 @@ def cases():
                                                        "kwargs": {"l_max": L, "feature_dim": 8, "num_heads": 2,
                                                                   "num_key_value_heads": 2,
                                                                   "feature_name": "zoology.mixers.feature_maps.base.ReLU"}})),
+        ("linear_attention_square", dict(base, max_position_embeddings=L, state_mixer=mlp,
+                                         sequence_mixer={"name": "zoology.mixers.based.Based",
+                                                         "kwargs": {"l_max": L, "feature_dim": 8, "num_heads": 2,
+                                                                    "num_key_value_heads": 2,
+                                                                    "feature_name": "zoology.mixers.feature_maps.base.Square"}})),
         ("hybrid", dict(base, n_layers=3, max_position_embeddings=0, state_mixer=mlp,
                         sequence_mixer={"name": "zoology.mixers.hybrid.Hybrid", "kwargs": {"configs": [
                             {"name": "zoology.mixers.base_conv.BaseConv",

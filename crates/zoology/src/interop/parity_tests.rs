@@ -152,6 +152,11 @@ fn linear_attention_relu_matches_zoology_step_exactly() {
     check_case("linear_attention_relu");
 }
 
+#[test]
+fn linear_attention_square_matches_zoology_step_exactly() {
+    check_case("linear_attention_square");
+}
+
 /// Hybrid [BaseConv, Based] over 3 layers: layer 2 is BaseConv again, with an implicit long
 /// filter (Zoology indexes its kernel-size list by the global layer index).
 #[test]
