@@ -23,7 +23,7 @@
 //!   ours (it depends only on `l_max`).
 //!
 //! Covered mixers: [`names::SHARED_MIXERS`] (attention, sliding_window, base_conv short /
-//! implicit long / explicit long, based, linear_attention with Zoology's feature maps, hybrids
+//! implicit long / explicit long, hyena, based, linear_attention with Zoology's feature maps, hybrids
 //! of these), in Zoology's `TransformerBlock` with identity or MLP state mixers. Other
 //! mixers are refused with a named error; docs/DECISIONS.md lists what is not covered and why.
 //! `parity_tests.rs` checks logits, loss, every gradient and one AdamW step against fixtures
@@ -42,6 +42,7 @@ use crate::config::RunConfig;
 use crate::error::{config_err, io_err, Result};
 use crate::mixers::base_conv::{BaseConvConfig, KernelSize, LongFilter};
 use crate::mixers::common::conv::positional_features;
+use crate::mixers::hyena::HyenaConfig;
 use crate::model::LanguageModel;
 use names::{to_zoology, LM_HEAD, WORD_EMBEDDINGS};
 use serde_json::{json, Value};
@@ -49,30 +50,57 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
 
-/// The names of the `pos_emb.z` of the layers whose BaseConv has an implicit long filter
-/// (Zoology stores them; we compute them).
-fn implicit_z_names(m: &crate::model::ModelConfig) -> Vec<String> {
-    let mut out = vec![];
+/// A Zoology state-dict entry that zoology-rs does not store as a parameter.
+enum Extra {
+    /// Computed from the config (fixed positional features, buffers).
+    Computed(Tensor),
+    /// The same tensor as another entry (the tied head; Hyena's repeated Sin `freq`).
+    CopyOf(String),
+}
+
+/// Every Zoology-only entry of this config's state dict.
+fn extras(cfg: &RunConfig) -> Vec<(String, Extra)> {
+    let m = &cfg.model;
+    let l = cfg.max_seq_len() as i64;
+    let mut out = vec![(LM_HEAD.to_string(), Extra::CopyOf(WORD_EMBEDDINGS.to_string()))];
     for i in 0..m.n_layers as usize {
         let (mut t, hybrid) = names::layer_mixer(m, i);
-        if t.remove("name").and_then(|v| v.as_str().map(String::from)).as_deref() != Some("base_conv") {
-            continue;
-        }
-        let Ok(c) = toml::Value::Table(t).try_into::<BaseConvConfig>() else { continue };
-        let long = match &c.kernel_size {
-            KernelSize::One(k) => *k == -1,
-            KernelSize::PerLayer(v) => v.get(i) == Some(&-1),
-        };
-        if long && c.long_filter == LongFilter::Implicit {
-            out.push(names::implicit_z_name(i, hybrid));
+        let pre = names::mixer_prefix(i, hybrid);
+        let name = t.remove("name").and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        if name == "base_conv" {
+            let Ok(c) = toml::Value::Table(t).try_into::<BaseConvConfig>() else { continue };
+            let long = match &c.kernel_size {
+                KernelSize::One(k) => *k == -1,
+                KernelSize::PerLayer(v) => v.get(i) == Some(&-1),
+            };
+            if long && c.long_filter == LongFilter::Implicit {
+                out.push((format!("{pre}conv.pos_emb.z"), Extra::Computed(zoology_z(l, 3))));
+            }
+        } else if name == "hyena" {
+            let Ok(c) = toml::Value::Table(t).try_into::<HyenaConfig>() else { continue };
+            let f = (Kind::Float, Device::Cpu);
+            out.push((
+                format!("{pre}filter_fn.pos_emb.t"),
+                Extra::Computed(Tensor::linspace(0.0, 1.0, l, f).reshape([1, l, 1])),
+            ));
+            let ln_t = c.decay_target.ln();
+            let deltas = Tensor::linspace(ln_t / c.slow_decay_pct, ln_t / c.fast_decay_pct, m.d_model, f);
+            out.push((format!("{pre}filter_fn.modulation.deltas"), Extra::Computed(deltas.reshape([1, 1, m.d_model]))));
+            if !c.train_pos_emb {
+                out.push((format!("{pre}filter_fn.pos_emb.z"), Extra::Computed(zoology_z(l, c.emb_dim))));
+            }
+            for j in 1..=c.num_inner_mlps {
+                let src = format!("{pre}filter_fn.implicit_filter.1.freq");
+                out.push((format!("{pre}filter_fn.implicit_filter.{}.freq", 2 * j + 1), Extra::CopyOf(src)));
+            }
         }
     }
     out
 }
 
-/// Zoology's `PositionalEmbedding(3, l_max).z`, `[1, l_max, 3]`.
-fn zoology_z(l_max: i64) -> Tensor {
-    positional_features(l_max, 3, Device::Cpu).unsqueeze(0)
+/// Zoology's `PositionalEmbedding(emb_dim, l_max).z`, `[1, l_max, emb_dim]`.
+fn zoology_z(l_max: i64, emb_dim: i64) -> Tensor {
+    positional_features(l_max, emb_dim, Device::Cpu).unsqueeze(0)
 }
 
 /// A model's parameters as Zoology's state dict, and Zoology's `ModelConfig`.
@@ -87,13 +115,16 @@ pub fn export_model(cfg: &RunConfig, named: &[(String, Tensor)]) -> Result<(Vec<
             Some(s) => t.reshape(s.as_slice()),
             None => t,
         };
-        if m.zoology == WORD_EMBEDDINGS {
-            out.push((LM_HEAD.to_string(), t.copy()));
-        }
         out.push((m.zoology, t.contiguous()));
     }
-    for name in implicit_z_names(&cfg.model) {
-        out.push((name, zoology_z(l)));
+    for (name, e) in extras(cfg) {
+        let t = match e {
+            Extra::Computed(t) => t,
+            Extra::CopyOf(src) => {
+                out.iter().find(|(n, _)| *n == src).map(|(_, t)| t.copy()).expect("copied entry exported")
+            }
+        };
+        out.push((name, t));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((out, model))
@@ -134,43 +165,39 @@ pub fn load_zoology_state(
     Ok(())
 }
 
-/// The tied head and BaseConv's positional features: present, and equal to what they must be.
+/// The Zoology-only entries: present, and equal to what they must be (computed ones within
+/// 1e-5, copies exactly).
 fn check_extras(
     cfg: &RunConfig,
     state: &HashMap<String, Tensor>,
     used: &mut BTreeSet<String>,
     bad: &dyn Fn(String) -> crate::Error,
 ) -> Result<()> {
-    let (head, emb) = (state.get(LM_HEAD), state.get(WORD_EMBEDDINGS));
-    match (head, emb) {
-        (Some(h), Some(e)) if h.size() == e.size() && h.to_kind(Kind::Float).equal(&e.to_kind(Kind::Float)) => {}
-        (None, _) => return Err(bad(format!("has no {LM_HEAD} (Zoology's state dict always holds the tied head)"))),
-        _ => {
-            return Err(bad(format!(
-                "{LM_HEAD} differs from {WORD_EMBEDDINGS}: Zoology ties them; an untied head cannot be imported"
-            )))
-        }
-    }
-    used.insert(LM_HEAD.to_string());
-    for name in implicit_z_names(&cfg.model) {
-        let ours = zoology_z(cfg.max_seq_len() as i64);
-        let z = state
+    for (name, e) in extras(cfg) {
+        let got = state
             .get(&name)
-            .ok_or_else(|| bad(format!("has no {name} (the implicit filter's positional features)")))?;
-        if z.size() != ours.size() {
-            return Err(bad(format!(
-                "{name} has shape {:?}, this config's is {:?}: its l_max differs from the run's longest sequence ({})",
-                z.size(),
-                ours.size(),
-                cfg.max_seq_len()
-            )));
-        }
-        let diff = (z.to_kind(Kind::Float) - &ours).abs().max().double_value(&[]);
-        if diff > 1e-5 {
-            return Err(bad(format!(
-                "{name} differs from the features zoology-rs computes for l_max = {} by {diff:.2e}",
-                cfg.max_seq_len()
-            )));
+            .ok_or_else(|| bad(format!("has no {name} (Zoology's state dict of this config holds it)")))?;
+        match e {
+            Extra::CopyOf(src) => {
+                let same = state
+                    .get(&src)
+                    .is_some_and(|s| s.size() == got.size() && s.to_kind(Kind::Float).equal(&got.to_kind(Kind::Float)));
+                if !same && name == LM_HEAD {
+                    return Err(bad(format!("{LM_HEAD} differs from {WORD_EMBEDDINGS}: Zoology ties them; an untied head cannot be imported")));
+                }
+                if !same {
+                    return Err(bad(format!("{name} differs from {src}: in Zoology they are one parameter")));
+                }
+            }
+            Extra::Computed(want) => {
+                if got.size() != want.size() {
+                    return Err(bad(format!("{name} has shape {:?}, this config's is {:?}: its l_max or width differs (the run's longest sequence is {})", got.size(), want.size(), cfg.max_seq_len())));
+                }
+                let diff = (got.to_kind(Kind::Float) - &want).abs().max().double_value(&[]);
+                if diff > 1e-5 {
+                    return Err(bad(format!("{name} differs from what zoology-rs computes for this config by {diff:.2e} (another l_max, decay or emb_dim?)")));
+                }
+            }
         }
         used.insert(name);
     }

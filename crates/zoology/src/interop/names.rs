@@ -16,6 +16,14 @@
 //! - `based` (`Based`, Taylor map) and `linear_attention` (`Based` with another feature map):
 //!   `proj_q`, `proj_k`, `proj_v`, `proj_o` (no biases), same names; q and k are `(h f)`,
 //!   v `(h d)`, as Zoology's `view(b, l, H, ·)`.
+//! - `hyena` (`Hyena`, one head, one block): `in_proj`, `out_proj` same names;
+//!   `short_filter_weight` `[3D, k]` ↔ `short_filter.weight` `[3D, 1, k]`, `short_filter_bias`
+//!   ↔ `short_filter.bias`; the D skip `bias` ↔ `filter_fn.bias`; `filter_pos_emb_z` `[L, e]` ↔
+//!   `filter_fn.pos_emb.z` `[1, L, e]`; `filter_ffn{i}.*` ↔ `filter_fn.implicit_filter.{2i}.*`,
+//!   `filter_out.weight` ↔ `filter_fn.implicit_filter.{2(n+1)}.weight` (n = `num_inner_mlps`);
+//!   the shared Sin `filter_sin_freq` ↔ `filter_fn.implicit_filter.1.freq`, which Zoology's
+//!   state dict repeats as `.3.freq`, `.5.freq`, … (one module appended after every Linear).
+//!   Zoology's buffers `filter_fn.pos_emb.t` and `filter_fn.modulation.deltas` are computed.
 //! - `hybrid` (`Hybrid`): layer i's mixer as above, under `sequence_mixer.mixer.`.
 //! - `base_conv` (`BaseConv`): `projection.*` ↔ `projection.*`; short conv `conv_weight`
 //!   `[D, k]` ↔ `conv.conv.weight` `[D, 1, k]` (same tap order: PyTorch's cross-correlation
@@ -30,7 +38,8 @@ use crate::error::{config_err, Result};
 
 /// The mixers whose parameters have a mapping (export and import refuse the others, naming
 /// this list).
-pub const SHARED_MIXERS: &[&str] = &["attention", "sliding_window", "base_conv", "based", "linear_attention", "hybrid"];
+pub const SHARED_MIXERS: &[&str] =
+    &["attention", "sliding_window", "base_conv", "hyena", "based", "linear_attention", "hybrid"];
 
 /// Layer `i`'s mixer table, and whether it sits inside a `hybrid` (Zoology's `Hybrid` keeps
 /// it as `.mixer`).
@@ -90,13 +99,18 @@ pub fn to_zoology(ours: &str, model: &crate::model::ModelConfig, shape: &[i64]) 
     let p = rest.strip_prefix("mixer.").ok_or_else(unknown)?;
     let (table, hybrid) = layer_mixer(model, layer.parse().map_err(|_| unknown())?);
     let name = table.get("name").and_then(|v| v.as_str()).unwrap_or("");
-    let m = mixer_param(name, p, shape).ok_or_else(unknown)?;
+    let m = mixer_param(name, &table, p, shape).ok_or_else(unknown)?;
     let inner = if hybrid { "mixer." } else { "" };
     Ok(Mapped { zoology: format!("{pre}.sequence_mixer.{inner}{}", m.zoology), zoology_shape: m.zoology_shape })
 }
 
-/// A mixer's parameter `p` (after `mixer.`) in Zoology's naming.
-fn mixer_param(mixer: &str, p: &str, shape: &[i64]) -> Option<Mapped> {
+/// The number of hidden Linear+Sin layers of a hyena layer's filter (default 2).
+pub fn hyena_inner(table: &toml::Table) -> i64 {
+    table.get("num_inner_mlps").and_then(|v| v.as_integer()).unwrap_or(2)
+}
+
+/// A mixer's parameter `p` (after `mixer.`) in Zoology's naming; `table` is the layer's mixer.
+fn mixer_param(mixer: &str, table: &toml::Table, p: &str, shape: &[i64]) -> Option<Mapped> {
     let (head, tail) = p.split_once('.').unwrap_or((p, ""));
     let dotted = |z: &str| plain(if tail.is_empty() { z.to_string() } else { format!("{z}.{tail}") });
     match (mixer, head) {
@@ -111,14 +125,29 @@ fn mixer_param(mixer: &str, p: &str, shape: &[i64]) -> Option<Mapped> {
         ("base_conv", "filter_mlp1") => Some(dotted("conv.mlp.0")),
         ("base_conv", "filter_mlp2") => Some(dotted("conv.mlp.2")),
         ("based" | "linear_attention", "proj_q" | "proj_k" | "proj_v" | "proj_o") => Some(dotted(head)),
+        ("hyena", "in_proj" | "out_proj") => Some(dotted(head)),
+        ("hyena", "short_filter_weight") => {
+            Some(Mapped { zoology: "short_filter.weight".into(), zoology_shape: Some(vec![shape[0], 1, shape[1]]) })
+        }
+        ("hyena", "short_filter_bias") => Some(plain("short_filter.bias".into())),
+        ("hyena", "bias") => Some(plain("filter_fn.bias".into())),
+        ("hyena", "filter_pos_emb_z") => {
+            Some(Mapped { zoology: "filter_fn.pos_emb.z".into(), zoology_shape: Some(vec![1, shape[0], shape[1]]) })
+        }
+        ("hyena", "filter_sin_freq") => Some(plain("filter_fn.implicit_filter.1.freq".into())),
+        ("hyena", "filter_out") => Some(dotted(&format!("filter_fn.implicit_filter.{}", 2 * (hyena_inner(table) + 1)))),
+        ("hyena", h) if h.starts_with("filter_ffn") => {
+            let i: i64 = h["filter_ffn".len()..].parse().ok()?;
+            Some(dotted(&format!("filter_fn.implicit_filter.{}", 2 * i)))
+        }
         _ => None,
     }
 }
 
-/// Zoology's name of the fixed positional features of layer `layer`'s implicit filter.
-pub fn implicit_z_name(layer: usize, hybrid: bool) -> String {
+/// Zoology's prefix of layer `layer`'s sequence mixer (with `.mixer.` inside a hybrid).
+pub fn mixer_prefix(layer: usize, hybrid: bool) -> String {
     let inner = if hybrid { "mixer." } else { "" };
-    format!("backbone.layers.{layer}.sequence_mixer.{inner}conv.pos_emb.z")
+    format!("backbone.layers.{layer}.sequence_mixer.{inner}")
 }
 
 /// Zoology's name of the (tied) output head.

@@ -10,6 +10,7 @@
 use super::names::SHARED_MIXERS;
 use crate::error::{config_err, Result};
 use crate::mixers::base_conv::{BaseConvConfig, KernelSize, LongFilter};
+use crate::mixers::hyena::HyenaConfig;
 use crate::model::state_mixer::StateMixerKind;
 use crate::model::{BlockKind, ModelConfig};
 use serde::Deserialize;
@@ -19,6 +20,7 @@ const MHA: &str = "zoology.mixers.attention.MHA";
 const SLIDING: &str = "zoology.mixers.slide_attn.SlidingAttn";
 const BASE_CONV: &str = "zoology.mixers.base_conv.BaseConv";
 const BASED: &str = "zoology.mixers.based.Based";
+const HYENA: &str = "zoology.mixers.hyena.Hyena";
 const HYBRID: &str = "zoology.mixers.hybrid.Hybrid";
 const IDENTITY: &str = "torch.nn.Identity";
 const MLP: &str = "zoology.mixers.mlp.MLP";
@@ -119,6 +121,17 @@ fn mixer_to_zoology(t: &toml::Table, max_seq_len: i64) -> Result<Value> {
                 "implicit_long_conv": c.long_filter == LongFilter::Implicit, "use_act": false}}))
         }
         "based" | "linear_attention" => based_to_zoology(t, max_seq_len),
+        "hyena" => {
+            let mut c = t.clone();
+            c.remove("name");
+            let c: HyenaConfig = toml::Value::Table(c)
+                .try_into()
+                .map_err(|e| config_err("model.mixer", format!("not a hyena config: {e}")))?;
+            Ok(json!({"name": HYENA, "kwargs": {
+                "l_max": max_seq_len, "filter_order": c.filter_order, "short_filter_order": c.short_filter_order,
+                "emb_dim": c.emb_dim, "w": c.w, "num_inner_mlps": c.num_inner_mlps,
+                "fast_decay_pct": c.fast_decay_pct, "slow_decay_pct": c.slow_decay_pct, "target": c.decay_target}}))
+        }
         "hybrid" => {
             let layers = get(t, "layers").and_then(|v| v.as_array()).cloned().unwrap_or_default();
             let mut configs = Vec::with_capacity(layers.len());
@@ -319,6 +332,11 @@ fn mixer_from_zoology(m: &Module, n_layers: i64, field: &str) -> Result<(toml::T
             t
         }
         BASED => based_from(&mut kw, &err)?,
+        HYENA => {
+            let (t, l) = hyena_from(&mut kw, &err)?;
+            long = Some(l);
+            t
+        }
         HYBRID => {
             let configs = kw.remove("configs").and_then(|v| v.as_array().cloned());
             let configs = configs
@@ -424,6 +442,55 @@ fn base_conv_from(
     )?;
     let long = list.iter().take(n_layers as usize).any(|&k| k == -1).then_some(l_max);
     Ok((t, long))
+}
+
+/// `Hyena` (one head, one block, causal, modulated, unnormalised) → hyena with a trained `z`
+/// (Zoology's is a parameter). Zoology's per-group `lr`, `lr_pos_emb` and `wd` are dropped: its
+/// trainer builds one parameter group and never reads them.
+fn hyena_from(kw: &mut Kw, err: &dyn Fn(&str, &str) -> crate::Error) -> Result<(toml::Table, i64)> {
+    let l_max = kw
+        .remove("l_max")
+        .and_then(|v| v.as_i64())
+        .ok_or_else(|| err("l_max", "must be an integer (Hyena requires it)"))?;
+    let mut t = toml::Table::new();
+    t.insert("name".into(), "hyena".into());
+    t.insert("filter_order".into(), int_or(kw, "filter_order", 64, err)?.into());
+    t.insert("short_filter_order".into(), int_or(kw, "short_filter_order", 3, err)?.into());
+    t.insert("emb_dim".into(), int_or(kw, "emb_dim", 3, err)?.into());
+    t.insert("num_inner_mlps".into(), int_or(kw, "num_inner_mlps", 2, err)?.into());
+    t.insert("w".into(), float_or(kw, "w", 1.0, err)?.into());
+    t.insert("fast_decay_pct".into(), float_or(kw, "fast_decay_pct", 0.3, err)?.into());
+    t.insert("slow_decay_pct".into(), float_or(kw, "slow_decay_pct", 1.5, err)?.into());
+    t.insert("decay_target".into(), float_or(kw, "target", 1e-2, err)?.into());
+    t.insert("train_pos_emb".into(), true.into());
+    for k in ["lr", "lr_pos_emb", "wd", "channels"] {
+        kw.remove(k);
+    }
+    let fixed: [(&str, Value); 12] = [
+        ("num_heads", json!(1)),
+        ("num_blocks", json!(1)),
+        ("outer_mixing", json!(false)),
+        ("dropout", json!(0.0)),
+        ("filter_dropout", json!(0.0)),
+        ("return_state", json!(false)),
+        ("bidirectional", json!(false)),
+        ("modulate", json!(true)),
+        ("normalized", json!(false)),
+        ("bias", json!(true)),
+        ("linear_mixer", json!(false)),
+        ("modulation_lr", json!(0.0)),
+    ];
+    for (k, v) in fixed {
+        if kw.get(k).is_some_and(|x| x.as_f64().zip(v.as_f64()).map_or(*x != v, |(a, b)| a != b)) {
+            return Err(err(k, &format!("only {v} is imported (zoology-rs's hyena has no other)")));
+        }
+        kw.remove(k);
+    }
+    if kw.get("shift").is_some_and(|x| x.as_f64() != Some(0.0)) {
+        return Err(err("shift", "only 0 is imported"));
+    }
+    kw.remove("shift");
+    Ok((t, l_max))
 }
 
 /// Zoology's `Based` feature maps and ours (Zoology's `Based` always normalises).
