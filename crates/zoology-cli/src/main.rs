@@ -11,6 +11,7 @@ mod bench;
 mod corpus;
 mod data;
 mod flags;
+mod interop;
 mod sweeps;
 
 #[derive(Parser)]
@@ -72,6 +73,10 @@ enum Cmd {
     /// then step through the queries) and print its accuracy next to the parallel evaluation's,
     /// with prefill time and decode tokens/s.
     Generate(GenerateArgs),
+    /// Write a run's weights for HazyResearch/zoology: its state dict (safetensors, Zoology's names) and ModelConfig (JSON).
+    Export(interop::ExportArgs),
+    /// Make a run directory from a Zoology state dict and ModelConfig (evaluated; decodes and appears in results).
+    Import(interop::ImportArgs),
     /// Perplexity of trained text models (task = "text") on the corpus's validation split,
     /// sliced into AR hits (the token completes a bigram seen earlier in the window), first
     /// occurrences and other tokens, by training-bigram frequency and by distance; the share of
@@ -254,6 +259,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Corpus(c) => corpus::cmd_corpus(c),
         Cmd::Construct(a) => cmd_construct(a),
         Cmd::Generate(a) => cmd_generate(a),
+        Cmd::Export(a) => interop::cmd_export(a),
+        Cmd::Import(a) => interop::cmd_import(a),
         Cmd::Arhits(a) => cmd_arhits(a),
         Cmd::Data(a) => data::cmd_data(&a.task, &a.options),
         Cmd::Tasks => data::cmd_tasks(),

@@ -22,7 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("cost", &["cost"]),
     ("run directories", &["rundir"]),
     ("training", &["train"]),
-    ("uses of trained models", &["generate", "construct", "bench", "results"]),
+    ("uses of trained models", &["generate", "construct", "bench", "results", "interop"]),
     ("sweeps", &["sweep"]),
     ("analysis", &["analysis"]),
 ];

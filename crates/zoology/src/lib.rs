@@ -9,7 +9,7 @@
 //! The modules are layers (docs/ARCHITECTURE.md), bottom to top: foundations ([`error`],
 //! [`device`], [`limits`], [`flops`], [`console`]) → data ([`text`], [`tasks`]) → [`mixers`] → [`model`] →
 //! [`config`] → [`cost`] → [`rundir`] → [`train`] → uses of trained models ([`generate`],
-//! [`construct`], [`bench`], [`results`]) → [`sweep`] → [`analysis`]. Each uses only its own
+//! [`construct`], [`bench`], [`results`], [`interop`]) → [`sweep`] → [`analysis`]. Each uses only its own
 //! layer and those below; `layering_tests.rs` checks it.
 
 pub mod analysis;
@@ -22,6 +22,7 @@ pub mod device;
 pub mod error;
 pub mod flops;
 pub mod generate;
+pub mod interop;
 pub mod limits;
 pub mod mixers;
 pub mod model;

@@ -91,9 +91,14 @@ pub struct DataConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Schedule {
+    /// Cosine from `lr` to `lr · min_lr_ratio`, updated every optimiser step.
     #[default]
     Cosine,
     Constant,
+    /// Zoology's `CosineAnnealingLR(T_max = epochs, eta_min)` stepped once per epoch: every
+    /// step of epoch `e` (from 0) uses `min + (lr − min)·(1 + cos(π·e/epochs))/2`, with
+    /// `min = lr · min_lr_ratio` (Zoology: 0). Warmup, if set, still applies first.
+    CosinePerEpoch,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
