@@ -249,11 +249,15 @@ pub fn rwkv7_chunked(
     let beta_tail = &beta * &e_tail;
     let mut s = Tensor::zeros([b, h, n, dv], (r.kind(), dev));
     let mut outs = Vec::with_capacity(nc as usize);
-    for i in 0..nc {
-        let u = w_all.select(2, i).matmul(&s) + u_all.select(2, i);
-        outs.push(r_in.select(2, i).matmul(&s) + p_rb.select(2, i).matmul(&u) + intra_v.select(2, i));
-        let decay = tr(&last.select(2, i).exp()); // [B, H, N, 1]
-        s = decay * s + tr(&beta_tail.select(2, i)).matmul(&u) + kv_tail.select(2, i);
+    // per-chunk views made once (`unbind`; a `select` per chunk costs a full-size zero gradient
+    // per chunk in the backward)
+    let (ws, us, rs, ps, iv) = (w_all.unbind(2), u_all.unbind(2), r_in.unbind(2), p_rb.unbind(2), intra_v.unbind(2));
+    let (ls, bt, kvt) = (last.unbind(2), beta_tail.unbind(2), kv_tail.unbind(2));
+    for i in 0..nc as usize {
+        let u = ws[i].matmul(&s) + &us[i];
+        outs.push(rs[i].matmul(&s) + ps[i].matmul(&u) + &iv[i]);
+        let decay = tr(&ls[i].exp()); // [B, H, N, 1]
+        s = decay * s + tr(&bt[i]).matmul(&u) + &kvt[i];
     }
     (lay.merge(&Tensor::stack(&outs, 2), 2), s)
 }

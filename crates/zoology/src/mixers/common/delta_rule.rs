@@ -59,13 +59,17 @@ fn chunked_delta_rule_fp32(
     let p = qc.matmul(&kc.transpose(-2, -1)) * incl;
     let mut state = Tensor::zeros([b, h, dk, dv], (q.kind(), dev));
     let mut outs = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let u = u_tilde.select(2, i) - w.select(2, i).matmul(&state);
-        let gi = gamma.select(2, i); // [B,H,C,1]
+    // per-chunk views made once (`unbind`): a `select` per chunk would cost a full-size zero
+    // gradient per chunk in the backward
+    let (us, ws, gs, qs, ps, bs, ks) =
+        (u_tilde.unbind(2), w.unbind(2), gamma.unbind(2), qc.unbind(2), p.unbind(2), bc.unbind(2), kc.unbind(2));
+    for i in 0..n as usize {
+        let u = &us[i] - ws[i].matmul(&state);
+        let gi = &gs[i]; // [B,H,C,1]
         let last = gi.narrow(2, c - 1, 1); // [B,H,1,1]
-        outs.push((qc.select(2, i) * &gi).matmul(&state) + p.select(2, i).matmul(&u));
-        let bi = bc.select(2, i); // [B,H,C]
-        let kd = kc.select(2, i) * (bi.narrow(2, c - 1, 1) - &bi).exp().unsqueeze(-1);
+        outs.push((&qs[i] * gi).matmul(&state) + ps[i].matmul(&u));
+        let bi = &bs[i]; // [B,H,C]
+        let kd = &ks[i] * (bi.narrow(2, c - 1, 1) - bi).exp().unsqueeze(-1);
         state = &last * state + kd.transpose(-2, -1).matmul(&u);
     }
     let o = lay.merge(&Tensor::stack(&outs, 2), 2);
