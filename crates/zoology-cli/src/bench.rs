@@ -405,6 +405,10 @@ fn step_table(a: &StepArgs, shape: StepShape) -> Result<toml::Table> {
             "seed = 1\n[data]\nvocab_size = {vocab}\nbatch_size = {batch}\n[[data.train]]\ntask = \"mqar\"\nseq_len = {seq_len}\nnum_kv_pairs = {kv}\nnum_examples = {batch}\n[[data.test]]\ntask = \"mqar\"\nseq_len = {seq_len}\nnum_kv_pairs = {kv}\nnum_examples = {batch}\n[model]\nd_model = {d_model}\nn_layers = 2\nstate_mixer = \"identity\"\nmax_position_embeddings = {seq_len}\nmixer = {{ name = \"attention\" }}\n"
         ))?,
     };
+    // a sweep config profiles its base run; its mixers are chosen with --mixers
+    if table.remove("sweep").is_some() && a.mixers.is_empty() {
+        println!("bench step: CONFIG is a sweep; profiling its base run (choose the sweep's mixers with --mixers)");
+    }
     for s in &a.set {
         zoology::config::apply_set(&mut table, s).map_err(|e| anyhow::anyhow!(e.to_string()))?;
     }

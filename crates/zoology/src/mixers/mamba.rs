@@ -194,6 +194,13 @@ impl Mamba {
     /// the fused kernel (Δ's bias and softplus, D and the gate inside it) where it runs, the
     /// chunked scan otherwise.
     fn gated_scan(&self, inp: &Inputs) -> Tensor {
+        // under bf16 autocast the projections arrive in bf16: the scan runs in fp32 (the fused
+        // kernel is f32/f64), as every mixer's scan does
+        if self.scan == MambaScan::Fused && crate::device::Precision::autocast_active(inp.x.device()) {
+            use crate::device::full_precision as f32_;
+            let up = Inputs { x: f32_(&inp.x), z: f32_(&inp.z), dt: f32_(&inp.dt), b: f32_(&inp.b), c: f32_(&inp.c) };
+            return crate::device::Precision::fp32_region(inp.x.device(), || self.gated_scan(&up));
+        }
         if self.uses_fused(inp) {
             let a = self.a();
             let args = ScanArgs {

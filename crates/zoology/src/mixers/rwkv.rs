@@ -224,7 +224,15 @@ impl Rwkv {
 impl Mixer for Rwkv {
     fn forward(&self, x: &Tensor, _train: bool) -> Tensor {
         let (r, k, v) = self.rkv(x, &token_shift(x));
-        let y = if self.uses_fused(&k) { wkv(&k, &v, &self.w(), &self.time_first) } else { self.wkv_chunked(&k, &v) };
+        // the WKV scan in fp32 under bf16 autocast (the fused kernel is f32/f64)
+        let y = crate::device::Precision::fp32_region(x.device(), || {
+            let (k, v) = (crate::device::full_precision(&k), crate::device::full_precision(&v));
+            if self.uses_fused(&k) {
+                wkv(&k, &v, &self.w(), &self.time_first)
+            } else {
+                self.wkv_chunked(&k, &v)
+            }
+        });
         self.output.forward(&(r.sigmoid() * y))
     }
 
