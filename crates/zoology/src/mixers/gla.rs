@@ -34,7 +34,7 @@
 
 use super::common::decayed_linear::DecayedLinear;
 use super::common::layers::{merge_heads, rms_norm, split_heads, Linear};
-use super::linear_attention::{check_chunk, MAX_EXPAND};
+use super::linear_attention::check_chunk;
 use super::{linear_params, BuildCtx, MixerKind, MixerMemory};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -182,26 +182,7 @@ impl MixerKind for Gla {
     }
 
     fn validate(c: &GlaConfig, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
-        for (name, e) in [("expand_k", c.expand_k), ("expand_v", c.expand_v)] {
-            if !(e > 0.0 && e <= MAX_EXPAND && (d as f64 * e).floor() >= 1.0) {
-                return Err(config_err(
-                    format!("{field}.{name}"),
-                    format!(
-                        "must be a finite number in (0, {MAX_EXPAND}] with ⌊d_model·{name}⌋ ≥ 1 (d_model {d}, got {e})"
-                    ),
-                ));
-            }
-        }
-        let (kd, vd) = c.widths(d);
-        if c.num_heads < 1 || kd % c.num_heads != 0 || vd % c.num_heads != 0 {
-            return Err(config_err(
-                format!("{field}.num_heads"),
-                format!(
-                    "must be ≥ 1 and divide the key width {kd} (d_model {d} × expand_k {}) and the value width {vd} (× expand_v {}); got {}",
-                    c.expand_k, c.expand_v, c.num_heads
-                ),
-            ));
-        }
+        super::common::bounds::expand_and_heads(field, d, c.expand_k, c.expand_v, c.num_heads, c.widths(d))?;
         if !(1..=MAX_GATE_RANK).contains(&c.gate_low_rank_dim) {
             return Err(config_err(
                 format!("{field}.gate_low_rank_dim"),

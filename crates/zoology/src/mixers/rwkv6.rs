@@ -40,10 +40,9 @@
 
 use super::common::bounds::{float_in, int_in, MAX_SIZE};
 use super::common::layers::{split_heads, token_shift, Linear};
-use super::linear_attention::MAX_EXPAND;
 use super::rwkv5::{head_group_norm, rwkv_wkv_chunked, rwkv_wkv_reference, rwkv_wkv_step};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
-use crate::error::{config_err, Result};
+use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
@@ -223,26 +222,7 @@ impl MixerKind for Rwkv6 {
     const CONSTANT_STATE: bool = true;
 
     fn validate(c: &Rwkv6Config, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
-        for (name, e) in [("expand_k", c.expand_k), ("expand_v", c.expand_v)] {
-            if !(e > 0.0 && e <= MAX_EXPAND && (d as f64 * e).floor() >= 1.0) {
-                return Err(config_err(
-                    format!("{field}.{name}"),
-                    format!(
-                        "must be a finite number in (0, {MAX_EXPAND}] with ⌊d_model·{name}⌋ ≥ 1 (d_model {d}, got {e})"
-                    ),
-                ));
-            }
-        }
-        let (kd, vd) = c.widths(d);
-        if c.num_heads < 1 || kd % c.num_heads != 0 || vd % c.num_heads != 0 {
-            return Err(config_err(
-                format!("{field}.num_heads"),
-                format!(
-                    "must be ≥ 1 and divide the key width {kd} (d_model {d} × expand_k {}) and the value width {vd} (× expand_v {}); got {}",
-                    c.expand_k, c.expand_v, c.num_heads
-                ),
-            ));
-        }
+        super::common::bounds::expand_and_heads(field, d, c.expand_k, c.expand_v, c.num_heads, c.widths(d))?;
         int_in(field, "proj_low_rank_dim", c.proj_low_rank_dim, 1, MAX_RANK, "32")?;
         int_in(field, "gate_low_rank_dim", c.gate_low_rank_dim, 1, MAX_RANK, "64")?;
         float_in(field, "norm_eps", c.norm_eps, 0.0, f64::INFINITY, "1e-5")?;

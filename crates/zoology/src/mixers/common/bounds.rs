@@ -51,3 +51,37 @@ mod tests {
         assert!(float_in("m", "t", 1.0, 0.0, 1.0, "0.01").is_err());
     }
 }
+
+/// The key/value widths of a gated linear-attention mixer (GLA, RWKV-6): `expand_k` and
+/// `expand_v` in (0, MAX_EXPAND] with at least one channel each, and `num_heads` dividing both
+/// widths `(kd, vd)`.
+pub fn expand_and_heads(
+    field: &str,
+    d: i64,
+    expand_k: f64,
+    expand_v: f64,
+    heads: i64,
+    widths: (i64, i64),
+) -> Result<()> {
+    use crate::mixers::linear_attention::MAX_EXPAND;
+    for (name, e) in [("expand_k", expand_k), ("expand_v", expand_v)] {
+        if !(e > 0.0 && e <= MAX_EXPAND && (d as f64 * e).floor() >= 1.0) {
+            return Err(config_err(
+                format!("{field}.{name}"),
+                format!(
+                    "must be a finite number in (0, {MAX_EXPAND}] with ⌊d_model·{name}⌋ ≥ 1 (d_model {d}, got {e})"
+                ),
+            ));
+        }
+    }
+    let (kd, vd) = widths;
+    if heads < 1 || kd % heads != 0 || vd % heads != 0 {
+        return Err(config_err(
+            format!("{field}.num_heads"),
+            format!(
+                "must be ≥ 1 and divide the key width {kd} (d_model {d} × expand_k {expand_k}) and the value width {vd} (× expand_v {expand_v}); got {heads}"
+            ),
+        ));
+    }
+    Ok(())
+}
