@@ -23,8 +23,9 @@
 //!   ours (it depends only on `l_max`).
 //!
 //! Covered mixers: [`names::SHARED_MIXERS`] (attention, sliding_window, base_conv short /
-//! implicit long / explicit long, hyena, based, linear_attention with Zoology's feature maps, hybrids
-//! of these), in Zoology's `TransformerBlock` with identity or MLP state mixers. Other
+//! implicit long / explicit long, hyena, based, linear_attention with Zoology's feature maps, h3,
+//! gla, hybrids of these), in Zoology's `TransformerBlock` with identity or MLP state mixers, and
+//! mamba in Zoology's `MambaBlock` (the mamba block with an identity state mixer). Other
 //! mixers are refused with a named error; docs/DECISIONS.md lists what is not covered and why.
 //! `parity_tests.rs` checks logits, loss, every gradient and one AdamW step against fixtures
 //! written by Zoology's own code (`scripts/zoology_fixtures.py`).
@@ -108,14 +109,21 @@ pub fn export_model(cfg: &RunConfig, named: &[(String, Tensor)]) -> Result<(Vec<
     let l = cfg.max_seq_len() as i64;
     let model = zconfig::to_zoology(&cfg.model, cfg.data.vocab_size as i64, l)?;
     let mut out = Vec::with_capacity(named.len() + 2);
+    // split Zoology tensors (real and imaginary parts): name → parts by index
+    let mut parts: std::collections::BTreeMap<String, Vec<(i64, Tensor)>> = Default::default();
     for (n, t) in named {
         let m = to_zoology(n, &cfg.model, &t.size())?;
-        let t = t.detach().to_device(Device::Cpu).to_kind(Kind::Float);
-        let t = match &m.zoology_shape {
-            Some(s) => t.reshape(s.as_slice()),
-            None => t,
-        };
-        out.push((m.zoology, t.contiguous()));
+        let t = m.to_zoology_layout(&t.detach().to_device(Device::Cpu).to_kind(Kind::Float));
+        match m.part {
+            Some(i) => parts.entry(m.zoology).or_default().push((i, t)),
+            None => out.push((m.zoology, t.contiguous())),
+        }
+    }
+    for (name, mut p) in parts {
+        p.sort_by_key(|(i, _)| *i);
+        let idx: Vec<i64> = p.iter().map(|(i, _)| *i).collect();
+        assert_eq!(idx, (0..names::PARTS).collect::<Vec<_>>(), "{name}: every part of a split tensor is a parameter");
+        out.push((name, Tensor::stack(&p.into_iter().map(|(_, t)| t).collect::<Vec<_>>(), -1).contiguous()));
     }
     for (name, e) in extras(cfg) {
         let t = match e {
@@ -148,14 +156,14 @@ pub fn load_zoology_state(
                 m.zoology
             ))
         })?;
-        let want = m.zoology_shape.clone().unwrap_or_else(|| t.size());
+        let want = m.full_shape(&t.size());
         if src.size() != want {
             return Err(bad(format!("tensor {} has shape {:?}, this config needs {want:?}", m.zoology, src.size())));
         }
         if !src.is_floating_point() {
             return Err(bad(format!("tensor {} is {:?}, not a floating-point tensor", m.zoology, src.kind())));
         }
-        tch::no_grad(|| t.shallow_clone().copy_(&src.reshape(t.size()).to_kind(t.kind())));
+        tch::no_grad(|| t.shallow_clone().copy_(&m.from_zoology_layout(&m.select(src), &t.size()).to_kind(t.kind())));
         used.insert(m.zoology);
     }
     check_extras(cfg, state, &mut used, &bad)?;

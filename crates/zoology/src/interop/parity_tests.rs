@@ -45,7 +45,13 @@ fn check_case(case: &str) {
     named.sort_by(|a, b| a.0.cmp(&b.0));
 
     // export gives back Zoology's state dict (its own pos_emb.z included)
-    let (exported, _) = export_model(&cfg, &named).unwrap();
+    let (exported, zcfg) = export_model(&cfg, &named).unwrap();
+    // by hand: ZOOLOGY_PARITY_DUMP=DIR writes the export, to load into Zoology (strict) and compare
+    if let Some(dir) = std::env::var_os("ZOOLOGY_PARITY_DUMP") {
+        let dir = Path::new(&dir);
+        Tensor::write_safetensors(&exported, dir.join(format!("{case}.safetensors"))).unwrap();
+        std::fs::write(dir.join(format!("{case}.json")), serde_json::to_string(&zcfg).unwrap()).unwrap();
+    }
     assert_eq!(exported.len(), state.len(), "{case}: exported tensors vs Zoology's state dict");
     for (n, e) in &exported {
         let r = rel(e, &state[n]);
@@ -67,8 +73,7 @@ fn check_case(case: &str) {
     let mut seen = BTreeSet::new();
     for (n, p) in &named {
         let m = zshape(n, p);
-        let g = p.grad().reshape(m.zoology_shape.clone().unwrap_or(p.size()).as_slice());
-        let r = rel(&g, &grads[&m.zoology]);
+        let r = rel(&m.to_zoology_layout(&p.grad()), &m.select(&grads[&m.zoology]));
         assert!(r <= 1e-4, "{case}: gradient of {n} ({}) relative error {r:.2e}", m.zoology);
         seen.insert(m.zoology);
     }
@@ -83,12 +88,12 @@ fn check_case(case: &str) {
     let after = params_of(&t, "after/");
     for (n, p) in &named {
         let m = zshape(n, p);
-        let mask = grads[&m.zoology].abs().ge(1e-6);
+        let mask = m.select(&grads[&m.zoology]).abs().ge(1e-6);
         if mask.sum(Kind::Int64).int64_value(&[]) == 0 {
             continue; // every entry is noise; the step on Zoology's gradients checked it
         }
-        let ours = p.reshape(m.zoology_shape.clone().unwrap_or(p.size()).as_slice()).masked_select(&mask);
-        let r = rel(&ours, &after[&m.zoology].masked_select(&mask));
+        let ours = m.to_zoology_layout(p).masked_select(&mask);
+        let r = rel(&ours, &m.select(&after[&m.zoology]).masked_select(&mask));
         assert!(r <= 1e-6, "{case}: {n} after one AdamW step on our gradients: relative error {r:.2e}");
     }
 }
@@ -119,13 +124,13 @@ fn check_step(case: &str, json: &Value, t: &HashMap<String, Tensor>, base: &RunC
     tch::no_grad(|| {
         for (n, p) in &named {
             let m = names::to_zoology(n, &cfg.model, &p.size()).unwrap();
-            p.grad().copy_(&grads[&m.zoology].reshape(p.size()));
+            p.grad().copy_(&m.from_zoology_layout(&m.select(&grads[&m.zoology]), &p.size()));
         }
     });
     opt.step(json["optimizer"]["lr"].as_f64().unwrap());
     for (n, p) in &named {
         let m = names::to_zoology(n, &cfg.model, &p.size()).unwrap();
-        let r = rel(&p.reshape(m.zoology_shape.clone().unwrap_or(p.size()).as_slice()), &after[&m.zoology]);
+        let r = rel(&m.to_zoology_layout(p), &m.select(&after[&m.zoology]));
         assert!(r <= 1e-6, "{case}: {n} after one AdamW step on Zoology's gradients: relative error {r:.2e}");
     }
 }
@@ -191,6 +196,76 @@ fn base_conv_implicit_long_matches_zoology_step_exactly() {
 #[test]
 fn base_conv_explicit_long_matches_zoology_step_exactly() {
     check_case("base_conv_explicit");
+}
+
+/// A fixture recorded on a CPU: its JSON must name `reference` as what ran for `kernel`.
+fn check_case_with_kernels(case: &str, kernel: &str, reference: &str) {
+    let (json, _) = fixture(case);
+    let named = json["kernels"][kernel].as_str().unwrap_or("");
+    assert!(named.contains(reference), "{case}: the fixture ran {named:?} for {kernel}, not {reference}");
+    check_case(case);
+}
+
+/// Zoology's `Mamba` in its `MambaBlock` (RMSNorm → mixer, one residual, no state mixer),
+/// recorded with mamba_ssm's own reference scan and RMSNorm in place of the CUDA/Triton
+/// kernels (the fixture's `kernels` lists them).
+#[test]
+fn mamba_matches_zoology_step_exactly() {
+    check_case_with_kernels("mamba", "selective_scan_fn", "mamba_ssm selective_scan_ref");
+}
+
+/// Zoology's `GatedLinearAttention` (fla's GLA layer, defaults but 2 heads and a rank-4 gate),
+/// recorded with fla 0.2.1's own references in place of its Triton kernels
+/// (`naive_recurrent_gla`, the gated `rms_norm_ref`).
+#[test]
+fn gla_matches_zoology_step_exactly() {
+    check_case_with_kernels("gla", "fused_recurrent_gla", "fla naive_recurrent_gla");
+}
+
+/// Zoology's `H3` (2 heads of width 2, d_state 8), which runs on a CPU as shipped: its diagonal
+/// SSM is bilinear, as ours by default; its complex `C` and `B` are real pairs in the state dict.
+#[test]
+fn h3_matches_zoology_step_exactly() {
+    check_case_with_kernels("h3", "log_vandermonde", "log_vandermonde_naive");
+}
+
+/// What Zoology's MambaBlock and Mamba cannot express is refused on export, naming the field.
+#[test]
+fn mamba_export_refuses_what_zoology_cannot_express() {
+    let model = |extra: &str| -> crate::model::ModelConfig {
+        toml::from_str(&format!("d_model = 16\n{extra}mixer = {{ name = \"mamba\" }}")).unwrap()
+    };
+    let e = |m: &crate::model::ModelConfig| zconfig::to_zoology(m, 32, 12).err().expect("must fail").to_string();
+    let ok = zconfig::to_zoology(&model("state_mixer = \"identity\"\n"), 32, 12).unwrap();
+    assert_eq!(ok["block_type"], json!("MambaBlock"));
+    assert_eq!(ok["sequence_mixer"]["kwargs"]["dt_rank"], json!("auto"));
+    assert!(e(&model("")).contains("model.state_mixer"), "the default mlp state mixer has no MambaBlock counterpart");
+    assert!(e(&model("state_mixer = \"identity\"\nembed_dropout = 0.1\n")).contains("model.embed_dropout"));
+    let r: crate::model::ModelConfig =
+        toml::from_str("d_model = 16\nstate_mixer = \"identity\"\nmixer = { name = \"mamba\", dt_rank = 3 }").unwrap();
+    assert!(e(&r).contains("model.mixer.dt_rank"));
+    let att: crate::model::ModelConfig =
+        toml::from_str("block = \"mamba\"\nstate_mixer = \"identity\"\nmixer = { name = \"attention\" }").unwrap();
+    assert!(e(&att).contains("model.block"));
+}
+
+/// h3 and gla variants Zoology's classes do not have are refused on export and import.
+#[test]
+fn h3_and_gla_refuse_what_zoology_cannot_express() {
+    let model = |m: &str| -> crate::model::ModelConfig { toml::from_str(&format!("mixer = {m}")).unwrap() };
+    let e = |m: &str| zconfig::to_zoology(&model(m), 32, 12).err().expect("must fail").to_string();
+    assert!(e("{ name = \"h3\", discretization = \"zoh\" }").contains("model.mixer.discretization"));
+    assert!(e("{ name = \"h3\", trained_b = false }").contains("trained_b = true"));
+    let (json, t) = fixture("gla");
+    let state = params_of(&t, "param/");
+    let imp = |f: &dyn Fn(&mut Value)| {
+        let mut m = json["model"].clone();
+        f(&mut m);
+        import_model(&m, &base_config(32, 12), &state, "F").err().expect("must fail").to_string()
+    };
+    assert!(imp(&|m| m["sequence_mixer"]["kwargs"]["use_short_conv"] = json!(true)).contains("use_short_conv"));
+    assert!(imp(&|m| m["sequence_mixer"]["kwargs"]["fuse_norm"] = json!(false)).contains("g_norm"));
+    assert!(imp(&|m| m["sequence_mixer"]["kwargs"]["num_kv_heads"] = json!(1)).contains("num_kv_heads"));
 }
 
 /// Import is strict, with errors that name what is wrong.

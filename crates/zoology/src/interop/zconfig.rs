@@ -6,11 +6,21 @@
 //! LayerNorm epsilon, `use_act`, an MLP width other than 4·d, a mixer outside
 //! [`super::names::SHARED_MIXERS`], an unknown mixer keyword), is an error naming the field.
 //! `embedding_init_type` and `name` only affect initialisation and labels and are ignored.
+//!
+//! The mamba block is Zoology's `MambaBlock` (`block_type = "MambaBlock"`), which always builds
+//! `zoology.mixers.mamba.Mamba` from the sequence mixer's kwargs and has no state mixer and no
+//! embedding dropout: export needs the mamba mixer, `state_mixer = "identity"` and
+//! `embed_dropout = 0` there; import ignores the config's `state_mixer` and `embed_dropout`
+//! (as Zoology does) and gives `block = "mamba"`, `state_mixer = "identity"`.
 
 use super::names::SHARED_MIXERS;
 use crate::error::{config_err, Result};
 use crate::mixers::base_conv::{BaseConvConfig, KernelSize, LongFilter};
+use crate::mixers::common::modal::Discretization;
+use crate::mixers::gla::GlaConfig;
+use crate::mixers::h3::H3Config;
 use crate::mixers::hyena::HyenaConfig;
+use crate::mixers::mamba::MambaConfig;
 use crate::model::state_mixer::StateMixerKind;
 use crate::model::{BlockKind, ModelConfig};
 use serde::Deserialize;
@@ -22,6 +32,9 @@ const BASE_CONV: &str = "zoology.mixers.base_conv.BaseConv";
 const BASED: &str = "zoology.mixers.based.Based";
 const HYENA: &str = "zoology.mixers.hyena.Hyena";
 const HYBRID: &str = "zoology.mixers.hybrid.Hybrid";
+const MAMBA: &str = "zoology.mixers.mamba.Mamba";
+const H3: &str = "zoology.mixers.h3.H3";
+const GLA: &str = "zoology.mixers.gla.GatedLinearAttention";
 const IDENTITY: &str = "torch.nn.Identity";
 const MLP: &str = "zoology.mixers.mlp.MLP";
 
@@ -32,8 +45,15 @@ fn get<'a>(t: &'a toml::Table, k: &str) -> Option<&'a toml::Value> {
 /// Zoology's `ModelConfig` (as JSON) for a zoology-rs model config; `max_seq_len` is the
 /// longest sequence of the run (BaseConv's `l_max`).
 pub fn to_zoology(m: &ModelConfig, vocab_size: i64, max_seq_len: i64) -> Result<Value> {
-    if m.block_kind() != BlockKind::Transformer {
-        return Err(config_err("model.block", "only the transformer block (Zoology's TransformerBlock) is exported"));
+    let mamba_block = m.block_kind() == BlockKind::Mamba;
+    if m.block_kind() != BlockKind::Transformer && !mamba_block {
+        return Err(config_err(
+            "model.block",
+            "only the transformer block (Zoology's TransformerBlock) and the mamba block (MambaBlock) are exported",
+        ));
+    }
+    if mamba_block {
+        mamba_block_exportable(m)?;
     }
     if m.backbone != crate::tasks::Backbone::LanguageModel {
         return Err(config_err("model.backbone", "only `language_model` has a Zoology counterpart"));
@@ -55,7 +75,7 @@ pub fn to_zoology(m: &ModelConfig, vocab_size: i64, max_seq_len: i64) -> Result<
         }
     };
     Ok(json!({
-        "sequence_mixer": mixer_to_zoology(&m.mixer, max_seq_len)?,
+        "sequence_mixer": mixer_to_zoology(&m.mixer, max_seq_len, m.d_model)?,
         "state_mixer": state_mixer,
         "d_model": m.d_model,
         "n_layers": m.n_layers,
@@ -68,12 +88,35 @@ pub fn to_zoology(m: &ModelConfig, vocab_size: i64, max_seq_len: i64) -> Result<
         "drop_path": 0.0,
         "layer_norm_epsilon": 1e-5,
         "pad_vocab_size_multiple": 1,
-        "block_type": "TransformerBlock",
+        "block_type": if mamba_block { "MambaBlock" } else { "TransformerBlock" },
         "name": "default",
     }))
 }
 
-fn mixer_to_zoology(t: &toml::Table, max_seq_len: i64) -> Result<Value> {
+/// What Zoology's `MambaBlock` can express: a Mamba mixer, nothing else in the block.
+fn mamba_block_exportable(m: &ModelConfig) -> Result<()> {
+    if m.mixer_name() != "mamba" {
+        return Err(config_err(
+            "model.block",
+            "Zoology's MambaBlock always builds a Mamba mixer; the mamba block is exported only with mixer mamba",
+        ));
+    }
+    if m.state_mixer != StateMixerKind::Identity {
+        return Err(config_err(
+            "model.state_mixer",
+            "Zoology's MambaBlock has no state mixer (it ignores `state_mixer`); export of the mamba block needs state_mixer = \"identity\"",
+        ));
+    }
+    if m.embed_dropout != 0.0 {
+        return Err(config_err(
+            "model.embed_dropout",
+            "Zoology's MambaBlock applies no embedding dropout; export of the mamba block needs embed_dropout = 0",
+        ));
+    }
+    Ok(())
+}
+
+fn mixer_to_zoology(t: &toml::Table, max_seq_len: i64, d_model: i64) -> Result<Value> {
     let name = get(t, "name").and_then(|v| v.as_str()).unwrap_or("");
     match name {
         "attention" => {
@@ -143,15 +186,68 @@ fn mixer_to_zoology(t: &toml::Table, max_seq_len: i64) -> Result<Value> {
                         "a hybrid inside a hybrid has no Zoology counterpart",
                     ));
                 }
-                configs.push(mixer_to_zoology(sub, max_seq_len)?);
+                configs.push(mixer_to_zoology(sub, max_seq_len, d_model)?);
             }
             Ok(json!({"name": HYBRID, "kwargs": {"configs": configs}}))
         }
+        "mamba" => mamba_to_zoology(t, d_model),
+        "h3" => h3_to_zoology(t, max_seq_len),
+        "gla" => gla_to_zoology(t),
         other => Err(config_err(
             "model.mixer.name",
             format!("{other:?} has no Zoology export yet; export/import cover {SHARED_MIXERS:?}"),
         )),
     }
+}
+
+/// h3 → Zoology's `H3` (bilinear, trained B: Zoology's default `SSKernelDiag`).
+fn h3_to_zoology(t: &toml::Table, max_seq_len: i64) -> Result<Value> {
+    let mut c = t.clone();
+    c.remove("name");
+    let c: H3Config =
+        toml::Value::Table(c).try_into().map_err(|e| config_err("model.mixer", format!("not an h3 config: {e}")))?;
+    if c.discretization != Discretization::Bilinear || !c.trained_b {
+        return Err(config_err(
+            "model.mixer.discretization",
+            "Zoology's H3 discretises bilinearly and trains both SSMs' B; export needs discretization = \"bilinear\" and trained_b = true",
+        ));
+    }
+    Ok(json!({"name": H3, "kwargs": {
+        "l_max": max_seq_len, "d_state": c.d_state, "head_dim": c.head_dim, "kernel_args": {}}}))
+}
+
+/// gla → Zoology's `GatedLinearAttention` with its defaults (the only variant we have).
+fn gla_to_zoology(t: &toml::Table) -> Result<Value> {
+    let mut c = t.clone();
+    c.remove("name");
+    let c: GlaConfig =
+        toml::Value::Table(c).try_into().map_err(|e| config_err("model.mixer", format!("not a gla config: {e}")))?;
+    Ok(json!({"name": GLA, "kwargs": {
+        "mode": "chunk", "expand_k": c.expand_k, "expand_v": c.expand_v, "num_heads": c.num_heads,
+        "num_kv_heads": null, "feature_map": null, "use_short_conv": false, "use_output_gate": true,
+        "gate_fn": "swish", "elementwise_affine": true, "norm_eps": c.norm_eps,
+        "gate_logit_normalizer": c.gate_logit_normalizer, "gate_low_rank_dim": c.gate_low_rank_dim,
+        "clamp_min": null, "fuse_norm": true}}))
+}
+
+/// mamba → Zoology's `Mamba` (`dt_rank` only "auto": Zoology's `validate_call` rejects an
+/// integer; `scan`, `chunk_size`, `checkpoint_every` only choose how we compute, `init` only the
+/// start).
+fn mamba_to_zoology(t: &toml::Table, d_model: i64) -> Result<Value> {
+    let mut c = t.clone();
+    c.remove("name");
+    let c: MambaConfig =
+        toml::Value::Table(c).try_into().map_err(|e| config_err("model.mixer", format!("not a mamba config: {e}")))?;
+    let auto = (d_model + 15) / 16;
+    if c.dt_rank != 0 && c.dt_rank != auto {
+        return Err(config_err(
+            "model.mixer.dt_rank",
+            format!("Zoology's Mamba takes dt_rank only as \"auto\" (⌈d_model/16⌉ = {auto}); export needs dt_rank = 0 or {auto}"),
+        ));
+    }
+    Ok(json!({"name": MAMBA, "kwargs": {
+        "d_state": c.d_state, "d_conv": c.d_conv, "expand": c.expand, "dt_rank": "auto",
+        "conv_bias": true, "bias": false}}))
 }
 
 /// based / linear_attention → Zoology's `Based` with the matching feature map.
@@ -269,11 +365,9 @@ pub fn from_zoology(v: &Value, field: &str) -> Result<Imported> {
     let z: ZModelConfig = serde_json::from_value(v.clone())
         .map_err(|e| config_err(field, format!("not a Zoology ModelConfig this build can import: {e}")))?;
     let bad = |f: &str, why: &str| config_err(format!("{field}.{f}"), why.to_string());
-    if z.block_type != "TransformerBlock" {
-        return Err(bad(
-            "block_type",
-            "only TransformerBlock is imported (zoology-rs's mamba block has no importer yet)",
-        ));
+    let mamba_block = z.block_type == "MambaBlock";
+    if z.block_type != "TransformerBlock" && !mamba_block {
+        return Err(bad("block_type", "only TransformerBlock and MambaBlock are imported"));
     }
     if !z.learnable_word_embeddings {
         return Err(bad("learnable_word_embeddings", "frozen, untied embeddings have no zoology-rs counterpart"));
@@ -291,6 +385,7 @@ pub fn from_zoology(v: &Value, field: &str) -> Result<Imported> {
         ));
     }
     let state_mixer = match (z.state_mixer.name.as_str(), &z.state_mixer.kwargs) {
+        _ if mamba_block => "identity", // MambaBlock never reads state_mixer
         (IDENTITY, _) => "identity",
         (MLP, kw) if kw.len() == 1 && kw.get("hidden_mult") == Some(&json!(4)) => "mlp",
         _ => {
@@ -301,14 +396,21 @@ pub fn from_zoology(v: &Value, field: &str) -> Result<Imported> {
         }
     };
     let seq = z.sequence_mixer.ok_or_else(|| bad("sequence_mixer", "is missing"))?;
+    if mamba_block && seq.name != MAMBA {
+        return Err(bad(
+            "sequence_mixer.name",
+            "Zoology's MambaBlock builds a Mamba from these kwargs whatever the name says; only zoology.mixers.mamba.Mamba is imported with it",
+        ));
+    }
     let (mixer, long_filter_len) = mixer_from_zoology(&seq, z.n_layers, &format!("{field}.sequence_mixer"))?;
     let mut t = toml::Table::new();
     t.insert("d_model".into(), z.d_model.into());
     t.insert("n_layers".into(), z.n_layers.into());
     t.insert("max_position_embeddings".into(), z.max_position_embeddings.into());
-    t.insert("block".into(), "transformer".into());
+    t.insert("block".into(), if mamba_block { "mamba" } else { "transformer" }.into());
     t.insert("state_mixer".into(), state_mixer.into());
-    t.insert("embed_dropout".into(), z.embed_dropout.into());
+    // MambaBlock applies no embedding dropout
+    t.insert("embed_dropout".into(), if mamba_block { 0.0 } else { z.embed_dropout }.into());
     t.insert("resid_dropout".into(), z.resid_dropout.into());
     t.insert("tie_embeddings".into(), true.into());
     t.insert("mixer".into(), toml::Value::Table(mixer));
@@ -332,6 +434,13 @@ fn mixer_from_zoology(m: &Module, n_layers: i64, field: &str) -> Result<(toml::T
             t
         }
         BASED => based_from(&mut kw, &err)?,
+        MAMBA => mamba_from(&mut kw, &err)?,
+        GLA => gla_from(&mut kw, &err)?,
+        H3 => {
+            let (t, l) = h3_from(&mut kw, &err)?;
+            long = Some(l);
+            t
+        }
         HYENA => {
             let (t, l) = hyena_from(&mut kw, &err)?;
             long = Some(l);
@@ -362,7 +471,7 @@ fn mixer_from_zoology(m: &Module, n_layers: i64, field: &str) -> Result<(toml::T
             return Err(config_err(
                 format!("{field}.name"),
                 format!(
-                    "{other:?} has no importer yet; import covers {MHA}, {SLIDING}, {BASE_CONV}, {BASED} and {HYBRID}"
+                    "{other:?} has no importer yet; import covers {MHA}, {SLIDING}, {BASE_CONV}, {BASED}, {HYENA}, {MAMBA}, {GLA}, {H3} and {HYBRID}"
                 ),
             ))
         }
@@ -378,6 +487,10 @@ fn mixer_from_zoology(m: &Module, n_layers: i64, field: &str) -> Result<(toml::T
 
 fn int_or(kw: &mut Kw, k: &str, default: i64, err: &dyn Fn(&str, &str) -> crate::Error) -> Result<i64> {
     kw.remove(k).map_or(Some(default), |v| v.as_i64()).ok_or_else(|| err(k, "must be an integer"))
+}
+
+fn required_int(kw: &mut Kw, k: &str, why: &str, err: &dyn Fn(&str, &str) -> crate::Error) -> Result<i64> {
+    kw.remove(k).and_then(|v| v.as_i64()).ok_or_else(|| err(k, why))
 }
 
 fn float_or(kw: &mut Kw, k: &str, default: f64, err: &dyn Fn(&str, &str) -> crate::Error) -> Result<f64> {
@@ -415,10 +528,7 @@ fn base_conv_from(
 ) -> Result<(toml::Table, Option<i64>)> {
     let mut t = toml::Table::new();
     t.insert("name".into(), "base_conv".into());
-    let l_max = kw
-        .remove("l_max")
-        .and_then(|v| v.as_i64())
-        .ok_or_else(|| err("l_max", "must be an integer (BaseConv requires it)"))?;
+    let l_max = required_int(kw, "l_max", "must be an integer (BaseConv requires it)", err)?;
     let ks = kw.remove("kernel_size").unwrap_or(json!(3));
     let list: Vec<i64> = match &ks {
         Value::Number(n) => vec![n.as_i64().unwrap_or(0); n_layers.max(1) as usize],
@@ -448,10 +558,7 @@ fn base_conv_from(
 /// (Zoology's is a parameter). Zoology's per-group `lr`, `lr_pos_emb` and `wd` are dropped: its
 /// trainer builds one parameter group and never reads them.
 fn hyena_from(kw: &mut Kw, err: &dyn Fn(&str, &str) -> crate::Error) -> Result<(toml::Table, i64)> {
-    let l_max = kw
-        .remove("l_max")
-        .and_then(|v| v.as_i64())
-        .ok_or_else(|| err("l_max", "must be an integer (Hyena requires it)"))?;
+    let l_max = required_int(kw, "l_max", "must be an integer (Hyena requires it)", err)?;
     let mut t = toml::Table::new();
     t.insert("name".into(), "hyena".into());
     t.insert("filter_order".into(), int_or(kw, "filter_order", 64, err)?.into());
@@ -491,6 +598,101 @@ fn hyena_from(kw: &mut Kw, err: &dyn Fn(&str, &str) -> crate::Error) -> Result<(
     }
     kw.remove("shift");
     Ok((t, l_max))
+}
+
+/// `Mamba` → mamba with Mamba's own init (`init = "mamba"`; Zoology's Δ-init keywords only set
+/// the start and are dropped, as is `use_fast_path`: fused or not, the same function).
+fn mamba_from(kw: &mut Kw, err: &dyn Fn(&str, &str) -> crate::Error) -> Result<toml::Table> {
+    let mut t = toml::Table::new();
+    t.insert("name".into(), "mamba".into());
+    t.insert("d_state".into(), int_or(kw, "d_state", 16, err)?.into());
+    t.insert("d_conv".into(), int_or(kw, "d_conv", 4, err)?.into());
+    t.insert("expand".into(), int_or(kw, "expand", 2, err)?.into());
+    t.insert("init".into(), "mamba".into());
+    only(kw, "dt_rank", json!("auto"), "Zoology's Mamba accepts only \"auto\" (⌈d_model/16⌉)", err)?;
+    only(kw, "conv_bias", json!(true), "zoology-rs's mamba conv has a bias; only conv_bias = true is imported", err)?;
+    only(
+        kw,
+        "bias",
+        json!(false),
+        "zoology-rs's mamba projections have no biases; only bias = false is imported",
+        err,
+    )?;
+    if kw.remove("use_fast_path").is_some_and(|v| !v.is_boolean()) {
+        return Err(err("use_fast_path", "must be true or false"));
+    }
+    for k in ["dt_min", "dt_max", "dt_init", "dt_scale", "dt_init_floor"] {
+        kw.remove(k);
+    }
+    Ok(t)
+}
+
+/// `H3` → h3 (bilinear, trained B: Zoology's only variant without `kernel_args`). `l_max`
+/// truncates Zoology's SSM kernels, so it must be the run's longest sequence, as a long
+/// filter's; `use_fast_fftconv` only chooses the kernel; `dropout` is ignored by Zoology.
+fn h3_from(kw: &mut Kw, err: &dyn Fn(&str, &str) -> crate::Error) -> Result<(toml::Table, i64)> {
+    let l_max = required_int(kw, "l_max", "must be an integer (zoology-rs's h3 kernels span the whole sequence)", err)?;
+    let mut t = toml::Table::new();
+    t.insert("name".into(), "h3".into());
+    t.insert("d_state".into(), int_or(kw, "d_state", 64, err)?.into());
+    t.insert("head_dim".into(), int_or(kw, "head_dim", 1, err)?.into());
+    t.insert("discretization".into(), "bilinear".into());
+    t.insert("trained_b".into(), true.into());
+    only(
+        kw,
+        "kernel_args",
+        json!({}),
+        "only Zoology's default SSM kernel (diagonal, bilinear, S4D-Lin) is imported",
+        err,
+    )?;
+    if kw.remove("use_fast_fftconv").is_some_and(|v| !v.is_boolean()) {
+        return Err(err("use_fast_fftconv", "must be true or false"));
+    }
+    kw.remove("dropout"); // "just to absorb the kwarg" in Zoology's H3
+    Ok((t, l_max))
+}
+
+/// `GatedLinearAttention` (fla's GLA layer) → gla. Zoology's defaults are the only variant
+/// zoology-rs has: output gate with the fused RMSNorm·swish gate, no short convolution, no
+/// feature map, no grouped heads, no clamp. `mode` only chooses fla's kernel (the same function).
+fn gla_from(kw: &mut Kw, err: &dyn Fn(&str, &str) -> crate::Error) -> Result<toml::Table> {
+    let mut t = toml::Table::new();
+    t.insert("name".into(), "gla".into());
+    let heads = int_or(kw, "num_heads", 4, err)?;
+    t.insert("num_heads".into(), heads.into());
+    t.insert("expand_k".into(), float_or(kw, "expand_k", 0.5, err)?.into());
+    t.insert("expand_v".into(), float_or(kw, "expand_v", 1.0, err)?.into());
+    t.insert("gate_low_rank_dim".into(), int_or(kw, "gate_low_rank_dim", 16, err)?.into());
+    t.insert("gate_logit_normalizer".into(), float_or(kw, "gate_logit_normalizer", 16.0, err)?.into());
+    t.insert("norm_eps".into(), float_or(kw, "norm_eps", 1e-5, err)?.into());
+    if let Some(v) = kw.remove("mode") {
+        if !["chunk", "fused_recurrent", "fused_chunk"].iter().any(|m| v == json!(m)) {
+            return Err(err("mode", "must be \"chunk\", \"fused_recurrent\" or \"fused_chunk\""));
+        }
+    }
+    if kw.remove("num_kv_heads").is_some_and(|v| !v.is_null() && v != json!(heads)) {
+        return Err(err("num_kv_heads", "zoology-rs's gla has no grouped heads: null or num_heads"));
+    }
+    let fixed: [(&str, Value, &str); 7] = [
+        ("feature_map", Value::Null, "zoology-rs's gla applies no feature map to q and k"),
+        ("use_short_conv", json!(false), "zoology-rs's gla has no short convolutions"),
+        ("use_output_gate", json!(true), "zoology-rs's gla always has the output gate"),
+        ("gate_fn", json!("swish"), "zoology-rs's gla gates with swish"),
+        ("elementwise_affine", json!(true), "zoology-rs's gla norm has a weight"),
+        ("clamp_min", Value::Null, "zoology-rs's gla does not clamp the gate"),
+        (
+            "fuse_norm",
+            json!(true),
+            "the unfused norm is named g_norm in Zoology's state dict; only fuse_norm = true is imported",
+        ),
+    ];
+    for (k, v, why) in fixed {
+        only(kw, k, v, why, err)?;
+    }
+    for k in ["conv_size", "conv_bias"] {
+        kw.remove(k); // only read with use_short_conv
+    }
+    Ok(t)
 }
 
 /// Zoology's `Based` feature maps and ours (Zoology's `Based` always normalises).
