@@ -40,11 +40,13 @@
 //! - reference: one plain loop over positions that does everything itself (conv taps, SiLU,
 //!   softplus, the per-head recurrence on `[B, H, P, N]`, the skip, the gated RMSNorm), sharing
 //!   no helper with the fast form;
-//! - fast (training), `scan = "fused"` (the default): the fused C++ gated scan of GLA
+//! - fast (training), `scan = "fused"`: the fused C++ gated scan of GLA
 //!   ([`fused::gla`]) with `q = C`, `k = B`, `v = Δx` and the head's log decay `Δ a` on each of
 //!   its N state channels; then the same skip, gate and norm. CPU f32/f64 tensors (under bf16
 //!   autocast the scan runs in fp32); other devices and kinds run the chunked form;
-//! - fast (training), `scan = "chunked"`: the chunked SSD form: quadratic (masked `C·Bᵀ` with pairwise decays)
+//! - fast (training), `scan = "chunked"` (the default; at N = 128 its matmuls beat the fused
+//!   scan's `N × P` state per head on the CPU, DECISIONS "Issue 20: rwkv5/rwkv6/mamba2"): the
+//!   chunked SSD form: quadratic (masked `C·Bᵀ` with pairwise decays)
 //!   within chunks of `chunk_size`, recurrent across chunks (one `[N, P]` state per head
 //!   carried from chunk to chunk), every exponent ≤ 0 ([`chunked_linear_attention`]);
 //! - step: the previous `k−1` conv inputs (`(k−1)·(E + 2GN)`) and the SSM state (`H·N·P =
@@ -79,8 +81,9 @@ pub enum Mamba2Init {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Mamba2Config {
-    /// `fused` (the C++ gated scan of `gla` with the head's decay on every state channel, CPU
-    /// f32/f64; the default) or `chunked` (the SSD form in tensor operations, any device).
+    /// `chunked` (the SSD form in tensor operations, any device; the default: faster on the CPU
+    /// at N = 128, docs/PERFORMANCE.md "Issue 20: rwkv5/rwkv6/mamba2") or `fused` (the C++ gated
+    /// scan of `gla` with the head's decay on every state channel, CPU f32/f64).
     pub scan: GlaScan,
     /// State size N per head channel (Zoology's default 128; its configs use 8/16/24).
     pub d_state: i64,
@@ -113,7 +116,7 @@ pub struct Mamba2Config {
 impl Default for Mamba2Config {
     fn default() -> Self {
         Mamba2Config {
-            scan: GlaScan::Fused,
+            scan: GlaScan::Chunked,
             d_state: 128,
             d_conv: 4,
             expand: 2,
@@ -453,8 +456,9 @@ impl MixerKind for Mamba2 {
     /// tests below run it at d = 64).
     fn suite_variants() -> Vec<Mamba2Config> {
         vec![
-            Mamba2Config { headdim: 16, d_state: 16, ..Default::default() },
+            Mamba2Config { scan: GlaScan::Fused, headdim: 16, d_state: 16, ..Default::default() },
             Mamba2Config {
+                scan: GlaScan::Fused,
                 headdim: 8,
                 ngroups: 2,
                 d_state: 4,
@@ -495,15 +499,15 @@ mod tests {
     }
 
     /// The default config (d = 64: 2 heads of 64, N = 128, chunk 256) and a 2-group config
-    /// with chunk 64, each with the chunked and the fused scan (the default), against the naive
+    /// with chunk 64, each with the chunked (the default) and the fused scan, against the naive
     /// loop across chunk boundaries (L = 150), and the step
     /// form after a prompt; the outputs just after a chunk boundary really depend on the state
     /// carried across it.
     #[test]
     fn default_and_grouped_configs_match_the_naive_loop_across_chunks() {
         let grouped = Mamba2Config { ngroups: 2, d_state: 16, chunk_size: 64, ..Default::default() };
-        let chunked = |c: &Mamba2Config| Mamba2Config { scan: GlaScan::Chunked, ..c.clone() };
-        for cfg in [chunked(&Mamba2Config::default()), chunked(&grouped), Mamba2Config::default(), grouped] {
+        let fused = |c: &Mamba2Config| Mamba2Config { scan: GlaScan::Fused, ..c.clone() };
+        for cfg in [fused(&Mamba2Config::default()), fused(&grouped), Mamba2Config::default(), grouped] {
             let (_vs, m) = built(64, &cfg, 3);
             let x = seeded(4, || Tensor::randn([2, 150, 64], (Kind::Float, Device::Cpu)));
             let (fast, slow) = tch::no_grad(|| (m.forward(&x, false), m.reference(&x)));
