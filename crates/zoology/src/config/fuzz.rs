@@ -378,7 +378,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let mut f = Fuzzer::new(25);
         let (mut refused, mut big) = (0, 0);
-        for i in 0..600 {
+        for i in 0..1000 {
             let (table, what) = f.next_config();
             if !what.iter().any(|w| w.ends_with("(big)")) {
                 continue;

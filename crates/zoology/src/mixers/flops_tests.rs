@@ -992,12 +992,11 @@ fn rwkv5_matches_the_tally() {
                 bonus(c);
             }
         });
-        check(
-            &format!(r#"{{ name = "rwkv5", head_size = {n}, chunk_size = {chunk} }}"#),
-            d,
-            l,
-            stepwise(fwd, Tally::default(), move |_| step),
-        );
+        let cfg = format!(r#"{{ name = "rwkv5", head_size = {n}, chunk_size = {chunk}, scan = "chunked" }}"#);
+        check(&cfg, d, l, stepwise(fwd, Tally::default(), move |_| step));
+        // the fused scan (the default): the decode step at every position
+        let fused = tally(|c| (0..l).for_each(|_| c.each(1, step.0)));
+        check(&cfg.replace("\"chunked\"", "\"fused\""), d, l, stepwise(fused, Tally::default(), move |_| step));
     }
 }
 
@@ -1041,14 +1040,13 @@ fn rwkv6_matches_the_tally() {
                 bonus(c);
             }
         });
-        check(
-            &format!(
-                r#"{{ name = "rwkv6", num_heads = {heads}, proj_low_rank_dim = {rp}, gate_low_rank_dim = {rw}, chunk_size = {chunk} }}"#
-            ),
-            d,
-            l,
-            stepwise(fwd, Tally::default(), move |_| step),
+        let cfg = format!(
+            r#"{{ name = "rwkv6", num_heads = {heads}, proj_low_rank_dim = {rp}, gate_low_rank_dim = {rw}, chunk_size = {chunk}, scan = "chunked" }}"#
         );
+        check(&cfg, d, l, stepwise(fwd, Tally::default(), move |_| step));
+        // the fused scan (the default): the decode step at every position
+        let fused = tally(|c| (0..l).for_each(|_| c.each(1, step.0)));
+        check(&cfg.replace("\"chunked\"", "\"fused\""), d, l, stepwise(fused, Tally::default(), move |_| step));
     }
 }
 
@@ -1213,12 +1211,13 @@ fn mamba2_matches_the_tally() {
             t.each(1, tok.0);
             t.each(h * n * p, 5.0); // decay, update, readout
         });
-        check(
-            &format!(r#"{{ name = "mamba2", d_state = {n}, headdim = {p}, ngroups = {g}, chunk_size = {chunk} }}"#),
-            d,
-            l,
-            stepwise(fwd, Tally::default(), move |_| step),
+        let cfg = format!(
+            r#"{{ name = "mamba2", d_state = {n}, headdim = {p}, ngroups = {g}, chunk_size = {chunk}, scan = "chunked" }}"#
         );
+        check(&cfg, d, l, stepwise(fwd, Tally::default(), move |_| step));
+        // the fused scan (the default): the decode step at every position
+        let fused = tally(|t| (0..l).for_each(|_| t.each(1, step.0)));
+        check(&cfg.replace("\"chunked\"", "\"fused\""), d, l, stepwise(fused, Tally::default(), move |_| step));
     }
 }
 

@@ -33,13 +33,20 @@
 //! chunk `c = min(chunk_size, L)` over `L_p = ⌈L/c⌉·c`: scores `C·Bᵀ` `2·c·N`, their decay `c`,
 //! scores × `Δx` `2·c·P`, the carried state's readout `2·N·P` and the chunk state update
 //! `2·N·P` (the decayed-linear core's count, [`chunked_linear_attention`]). Decode: the same
-//! per-token terms plus per head `5·N·P` (decay, update, readout). Prefill is the step form.
+//! per-token terms plus per head `5·N·P` (decay, update, readout). Prefill is the step form. The
+//! fused scan counts the decode step at each of the L positions (no chunk padding).
 //!
 //! Forms:
 //! - reference: one plain loop over positions that does everything itself (conv taps, SiLU,
 //!   softplus, the per-head recurrence on `[B, H, P, N]`, the skip, the gated RMSNorm), sharing
 //!   no helper with the fast form;
-//! - fast (training): the chunked SSD form: quadratic (masked `C·Bᵀ` with pairwise decays)
+//! - fast (training), `scan = "fused"`: the fused C++ gated scan of GLA
+//!   ([`fused::gla`]) with `q = C`, `k = B`, `v = Δx` and the head's log decay `Δ a` on each of
+//!   its N state channels; then the same skip, gate and norm. CPU f32/f64 tensors (under bf16
+//!   autocast the scan runs in fp32); other devices and kinds run the chunked form;
+//! - fast (training), `scan = "chunked"` (the default; at N = 128 its matmuls beat the fused
+//!   scan's `N × P` state per head on the CPU, DECISIONS "Issue 20: rwkv5/rwkv6/mamba2"): the
+//!   chunked SSD form: quadratic (masked `C·Bᵀ` with pairwise decays)
 //!   within chunks of `chunk_size`, recurrent across chunks (one `[N, P]` state per head
 //!   carried from chunk to chunk), every exponent ≤ 0 ([`chunked_linear_attention`]);
 //! - step: the previous `k−1` conv inputs (`(k−1)·(E + 2GN)`) and the SSM state (`H·N·P =
@@ -53,7 +60,9 @@
 use super::common::bounds::{float_in, int_in, MAX_SIZE};
 use super::common::conv::{fir_step, short_conv};
 use super::common::decayed_linear::{chunked_linear_attention, linear_attention_step};
+use super::common::fused;
 use super::common::layers::Linear;
+use super::gla::GlaScan;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
@@ -72,6 +81,10 @@ pub enum Mamba2Init {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Mamba2Config {
+    /// `chunked` (the SSD form in tensor operations, any device; the default: faster on the CPU
+    /// at N = 128, docs/PERFORMANCE.md "Issue 20: rwkv5/rwkv6/mamba2") or `fused` (the C++ gated
+    /// scan of `gla` with the head's decay on every state channel, CPU f32/f64).
+    pub scan: GlaScan,
     /// State size N per head channel (Zoology's default 128; its configs use 8/16/24).
     pub d_state: i64,
     /// Short convolution taps.
@@ -103,6 +116,7 @@ pub struct Mamba2Config {
 impl Default for Mamba2Config {
     fn default() -> Self {
         Mamba2Config {
+            scan: GlaScan::Chunked,
             d_state: 128,
             d_conv: 4,
             expand: 2,
@@ -143,6 +157,7 @@ pub struct Mamba2 {
     p: i64,
     k: i64,
     chunk: i64,
+    scan: GlaScan,
     norm_before_gate: bool,
 }
 
@@ -219,7 +234,12 @@ impl Mixer for Mamba2 {
         let k = bm.transpose(1, 2);
         let v = (&x * delta.unsqueeze(-1)).transpose(1, 2); // [B,H,L,P]
         let g = (&delta * &a).transpose(1, 2).unsqueeze(-1); // [B,H,L,1]
-        let (o, _) = chunked_linear_attention(&q, &k, &v, Some(&g), self.chunk);
+        let o = if self.scan == GlaScan::Fused && fused::gla_applies(&q) {
+            // the per-head decay on each of the N state channels: the fused gated scan
+            fused::gla_fp32(&q, &k, &v, &g.expand_as(&q))
+        } else {
+            chunked_linear_attention(&q, &k, &v, Some(&g), self.chunk).0
+        };
         let y = o.transpose(1, 2) + self.skip(&x); // [B,L,H,P]
         self.finish(y.reshape([bsz, l, self.e]), &z)
     }
@@ -309,8 +329,12 @@ impl Mixer for Mamba2 {
         let c = self.chunk.min(seq_len).max(1);
         let (cf, nf, pf, hf) = (c as f64, self.n as f64, self.p as f64, self.h as f64);
         let core = hf * (2.0 * cf * nf + cf + 2.0 * cf * pf + 4.0 * nf * pf);
-        let fwd = seq_len as f64 * tok + crate::flops::padded(seq_len, c) as f64 * core;
         let step = tok + hf * 5.0 * nf * pf;
+        // the fused scan runs the decode step at every position (no chunk padding)
+        let fwd = match self.scan {
+            GlaScan::Fused => seq_len as f64 * step,
+            GlaScan::Chunked => seq_len as f64 * tok + crate::flops::padded(seq_len, c) as f64 * core,
+        };
         crate::flops::MixerFlops::stepwise(fwd, 0.0, seq_len, |_| step)
     }
 
@@ -422,6 +446,7 @@ impl MixerKind for Mamba2 {
             p: hd,
             k,
             chunk: c.chunk_size,
+            scan: c.scan,
             norm_before_gate: c.norm_before_gate,
         })
     }
@@ -431,8 +456,20 @@ impl MixerKind for Mamba2 {
     /// tests below run it at d = 64).
     fn suite_variants() -> Vec<Mamba2Config> {
         vec![
-            Mamba2Config { headdim: 16, d_state: 16, chunk_size: 8, ..Default::default() },
+            Mamba2Config { scan: GlaScan::Fused, headdim: 16, d_state: 16, ..Default::default() },
             Mamba2Config {
+                scan: GlaScan::Fused,
+                headdim: 8,
+                ngroups: 2,
+                d_state: 4,
+                rmsnorm: false,
+                d_has_hdim: true,
+                init: Mamba2Init::Normal,
+                ..Default::default()
+            },
+            Mamba2Config { scan: GlaScan::Chunked, headdim: 16, d_state: 16, chunk_size: 8, ..Default::default() },
+            Mamba2Config {
+                scan: GlaScan::Chunked,
                 headdim: 8,
                 ngroups: 2,
                 d_state: 4,
@@ -462,14 +499,15 @@ mod tests {
     }
 
     /// The default config (d = 64: 2 heads of 64, N = 128, chunk 256) and a 2-group config
-    /// with chunk 64, against the naive loop across chunk boundaries (L = 150), and the step
+    /// with chunk 64, each with the chunked (the default) and the fused scan, against the naive
+    /// loop across chunk boundaries (L = 150), and the step
     /// form after a prompt; the outputs just after a chunk boundary really depend on the state
     /// carried across it.
     #[test]
     fn default_and_grouped_configs_match_the_naive_loop_across_chunks() {
-        for cfg in
-            [Mamba2Config::default(), Mamba2Config { ngroups: 2, d_state: 16, chunk_size: 64, ..Default::default() }]
-        {
+        let grouped = Mamba2Config { ngroups: 2, d_state: 16, chunk_size: 64, ..Default::default() };
+        let fused = |c: &Mamba2Config| Mamba2Config { scan: GlaScan::Fused, ..c.clone() };
+        for cfg in [fused(&Mamba2Config::default()), fused(&grouped), Mamba2Config::default(), grouped] {
             let (_vs, m) = built(64, &cfg, 3);
             let x = seeded(4, || Tensor::randn([2, 150, 64], (Kind::Float, Device::Cpu)));
             let (fast, slow) = tch::no_grad(|| (m.forward(&x, false), m.reference(&x)));

@@ -15,7 +15,11 @@
 //! all `d` channels (weight 1, bias 0 at init). No `1/√N` scale on r (RWKV's kernel has none).
 //!
 //! Forms:
-//! - fast (training): [`rwkv_wkv_chunked`]. `r_tᵀ S_{t−1}` is gated linear attention read one
+//! - fast (training), `scan = "fused"` (the default): [`rwkv_wkv_fused`], the same shifts and
+//!   bonus as the chunked form below around the fused C++ gated scan of GLA
+//!   ([`fused::gla`], the constant decay expanded over time), on CPU f32/f64 tensors (under bf16
+//!   autocast the scan runs in fp32); other devices and kinds run the chunked form.
+//! - fast (training), `scan = "chunked"`: [`rwkv_wkv_chunked`]. `r_tᵀ S_{t−1}` is gated linear attention read one
 //!   step late: with the query shifted one position left (`q′_s = r_{s+1}`) the chunked
 //!   decayed-linear core (`common::decayed_linear`, a decay per key channel, exponents ≤ 0)
 //!   gives `q′_sᵀ S_s = r_{s+1}ᵀ S_s`, which is shifted back one position right; the bonus
@@ -27,7 +31,8 @@
 //! State: `d + H·N² = d·(N + 1)` elements, constant in L (`N = min(head_size, d)`). Zoology's
 //! RWKV-5 defines no `state_size` (`state_size_zoology` is None).
 //!
-//! FLOPs ([`crate::flops`] convention): r, k, v, g, o Linears `10·d²` per token; the chunked core
+//! FLOPs ([`crate::flops`] convention): r, k, v, g, o Linears `10·d²` per token; the fused scan
+//! counts the decode step's `H·(5N² + 4N)` at each of the L positions; the chunked core
 //! with a decay per key channel `H·(3·C·N + 2·C·N + 4·N²)` per position over `⌈L/C⌉·C` (as
 //! `common::decayed_linear`), and the bonus `H·(2N + 2N)` per position. Decode: `10·d²` plus per
 //! head `r·S` `2N²`, decay `N²`, update `2N²` and the bonus `4N`, i.e. `H·(5N² + 4N)`. Prefill is
@@ -49,7 +54,9 @@
 
 use super::common::bounds::{int_in, MAX_SIZE};
 use super::common::decayed_linear::chunked_linear_attention;
+use super::common::fused;
 use super::common::layers::{merge_heads, split_heads, time_mix, token_shift, Linear};
+use super::gla::GlaScan;
 use super::rwkv::{rwkv_ratios, RwkvLinearInit};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::{config_err, Result};
@@ -64,6 +71,9 @@ const GROUP_NORM_EPS: f64 = 1e-5;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Rwkv5Config {
+    /// `fused` (the C++ gated scan of `gla`, CPU f32/f64; the default) or `chunked` (tensor
+    /// operations, any device).
+    pub scan: GlaScan,
     /// Channels per head (RWKV-5 / Zoology: 64); a model narrower than this gets one head of
     /// width d_model.
     pub head_size: i64,
@@ -78,7 +88,13 @@ pub struct Rwkv5Config {
 
 impl Default for Rwkv5Config {
     fn default() -> Self {
-        Rwkv5Config { head_size: 64, chunk_size: 16, n_layer: 12, linear_init: RwkvLinearInit::Pytorch }
+        Rwkv5Config {
+            scan: GlaScan::Fused,
+            head_size: 64,
+            chunk_size: 16,
+            n_layer: 12,
+            linear_init: RwkvLinearInit::Pytorch,
+        }
     }
 }
 
@@ -138,12 +154,42 @@ pub(crate) fn head_group_norm(o: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> T
 /// `q′_s = r_{s+1}`: the query is shifted one position left (a zero query at the end), the chunked
 /// core runs unchanged, and its output is shifted one position right (zero at t = 0).
 pub fn rwkv_wkv_chunked(r: &Tensor, k: &Tensor, v: &Tensor, g: &Tensor, u: &Tensor, chunk: i64) -> Tensor {
+    read_late_with_bonus(r, k, v, u, |q_next| chunked_linear_attention(q_next, k, v, Some(g), chunk).0)
+}
+
+/// [`rwkv_wkv_chunked`] with the fused C++ gated scan ([`fused::gla`]) as the core in place of the
+/// chunked one (same shifts, same bonus); only where [`fused::gla_applies`] (CPU f32/f64, or bf16
+/// under autocast, the scan then in fp32). `g` must be `[B, H, L, K]` (expand a constant decay).
+pub fn rwkv_wkv_fused(r: &Tensor, k: &Tensor, v: &Tensor, g: &Tensor, u: &Tensor) -> Tensor {
+    read_late_with_bonus(r, k, v, u, |q_next| fused::gla_fp32(q_next, k, v, g))
+}
+
+/// The training forms' wkv: fused where `scan` asks for it and [`fused::gla_applies`], else
+/// chunked (other devices and kinds).
+pub fn rwkv_wkv(r: &Tensor, k: &Tensor, v: &Tensor, g: &Tensor, u: &Tensor, scan: GlaScan, chunk: i64) -> Tensor {
+    if scan == GlaScan::Fused && fused::gla_applies(r) {
+        rwkv_wkv_fused(r, k, v, g, u)
+    } else {
+        rwkv_wkv_chunked(r, k, v, g, u, chunk)
+    }
+}
+
+/// `o_t = r_tᵀ S_{t−1} + (r_t ⊙ u ⊙ k_t)·1 v_t` from a decayed-linear `core` that maps queries
+/// `q′` to `o′_s = q′_sᵀ S_s` (`S` from k, v and the decay): it gets `q′_s = r_{s+1}` (zero at the
+/// end) and its output is shifted one position right (zero at t = 0).
+fn read_late_with_bonus(
+    r: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    u: &Tensor,
+    core: impl FnOnce(&Tensor) -> Tensor,
+) -> Tensor {
     let (b, h, l, kd) = r.size4().unwrap();
     let dv = v.size()[3];
     let zq = Tensor::zeros([b, h, 1, kd], (r.kind(), r.device()));
     let q_next = Tensor::cat(&[r.narrow(2, 1, l - 1), zq], 2);
-    let (o_next, _) = chunked_linear_attention(&q_next, k, v, Some(g), chunk);
-    let zo = Tensor::zeros([b, h, 1, dv], (v.kind(), v.device()));
+    let o_next = core(&q_next);
+    let zo = Tensor::zeros([b, h, 1, dv], (o_next.kind(), o_next.device()));
     let o_state = Tensor::cat(&[zo, o_next.narrow(2, 0, l - 1)], 2);
     let bonus = (r * u.unsqueeze(1) * k).sum_dim_intlist([-1i64].as_slice(), true, r.kind());
     o_state + bonus * v
@@ -193,6 +239,7 @@ pub struct Rwkv5 {
     ln_b: Tensor,
     heads: i64,
     chunk: i64,
+    scan: GlaScan,
     d: i64,
 }
 
@@ -235,7 +282,7 @@ impl Mixer for Rwkv5 {
     fn forward(&self, x: &Tensor, _train: bool) -> Tensor {
         let (r, k, v, g) = self.inputs(x, &token_shift(x));
         let w = self.log_decay().expand(r.size(), false);
-        self.finish(&rwkv_wkv_chunked(&r, &k, &v, &w, &self.u(), self.chunk), &g)
+        self.finish(&rwkv_wkv(&r, &k, &v, &w, &self.u(), self.scan, self.chunk), &g)
     }
 
     fn reference(&self, x: &Tensor) -> Tensor {
@@ -268,8 +315,14 @@ impl Mixer for Rwkv5 {
         let tok = self.token_flops();
         let core = h * (3.0 * c * n + 2.0 * c * n + 4.0 * n * n);
         let bonus = h * 4.0 * n;
-        let fwd = seq_len as f64 * (tok + bonus) + crate::flops::padded(seq_len, self.chunk) as f64 * core;
         let step = h * (5.0 * n * n + 4.0 * n);
+        // the fused scan runs the decode step at every position (no chunk padding)
+        let fwd = match self.scan {
+            GlaScan::Fused => seq_len as f64 * (tok + step),
+            GlaScan::Chunked => {
+                seq_len as f64 * (tok + bonus) + crate::flops::padded(seq_len, self.chunk) as f64 * core
+            }
+        };
         crate::flops::MixerFlops::stepwise(fwd, 0.0, seq_len, |_| tok + step)
     }
 }
@@ -333,6 +386,7 @@ impl MixerKind for Rwkv5 {
             ln_b: p.var("ln_x_bias", &[d], nn::Init::Const(0.0)),
             heads: d / n,
             chunk: c.chunk_size,
+            scan: c.scan,
             d,
         })
     }
@@ -340,8 +394,15 @@ impl MixerKind for Rwkv5 {
     fn suite_variants() -> Vec<Rwkv5Config> {
         vec![
             Rwkv5Config::default(),
-            Rwkv5Config { head_size: 4, chunk_size: 5, n_layer: 0, linear_init: RwkvLinearInit::Normal },
-            Rwkv5Config { head_size: 8, chunk_size: 1, ..Default::default() },
+            Rwkv5Config { head_size: 4, n_layer: 0, linear_init: RwkvLinearInit::Normal, ..Default::default() },
+            Rwkv5Config {
+                scan: GlaScan::Chunked,
+                head_size: 4,
+                chunk_size: 5,
+                n_layer: 0,
+                linear_init: RwkvLinearInit::Normal,
+            },
+            Rwkv5Config { scan: GlaScan::Chunked, head_size: 8, chunk_size: 1, ..Default::default() },
         ]
     }
 }
@@ -376,6 +437,10 @@ mod tests {
             let e = rel_err(&got.to_kind(Kind::Double), &want);
             assert!(e < 1e-5, "chunk {chunk}: rel err {e:.2e}");
         }
+        let got = rwkv_wkv_fused(&r, &kk, &vv, &g, &u);
+        assert!(bool::try_from(got.isfinite().all()).unwrap(), "fused: not finite");
+        let e = rel_err(&got.to_kind(Kind::Double), &want);
+        assert!(e < 1e-5, "fused: rel err {e:.2e}");
         // the step form, token by token, from an empty state
         let mut s = Tensor::zeros([b, h, k, v], o);
         let steps: Vec<Tensor> = (0..l)
@@ -383,6 +448,43 @@ mod tests {
             .collect();
         let e = rel_err(&Tensor::stack(&steps, 2).to_kind(Kind::Double), &want);
         assert!(e < 1e-5, "step: rel err {e:.2e}");
+    }
+
+    /// f64: the fused wkv (the GLA kernel on the shifted query, plus the bonus) and its gradients
+    /// in r, k, v, the decay and u against autograd through the explicit loop; L = 1 and a length
+    /// past the kernel's checkpoint interval (16).
+    #[test]
+    fn fused_wkv_matches_the_loop_values_and_all_gradients_f64() {
+        let o = (Kind::Double, Device::Cpu);
+        for (seed, (b, h, l, k, v)) in [(2, 2, 21, 4, 3), (1, 1, 1, 3, 2), (1, 3, 7, 5, 6)].into_iter().enumerate() {
+            let _rng = seed_guard(10 + seed as i64);
+            let leaf = |t: Tensor| t.set_requires_grad(true);
+            let ins = [
+                leaf(Tensor::randn([b, h, l, k], o)),
+                leaf(Tensor::randn([b, h, l, k], o)),
+                leaf(Tensor::randn([b, h, l, v], o)),
+                leaf(-(Tensor::rand([b, h, l, k], o) * 3.0)),
+                leaf(Tensor::randn([h, k], o)),
+            ];
+            let w = Tensor::randn([b, h, l, v], o);
+            let grads = |y: Tensor| {
+                let refs: Vec<&Tensor> = ins.iter().collect();
+                let gs = Tensor::run_backward(&[(&y * &w).sum(Kind::Double)], &refs, false, false);
+                // zero where an input is unused (the decay at L = 1)
+                let gs: Vec<Tensor> =
+                    gs.into_iter().zip(&ins).map(|(g, p)| if g.defined() { g } else { p.zeros_like() }).collect();
+                (y.detach(), gs)
+            };
+            let (want, want_g) = grads(rwkv_wkv_reference(&ins[0], &ins[1], &ins[2], &ins[3], &ins[4]));
+            let (got, got_g) = grads(rwkv_wkv_fused(&ins[0], &ins[1], &ins[2], &ins[3], &ins[4]));
+            let e = rel_err(&got, &want);
+            assert!(e < 1e-12, "L={l}: values rel err {e:.2e}");
+            for ((name, g), wg) in ["r", "k", "v", "g", "u"].iter().zip(&got_g).zip(&want_g) {
+                let scale = wg.norm().double_value(&[]).max(1.0);
+                let e = (g - wg).norm().double_value(&[]) / scale;
+                assert!(e < 1e-11, "L={l}: d{name} err {e:.2e}");
+            }
+        }
     }
 
     /// The bonus is the only path from (k_t, v_t) to o_t: with u = 0, o_0 = 0 and o_t does not

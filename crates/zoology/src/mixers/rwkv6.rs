@@ -18,8 +18,11 @@
 //! `β = x_bias`, `u = bonus`; no `1/√(K/H)` scale: fla calls the kernel with scale 1.) GroupNorm
 //! normalises each head's channels per token (eps `norm_eps`) with an affine over all `V`.
 //!
-//! Forms: fast = `rwkv5::rwkv_wkv_chunked` (the decayed-linear chunked core with a decay per key
-//! channel, the query read one step late, the bonus added on the diagonal); reference =
+//! Forms: fast, `scan = "fused"` (the default) = `rwkv5::rwkv_wkv_fused` (the fused C++ gated
+//! scan of GLA on the query shifted one position, the bonus added on the diagonal; CPU f32/f64,
+//! the chunked form elsewhere); fast, `scan = "chunked"` = `rwkv5::rwkv_wkv_chunked` (the
+//! decayed-linear chunked core with a decay per key channel, the query read one step late, the
+//! bonus added on the diagonal); reference =
 //! `rwkv5::rwkv_wkv_reference` (fla's `naive_recurrent_rwkv6` loop); step = one update per token
 //! with the last input (for Δ) and `S` carried.
 //!
@@ -29,7 +32,8 @@
 //! FLOPs ([`crate::flops`] convention), per token: `A` `2·d·5r_p`, the `B_c` `2·5r_p·d`,
 //! r, k `2·d·K`, v, g `2·d·V`, the decay LoRA `2·d·r_w + 2·r_w·K`, o `2·V·d`; the chunked core
 //! `H·(3·C·k + 2·C·v + 4·k·v)` per position over `⌈L/C⌉·C` (`k = K/H`, `v = V/H`) and the bonus
-//! `H·(2k + 2v)` per position. Decode: the per-token terms plus `H·(5·k·v + 2k + 2v)`. Prefill
+//! `H·(2k + 2v)` per position; the fused scan counts the decode step at each of the L positions
+//! instead of the chunked core and bonus. Decode: the per-token terms plus `H·(5·k·v + 2k + 2v)`. Prefill
 //! is the step form.
 //!
 //! Init: Zoology's rule as for every fla layer here (GLA, DeltaNet): every Linear N(0, 0.02)
@@ -40,7 +44,8 @@
 
 use super::common::bounds::{float_in, int_in, MAX_SIZE};
 use super::common::layers::{split_heads, token_shift, Linear};
-use super::rwkv5::{head_group_norm, rwkv_wkv_chunked, rwkv_wkv_reference, rwkv_wkv_step};
+use super::gla::GlaScan;
+use super::rwkv5::{head_group_norm, rwkv_wkv, rwkv_wkv_reference, rwkv_wkv_step};
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
@@ -49,6 +54,9 @@ use tch::{nn, Tensor};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Rwkv6Config {
+    /// `fused` (the C++ gated scan of `gla`, CPU f32/f64; the default) or `chunked` (tensor
+    /// operations, any device).
+    pub scan: GlaScan,
     /// Key width as a fraction of d_model (fla: 0.5).
     pub expand_k: f64,
     /// Value width as a fraction of d_model (fla: 1).
@@ -68,6 +76,7 @@ pub struct Rwkv6Config {
 impl Default for Rwkv6Config {
     fn default() -> Self {
         Rwkv6Config {
+            scan: GlaScan::Fused,
             expand_k: 0.5,
             expand_v: 1.0,
             num_heads: 4,
@@ -129,7 +138,10 @@ impl Rwkv6 {
         let z = self.lerp_a.forward(&(x + &delta * &self.lerp_mu)).tanh().view([b, l, 5, rp]);
         // m[b, t, c, :] = B_c z[b, t, c, :], with B_c = x_proj[2].weight.view(d, 5, r_p)[:, c, :]
         let bw = self.lerp_b.ws.view([d, 5, rp]).permute([1, 2, 0]); // [5, r_p, d]
-        let m = z.unsqueeze(-2).matmul(&bw).squeeze_dim(-2) + &self.lerp_bias; // [B, L, 5, d]
+                                                                     // one bmm over the five targets ([5, B·L, r_p] × [5, r_p, d]); a broadcast matmul of
+                                                                     // [B, L, 5, 1, r_p] against bw would expand bw to [B·L·5, r_p, d] and back in the backward
+        let zt = z.view([b * l, 5, rp]).transpose(0, 1);
+        let m = zt.bmm(&bw).transpose(0, 1).reshape([b, l, 5, d]) + &self.lerp_bias; // [B, L, 5, d]
         let mix = |c: i64| x + m.select(2, c) * &delta;
         let h = self.cfg.num_heads;
         let w = -(self.ww2.forward(&self.ww1.forward(&mix(1)).tanh())).exp();
@@ -161,7 +173,8 @@ impl Rwkv6 {
 impl Mixer for Rwkv6 {
     fn forward(&self, x: &Tensor, _train: bool) -> Tensor {
         let i = self.inputs(x, &token_shift(x));
-        self.finish(&rwkv_wkv_chunked(&i.r, &i.k, &i.v, &i.w, &self.bonus, self.cfg.chunk_size), &i.g)
+        let o = rwkv_wkv(&i.r, &i.k, &i.v, &i.w, &self.bonus, self.cfg.scan, self.cfg.chunk_size);
+        self.finish(&o, &i.g)
     }
 
     fn reference(&self, x: &Tensor) -> Tensor {
@@ -204,8 +217,14 @@ impl Mixer for Rwkv6 {
         let tok = self.token_flops();
         let core = h * (3.0 * c * k + 2.0 * c * v + 4.0 * k * v);
         let bonus = h * (2.0 * k + 2.0 * v);
-        let fwd = seq_len as f64 * (tok + bonus) + crate::flops::padded(seq_len, self.cfg.chunk_size) as f64 * core;
         let step = h * (5.0 * k * v) + bonus;
+        // the fused scan runs the decode step at every position (no chunk padding)
+        let fwd = match self.cfg.scan {
+            GlaScan::Fused => seq_len as f64 * (tok + step),
+            GlaScan::Chunked => {
+                seq_len as f64 * (tok + bonus) + crate::flops::padded(seq_len, self.cfg.chunk_size) as f64 * core
+            }
+        };
         crate::flops::MixerFlops::stepwise(fwd, 0.0, seq_len, |_| tok + step)
     }
 }
@@ -264,10 +283,18 @@ impl MixerKind for Rwkv6 {
                 expand_k: 1.0,
                 proj_low_rank_dim: 4,
                 gate_low_rank_dim: 8,
+                ..Default::default()
+            },
+            Rwkv6Config {
+                scan: GlaScan::Chunked,
+                num_heads: 2,
+                expand_k: 1.0,
+                proj_low_rank_dim: 4,
+                gate_low_rank_dim: 8,
                 chunk_size: 5,
                 ..Default::default()
             },
-            Rwkv6Config { num_heads: 1, expand_v: 0.5, chunk_size: 1, ..Default::default() },
+            Rwkv6Config { scan: GlaScan::Chunked, num_heads: 1, expand_v: 0.5, chunk_size: 1, ..Default::default() },
         ]
     }
 }

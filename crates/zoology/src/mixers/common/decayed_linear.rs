@@ -145,18 +145,11 @@ pub trait DecayedLinear: std::fmt::Debug + Send {
 impl<T: DecayedLinear> crate::mixers::Mixer for T {
     fn forward(&self, x: &Tensor, _train: bool) -> Tensor {
         let (q, k, v, g) = self.qkvg(x);
-        if let Some(g) = g.as_ref().filter(|g| {
-            self.fused_scan()
-                && g.size() == q.size()
-                && super::fused::fused_supported(
-                    q.device(),
-                    if crate::device::Precision::autocast_active(q.device()) { Kind::Float } else { q.kind() },
-                )
-        }) {
+        if let Some(g) =
+            g.as_ref().filter(|g| self.fused_scan() && g.size() == q.size() && super::fused::gla_applies(&q))
+        {
             // the fused gated scan in fp32 (under bf16 autocast q, k, v arrive in bf16)
-            use crate::device::{full_precision as f32_, Precision};
-            let o = Precision::fp32_region(x.device(), || super::fused::gla(&f32_(&q), &f32_(&k), &f32_(&v), &f32_(g)));
-            return self.finish(&o, x);
+            return self.finish(&super::fused::gla_fp32(&q, &k, &v, g), x);
         }
         self.finish(&chunked_linear_attention(&q, &k, &v, g.as_ref(), self.chunk_size()).0, x)
     }

@@ -204,6 +204,21 @@ pub fn gla(q: &Tensor, k: &Tensor, v: &Tensor, g: &Tensor) -> Tensor {
     f_gla(q, k, v, g, GLA_CHECKPOINT_EVERY, Isa::Best).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Whether [`gla_fp32`] runs on tensors like `q`: on the CPU in f32 or f64, or in bf16 inside a
+/// bf16 autocast region (the scan then runs in fp32).
+pub fn gla_applies(q: &Tensor) -> bool {
+    let dev = q.device();
+    let kind = if crate::device::Precision::autocast_active(dev) { tch::Kind::Float } else { q.kind() };
+    fused_supported(dev, kind)
+}
+
+/// [`gla`] where [`gla_applies`]: under bf16 autocast the inputs arrive in bf16 and the scan runs
+/// on their fp32 copies with autocast off (its output is fp32).
+pub fn gla_fp32(q: &Tensor, k: &Tensor, v: &Tensor, g: &Tensor) -> Tensor {
+    use crate::device::{full_precision as f32_, Precision};
+    Precision::fp32_region(q.device(), || gla(&f32_(q), &f32_(k), &f32_(v), &f32_(g)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
