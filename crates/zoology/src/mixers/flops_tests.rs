@@ -884,7 +884,8 @@ fn selective_lookups_match_the_tally() {
 }
 
 /// `native_sparse_attention`: projections, the compression MLPs per full block, the masked
-/// compressed-attention matrix, the f64 selection scores, per query the gathered selected +
+/// compressed-attention matrix, the f64 selection scores, then up to L = 512 one dense `L × L`
+/// score matrix mixed twice (branches 2 and 3), beyond it per query the gathered selected +
 /// own blocks and the window band; the step at each context, with the compression of the
 /// block a token completes.
 #[test]
@@ -902,7 +903,7 @@ fn native_sparse_attention_matches_the_tally() {
         ),
     ];
     for (inline, heads, w, b, n, m, e) in cases {
-        for (d, l) in [(8i64, 8i64), (16, 11), (16, 40)] {
+        for (d, l) in [(8i64, 8i64), (16, 11), (16, 40), (4, 515)] {
             let h = d / heads;
             let hid = (e * (b * h) as f64).floor() as i64;
             let nb = l / b;
@@ -920,7 +921,12 @@ fn native_sparse_attention_matches_the_tally() {
                     if n_eff > 0 {
                         t.mm(l, h, nb); // selection scores
                     }
-                    for _ in 0..l {
+                    if l <= 512 {
+                        t.mm(l, h, l); // shared scores of branches 2 and 3
+                        t.mm(l, l, h); // selected + own blocks
+                        t.mm(l, l, h); // window
+                    }
+                    for _ in 0..if l <= 512 { 0 } else { l } {
                         t.mm(1, h, (n_eff + 1) * b); // selected blocks + own block
                         t.mm(1, (n_eff + 1) * b, h);
                         t.mm(1, h, w + 1); // window band

@@ -41,10 +41,12 @@
 //!   positions 0; RMSNorm weight 1 (eps = f32 machine epsilon, nn.RMSNorm's default).
 //!
 //! Forms: parallel (compressed attention as one masked `[L, m + ⌊L/b⌋]` score matrix; the
-//! selection by a stable descending sort of the masked f64 scores; the selected blocks and the
-//! own block gathered per query, `(n' + 1)·b` keys, n' = min(n, ⌊L/b⌋); the window as an
-//! unfolded band of w + 1 keys); reference (per position: explicit softmaxes over the visible
-//! blocks, ranks by counting, a dense mask over the keys `0 ..= t` for branch 2, the window by
+//! selection by a stable descending sort of the masked f64 scores; for L ≤ 512
+//! (`DENSE_MAX_LEN`) branches 2 and 3 as masked dense attention over one shared `[L, L]` score
+//! matrix, the selected blocks scattered into a block mask; for longer L the selected blocks
+//! and the own block gathered per query, `(n' + 1)·b` keys, n' = min(n, ⌊L/b⌋), and the window
+//! as an unfolded band of w + 1 keys); reference (per position: explicit softmaxes over the
+//! visible blocks, ranks by counting, a dense mask over the keys `0 ..= t` for branch 2, the window by
 //! slicing; compression block by block; rotations by `rope_reference`); recurrent (below).
 //!
 //! State (what `step` carries): the selected blocks can lie anywhere in the past, so decoding
@@ -58,9 +60,10 @@
 //! FLOPs ([`crate::flops`] convention; `e_h = ⌊expand·b·h⌋` hidden units of the compression MLP):
 //! per token projections `2·d·3d + 2·d² + 2·d·3H`; compression `2·H·⌊L/b⌋·(2·b·h·e_h + 2·e_h·h)`
 //! (keys and values); compressed attention `4·L·(m + ⌊L/b⌋)·d` (the masked matrix in full);
-//! selection scores `2·L·⌊L/b⌋·d` (when n' > 0); selected + own blocks `4·L·(n' + 1)·b·d`;
-//! window `4·L·(w + 1)·d`. Decode at context L (position p = L−1, V = ⌊p/b⌋ visible blocks,
-//! n'' = min(n, V)): projections, `4·(m + V)·d`, `2·V·d` when n'' > 0,
+//! selection scores `2·L·⌊L/b⌋·d` (when n' > 0); branches 2 and 3: for L ≤ 512 the shared
+//! scores and two value mixes in full, `6·L²·d`, otherwise selected + own blocks
+//! `4·L·(n' + 1)·b·d` and window `4·L·(w + 1)·d`. Decode at context L (position p = L−1,
+//! V = ⌊p/b⌋ visible blocks, n'' = min(n, V)): projections, `4·(m + V)·d`, `2·V·d` when n'' > 0,
 //! `4·(n''·b + p mod b + 1)·d`, `4·min(w + 1, L)·d`, and when L is a multiple of b the
 //! compression of the block just completed, `2·H·(2·b·h·e_h + 2·e_h·h)`. Prefill is the step
 //! form.
@@ -73,6 +76,13 @@ use crate::error::{config_err, Result};
 use crate::flops::MixerFlops;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
+
+/// Longest L at which the fast form computes branches 2 and 3 as masked dense `[L, L]`
+/// attention ([`NativeSparseAttention::fine_window_dense`]); longer sequences gather the keys
+/// per query. Measured (PERFORMANCE, issue 20; one thread, fwd + bwd of the two branches,
+/// B·H = 32): dense 0.48× the gathers' time at L = 512, 0.77× at L = 1024; 512 keeps the
+/// `[B, H, L, L]` scores small and every L ≥ 1024 on the gathers' linear cost.
+const DENSE_MAX_LEN: i64 = 512;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -272,6 +282,45 @@ impl NativeSparseAttention {
         a.matmul(&vals).squeeze_dim(-2)
     }
 
+    /// Branches 2 and 3, dense form (for L ≤ [`DENSE_MAX_LEN`]): one `[L, L]` score matrix of
+    /// the rotated q, k shared by both branches, each masked to its keys: branch 2 to the
+    /// selected blocks (scattered into a `[L, ⌈L/b⌉]` block mask) and t's own block up to t,
+    /// branch 3 to the band `t−w ≤ s ≤ t`. The same keys and softmaxes as
+    /// [`Self::fine_fast`] and [`Self::window_fast`], without gathering `(n' + 1)·b` and
+    /// `w + 1` keys per query: at short L the dense products are far cheaper than the gathers.
+    #[allow(clippy::too_many_arguments)]
+    fn fine_window_dense(
+        &self,
+        q: &Tensor,
+        ck: Option<&Tensor>,
+        qr: &Tensor,
+        kr: &Tensor,
+        v: &Tensor,
+        vis: &Tensor,
+    ) -> (Tensor, Tensor) {
+        let (bsz, heads, l, _) = q.size4().unwrap();
+        let (b, dev) = (self.b, q.device());
+        let pos = Tensor::arange(l, (Kind::Int64, dev));
+        let blk = pos.floor_divide_scalar(b); // block of each key
+        let (row, col) = (pos.view([l, 1]), pos.view([1, l]));
+        let own = blk.view([l, 1]).eq_tensor(&blk.view([1, l])).logical_and(&col.le_tensor(&row)); // [L, L]
+        let n_eff = ck.map_or(0, |ck| self.n.min(ck.size()[2]));
+        let fine_mask = if n_eff > 0 {
+            let (order, ok) = self.select_blocks(q, ck.unwrap(), vis, n_eff);
+            let nbp = (l + b - 1) / b;
+            let chosen = Tensor::zeros([bsz, heads, l, nbp], (Kind::Bool, dev)).scatter(-1, &order, &ok);
+            chosen.index_select(-1, &blk).logical_or(&own)
+        } else {
+            own
+        };
+        let lag = row - col; // t − s
+        let band = lag.ge(0).logical_and(&lag.le(self.w));
+        let s = qr.matmul(&kr.transpose(-2, -1)) * self.scale(); // [B, H, L, L]
+        let attend =
+            |allowed: &Tensor| s.masked_fill(&allowed.logical_not(), f64::NEG_INFINITY).softmax(-1, s.kind()).matmul(v);
+        (attend(&fine_mask), attend(&band))
+    }
+
     /// Branch 3, fast form: the band of w + 1 keys unfolded per query.
     fn window_fast(&self, qr: &Tensor, kr: &Tensor, v: &Tensor) -> Tensor {
         let (bsz, heads, l, dh) = qr.size4().unwrap();
@@ -320,8 +369,12 @@ impl Mixer for NativeSparseAttention {
         let c = s.masked_fill(&allowed.logical_not(), f64::NEG_INFINITY).softmax(-1, s.kind()).matmul(&cvm);
         // 2. selected blocks + own block, 3. window: on rotated q, k
         let (qr, kr) = (rope(&q, 0, self.base), rope(&k, 0, self.base));
-        let f = self.fine_fast(&q, compressed.as_ref().map(|p| &p.0), &qr, &kr, &v, &vis);
-        let sw = self.window_fast(&qr, &kr, &v);
+        let ck = compressed.as_ref().map(|p| &p.0);
+        let (f, sw) = if l <= DENSE_MAX_LEN {
+            self.fine_window_dense(&q, ck, &qr, &kr, &v, &vis)
+        } else {
+            (self.fine_fast(&q, ck, &qr, &kr, &v, &vis), self.window_fast(&qr, &kr, &v))
+        };
         let o = Self::mix_gates(&self.gates(&u), &c, &f, &sw);
         self.out.forward(&merge_heads(&o))
     }
@@ -466,7 +519,11 @@ impl Mixer for NativeSparseAttention {
         if n_eff > 0 {
             fwd += 2.0 * l * nb as f64 * d;
         }
-        fwd += 4.0 * l * ((n_eff + 1) * b) as f64 * d + 4.0 * l * (self.w + 1) as f64 * d;
+        if seq_len <= DENSE_MAX_LEN {
+            fwd += 6.0 * l * l * d;
+        } else {
+            fwd += 4.0 * l * ((n_eff + 1) * b) as f64 * d + 4.0 * l * (self.w + 1) as f64 * d;
+        }
         MixerFlops::stepwise(fwd, 0.0, seq_len, |t| {
             let p = t - 1;
             let nv = p / b;
@@ -627,6 +684,46 @@ mod tests {
                 .map(|i| order.int64_value(&[0, 0, t, i]) as usize)
                 .collect();
             assert_eq!(got, want, "t = {t}");
+        }
+    }
+
+    /// Branches 2 and 3: the dense masked form (L ≤ `DENSE_MAX_LEN`) and the gathered form
+    /// (longer L) give the same outputs and input gradients, at a length with a partial last
+    /// block and with ties in the selection scores.
+    #[test]
+    fn dense_and_gathered_branches_agree() {
+        for (c, seed) in [(small(), 6), (NativeSparseAttention::suite_variants()[2].clone(), 7)] {
+            let (_vs, m) = build(&c, seed);
+            let (l, h, heads) = (13i64, 16 / c.num_heads, c.num_heads);
+            let nb = l / c.compress_block_size;
+            let r = |s: i64, shape: &[i64]| seeded(s, || Tensor::randn(shape, (Kind::Float, Device::Cpu)));
+            let (q, qr, kr, v) =
+                (r(1, &[2, heads, l, h]), r(2, &[2, heads, l, h]), r(3, &[2, heads, l, h]), r(4, &[2, heads, l, h]));
+            let ck = r(5, &[2, heads, nb, h]);
+            let _ = ck.narrow(2, 1, 1).copy_(&ck.narrow(2, 0, 1)); // tied blocks 0 and 1
+            let vis = m.visible(l, nb, Device::Cpu);
+            let run = |dense: bool| {
+                let (qr, kr, v) = (
+                    qr.copy().set_requires_grad(true),
+                    kr.copy().set_requires_grad(true),
+                    v.copy().set_requires_grad(true),
+                );
+                let (f, s) = if dense {
+                    m.fine_window_dense(&q, Some(&ck), &qr, &kr, &v, &vis)
+                } else {
+                    (m.fine_fast(&q, Some(&ck), &qr, &kr, &v, &vis), m.window_fast(&qr, &kr, &v))
+                };
+                let loss = (&f * &f.sin()).sum(Kind::Float) + (&s * 2.0 + 1.0).square().sum(Kind::Float);
+                let g = Tensor::run_backward(&[loss], &[&qr, &kr, &v], false, false);
+                (f, s, g)
+            };
+            let (fd, sd, gd) = run(true);
+            let (fg, sg, gg) = run(false);
+            assert!(rel_err(&fd, &fg) < 1e-5, "branch 2: {:.2e}", rel_err(&fd, &fg));
+            assert!(rel_err(&sd, &sg) < 1e-5, "branch 3: {:.2e}", rel_err(&sd, &sg));
+            for (a, b) in gd.iter().zip(&gg) {
+                assert!(rel_err(a, b) < 1e-5, "gradient: {:.2e}", rel_err(a, b));
+            }
         }
     }
 
