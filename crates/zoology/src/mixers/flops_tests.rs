@@ -632,7 +632,8 @@ fn forward_flops_scale_with_the_length_as_the_math_says() {
             || (name.contains("\"mega\"") && !quadratic)
             || ["\"long_conv\"", "\"hyena\"", "\"h3\"", "\"stripedhyena\""].iter().any(|n| name.contains(n));
         // issue 22's FFT-convolution SSMs
-        let fft = fft || ["\"s4\"", "\"liquid_s4\"", "\"gss\"", "\"monarch_mixer\""].iter().any(|n| name.contains(n));
+        let fft = fft
+            || ["\"s4\"", "\"liquid_s4\"", "\"gss\"", "\"bigs\"", "\"monarch_mixer\""].iter().any(|n| name.contains(n));
         if name.contains("\"hybrid\"") {
             continue; // a hybrid is its layers' mixers, checked on their own
         }
@@ -1321,6 +1322,38 @@ fn gss_matches_the_tally() {
         });
         check(
             &format!(r#"{{ name = "gss", dim_expansion_factor = 2.0, dss_kernel_h = {h}, dss_kernel_n = {n} }}"#),
+            d,
+            l,
+            stepwise(fwd, batch, move |_| step),
+        );
+    }
+}
+
+#[test]
+fn bigs_matches_the_tally() {
+    for (d, l) in FFT_SHAPES {
+        let (e, n) = (2 * d, 5);
+        let tok = tally(|c| {
+            c.mm(1, d, e); // v
+            c.mm(1, d, d); // u
+            c.mm(1, d, d); // uc
+            c.mm(1, d, e); // dol
+            c.mm(1, e, d); // do
+        });
+        let fwd = tally(|c| {
+            c.each(l, tok.0);
+            c.fft_conv(d, l);
+        });
+        let batch = tally(|c| {
+            c.rfft(2 * l); // one shared kernel
+            c.each(n * l, 8.0);
+        });
+        let step = tally(|c| {
+            c.each(1, tok.0);
+            c.each(d * n, 12.0);
+        });
+        check(
+            &format!(r#"{{ name = "bigs", expand = 2, num_ssm = {n}, scaling = "lin" }}"#),
             d,
             l,
             stepwise(fwd, batch, move |_| step),

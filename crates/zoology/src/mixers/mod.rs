@@ -17,6 +17,7 @@ pub mod attention;
 pub mod base_conv;
 pub mod based;
 pub mod bigbird;
+pub mod bigs;
 pub mod delta_net;
 #[cfg(test)]
 mod flops_tests;
@@ -322,6 +323,7 @@ pub fn registry() -> Vec<MixerEntry> {
         entry::<s4::S4>(),
         entry::<liquid_s4::LiquidS4>(),
         entry::<gss::Gss>(),
+        entry::<bigs::Bigs>(),
         entry::<monarch_mixer::MonarchMixer>(),
     ]
 }
