@@ -137,9 +137,9 @@ impl Rwkv6 {
         let delta = x_prev - x;
         let z = self.lerp_a.forward(&(x + &delta * &self.lerp_mu)).tanh().view([b, l, 5, rp]);
         // m[b, t, c, :] = B_c z[b, t, c, :], with B_c = x_proj[2].weight.view(d, 5, r_p)[:, c, :]
+        // one bmm over the five targets ([5, B·L, r_p] × [5, r_p, d]); a broadcast matmul of
+        // [B, L, 5, 1, r_p] against bw would expand bw to [B·L·5, r_p, d] and back in the backward
         let bw = self.lerp_b.ws.view([d, 5, rp]).permute([1, 2, 0]); // [5, r_p, d]
-                                                                     // one bmm over the five targets ([5, B·L, r_p] × [5, r_p, d]); a broadcast matmul of
-                                                                     // [B, L, 5, 1, r_p] against bw would expand bw to [B·L·5, r_p, d] and back in the backward
         let zt = z.view([b * l, 5, rp]).transpose(0, 1);
         let m = zt.bmm(&bw).transpose(0, 1).reshape([b, l, 5, d]) + &self.lerp_bias; // [B, L, 5, d]
         let mix = |c: i64| x + m.select(2, c) * &delta;
