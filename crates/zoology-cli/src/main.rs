@@ -217,6 +217,12 @@ struct MixersArgs {
 }
 
 fn main() {
+    // Like other Unix tools, end quietly when stdout's reader has gone (`zoology sweep status
+    // | head`): Rust ignores SIGPIPE, so `println!` would panic with "Broken pipe" instead.
+    // SAFETY: setting a signal's disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // libtorch backs CPU tensors of 2 MB and more with transparent huge pages when this is set
     // (read once, at the first allocation). Without it the many large, short-lived tensors of a
     // training step are fresh mmaps that page-fault on every step: `zoology bench mixers` showed

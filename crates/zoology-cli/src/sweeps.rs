@@ -165,6 +165,13 @@ pub fn cmd_sweep(c: SweepCmd) -> Result<()> {
                     println!("run {index}: already {}; nothing trained", st.word());
                     std::process::exit(exit_if_finished.unwrap_or(0))
                 }
+                Ok(sweep::RunOutcome::Skipped(why)) => {
+                    println!("run {index}: {why}; nothing trained");
+                    match exit_if_finished {
+                        Some(code) => std::process::exit(code),
+                        None => Ok(()),
+                    }
+                }
                 Ok(outcome) => match outcome.state() {
                     sweep::RunState::Failed(why) => {
                         eprintln!("run {index}: failed: {why}");
@@ -189,65 +196,77 @@ pub fn cmd_sweep(c: SweepCmd) -> Result<()> {
                 },
             }
         }
-        SweepCmd::Status { sweep: p, out, verbose } => {
-            let s = load(&p)?;
-            let out = out_of(&s, &out);
-            if !out.is_dir() {
-                bail!(
-                    "{}: no such directory; has the sweep run? (`--out` gives another output directory)",
-                    out.display()
-                );
+        SweepCmd::Status { sweep: p, out, verbose } => cmd_status(p, out, verbose),
+    }
+}
+
+/// `sweep status`: the tally, then each failed run (and with `verbose` every run) with its
+/// state and reason.
+fn cmd_status(p: PathBuf, out: Option<PathBuf>, verbose: bool) -> Result<()> {
+    let s = load(&p)?;
+    let out = out_of(&s, &out);
+    if !out.is_dir() {
+        bail!("{}: no such directory; has the sweep run? (`--out` gives another output directory)", out.display());
+    }
+    let (t, states) = sweep::tally(&s, &out);
+    let sq = slurm::squeue_states(&out).unwrap_or_default();
+    let queued =
+        sq.iter().filter(|(i, st)| st == "PENDING" && !states.get(*i).map(|x| x.is_finished()).unwrap_or(true)).count();
+    println!(
+        "sweep {} ({} runs) in {}: {} done, {} failed, {} running, {} interrupted, {} pending{}{}",
+        s.name,
+        s.runs.len(),
+        out.display(),
+        t.done,
+        t.failed,
+        t.running,
+        t.interrupted,
+        t.pending,
+        if s.ladder.is_some() {
+            format!(", {} skipped (a lower rung of their ladder solved)", t.skipped)
+        } else {
+            String::new()
+        },
+        if queued > 0 { format!(" ({queued} queued in Slurm)") } else { String::new() }
+    );
+    if let Some(sa) = slurm::sacct_summary(&out) {
+        println!("sacct: {sa}");
+    }
+    for (r, st) in s.runs.iter().zip(&states) {
+        let dir = sweep::run_dir(&out, r);
+        let slurm_state =
+            sq.iter().find(|(i, _)| *i == r.index).map(|(_, x)| format!(" [slurm {x}]")).unwrap_or_default();
+        match st {
+            sweep::RunState::Failed(why) => println!("  [{}] {} FAILED: {why}", r.index, r.label()),
+            sweep::RunState::Running if verbose => {
+                let who = zoology::rundir::RunningMarker::read(&dir)
+                    .map(|m| format!(" ({})", m.describe()))
+                    .unwrap_or_default();
+                println!("  [{}] {} running{who}{slurm_state}", r.index, r.label())
             }
-            let (t, states) = sweep::tally(&s, &out);
-            let sq = slurm::squeue_states(&out).unwrap_or_default();
-            let queued = sq
-                .iter()
-                .filter(|(i, st)| st == "PENDING" && !states.get(*i).map(|x| x.is_finished()).unwrap_or(true))
-                .count();
-            println!(
-                "sweep {} ({} runs) in {}: {} done, {} failed, {} running, {} interrupted, {} pending{}",
-                s.name,
-                s.runs.len(),
-                out.display(),
-                t.done,
-                t.failed,
-                t.running,
-                t.interrupted,
-                t.pending,
-                if queued > 0 { format!(" ({queued} queued in Slurm)") } else { String::new() }
-            );
-            if let Some(sa) = slurm::sacct_summary(&out) {
-                println!("sacct: {sa}");
-            }
-            for (r, st) in s.runs.iter().zip(&states) {
-                let dir = sweep::run_dir(&out, r);
-                let slurm_state =
-                    sq.iter().find(|(i, _)| *i == r.index).map(|(_, x)| format!(" [slurm {x}]")).unwrap_or_default();
-                match st {
-                    sweep::RunState::Failed(why) => println!("  [{}] {} FAILED: {why}", r.index, r.label()),
-                    sweep::RunState::Running if verbose => {
-                        let who = zoology::rundir::RunningMarker::read(&dir)
-                            .map(|m| format!(" ({})", m.describe()))
-                            .unwrap_or_default();
-                        println!("  [{}] {} running{who}{slurm_state}", r.index, r.label())
-                    }
-                    other => {
-                        let note = zoology::rundir::inspect(&dir).1;
-                        if verbose || note.is_some() {
-                            println!(
-                                "  [{}] {} {}{}{slurm_state}",
-                                r.index,
-                                r.label(),
-                                other.word(),
-                                note.map(|n| format!(" ({n})")).unwrap_or_default()
-                            );
-                        }
-                    }
+            sweep::RunState::Pending | sweep::RunState::Interrupted
+                if s.ladder.is_some() && s.ladder_skip(r.index, &out).is_some() =>
+            {
+                if verbose {
+                    let why = s.ladder_skip(r.index, &out).unwrap_or_default();
+                    println!("  [{}] {} {why}", r.index, r.label());
                 }
             }
-            Ok(())
+            other => {
+                let note = zoology::rundir::inspect(&dir).1;
+                if verbose || note.is_some() {
+                    println!(
+                        "  [{}] {} {}{}{slurm_state}",
+                        r.index,
+                        r.label(),
+                        other.word(),
+                        note.map(|n| format!(" ({n})")).unwrap_or_default()
+                    );
+                }
+            }
         }
     }
+    Ok(())
 }
 
 fn cmd_run(a: RunArgs) -> Result<()> {
@@ -297,6 +316,9 @@ fn run_local_backend(a: &RunArgs, s: &sweep::grid::Sweep, out: PathBuf, exe: Pat
     }
     for (i, note) in &r.retried {
         println!("  retried [{i}] {}: it {note}", s.runs[*i].label());
+    }
+    if !r.ladder_skipped.is_empty() {
+        println!("  {} runs skipped: a lower rung of their ladder solved ([sweep.ladder])", r.ladder_skipped.len());
     }
     for (i, why) in &r.failed {
         println!("  failed [{i}] {}: {why}", s.runs[*i].label());

@@ -473,3 +473,17 @@ fn a_sweep_does_not_count_runs_another_process_finished() {
 
 #[allow(dead_code)]
 fn unused(_: PathBuf) {}
+
+/// Output piped into a reader that stops early (`zoology mixers | head -1`) ends the program
+/// quietly, as other Unix tools do, instead of a "Broken pipe" panic.
+#[test]
+fn a_closed_stdout_pipe_ends_quietly() {
+    let exe = env!("CARGO_BIN_EXE_zoology");
+    let o = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("for i in 1 2 3 4 5 6 7 8; do '{exe}' mixers --flops; done | head -c 1 >/dev/null"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+}

@@ -383,3 +383,58 @@ fn slurm_task_cancelled_mid_run_is_detected_and_resubmitted() {
     assert!(!run.join("running.json").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A ladder over d_model (listed out of order) for two learning rates: with threshold 0 (any
+/// finished run solves), only each ladder's lowest rung trains, even with two workers (the next
+/// rung waits for it); the skipped rungs have no directory, count as finished, and a file with a
+/// threshold no run reaches (same run ids) trains them on the same output directory.
+#[test]
+fn ladder_trains_rungs_lowest_first_and_skips_above_a_solved_one() {
+    let dir = tmpdir("sweep-ladder");
+    let out = dir.join("out");
+    let write = |name: &str, threshold: &str| {
+        let text = tiny_sweep("tiny-ladder", 1)
+            .replace("\"train.lr\" = [1e-3, 3e-3]", "\"train.lr\" = [1e-3, 3e-3]\n\"model.d_model\" = [24, 8, 16]")
+            .replace("[sweep.mixers.attention]\nmixer = { name = \"attention\", num_heads = 1 }\n", "")
+            + &format!("[sweep.ladder]\naxis = \"model.d_model\"\nthreshold = {threshold}\n");
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let low = write("low.toml", "0.0");
+    let high = write("high.toml", "1.0");
+    let zoology = |sweep: &Path, args: &[&str]| {
+        let o = Command::new(EXE).args(args).arg("--out").arg(&out).arg(sweep).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        (o.status.code(), text)
+    };
+    let (code, text) = zoology(&low, &["sweep", "run", "--workers", "2", "--threads", "1", "-q"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("ran 2 (2 done") && text.contains("4 runs skipped: a lower rung"), "{text}");
+    let dirs = run_dirs(&out);
+    assert_eq!(dirs.len(), 2, "only the d = 8 rungs have directories: {dirs:?}");
+    for d in &dirs {
+        let cfg = std::fs::read_to_string(d.join("config.toml")).unwrap();
+        assert!(cfg.contains("d_model = 8"), "{}: {cfg}", d.display());
+    }
+    let (code, st) = zoology(&low, &["sweep", "status", "--verbose"]);
+    assert_eq!(code, Some(0), "{st}");
+    assert!(
+        st.contains("2 done")
+            && st.contains("0 pending, 4 skipped")
+            && st.contains("d=8")
+            && st.contains("solved at best accuracy"),
+        "{st}"
+    );
+    // `run-one` on a skipped rung trains nothing
+    let (code, one) = zoology(&low, &["sweep", "run-one", "--index", "5", "-q"]);
+    assert_eq!(code, Some(0), "{one}");
+    assert!(one.contains("skipped: ["), "{one}");
+    assert_eq!(run_dirs(&out).len(), 2);
+    // the same runs under a threshold nobody reaches: the skipped rungs train now
+    let (code, text) = zoology(&high, &["sweep", "run", "--workers", "2", "--threads", "1", "-q"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("ran 4 (4 done") && text.contains("skipped 2 already finished"), "{text}");
+    check_complete(&out, 6, 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -15,6 +15,9 @@
 //! "model.max_position_embeddings" = 512      # any other key: a dotted override for this preset
 //! [sweep.mixers.h3]
 //! mixer = { name = "h3", d_state = "${data.train.0.seq_len}" }
+//! [sweep.ladder]                             # optional: smallest solving d_model only
+//! axis = "model.d_model"                     # (see super::ladder)
+//! threshold = 0.9
 //! ```
 //!
 //! A string value that is exactly `"${dotted.key}"` is replaced, after all overrides, by the
@@ -121,6 +124,9 @@ pub struct Sweep {
     pub path: std::path::PathBuf,
     pub runs: Vec<RunSpec>,
     pub slurm: SlurmOptions,
+    /// `[sweep.ladder]`: climb one axis and skip the rungs above the first that solves
+    /// ([`super::ladder`]).
+    pub ladder: Option<super::ladder::Ladder>,
 }
 
 type Axis = Vec<Vec<(String, toml::Value)>>;
@@ -154,6 +160,7 @@ impl Sweep {
         let mut axes: Vec<Axis> = vec![];
         let mut presets: Vec<Preset> = vec![];
         let mut product: Vec<(String, Vec<toml::Value>)> = vec![];
+        let mut ladder = None;
         for (k, v) in sweep {
             match k.as_str() {
                 "name" => {
@@ -161,10 +168,12 @@ impl Sweep {
                 }
                 "zip" => axes.extend(zip_axes(&v)?),
                 "mixers" => presets = mixer_presets(&v)?,
+                "ladder" => ladder = Some(v),
                 key => product.push((key.to_string(), list_of(&v, &format!("sweep.\"{key}\""))?)),
             }
         }
         crate::limits::check_path_part(&name, "sweep.name")?;
+        let ladder = ladder.map(|v| super::ladder::parse(&v, &product)).transpose()?;
         for (k, vals) in product {
             axes.push(vals.into_iter().map(|v| vec![(k.clone(), v)]).collect());
         }
@@ -173,7 +182,7 @@ impl Sweep {
         }
         check_run_count(&presets, &axes)?;
         let runs = expand(&base, &presets, &axes, origin)?;
-        Ok(Sweep { name, path: origin.into(), runs, slurm })
+        Ok(Sweep { name, path: origin.into(), runs, slurm, ladder })
     }
 }
 

@@ -3,7 +3,9 @@
 //! progress display. Each child asks the kernel to SIGTERM it when this process dies
 //! (`PR_SET_PDEATHSIG`), so killing the sweep, its process group or only its parent process
 //! leaves no run training as an orphan; the runs stay resumable. Re-running skips finished
-//! runs, resumes interrupted ones and leaves runs another process trains alone.
+//! runs, resumes interrupted ones and leaves runs another process trains alone. With a
+//! `[sweep.ladder]`, each ladder's rungs start lowest first, one after another, and a rung is
+//! skipped once a lower one solved ([`super::ladder`]).
 
 use super::{reset_failed, run_dir, RunState, Sweep};
 use crate::console::Progress;
@@ -41,6 +43,9 @@ pub struct LocalReport {
     pub interrupted: Vec<(usize, String)>,
     /// Notes of `--retry-failed` on the runs it reset.
     pub retried: Vec<(usize, String)>,
+    /// Runs not trained because a lower rung of their ladder solved, with the reason
+    /// ([`super::ladder`]).
+    pub ladder_skipped: Vec<(usize, String)>,
     /// Run directories renamed from an older run id (see [`super::adopt_renamed`]).
     pub adopted: Vec<(PathBuf, PathBuf)>,
     pub wall_s: f64,
@@ -136,7 +141,14 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
     let mut failed_now = 0usize;
     loop {
         while active.len() < workers {
-            let Some(i) = queue.pop() else { break };
+            let Some(i) = next_ready(sweep, &mut queue, &active) else { break };
+            if let Some(why) = sweep.ladder_skip(i, &opts.out) {
+                mp.println(format!("  [{i}] {}: {why}", sweep.runs[i].label())).ok();
+                progress.line(&format!("[{i}] {}: {why}", sweep.runs[i].label()));
+                report.ladder_skipped.push((i, why));
+                overall.inc(1);
+                continue;
+            }
             let child = spawn_run(sweep, opts, i, threads)?;
             let bar = mp.add(ProgressBar::new_spinner());
             bar.set_style(ProgressStyle::with_template("  {spinner} {prefix:.bold} {msg}").unwrap());
@@ -237,9 +249,19 @@ fn start_display(
     (mp, overall)
 }
 
+/// The next run to start: the first queued run (in index order) none of whose lower ladder
+/// rungs is still queued or running here, removed from the queue; `None` when the queue is
+/// empty or every queued run waits for a lower rung. (Without a ladder: the first queued run.)
+fn next_ready(sweep: &Sweep, queue: &mut Vec<usize>, active: &[Active]) -> Option<usize> {
+    let pos = queue.iter().position(|&i| {
+        sweep.rungs_below(i).iter().all(|j| !queue.contains(j) && !active.iter().any(|a| a.index == *j))
+    })?;
+    Some(queue.remove(pos))
+}
+
 /// Sorts every run of the sweep by its directory's state: finished runs are skipped, failed
-/// ones reset when `--retry-failed` asks, runs another process trains are left alone; returns
-/// the indices to run, last first (so that `pop` takes them in index order).
+/// ones reset when `--retry-failed` asks, runs another process trains are left alone, runs a
+/// lower ladder rung has solved are skipped; returns the indices to run, in index order.
 fn queue_runs(sweep: &Sweep, opts: &LocalOptions, report: &mut LocalReport) -> Result<Vec<usize>> {
     let mut queue: Vec<usize> = vec![];
     for r in &sweep.runs {
@@ -256,10 +278,12 @@ fn queue_runs(sweep: &Sweep, opts: &LocalOptions, report: &mut LocalReport) -> R
             },
             RunState::Failed(_) => report.skipped += 1,
             RunState::Running => report.elsewhere.push(r.index),
-            RunState::Pending | RunState::Interrupted => queue.push(r.index),
+            RunState::Pending | RunState::Interrupted => match sweep.ladder_skip(r.index, &opts.out) {
+                Some(why) => report.ladder_skipped.push((r.index, why)),
+                None => queue.push(r.index),
+            },
         }
     }
-    queue.reverse();
     Ok(queue)
 }
 

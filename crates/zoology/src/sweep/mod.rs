@@ -17,6 +17,7 @@
 //! below; `layering_tests.rs` checks it.
 
 pub mod grid;
+pub mod ladder;
 pub mod local;
 pub mod slurm;
 
@@ -123,18 +124,23 @@ pub fn reset_failed(dir: &Path, cfg: &RunConfig) -> Result<String> {
 pub enum RunOutcome {
     Trained(RunState),
     AlreadyFinished(RunState),
+    /// Not trained: a lower rung of its ladder solved (the reason; see [`ladder`]).
+    Skipped(String),
 }
 
 impl RunOutcome {
+    /// The run directory's state (a skipped run's is [`RunState::Pending`]: nothing is written).
     pub fn state(&self) -> &RunState {
         match self {
             RunOutcome::Trained(s) | RunOutcome::AlreadyFinished(s) => s,
+            RunOutcome::Skipped(_) => &RunState::Pending,
         }
     }
 }
 
 /// Trains run `index` of the sweep into `out` (resuming when possible) and returns its final
-/// state, and whether this call trained it. Claims the run with its directory's lock first:
+/// state, and whether this call trained it; an unfinished run whose ladder has solved below it
+/// is skipped and nothing is written. Claims the run with its directory's lock first:
 /// when another process holds it (or a live running.json names one), returns [`Error::Busy`] and
 /// touches nothing. Errors and panics while training are recorded in failed.json by the trainer.
 /// `device` overrides the config's device (not part of the run id).
@@ -155,6 +161,11 @@ pub fn run_one(
         ))
     })?;
     let dir = run_dir(out, spec);
+    if !dir.join(rundir::SUMMARY).exists() {
+        if let Some(why) = sweep.ladder_skip(index, out) {
+            return Ok(RunOutcome::Skipped(why));
+        }
+    }
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let Some(lock) = RunLock::try_acquire(&dir)? else { return Err(marker::busy_error(&dir)) };
     let state = run_state(&dir);
@@ -204,12 +215,14 @@ pub struct Tally {
     pub interrupted: usize,
     pub done: usize,
     pub failed: usize,
+    /// Unfinished runs that a lower rung of their ladder made unnecessary ([`ladder`]).
+    pub skipped: usize,
 }
 
 impl Tally {
     /// The exit status of `sweep run` for this outcome: 0 when every run is done, 2 when any
     /// failed or diverged, 3 when none failed but some are unfinished (running elsewhere,
-    /// interrupted, or still queued).
+    /// interrupted, or still queued). Ladder-skipped runs count as finished.
     pub fn exit_code(&self) -> i32 {
         if self.failed > 0 {
             2
@@ -221,11 +234,15 @@ impl Tally {
     }
 }
 
+/// The tally of the sweep's runs and each run's directory state; an unfinished run that its
+/// ladder skips counts in `skipped`, not `pending` or `interrupted`.
 pub fn tally(sweep: &Sweep, out: &Path) -> (Tally, Vec<RunState>) {
     let mut t = Tally::default();
     let states: Vec<RunState> = sweep.runs.iter().map(|r| run_state(&run_dir(out, r))).collect();
-    for s in &states {
+    for (i, s) in states.iter().enumerate() {
+        let skip = || sweep.ladder.is_some() && sweep.ladder_skip(i, out).is_some();
         match s {
+            RunState::Pending | RunState::Interrupted if skip() => t.skipped += 1,
             RunState::Pending => t.pending += 1,
             RunState::Running => t.running += 1,
             RunState::Interrupted => t.interrupted += 1,

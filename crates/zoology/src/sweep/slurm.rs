@@ -53,8 +53,10 @@ fn quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
 
-/// Which runs to submit: the unfinished ones that no live process trains and no task of this
-/// sweep has queued (failed ones too with `retry_failed`, after resetting them).
+/// Which runs to submit: the unfinished ones that no live process trains, no task of this
+/// sweep has queued and no solved lower ladder rung skips (failed ones too with
+/// `retry_failed`, after resetting them). Rungs of one ladder run in parallel in the array; a
+/// task that starts after a lower rung solved skips itself (`sweep run-one`).
 fn select(sweep: &Sweep, out: &Path, retry_failed: bool) -> Result<(Vec<usize>, Vec<usize>, Vec<(usize, String)>)> {
     let in_queue: Vec<usize> = squeue_states(out)
         .unwrap_or_default()
@@ -77,6 +79,7 @@ fn select(sweep: &Sweep, out: &Path, retry_failed: bool) -> Result<(Vec<usize>, 
                 Err(Error::Busy(_)) => {}
                 Err(e) => return Err(e),
             },
+            RunState::Pending | RunState::Interrupted if sweep.ladder_skip(r.index, out).is_some() => {}
             RunState::Pending | RunState::Interrupted => indices.push(r.index),
         }
     }

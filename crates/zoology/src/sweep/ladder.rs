@@ -1,0 +1,222 @@
+//! Ladders: a sweep that looks for the *smallest* value of one axis that solves a task, instead
+//! of training every value.
+//!
+//! ```toml
+//! [sweep.ladder]
+//! axis = "model.d_model"   # a numeric product axis of [sweep]
+//! threshold = 0.9          # best test accuracy that counts as solved
+//! ```
+//!
+//! Runs that differ only in `axis` form one ladder; its rungs are climbed in ascending order of
+//! the axis value. A rung is **skipped** (never trained, no run directory written) once a lower
+//! rung of its ladder has finished with `best_accuracy >= threshold`. The local backend starts
+//! a rung only after the lower rungs it queued have ended, so no worker trains a rung that would
+//! have been skipped; `sweep run-one` checks the same rule before it trains, so a Slurm array
+//! task started after a lower rung solved skips too (tasks that run at the same time cannot).
+//!
+//! Nothing is recorded for a skipped run: "skipped" is recomputed from the lower rungs'
+//! summaries every time, so changing the threshold, removing the ladder, or retraining a lower
+//! rung changes which runs are skipped, and the sweep's run ids do not depend on the ladder.
+//! The cost: the accuracy-vs-width curve of a ladder ends at its first solving width (a run that
+//! would have solved at a larger width anyway is not measured).
+
+use super::grid::{RunSpec, Sweep};
+use super::run_dir;
+use crate::error::{config_err, Result};
+use std::path::Path;
+
+/// `[sweep.ladder]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ladder {
+    /// The dotted key whose values are the rungs (a product axis of `[sweep]`).
+    pub axis: String,
+    /// Best test accuracy at or above which a rung counts as solved (0: every finished rung
+    /// counts, i.e. only each ladder's lowest rung trains).
+    pub threshold: f64,
+}
+
+/// Parses `[sweep.ladder]`; `axes` are the product axes of `[sweep]` (dotted key, values).
+pub fn parse(v: &toml::Value, axes: &[(String, Vec<toml::Value>)]) -> Result<Ladder> {
+    let t = v.as_table().ok_or_else(|| {
+        config_err("sweep.ladder", "must be a table: [sweep.ladder] axis = \"model.d_model\" threshold = 0.9")
+    })?;
+    for k in t.keys() {
+        if k != "axis" && k != "threshold" {
+            return Err(config_err(
+                format!("sweep.ladder.{k}"),
+                "unknown key; [sweep.ladder] takes axis and threshold",
+            ));
+        }
+    }
+    let axis = t
+        .get("axis")
+        .ok_or_else(|| {
+            config_err("sweep.ladder.axis", "is missing; name a numeric [sweep] axis, e.g. \"model.d_model\"")
+        })?
+        .as_str()
+        .ok_or_else(|| {
+            config_err("sweep.ladder.axis", "must be a string naming a [sweep] axis, e.g. \"model.d_model\"")
+        })?
+        .to_string();
+    let threshold = match t.get("threshold") {
+        None => {
+            return Err(config_err(
+                "sweep.ladder.threshold",
+                "is missing; give the accuracy that counts as solved, e.g. 0.9",
+            ))
+        }
+        Some(toml::Value::Float(x)) => *x,
+        Some(toml::Value::Integer(x)) => *x as f64,
+        Some(_) => return Err(config_err("sweep.ladder.threshold", "must be a number in [0, 1], e.g. 0.9")),
+    };
+    if !(0.0..=1.0).contains(&threshold) {
+        return Err(config_err("sweep.ladder.threshold", format!("is {threshold}; it must be in [0, 1], e.g. 0.9")));
+    }
+    let Some((_, vals)) = axes.iter().find(|(k, _)| *k == axis) else {
+        let names: Vec<&str> = axes.iter().map(|(k, _)| k.as_str()).collect();
+        return Err(config_err(
+            "sweep.ladder.axis",
+            format!(
+                "{axis:?} is not a product axis of [sweep] (those are: {}); zip groups and presets cannot be ladders",
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            ),
+        ));
+    };
+    if vals.iter().any(|v| rung_value(v).is_none()) {
+        return Err(config_err(
+            "sweep.ladder.axis",
+            format!("{axis:?} has non-numeric values; a ladder climbs numbers"),
+        ));
+    }
+    Ok(Ladder { axis, threshold })
+}
+
+fn rung_value(v: &toml::Value) -> Option<f64> {
+    match v {
+        toml::Value::Integer(i) => Some(*i as f64),
+        toml::Value::Float(f) => Some(*f),
+        _ => None,
+    }
+}
+
+impl Ladder {
+    /// The run's position: (its ladder's key, its rung value).
+    fn place(&self, r: &RunSpec) -> (String, f64) {
+        let mut key = r.preset.clone();
+        let mut rung = f64::NAN;
+        for (k, v) in &r.point {
+            if *k == self.axis {
+                rung = rung_value(v).unwrap_or(f64::NAN);
+            } else {
+                key.push_str(&format!("\u{1f}{k}={v}"));
+            }
+        }
+        (key, rung)
+    }
+}
+
+impl Sweep {
+    /// The runs below run `i` on its ladder (empty without a ladder), lowest first.
+    pub fn rungs_below(&self, i: usize) -> Vec<usize> {
+        let Some(l) = &self.ladder else { return vec![] };
+        let (key, rung) = l.place(&self.runs[i]);
+        let mut below: Vec<(f64, usize)> = self
+            .runs
+            .iter()
+            .filter_map(|r| {
+                let (k, v) = l.place(r);
+                (k == key && v < rung).then_some((v, r.index))
+            })
+            .collect();
+        below.sort_by(|a, b| a.0.total_cmp(&b.0));
+        below.into_iter().map(|x| x.1).collect()
+    }
+
+    /// Why run `i` is skipped, when a lower rung of its ladder has finished solving: e.g.
+    /// "skipped: [3] attention d=64 L=32 solved at best accuracy 0.998 (ladder threshold 0.9)".
+    pub fn ladder_skip(&self, i: usize, out: &Path) -> Option<String> {
+        let l = self.ladder.as_ref()?;
+        self.rungs_below(i).into_iter().find_map(|j| {
+            let s = crate::rundir::read_summary(&run_dir(out, &self.runs[j])).ok()?;
+            (s.is_done() && s.best_accuracy >= l.threshold).then(|| {
+                format!(
+                    "skipped: [{j}] {} solved at best accuracy {:.3} (ladder threshold {})",
+                    self.runs[j].label(),
+                    s.best_accuracy,
+                    l.threshold
+                )
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+seed = 1
+[data]
+vocab_size = 32
+batch_size = 8
+[[data.train]]
+task = "mqar"
+seq_len = 16
+num_kv_pairs = 2
+num_examples = 16
+[[data.test]]
+task = "mqar"
+seq_len = 16
+num_kv_pairs = 2
+num_examples = 8
+[model]
+d_model = 16
+n_layers = 1
+[model.mixer]
+name = "base_conv"
+[train]
+epochs = 1
+"#;
+
+    fn sweep(extra: &str) -> Result<Sweep> {
+        Sweep::parse(
+            &format!("{BASE}\n[sweep]\n\"model.d_model\" = [32, 16, 64]\n\"train.lr\" = [1e-3, 3e-3]\n{extra}"),
+            "t.toml",
+            "t",
+        )
+    }
+
+    #[test]
+    fn rungs_are_the_same_point_at_smaller_axis_values() {
+        let s = sweep("[sweep.ladder]\naxis = \"model.d_model\"\nthreshold = 0.9").unwrap();
+        assert_eq!(s.runs.len(), 6);
+        let find = |d: i64, lr: f64| {
+            s.runs.iter().find(|r| r.config.model.d_model == d && r.config.train.lr == lr).unwrap().index
+        };
+        assert_eq!(s.rungs_below(find(64, 1e-3)), vec![find(16, 1e-3), find(32, 1e-3)]);
+        assert_eq!(s.rungs_below(find(32, 3e-3)), vec![find(16, 3e-3)]);
+        assert!(s.rungs_below(find(16, 3e-3)).is_empty());
+        // the same file without a ladder: no rungs, and the same run ids
+        let plain = sweep("").unwrap();
+        assert!(plain.rungs_below(find(64, 1e-3)).is_empty());
+        let ids = |s: &Sweep| s.runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&s), ids(&plain));
+    }
+
+    #[test]
+    fn bad_ladders_name_the_field() {
+        for (extra, field, says) in [
+            ("[sweep.ladder]\naxis = \"model.n_layers\"\nthreshold = 0.9", "sweep.ladder.axis", "not a product axis"),
+            ("[sweep.ladder]\naxis = \"model.d_model\"\nthreshold = 1.5", "sweep.ladder.threshold", "[0, 1]"),
+            ("[sweep.ladder]\naxis = \"model.d_model\"\nthreshold = -0.1", "sweep.ladder.threshold", "[0, 1]"),
+            ("[sweep.ladder]\naxis = \"model.d_model\"\nthreshold = \"high\"", "sweep.ladder.threshold", "a number"),
+            ("[sweep.ladder]\naxis = \"model.d_model\"", "sweep.ladder.threshold", "missing"),
+            ("[sweep.ladder]\nthreshold = 0.9", "sweep.ladder.axis", "missing"),
+            ("[sweep.ladder]\naxis = \"model.d_model\"\nthreshold = 0.9\nstop = 1", "sweep.ladder.stop", "unknown key"),
+            ("ladder = 3", "sweep.ladder", "must be a table"),
+        ] {
+            let err = sweep(extra).unwrap_err().to_string();
+            assert!(err.contains(field) && err.contains(says), "{extra}: {err}");
+        }
+    }
+}
