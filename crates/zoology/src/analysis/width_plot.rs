@@ -4,7 +4,8 @@
 //! built at when its accuracy on its own test data is ≥ 0.99. A trained mixer's point at a
 //! length is the smallest width whose best-over-lr accuracy reached 0.9; a length where no width
 //! did is drawn as a hollow marker at the widest width tried ("not solved up to here"). Drawn
-//! only when the runs include a constructed one.
+//! when the runs include a constructed one, or when the trained runs are a width-trend grid (two
+//! or more lengths, and two or more widths at some mixer and length).
 
 use super::plot::{draw_legend, house_mesh, marker, mixer_color, perr, pow2_label, Draw, LEGEND_W};
 use crate::error::Result;
@@ -38,8 +39,20 @@ pub fn constructed_mixer(r: &RunRecord) -> Option<String> {
     (r.steps == Some(0)).then(|| m.to_string())
 }
 
+/// Trained runs that span at least two lengths with at least two widths at some (mixer, length):
+/// a grid from which "the smallest width that solves, per length" can be read.
+fn is_width_trend(recs: &[RunRecord]) -> bool {
+    let trained = || recs.iter().filter(|r| constructed_mixer(r).is_none());
+    let lens: std::collections::BTreeSet<i64> = trained().map(|r| r.seq_len).collect();
+    let mut widths: BTreeMap<(&str, i64), std::collections::BTreeSet<i64>> = BTreeMap::new();
+    for r in trained() {
+        widths.entry((r.preset.as_str(), r.seq_len)).or_default().insert(r.d_model);
+    }
+    lens.len() >= 2 && widths.values().any(|w| w.len() >= 2)
+}
+
 impl WidthPlot {
-    /// `None` when no run is a constructed one.
+    /// `None` when no run is a constructed one and the trained runs are not a width-trend grid.
     pub fn of(recs: &[RunRecord]) -> Option<WidthPlot> {
         let recs: Vec<RunRecord> = recs.iter().filter(|r| is_result(r)).cloned().collect();
         let mut built: BTreeMap<String, BTreeMap<i64, i64>> = BTreeMap::new();
@@ -51,7 +64,7 @@ impl WidthPlot {
                 }
             }
         }
-        if !recs.iter().any(|r| constructed_mixer(r).is_some()) {
+        if !recs.iter().any(|r| constructed_mixer(r).is_some()) && !is_width_trend(&recs) {
             return None;
         }
         let mut lines: Vec<WidthLine> = built
@@ -125,9 +138,20 @@ impl<DB: DrawingBackend> Draw<DB> for WidthPlot {
         )
         .draw()
         .map_err(&e)?;
+        // trained lines that share points (several mixers solving at the same width) are spread
+        // a little along x, so that each marker stays visible
+        let n_trained = self.lines.iter().filter(|l| !l.constructed).count();
+        let step = if n_trained > 1 { (0.5 / n_trained as f64).min(0.06) } else { 0.0 };
+        let mut k_trained = 0usize;
         for l in &self.lines {
             let c = mixer_color(&l.mixer);
-            let mut pts: Vec<(f64, f64, bool)> = l.pts.iter().map(|p| (l2(p.0), l2(p.1), p.2)).collect();
+            let dx = if l.constructed {
+                0.0
+            } else {
+                k_trained += 1;
+                (k_trained as f64 - 1.0 - (n_trained as f64 - 1.0) / 2.0) * step
+            };
+            let mut pts: Vec<(f64, f64, bool)> = l.pts.iter().map(|p| (l2(p.0) + dx, l2(p.1), p.2)).collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             let style = if l.constructed { c.stroke_width(2) } else { c.stroke_width(3) };
             // lines join solved points only; an unsolved length is a hollow marker on its own
@@ -163,7 +187,11 @@ mod tests {
             rec("c", "attention", 64, 128, 1e-3, 0.3),
             rec("d", "attention", 128, 128, 1e-3, 0.4),
         ];
-        assert!(WidthPlot::of(&runs).is_none(), "no constructed run: no plot");
+        assert!(WidthPlot::of(&runs[..2]).is_none(), "one length, no constructed run: no plot");
+        // a trained width-trend grid (two lengths, two widths each) is plotted on its own
+        let trend = WidthPlot::of(&runs).unwrap();
+        assert_eq!(trend.lines.len(), 1);
+        assert_eq!(trend.lines[0].pts, vec![(64, 64, true), (128, 128, false)]);
         for (id, d, l, acc) in [("e", 256, 64, 0.995), ("f", 2048, 256, 0.999), ("g", 1024, 256, 0.5)] {
             let mut r = rec(id, "base_conv", d, l, 0.0, acc);
             r.hparams.insert("name".into(), serde_json::json!("construct-base_conv"));
