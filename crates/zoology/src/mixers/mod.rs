@@ -153,6 +153,13 @@ pub trait Mixer: std::fmt::Debug + Send {
     fn unused_parameters(&self) -> Vec<String> {
         vec![]
     }
+    /// A training-only loss term that the mixer's last `forward(x, true)` produced, handed over
+    /// once (the next call returns `None`): Zoology's `get_auxiliary_loss` (only
+    /// `sigmoid_lookups` has one). The trainer adds every layer's to the task loss. Default:
+    /// none.
+    fn take_auxiliary_loss(&self) -> Option<Tensor> {
+        None
+    }
     /// Processes a prompt and returns its outputs and the state after its last token.
     /// Default: the step form token by token. Mixers with a parallel prefill override it.
     fn prefill(&self, x: &Tensor) -> (Tensor, MixerState) {
@@ -197,6 +204,9 @@ macro_rules! delegate_mixer {
             }
             fn prefill(&self, x: &tch::Tensor) -> (tch::Tensor, $crate::mixers::MixerState) {
                 self.$inner.prefill(x)
+            }
+            fn take_auxiliary_loss(&self) -> Option<tch::Tensor> {
+                self.$inner.take_auxiliary_loss()
             }
         }
     };

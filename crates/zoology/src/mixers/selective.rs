@@ -44,8 +44,9 @@
 //! `selective_lookups`'s selection layer is left out: a softmax over positions cancels it (it
 //! would get no gradient). No wandb logging; the input is not modified in place (the source's
 //! eval branch `scatter_add_`s into `x`). `SigmoidLookups`'s auxiliary loss
-//! `relu(mean(g) − n/L)·selection_penalty` is not applied in training: the model has no hook
-//! for mixer losses ([`SigmoidLookups::auxiliary_loss`] computes it for when one exists).
+//! `relu(mean(g) − n/L)·selection_penalty` (mean over the batch and all positions, as the
+//! source) is added to the training loss as Zoology's Trainer adds it
+//! ([`Mixer::take_auxiliary_loss`]; `selection_penalty`, default 0.001).
 //!
 //! Forms: parallel (attention's masked `[L, L]` form; gates from a cumulative log-sum-exp;
 //! ranks from one masked `[L, L]` comparison of scores); reference (attention's per-position
@@ -108,6 +109,10 @@ pub struct Lookups {
     /// `y = x + …` (the source) rather than `y = …`.
     add_input: bool,
     d: i64,
+    /// `sigmoid_lookups`' `selection_penalty` (0: no auxiliary loss).
+    penalty: f64,
+    /// The auxiliary loss of the last training forward, until the trainer takes it.
+    aux: std::sync::Mutex<Option<Tensor>>,
 }
 
 /// `⌈√n⌉` for `n ≥ 0` in integers.
@@ -267,7 +272,17 @@ impl Lookups {
 
 impl Mixer for Lookups {
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        if self.penalty > 0.0 {
+            let aux = train.then(|| self.selection_penalty(x, self.penalty));
+            if let Ok(mut slot) = self.aux.lock() {
+                *slot = aux;
+            }
+        }
         self.mix(x, train, false)
+    }
+
+    fn take_auxiliary_loss(&self) -> Option<Tensor> {
+        self.aux.lock().ok()?.take()
     }
 
     fn reference(&self, x: &Tensor) -> Tensor {
@@ -352,8 +367,7 @@ fn build_lookups(
     ctx: &BuildCtx,
     (num_heads, dropout, eval, add_input): (i64, f64, EvalSelection, bool),
     gate: GateKind,
-    n_lookups: i64,
-    alpha: f64,
+    (n_lookups, alpha, penalty): (i64, f64, f64),
 ) -> Result<Lookups> {
     let (select, temperature) = match gate {
         GateKind::PositionSoftmax => (Linear::new(&p / "selecting", d, 1, false, ctx.init_std), None),
@@ -364,7 +378,8 @@ fn build_lookups(
         ),
     };
     let attn = Attention::build(p, d, &attention_config(num_heads, dropout), ctx)?;
-    Ok(Lookups { attn, select, temperature, gate, eval, n_lookups, add_input, d })
+    let aux = std::sync::Mutex::new(None);
+    Ok(Lookups { attn, select, temperature, gate, eval, n_lookups, add_input, d, penalty, aux })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -413,8 +428,7 @@ impl MixerKind for SelectiveLookups {
             ctx,
             (c.num_heads, c.dropout, c.eval_selection, c.add_input),
             GateKind::PositionSoftmax,
-            0,
-            0.0,
+            (0, 0.0, 0.0),
         )?;
         Ok(SelectiveLookups { inner })
     }
@@ -440,6 +454,9 @@ pub struct SigmoidLookupsConfig {
     pub eval_selection: EvalSelection,
     /// `y = x + m·g·a` (source) when true; `y = m·g·a` by default (see `selective_lookups`).
     pub add_input: bool,
+    /// Weight of the auxiliary loss `relu(mean σ(w·x) − n/L)` added to the training loss
+    /// (source default 0.001; 0 turns it off).
+    pub selection_penalty: f64,
 }
 
 impl Default for SigmoidLookupsConfig {
@@ -450,6 +467,7 @@ impl Default for SigmoidLookupsConfig {
             n_lookups: 0,
             eval_selection: EvalSelection::TopK,
             add_input: false,
+            selection_penalty: 0.001,
         }
     }
 }
@@ -464,8 +482,8 @@ delegate_mixer!(SigmoidLookups, inner);
 impl SigmoidLookups {
     /// The source's auxiliary loss for a batch `x: [B, L, D]` (what `SigmoidLookups` adds to the
     /// training loss, `selection_penalty` = 0.001 there): `relu(mean_{b,t} σ(w·x) − n/L)·penalty`
-    /// with `n = n_lookups`, or `√L` when `n_lookups = 0`. Not applied by the trainer (no hook for
-    /// mixer losses yet; see DECISIONS).
+    /// with `n = n_lookups`, or `√L` when `n_lookups = 0`. Every `forward(x, true)` computes it
+    /// with the config's `selection_penalty` for the trainer ([`Mixer::take_auxiliary_loss`]).
     pub fn auxiliary_loss(&self, x: &Tensor, selection_penalty: f64) -> Tensor {
         self.inner.selection_penalty(x, selection_penalty)
     }
@@ -474,17 +492,22 @@ impl SigmoidLookups {
 impl MixerKind for SigmoidLookups {
     type Config = SigmoidLookupsConfig;
     const NAME: &'static str = "sigmoid_lookups";
-    const ABOUT: &'static str = "Zoology §5 SigmoidLookups (causal): attention output gated per position by σ(w·x); top-k of the prefix at eval (auxiliary loss not applied)";
+    const ABOUT: &'static str = "Zoology §5 SigmoidLookups (causal): attention output gated per position by σ(w·x); top-k of the prefix at eval; the source's selection penalty in training";
     const STATE_FORMULA: &'static str = "2·d·L + L (KV cache + past scores; soft eval: 2·d·L)";
     const CONSTANT_STATE: bool = false;
 
     fn validate(c: &SigmoidLookupsConfig, d: i64, ctx: &BuildCtx, field: &str) -> Result<()> {
         check_common(c.num_heads, c.dropout, d, ctx, field)?;
+        if c.selection_penalty != 0.0 {
+            float_in(field, "selection_penalty", c.selection_penalty, 0.0, 1e6, "0.001 (the source's) or 0 (off)")?;
+        }
         int_in(field, "n_lookups", c.n_lookups, 0, MAX_SIZE, "0 (⌈√(t+1)⌉) or 8")
     }
     fn build(p: nn::Path, d: i64, c: &SigmoidLookupsConfig, ctx: &BuildCtx) -> Result<Self> {
         let spec = (c.num_heads, c.dropout, c.eval_selection, c.add_input);
-        Ok(SigmoidLookups { inner: build_lookups(p, d, ctx, spec, GateKind::Sigmoid, c.n_lookups, 0.0)? })
+        Ok(SigmoidLookups {
+            inner: build_lookups(p, d, ctx, spec, GateKind::Sigmoid, (c.n_lookups, 0.0, c.selection_penalty))?,
+        })
     }
     fn suite_variants() -> Vec<SigmoidLookupsConfig> {
         vec![
@@ -542,7 +565,7 @@ impl MixerKind for SmaLookups {
     }
     fn build(p: nn::Path, d: i64, c: &SmaLookupsConfig, ctx: &BuildCtx) -> Result<Self> {
         let spec = (c.num_heads, c.dropout, c.eval_selection, c.add_input);
-        Ok(SmaLookups { inner: build_lookups(p, d, ctx, spec, GateKind::TwoWay, 0, c.alpha)? })
+        Ok(SmaLookups { inner: build_lookups(p, d, ctx, spec, GateKind::TwoWay, (0, c.alpha, 0.0))? })
     }
     fn suite_variants() -> Vec<SmaLookupsConfig> {
         vec![
@@ -770,8 +793,36 @@ mod tests {
         assert!(small >= 0.0);
     }
 
+    /// The trainer's hook: a training forward leaves the penalty for `take_auxiliary_loss` (once);
+    /// an evaluation forward, `selection_penalty = 0` and the other two lookups leave none; the
+    /// penalty reaches the selection weights' gradient.
+    #[test]
+    fn training_forward_hands_the_penalty_to_the_trainer_once() {
+        let (_vs, m) = build_kind::<SigmoidLookups>(&SigmoidLookupsConfig::default(), 9);
+        let x = randn(&[2, 16, 16], 10) * 200.0;
+        let _ = m.forward(&x, true);
+        let aux = m.take_auxiliary_loss().expect("a training forward leaves the penalty");
+        let want = tch::no_grad(|| m.auxiliary_loss(&x, 0.001)).double_value(&[]);
+        assert!(want > 0.0 && (aux.double_value(&[]) - want).abs() < 1e-12, "{aux:?} vs {want}");
+        assert!(m.take_auxiliary_loss().is_none(), "taken once");
+        aux.backward();
+        let g = m.inner.select.ws.grad();
+        assert!(g.defined() && g.abs().sum(Kind::Float).double_value(&[]) > 0.0, "no gradient on the selection");
+        let _ = m.forward(&x, false);
+        assert!(m.take_auxiliary_loss().is_none(), "evaluation leaves none");
+        let off = SigmoidLookupsConfig { selection_penalty: 0.0, ..Default::default() };
+        let (_vs, m0) = build_kind::<SigmoidLookups>(&off, 9);
+        let _ = m0.forward(&x, true);
+        assert!(m0.take_auxiliary_loss().is_none(), "selection_penalty = 0: none");
+        let (_vs, s) = build_kind::<SelectiveLookups>(&SelectiveLookupsConfig::default(), 9);
+        let _ = s.forward(&x, true);
+        assert!(s.take_auxiliary_loss().is_none());
+    }
+
     #[test]
     fn bad_options_name_the_field() {
+        let e = validate_error(r#"{ name = "sigmoid_lookups", selection_penalty = -0.1 }"#);
+        assert!(e.contains("model.mixer.selection_penalty"), "{e}");
         let e = validate_error(r#"{ name = "sigmoid_lookups", n_lookups = -1 }"#);
         assert!(e.contains("model.mixer.n_lookups"), "{e}");
         let e = validate_error(r#"{ name = "sma_lookups", alpha = 0.0 }"#);

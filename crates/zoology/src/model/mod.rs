@@ -357,6 +357,12 @@ pub struct LanguageModel {
 }
 
 impl LanguageModel {
+    /// The sum of the auxiliary losses that the layers' last training forward produced
+    /// ([`Mixer::take_auxiliary_loss`]), taken once; `None` when no layer has one.
+    pub fn take_auxiliary_loss(&self) -> Option<Tensor> {
+        self.blocks.iter().filter_map(|b| b.mixer.take_auxiliary_loss()).reduce(|a, b| a + b)
+    }
+
     /// Builds the model under `p`. Call [`ModelConfig::validate`] first for named errors.
     pub fn new(p: &nn::Path, cfg: &ModelConfig, vocab_size: i64, max_seq_len: i64) -> Result<Self> {
         let d = cfg.d_model;
@@ -522,6 +528,28 @@ mod tests {
 
     fn cfg(text: &str) -> ModelConfig {
         toml::from_str(text).unwrap()
+    }
+
+    /// Every layer's auxiliary loss reaches the model's sum once: two sigmoid_lookups layers of a
+    /// hybrid give the sum of their penalties, a model without one gives none.
+    #[test]
+    fn auxiliary_losses_of_all_layers_are_summed_once() {
+        let c = cfg("d_model = 16\nn_layers = 2\nmixer = { name = \"sigmoid_lookups\", selection_penalty = 0.5 }");
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let model = seeded(3, || LanguageModel::new(&vs.root(), &c, 11, 8).unwrap());
+        let x = Tensor::from_slice(&[1i64, 4, 2, 9, 9, 0, 3, 3]).view([1, 8]);
+        let _ = seeded(5, || model.hidden(&x, true)); // the same dropout masks both times
+        let per_layer: Vec<Tensor> = model.blocks.iter().map(|b| b.mixer.take_auxiliary_loss().unwrap()).collect();
+        let _ = seeded(5, || model.hidden(&x, true));
+        let sum = model.take_auxiliary_loss().unwrap().double_value(&[]);
+        let want: f64 = per_layer.iter().map(|t| t.double_value(&[])).sum();
+        assert!(want > 0.0 && (sum - want).abs() < 1e-9, "{sum} vs {want}");
+        assert!(model.take_auxiliary_loss().is_none());
+        let plain = cfg("d_model = 16\nn_layers = 2\nmixer = { name = \"base_conv\" }");
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let model = LanguageModel::new(&vs.root(), &plain, 11, 8).unwrap();
+        let _ = model.hidden(&x, true);
+        assert!(model.take_auxiliary_loss().is_none());
     }
 
     /// The llama block, written out by hand from the variables: RMSNorm (`x/√(mean x² + ε)·w`)

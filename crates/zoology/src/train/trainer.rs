@@ -430,6 +430,11 @@ impl<'a> Session<'a> {
         tch::manual_seed(mix_seed(self.cfg.seed, 9_000_000 + st.step as u64) as i64 & i64::MAX);
         self.opt.zero_grad();
         let (loss, _, _, _) = t.precision.autocast(self.rt.device, || sparse_head_loss(&self.model, &x, &y, true));
+        // mixers' auxiliary losses (sigmoid_lookups' selection penalty), as Zoology's Trainer adds them
+        let loss = match self.model.take_auxiliary_loss() {
+            Some(aux) => loss + aux.to_kind(tch::Kind::Float),
+            None => loss,
+        };
         let lv = loss.double_value(&[]);
         if !lv.is_finite() {
             let reason = format!("training loss became {lv} at step {} (epoch {})", st.step + 1, st.epoch + 1);
@@ -697,6 +702,37 @@ mod tests {
     use crate::model::ModelConfig;
     use crate::tasks::mqar::MqarConfig;
     use crate::tasks::{Metric, Token};
+
+    /// The trainer adds the mixers' auxiliary losses: with sigmoid_lookups' penalty at 1000 the
+    /// first step's logged loss exceeds the same run's without it by about 1000·(mean gate − √L/L)
+    /// per layer (gates start near 0.5, √L/L = 0.25 at L = 16).
+    #[test]
+    fn training_loss_includes_the_mixers_auxiliary_loss() {
+        let root = std::env::temp_dir().join(format!("zoology-aux-{}", std::process::id()));
+        let first_loss = |penalty: f64| {
+            let task = "task = \"mqar\"\nseq_len = 16\nnum_kv_pairs = 2\n";
+            let text = format!(
+                "seed = 3\n[data]\nvocab_size = 32\nbatch_size = 8\n[[data.train]]\n{task}num_examples = 16\n[[data.test]]\n{task}num_examples = 8\n\
+                 [model]\nd_model = 16\nn_layers = 1\nmixer = {{ name = \"sigmoid_lookups\", selection_penalty = {penalty:?} }}\n\
+                 [train]\nepochs = 1\nlog_every_steps = 1\n"
+            );
+            let cfg = RunConfig::from_toml_str(&text, "test").unwrap();
+            let out = root.join(format!("p{penalty}"));
+            train(&cfg, &TrainOptions { out_dir: out.clone(), resume: false, quiet: true, label: String::new() })
+                .unwrap();
+            let lines = crate::train::metrics::read_lines(&out.join("metrics.jsonl")).unwrap();
+            lines
+                .iter()
+                .find_map(|l| match l {
+                    crate::train::metrics::MetricLine::Train { loss, .. } => Some(*loss),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        let (off, on) = (first_loss(0.0), first_loss(1000.0));
+        let _ = std::fs::remove_dir_all(&root);
+        assert!(on - off > 100.0 && on - off < 500.0, "penalty 1000: {on} vs 0: {off}");
+    }
 
     #[test]
     fn sparse_head_loss_equals_full_head_loss() {
