@@ -98,13 +98,34 @@ impl<DB: DrawingBackend> Draw<DB> for WidthPlot {
         let e = perr::<DrawingAreaErrorKind<DB::ErrorType>>("width plot");
         root.fill(&WHITE).map_err(&e)?;
         let (plot, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W + 60));
-        let shape = |constructed: bool| if constructed { 3 } else { 0 };
+        // constructed lines are diamonds; a trained line whose colour an earlier trained line
+        // already has (variants of one mixer, e.g. `x` and `x_soft`) gets the next marker and a
+        // dashed line, so that the two stay apart
+        let mut used: Vec<(u8, u8, u8)> = vec![];
+        let shapes: Vec<usize> = self
+            .lines
+            .iter()
+            .map(|l| {
+                if l.constructed {
+                    return 3;
+                }
+                let c = mixer_color(&l.mixer);
+                let n = used.iter().filter(|u| **u == (c.0, c.1, c.2)).count();
+                used.push((c.0, c.1, c.2));
+                [0, 1, 2][n % 3]
+            })
+            .collect();
+        let any_constructed = self.lines.iter().any(|l| l.constructed);
         draw_legend(
             &legend,
             &self
                 .lines
                 .iter()
-                .map(|l| (l.label.clone(), mixer_color(&l.mixer), shape(l.constructed)))
+                .zip(&shapes)
+                .map(|(l, &sh)| {
+                    let label = if any_constructed { l.label.clone() } else { l.mixer.clone() };
+                    (label, mixer_color(&l.mixer), sh)
+                })
                 .collect::<Vec<_>>(),
         )?;
         let all = || self.lines.iter().flat_map(|l| l.pts.iter());
@@ -143,7 +164,7 @@ impl<DB: DrawingBackend> Draw<DB> for WidthPlot {
         let n_trained = self.lines.iter().filter(|l| !l.constructed).count();
         let step = if n_trained > 1 { (0.5 / n_trained as f64).min(0.06) } else { 0.0 };
         let mut k_trained = 0usize;
-        for l in &self.lines {
+        for (l, &sh) in self.lines.iter().zip(&shapes) {
             let c = mixer_color(&l.mixer);
             let dx = if l.constructed {
                 0.0
@@ -156,14 +177,14 @@ impl<DB: DrawingBackend> Draw<DB> for WidthPlot {
             let style = if l.constructed { c.stroke_width(2) } else { c.stroke_width(3) };
             // lines join solved points only; an unsolved length is a hollow marker on its own
             let solved: Vec<(f64, f64)> = pts.iter().filter(|p| p.2).map(|p| (p.0, p.1)).collect();
-            if l.constructed {
+            if l.constructed || sh > 0 {
                 chart.draw_series(DashedLineSeries::new(solved, 8, 5, style)).map_err(&e)?;
             } else {
                 chart.draw_series(LineSeries::new(solved, style)).map_err(&e)?;
             }
             for p in pts {
                 if p.2 {
-                    marker(chart.plotting_area(), (p.0, p.1), shape(l.constructed), c).map_err(&e)?;
+                    marker(chart.plotting_area(), (p.0, p.1), sh, c).map_err(&e)?;
                 } else {
                     chart.plotting_area().draw(&Circle::new((p.0, p.1), 6, c.stroke_width(2))).map_err(&e)?;
                 }

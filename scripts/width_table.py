@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Smallest width that solves, per mixer and sequence length, as a Markdown table.
+
+Reads `zoology results show DIR --best-over lr --csv` for every DIR given (later DIRs add
+mixers; a mixer present in several keeps the first) and prints one row per mixer:
+
+    | mixer | L = 16 (kv 2) | L = 32 (kv 4) | L = 64 (kv 8) |
+    | attention | **32** | **32** | **32** |
+    | base_conv | **64** (32: 0.565) | ...
+
+A cell is the smallest width whose best accuracy reached --threshold (bold), followed by the
+narrower widths that did not, with their accuracy; "> 256 (best 0.28)" when no width did;
+"—" when nothing ran at that length. Widths a ladder skipped (sweep.ladder) are not listed.
+
+    scripts/width_table.py /work/runs/zoo [/work/runs/section5 ...] [--threshold 0.9]
+"""
+import argparse
+import csv
+import io
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def rows_of(d, exe):
+    out = subprocess.run(
+        [os.path.join(HERE, "with-torch"), exe, "results", "show", d, "--best-over", "lr", "--csv"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return list(csv.DictReader(io.StringIO(out)))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dirs", nargs="+")
+    ap.add_argument("--threshold", type=float, default=0.9)
+    ap.add_argument("--exe", default=os.path.join(HERE, "..", "target", "release", "zoology"))
+    a = ap.parse_args()
+    by = {}  # mixer -> L -> [(d, acc)]
+    kv_of = {}
+    for d in a.dirs:
+        seen_here = set()
+        for r in rows_of(d, a.exe):
+            m = r["mixer"]
+            if m in by and m not in seen_here:
+                continue  # an earlier directory has this mixer
+            seen_here.add(m)
+            L = int(r["seq_len"])
+            kv_of[L] = r["kv"]
+            by.setdefault(m, {}).setdefault(L, []).append((int(r["d_model"]), float(r["best_acc"])))
+    lens = sorted(kv_of)
+    print("| mixer | " + " | ".join(f"L = {L} (kv {kv_of[L]})" for L in lens) + " |")
+    print("|---|" + "---|" * len(lens))
+    for m in by:
+        cells = []
+        for L in lens:
+            runs = sorted(by[m].get(L, []))
+            if not runs:
+                cells.append("—")
+                continue
+            solved = [x for x in runs if x[1] >= a.threshold]
+            if solved:
+                d0 = solved[0][0]
+                below = [f"{d}: {acc:.3f}" for d, acc in runs if d < d0]
+                cells.append(f"**{d0}**" + (f" ({', '.join(below)})" if below else ""))
+            else:
+                cells.append(f"> {runs[-1][0]} (best {max(x[1] for x in runs):.3f})")
+        print(f"| {m} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
