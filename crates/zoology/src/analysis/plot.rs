@@ -217,7 +217,8 @@ impl<DB: DrawingBackend> Draw<DB> for Figure2 {
         let (plots, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W));
         let panels = plots.split_evenly((1, lens.len().max(1)));
         let mixers: BTreeSet<&str> = self.rows.iter().map(|r| r.preset.as_str()).collect();
-        draw_legend(&legend, &mixers.iter().map(|m| (m.to_string(), mixer_color(m), 0)).collect::<Vec<_>>())?;
+        let shapes = variant_shapes(mixers.iter().copied());
+        draw_legend(&legend, &mixers.iter().map(|m| (m.to_string(), mixer_color(m), shapes[*m])).collect::<Vec<_>>())?;
         let dmin = self.rows.iter().map(|r| r.d_model).min().unwrap_or(16) as f64;
         let dmax = self.rows.iter().map(|r| r.d_model).max().unwrap_or(256) as f64;
         let (x0, x1) = (dmin.log2() - 0.4, dmax.log2() + 0.4);
@@ -251,13 +252,30 @@ impl<DB: DrawingBackend> Draw<DB> for Figure2 {
             for r in &rows {
                 by_mixer.entry(r.preset.clone()).or_default().push(((r.d_model as f64).log2(), r.best_accuracy));
             }
-            let series =
-                by_mixer.into_iter().map(|(m, pts)| Series { color: mixer_color(&m), shape: 0, pts }).collect();
+            let series = by_mixer
+                .into_iter()
+                .map(|(m, pts)| Series { color: mixer_color(&m), shape: shapes[m.as_str()], pts })
+                .collect();
             mixer_lines(&mut chart, series, 3)?;
         }
         root.present().map_err(&e)?;
         Ok(())
     }
+}
+
+/// Marker shapes for presets drawn in their mixer's colour: the first preset of a colour gets a
+/// circle (0), the next ones sharing it (variants such as `x` and `x_soft`) a triangle, then a
+/// square, so that lines of one colour stay apart.
+pub(crate) fn variant_shapes<'a>(names: impl Iterator<Item = &'a str>) -> BTreeMap<&'a str, usize> {
+    let mut seen: Vec<RGBColor> = vec![];
+    names
+        .map(|n| {
+            let c = mixer_color(n);
+            let k = seen.iter().filter(|s| **s == c).count();
+            seen.push(c);
+            (n, k % 3)
+        })
+        .collect()
 }
 
 /// The house style of a chart's mesh: fonts of the given sizes, no minor grid, a light major
@@ -584,6 +602,15 @@ pub fn plot_all(all: &[RunRecord], out: &Path, with_curves: bool) -> Result<Plot
 
 #[cfg(test)]
 mod tests {
+
+    /// Variants of one mixer share its colour and get successive markers; other mixers keep circles.
+    #[test]
+    fn variants_of_a_mixer_get_their_own_markers() {
+        let s =
+            variant_shapes(["attention", "sma_lookups", "sma_lookups_soft", "base_conv", "sma_lookups_x"].into_iter());
+        assert_eq!((s["attention"], s["base_conv"], s["sma_lookups"]), (0, 0, 0));
+        assert_eq!((s["sma_lookups_soft"], s["sma_lookups_x"]), (1, 2));
+    }
 
     /// Every registered mixer has its own colour (two mixers in one plot must never share one).
     #[test]
