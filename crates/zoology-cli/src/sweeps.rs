@@ -232,6 +232,9 @@ fn cmd_status(p: PathBuf, out: Option<PathBuf>, verbose: bool) -> Result<()> {
     if let Some(sa) = slurm::sacct_summary(&out) {
         println!("sacct: {sa}");
     }
+    for line in s.ladder_lines(&out) {
+        println!("  ladder {line}");
+    }
     for (r, st) in s.runs.iter().zip(&states) {
         let dir = sweep::run_dir(&out, r);
         let slurm_state =

@@ -426,6 +426,8 @@ fn ladder_trains_rungs_lowest_first_and_skips_above_a_solved_one() {
             && st.contains("solved at best accuracy"),
         "{st}"
     );
+    assert_eq!(st.matches("  ladder base_conv lr=").count(), 2, "one line per ladder: {st}");
+    assert!(st.contains(": solved at d=8 (") && st.contains("); 2 wider skipped"), "{st}");
     // `run-one` on a skipped rung trains nothing
     let (code, one) = zoology(&low, &["sweep", "run-one", "--index", "5", "-q"]);
     assert_eq!(code, Some(0), "{one}");
@@ -436,5 +438,7 @@ fn ladder_trains_rungs_lowest_first_and_skips_above_a_solved_one() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("ran 4 (4 done") && text.contains("skipped 2 already finished"), "{text}");
     check_complete(&out, 6, 1);
+    let (_, st) = zoology(&high, &["sweep", "status"]);
+    assert_eq!(st.matches(": not solved up to d=24 (best ").count(), 2, "{st}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

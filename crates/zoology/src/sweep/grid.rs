@@ -46,25 +46,17 @@ pub struct RunSpec {
 impl RunSpec {
     /// Short human label: `attention d_model=64 seq_len=128 lr=0.001`.
     pub fn label(&self) -> String {
+        self.label_without(None)
+    }
+    /// The label with the setting of one dotted key left out (a ladder's axis).
+    pub fn label_without(&self, key: Option<&str>) -> String {
         let mut s = self.preset.clone();
         let mut shown: Vec<String> = vec![];
         for (k, v) in &self.point {
-            if k == "mixer" {
+            if k == "mixer" || Some(k.as_str()) == key {
                 continue;
             }
-            let item = match v {
-                // a whole task entry (`"data.train.0" = [{ task = "...", ... }]`): its name and slices
-                toml::Value::Table(t) if t.contains_key("task") => crate::tasks::describe_entry(t),
-                _ => {
-                    let last = k.rsplit('.').next().unwrap_or(k);
-                    let short = if last == "d_model" {
-                        "d".to_string()
-                    } else {
-                        crate::tasks::find_slice(last).map(|s| s.short.to_string()).unwrap_or_else(|| last.to_string())
-                    };
-                    format!("{short}={}", fmt_value(v))
-                }
-            };
+            let item = point_item(k, v);
             if !shown.contains(&item) {
                 s.push(' ');
                 s.push_str(&item);
@@ -76,6 +68,24 @@ impl RunSpec {
     /// Run directory name inside the sweep's output directory.
     pub fn dir_name(&self) -> String {
         format!("{}-{}", sanitize(&self.preset), self.id)
+    }
+}
+
+/// How a label shows one setting: `d=64`, `L=128` (a task slice's short name), `lr=0.001`, or a
+/// whole task entry's name and slices.
+pub fn point_item(k: &str, v: &toml::Value) -> String {
+    match v {
+        // a whole task entry (`"data.train.0" = [{ task = "...", ... }]`): its name and slices
+        toml::Value::Table(t) if t.contains_key("task") => crate::tasks::describe_entry(t),
+        _ => {
+            let last = k.rsplit('.').next().unwrap_or(k);
+            let short = if last == "d_model" {
+                "d".to_string()
+            } else {
+                crate::tasks::find_slice(last).map(|s| s.short.to_string()).unwrap_or_else(|| last.to_string())
+            };
+            format!("{short}={}", fmt_value(v))
+        }
     }
 }
 

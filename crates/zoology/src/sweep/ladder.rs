@@ -132,6 +132,77 @@ impl Sweep {
         below.into_iter().map(|x| x.1).collect()
     }
 
+    /// Every ladder's runs, lowest rung first; ladders in order of their first run's index
+    /// (empty without a ladder).
+    pub fn ladders(&self) -> Vec<Vec<usize>> {
+        let Some(l) = &self.ladder else { return vec![] };
+        let mut by: Vec<(String, Vec<(f64, usize)>)> = vec![];
+        for r in &self.runs {
+            let (key, rung) = l.place(r);
+            match by.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, v)) => v.push((rung, r.index)),
+                None => by.push((key, vec![(rung, r.index)])),
+            }
+        }
+        by.into_iter()
+            .map(|(_, mut v)| {
+                v.sort_by(|a, b| a.0.total_cmp(&b.0));
+                v.into_iter().map(|x| x.1).collect()
+            })
+            .collect()
+    }
+
+    /// One line per ladder for `sweep status`: its runs' label without the axis, and where it
+    /// stands: "solved at d=64 (0.961); 2 wider skipped", "climbing: d=128 running (best so far
+    /// 0.526)", "not solved up to d=256 (best 0.550)", or "2 of 4 rungs done; next d=128".
+    pub fn ladder_lines(&self, out: &Path) -> Vec<String> {
+        let Some(l) = &self.ladder else { return vec![] };
+        let item = |i: usize| {
+            let r = &self.runs[i];
+            r.point.iter().find(|(k, _)| *k == l.axis).map(|(k, v)| super::grid::point_item(k, v)).unwrap_or_default()
+        };
+        self.ladders()
+            .into_iter()
+            .map(|rungs| {
+                let states: Vec<(usize, crate::rundir::RunState, Option<f64>)> = rungs
+                    .iter()
+                    .map(|&i| {
+                        let dir = run_dir(out, &self.runs[i]);
+                        let acc =
+                            crate::rundir::read_summary(&dir).ok().filter(|s| s.is_done()).map(|s| s.best_accuracy);
+                        (i, crate::rundir::run_state(&dir), acc)
+                    })
+                    .collect();
+                let best =
+                    states.iter().filter_map(|s| s.2).fold(None, |m: Option<f64>, a| Some(m.map_or(a, |m| m.max(a))));
+                let best_txt = best.map(|b| format!("{b:.3}")).unwrap_or_else(|| "-".into());
+                let how = if let Some(k) = states.iter().position(|s| s.2.is_some_and(|a| a >= l.threshold)) {
+                    // wider rungs normally are skipped; those that ran anyway (before the ladder,
+                    // or alongside it on Slurm) are listed with their accuracy
+                    let wider = &states[k + 1..];
+                    let ran: Vec<String> =
+                        wider.iter().filter_map(|s| s.2.map(|a| format!("{} {a:.3}", item(s.0)))).collect();
+                    let skipped = wider.len() - ran.len();
+                    let ran = if ran.is_empty() { String::new() } else { format!("; wider ran: {}", ran.join(", ")) };
+                    format!(
+                        "solved at {} ({:.3}); {skipped} wider skipped{ran}",
+                        item(states[k].0),
+                        states[k].2.unwrap_or(0.0)
+                    )
+                } else if let Some(s) = states.iter().find(|s| s.1 == crate::rundir::RunState::Running) {
+                    format!("climbing: {} running (best so far {best_txt})", item(s.0))
+                } else if states.iter().all(|s| s.1.is_finished()) {
+                    format!("not solved up to {} (best {best_txt})", item(states[states.len() - 1].0))
+                } else {
+                    let done = states.iter().filter(|s| s.1.is_finished()).count();
+                    let next = states.iter().find(|s| !s.1.is_finished()).map(|s| item(s.0)).unwrap_or_default();
+                    format!("{done} of {} rungs done; next {next}", states.len())
+                };
+                format!("{}: {how}", self.runs[rungs[0]].label_without(Some(&l.axis)))
+            })
+            .collect()
+    }
+
     /// Why run `i` is skipped, when a lower rung of its ladder has finished solving: e.g.
     /// "skipped: [3] attention d=64 L=32 solved at best accuracy 0.998 (ladder threshold 0.9)".
     pub fn ladder_skip(&self, i: usize, out: &Path) -> Option<String> {
