@@ -235,6 +235,13 @@ fn cmd_status(p: PathBuf, out: Option<PathBuf>, verbose: bool) -> Result<()> {
     for line in s.ladder_lines(&out) {
         println!("  ladder {line}");
     }
+    // why each unfinished run is skipped by its ladder (None: not skipped), read once
+    let skips: Vec<Option<String>> = s
+        .runs
+        .iter()
+        .zip(&states)
+        .map(|(r, st)| if st.is_finished() { None } else { s.ladder_skip(r.index, &out) })
+        .collect();
     for (r, st) in s.runs.iter().zip(&states) {
         let dir = sweep::run_dir(&out, r);
         let slurm_state =
@@ -247,12 +254,9 @@ fn cmd_status(p: PathBuf, out: Option<PathBuf>, verbose: bool) -> Result<()> {
                     .unwrap_or_default();
                 println!("  [{}] {} running{who}{slurm_state}", r.index, r.label())
             }
-            sweep::RunState::Pending | sweep::RunState::Interrupted
-                if s.ladder.is_some() && s.ladder_skip(r.index, &out).is_some() =>
-            {
+            sweep::RunState::Pending | sweep::RunState::Interrupted if skips[r.index].is_some() => {
                 if verbose {
-                    let why = s.ladder_skip(r.index, &out).unwrap_or_default();
-                    println!("  [{}] {} {why}", r.index, r.label());
+                    println!("  [{}] {} {}", r.index, r.label(), skips[r.index].as_deref().unwrap_or(""));
                 }
             }
             other => {

@@ -7,7 +7,7 @@
 //! when the runs include a constructed one, or when the trained runs are a width-trend grid (two
 //! or more lengths, and two or more widths at some mixer and length).
 
-use super::plot::{draw_legend, house_mesh, marker, mixer_color, perr, pow2_label, Draw, LEGEND_W};
+use super::plot::{draw_legend, house_mesh, marker, mixer_color, perr, pow2_label, variant_shapes, Draw, LEGEND_W};
 use crate::error::Result;
 use crate::results::index::RunRecord;
 use crate::results::{best_over, is_result};
@@ -101,20 +101,9 @@ impl<DB: DrawingBackend> Draw<DB> for WidthPlot {
         // constructed lines are diamonds; a trained line whose colour an earlier trained line
         // already has (variants of one mixer, e.g. `x` and `x_soft`) gets the next marker and a
         // dashed line, so that the two stay apart
-        let mut used: Vec<(u8, u8, u8)> = vec![];
-        let shapes: Vec<usize> = self
-            .lines
-            .iter()
-            .map(|l| {
-                if l.constructed {
-                    return 3;
-                }
-                let c = mixer_color(&l.mixer);
-                let n = used.iter().filter(|u| **u == (c.0, c.1, c.2)).count();
-                used.push((c.0, c.1, c.2));
-                [0, 1, 2][n % 3]
-            })
-            .collect();
+        let variants = variant_shapes(self.lines.iter().filter(|l| !l.constructed).map(|l| l.mixer.as_str()));
+        let shapes: Vec<usize> =
+            self.lines.iter().map(|l| if l.constructed { 3 } else { variants[l.mixer.as_str()] }).collect();
         let any_constructed = self.lines.iter().any(|l| l.constructed);
         draw_legend(
             &legend,
