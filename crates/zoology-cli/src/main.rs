@@ -194,6 +194,10 @@ struct ArhitsArgs {
     /// default: the attention run).
     #[arg(long)]
     reference: Option<String>,
+    /// Sequences per copy probe (random tokens, frequent tokens, repeated text; 0: none). One
+    /// forward pass each, so memory grows with N·L·V.
+    #[arg(long, default_value_t = 64, value_parser = flags::int(0usize, 256))]
+    copy_sequences: usize,
     /// Print the JSON instead of the tables.
     #[arg(long)]
     json: bool,
@@ -330,6 +334,7 @@ fn cmd_arhits(a: ArhitsArgs) -> Result<()> {
         min_bucket_hits: a.min_bucket_hits,
         batch: a.batch,
         reference: a.reference,
+        copy_sequences: a.copy_sequences,
         quiet: a.quiet || a.json,
     };
     let o = ev::evaluate_runs(&dirs, &opts).map_err(e)?;

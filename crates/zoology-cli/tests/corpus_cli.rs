@@ -160,6 +160,18 @@ mixer = { name = "base_conv" }
         assert!(ppl > 1.0 && ppl < 300.0, "perplexity {ppl} of a model over 300 tokens after some training");
     }
     assert_eq!(j["reference"].as_str(), Some("attention"));
+    // the copy probes: one score per source and model, each half on its own targets
+    assert!(so.contains("copy probes") && so.contains("repeated text"), "{so}");
+    for m in models {
+        let c = m["copy"].as_object().unwrap_or_else(|| panic!("no copy probes: {m}"));
+        let mut sources: Vec<&str> = c.keys().map(|k| k.as_str()).collect();
+        sources.sort();
+        assert_eq!(sources, ["frequent", "text", "uniform"]);
+        for s in c.values() {
+            let (acc, first) = (s["accuracy"].as_f64().unwrap(), s["first_half_loss"].as_f64().unwrap());
+            assert!((0.0..=1.0).contains(&acc) && first > 0.0 && first < 20.0, "{s}");
+        }
+    }
 
     let o = zoology_in(&corpus, &["report", out.to_str().unwrap()]);
     let (so, se) = streams(&o);

@@ -24,8 +24,11 @@ use crate::text::arhits::{
 };
 use crate::text::corpus::Split;
 use crate::text::dataset::window_sequences;
+use crate::train::probes::{CopyProbe, CopyScore, CopySource};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
@@ -43,6 +46,8 @@ pub struct ArHitsOptions {
     pub batch: usize,
     /// The run (its label) whose gap to every other run is split; default: the attention run.
     pub reference: Option<String>,
+    /// Sequences per copy probe (one probe per [`CopySource`]; 0: no probes).
+    pub copy_sequences: usize,
     pub quiet: bool,
 }
 
@@ -54,6 +59,7 @@ impl Default for ArHitsOptions {
             min_bucket_hits: 300,
             batch: 16,
             reference: None,
+            copy_sequences: 64,
             quiet: false,
         }
     }
@@ -74,6 +80,11 @@ pub struct ModelArHits {
     /// Share of this model's gap to the reference explained by each label (`None` for the
     /// reference itself, or when there is no reference).
     pub gap: Option<GapShare>,
+    /// The copy probe on each source ([`crate::train::probes`]): does the model copy a repeated
+    /// first half of random tokens, of frequent tokens, of natural text? (Absent in outputs
+    /// written before the probes were added.)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub copy: BTreeMap<CopySource, CopyScore>,
 }
 
 /// What `zoology arhits` measured (`arhits.json`).
@@ -105,7 +116,37 @@ impl ArHitsOutput {
             self.models.first().map(|m| m.report.all.tokens).unwrap_or(0),
             format_table(&named, self.reference.as_deref())?,
             format_frequency_table(&named)
-        ) + &self.recall_table())
+        ) + &self.recall_table()
+            + &self.copy_table())
+    }
+
+    /// The copy probes, one column per source: accuracy and loss on the repeat, the first
+    /// half's loss beside it (empty when no model was probed).
+    pub fn copy_table(&self) -> String {
+        if self.models.iter().all(|m| m.copy.is_empty()) {
+            return String::new();
+        }
+        let w = self.models.iter().map(|m| m.name.chars().count()).max().unwrap_or(5).max(5);
+        let mut s = format!(
+            "\ncopy probes: a first half of {} tokens repeated; on the repeat, accuracy and loss (nats), the first half's loss in brackets\n{:<w$}",
+            self.seq_len / 2,
+            "model"
+        );
+        for src in CopySource::ALL {
+            s += &format!("  {:>24}", src.describe());
+        }
+        s.push('\n');
+        for m in &self.models {
+            s += &format!("{:<w$}", m.name);
+            for src in CopySource::ALL {
+                let cell = m.copy.get(&src).map_or("–".to_string(), |c| {
+                    format!("{:.3} {:5.2} ({:5.2})", c.accuracy, c.loss, c.first_half_loss)
+                });
+                s += &format!("  {cell:>24}");
+            }
+            s.push('\n');
+        }
+        s
     }
     /// The reference and the other models, when there is a reference.
     #[allow(clippy::type_complexity)]
@@ -240,6 +281,8 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
         Some(k) => FreqBuckets::quantiles(&counts, k)?,
         None => FreqBuckets::log_spaced(&counts, wins.iter().copied(), opts.min_bucket_hits)?,
     };
+    let probes =
+        copy_probes(data.tokens(Split::Train), &wins, cfgs[0].1.data.vocab_size, t0.seq_len, opts.copy_sequences);
 
     let pb = if opts.quiet {
         ProgressBar::hidden()
@@ -272,6 +315,7 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
             parameters: crate::model::num_parameters(&run.vs),
             report: an.finish(),
             gap: None,
+            copy: probes.iter().map(|(src, p)| (*src, p.evaluate_with(|x| run.model.logits(x, false)))).collect(),
         });
     }
     pb.finish_and_clear();
@@ -293,6 +337,41 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
         reference,
         models,
     })
+}
+
+/// One copy probe per [`CopySource`] of `n` sequences of length `l` (fewer for text when there
+/// are fewer validation windows; none when `n` is 0 or L < 4), the same for every model: random
+/// halves from a fixed seed, frequent-token halves from the `4·⌊l/2⌋` most frequent tokens of
+/// the training split, text halves from the first validation windows.
+fn copy_probes(train: &[u32], wins: &[&[u32]], vocab: usize, l: usize, n: usize) -> Vec<(CopySource, CopyProbe)> {
+    if n == 0 || l < 4 {
+        return vec![];
+    }
+    let h = l / 2;
+    let mut counts = vec![0u64; vocab];
+    for &t in train {
+        if let Some(c) = counts.get_mut(t as usize) {
+            *c += 1;
+        }
+    }
+    let mut by_count: Vec<i64> = (0..vocab as i64).filter(|&t| counts[t as usize] > 0).collect();
+    by_count.sort_by_key(|&t| std::cmp::Reverse(counts[t as usize]));
+    by_count.truncate(4 * h);
+    let everything: Vec<i64> = (0..vocab as i64).collect();
+    let halves: Vec<Vec<i64>> = wins.iter().take(n).map(|w| w[..h].iter().map(|&t| t as i64).collect()).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+    let dev = tch::Device::Cpu;
+    CopySource::ALL
+        .into_iter()
+        .map(|src| {
+            let p = match src {
+                CopySource::Uniform => CopyProbe::random(&everything, n, l, vocab, &mut rng, dev),
+                CopySource::Frequent => CopyProbe::random(&by_count, n, l, vocab, &mut rng, dev),
+                CopySource::Text => CopyProbe::from_halves(&halves, l, vocab, &mut rng, dev),
+            };
+            (src, p)
+        })
+        .collect()
 }
 
 /// Each run's directory, config and text task; an error unless all read the same corpus,

@@ -20,6 +20,12 @@
 //!
 //! The probe sequences are fixed by the run's seed, so every evaluation and every model of the
 //! same config sees the same tokens.
+//!
+//! [`CopyProbe`] is the copy score on its own, with the first half drawn from a
+//! [`CopySource`]: `zoology arhits` scores every trained model on three (random tokens as
+//! above; distinct tokens among the training split's most frequent, which a small model has
+//! embeddings for; the start of a validation window, i.e. copying natural text), because a
+//! model can copy text it knows long before it copies strings of rare tokens.
 
 use crate::device::Precision;
 use crate::model::LanguageModel;
@@ -27,16 +33,139 @@ use crate::tasks::{mix_seed, Segment, IGNORE};
 use crate::text::arhits::{label_window, Label};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 
+/// Where the first half of a copy probe's sequences comes from (`zoology arhits` scores all
+/// three; the training-time probe is [`CopySource::Uniform`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopySource {
+    /// Distinct tokens drawn uniformly from the whole vocabulary (Olsson et al.'s test). Rare
+    /// tokens, whose embeddings a small model has barely trained, make it the hardest form.
+    Uniform,
+    /// Distinct tokens drawn uniformly from the `4h` most frequent tokens of the training split:
+    /// the same test on tokens the model knows.
+    Frequent,
+    /// The first `h` tokens of a validation window: copying natural text, as on AR hits.
+    Text,
+}
+
+impl CopySource {
+    pub const ALL: [CopySource; 3] = [CopySource::Uniform, CopySource::Frequent, CopySource::Text];
+    pub fn describe(self) -> &'static str {
+        match self {
+            CopySource::Uniform => "random tokens",
+            CopySource::Frequent => "frequent tokens",
+            CopySource::Text => "repeated text",
+        }
+    }
+}
+
+/// What a copy probe measured (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CopyScore {
+    /// Share of the repeat's copy targets the argmax gets right.
+    pub accuracy: f64,
+    /// Mean cross-entropy (nats) on the repeat's copy targets.
+    pub loss: f64,
+    /// The same on the first half's targets: the contrast (no copy can predict them).
+    pub first_half_loss: f64,
+}
+
+/// Sequences made of a first half repeated once: `x_0 … x_{h−1} x_0 … x_{h−1}` (one more token
+/// when L is odd), with the targets of the repeat that a copy predicts and those of the first
+/// half (tensors on one device).
+pub struct CopyProbe {
+    x: Tensor,
+    /// Targets of the scored positions of the repeat (IGNORE elsewhere).
+    y: Tensor,
+    /// Targets of the first half (IGNORE elsewhere).
+    first_y: Tensor,
+}
+
+impl CopyProbe {
+    /// One sequence of length `l` per first half (each `⌊l/2⌋` tokens); the padding token(s)
+    /// after the repeat are drawn uniformly from `0..vocab`.
+    pub fn from_halves(halves: &[Vec<i64>], l: usize, vocab: usize, rng: &mut ChaCha8Rng, device: Device) -> Self {
+        let mut it = halves.iter();
+        Self::build(halves.len(), l, device, |_| it.next().expect("one half per sequence").clone(), vocab, rng)
+    }
+
+    /// `n` sequences whose first halves are `⌊l/2⌋` distinct tokens drawn uniformly from `pool`
+    /// (with replacement only when the pool is smaller than a half).
+    pub fn random(pool: &[i64], n: usize, l: usize, vocab: usize, rng: &mut ChaCha8Rng, device: Device) -> Self {
+        let h = l / 2;
+        let draw = |rng: &mut ChaCha8Rng| -> Vec<i64> {
+            if pool.len() >= h {
+                rand::seq::index::sample(rng, pool.len(), h).into_iter().map(|i| pool[i]).collect()
+            } else {
+                (0..h).map(|_| pool[rng.gen_range(0..pool.len())]).collect()
+            }
+        };
+        Self::build(n, l, device, draw, vocab, rng)
+    }
+
+    /// `n` sequences, each `half(rng)` repeated then padded from `0..vocab`, drawn in that
+    /// order sequence by sequence (so the training probe's tokens stay fixed by the run's seed).
+    fn build(
+        n: usize,
+        l: usize,
+        device: Device,
+        mut half: impl FnMut(&mut ChaCha8Rng) -> Vec<i64>,
+        vocab: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Self {
+        let h = l / 2;
+        let (mut x, mut y, mut y1) = (vec![], vec![], vec![]);
+        for _ in 0..n {
+            let first = half(rng);
+            assert_eq!(first.len(), h, "a copy probe's first half has ⌊L/2⌋ tokens");
+            let mut s: Vec<i64> = first.iter().chain(first.iter()).copied().collect();
+            while s.len() < l + 1 {
+                s.push(rng.gen_range(0..vocab as i64));
+            }
+            for t in 0..l {
+                x.push(s[t]);
+                let copyable = t >= h && t + 1 < 2 * h; // targets x_1 … x_{h−1} of the repeat
+                y.push(if copyable { s[t + 1] } else { IGNORE as i64 });
+                y1.push(if t + 1 < h { s[t + 1] } else { IGNORE as i64 });
+            }
+        }
+        let shape = [n as i64, l as i64];
+        let t = |v: &[i64]| Tensor::from_slice(v).view(shape).to_device(device);
+        CopyProbe { x: t(&x), y: t(&y), first_y: t(&y1) }
+    }
+
+    /// The score of any predictor `logits: [n, L] tokens → [n, L, V]`.
+    pub fn evaluate_with(&self, logits: impl Fn(&Tensor) -> Tensor) -> CopyScore {
+        let _g = tch::no_grad_guard();
+        // the two target sets are disjoint: one pass scores both
+        let mask = self.y.ne(IGNORE as i64);
+        let both = self.y.where_self(&mask, &self.first_y);
+        let (nll, pred) = nll_and_argmax(&logits(&self.x), &both);
+        let scored = mask.sum(Kind::Float).double_value(&[]).max(1.0);
+        let correct = pred.eq_tensor(&self.y).logical_and(&mask).sum(Kind::Float).double_value(&[]);
+        let loss = (&nll * mask.to_kind(Kind::Float)).sum(Kind::Float).double_value(&[]) / scored;
+        let m1 = self.first_y.ne(IGNORE as i64).to_kind(Kind::Float);
+        let first = (&nll * &m1).sum(Kind::Float).double_value(&[]) / m1.sum(Kind::Float).double_value(&[]).max(1.0);
+        CopyScore { accuracy: correct / scored, loss, first_half_loss: first }
+    }
+}
+
+/// Per-target negative log-likelihood `[n, L]` of `y` (IGNORE targets read token 0) and the
+/// argmax prediction.
+fn nll_and_argmax(logits: &Tensor, y: &Tensor) -> (Tensor, Tensor) {
+    let logits = logits.to_kind(Kind::Float);
+    let logp = logits.log_softmax(-1, Kind::Float);
+    let nll = logp.gather(2, &y.clamp_min(0).unsqueeze(-1), false).squeeze_dim(-1).neg();
+    (nll, logits.argmax(-1, false))
+}
+
 /// The probes of one run (tensors on the run's device).
 pub struct TextProbes {
-    copy_x: Tensor,
-    /// Targets of the copy probe's scored positions (IGNORE elsewhere).
-    copy_y: Tensor,
-    /// Targets of the first half (IGNORE elsewhere): the unpredictable contrast.
-    first_y: Tensor,
+    copy: CopyProbe,
     val_x: Tensor,
     val_y: Tensor,
     /// Label of every validation target, row-major `[n, L]`.
@@ -53,31 +182,9 @@ impl TextProbes {
             return None;
         }
         let l = seg.seq_len;
-        // copy probe
-        let h = l / 2;
         let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(seed, 31_000_000));
-        let (mut x, mut y, mut y1) = (vec![], vec![], vec![]);
-        for _ in 0..n {
-            // distinct tokens when the vocabulary allows, so that every copy target has exactly
-            // one earlier occurrence of its trigger
-            let half: Vec<i64> = if vocab >= h {
-                rand::seq::index::sample(&mut rng, vocab, h).into_iter().map(|v| v as i64).collect()
-            } else {
-                (0..h).map(|_| rng.gen_range(0..vocab as i64)).collect()
-            };
-            let mut s: Vec<i64> = half.iter().chain(half.iter()).copied().collect();
-            while s.len() < l + 1 {
-                s.push(rng.gen_range(0..vocab as i64));
-            }
-            for t in 0..l {
-                x.push(s[t]);
-                let copyable = t >= h && t + 1 < 2 * h; // targets r_1 … r_{h−1} of the repeat
-                y.push(if copyable { s[t + 1] } else { IGNORE as i64 });
-                y1.push(if t + 1 < h { s[t + 1] } else { IGNORE as i64 });
-            }
-        }
-        let shape = [n as i64, l as i64];
-        let t = |v: &[i64]| Tensor::from_slice(v).view(shape).to_device(device);
+        let pool: Vec<i64> = (0..vocab as i64).collect();
+        let copy = CopyProbe::random(&pool, n, l, vocab, &mut rng, device);
         // validation windows: inputs s_0 … s_{L−1}, targets s_1 … s_L
         let mut labels = Vec::with_capacity(n_val * l);
         for i in 0..n_val {
@@ -86,37 +193,25 @@ impl TextProbes {
             labels.extend(label_window(&window).into_iter().map(|tl| tl.label));
         }
         let (vx, vy) = seg.first(n_val).to_tensors(device);
-        Some(TextProbes { copy_x: t(&x), copy_y: t(&y), first_y: t(&y1), val_x: vx, val_y: vy, labels })
+        Some(TextProbes { copy, val_x: vx, val_y: vy, labels })
     }
 
     /// The probes' metrics for `model` (evaluation mode, no gradients, in `precision`).
     pub fn evaluate(&self, model: &LanguageModel, precision: Precision) -> BTreeMap<String, f64> {
-        let device = self.copy_x.device();
+        let device = self.val_x.device();
         self.evaluate_with(|x| precision.autocast(device, || model.logits(x, false)))
     }
 
     /// The probes' metrics for any predictor `logits: [n, L] tokens → [n, L, V]`.
     pub fn evaluate_with(&self, logits: impl Fn(&Tensor) -> Tensor) -> BTreeMap<String, f64> {
         let _g = tch::no_grad_guard();
-        let nll_of = |x: &Tensor, y: &Tensor| {
-            let logits = logits(x).to_kind(Kind::Float);
-            let logp = logits.log_softmax(-1, Kind::Float);
-            let safe = y.clamp_min(0);
-            let nll = logp.gather(2, &safe.unsqueeze(-1), false).squeeze_dim(-1).neg();
-            (nll, logits.argmax(-1, false))
-        };
         let mut out = BTreeMap::new();
-        let (nll, pred) = nll_of(&self.copy_x, &self.copy_y);
-        let mask = self.copy_y.ne(IGNORE as i64);
-        let scored = mask.sum(Kind::Float).double_value(&[]).max(1.0);
-        let correct = pred.eq_tensor(&self.copy_y).logical_and(&mask).sum(Kind::Float).double_value(&[]);
-        out.insert("copy_accuracy".into(), correct / scored);
-        out.insert("copy_loss".into(), (&nll * mask.to_kind(Kind::Float)).sum(Kind::Float).double_value(&[]) / scored);
-        let m1 = self.first_y.ne(IGNORE as i64).to_kind(Kind::Float);
-        let first = (&nll * &m1).sum(Kind::Float).double_value(&[]) / m1.sum(Kind::Float).double_value(&[]).max(1.0);
-        out.insert("copy_first_half_loss".into(), first);
+        let c = self.copy.evaluate_with(&logits);
+        out.insert("copy_accuracy".into(), c.accuracy);
+        out.insert("copy_loss".into(), c.loss);
+        out.insert("copy_first_half_loss".into(), c.first_half_loss);
 
-        let (vnll, _) = nll_of(&self.val_x, &self.val_y);
+        let (vnll, _) = nll_and_argmax(&logits(&self.val_x), &self.val_y);
         let vnll = Vec::<f32>::try_from(&vnll.view([-1]).to_device(Device::Cpu)).expect("f32 losses");
         let mut sums: BTreeMap<&str, (f64, usize)> = BTreeMap::new();
         for (l, &v) in self.labels.iter().zip(&vnll) {
@@ -169,33 +264,99 @@ mod tests {
         }
     }
 
-    /// A hand-built model that copies scores high: its logits put all mass on the induction
-    /// rule's prediction (find the previous occurrence of the current token in the row and
-    /// predict the token that followed it; uniform when there is none). It gets every copy
-    /// target right, at near-zero loss, while the first half stays at chance (`ln V`).
+    /// The induction rule as logits over `v` tokens: find the previous occurrence of the current
+    /// token in the row and add `sure` to the logit of the token that followed it (uniform when
+    /// there is none).
+    fn induction_logits(x: &Tensor, v: usize, sure: f32) -> Tensor {
+        let (n, l) = x.size2().unwrap();
+        let (n, l) = (n as usize, l as usize);
+        let xs = Vec::<i64>::try_from(&x.view([-1])).unwrap();
+        let mut out = vec![0f32; n * l * v];
+        for row in 0..n {
+            let r = &xs[row * l..(row + 1) * l];
+            for t in 0..l {
+                if let Some(j) = (0..t).rev().find(|&j| r[j] == r[t]) {
+                    out[(row * l + t) * v + r[j + 1] as usize] = sure;
+                }
+            }
+        }
+        Tensor::from_slice(&out).view([n as i64, l as i64, v as i64])
+    }
+
+    /// A hand-built model that copies scores high: its logits follow the induction rule. It
+    /// gets every copy target right, at near-zero loss, while the first half stays at chance
+    /// (`ln V`).
     #[test]
     fn a_hand_built_copying_model_scores_high() {
         let seg = text_segment(4, 32);
         let p = TextProbes::new(&[seg], 300, 8, 5, Device::Cpu).unwrap();
-        let induction = |x: &Tensor| {
-            let (n, l) = x.size2().unwrap();
-            let xs = Vec::<i64>::try_from(&x.view([-1])).unwrap();
-            let mut out = vec![0f32; (n * l * 300) as usize];
-            for row in 0..n as usize {
-                for t in 0..l as usize {
-                    let cell = &mut out[(row * l as usize + t) * 300..][..300];
-                    let cur = xs[row * l as usize + t];
-                    match (0..t).rev().find(|&j| xs[row * l as usize + j] == cur) {
-                        Some(j) => cell[xs[row * l as usize + j + 1] as usize] = 30.0,
-                        None => {}
-                    }
-                }
-            }
-            Tensor::from_slice(&out).view([n, l, 300])
-        };
-        let r = p.evaluate_with(induction);
+        let r = p.evaluate_with(|x| induction_logits(x, 300, 30.0));
         assert!(r["copy_accuracy"] > 0.99, "{r:?}");
         assert!(r["copy_loss"] < 1e-3, "{r:?}");
         assert!((r["copy_first_half_loss"] - (300f64).ln()).abs() < 0.05, "{r:?}");
+    }
+
+    /// Each half is scored on its own targets: a predictor sure of token 0 everywhere (never a
+    /// target here: the vocabulary from 1) is ≈ 30 nats wrong on both halves. (The first form
+    /// scored the first half against the repeat's masked targets, i.e. token 0, and reported
+    /// ≈ 0 here.)
+    #[test]
+    fn the_first_half_is_scored_on_its_own_targets() {
+        let (v, l) = (300usize, 32usize);
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let pool: Vec<i64> = (1..v as i64).collect();
+        let p = CopyProbe::random(&pool, 4, l, v, &mut rng, Device::Cpu);
+        let sure_of_zero = |x: &Tensor| {
+            let (n, l) = x.size2().unwrap();
+            Tensor::zeros([n, l, v as i64], (Kind::Float, Device::Cpu)).index_fill(2, &Tensor::from(0i64), 30.0)
+        };
+        let c = p.evaluate_with(sure_of_zero);
+        assert!(c.first_half_loss > 29.0 && c.loss > 29.0 && c.accuracy == 0.0, "{c:?}");
+    }
+
+    /// The training probe's tokens are those of its first form (half, padding, half, padding,
+    /// … from one stream), so that runs resumed by a newer binary keep scoring the same
+    /// sequences: rebuilt here without [`CopyProbe`].
+    #[test]
+    fn the_training_probe_keeps_its_tokens() {
+        let (v, n, l, seed) = (300usize, 5usize, 33usize, 9u64);
+        let seg = text_segment(4, l);
+        let p = TextProbes::new(&[seg], v, n, seed, Device::Cpu).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(seed, 31_000_000));
+        let mut x = vec![];
+        for _ in 0..n {
+            let half: Vec<i64> = rand::seq::index::sample(&mut rng, v, l / 2).into_iter().map(|t| t as i64).collect();
+            let mut s: Vec<i64> = half.iter().chain(half.iter()).copied().collect();
+            while s.len() < l + 1 {
+                s.push(rng.gen_range(0..v as i64));
+            }
+            x.extend_from_slice(&s[..l]);
+        }
+        assert_eq!(Vec::<i64>::try_from(&p.copy.x.view([-1])).unwrap(), x);
+    }
+
+    /// Every source: the copier's repeat is far easier than its first half (text repeats
+    /// tokens within a half, so the rule is not always right there); a model blind to its
+    /// context gains nothing from the repeat. Frequent-token halves come from the pool only.
+    #[test]
+    fn every_copy_source_separates_a_copier_from_a_blind_model() {
+        let (v, l) = (300usize, 32usize);
+        let seg = text_segment(16, l);
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let pool: Vec<i64> = (100..164).collect();
+        let frequent = CopyProbe::random(&pool, 8, l, v, &mut rng, Device::Cpu);
+        let fx = Vec::<i64>::try_from(&frequent.x.narrow(1, 0, 2 * (l as i64 / 2)).reshape([-1])).unwrap();
+        assert!(fx.iter().all(|t| pool.contains(t)), "a frequent-token half outside the pool");
+        let halves: Vec<Vec<i64>> =
+            (0..8).map(|i| seg.example(i).0[..l / 2].iter().map(|&t| t as i64).collect()).collect();
+        let text = CopyProbe::from_halves(&halves, l, v, &mut rng, Device::Cpu);
+        let (_vs, blind) = model("d_model = 16\nn_layers = 1\nstate_mixer = \"mlp\"\nmixer = { name = \"sliding_window\", window = 1, window_convention = \"exact\" }", v as i64, l as i64);
+        for (name, p) in [("frequent", &frequent), ("text", &text)] {
+            // not over-sure: text repeats tokens within a half, where the rule can be wrong
+            let c = p.evaluate_with(|x| induction_logits(x, v, 5.0));
+            assert!(c.accuracy > 0.6 && c.loss < c.first_half_loss - 2.0, "{name}: {c:?}");
+            let b = p.evaluate_with(|x| blind.logits(x, false));
+            assert!(b.accuracy < 0.2 && (b.loss - b.first_half_loss).abs() < 0.5, "{name}, blind: {b:?}");
+        }
     }
 }
