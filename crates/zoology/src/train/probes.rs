@@ -1,5 +1,5 @@
 //! Evaluation probes of text runs (issue 21): at every evaluation of a run whose test data
-//! holds a `text` segment, two measures of in-context copying are recorded beside the
+//! holds a `text` segment, measures of in-context copying are recorded beside the
 //! validation loss, so that the training curves show when (and whether) a model learns to copy
 //! and when the AR-hit gap opens. Both go into the evaluation's `metrics` (metrics.jsonl, and
 //! summary.json's `final_metrics`):
@@ -13,6 +13,10 @@
 //!   is the share of those targets the argmax gets right (chance ≈ 1/V; a model that copies is
 //!   near 1), `copy_loss` their mean cross-entropy in nats (chance `ln V`), `copy_first_half_loss`
 //!   the same on the first half's targets, which no model can predict (the contrast).
+//! - **Copy score on text**: the same, with the first half of each of the first `n` validation
+//!   windows as the string (`copy_text_accuracy`, `copy_text_loss`, `copy_text_first_half_loss`):
+//!   copying natural text the model knows, which a small model can learn long before it copies
+//!   strings of rare tokens.
 //! - **Validation loss by label**: the first `n` windows of the text test segment, each target
 //!   labelled AR hit / first occurrence / other ([`crate::text::arhits::label_window`]);
 //!   `ar_hit_loss`, `first_occurrence_loss`, `other_loss` (mean nats per label) and
@@ -166,6 +170,8 @@ fn nll_and_argmax(logits: &Tensor, y: &Tensor) -> (Tensor, Tensor) {
 /// The probes of one run (tensors on the run's device).
 pub struct TextProbes {
     copy: CopyProbe,
+    /// The copy probe on natural text: the first half of each validation window, repeated.
+    copy_text: CopyProbe,
     val_x: Tensor,
     val_y: Tensor,
     /// Label of every validation target, row-major `[n, L]`.
@@ -193,7 +199,12 @@ impl TextProbes {
             labels.extend(label_window(&window).into_iter().map(|tl| tl.label));
         }
         let (vx, vy) = seg.first(n_val).to_tensors(device);
-        Some(TextProbes { copy, val_x: vx, val_y: vy, labels })
+        // its own stream, so that the random probe's tokens stay those of the first form
+        let mut text_rng = ChaCha8Rng::seed_from_u64(mix_seed(seed, 31_000_001));
+        let halves: Vec<Vec<i64>> =
+            (0..n_val).map(|i| seg.example(i).0[..l / 2].iter().map(|&t| t as i64).collect()).collect();
+        let copy_text = CopyProbe::from_halves(&halves, l, vocab, &mut text_rng, device);
+        Some(TextProbes { copy, copy_text, val_x: vx, val_y: vy, labels })
     }
 
     /// The probes' metrics for `model` (evaluation mode, no gradients, in `precision`).
@@ -210,6 +221,10 @@ impl TextProbes {
         out.insert("copy_accuracy".into(), c.accuracy);
         out.insert("copy_loss".into(), c.loss);
         out.insert("copy_first_half_loss".into(), c.first_half_loss);
+        let c = self.copy_text.evaluate_with(&logits);
+        out.insert("copy_text_accuracy".into(), c.accuracy);
+        out.insert("copy_text_loss".into(), c.loss);
+        out.insert("copy_text_first_half_loss".into(), c.first_half_loss);
 
         let (vnll, _) = nll_and_argmax(&logits(&self.val_x), &self.val_y);
         let vnll = Vec::<f32>::try_from(&vnll.view([-1]).to_device(Device::Cpu)).expect("f32 losses");
@@ -259,6 +274,7 @@ mod tests {
         let r = p.evaluate(&m, Precision::Fp32);
         assert!(r["copy_accuracy"] < 0.05, "{r:?}");
         assert!((r["copy_loss"] - r["copy_first_half_loss"]).abs() < 0.5, "no benefit from the repeat: {r:?}");
+        assert!((r["copy_text_loss"] - r["copy_text_first_half_loss"]).abs() < 0.5, "nor from text's: {r:?}");
         for k in ["ar_hit_loss", "first_occurrence_loss", "other_loss", "ar_hit_fraction"] {
             assert!(r.contains_key(k), "{k} missing: {r:?}");
         }
@@ -291,6 +307,9 @@ mod tests {
         let seg = text_segment(4, 32);
         let p = TextProbes::new(&[seg], 300, 8, 5, Device::Cpu).unwrap();
         let r = p.evaluate_with(|x| induction_logits(x, 300, 30.0));
+        // on text (tokens repeat within a half) a less sure copier: the repeat is far easier
+        let r5 = p.evaluate_with(|x| induction_logits(x, 300, 5.0));
+        assert!(r5["copy_text_loss"] < r5["copy_text_first_half_loss"] - 2.0, "{r5:?}");
         assert!(r["copy_accuracy"] > 0.99, "{r:?}");
         assert!(r["copy_loss"] < 1e-3, "{r:?}");
         assert!((r["copy_first_half_loss"] - (300f64).ln()).abs() < 0.05, "{r:?}");
