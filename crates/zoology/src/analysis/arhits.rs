@@ -500,7 +500,7 @@ pub fn write_outputs(o: &ArHitsOutput, out: &Path) -> Result<Vec<PathBuf>> {
             .extend(["arhits_gap_frequency.png", "arhits_gap_recalls.png", "arhits_gap_bars.png"].map(|f| out.join(f)));
     }
     let curves = training_curves(o)?;
-    if curves.iter().any(|(_, c)| c.iter().any(|p| p.1.is_some())) {
+    if curves.iter().any(|(_, c)| c.iter().any(|p| p.copy.is_some())) {
         use crate::analysis::arhits_gap_plot as g;
         g::plot_training_curves(&g::TrainingCurvesPlot { curves }, &out.join("arhits_training"))?;
         files.push(out.join("arhits_training.png"));
@@ -508,8 +508,8 @@ pub fn write_outputs(o: &ArHitsOutput, out: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Each evaluated run's evaluations over training from its metrics.jsonl: `(step, copy
-/// accuracy, AR-hit loss, other loss)` where the run recorded its probes.
+/// Each evaluated run's evaluations over training from its metrics.jsonl: the copy accuracies
+/// (random tokens; text, where recorded), AR-hit and other-token loss.
 pub fn training_curves(o: &ArHitsOutput) -> Result<Vec<crate::analysis::arhits_gap_plot::Curve>> {
     use crate::train::metrics::{read_lines, MetricLine};
     let mut out = vec![];
@@ -518,12 +518,13 @@ pub fn training_curves(o: &ArHitsOutput) -> Result<Vec<crate::analysis::arhits_g
         let pts = lines
             .iter()
             .filter_map(|l| match l {
-                MetricLine::Eval { step, result, .. } => Some((
-                    *step as f64,
-                    result.metrics.get("copy_accuracy").copied(),
-                    result.metrics.get("ar_hit_loss").copied(),
-                    result.metrics.get("other_loss").copied(),
-                )),
+                MetricLine::Eval { step, result, .. } => Some(crate::analysis::arhits_gap_plot::CurvePoint {
+                    step: *step as f64,
+                    copy: result.metrics.get("copy_accuracy").copied(),
+                    copy_text: result.metrics.get("copy_text_accuracy").copied(),
+                    ar_hit_loss: result.metrics.get("ar_hit_loss").copied(),
+                    other_loss: result.metrics.get("other_loss").copied(),
+                }),
                 _ => None,
             })
             .collect();

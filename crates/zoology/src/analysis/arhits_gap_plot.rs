@@ -317,8 +317,20 @@ impl<DB: DrawingBackend> Draw<DB> for GapBarsPlot {
     }
 }
 
-/// One model's evaluations over training: `(step, copy accuracy, AR-hit loss, other loss)`.
-pub type Curve = (String, Vec<(f64, Option<f64>, Option<f64>, Option<f64>)>);
+/// One evaluation of a text run: its probes (absent where the run did not record them).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CurvePoint {
+    pub step: f64,
+    /// Copy accuracy on repeated random tokens.
+    pub copy: Option<f64>,
+    /// Copy accuracy on repeated natural text.
+    pub copy_text: Option<f64>,
+    pub ar_hit_loss: Option<f64>,
+    pub other_loss: Option<f64>,
+}
+
+/// One model's evaluations over training.
+pub type Curve = (String, Vec<CurvePoint>);
 
 /// Copy score, AR-hit loss and other-token loss over training steps, one line per model.
 pub struct TrainingCurvesPlot {
@@ -336,15 +348,16 @@ impl<DB: DrawingBackend> Draw<DB> for TrainingCurvesPlot {
                     let v = c
                         .iter()
                         .filter_map(|p| {
-                            let y = [p.1, p.2, p.3][k]?;
-                            (y.is_finite() && p.0 > 0.0).then_some((p.0, y))
+                            let y = [p.copy, p.ar_hit_loss, p.other_loss, p.copy_text][k]?;
+                            (y.is_finite() && p.step > 0.0).then_some((p.step, y))
                         })
                         .collect();
                     (m.clone(), v)
                 })
                 .collect()
         };
-        let all: Vec<Vec<(String, Vec<(f64, f64)>)>> = (0..3).map(pts).collect();
+        // panels: copy (random tokens, and text as index 3), AR-hit loss, other loss
+        let all: Vec<Vec<(String, Vec<(f64, f64)>)>> = (0..4).map(pts).collect();
         let xs = all.iter().flatten().flat_map(|(_, v)| v.iter().map(|p| p.0));
         let (x0, x1) = xs.fold((f64::INFINITY, 0.0f64), |(a, b), x| (a.min(x), b.max(x)));
         if !(x1 > 0.0) {
@@ -353,8 +366,8 @@ impl<DB: DrawingBackend> Draw<DB> for TrainingCurvesPlot {
         let root = root.titled("Copying and the AR-hit gap over training", ("sans-serif", 22)).map_err(&e)?;
         let (plots, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W));
         draw_legend(&legend, &self.curves.iter().map(|(m, _)| (m.clone(), mixer_color(m), 0)).collect::<Vec<_>>())?;
-        let titles = ["Copy score (repeated random tokens)", "Loss on AR hits", "Loss on other tokens"];
-        let (lmin, lmax) = all[1..]
+        let titles = ["Copy accuracy (● random tokens, ▲ text)", "Loss on AR hits", "Loss on other tokens"];
+        let (lmin, lmax) = all[1..3]
             .iter()
             .flatten()
             .flat_map(|(_, v)| v.iter().map(|p| p.1))
@@ -377,8 +390,11 @@ impl<DB: DrawingBackend> Draw<DB> for TrainingCurvesPlot {
                 .y_desc(if k == 0 { "Accuracy on the repeat" } else { "nats" })
                 .draw()
                 .map_err(&e)?;
-            let series =
+            let mut series: Vec<Series> =
                 all[k].iter().map(|(m, v)| Series { color: mixer_color(m), shape: 0, pts: v.clone() }).collect();
+            if k == 0 {
+                series.extend(all[3].iter().map(|(m, v)| Series { color: mixer_color(m), shape: 1, pts: v.clone() }));
+            }
             mixer_lines(&mut chart, series, 2)?;
         }
         root.present().map_err(&e)?;
@@ -481,18 +497,22 @@ mod tests {
         let svg =
             plot_gap_by_recalls(&GapByRecallsPlot { reference: r, models: vec![m] }, &dir.join("recalls")).unwrap();
         assert!(svg.contains("AR hits in the window"));
+        let pt = |step, copy, copy_text, ar, other| CurvePoint {
+            step,
+            copy: Some(copy),
+            copy_text,
+            ar_hit_loss: Some(ar),
+            other_loss: Some(other),
+        };
         let curves = vec![
-            (
-                "attention".to_string(),
-                vec![(10.0, Some(0.01), Some(5.0), Some(5.5)), (1000.0, Some(0.9), Some(1.0), Some(4.0))],
-            ),
-            (
-                "gconv".to_string(),
-                vec![(10.0, Some(0.01), Some(5.0), Some(5.5)), (1000.0, Some(0.2), Some(3.0), Some(4.1))],
-            ),
+            ("attention".to_string(), vec![pt(10.0, 0.01, Some(0.2), 5.0, 5.5), pt(1000.0, 0.9, Some(0.95), 1.0, 4.0)]),
+            // a run from before the text probe: no triangles
+            ("gconv".to_string(), vec![pt(10.0, 0.01, None, 5.0, 5.5), pt(1000.0, 0.2, None, 3.0, 4.1)]),
         ];
         let svg = plot_training_curves(&TrainingCurvesPlot { curves }, &dir.join("curves")).unwrap();
-        assert!(svg.contains("Copy score") && svg.contains("gconv"));
+        assert!(svg.contains("Copy accuracy") && svg.contains("gconv"));
+        // triangles: the text probe's two points, for the run that recorded it only
+        assert_eq!(svg.matches("<polygon").count(), 2, "text-copy markers");
         for f in ["bars", "freq", "recalls", "curves"] {
             assert!(dir.join(format!("{f}.png")).exists(), "{f}.png");
         }
