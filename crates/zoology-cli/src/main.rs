@@ -327,7 +327,10 @@ fn cmd_construct(a: ConstructArgs) -> Result<()> {
 fn cmd_arhits(a: ArhitsArgs) -> Result<()> {
     use zoology::analysis::arhits as ev;
     let e = |e: zoology::Error| anyhow::anyhow!(e.to_string());
-    let dirs = ev::expand_run_dirs(&a.run_dirs).map_err(e)?;
+    let (dirs, unfinished) = ev::expand_run_dirs(&a.run_dirs).map_err(e)?;
+    for u in &unfinished {
+        eprintln!("left out {} (not finished: no summary.json yet; name it to evaluate its checkpoint)", u.display());
+    }
     let opts = ev::ArHitsOptions {
         max_windows: a.max_windows,
         buckets: a.buckets,

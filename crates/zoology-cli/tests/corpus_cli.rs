@@ -195,5 +195,23 @@ mixer = { name = "base_conv" }
     let o = zoology_in(&corpus, &["arhits", run.to_str().unwrap()]);
     let (_, se) = streams(&o);
     assert!(!o.status.success() && se.contains("task = \"text\""), "{se}");
+
+    // a run still in progress (a checkpoint, no summary) is left out of a results directory,
+    // with a note, and evaluated when named
+    let bc = std::fs::read_dir(out.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("base_conv"))
+        .unwrap();
+    std::fs::remove_file(bc.join("summary.json")).unwrap();
+    let o =
+        zoology_in(&corpus, &["arhits", out.to_str().unwrap(), "-q", "--max-windows", "2", "--copy-sequences", "0"]);
+    let (so, se) = streams(&o);
+    assert!(o.status.success(), "{so}\n{se}");
+    assert!(se.contains("left out") && se.contains("base_conv"), "{se}");
+    assert!(!so.lines().any(|l| l.starts_with("base_conv ")) && !so.contains("copy probes"), "{so}");
+    let o = zoology_in(&corpus, &["arhits", bc.to_str().unwrap(), "-q", "--max-windows", "2"]);
+    let (so, se) = streams(&o);
+    assert!(o.status.success() && so.lines().any(|l| l.starts_with("base_conv ")), "{so}\n{se}");
     std::fs::remove_dir_all(&d).ok();
 }

@@ -219,9 +219,12 @@ pub fn text_task(cfg: &RunConfig, dir: &Path) -> Result<TextConfig> {
 }
 
 /// The run directories among `args`: a run directory as is, a results directory (one with a
-/// `runs/` folder, as `zoology sweep run --out` writes) as each of its runs that has a checkpoint.
-pub fn expand_run_dirs(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = vec![];
+/// `runs/` folder, as `zoology sweep run --out` writes) as each of its **finished** runs (a
+/// checkpoint and a summary). Returns them with the runs of results directories that were left
+/// out because they have a checkpoint but no summary yet (in progress or interrupted: their
+/// checkpoint is a mid-training snapshot); name such a run's directory to evaluate it anyway.
+pub fn expand_run_dirs(args: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let (mut out, mut unfinished) = (vec![], vec![]);
     for a in args {
         if a.join(rundir::CONFIG).exists() {
             out.push(a.clone());
@@ -231,14 +234,16 @@ pub fn expand_run_dirs(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.join(rundir::CONFIG).exists() && p.join(rundir::CHECKPOINT).exists())
                 .collect();
-            if runs.is_empty() {
-                return Err(config_err(
-                    "RUN_DIR",
-                    format!("{} holds no run with a checkpoint under runs/", a.display()),
-                ));
-            }
             runs.sort();
-            out.extend(runs);
+            let (done, open): (Vec<PathBuf>, Vec<PathBuf>) =
+                runs.into_iter().partition(|p| p.join(rundir::SUMMARY).exists());
+            if done.is_empty() {
+                let why =
+                    if open.is_empty() { "no run with a checkpoint" } else { "no finished run (all are in progress)" };
+                return Err(config_err("RUN_DIR", format!("{} holds {why} under runs/", a.display())));
+            }
+            out.extend(done);
+            unfinished.extend(open);
         } else {
             // load_run's error says what a run directory is
             read_config(a)?;
@@ -247,7 +252,7 @@ pub fn expand_run_dirs(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if out.is_empty() {
         return Err(config_err("RUN_DIR", "give at least one run directory (or a results directory with runs/)"));
     }
-    Ok(out)
+    Ok((out, unfinished))
 }
 
 /// Per-target losses (nats) of `windows` (each `L + 1` tokens), `[n][L]` flattened.
