@@ -11,6 +11,7 @@
 //! 4. [`TrainingCurvesPlot`]: per model over training steps, the copy score and the validation
 //!    loss on AR hits and on other tokens ([`crate::train::probes`]).
 
+use super::arhits_plot::category;
 use super::plot::{
     compact, draw_legend, house_mesh, log_label, mixer_color, mixer_lines, perr, render_both, Draw, Series, LEGEND_W,
 };
@@ -36,15 +37,6 @@ fn ratio(m: &SliceStats, r: &SliceStats) -> Option<f64> {
 
 fn gap_nats(m: &SliceStats, r: &SliceStats) -> Option<f64> {
     Some(m.mean_nll()? - r.mean_nll()?)
-}
-
-fn category(labels: &[String], x: f64) -> String {
-    let i = x.round();
-    if (x - i).abs() < 1e-6 && i >= 0.0 {
-        labels.get(i as usize).cloned().unwrap_or_default()
-    } else {
-        String::new()
-    }
 }
 
 /// Perplexity ratio to the reference by frequency bucket (log y), AR hits | other tokens.

@@ -26,10 +26,13 @@ fn log_range(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     (hi > 0.0).then(|| (lo / 1.3, hi * 1.3))
 }
 
-/// The label of category `x` on an axis whose categories sit at 0, 1, 2, …
-fn category(labels: &[String], x: f64) -> String {
+/// The label of category `x` on an axis whose categories sit at 0, 1, 2, …; with more than
+/// seven categories only every k-th is labelled (k = ⌈n/7⌉, from the first), so that long
+/// bucket labels such as "16384–32767" do not overprint each other.
+pub(crate) fn category(labels: &[String], x: f64) -> String {
     let i = x.round();
-    if (x - i).abs() < 1e-6 && i >= 0.0 {
+    let every = labels.len().div_ceil(7).max(1);
+    if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) % every == 0 {
         labels.get(i as usize).cloned().unwrap_or_default()
     } else {
         String::new()
@@ -57,8 +60,10 @@ impl<DB: DrawingBackend> Draw<DB> for FrequencyPlot {
             .iter()
             .flat_map(|(_, r)| r.by_frequency.iter().flat_map(|row| [ppl(&row.ar_hit), ppl(&row.other)]))
             .flatten();
-        // linear from 0: the plotters log axis labels too few ticks over one decade
-        let y1 = all.fold(1.0f64, f64::max) * 1.08;
+        // log y: perplexities by bucket span three decades (unseen bigrams ~10³, frequent ~3)
+        let (y0, y1) =
+            all.filter(|v| *v > 0.0 && v.is_finite()).fold((f64::INFINITY, 1.0f64), |(a, b), v| (a.min(v), b.max(v)));
+        let (y0, y1) = (y0.min(y1) / 1.3, y1 * 1.3);
         let n = labels.len();
         for (pi, (panel, (name, pick))) in
             plots.split_evenly((1, 2)).iter().zip([("AR hits", 0usize), ("Other tokens", 1)]).enumerate()
@@ -68,18 +73,25 @@ impl<DB: DrawingBackend> Draw<DB> for FrequencyPlot {
                 .margin(12)
                 .x_label_area_size(58)
                 .y_label_area_size(if pi == 0 { 62 } else { 44 })
-                .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..y1)
+                .build_cartesian_2d(-0.5..(n as f64 - 0.5), (y0..y1).log_scale())
                 .map_err(&e)?;
             house_mesh(&mut chart.configure_mesh(), 14, 16)
                 .x_labels(n)
                 .x_label_formatter(&|x| category(&labels, *x))
-                .y_labels(8)
-                .y_label_formatter(&|y| compact(*y))
+                .y_labels(12)
+                .y_label_formatter(&|y| {
+                    let s = log_label(*y);
+                    if s.is_empty() && (*y - y.round()).abs() < 1e-9 {
+                        compact(*y)
+                    } else {
+                        s
+                    }
+                })
                 .x_desc(format!(
                     "Training count of the bigram ({})",
                     if first.freq_scheme.contains("quantile") { "quantile buckets" } else { "relative buckets" }
                 ))
-                .y_desc(if pi == 0 { "Perplexity" } else { "" })
+                .y_desc(if pi == 0 { "Perplexity (log)" } else { "" })
                 .draw()
                 .map_err(&e)?;
             let series = self
@@ -280,6 +292,17 @@ mod tests {
     use super::*;
     use crate::text::arhits::{ArHitAnalyzer, BigramCounts, FreqBuckets};
     use crate::text::dataset::window_sequences;
+
+    /// Up to seven categories are all labelled; 18 get every third label, from the first.
+    #[test]
+    fn long_category_axes_are_thinned() {
+        let labels = |n: usize| (0..n).map(|i| format!("b{i}")).collect::<Vec<_>>();
+        let shown = |l: &[String]| (0..l.len()).filter(|&i| !category(l, i as f64).is_empty()).collect::<Vec<_>>();
+        assert_eq!(shown(&labels(7)), (0..7).collect::<Vec<_>>());
+        assert_eq!(shown(&labels(18)), (0..18).step_by(3).collect::<Vec<_>>());
+        assert_eq!(category(&labels(18), 6.0), "b6");
+        assert_eq!(category(&labels(18), 4.4), "");
+    }
 
     fn svg_of<T: for<'a> Draw<SVGBackend<'a>>>(fig: &T) -> String {
         super::super::plot::register_font();
