@@ -11,9 +11,9 @@
 //! 4. [`TrainingCurvesPlot`]: per model over training steps, the copy score and the validation
 //!    loss on AR hits and on other tokens ([`crate::train::probes`]).
 
-use super::arhits_plot::category;
+use super::arhits_plot::{category, log_axis_label};
 use super::plot::{
-    compact, draw_legend, house_mesh, log_label, mixer_color, mixer_lines, perr, render_both, Draw, Series, LEGEND_W,
+    draw_legend, house_mesh, log_label, mixer_color, mixer_lines, perr, render_both, Draw, Series, LEGEND_W,
 };
 use crate::error::{Error, Result};
 use crate::text::arhits::{ArHitReport, SliceStats};
@@ -102,14 +102,7 @@ impl<DB: DrawingBackend> Draw<DB> for GapByFrequencyPlot {
                 .x_labels(n)
                 .x_label_formatter(&|x| category(&labels, *x))
                 .y_labels(12)
-                .y_label_formatter(&|y| {
-                    let s = log_label(*y);
-                    if s.is_empty() && (*y - y.round()).abs() < 1e-9 {
-                        compact(*y)
-                    } else {
-                        s
-                    }
-                })
+                .y_label_formatter(&|y| log_axis_label(*y))
                 .x_desc("Training count of the bigram")
                 .y_desc(if pi == 0 { "Perplexity / reference's (log)" } else { "" })
                 .draw()

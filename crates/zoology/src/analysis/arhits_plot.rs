@@ -26,6 +26,17 @@ fn log_range(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     (hi > 0.0).then(|| (lo / 1.3, hi * 1.3))
 }
 
+/// A log axis's tick label: powers of ten as [`log_label`] writes them, other whole ticks
+/// compactly, the rest none.
+pub(crate) fn log_axis_label(y: f64) -> String {
+    let s = log_label(y);
+    if s.is_empty() && (y - y.round()).abs() < 1e-9 {
+        compact(y)
+    } else {
+        s
+    }
+}
+
 /// The label of category `x` on an axis whose categories sit at 0, 1, 2, …; with more than
 /// seven categories only every k-th is labelled (k = ⌈n/7⌉, from the first), so that long
 /// bucket labels such as "16384–32767" do not overprint each other.
@@ -79,14 +90,7 @@ impl<DB: DrawingBackend> Draw<DB> for FrequencyPlot {
                 .x_labels(n)
                 .x_label_formatter(&|x| category(&labels, *x))
                 .y_labels(12)
-                .y_label_formatter(&|y| {
-                    let s = log_label(*y);
-                    if s.is_empty() && (*y - y.round()).abs() < 1e-9 {
-                        compact(*y)
-                    } else {
-                        s
-                    }
-                })
+                .y_label_formatter(&|y| log_axis_label(*y))
                 .x_desc(format!(
                     "Training count of the bigram ({})",
                     if first.freq_scheme.contains("quantile") { "quantile buckets" } else { "relative buckets" }
