@@ -140,7 +140,19 @@ mixer = { name = "base_conv" }
     assert!(row("attention ").contains('–'), "{so}");
     assert!(row("base_conv ").trim_end().ends_with('%'), "{so}");
     assert!(so.contains("perplexity by training-bigram count") && so.contains("perplexity ratio to attention"), "{so}");
-    for f in ["arhits.json", "arhits.md", "arhits_frequency.png", "arhits_frequency.svg", "arhits_ar_vs_other.png"] {
+    // by distance: base_conv's cells carry their ratio to attention, attention's do not
+    assert!(so.contains("AR-hit perplexity by distance back"), "{so}");
+    let dist = so.split("by distance back").nth(1).unwrap();
+    let dist_row = |name: &str| dist.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name}: {so}"));
+    assert!(dist_row("base_conv").contains('×') && !dist_row("attention").contains('×'), "{so}");
+    for f in [
+        "arhits.json",
+        "arhits.md",
+        "arhits_frequency.png",
+        "arhits_frequency.svg",
+        "arhits_ar_vs_other.png",
+        "arhits_gap_distance.png",
+    ] {
         assert!(out.join(f).exists(), "{f} missing");
     }
     let j: serde_json::Value =

@@ -116,8 +116,54 @@ impl ArHitsOutput {
             self.models.first().map(|m| m.report.all.tokens).unwrap_or(0),
             format_table(&named, self.reference.as_deref())?,
             format_frequency_table(&named)
-        ) + &self.recall_table()
+        ) + &self.distance_table()
+            + &self.recall_table()
             + &self.copy_table())
+    }
+
+    /// AR-hit perplexity by distance back to the earlier occurrence, with the ratio to the
+    /// reference in brackets (where there is one).
+    pub fn distance_table(&self) -> String {
+        let Some(first) = self.models.first() else { return String::new() };
+        let keep: Vec<usize> = (0..first.report.ar_hit_by_distance.len())
+            .filter(|&i| first.report.ar_hit_by_distance[i].ar_hit.tokens > 0)
+            .collect();
+        if keep.is_empty() {
+            return String::new();
+        }
+        let reference = self.reference.as_ref().and_then(|r| self.models.iter().find(|m| &m.name == r));
+        let w = self.models.iter().map(|m| m.name.chars().count()).max().unwrap_or(5).max(22);
+        let mut s = format!(
+            "\nAR-hit perplexity by distance back to the earlier occurrence{}\n{:<w$}",
+            if reference.is_some() { " (ratio to the reference in brackets)" } else { "" },
+            "distance (tokens)"
+        );
+        for &i in &keep {
+            s += &format!("{:>16}", first.report.ar_hit_by_distance[i].bucket);
+        }
+        s += &format!("\n{:<w$}", "AR hits");
+        for &i in &keep {
+            s += &format!("{:>16}", first.report.ar_hit_by_distance[i].ar_hit.tokens);
+        }
+        s.push('\n');
+        for m in &self.models {
+            s += &format!("{:<w$}", m.name);
+            for &i in &keep {
+                let own = m.report.ar_hit_by_distance.get(i).and_then(|r| r.ar_hit.perplexity());
+                let base =
+                    reference.and_then(|r| r.report.ar_hit_by_distance.get(i)).and_then(|r| r.ar_hit.perplexity());
+                let cell = match (own, base) {
+                    (Some(p), Some(b)) if reference.is_some_and(|r| r.name != m.name) => {
+                        format!("{p:.2} ({:.2}×)", p / b)
+                    }
+                    (Some(p), _) => format!("{p:.2}"),
+                    _ => "–".into(),
+                };
+                s += &format!("{cell:>16}");
+            }
+            s.push('\n');
+        }
+        s
     }
 
     /// The copy probes, one column per source: accuracy and loss on the repeat, the first
@@ -500,9 +546,15 @@ pub fn write_outputs(o: &ArHitsOutput, out: &Path) -> Result<Vec<PathBuf>> {
             &g::GapByRecallsPlot { reference: r.clone(), models: m.clone() },
             &out.join("arhits_gap_recalls"),
         )?;
+        g::plot_gap_by_distance(
+            &g::GapByDistancePlot { reference: r.clone(), models: m.clone() },
+            &out.join("arhits_gap_distance"),
+        )?;
         g::plot_gap_bars(&g::GapBarsPlot { reference: r, models: m }, &out.join("arhits_gap_bars"))?;
-        files
-            .extend(["arhits_gap_frequency.png", "arhits_gap_recalls.png", "arhits_gap_bars.png"].map(|f| out.join(f)));
+        files.extend(
+            ["arhits_gap_frequency.png", "arhits_gap_distance.png", "arhits_gap_recalls.png", "arhits_gap_bars.png"]
+                .map(|f| out.join(f)),
+        );
     }
     let curves = training_curves(o)?;
     if curves.iter().any(|(_, c)| c.iter().any(|p| p.copy.is_some())) {

@@ -11,7 +11,7 @@
 //! 4. [`TrainingCurvesPlot`]: per model over training steps, the copy score and the validation
 //!    loss on AR hits and on other tokens ([`crate::train::probes`]).
 
-use super::arhits_plot::{category, log_axis_label};
+use super::arhits_plot::{category, CategoryPanel};
 use super::plot::{
     draw_legend, house_mesh, log_label, mixer_color, mixer_lines, perr, render_both, Draw, Series, LEGEND_W,
 };
@@ -89,40 +89,19 @@ impl<DB: DrawingBackend> Draw<DB> for GapByFrequencyPlot {
         let vals = rows.iter().flat_map(|(_, a, o)| a.iter().chain(o.iter()).flatten().copied());
         let (lo, hi) = vals.fold((1.0f64, 1.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
         let (lo, hi) = (lo / 1.15, hi * 1.15);
-        let n = labels.len();
         for (pi, (panel, name)) in plots.split_evenly((1, 2)).iter().zip(["AR hits", "Other tokens"]).enumerate() {
-            let mut chart = ChartBuilder::on(panel)
-                .caption(name, ("sans-serif", 19))
-                .margin(12)
-                .x_label_area_size(58)
-                .y_label_area_size(if pi == 0 { 62 } else { 44 })
-                .build_cartesian_2d(-0.5..(n as f64 - 0.5), (lo..hi).log_scale())
-                .map_err(&e)?;
-            house_mesh(&mut chart.configure_mesh(), 14, 16)
-                .x_labels(n)
-                .x_label_formatter(&|x| category(&labels, *x))
-                .y_labels(12)
-                .y_label_formatter(&|y| log_axis_label(*y))
-                .x_desc("Training count of the bigram")
-                .y_desc(if pi == 0 { "Perplexity / reference's (log)" } else { "" })
-                .draw()
-                .map_err(&e)?;
-            chart
-                .draw_series(LineSeries::new([(-0.5, 1.0), (n as f64 - 0.5, 1.0)], BLACK.mix(0.5).stroke_width(1)))
-                .map_err(&e)?;
-            let series = rows
-                .iter()
-                .map(|(m, a, o)| Series {
-                    color: mixer_color(m),
-                    shape: 0,
-                    pts: (if pi == 0 { a } else { o })
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, v)| v.map(|v| (i as f64, v)))
-                        .collect(),
-                })
-                .collect();
-            mixer_lines(&mut chart, series, 3)?;
+            let pick: Vec<(String, Vec<Option<f64>>)> =
+                rows.iter().map(|(m, a, o)| (m.clone(), if pi == 0 { a.clone() } else { o.clone() })).collect();
+            CategoryPanel {
+                caption: name,
+                labels: &labels,
+                ys: (lo, hi),
+                x_desc: "Training count of the bigram",
+                y_desc: if pi == 0 { "Perplexity / reference's (log)" } else { "" },
+                y_label_area: if pi == 0 { 62 } else { 44 },
+                unit: Some(1.0),
+            }
+            .draw(panel, &pick)?;
         }
         root.present().map_err(&e)?;
         Ok(())
@@ -210,6 +189,69 @@ impl<DB: DrawingBackend> Draw<DB> for GapByRecallsPlot {
                 .collect();
             mixer_lines(&mut chart, series, 3)?;
         }
+        root.present().map_err(&e)?;
+        Ok(())
+    }
+}
+
+/// AR-hit perplexity over the reference's by distance back to the earlier occurrence of the
+/// bigram (log y): where in the context a model's AR-hit gap sits.
+pub struct GapByDistancePlot {
+    pub reference: (String, ArHitReport),
+    pub models: Vec<(String, ArHitReport)>,
+}
+
+impl GapByDistancePlot {
+    /// The distance buckets where the reference has AR hits, and per model the perplexity ratio
+    /// to the reference in each (`None` where the model has no AR hit there).
+    #[allow(clippy::type_complexity)]
+    pub fn ratios(&self) -> (Vec<String>, Vec<(String, Vec<Option<f64>>)>) {
+        let r = &self.reference.1.ar_hit_by_distance;
+        let keep: Vec<usize> = (0..r.len()).filter(|&i| r[i].ar_hit.tokens > 0).collect();
+        let labels = keep.iter().map(|&i| r[i].bucket.clone()).collect();
+        let rows = self
+            .models
+            .iter()
+            .map(|(name, m)| {
+                let v = keep
+                    .iter()
+                    .map(|&i| m.ar_hit_by_distance.get(i).and_then(|row| ratio(&row.ar_hit, &r[i].ar_hit)))
+                    .collect();
+                (name.clone(), v)
+            })
+            .collect();
+        (labels, rows)
+    }
+}
+
+impl<DB: DrawingBackend> Draw<DB> for GapByDistancePlot {
+    fn draw(&self, root: DrawingArea<DB, Shift>) -> Result<()> {
+        let e = perr::<DrawingAreaErrorKind<DB::ErrorType>>("gap-by-distance plot");
+        root.fill(&WHITE).map_err(&e)?;
+        let (labels, rows) = self.ratios();
+        if rows.is_empty() || labels.is_empty() {
+            return Err(Error::Other("gap-by-distance plot: nothing to draw".into()));
+        }
+        let (plot, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W));
+        draw_legend(&legend, &rows.iter().map(|(m, _)| (m.clone(), mixer_color(m), 0)).collect::<Vec<_>>())?;
+        let vals = rows.iter().flat_map(|(_, v)| v.iter().flatten().copied());
+        let (lo, hi) = vals.fold((1.0f64, 1.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        let plot = plot
+            .titled(
+                &format!("AR-hit perplexity over {}'s, by distance back to the earlier occurrence", self.reference.0),
+                ("sans-serif", 20),
+            )
+            .map_err(&e)?;
+        CategoryPanel {
+            caption: "AR hits",
+            labels: &labels,
+            ys: (lo / 1.15, hi * 1.15),
+            x_desc: "Distance back to the bigram's earlier occurrence (tokens)",
+            y_desc: "Perplexity / reference's (log)",
+            y_label_area: 62,
+            unit: Some(1.0),
+        }
+        .draw(&plot, &rows)?;
         root.present().map_err(&e)?;
         Ok(())
     }
@@ -395,6 +437,10 @@ pub fn plot_gap_by_frequency(p: &GapByFrequencyPlot, stem: &Path) -> Result<Stri
 pub fn plot_gap_by_recalls(p: &GapByRecallsPlot, stem: &Path) -> Result<String> {
     render_both(stem, (1100 + LEGEND_W, 500), p)
 }
+/// Writes the gap-by-distance plot; returns the SVG.
+pub fn plot_gap_by_distance(p: &GapByDistancePlot, stem: &Path) -> Result<String> {
+    render_both(stem, (900 + LEGEND_W, 480), p)
+}
 /// Writes the Figure-1 bars; returns the SVG.
 pub fn plot_gap_bars(p: &GapBarsPlot, stem: &Path) -> Result<String> {
     render_both(stem, ((150 * p.models.len() as u32).max(640) + LEGEND_W, 480), p)
@@ -456,6 +502,10 @@ mod tests {
         for v in rows[0].2.iter().flatten() {
             assert!((v - 1.0).abs() < 1e-9, "other ratio {v}");
         }
+        let d = GapByDistancePlot { reference: r.clone(), models: vec![m.clone()] };
+        let (labels, rows) = d.ratios();
+        assert!(!labels.is_empty());
+        assert!(rows[0].1.iter().flatten().all(|v| (v - 0.5f64.exp()).abs() < 1e-6), "distance ratios {rows:?}");
         let g = GapByRecallsPlot { reference: r, models: vec![m] };
         let (labels, rows) = g.gaps();
         assert!(!labels.is_empty());
@@ -479,6 +529,12 @@ mod tests {
         )
         .unwrap();
         assert!(svg.contains("AR hits") && svg.contains("Other tokens"));
+        let svg = plot_gap_by_distance(
+            &GapByDistancePlot { reference: r.clone(), models: vec![m.clone()] },
+            &dir.join("distance"),
+        )
+        .unwrap();
+        assert!(svg.contains("Distance back") && svg.contains("gconv"));
         let svg =
             plot_gap_by_recalls(&GapByRecallsPlot { reference: r, models: vec![m] }, &dir.join("recalls")).unwrap();
         assert!(svg.contains("AR hits in the window"));
@@ -498,7 +554,7 @@ mod tests {
         assert!(svg.contains("Copy accuracy") && svg.contains("gconv"));
         // triangles: the text probe's two points, for the run that recorded it only
         assert_eq!(svg.matches("<polygon").count(), 2, "text-copy markers");
-        for f in ["bars", "freq", "recalls", "curves"] {
+        for f in ["bars", "freq", "distance", "recalls", "curves"] {
             assert!(dir.join(format!("{f}.png")).exists(), "{f}.png");
         }
         let _ = std::fs::remove_dir_all(dir);

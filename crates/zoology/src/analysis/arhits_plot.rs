@@ -50,6 +50,61 @@ pub(crate) fn category(labels: &[String], x: f64) -> String {
     }
 }
 
+/// One panel with categories along x (0, 1, 2, …, labelled by [`category`]) and a log y over
+/// `ys`: a line at `unit` if given (the reference of a ratio) and one line per `(model,
+/// values)`, a missing value leaving a gap.
+pub(crate) struct CategoryPanel<'a> {
+    pub caption: &'a str,
+    pub labels: &'a [String],
+    pub ys: (f64, f64),
+    pub x_desc: &'a str,
+    pub y_desc: &'a str,
+    /// Room for the y tick labels (wider on a row's first panel).
+    pub y_label_area: u32,
+    pub unit: Option<f64>,
+}
+
+impl CategoryPanel<'_> {
+    pub(crate) fn draw<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        rows: &[(String, Vec<Option<f64>>)],
+    ) -> Result<()> {
+        let e = perr::<DrawingAreaErrorKind<DB::ErrorType>>("category panel");
+        let n = self.labels.len();
+        let mut chart = ChartBuilder::on(area)
+            .caption(self.caption, ("sans-serif", 19))
+            .margin(12)
+            .x_label_area_size(58)
+            .y_label_area_size(self.y_label_area)
+            .build_cartesian_2d(-0.5..(n as f64 - 0.5), (self.ys.0..self.ys.1).log_scale())
+            .map_err(&e)?;
+        house_mesh(&mut chart.configure_mesh(), 14, 16)
+            .x_labels(n)
+            .x_label_formatter(&|x| category(self.labels, *x))
+            .y_labels(12)
+            .y_label_formatter(&|y| log_axis_label(*y))
+            .x_desc(self.x_desc)
+            .y_desc(self.y_desc)
+            .draw()
+            .map_err(&e)?;
+        if let Some(u) = self.unit {
+            chart
+                .draw_series(LineSeries::new([(-0.5, u), (n as f64 - 0.5, u)], BLACK.mix(0.5).stroke_width(1)))
+                .map_err(&e)?;
+        }
+        let series = rows
+            .iter()
+            .map(|(m, v)| Series {
+                color: mixer_color(m),
+                shape: 0,
+                pts: v.iter().enumerate().filter_map(|(i, v)| v.map(|v| (i as f64, v))).collect(),
+            })
+            .collect();
+        mixer_lines(&mut chart, series, 3)
+    }
+}
+
 /// Perplexity by bigram-frequency bucket, one line per model.
 pub struct FrequencyPlot {
     pub models: Vec<(String, ArHitReport)>,
@@ -75,46 +130,31 @@ impl<DB: DrawingBackend> Draw<DB> for FrequencyPlot {
         let (y0, y1) =
             all.filter(|v| *v > 0.0 && v.is_finite()).fold((f64::INFINITY, 1.0f64), |(a, b), v| (a.min(v), b.max(v)));
         let (y0, y1) = (y0.min(y1) / 1.3, y1 * 1.3);
-        let n = labels.len();
-        for (pi, (panel, (name, pick))) in
-            plots.split_evenly((1, 2)).iter().zip([("AR hits", 0usize), ("Other tokens", 1)]).enumerate()
-        {
-            let mut chart = ChartBuilder::on(panel)
-                .caption(name, ("sans-serif", 19))
-                .margin(12)
-                .x_label_area_size(58)
-                .y_label_area_size(if pi == 0 { 62 } else { 44 })
-                .build_cartesian_2d(-0.5..(n as f64 - 0.5), (y0..y1).log_scale())
-                .map_err(&e)?;
-            house_mesh(&mut chart.configure_mesh(), 14, 16)
-                .x_labels(n)
-                .x_label_formatter(&|x| category(&labels, *x))
-                .y_labels(12)
-                .y_label_formatter(&|y| log_axis_label(*y))
-                .x_desc(format!(
-                    "Training count of the bigram ({})",
-                    if first.freq_scheme.contains("quantile") { "quantile buckets" } else { "relative buckets" }
-                ))
-                .y_desc(if pi == 0 { "Perplexity (log)" } else { "" })
-                .draw()
-                .map_err(&e)?;
-            let series = self
+        let x_desc = format!(
+            "Training count of the bigram ({})",
+            if first.freq_scheme.contains("quantile") { "quantile buckets" } else { "relative buckets" }
+        );
+        for (pi, (panel, name)) in plots.split_evenly((1, 2)).iter().zip(["AR hits", "Other tokens"]).enumerate() {
+            let rows: Vec<(String, Vec<Option<f64>>)> = self
                 .models
                 .iter()
-                .map(|(m, r)| Series {
-                    color: mixer_color(m),
-                    shape: 0,
-                    pts: r
-                        .by_frequency
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, row)| {
-                            ppl(if pick == 0 { &row.ar_hit } else { &row.other }).map(|p| (i as f64, p))
-                        })
-                        .collect(),
+                .map(|(m, r)| {
+                    (
+                        m.clone(),
+                        r.by_frequency.iter().map(|row| ppl(if pi == 0 { &row.ar_hit } else { &row.other })).collect(),
+                    )
                 })
                 .collect();
-            mixer_lines(&mut chart, series, 3)?;
+            CategoryPanel {
+                caption: name,
+                labels: &labels,
+                ys: (y0, y1),
+                x_desc: &x_desc,
+                y_desc: if pi == 0 { "Perplexity (log)" } else { "" },
+                y_label_area: if pi == 0 { 62 } else { 44 },
+                unit: None,
+            }
+            .draw(panel, &rows)?;
         }
         root.present().map_err(&e)?;
         Ok(())
