@@ -174,11 +174,16 @@ mixer = { name = "base_conv" }
     assert_eq!(j["reference"].as_str(), Some("attention"));
     // the copy probes: one score per source and model, each half on its own targets
     assert!(so.contains("copy probes") && so.contains("repeated text"), "{so}");
+    // the text repeat by distance: p = 4, 8, 16 at L = 32, a "repeat | first" cell per model
+    assert!(so.contains("text chunk repeated p tokens later"), "{so}");
+    let rep = so.split("text chunk repeated p tokens later").nth(1).unwrap();
+    assert_eq!(rep.lines().find(|l| l.starts_with("base_conv")).unwrap().matches('|').count(), 3, "{so}");
     for m in models {
         let c = m["copy"].as_object().unwrap_or_else(|| panic!("no copy probes: {m}"));
         let mut sources: Vec<&str> = c.keys().map(|k| k.as_str()).collect();
         sources.sort();
         assert_eq!(sources, ["frequent", "text", "uniform"]);
+        assert_eq!(m["copy_by_distance"].as_object().map(|o| o.len()), Some(3), "{m}");
         for s in c.values() {
             let (acc, first) = (s["accuracy"].as_f64().unwrap(), s["first_half_loss"].as_f64().unwrap());
             assert!((0.0..=1.0).contains(&acc) && first > 0.0 && first < 20.0, "{s}");

@@ -85,6 +85,10 @@ pub struct ModelArHits {
     /// written before the probes were added.)
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub copy: BTreeMap<CopySource, CopyScore>,
+    /// A text chunk repeated at distance p at the end of a validation window
+    /// ([`CopyProbe::text_at_distance`]), by p: does the model copy from p tokens back?
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub copy_by_distance: BTreeMap<usize, CopyScore>,
 }
 
 /// What `zoology arhits` measured (`arhits.json`).
@@ -118,7 +122,38 @@ impl ArHitsOutput {
             format_frequency_table(&named)
         ) + &self.distance_table()
             + &self.recall_table()
-            + &self.copy_table())
+            + &self.copy_table()
+            + &self.copy_distance_table())
+    }
+
+    /// The text-repeat probe by distance: loss on the repeat and on the first copy (nats).
+    pub fn copy_distance_table(&self) -> String {
+        let ds: std::collections::BTreeSet<usize> =
+            self.models.iter().flat_map(|m| m.copy_by_distance.keys().copied()).collect();
+        if ds.is_empty() {
+            return String::new();
+        }
+        let w = self.models.iter().map(|m| m.name.chars().count()).max().unwrap_or(5).max(12);
+        let mut s = format!(
+            "\ntext chunk repeated p tokens later (end of a validation window): loss on the repeat | on the first copy (nats)\n{:<w$}",
+            "p (tokens)"
+        );
+        for d in &ds {
+            s += &format!("{d:>16}");
+        }
+        s.push('\n');
+        for m in &self.models {
+            s += &format!("{:<w$}", m.name);
+            for d in &ds {
+                let cell = m
+                    .copy_by_distance
+                    .get(d)
+                    .map_or("–".to_string(), |c| format!("{:.2} | {:.2}", c.loss, c.first_half_loss));
+                s += &format!("{cell:>16}");
+            }
+            s.push('\n');
+        }
+        s
     }
 
     /// AR-hit perplexity by distance back to the earlier occurrence, with the ratio to the
@@ -334,6 +369,7 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
     };
     let probes =
         copy_probes(data.tokens(Split::Train), &wins, cfgs[0].1.data.vocab_size, t0.seq_len, opts.copy_sequences);
+    let by_distance = distance_probes(&wins, t0.seq_len, opts.copy_sequences);
 
     let pb = if opts.quiet {
         ProgressBar::hidden()
@@ -367,6 +403,10 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
             report: an.finish(),
             gap: None,
             copy: probes.iter().map(|(src, p)| (*src, p.evaluate_with(|x| run.model.logits(x, false)))).collect(),
+            copy_by_distance: by_distance
+                .iter()
+                .map(|(d, p)| (*d, p.evaluate_with(|x| run.model.logits(x, false))))
+                .collect(),
         });
     }
     pb.finish_and_clear();
@@ -422,6 +462,25 @@ fn copy_probes(train: &[u32], wins: &[&[u32]], vocab: usize, l: usize, n: usize)
             };
             (src, p)
         })
+        .collect()
+}
+
+/// The distances of the text-repeat probe: 4, 8, … up to L/2.
+fn repeat_distances(l: usize) -> Vec<usize> {
+    (2..).map(|k| 1usize << k).take_while(|&p| 2 * p <= l).collect()
+}
+
+/// One [`CopyProbe::text_at_distance`] per distance of [`repeat_distances`]: the first `n`
+/// validation windows as context, chunks from the last windows (other text); none when `n` is 0.
+fn distance_probes(wins: &[&[u32]], l: usize, n: usize) -> Vec<(usize, CopyProbe)> {
+    if n == 0 {
+        return vec![];
+    }
+    let ctx: Vec<&[u32]> = wins.iter().take(n).copied().collect();
+    let chunks: Vec<&[u32]> = wins.iter().rev().take(ctx.len()).copied().collect();
+    repeat_distances(l)
+        .into_iter()
+        .map(|p| (p, CopyProbe::text_at_distance(&ctx, &chunks, p, tch::Device::Cpu)))
         .collect()
 }
 

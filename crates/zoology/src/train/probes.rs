@@ -111,6 +111,35 @@ impl CopyProbe {
         Self::build(n, l, device, draw, vocab, rng)
     }
 
+    /// A text chunk repeated at distance `p` at the end of natural context: in each window
+    /// (`L + 1` tokens), the last `2p` tokens are replaced by a chunk of `p` tokens twice (the
+    /// chunk: the start of `chunks[i]`, text from elsewhere). Scored on the second copy's
+    /// targets after its first token (`p − 1` of them: predicting chunk[j] from chunk[j − 1] seen
+    /// `p` tokens earlier), against the same targets of the first copy, which follow natural
+    /// context just as the second does: a model that copies at distance `p` gains on the repeat,
+    /// one that does not gains nothing. Needs `2 ≤ p` and `2p ≤ L`.
+    pub fn text_at_distance(windows: &[&[u32]], chunks: &[&[u32]], p: usize, device: Device) -> Self {
+        let l = windows[0].len() - 1;
+        assert!(p >= 2 && 2 * p <= l, "a repeat at distance {p} needs 2 ≤ p ≤ L/2 (L = {l})");
+        let a = l + 1 - p; // the second copy's first position in the window
+        let (mut x, mut y, mut y1) = (vec![], vec![], vec![]);
+        for (w, c) in windows.iter().zip(chunks) {
+            let mut s: Vec<i64> = w.iter().map(|&t| t as i64).collect();
+            for j in 0..p {
+                s[a - p + j] = c[j] as i64;
+                s[a + j] = c[j] as i64;
+            }
+            for t in 0..l {
+                x.push(s[t]);
+                y.push(if t >= a { s[t + 1] } else { IGNORE as i64 });
+                y1.push(if t >= a - p && t + 1 < a { s[t + 1] } else { IGNORE as i64 });
+            }
+        }
+        let shape = [windows.len().min(chunks.len()) as i64, l as i64];
+        let t = |v: &[i64]| Tensor::from_slice(v).view(shape).to_device(device);
+        CopyProbe { x: t(&x), y: t(&y), first_y: t(&y1) }
+    }
+
     /// `n` sequences, each `half(rng)` repeated then padded from `0..vocab`, drawn in that
     /// order sequence by sequence (so the training probe's tokens stay fixed by the run's seed).
     fn build(
@@ -331,6 +360,37 @@ mod tests {
         };
         let c = p.evaluate_with(sure_of_zero);
         assert!(c.first_half_loss > 29.0 && c.loss > 29.0 && c.accuracy == 0.0, "{c:?}");
+    }
+
+    /// The repeat at distance p: the rule-based copier gains on the second copy at every p, a
+    /// model blind to its context gains nothing; both copies score p − 1 targets per window,
+    /// and the window outside the last 2p tokens is untouched.
+    #[test]
+    fn a_text_repeat_at_distance_p_separates_a_copier_from_a_blind_model() {
+        let (v, l) = (300usize, 32usize);
+        let seg = text_segment(16, l);
+        let wins: Vec<Vec<u32>> = (0..8)
+            .map(|i| {
+                let (inp, tgt) = seg.example(i);
+                inp.iter().chain(tgt.last()).map(|&t| t as u32).collect()
+            })
+            .collect();
+        let w: Vec<&[u32]> = wins.iter().map(|v| v.as_slice()).collect();
+        let chunks: Vec<&[u32]> = wins.iter().rev().map(|v| v.as_slice()).collect();
+        let (_vs, blind) = model("d_model = 16\nn_layers = 1\nstate_mixer = \"mlp\"\nmixer = { name = \"sliding_window\", window = 1, window_convention = \"exact\" }", v as i64, l as i64);
+        for p in [2usize, 4, 8, 16] {
+            let probe = CopyProbe::text_at_distance(&w, &chunks, p, Device::Cpu);
+            let n_scored = |t: &Tensor| t.ne(IGNORE as i64).sum(Kind::Int64).int64_value(&[]);
+            assert_eq!(n_scored(&probe.y), 8 * (p as i64 - 1), "p = {p}");
+            assert_eq!(n_scored(&probe.first_y), 8 * (p as i64 - 1), "p = {p}");
+            let x0 = Vec::<i64>::try_from(&probe.x.get(0)).unwrap();
+            assert!(x0[..l + 1 - 2 * p].iter().zip(&wins[0]).all(|(a, &b)| *a == b as i64), "context kept, p = {p}");
+            assert_eq!(x0[l + 1 - 2 * p..l - p], x0[l + 1 - p..l], "the chunk twice (inputs), p = {p}");
+            let c = probe.evaluate_with(|x| induction_logits(x, v, 5.0));
+            assert!(c.loss < c.first_half_loss - 1.0 && c.accuracy > 0.5, "copier, p = {p}: {c:?}");
+            let b = probe.evaluate_with(|x| blind.logits(x, false));
+            assert!((b.loss - b.first_half_loss).abs() < 0.5, "blind, p = {p}: {b:?}");
+        }
     }
 
     /// The training probe's tokens are those of its first form (half, padding, half, padding,
