@@ -17,6 +17,10 @@
 //!   windows as the string (`copy_text_accuracy`, `copy_text_loss`, `copy_text_first_half_loss`):
 //!   copying natural text the model knows, which a small model can learn long before it copies
 //!   strings of rare tokens.
+//! - **Copy score on text, short range**: a text chunk of [`NEAR`] = 16 tokens placed twice at
+//!   the end of each of those validation windows ([`CopyProbe::text_at_distance`]; when
+//!   L ≥ 32): `copy_near_accuracy`, `copy_near_loss` on the repeat, `copy_near_first_loss` on
+//!   the first copy. Attention learns this long before it copies from L/2 back.
 //! - **Validation loss by label**: the first `n` windows of the text test segment, each target
 //!   labelled AR hit / first occurrence / other ([`crate::text::arhits::label_window`]);
 //!   `ar_hit_loss`, `first_occurrence_loss`, `other_loss` (mean nats per label) and
@@ -196,11 +200,17 @@ fn nll_and_argmax(logits: &Tensor, y: &Tensor) -> (Tensor, Tensor) {
     (nll, logits.argmax(-1, false))
 }
 
+/// The distance of the training-time short-range text-repeat probe (`copy_near_*`).
+pub const NEAR: usize = 16;
+
 /// The probes of one run (tensors on the run's device).
 pub struct TextProbes {
     copy: CopyProbe,
     /// The copy probe on natural text: the first half of each validation window, repeated.
     copy_text: CopyProbe,
+    /// A text chunk repeated [`NEAR`] tokens later at the end of each validation window (when
+    /// L ≥ 2·NEAR): short-range copying, which a small model learns first.
+    copy_near: Option<CopyProbe>,
     val_x: Tensor,
     val_y: Tensor,
     /// Label of every validation target, row-major `[n, L]`.
@@ -222,18 +232,23 @@ impl TextProbes {
         let copy = CopyProbe::random(&pool, n, l, vocab, &mut rng, device);
         // validation windows: inputs s_0 … s_{L−1}, targets s_1 … s_L
         let mut labels = Vec::with_capacity(n_val * l);
+        let mut windows: Vec<Vec<u32>> = Vec::with_capacity(n_val);
         for i in 0..n_val {
             let (inp, tgt) = seg.example(i);
             let window: Vec<u32> = inp.iter().chain(tgt.last()).map(|&v| v as u32).collect();
             labels.extend(label_window(&window).into_iter().map(|tl| tl.label));
+            windows.push(window);
         }
+        let ctx: Vec<&[u32]> = windows.iter().map(|w| w.as_slice()).collect();
+        let chunks: Vec<&[u32]> = ctx.iter().rev().copied().collect();
+        let copy_near = (2 * NEAR <= l).then(|| CopyProbe::text_at_distance(&ctx, &chunks, NEAR, device));
         let (vx, vy) = seg.first(n_val).to_tensors(device);
         // its own stream, so that the random probe's tokens stay those of the first form
         let mut text_rng = ChaCha8Rng::seed_from_u64(mix_seed(seed, 31_000_001));
         let halves: Vec<Vec<i64>> =
             (0..n_val).map(|i| seg.example(i).0[..l / 2].iter().map(|&t| t as i64).collect()).collect();
         let copy_text = CopyProbe::from_halves(&halves, l, vocab, &mut text_rng, device);
-        Some(TextProbes { copy, copy_text, val_x: vx, val_y: vy, labels })
+        Some(TextProbes { copy, copy_text, copy_near, val_x: vx, val_y: vy, labels })
     }
 
     /// The probes' metrics for `model` (evaluation mode, no gradients, in `precision`).
@@ -254,6 +269,12 @@ impl TextProbes {
         out.insert("copy_text_accuracy".into(), c.accuracy);
         out.insert("copy_text_loss".into(), c.loss);
         out.insert("copy_text_first_half_loss".into(), c.first_half_loss);
+        if let Some(p) = &self.copy_near {
+            let c = p.evaluate_with(&logits);
+            out.insert("copy_near_accuracy".into(), c.accuracy);
+            out.insert("copy_near_loss".into(), c.loss);
+            out.insert("copy_near_first_loss".into(), c.first_half_loss);
+        }
 
         let (vnll, _) = nll_and_argmax(&logits(&self.val_x), &self.val_y);
         let vnll = Vec::<f32>::try_from(&vnll.view([-1]).to_device(Device::Cpu)).expect("f32 losses");
@@ -304,6 +325,7 @@ mod tests {
         assert!(r["copy_accuracy"] < 0.05, "{r:?}");
         assert!((r["copy_loss"] - r["copy_first_half_loss"]).abs() < 0.5, "no benefit from the repeat: {r:?}");
         assert!((r["copy_text_loss"] - r["copy_text_first_half_loss"]).abs() < 0.5, "nor from text's: {r:?}");
+        assert!((r["copy_near_loss"] - r["copy_near_first_loss"]).abs() < 0.5, "nor at short range: {r:?}");
         for k in ["ar_hit_loss", "first_occurrence_loss", "other_loss", "ar_hit_fraction"] {
             assert!(r.contains_key(k), "{k} missing: {r:?}");
         }
@@ -339,6 +361,7 @@ mod tests {
         // on text (tokens repeat within a half) a less sure copier: the repeat is far easier
         let r5 = p.evaluate_with(|x| induction_logits(x, 300, 5.0));
         assert!(r5["copy_text_loss"] < r5["copy_text_first_half_loss"] - 2.0, "{r5:?}");
+        assert!(r5["copy_near_loss"] < r5["copy_near_first_loss"] - 1.0, "{r5:?}");
         assert!(r["copy_accuracy"] > 0.99, "{r:?}");
         assert!(r["copy_loss"] < 1e-3, "{r:?}");
         assert!((r["copy_first_half_loss"] - (300f64).ln()).abs() < 0.05, "{r:?}");
