@@ -806,6 +806,11 @@ pub fn format_table(models: &[(String, ArHitReport)], reference: Option<&str>) -
         );
         if let Some(rr) = refrep {
             match gap_share(rr, r)? {
+                // a share of a gap is defined only when there is one: a model ahead of the
+                // reference (or level with it) shows its gap and no share
+                Some(g) if !std::ptr::eq(rr, r) && g.mean_gap_nats <= 0.0 => {
+                    s += &format!("  {:>14.4}  {:>15}", g.mean_gap_nats, "– (ahead)")
+                }
                 Some(g) if !std::ptr::eq(rr, r) => {
                     s += &format!("  {:>14.4}  {:>14.1}%", g.mean_gap_nats, 100.0 * g.ar_hit)
                 }
@@ -1073,6 +1078,12 @@ mod tests {
         )
         .unwrap();
         assert!(t.contains(&format!("{:.1}%", 100.0 * g.ar_hit)), "{t}");
+        // the other way round the model is ahead: its gap is negative and it has no share
+        let t =
+            format_table(&[("hyena".into(), model.clone()), ("attention".into(), reference.clone())], Some("hyena"))
+                .unwrap();
+        let row = t.lines().find(|l| l.starts_with("attention")).unwrap();
+        assert!(row.trim_end().ends_with("– (ahead)") && row.matches('%').count() == 1 && row.contains(" -0."), "{t}");
     }
 
     #[test]
