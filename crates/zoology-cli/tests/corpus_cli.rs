@@ -152,6 +152,7 @@ mixer = { name = "base_conv" }
         "arhits_frequency.svg",
         "arhits_ar_vs_other.png",
         "arhits_gap_distance.png",
+        "arhits_gap_trajectory.png",
     ] {
         assert!(out.join(f).exists(), "{f} missing");
     }
@@ -172,6 +173,13 @@ mixer = { name = "base_conv" }
         assert!(ppl > 1.0 && ppl < 300.0, "perplexity {ppl} of a model over 300 tokens after some training");
     }
     assert_eq!(j["reference"].as_str(), Some("attention"));
+    // the gap over training: base_conv's ratios to attention at every evaluation both made
+    assert!(so.contains("perplexity ratio to attention over training"), "{so}");
+    let t = j["trajectories"].as_array().unwrap_or_else(|| panic!("no trajectories: {j}"));
+    assert_eq!(t.len(), 1, "{j}");
+    assert_eq!(t[0]["model"].as_str(), Some("base_conv"));
+    let pts = t[0]["points"].as_array().unwrap();
+    assert!(!pts.is_empty() && pts.iter().all(|p| p["ar_hit_ratio"].as_f64().unwrap() > 0.0), "{}", t[0]);
     // the copy probes: one score per source and model, each half on its own targets
     assert!(so.contains("copy probes") && so.contains("repeated text"), "{so}");
     // the text repeat by distance: p = 4, 8, 16 at L = 32, a "repeat | first" cell per model

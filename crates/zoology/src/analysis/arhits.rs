@@ -13,6 +13,7 @@
 //! and the share of a perplexity gap that AR hits explain ([`gap_share`]) is defined; the
 //! reference is the run whose mixer is `attention` unless one is named.
 
+use crate::analysis::arhits_trajectory::{eval_points, trajectory, trajectory_table, GapTrajectory, FIT_FROM, TARGET};
 use crate::config::RunConfig;
 use crate::error::{config_err, Error, Result};
 use crate::generate::{load_run, read_config};
@@ -102,6 +103,11 @@ pub struct ArHitsOutput {
     pub buckets: String,
     pub reference: Option<String>,
     pub models: Vec<ModelArHits>,
+    /// Each model's perplexity ratio to the reference over training, from the runs'
+    /// metrics.jsonl, with the AR-hit trend ([`crate::analysis::arhits_trajectory`]; absent in
+    /// outputs written before it was added).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trajectories: Vec<GapTrajectory>,
 }
 
 impl ArHitsOutput {
@@ -123,7 +129,8 @@ impl ArHitsOutput {
         ) + &self.distance_table()
             + &self.recall_table()
             + &self.copy_table()
-            + &self.copy_distance_table())
+            + &self.copy_distance_table()
+            + &self.reference.as_ref().map_or(String::new(), |r| trajectory_table(r, &self.trajectories)))
     }
 
     /// The text-repeat probe by distance: loss on the repeat and on the first copy (nats).
@@ -418,6 +425,22 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
             m.gap = gap_share(&rr, &m.report)?;
         }
     }
+    let trajectories = match &reference {
+        Some(r) => {
+            let evals = |i: usize| {
+                let (dir, cfg, t) = &cfgs[i];
+                eval_points(dir, (cfg.data.batch_size * t.seq_len) as u64)
+            };
+            let ri = models.iter().position(|m| &m.name == r).expect("found above");
+            let re = evals(ri)?;
+            let mut out = vec![];
+            for (i, m) in models.iter().enumerate().filter(|(i, _)| *i != ri) {
+                out.push(trajectory(&m.name, &re, &evals(i)?, FIT_FROM, TARGET));
+            }
+            out
+        }
+        None => vec![],
+    };
     Ok(ArHitsOutput {
         corpus: t0.corpus.clone(),
         tokenizer: t0.tokenizer.clone(),
@@ -427,6 +450,7 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
         buckets: buckets.scheme.clone(),
         reference,
         models,
+        trajectories,
     })
 }
 
@@ -614,6 +638,12 @@ pub fn write_outputs(o: &ArHitsOutput, out: &Path) -> Result<Vec<PathBuf>> {
             ["arhits_gap_frequency.png", "arhits_gap_distance.png", "arhits_gap_recalls.png", "arhits_gap_bars.png"]
                 .map(|f| out.join(f)),
         );
+    }
+    if let Some(r) = o.reference.as_ref().filter(|_| o.trajectories.iter().any(|t| !t.points.is_empty())) {
+        use crate::analysis::arhits_trajectory as t;
+        let p = t::GapTrajectoryPlot { reference: r.clone(), trajectories: o.trajectories.clone() };
+        t::plot_gap_trajectory(&p, &out.join("arhits_gap_trajectory"))?;
+        files.push(out.join("arhits_gap_trajectory.png"));
     }
     let curves = training_curves(o)?;
     if curves.iter().any(|(_, c)| c.iter().any(|p| p.copy.is_some())) {

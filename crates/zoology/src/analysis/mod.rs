@@ -8,6 +8,7 @@
 pub mod arhits;
 pub mod arhits_gap_plot;
 pub mod arhits_plot;
+pub mod arhits_trajectory;
 pub mod cost_plot;
 pub mod decode_plot;
 pub mod mad_plot;
