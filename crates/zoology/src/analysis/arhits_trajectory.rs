@@ -165,6 +165,17 @@ fn sci(t: f64) -> String {
     format!("{m:.1}·10{sup}")
 }
 
+/// A multiple of the budget: "17×", "1.3·10⁴×".
+fn times(k: f64) -> String {
+    if !k.is_finite() {
+        "–".into()
+    } else if k < 1000.0 {
+        format!("{k:.0}×")
+    } else {
+        format!("{}×", sci(k))
+    }
+}
+
 /// The terminal table: per model, the ratios at its first and last shared evaluation, the
 /// trend's slope and where it reaches its target.
 pub fn trajectory_table(reference: &str, ts: &[GapTrajectory]) -> String {
@@ -174,14 +185,14 @@ pub fn trajectory_table(reference: &str, ts: &[GapTrajectory]) -> String {
     let w = ts.iter().map(|t| t.model.chars().count()).max().unwrap_or(5).max(12);
     let target = ts.iter().find_map(|t| t.fit.map(|f| f.target)).unwrap_or(TARGET);
     let mut s = format!(
-        "\nperplexity ratio to {reference} over training (the training probe's windows), AR hits | other tokens; trend: least squares of the AR-hit ratio on log10(tokens) from {:.0} % of the run on (an extrapolation)\n{:<w$}{:>8}{:>24}{:>24}{:>18}{:>18}\n",
+        "\nperplexity ratio to {reference} over training (the training probe's windows), AR hits | other tokens; trend: least squares of the AR-hit ratio on log10(tokens) from {:.0} % of the run on (an extrapolation)\n{:<w$}{:>8}{:>24}{:>24}{:>16}{:>28}\n",
         FIT_FROM * 100.0,
         "model",
         "evals",
         "first",
         "last",
         "trend per 10×",
-        format!("AR {target}× at"),
+        format!("AR {target}× at (× budget)"),
     );
     for t in ts {
         let cell = |p: Option<&TrajectoryPoint>| {
@@ -190,12 +201,15 @@ pub fn trajectory_table(reference: &str, ts: &[GapTrajectory]) -> String {
         let (slope, reach) = match t.fit {
             Some(f) => (
                 format!("{:+.3}", f.slope_per_decade),
-                f.tokens_to_target.map_or("never (falls)".to_string(), |x| format!("{} tokens", sci(x))),
+                f.tokens_to_target.map_or("never (falls)".to_string(), |x| {
+                    let end = t.points.last().map_or(f64::NAN, |p| p.tokens);
+                    format!("{} ({})", sci(x), times(x / end))
+                }),
             ),
             None => ("–".into(), "– (< 3 evals)".into()),
         };
         s += &format!(
-            "{:<w$}{:>8}{:>24}{:>24}{:>18}{:>18}\n",
+            "{:<w$}{:>8}{:>24}{:>24}{:>16}{:>28}\n",
             t.model,
             t.points.len(),
             cell(t.points.first()),
@@ -357,7 +371,7 @@ mod tests {
         let x = f.tokens_to_target.unwrap();
         assert!((x.log10() - 10.0).abs() < 1e-9, "{x}");
         let table = trajectory_table("attention", &[t.clone()]);
-        assert!(table.contains("gconv") && table.contains("1.0·10¹⁰ tokens") && table.contains("+0.250"), "{table}");
+        assert!(table.contains("gconv") && table.contains("1.0·10¹⁰ (100×)") && table.contains("+0.250"), "{table}");
         // the dashed trend ends at the crossing (here exactly 100× the budget, where it is clipped)
         let line = GapTrajectoryPlot::trend_line(&t).unwrap();
         assert!((line.last().unwrap().0 - 1e10).abs() / 1e10 < 1e-9);
