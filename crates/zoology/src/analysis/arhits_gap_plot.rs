@@ -324,7 +324,8 @@ impl<DB: DrawingBackend> Draw<DB> for GapBarsPlot {
                 chart.draw_series(std::iter::once(Rectangle::new([(x - 0.3, a), (x + 0.3, b)], style))).map_err(&e)?;
             }
             let total = ar + other;
-            let share = if total != 0.0 { format!(" ({:.0}% AR)", 100.0 * ar / total) } else { String::new() };
+            // a model ahead of the reference has no gap to share out (as in the arhits table)
+            let share = if total > 0.0 { format!(" ({:.0}% AR)", 100.0 * ar / total) } else { " (ahead)".to_string() };
             chart
                 .draw_series(std::iter::once(Text::new(
                     format!("{total:.3}{share}"),
@@ -523,6 +524,10 @@ mod tests {
         let svg =
             plot_gap_bars(&GapBarsPlot { reference: r.clone(), models: vec![m.clone()] }, &dir.join("bars")).unwrap();
         assert!(svg.contains("gconv") && svg.contains("% AR)"), "bars");
+        // a model ahead of the reference: its (negative) gap, no share of it
+        let (r2, ahead) = reports(-0.2, -0.1);
+        let svg = plot_gap_bars(&GapBarsPlot { reference: r2, models: vec![ahead] }, &dir.join("bars-ahead")).unwrap();
+        assert!(svg.contains("(ahead)") && !svg.contains("% AR)"), "bars of a model ahead");
         let svg = plot_gap_by_frequency(
             &GapByFrequencyPlot { reference: r.clone(), models: vec![m.clone()] },
             &dir.join("freq"),
