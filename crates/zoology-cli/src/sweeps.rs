@@ -57,6 +57,16 @@ pub enum Backend {
     Slurm,
 }
 
+/// The order in which `sweep run` takes a sweep's runs.
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum RunOrder {
+    /// Index order (`sweep plan`): preset by preset.
+    Index,
+    /// Every preset at one setting of the other axes (a ladder's axis aside) before the next
+    /// setting: a partial grid is a complete table at its first settings.
+    Breadth,
+}
+
 #[derive(Args)]
 pub struct RunArgs {
     sweep: PathBuf,
@@ -75,6 +85,9 @@ pub struct RunArgs {
     /// Device for every run ("cpu", "cuda", "cuda:N"); not part of the run ids.
     #[arg(long)]
     device: Option<String>,
+    /// Order of the runs (local backend); a ladder's rungs train lowest first either way.
+    #[arg(long, value_enum, default_value_t = RunOrder::Index)]
+    order: RunOrder,
     #[arg(long, value_enum, default_value_t = Backend::Local)]
     backend: Backend,
     /// Slurm partition (overrides [slurm] partition).
@@ -302,6 +315,7 @@ fn run_local_backend(a: &RunArgs, s: &sweep::grid::Sweep, out: PathBuf, exe: Pat
             quiet: a.quiet,
             exe,
             device: a.device.clone(),
+            breadth_first: a.order == RunOrder::Breadth,
         },
     )
     .map_err(e)?;
@@ -343,6 +357,9 @@ fn run_local_backend(a: &RunArgs, s: &sweep::grid::Sweep, out: PathBuf, exe: Pat
 /// `sweep run --backend slurm`: submit an array job (or say why nothing is submitted), and with
 /// `--wait` wait for it and index the results.
 fn run_slurm_backend(a: RunArgs, s: &sweep::grid::Sweep, out: PathBuf, exe: PathBuf) -> Result<()> {
+    if a.order != RunOrder::Index {
+        bail!("--order breadth is for --backend local (a Slurm array starts its tasks in index order)");
+    }
     let wait_timeout = slurm::parse_duration(&a.wait_timeout)
         .ok_or_else(|| anyhow!("--wait-timeout: expected seconds or [D-]HH:MM:SS, got {:?}", a.wait_timeout))?;
     let mut o = s.slurm.clone();
@@ -614,6 +631,7 @@ pub fn cmd_quickstart(out: Option<PathBuf>, workers: usize) -> Result<()> {
             quiet: false,
             exe: std::env::current_exe()?,
             device: None,
+            breadth_first: false,
         },
     )
     .map_err(e)?;

@@ -146,6 +146,8 @@ fn numeric_flags_are_bounded_where_they_enter() {
         (vec!["bench", "data", "mqar", "--reps", "0"], "--reps"),
         (vec!["results", "show", o_arg, "--cost", "--threshold", "inf"], "--threshold"),
         (vec!["sweep", "run-one", s, "--index", "99999999999"], "--index"),
+        (vec!["sweep", "run", s, "--out", o_arg, "--order", "depth"], "--order"),
+        (vec!["sweep", "run", s, "--out", o_arg, "--backend", "slurm", "--order", "breadth"], "--order"),
     ];
     for (args, flag) in cases {
         let o = run(zoology(&args));

@@ -132,6 +132,46 @@ impl Sweep {
         below.into_iter().map(|x| x.1).collect()
     }
 
+    /// `queue` (run indices) reordered **breadth-first**: every preset at the first setting of
+    /// the sweep's other axes (the ladder's axis aside), then every preset at the next setting,
+    /// and so on; index order within. A partial grid is then a complete table at its first
+    /// settings (the short lengths of a width ladder) instead of a complete first mixer. Rungs
+    /// still train lowest first: the local runner starts a rung only when the ones below it are
+    /// done.
+    pub fn breadth_first(&self, queue: &[usize]) -> Vec<usize> {
+        let axis = self.ladder.as_ref().map(|l| l.axis.as_str());
+        let setting = |r: &RunSpec| {
+            r.point
+                .iter()
+                .filter(|(k, _)| k != "mixer" && Some(k.as_str()) != axis)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("\u{1f}")
+        };
+        let (mut settings, mut presets): (Vec<String>, Vec<&str>) = (vec![], vec![]);
+        for r in &self.runs {
+            let s = setting(r);
+            if !settings.contains(&s) {
+                settings.push(s);
+            }
+            if !presets.contains(&r.preset.as_str()) {
+                presets.push(&r.preset);
+            }
+        }
+        let key = |i: usize| {
+            let r = &self.runs[i];
+            let s = setting(r);
+            (
+                settings.iter().position(|x| *x == s).unwrap_or(usize::MAX),
+                presets.iter().position(|p| *p == r.preset).unwrap_or(usize::MAX),
+                i,
+            )
+        };
+        let mut q = queue.to_vec();
+        q.sort_by_key(|&i| key(i));
+        q
+    }
+
     /// Every ladder's runs, lowest rung first; ladders in order of their first run's index
     /// (empty without a ladder).
     pub fn ladders(&self) -> Vec<Vec<usize>> {
@@ -272,6 +312,35 @@ epochs = 1
         assert!(plain.rungs_below(find(64, 1e-3)).is_empty());
         let ids = |s: &Sweep| s.runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&s), ids(&plain));
+    }
+
+    #[test]
+    fn breadth_first_runs_every_preset_at_a_setting_before_the_next_setting() {
+        let presets = "[sweep.mixers.a]\nmixer = { name = \"base_conv\" }\n[sweep.mixers.b]\nmixer = { name = \"attention\", num_heads = 1 }\n";
+        let s = sweep(&format!("{presets}[sweep.ladder]\naxis = \"model.d_model\"\nthreshold = 0.9")).unwrap();
+        assert_eq!(s.runs.len(), 12);
+        let all: Vec<usize> = (0..12).collect();
+        let order = s.breadth_first(&all);
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(sorted, all, "a permutation of the queue");
+        let lr = |i: usize| s.runs[i].config.train.lr;
+        let preset = |i: usize| s.runs[i].preset.clone();
+        // with the ladder on d: the setting is the learning rate; each preset's three widths at
+        // the first lr, then both presets at the second
+        let first_lr = lr(order[0]);
+        assert!(order[..6].iter().all(|&i| lr(i) == first_lr), "{order:?}");
+        assert!(order[..3].iter().all(|&i| preset(i) == "a") && order[3..6].iter().all(|&i| preset(i) == "b"));
+        assert!(order[6..].iter().all(|&i| lr(i) != first_lr));
+        // index order (preset-major) is not that
+        assert!(all[..6].iter().any(|&i| lr(i) != first_lr));
+        // without a ladder every (d, lr) is a setting: a, b, a, b, …
+        let plain = sweep(presets).unwrap();
+        let order = plain.breadth_first(&all);
+        let names: Vec<String> = order.iter().map(|&i| plain.runs[i].preset.clone()).collect();
+        assert_eq!(&names[..4], ["a", "b", "a", "b"]);
+        // a partial queue keeps only its own runs
+        assert_eq!(plain.breadth_first(&[11, 0]), vec![0, 11]);
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct LocalOptions {
     pub device: Option<String>,
     /// The binary to run (`std::env::current_exe()` in the CLI).
     pub exe: PathBuf,
+    /// Run the queue breadth-first ([`Sweep::breadth_first`]) instead of in index order.
+    pub breadth_first: bool,
 }
 
 #[derive(Debug, Default)]
@@ -132,6 +134,9 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
     let threads = opts.threads.unwrap_or((cores / workers).max(1));
     let mut report = LocalReport { adopted: super::adopt_renamed(sweep, &opts.out)?, ..Default::default() };
     let mut queue = queue_runs(sweep, opts, &mut report)?;
+    if opts.breadth_first {
+        queue = sweep.breadth_first(&queue);
+    }
     let total = queue.len();
     // bars on a terminal; otherwise one plain line per finished run (crate::console)
     let progress = Progress::detect(opts.quiet);
