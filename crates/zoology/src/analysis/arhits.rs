@@ -429,7 +429,7 @@ pub fn evaluate_runs(dirs: &[PathBuf], opts: &ArHitsOptions) -> Result<ArHitsOut
         Some(r) => {
             let evals = |i: usize| {
                 let (dir, cfg, t) = &cfgs[i];
-                eval_points(dir, (cfg.data.batch_size * t.seq_len) as u64)
+                Ok::<_, Error>(eval_points(&run_curve(dir)?, (cfg.data.batch_size * t.seq_len) as u64))
             };
             let ri = models.iter().position(|m| &m.name == r).expect("found above");
             let re = evals(ri)?;
@@ -654,29 +654,29 @@ pub fn write_outputs(o: &ArHitsOutput, out: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Each evaluated run's evaluations over training from its metrics.jsonl: the copy accuracies
-/// (random tokens; text, where recorded), AR-hit and other-token loss.
+/// Each evaluated run's evaluations over training ([`run_curve`]).
 pub fn training_curves(o: &ArHitsOutput) -> Result<Vec<crate::analysis::arhits_gap_plot::Curve>> {
+    o.models.iter().map(|m| Ok((m.name.clone(), run_curve(Path::new(&m.run_dir))?))).collect()
+}
+
+/// One run's evaluations from its metrics.jsonl: the copy accuracies (random tokens; text,
+/// where recorded), AR-hit and other-token loss.
+pub fn run_curve(run_dir: &Path) -> Result<Vec<crate::analysis::arhits_gap_plot::CurvePoint>> {
     use crate::train::metrics::{read_lines, MetricLine};
-    let mut out = vec![];
-    for m in &o.models {
-        let lines = read_lines(&Path::new(&m.run_dir).join(crate::rundir::METRICS))?;
-        let pts = lines
-            .iter()
-            .filter_map(|l| match l {
-                MetricLine::Eval { step, result, .. } => Some(crate::analysis::arhits_gap_plot::CurvePoint {
-                    step: *step as f64,
-                    copy: result.metrics.get("copy_accuracy").copied(),
-                    copy_text: result.metrics.get("copy_text_accuracy").copied(),
-                    ar_hit_loss: result.metrics.get("ar_hit_loss").copied(),
-                    other_loss: result.metrics.get("other_loss").copied(),
-                }),
-                _ => None,
-            })
-            .collect();
-        out.push((m.name.clone(), pts));
-    }
-    Ok(out)
+    let lines = read_lines(&run_dir.join(crate::rundir::METRICS))?;
+    Ok(lines
+        .iter()
+        .filter_map(|l| match l {
+            MetricLine::Eval { step, result, .. } => Some(crate::analysis::arhits_gap_plot::CurvePoint {
+                step: *step as f64,
+                copy: result.metrics.get("copy_accuracy").copied(),
+                copy_text: result.metrics.get("copy_text_accuracy").copied(),
+                ar_hit_loss: result.metrics.get("ar_hit_loss").copied(),
+                other_loss: result.metrics.get("other_loss").copied(),
+            }),
+            _ => None,
+        })
+        .collect())
 }
 
 /// Reads `dir/arhits.json` if present (for `zoology report`).

@@ -13,6 +13,7 @@
 //! does not rise). A learning-rate schedule bends real curves, and a phase change (an induction
 //! head forming) would break the line at once: it is a trajectory, not a prediction.
 
+use super::arhits_gap_plot::CurvePoint;
 use super::plot::{
     draw_legend, house_mesh, log_label, mixer_color, mixer_lines, perr, render_both, Draw, Series, LEGEND_W,
 };
@@ -68,25 +69,20 @@ pub struct GapTrajectory {
     pub fit: Option<TrendFit>,
 }
 
-/// A run's evaluations with both slice losses, from its metrics.jsonl, at `tokens_per_step`
-/// tokens per optimizer step. A step logged twice (an evaluation redone after a resume) keeps
-/// its last line.
-pub fn eval_points(run_dir: &Path, tokens_per_step: u64) -> Result<Vec<EvalPoint>> {
-    use crate::train::metrics::{read_lines, MetricLine};
-    let mut by_step: BTreeMap<usize, EvalPoint> = BTreeMap::new();
-    for l in read_lines(&run_dir.join(crate::rundir::METRICS))? {
-        if let MetricLine::Eval { step, result, .. } = l {
-            if let (Some(&a), Some(&o)) = (result.metrics.get("ar_hit_loss"), result.metrics.get("other_loss")) {
-                if a.is_finite() && o.is_finite() {
-                    by_step.insert(
-                        step,
-                        EvalPoint { tokens: step as u64 * tokens_per_step, ar_hit_loss: a, other_loss: o },
-                    );
-                }
+/// A run's evaluations with both slice losses (its training curve, [`super::arhits::run_curve`])
+/// at `tokens_per_step` tokens per optimizer step. A step logged twice (an evaluation redone
+/// after a resume) keeps its last line.
+pub fn eval_points(curve: &[CurvePoint], tokens_per_step: u64) -> Vec<EvalPoint> {
+    let mut by_step: BTreeMap<u64, EvalPoint> = BTreeMap::new();
+    for p in curve {
+        if let (Some(a), Some(o)) = (p.ar_hit_loss, p.other_loss) {
+            if a.is_finite() && o.is_finite() {
+                let step = p.step as u64;
+                by_step.insert(step, EvalPoint { tokens: step * tokens_per_step, ar_hit_loss: a, other_loss: o });
             }
         }
     }
-    Ok(by_step.into_values().collect())
+    by_step.into_values().collect()
 }
 
 /// The ratios of `model` to `reference` at every token count both evaluated at (others are

@@ -168,7 +168,7 @@ impl Sweep {
             )
         };
         let mut q = queue.to_vec();
-        q.sort_by_key(|&i| key(i));
+        q.sort_by_cached_key(|&i| key(i));
         q
     }
 
