@@ -791,6 +791,33 @@ fn nystromformer_matches_the_tally() {
         );
         check(&cfg, d, l, stepwise(fwd, Tally::default(), step));
     }
+    // one token per segment (the default num_landmarks over short sequences): causal softmax
+    // attention, L × L scores and mix per head, no landmarks
+    for (d, l) in [(8i64, 8i64), (16, 11)] {
+        let h = d / heads;
+        let tok = tally(|c| {
+            c.mm(1, d, 3 * d);
+            c.mm(1, d, d);
+        });
+        let fwd = tally(|c| {
+            c.each(l, tok.0);
+            for _ in 0..heads {
+                c.mm(l, h, l);
+                c.mm(l, l, h);
+            }
+        });
+        let step = move |ctx: i64| {
+            tally(|c| {
+                c.each(1, tok.0);
+                for _ in 0..heads {
+                    c.mm(1, h, ctx);
+                    c.mm(1, ctx, h);
+                }
+            })
+        };
+        let cfg = format!(r#"{{ name = "nystromformer", num_landmarks = 64, num_heads = {heads} }}"#);
+        check(&cfg, d, l, stepwise(fwd, Tally::default(), step));
+    }
 }
 
 /// ScatterBrain (window 3, m = 6 hyperbolic features from 3 directions, two heads, chunk 4):

@@ -22,7 +22,9 @@
 //! leading `J × J` block is the leading block of `K2⁻¹`, so `H` is computed once and query `t`
 //! reads its first `J_t` rows; it is exact (no Moore–Penrose iteration). With `c = 1` (e.g.
 //! `num_landmarks ≥ max_seq_len`, Zoology's exact-attention case) `K1 = K2 = K3` is the causal
-//! softmax matrix and `y` is exactly causal softmax attention. Queries see nothing of their own
+//! softmax matrix and `y = K3 V` is exactly causal softmax attention; every form computes it so,
+//! without the solve (Zoology's `num_landmarks >= seq_len` branch: the substitution divides by
+//! `K2`'s diagonal softmax weights, which shrink as attention sharpens, and overflows). Queries see nothing of their own
 //! incomplete segment through the landmarks (the first `c − 1` positions see no landmark); the
 //! optional depthwise causal convolution of `V` (`conv_kernel_size` taps, one filter per head
 //! shared by its channels: Zoology's/Nyströmformer's skip connection, made causal) covers them.
@@ -39,7 +41,8 @@
 //!   `H_j = (G_j − Σ_{i<j} K2[j,i] H_i) / K2[j,j]` are added.
 //!
 //! State after L tokens: `1 + 2·d·L + d + 2·d·⌊L/c⌋ + (K−1)·d` (K = conv taps, the last term only
-//! with a conv): it grows with L. Zoology's `state_size()` is `2·d·num_landmarks`
+//! with a conv; with `c = 1` no landmarks or H rows are kept, so the `2·d·⌊L/c⌋` term is 0): it
+//! grows with L. Zoology's `state_size()` is `2·d·num_landmarks`
 //! (`state_size_zoology`), which leaves out the KV cache its `K3` needs.
 //!
 //! FLOPs ([`crate::flops`] convention), with `n = ⌊L/c⌋`: projections `8·d²` per token; conv
@@ -47,7 +50,8 @@
 //! scores and `K3 V` `4·d·n·L`; the solve `d·n·(n−1)`. Decode at context L (token `t = L − 1`):
 //! `8·d² + 2·d·K + 4·d·J` with `J = ⌊L/c⌋`, plus, when the token completes a segment,
 //! `2·d·J` (its K2 row) `+ 4·d·L` (its K3 row and mix) `+ 2·d·(J − 1)` (its H row). Prefill is the
-//! step form.
+//! step form. With `c = 1` the cost is causal attention's, as `attention` counts it: `4·L²·d` for
+//! the scores and mix, `4·d·L` per decoded token.
 //!
 //! Init: `wqkv` N(0, 0.02), `out_proj` N(0, 0.02/√(2·n_layers)), no biases (Zoology's
 //! `bias=False`); the conv taps U(−1/√K, 1/√K) (PyTorch's Conv2d default, which Zoology keeps).
@@ -137,6 +141,15 @@ impl Nystromformer {
         let (c, sc) = (self.c, self.scale());
         let n = l / c;
         let dev = q.device();
+        if c == 1 {
+            // one token per segment: K1 = K2, so K1·K2⁻¹ = I and y = K3 V, causal softmax
+            // attention (Zoology's `num_landmarks >= seq_len` branch). Solving with K2 instead is
+            // exact only on paper: its diagonal softmax weights shrink as attention sharpens, and
+            // the substitution overflows (a zoo run diverged this way; docs/DECISIONS.md).
+            let s = Tensor::arange(l, (Kind::Int64, dev));
+            let causal = s.unsqueeze(1).ge_tensor(&s.unsqueeze(0));
+            return masked_softmax(&(q.matmul(&k.transpose(-2, -1)) * sc), &causal).matmul(v);
+        }
         let mut y = v.zeros_like(); // [B,H,L,h]
         if n > 0 {
             let seg = |t: &Tensor| {
@@ -211,6 +224,24 @@ impl Mixer for Nystromformer {
             }
             acc / c as f64
         };
+        if c == 1 {
+            // K1·K2⁻¹ = I: y_t = Σ_{s ≤ t} softmax_s(q_t·k_s/√h) v_s
+            let outs: Vec<Tensor> = (0..l)
+                .map(|t| {
+                    let w = softmax((0..=t).map(|s| dot(&q.select(2, t), &k.select(2, s)) * sc).collect());
+                    let mut y = v.select(2, 0).zeros_like();
+                    for s in 0..=t {
+                        y = y + w.select(2, s).unsqueeze(-1) * v.select(2, s);
+                    }
+                    y
+                })
+                .collect();
+            let mut y = merge_heads(&Tensor::stack(&outs, 2));
+            if let Some(w) = self.conv_per_channel() {
+                y = y + short_conv_reference(&merge_heads(&v), &w, None);
+            }
+            return self.finish(&y, false);
+        }
         let ql: Vec<Tensor> = (0..n).map(|j| mean_of(&q, j)).collect();
         let kl: Vec<Tensor> = (0..n).map(|j| mean_of(&k, j)).collect();
         // H by forward substitution: H_i = (G_i − Σ_{j<i} K2[i,j] H_j) / K2[i,i]
@@ -277,6 +308,17 @@ impl Mixer for Nystromformer {
         st[2] = Tensor::cat(&[&st[2], &vm], 1);
         st[3] = &st[3] + &qm;
         let (hd, sc) = (self.heads, self.scale());
+        if self.c == 1 {
+            // K1·K2⁻¹ = I: the token's K3 row over the cache is its output (no landmarks, no H)
+            let w = (q.matmul(&split_heads(&st[1], hd).transpose(-2, -1)) * sc).softmax(-1, x_t.kind());
+            let mut y = merge_heads(&w.matmul(&split_heads(&st[2], hd))).squeeze_dim(1);
+            st[3] = st[3].zeros_like();
+            if let Some(w) = self.conv_per_channel() {
+                y = y + fir_step(&mut st[6], &vm.squeeze_dim(1), &w, None);
+            }
+            st[0] = &st[0] + 1i64;
+            return self.finish(&y, false);
+        }
         if (t + 1) % self.c == 0 {
             // segment j = t / c completes: its landmarks, K2 row, K3 row and H row
             let ql = split_heads(&(&st[3] / self.c as f64), hd); // [B,H,1,h]
@@ -311,7 +353,8 @@ impl Mixer for Nystromformer {
     fn state_size(&self, seq_len: i64) -> i64 {
         let d = self.d;
         let conv = if self.conv.is_some() { (self.taps() - 1) * d } else { 0 };
-        1 + 2 * d * seq_len + d + 2 * d * (seq_len / self.c) + conv
+        let landmarks = if self.c == 1 { 0 } else { 2 * d * (seq_len / self.c) };
+        1 + 2 * d * seq_len + d + landmarks + conv
     }
 
     /// Zoology's `NystromAttention.state_size`: `2 · d_model · num_landmarks`.
@@ -322,6 +365,10 @@ impl Mixer for Nystromformer {
     fn flops(&self, seq_len: i64) -> MixerFlops {
         let (d, l, c) = (self.d as f64, seq_len as f64, self.c);
         let tok = self.wqkv.flops() + self.out.flops() + crate::flops::fir(self.d, self.taps());
+        if c == 1 {
+            // causal softmax attention, priced as `attention` prices it (4·L²·d, 4·d·t per step)
+            return MixerFlops::stepwise(l * tok + 4.0 * l * l * d, 0.0, seq_len, |t| tok + 4.0 * d * t as f64);
+        }
         let n = (seq_len / c) as f64;
         let landmarks = if n > 0.0 {
             4.0 * d * n * (l - c as f64 + 1.0) + 2.0 * d * n * n + 4.0 * d * n * l + d * n * (n - 1.0)
@@ -345,7 +392,7 @@ impl MixerKind for Nystromformer {
     const NAME: &'static str = "nystromformer";
     const ABOUT: &'static str = "Nyströmformer, causal: segment-mean landmarks of complete past segments, triangular landmark kernel solved exactly, optional causal conv skip on V";
     const STATE_FORMULA: &'static str =
-        "1 + 2·d·L + d + 2·d·⌊L/c⌋ (+ (K−1)·d with the conv) (KV cache, landmarks, H rows)";
+        "1 + 2·d·L + d + 2·d·⌊L/c⌋ (0 for c = 1) (+ (K−1)·d with the conv) (KV cache, landmarks, H rows)";
     const CONSTANT_STATE: bool = false;
 
     fn validate(c: &NystromformerConfig, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
@@ -422,6 +469,38 @@ mod tests {
         let x = seeded(4, || Tensor::randn([2, 19, 8], (Kind::Float, Device::Cpu)));
         let e = rel_err(&tch::no_grad(|| m.forward(&x, false)), &tch::no_grad(|| a.forward(&x, false)));
         assert!(e < 1e-5, "rel err {e}");
+    }
+
+    /// Sharp attention with one token per segment (c = 1) stays finite in every form: the
+    /// substitution through `K2⁻¹` divides by diagonal softmax weights near 0 and overflowed
+    /// (the zoo's nystromformer run at L = 16, d = 32 diverged to NaN at step 336).
+    #[test]
+    fn sharp_one_token_segments_stay_finite() {
+        let (vs, m) = build(&NystromformerConfig::default(), 32);
+        tch::no_grad(|| {
+            for (_, w) in vs.variables() {
+                let _ = w.shallow_clone().g_mul_scalar_(40.0);
+            }
+        });
+        let x = seeded(5, || Tensor::randn([2, 24, 8], (Kind::Float, Device::Cpu)));
+        let y = tch::no_grad(|| m.forward(&x, false));
+        let r = tch::no_grad(|| m.reference(&x));
+        let mut st = m.init_state(2);
+        let s: Vec<Tensor> = (0..24).map(|t| tch::no_grad(|| m.step(&mut st, &x.select(1, t)))).collect();
+        let s = Tensor::stack(&s, 1);
+        for (name, t) in [("forward", &y), ("reference", &r), ("step", &s)] {
+            assert!(t.isfinite().all().int64_value(&[]) == 1, "{name} output not finite");
+        }
+        assert!(rel_err(&y, &r) < 1e-4, "forward vs reference {}", rel_err(&y, &r));
+        assert!(rel_err(&s, &r) < 1e-4, "step vs reference {}", rel_err(&s, &r));
+        // the weights are sharp enough that the old route through K2⁻¹ overflows
+        let (q, k, _) = m.qkv(&x);
+        let k2 = masked_softmax(
+            &(q.matmul(&k.transpose(-2, -1)) * m.scale()),
+            &Tensor::ones([24, 24], (Kind::Bool, Device::Cpu)).tril(0),
+        );
+        let tiny = k2.diagonal(0, -2, -1).min().double_value(&[]);
+        assert!(tiny < 1e-6, "test not sharp enough: smallest K2 diagonal {tiny}");
     }
 
     /// The segment length follows max_seq_len / num_landmarks (or segment_size); landmarks
