@@ -55,6 +55,10 @@ enum Cmd {
         /// Skip the per-run loss/accuracy curves.
         #[arg(long)]
         no_curves: bool,
+        /// Only these mixers (comma-separated names as the tables show them: a sweep's preset
+        /// names), e.g. one family per plot when a sweep has too many lines to read.
+        #[arg(long, value_delimiter = ',')]
+        mixers: Vec<String>,
     },
     /// One self-contained HTML report of the runs under DIR (DIR/report.html).
     Report {
@@ -263,7 +267,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Train(a) => cmd_train(a),
         Cmd::Sweep(c) => sweeps::cmd_sweep(c),
         Cmd::Results(c) => sweeps::cmd_results(c),
-        Cmd::Plot { dir, out, no_curves } => sweeps::cmd_plot(dir, out, no_curves),
+        Cmd::Plot { dir, out, no_curves, mixers } => sweeps::cmd_plot(dir, out, no_curves, &mixers),
         Cmd::Report { dir, out } => sweeps::cmd_report(dir, out).map(|_| ()),
         Cmd::Quickstart { out, workers } => sweeps::cmd_quickstart(out, workers),
         Cmd::Corpus(c) => corpus::cmd_corpus(c),

@@ -542,7 +542,12 @@ pub fn cmd_results(c: ResultsCmd) -> Result<()> {
 }
 
 /// Reads the runs under DIR and writes the plots into `out` (default DIR/plots).
-fn plots_of(dir: &Path, out: Option<PathBuf>, curves: bool) -> Result<(Vec<index::RunRecord>, plot::Plots, PathBuf)> {
+fn plots_of(
+    dir: &Path,
+    out: Option<PathBuf>,
+    curves: bool,
+    mixers: &[String],
+) -> Result<(Vec<index::RunRecord>, plot::Plots, PathBuf)> {
     let (recs, note) = index::index_dir(dir).map_err(e)?;
     if let Some(n) = note {
         eprintln!("note: {n}");
@@ -550,10 +555,30 @@ fn plots_of(dir: &Path, out: Option<PathBuf>, curves: bool) -> Result<(Vec<index
     if recs.is_empty() {
         bail!("no run directories (with config.toml) under {}", dir.display());
     }
+    let recs = only_mixers(recs, mixers, dir)?;
     let out = out.unwrap_or_else(|| dir.join("plots"));
     writable(&out)?;
     let plots = plot::plot_all(&recs, &out, curves).map_err(e)?;
     Ok((recs, plots, out))
+}
+
+/// The runs of the named mixers (preset names, as tables and legends show them); every name
+/// must have a run, else an error lists the names there are. No names: every run.
+fn only_mixers(recs: Vec<index::RunRecord>, mixers: &[String], dir: &Path) -> Result<Vec<index::RunRecord>> {
+    if mixers.is_empty() {
+        return Ok(recs);
+    }
+    let have: std::collections::BTreeSet<&str> = recs.iter().map(|r| r.preset.as_str()).collect();
+    let missing: Vec<&str> = mixers.iter().map(|m| m.trim()).filter(|m| !have.contains(m)).collect();
+    if !missing.is_empty() {
+        bail!(
+            "--mixers: no run of {} under {}; the mixers there are: {}",
+            missing.join(", "),
+            dir.display(),
+            have.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(recs.into_iter().filter(|r| mixers.iter().any(|m| m.trim() == r.preset)).collect())
 }
 
 /// Fails early, with the fix, when `dir` cannot be created or written (a read-only results dir).
@@ -570,8 +595,8 @@ fn writable(dir: &Path) -> Result<()> {
     })
 }
 
-pub fn cmd_plot(dir: PathBuf, out: Option<PathBuf>, no_curves: bool) -> Result<()> {
-    let (_, p, out) = plots_of(&dir, out, !no_curves)?;
+pub fn cmd_plot(dir: PathBuf, out: Option<PathBuf>, no_curves: bool, mixers: &[String]) -> Result<()> {
+    let (_, p, out) = plots_of(&dir, out, !no_curves, mixers)?;
     for (what, x) in [
         ("figure 2", &p.figure2),
         ("state size", &p.state),
@@ -592,7 +617,7 @@ pub fn cmd_plot(dir: PathBuf, out: Option<PathBuf>, no_curves: bool) -> Result<(
 
 pub fn cmd_report(dir: PathBuf, out: Option<PathBuf>) -> Result<PathBuf> {
     let plots_dir = out.as_ref().map(|o| o.join("plots"));
-    let (recs, mut p, _) = plots_of(&dir, plots_dir, true)?;
+    let (recs, mut p, _) = plots_of(&dir, plots_dir, true, &[])?;
     plot::attach_arhits(&mut p, &dir).map_err(e)?;
     let path = out.unwrap_or_else(|| dir.clone()).join("report.html");
     let title = recs

@@ -165,6 +165,27 @@ fn local_sweep_killed_midway_resumes_to_one_result_per_run() {
     assert!(out.join("plots/figure2.png").exists() && out.join("plots/figure2.svg").exists());
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("Best over learning rate") && html.contains("base_conv"));
+    // one mixer's plots, and an unknown name refused with the names there are
+    let only = dir.join("only-base-conv");
+    let o = Command::new(EXE)
+        .args(["plot", "--no-curves", "--mixers", "base_conv", "--out"])
+        .arg(&only)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // the legend's names are text lines of their own in the SVG
+    let names = |p: PathBuf| -> Vec<String> {
+        let svg = std::fs::read_to_string(p).unwrap();
+        svg.lines().map(|l| l.trim().to_string()).filter(|l| l == "base_conv" || l == "attention").collect()
+    };
+    assert_eq!(names(only.join("figure2.svg")), ["base_conv"]);
+    assert_eq!(names(out.join("plots/figure2.svg")), ["attention", "base_conv"]);
+    let o =
+        Command::new(EXE).args(["plot", "--mixers", "base_conv,mamba", "--out"]).arg(&only).arg(&out).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--mixers: no run of mamba"), "{err}");
+    assert!(err.contains("the mixers there are: attention, base_conv"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
