@@ -577,7 +577,7 @@ mixer = { name = "attention", num_heads = 1 }
             base(cpu_mamba),
             "zoology-figure2-cpu-mamba.toml's base settings differ from zoology-figure2-cpu.toml's"
         );
-        let files: [(&str, &str, usize); 6] = [
+        let files: [(&str, &str, usize); 7] = [
             ("zoology-figure2", include_str!("../../../../configs/zoology-figure2.toml"), 448),
             ("zoology-figure2-cpu", cpu, 48),
             ("zoology-figure2-cpu-mamba", cpu_mamba, 8),
@@ -588,6 +588,8 @@ mixer = { name = "attention", num_heads = 1 }
             ),
             ("mqar-width-trend-cpu", include_str!("../../../../configs/mqar-width-trend-cpu.toml"), 24),
             ("based-figure2", include_str!("../../../../configs/based-figure2.toml"), 108),
+            // 22 presets × 3 lengths × 4 widths
+            ("mqar-zoo-cpu", include_str!("../../../../configs/mqar-zoo-cpu.toml"), 264),
         ];
         for (name, text, n) in files {
             let missing: Vec<String> = mixer_names(text).into_iter().filter(|m| !known.contains(&m.as_str())).collect();
