@@ -463,3 +463,70 @@ fn ladder_trains_rungs_lowest_first_and_skips_above_a_solved_one() {
     assert_eq!(st.matches(": not solved up to d=24 (best ").count(), 2, "{st}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A rung whose lower rung another process trains waits for that run: here the "other process"
+/// is a `sleep` named by the lowest rung's running.json. The sweep trains the other ladder, then
+/// waits (the rung above must not start); when the other process dies without a result, the
+/// rung comes back into this sweep's queue, is trained, solves, and the rungs above it are
+/// skipped.
+#[test]
+fn ladder_waits_for_a_lower_rung_another_process_trains() {
+    let dir = tmpdir("sweep-ladder-elsewhere");
+    let out = dir.join("out");
+    let text = tiny_sweep("tiny-ladder-elsewhere", 1)
+        .replace("\"train.lr\" = [1e-3, 3e-3]", "\"train.lr\" = [1e-3, 3e-3]\n\"model.d_model\" = [24, 8, 16]")
+        .replace("[sweep.mixers.attention]\nmixer = { name = \"attention\", num_heads = 1 }\n", "")
+        + "[sweep.ladder]\naxis = \"model.d_model\"\nthreshold = 0.0\n";
+    let sweep = dir.join("ladder.toml");
+    std::fs::write(&sweep, text).unwrap();
+    // the lowest rung (d = 8) of the first ladder (lr = 1e-3)
+    let o = Command::new(EXE).args(["sweep", "plan"]).arg(&sweep).output().unwrap();
+    let plan = String::from_utf8_lossy(&o.stdout).to_string();
+    let id = plan
+        .lines()
+        .find(|l| l.contains("d=8") && l.contains("lr=1e-3"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no d=8 lr=1e-3 run in the plan:\n{plan}"))
+        .to_string();
+    let low = out.join("runs").join(format!("base_conv-{id}"));
+    std::fs::create_dir_all(&low).unwrap();
+    let mut other = Command::new("sleep").arg("300").spawn().unwrap();
+    let marker = format!(
+        r#"{{"pid": {}, "host": "{}", "started": {}, "heartbeat": {}}}"#,
+        other.id(),
+        zoology::rundir::hostname(),
+        now(),
+        now()
+    );
+    std::fs::write(low.join("running.json"), marker).unwrap();
+    let log = dir.join("sweep.log");
+    let mut run = Command::new(EXE)
+        .args(["sweep", "run", "--workers", "1", "--threads", "1", "--out"])
+        .arg(&out)
+        .arg(&sweep)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let t0 = Instant::now();
+    while !read().contains("wait for lower ladder rungs another process trains") {
+        assert!(run.try_wait().unwrap().is_none(), "the sweep ended without waiting:\n{}", read());
+        assert!(t0.elapsed() < Duration::from_secs(120), "no wait note after 120 s:\n{}", read());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // waiting: the other ladder is finished, nothing above the busy rung has started
+    let dirs = run_dirs(&out);
+    assert_eq!(dirs.len(), 2, "the busy rung and the other ladder's d = 8 only: {dirs:?}");
+    // the other process dies without a result: the rung is trained here
+    other.kill().unwrap();
+    other.wait().unwrap();
+    let status = run.wait().unwrap();
+    let text = read();
+    assert!(status.success(), "{text}");
+    assert!(text.contains("its other process stopped; training it here"), "{text}");
+    let dirs = run_dirs(&out);
+    assert_eq!(dirs.len(), 2, "the wider rungs of both ladders are skipped: {dirs:?}");
+    assert!(low.join("summary.json").exists(), "the busy rung was not trained here:\n{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -5,7 +5,9 @@
 //! leaves no run training as an orphan; the runs stay resumable. Re-running skips finished
 //! runs, resumes interrupted ones and leaves runs another process trains alone. With a
 //! `[sweep.ladder]`, each ladder's rungs start lowest first, one after another, and a rung is
-//! skipped once a lower one solved ([`super::ladder`]).
+//! skipped once a lower one solved ([`super::ladder`]); a rung whose lower rung another process
+//! trains waits for that result too (two `sweep run` processes on one directory, or hosts
+//! sharing it, climb a ladder one rung at a time between them).
 
 use super::{reset_failed, run_dir, RunState, Sweep};
 use crate::console::Progress;
@@ -144,9 +146,18 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
     let mut active: Vec<Active> = vec![];
     let mut durations: Vec<f64> = vec![];
     let mut failed_now = 0usize;
+    // runs another process trains: a rung above one of them waits for its result
+    let mut waiting: Vec<usize> = report.elsewhere.clone();
+    let mut waited_note = false;
     loop {
+        for i in refresh_elsewhere(sweep, &opts.out, &mut waiting, &mut queue) {
+            overall.inc_length(1);
+            let note = format!("[{i}] {}: its other process stopped; training it here", sweep.runs[i].label());
+            mp.println(format!("  {note}")).ok();
+            progress.line(&note);
+        }
         while active.len() < workers {
-            let Some(i) = next_ready(sweep, &mut queue, &active) else { break };
+            let Some(i) = next_ready(sweep, &mut queue, &active, &waiting) else { break };
             if let Some(why) = sweep.ladder_skip(i, &opts.out) {
                 mp.println(format!("  [{i}] {}: {why}", sweep.runs[i].label())).ok();
                 progress.line(&format!("[{i}] {}: {why}", sweep.runs[i].label()));
@@ -163,7 +174,22 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
             report.ran += 1;
         }
         if active.is_empty() {
-            break;
+            if queue.is_empty() || waiting.is_empty() {
+                break;
+            }
+            // every queued run waits for a lower rung that another process trains
+            if !waited_note {
+                let note = format!(
+                    "{} queued runs wait for lower ladder rungs another process trains ({:?})",
+                    queue.len(),
+                    waiting
+                );
+                mp.println(format!("  {note}")).ok();
+                progress.line(&note);
+                waited_note = true;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            continue;
         }
         std::thread::sleep(Duration::from_millis(300));
         let mut k = 0;
@@ -179,7 +205,9 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
                 continue;
             };
             let a = active.remove(k);
+            let claimed_before = report.elsewhere.len();
             let line = reap(sweep, opts, &a, status, &mut report, &mut failed_now)?;
+            waiting.extend(report.elsewhere[claimed_before..].iter().copied());
             durations.push(a.started.elapsed().as_secs_f64());
             overall.inc(1);
             let finished = overall.position() as usize;
@@ -255,13 +283,37 @@ fn start_display(
 }
 
 /// The next run to start: the first queued run (in index order) none of whose lower ladder
-/// rungs is still queued or running here, removed from the queue; `None` when the queue is
+/// rungs is still queued, running here or trained by another process (`waiting`), removed from
+/// the queue; `None` when the queue is
 /// empty or every queued run waits for a lower rung. (Without a ladder: the first queued run.)
-fn next_ready(sweep: &Sweep, queue: &mut Vec<usize>, active: &[Active]) -> Option<usize> {
+fn next_ready(sweep: &Sweep, queue: &mut Vec<usize>, active: &[Active], waiting: &[usize]) -> Option<usize> {
     let pos = queue.iter().position(|&i| {
-        sweep.rungs_below(i).iter().all(|j| !queue.contains(j) && !active.iter().any(|a| a.index == *j))
+        sweep
+            .rungs_below(i)
+            .iter()
+            .all(|j| !queue.contains(j) && !active.iter().any(|a| a.index == *j) && !waiting.contains(j))
     })?;
     Some(queue.remove(pos))
+}
+
+/// Updates the runs another process trains (`waiting`): one that finished there (done or
+/// failed) leaves the list, and the rungs above it follow the ladder rule when they start; one
+/// whose process stopped without finishing it (interrupted, or pending again) leaves the list
+/// and goes to the front of this queue. Returns the runs moved to the queue.
+fn refresh_elsewhere(sweep: &Sweep, out: &Path, waiting: &mut Vec<usize>, queue: &mut Vec<usize>) -> Vec<usize> {
+    let mut requeued = vec![];
+    waiting.retain(|&j| match rundir::run_state(&run_dir(out, &sweep.runs[j])) {
+        RunState::Running => true,
+        RunState::Pending | RunState::Interrupted => {
+            requeued.push(j);
+            false
+        }
+        RunState::Done | RunState::Failed(_) => false,
+    });
+    for &j in requeued.iter().rev() {
+        queue.insert(0, j);
+    }
+    requeued
 }
 
 /// Sorts every run of the sweep by its directory's state: finished runs are skipped, failed
