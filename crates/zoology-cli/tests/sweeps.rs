@@ -525,6 +525,7 @@ fn ladder_waits_for_a_lower_rung_another_process_trains() {
     let text = read();
     assert!(status.success(), "{text}");
     assert!(text.contains("its other process stopped; training it here"), "{text}");
+    assert!(text.contains("ran 2 (2 done") && !text.contains("left alone"), "{text}");
     let dirs = run_dirs(&out);
     assert_eq!(dirs.len(), 2, "the wider rungs of both ladders are skipped: {dirs:?}");
     assert!(low.join("summary.json").exists(), "the busy rung was not trained here:\n{text}");

@@ -151,6 +151,7 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
     let mut waited_note = false;
     loop {
         for i in refresh_elsewhere(sweep, &opts.out, &mut waiting, &mut queue) {
+            report.elsewhere.retain(|&e| e != i);
             overall.inc_length(1);
             let note = format!("[{i}] {}: its other process stopped; training it here", sweep.runs[i].label());
             mp.println(format!("  {note}")).ok();
