@@ -214,7 +214,7 @@ impl<DB: DrawingBackend> Draw<DB> for Figure2 {
             task_titles(self.rows.iter().map(|r| r.task.as_str()))
         );
         let root = root.titled(&title, ("sans-serif", 24)).map_err(&e)?;
-        let (plots, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W));
+        let (plots, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(self.legend_w()));
         let panels = plots.split_evenly((1, lens.len().max(1)));
         let mixers: BTreeSet<&str> = self.rows.iter().map(|r| r.preset.as_str()).collect();
         let shapes = variant_shapes(mixers.iter().copied());
@@ -294,6 +294,25 @@ pub(crate) fn house_mesh<'a, 'b, 'c, X: Ranged, Y: Ranged, DB: DrawingBackend>(
 /// Width of the legend strip to the right of the plots: the legend never covers data.
 pub(crate) const LEGEND_W: u32 = 190;
 
+/// A legend strip wide enough for its longest label (at least [`LEGEND_W`]): the label starts 44
+/// px in ([`draw_legend`]) and is measured in the bundled font at the legend's size, so a long
+/// preset name (`native_sparse_attention_w4`) is not cut off where a shorter one differs from it.
+pub(crate) fn legend_w<'a>(labels: impl IntoIterator<Item = &'a str>) -> u32 {
+    register_font();
+    let font = ("sans-serif", LEGEND_FONT).into_font();
+    let width = |l: &str| font.box_size(l).map(|(w, _)| w).unwrap_or(10 * l.chars().count() as u32);
+    labels.into_iter().map(|l| 44 + width(l) + 12).max().unwrap_or(0).max(LEGEND_W)
+}
+
+/// Font size of legend labels.
+const LEGEND_FONT: f64 = 16.0;
+
+impl Figure2 {
+    fn legend_w(&self) -> u32 {
+        legend_w(self.rows.iter().map(|r| r.preset.as_str()))
+    }
+}
+
 /// One line of a plot: its colour (the mixer's), its marker shape and its points.
 pub(crate) struct Series {
     pub(crate) color: RGBColor,
@@ -349,7 +368,7 @@ pub(crate) fn draw_legend<DB: DrawingBackend>(
         let c = *c;
         area.draw(&PathElement::new(vec![(x0, y), (x0 + 28, y)], c.stroke_width(3))).map_err(&e)?;
         marker(area, (x0 + 14, y), *shape, c).map_err(&e)?;
-        area.draw(&Text::new(label.clone(), (x0 + 36, y - 9), ("sans-serif", 16))).map_err(&e)?;
+        area.draw(&Text::new(label.clone(), (x0 + 36, y - 9), ("sans-serif", LEGEND_FONT))).map_err(&e)?;
         y += 26;
     }
     Ok(())
@@ -563,7 +582,7 @@ pub fn plot_all(all: &[RunRecord], out: &Path, with_curves: bool) -> Result<Plot
     let n_lens = rows.iter().map(|r| r.seq_len).collect::<BTreeSet<_>>().len() as u32;
     let fig = Figure2 { rows };
     let stem = out.join("figure2");
-    let svg = render_both(&stem, ((40 + 430 * n_lens.max(1)).max(820) + LEGEND_W, 470), &fig)?;
+    let svg = render_both(&stem, ((40 + 430 * n_lens.max(1)).max(820) + fig.legend_w(), 470), &fig)?;
     plots.figure2 = Some((stem.with_extension("png"), svg));
 
     let mut best: BTreeMap<(String, i64, i64), f64> = BTreeMap::new();
@@ -594,7 +613,7 @@ pub fn plot_all(all: &[RunRecord], out: &Path, with_curves: bool) -> Result<Plot
     plots.cost_rows = rows;
     if let Some(fig) = super::width_plot::WidthPlot::of(&recs) {
         let stem = out.join("width_vs_length");
-        let svg = render_both(&stem, (900 + LEGEND_W + 60, 540), &fig)?;
+        let svg = render_both(&stem, (900 + fig.legend_w(), 540), &fig)?;
         plots.width = Some((stem.with_extension("png"), svg));
     }
     Ok(plots)
@@ -701,13 +720,11 @@ mod tests {
         assert_eq!(texts("h3 L=64"), 0);
     }
 
-    /// Titles and panel captions come from the task registry: MQAR's "kv pairs", MAD's noise
-    /// fraction, no slice words for a task without extra slices.
-    #[test]
-    fn figure2_captions_come_from_the_task_registry() {
-        let row = |task: &str, l: i64, slices: Vec<(&str, &str)>| BestRow {
-            preset: "attention".into(),
-            mixer: "attention".into(),
+    /// A Figure-2 row of `preset` at d = 64, accuracy 0.5.
+    fn best_row(preset: &str, task: &str, l: i64, slices: Vec<(&str, &str)>) -> BestRow {
+        BestRow {
+            preset: preset.into(),
+            mixer: preset.into(),
             d_model: 64,
             seq_len: l,
             task: task.into(),
@@ -718,7 +735,40 @@ mod tests {
             runs: 1,
             run_id: "x".into(),
             run_dir: "x".into(),
-        };
+        }
+    }
+
+    /// A long preset name fits its legend: the strip grows to the longest label measured in the
+    /// bundled font, and Figure 2's canvas grows with it (at the old fixed 190 px,
+    /// `native_sparse_attention` and `native_sparse_attention_w4` were both cut to
+    /// "native_sparse_attenti").
+    #[test]
+    fn legend_strip_fits_the_longest_label() {
+        register_font();
+        assert_eq!(legend_w(["attention", "base_conv"]), LEGEND_W);
+        let long = "native_sparse_attention_w4";
+        let (text_w, _) = ("sans-serif", LEGEND_FONT).into_font().box_size(long).unwrap();
+        assert!(text_w > LEGEND_W - 44, "the test name must be too long for the old strip: {text_w} px");
+        assert!(legend_w(["attention", long]) >= 44 + text_w, "{} < {}", legend_w(["attention", long]), 44 + text_w);
+        // the rendered SVG: the label starts 44 px into a strip at the canvas's right edge
+        let fig = Figure2 { rows: vec![best_row("attention", "mqar", 64, vec![]), best_row(long, "mqar", 64, vec![])] };
+        let canvas = 820 + fig.legend_w();
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (canvas, 470)).into_drawing_area();
+            Draw::<SVGBackend>::draw(&fig, root).unwrap();
+        }
+        let lines: Vec<&str> = svg.lines().collect();
+        let at = lines.iter().position(|l| l.trim() == long).expect("legend entry");
+        let x: f64 = lines[at - 1].split("x=\"").nth(1).and_then(|r| r.split('"').next()).unwrap().parse().unwrap();
+        assert!(x + text_w as f64 <= canvas as f64, "label ends at {} > canvas {canvas}", x + text_w as f64);
+    }
+
+    /// Titles and panel captions come from the task registry: MQAR's "kv pairs", MAD's noise
+    /// fraction, no slice words for a task without extra slices.
+    #[test]
+    fn figure2_captions_come_from_the_task_registry() {
+        let row = |task: &str, l: i64, slices: Vec<(&str, &str)>| best_row("attention", task, l, slices);
         register_font();
         let draw = |rows: Vec<BestRow>| {
             let mut svg = String::new();

@@ -7,7 +7,9 @@
 //! when the runs include a constructed one, or when the trained runs are a width-trend grid (two
 //! or more lengths, and two or more widths at some mixer and length).
 
-use super::plot::{draw_legend, house_mesh, marker, mixer_color, perr, pow2_label, variant_shapes, Draw, LEGEND_W};
+use super::plot::{
+    draw_legend, house_mesh, legend_w, marker, mixer_color, perr, pow2_label, variant_shapes, Draw, LEGEND_W,
+};
 use crate::error::Result;
 use crate::results::index::RunRecord;
 use crate::results::{best_over, is_result};
@@ -93,11 +95,21 @@ impl WidthPlot {
     }
 }
 
+impl WidthPlot {
+    /// The legend strip: 60 px wider than the shared minimum (constructed lines' labels are
+    /// longer), and wide enough for the longest label.
+    pub(crate) fn legend_w(&self) -> u32 {
+        let any_constructed = self.lines.iter().any(|l| l.constructed);
+        let labels = self.lines.iter().map(|l| if any_constructed { l.label.as_str() } else { l.mixer.as_str() });
+        legend_w(labels).max(LEGEND_W + 60)
+    }
+}
+
 impl<DB: DrawingBackend> Draw<DB> for WidthPlot {
     fn draw(&self, root: DrawingArea<DB, Shift>) -> Result<()> {
         let e = perr::<DrawingAreaErrorKind<DB::ErrorType>>("width plot");
         root.fill(&WHITE).map_err(&e)?;
-        let (plot, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(LEGEND_W + 60));
+        let (plot, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(self.legend_w()));
         // constructed lines are diamonds; a trained line whose colour an earlier trained line
         // already has (variants of one mixer, e.g. `x` and `x_soft`) gets the next marker and a
         // dashed line, so that the two stay apart
