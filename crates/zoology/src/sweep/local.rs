@@ -153,41 +153,26 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
         for i in refresh_elsewhere(sweep, &opts.out, &mut waiting, &mut queue) {
             report.elsewhere.retain(|&e| e != i);
             overall.inc_length(1);
-            let note = format!("[{i}] {}: its other process stopped; training it here", sweep.runs[i].label());
-            mp.println(format!("  {note}")).ok();
-            progress.line(&note);
+            say(
+                &mp,
+                progress,
+                &format!("[{i}] {}: its other process stopped; training it here", sweep.runs[i].label()),
+            );
         }
-        while active.len() < workers {
-            let Some(i) = next_ready(sweep, &mut queue, &active, &waiting) else { break };
-            if let Some(why) = sweep.ladder_skip(i, &opts.out) {
-                mp.println(format!("  [{i}] {}: {why}", sweep.runs[i].label())).ok();
-                progress.line(&format!("[{i}] {}: {why}", sweep.runs[i].label()));
-                report.ladder_skipped.push((i, why));
-                overall.inc(1);
-                continue;
-            }
-            let child = spawn_run(sweep, opts, i, threads)?;
-            let bar = mp.add(ProgressBar::new_spinner());
-            bar.set_style(ProgressStyle::with_template("  {spinner} {prefix:.bold} {msg}").unwrap());
-            bar.set_prefix(format!("[{i}] {}", sweep.runs[i].label()));
-            bar.set_message("starting");
-            active.push(Active { index: i, child, bar, started: Instant::now() });
-            report.ran += 1;
-        }
+        let display = (&mp, progress, &overall);
+        start_ready(sweep, opts, (&mut queue, &mut active, &waiting), workers, threads, display, &mut report)?;
         if active.is_empty() {
             if queue.is_empty() || waiting.is_empty() {
                 break;
             }
             // every queued run waits for a lower rung that another process trains
-            if !waited_note {
-                let note = format!(
-                    "{} queued runs wait for lower ladder rungs another process trains ({:?})",
-                    queue.len(),
-                    waiting
+            if !std::mem::replace(&mut waited_note, true) {
+                let n = queue.len();
+                say(
+                    &mp,
+                    progress,
+                    &format!("{n} queued runs wait for lower ladder rungs another process trains ({waiting:?})"),
                 );
-                mp.println(format!("  {note}")).ok();
-                progress.line(&note);
-                waited_note = true;
             }
             std::thread::sleep(Duration::from_secs(2));
             continue;
@@ -239,6 +224,42 @@ pub fn run_local(sweep: &Sweep, opts: &LocalOptions) -> Result<LocalReport> {
     overall.finish_and_clear();
     report.wall_s = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// A note above the bars (on a terminal) or a plain line (piped).
+fn say(mp: &MultiProgress, progress: Progress, text: &str) {
+    mp.println(format!("  {text}")).ok();
+    progress.line(text);
+}
+
+/// Starts ready runs ([`next_ready`]) until `workers` run here; a ready rung whose ladder has
+/// solved below it is skipped and counted as finished instead.
+fn start_ready(
+    sweep: &Sweep,
+    opts: &LocalOptions,
+    (queue, active, waiting): (&mut Vec<usize>, &mut Vec<Active>, &[usize]),
+    workers: usize,
+    threads: usize,
+    (mp, progress, overall): (&MultiProgress, Progress, &ProgressBar),
+    report: &mut LocalReport,
+) -> Result<()> {
+    while active.len() < workers {
+        let Some(i) = next_ready(sweep, queue, active, waiting) else { break };
+        if let Some(why) = sweep.ladder_skip(i, &opts.out) {
+            say(mp, progress, &format!("[{i}] {}: {why}", sweep.runs[i].label()));
+            report.ladder_skipped.push((i, why));
+            overall.inc(1);
+            continue;
+        }
+        let child = spawn_run(sweep, opts, i, threads)?;
+        let bar = mp.add(ProgressBar::new_spinner());
+        bar.set_style(ProgressStyle::with_template("  {spinner} {prefix:.bold} {msg}").unwrap());
+        bar.set_prefix(format!("[{i}] {}", sweep.runs[i].label()));
+        bar.set_message("starting");
+        active.push(Active { index: i, child, bar, started: Instant::now() });
+        report.ran += 1;
+    }
+    Ok(())
 }
 
 /// The progress display of a sweep: the bars (drawn on a terminal only) and, before them, the
