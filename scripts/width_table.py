@@ -10,7 +10,8 @@ mixers; a mixer present in several keeps the first) and prints one row per mixer
 
 A cell is the smallest width whose best accuracy reached --threshold (bold), followed by the
 narrower widths that did not, with their accuracy; "> 256 (best 0.28)" when no width did;
-"—" when nothing ran at that length. Widths a ladder skipped (sweep.ladder) are not listed.
+"—" when nothing ran at that length. A run that failed or diverged is named after the cell
+("; d = 256: diverged"). Widths a ladder skipped (sweep.ladder) are not listed.
 
     scripts/width_table.py /work/runs/zoo [/work/runs/section5 ...] [--threshold 0.9]
 """
@@ -24,14 +25,23 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def rows_of(d, exe):
+def rows_of(d, exe, *extra):
     out = subprocess.run(
-        [os.path.join(HERE, "with-torch"), exe, "results", "show", d, "--best-over", "lr", "--csv"],
+        [os.path.join(HERE, "with-torch"), exe, "results", "show", d, *extra, "--csv"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
     return list(csv.DictReader(io.StringIO(out)))
+
+
+def failures_of(d, exe):
+    """(mixer, L) -> [(d, status)] of runs that failed or diverged (best-over leaves them out)."""
+    out = {}
+    for r in rows_of(d, exe):
+        if r["status"] in ("failed", "diverged"):
+            out.setdefault((r["mixer"], int(r["seq_len"])), []).append((int(r["d_model"]), r["status"]))
+    return out
 
 
 def main():
@@ -42,9 +52,12 @@ def main():
     a = ap.parse_args()
     by = {}  # mixer -> L -> [(d, acc)]
     kv_of = {}
+    failed = {}
     for d in a.dirs:
+        for k, v in failures_of(d, a.exe).items():
+            failed.setdefault(k, v)
         seen_here = set()
-        for r in rows_of(d, a.exe):
+        for r in rows_of(d, a.exe, "--best-over", "lr"):
             m = r["mixer"]
             if m in by and m not in seen_here:
                 continue  # an earlier directory has this mixer
@@ -59,16 +72,17 @@ def main():
         cells = []
         for L in lens:
             runs = sorted(by[m].get(L, []))
+            bad = "".join(f"; d = {d}: {st}" for d, st in sorted(failed.get((m, L), [])))
             if not runs:
-                cells.append("—")
+                cells.append("—" if not bad else bad[2:])
                 continue
             solved = [x for x in runs if x[1] >= a.threshold]
             if solved:
                 d0 = solved[0][0]
                 below = [f"{d}: {acc:.3f}" for d, acc in runs if d < d0]
-                cells.append(f"**{d0}**" + (f" ({', '.join(below)})" if below else ""))
+                cells.append(f"**{d0}**" + (f" ({', '.join(below)})" if below else "") + bad)
             else:
-                cells.append(f"> {runs[-1][0]} (best {max(x[1] for x in runs):.3f})")
+                cells.append(f"> {runs[-1][0]} (best {max(x[1] for x in runs):.3f})" + bad)
         print(f"| {m} | " + " | ".join(cells) + " |")
     return 0
 
