@@ -11,7 +11,9 @@ mixers; a mixer present in several keeps the first) and prints one row per mixer
 A cell is the smallest width whose best accuracy reached --threshold (bold), followed by the
 narrower widths that did not, with their accuracy; "> 256 (best 0.28)" when no width did;
 "—" when nothing ran at that length. A run that failed or diverged is named after the cell
-("; d = 256: diverged"). Widths a ladder skipped (sweep.ladder) are not listed.
+("; d = 256: diverged"). Widths a ladder skipped (sweep.ladder) are not listed; a length that
+`harder` skipped (a shorter length ran every width of the grid without solving) reads
+"skipped (L = 32: > 256)".
 
     scripts/width_table.py /work/runs/zoo [/work/runs/section5 ...] [--threshold 0.9]
 """
@@ -44,6 +46,18 @@ def failures_of(d, exe):
     return out
 
 
+def skipped_after(lens_of, failed, m, L, widest, threshold):
+    """The cell of a length nothing ran at: "skipped (L = 32: > 256)" when a shorter length of
+    the same mixer tried every width up to the grid's widest without solving (the ladder's
+    `harder` rule), else "—" (not run yet)."""
+    for L0 in sorted(x for x in lens_of if x < L):
+        runs = lens_of[L0]
+        tried = [d for d, _ in runs] + [d for d, _ in failed.get((m, L0), [])]
+        if tried and max(tried) >= widest and not any(acc >= threshold for _, acc in runs):
+            return f"skipped (L = {L0}: > {max(tried)})"
+    return "—"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dirs", nargs="+")
@@ -66,6 +80,7 @@ def main():
             kv_of[L] = r["kv"]
             by.setdefault(m, {}).setdefault(L, []).append((int(r["d_model"]), float(r["best_acc"])))
     lens = sorted(kv_of)
+    widest = max((d for m in by.values() for runs in m.values() for d, _ in runs), default=0)
     print("| mixer | " + " | ".join(f"L = {L} (kv {kv_of[L]})" for L in lens) + " |")
     print("|---|" + "---|" * len(lens))
     for m in by:
@@ -74,7 +89,7 @@ def main():
             runs = sorted(by[m].get(L, []))
             bad = "".join(f"; d = {d}: {st}" for d, st in sorted(failed.get((m, L), [])))
             if not runs:
-                cells.append("—" if not bad else bad[2:])
+                cells.append(bad[2:] if bad else skipped_after(by[m], failed, m, L, widest, a.threshold))
                 continue
             solved = [x for x in runs if x[1] >= a.threshold]
             if solved:

@@ -235,10 +235,9 @@ fn cmd_status(p: PathBuf, out: Option<PathBuf>, verbose: bool) -> Result<()> {
         t.running,
         t.interrupted,
         t.pending,
-        if s.ladder.is_some() {
-            format!(", {} skipped (a lower rung of their ladder solved)", t.skipped)
-        } else {
-            String::new()
+        match &s.ladder {
+            Some(l) => format!(", {} skipped ({})", t.skipped, skip_rule(l)),
+            None => String::new(),
         },
         if queued > 0 { format!(" ({queued} queued in Slurm)") } else { String::new() }
     );
@@ -338,8 +337,8 @@ fn run_local_backend(a: &RunArgs, s: &sweep::grid::Sweep, out: PathBuf, exe: Pat
     for (i, note) in &r.retried {
         println!("  retried [{i}] {}: it {note}", s.runs[*i].label());
     }
-    if !r.ladder_skipped.is_empty() {
-        println!("  {} runs skipped: a lower rung of their ladder solved ([sweep.ladder])", r.ladder_skipped.len());
+    if let (false, Some(l)) = (r.ladder_skipped.is_empty(), &s.ladder) {
+        println!("  {} runs skipped: {} ([sweep.ladder])", r.ladder_skipped.len(), skip_rule(l));
     }
     for (i, why) in &r.failed {
         println!("  failed [{i}] {}: {why}", s.runs[*i].label());
@@ -691,4 +690,12 @@ pub fn cmd_quickstart(out: Option<PathBuf>, workers: usize) -> Result<()> {
         std::process::exit(local::EXIT_FAILED);
     }
     Ok(())
+}
+
+/// What a ladder skips, for the summary lines of `sweep run` and `sweep status`.
+fn skip_rule(l: &zoology::sweep::ladder::Ladder) -> &'static str {
+    match l.harder {
+        Some(_) => "a lower rung of their ladder solved, or an easier setting's ladder never did",
+        None => "a lower rung of their ladder solved",
+    }
 }

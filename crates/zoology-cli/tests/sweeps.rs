@@ -405,6 +405,13 @@ fn slurm_task_cancelled_mid_run_is_detected_and_resubmitted() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `zoology ARGS --out OUT SWEEP`: its exit code and its stdout and stderr together.
+fn zoology_on(out: &Path, sweep: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let o = Command::new(EXE).args(args).arg("--out").arg(out).arg(sweep).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    (o.status.code(), text)
+}
+
 /// A ladder over d_model (listed out of order) for two learning rates: with threshold 0 (any
 /// finished run solves), only each ladder's lowest rung trains, even with two workers (the next
 /// rung waits for it); the skipped rungs have no directory, count as finished, and a file with a
@@ -424,11 +431,7 @@ fn ladder_trains_rungs_lowest_first_and_skips_above_a_solved_one() {
     };
     let low = write("low.toml", "0.0");
     let high = write("high.toml", "1.0");
-    let zoology = |sweep: &Path, args: &[&str]| {
-        let o = Command::new(EXE).args(args).arg("--out").arg(&out).arg(sweep).output().unwrap();
-        let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
-        (o.status.code(), text)
-    };
+    let zoology = |sweep: &Path, args: &[&str]| zoology_on(&out, sweep, args);
     let (code, text) = zoology(&low, &["sweep", "run", "--workers", "2", "--threads", "1", "-q"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("ran 2 (2 done") && text.contains("4 runs skipped: a lower rung"), "{text}");
@@ -461,6 +464,52 @@ fn ladder_trains_rungs_lowest_first_and_skips_above_a_solved_one() {
     check_complete(&out, 6, 1);
     let (_, st) = zoology(&high, &["sweep", "status"]);
     assert_eq!(st.matches(": not solved up to d=24 (best ").count(), 2, "{st}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `harder` (the key along which the task gets harder): with a threshold no run reaches, the
+/// L = 16 ladder (d = 8, 16) trains in full and the whole L = 24 ladder is skipped without a
+/// directory, even with two workers (its rungs wait for the easier ladder's); `sweep status`
+/// says why; the same file without `harder` (same run ids) then trains the L = 24 ladder.
+#[test]
+fn a_harder_setting_is_skipped_when_the_easier_ladder_never_solved() {
+    let dir = tmpdir("sweep-harder");
+    let out = dir.join("out");
+    let write = |name: &str, harder: &str| {
+        let text = tiny_sweep("tiny-harder", 1)
+            .replace(
+                "\"train.lr\" = [1e-3, 3e-3]",
+                "\"model.d_model\" = [16, 8]\n[[sweep.zip]]\n\"data.train.0.seq_len\" = [24, 16]\n\"data.train.0.num_kv_pairs\" = [3, 2]",
+            )
+            .replace("[sweep.mixers.attention]\nmixer = { name = \"attention\", num_heads = 1 }\n", "")
+            + &format!("[sweep.ladder]\naxis = \"model.d_model\"\nthreshold = 1.0\n{harder}");
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let harder = write("harder.toml", "harder = \"data.train.0.seq_len\"\n");
+    let plain = write("plain.toml", "");
+    let zoology = |sweep: &Path, args: &[&str]| zoology_on(&out, sweep, args);
+    let (code, text) = zoology(&harder, &["sweep", "run", "--workers", "2", "--threads", "1", "-q"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("ran 2 (2 done") && text.contains("2 runs skipped: a lower rung"), "{text}");
+    assert!(text.contains("or an easier setting's ladder never did"), "{text}");
+    let dirs = run_dirs(&out);
+    assert_eq!(dirs.len(), 2, "only the L = 16 ladder has directories: {dirs:?}");
+    for d in &dirs {
+        let cfg = std::fs::read_to_string(d.join("config.toml")).unwrap();
+        assert!(cfg.contains("seq_len = 16"), "{}: {cfg}", d.display());
+    }
+    let (code, st) = zoology(&harder, &["sweep", "status"]);
+    assert_eq!(code, Some(0), "{st}");
+    assert!(st.contains(": not solved up to d=16 (best "), "{st}");
+    assert!(st.contains(": skipped: base_conv") && st.contains("did not solve up to d=16"), "{st}");
+    assert!(st.contains("and a larger data.train.0.seq_len is harder"), "{st}");
+    // without `harder` the same runs are pending, and train
+    let (code, text) = zoology(&plain, &["sweep", "run", "--workers", "2", "--threads", "1", "-q"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("ran 2 (2 done") && text.contains("skipped 2 already finished"), "{text}");
+    check_complete(&out, 4, 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -183,7 +183,15 @@ impl Sweep {
             }
         }
         crate::limits::check_path_part(&name, "sweep.name")?;
-        let ladder = ladder.map(|v| super::ladder::parse(&v, &product)).transpose()?;
+        let zips: Vec<Vec<(String, Vec<toml::Value>)>> = axes
+            .iter()
+            .map(|a| {
+                let keys: Vec<String> =
+                    a.first().map(|p| p.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
+                keys.iter().enumerate().map(|(c, k)| (k.clone(), a.iter().map(|p| p[c].1.clone()).collect())).collect()
+            })
+            .collect();
+        let ladder = ladder.map(|v| super::ladder::parse(&v, &product, &zips)).transpose()?;
         for (k, vals) in product {
             axes.push(vals.into_iter().map(|v| vec![(k.clone(), v)]).collect());
         }

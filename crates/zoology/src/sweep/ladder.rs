@@ -19,6 +19,15 @@
 //! rung changes which runs are skipped, and the sweep's run ids do not depend on the ladder.
 //! The cost: the accuracy-vs-width curve of a ladder ends at its first solving width (a run that
 //! would have solved at a larger width anyway is not measured).
+//!
+//! **Harder settings** (optional `harder = "data.train.0.seq_len"`, a numeric key of `[sweep]`,
+//! product or zipped): the key along which the task gets harder. A whole ladder is skipped when
+//! a ladder of the same preset at a *smaller* value of that key (every other setting equal,
+//! apart from the keys zipped with it) has finished every rung without solving: if no width up
+//! to the largest solves L = 32, L = 64 is not trained. A failed (diverged) rung counts as
+//! finished without solving. The local backend starts a ladder's first rung only after the
+//! easier ladders' runs have ended, so the rule is decided on their results. Like the rung
+//! rule, nothing is recorded and everything is recomputed from the summaries.
 
 use super::grid::{RunSpec, Sweep};
 use super::run_dir;
@@ -33,18 +42,26 @@ pub struct Ladder {
     /// Best test accuracy at or above which a rung counts as solved (0: every finished rung
     /// counts, i.e. only each ladder's lowest rung trains).
     pub threshold: f64,
+    /// `harder`: the key along which the task gets harder, and the keys zipped with it (itself
+    /// included); `None` without it.
+    pub harder: Option<(String, Vec<String>)>,
 }
 
-/// Parses `[sweep.ladder]`; `axes` are the product axes of `[sweep]` (dotted key, values).
-pub fn parse(v: &toml::Value, axes: &[(String, Vec<toml::Value>)]) -> Result<Ladder> {
+/// Parses `[sweep.ladder]`; `axes` are the product axes of `[sweep]` (dotted key, values) and
+/// `zips` the `[[sweep.zip]]` groups (each its columns: dotted key, values).
+pub fn parse(
+    v: &toml::Value,
+    axes: &[(String, Vec<toml::Value>)],
+    zips: &[Vec<(String, Vec<toml::Value>)>],
+) -> Result<Ladder> {
     let t = v.as_table().ok_or_else(|| {
         config_err("sweep.ladder", "must be a table: [sweep.ladder] axis = \"model.d_model\" threshold = 0.9")
     })?;
     for k in t.keys() {
-        if k != "axis" && k != "threshold" {
+        if k != "axis" && k != "threshold" && k != "harder" {
             return Err(config_err(
                 format!("sweep.ladder.{k}"),
-                "unknown key; [sweep.ladder] takes axis and threshold",
+                "unknown key; [sweep.ladder] takes axis, threshold and harder",
             ));
         }
     }
@@ -88,7 +105,46 @@ pub fn parse(v: &toml::Value, axes: &[(String, Vec<toml::Value>)]) -> Result<Lad
             format!("{axis:?} has non-numeric values; a ladder climbs numbers"),
         ));
     }
-    Ok(Ladder { axis, threshold })
+    let harder = t.get("harder").map(|h| parse_harder(h, &axis, axes, zips)).transpose()?;
+    Ok(Ladder { axis, threshold, harder })
+}
+
+/// `harder = "KEY"`: a numeric `[sweep]` key other than the ladder's axis; returns it with the
+/// keys that move with it (its zip group, or itself alone).
+fn parse_harder(
+    h: &toml::Value,
+    axis: &str,
+    axes: &[(String, Vec<toml::Value>)],
+    zips: &[Vec<(String, Vec<toml::Value>)>],
+) -> Result<(String, Vec<String>)> {
+    let field = "sweep.ladder.harder";
+    let key = h
+        .as_str()
+        .ok_or_else(|| config_err(field, "must be a string naming a [sweep] key, e.g. \"data.train.0.seq_len\""))?;
+    if key == axis {
+        return Err(config_err(
+            field,
+            format!("{key:?} is the ladder's axis; name the key the task gets harder along"),
+        ));
+    }
+    let groups: Vec<Vec<(String, Vec<toml::Value>)>> =
+        axes.iter().map(|(k, v)| vec![(k.clone(), v.clone())]).chain(zips.iter().cloned()).collect();
+    let Some(group) = groups.iter().find(|g| g.iter().any(|(k, _)| k == key)) else {
+        let mut names: Vec<&str> = groups.iter().flatten().map(|(k, _)| k.as_str()).filter(|k| *k != axis).collect();
+        names.sort();
+        return Err(config_err(
+            field,
+            format!(
+                "{key:?} is not a [sweep] key (those are: {})",
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            ),
+        ));
+    };
+    let (_, vals) = group.iter().find(|(k, _)| k == key).expect("found above");
+    if vals.iter().any(|v| rung_value(v).is_none()) {
+        return Err(config_err(field, format!("{key:?} has non-numeric values; harder needs numbers")));
+    }
+    Ok((key.to_string(), group.iter().map(|(k, _)| k.clone()).collect()))
 }
 
 fn rung_value(v: &toml::Value) -> Option<f64> {
@@ -112,6 +168,23 @@ impl Ladder {
             }
         }
         (key, rung)
+    }
+
+    /// With `harder`: the run's setting apart from the ladder's axis and the keys that move
+    /// with `harder` (its preset included), and its value of `harder`.
+    fn harder_place(&self, r: &RunSpec) -> Option<(String, f64)> {
+        let (hk, tied) = self.harder.as_ref()?;
+        let mut key = r.preset.clone();
+        let mut value = f64::NAN;
+        for (k, v) in &r.point {
+            if k == hk {
+                value = rung_value(v).unwrap_or(f64::NAN);
+            }
+            if *k != self.axis && !tied.contains(k) {
+                key.push_str(&format!("\u{1f}{k}={v}"));
+            }
+        }
+        Some((key, value))
     }
 }
 
@@ -216,7 +289,11 @@ impl Sweep {
                 let best =
                     states.iter().filter_map(|s| s.2).fold(None, |m: Option<f64>, a| Some(m.map_or(a, |m| m.max(a))));
                 let best_txt = best.map(|b| format!("{b:.3}")).unwrap_or_else(|| "-".into());
-                let how = if let Some(k) = states.iter().position(|s| s.2.is_some_and(|a| a >= l.threshold)) {
+                let harder =
+                    states.iter().all(|s| !s.1.is_finished()).then(|| self.harder_skip(rungs[0], out)).flatten();
+                let how = if let Some(why) = harder {
+                    why
+                } else if let Some(k) = states.iter().position(|s| s.2.is_some_and(|a| a >= l.threshold)) {
                     // wider rungs normally are skipped; those that ran anyway (before the ladder,
                     // or alongside it on Slurm) are listed with their accuracy
                     let wider = &states[k + 1..];
@@ -243,9 +320,75 @@ impl Sweep {
             .collect()
     }
 
+    /// The runs of the same preset and setting at a smaller value of the ladder's `harder` key
+    /// (every rung of those easier ladders; empty without `harder`), in index order.
+    pub fn easier_runs(&self, i: usize) -> Vec<usize> {
+        let Some(l) = &self.ladder else { return vec![] };
+        let Some((key, h)) = l.harder_place(&self.runs[i]) else { return vec![] };
+        self.runs
+            .iter()
+            .filter(|r| l.harder_place(r).is_some_and(|(k, v)| k == key && v < h))
+            .map(|r| r.index)
+            .collect()
+    }
+
+    /// The runs that must end before run `i` starts: the lower rungs of its ladder and the runs
+    /// of its easier ladders ([`Sweep::easier_runs`]).
+    pub fn waits_for(&self, i: usize) -> Vec<usize> {
+        let mut v = self.rungs_below(i);
+        v.extend(self.easier_runs(i));
+        v
+    }
+
     /// Why run `i` is skipped, when a lower rung of its ladder has finished solving: e.g.
-    /// "skipped: [3] attention d=64 L=32 solved at best accuracy 0.998 (ladder threshold 0.9)".
+    /// "skipped: [3] attention d=64 L=32 solved at best accuracy 0.998 (ladder threshold 0.9)";
+    /// or, with `harder`, when an easier ladder finished every rung without solving.
     pub fn ladder_skip(&self, i: usize, out: &Path) -> Option<String> {
+        self.rung_skip(i, out).or_else(|| self.harder_skip(i, out))
+    }
+
+    /// The `harder` rule of [`Sweep::ladder_skip`]: the first easier ladder (smallest `harder`
+    /// value first) whose every rung finished (done or failed) below the threshold.
+    fn harder_skip(&self, i: usize, out: &Path) -> Option<String> {
+        let l = self.ladder.as_ref()?;
+        let (hk, _) = l.harder.as_ref()?;
+        let easier = self.easier_runs(i);
+        let mut ladders: Vec<Vec<usize>> =
+            self.ladders().into_iter().filter(|rungs| rungs.iter().all(|j| easier.contains(j))).collect();
+        ladders.sort_by(|a, b| {
+            let h = |j: usize| l.harder_place(&self.runs[j]).map_or(f64::NAN, |x| x.1);
+            h(a[0]).total_cmp(&h(b[0]))
+        });
+        ladders.into_iter().find_map(|rungs| {
+            let mut best: Option<f64> = None;
+            for &j in &rungs {
+                let dir = run_dir(out, &self.runs[j]);
+                match crate::rundir::run_state(&dir) {
+                    crate::rundir::RunState::Done => {
+                        let a = crate::rundir::read_summary(&dir).ok()?.best_accuracy;
+                        if a >= l.threshold {
+                            return None;
+                        }
+                        best = Some(best.map_or(a, |b: f64| b.max(a)));
+                    }
+                    crate::rundir::RunState::Failed(_) => {}
+                    _ => return None,
+                }
+            }
+            let top = &self.runs[rungs[rungs.len() - 1]];
+            let top_value = top.point.iter().find(|(k, _)| *k == l.axis).map(|(k, v)| super::grid::point_item(k, v));
+            Some(format!(
+                "skipped: {} did not solve up to {} (best {}; ladder threshold {}), and a larger {hk} is harder",
+                self.runs[rungs[0]].label_without(Some(&l.axis)),
+                top_value.unwrap_or_default(),
+                best.map_or("-".to_string(), |b| format!("{b:.3}")),
+                l.threshold
+            ))
+        })
+    }
+
+    /// The rung rule of [`Sweep::ladder_skip`].
+    fn rung_skip(&self, i: usize, out: &Path) -> Option<String> {
         let l = self.ladder.as_ref()?;
         self.rungs_below(i).into_iter().find_map(|j| {
             let s = crate::rundir::read_summary(&run_dir(out, &self.runs[j])).ok()?;
@@ -341,6 +484,68 @@ epochs = 1
         assert_eq!(&names[..4], ["a", "b", "a", "b"]);
         // a partial queue keeps only its own runs
         assert_eq!(plain.breadth_first(&[11, 0]), vec![0, 11]);
+    }
+
+    /// A sweep over two lengths (zipped with their kv counts) and two widths, two presets.
+    fn harder_sweep(ladder_extra: &str) -> Result<Sweep> {
+        Sweep::parse(
+            &format!(
+                "{BASE}\n[sweep]\n\"model.d_model\" = [16, 32]\n[[sweep.zip]]\n\"data.train.0.seq_len\" = [24, 16]\n\"data.train.0.num_kv_pairs\" = [3, 2]\n[sweep.mixers.a]\nmixer = {{ name = \"base_conv\" }}\n[sweep.mixers.b]\nmixer = {{ name = \"attention\", num_heads = 1 }}\n[sweep.ladder]\naxis = \"model.d_model\"\nthreshold = 0.9\n{ladder_extra}"
+            ),
+            "t.toml",
+            "t",
+        )
+    }
+
+    #[test]
+    fn harder_ladders_wait_for_the_easier_ladder_of_their_preset() {
+        let s = harder_sweep("harder = \"data.train.0.seq_len\"").unwrap();
+        let l = s.ladder.as_ref().unwrap();
+        let (key, tied) = l.harder.as_ref().unwrap();
+        assert_eq!(key, "data.train.0.seq_len");
+        assert_eq!(tied, &["data.train.0.num_kv_pairs".to_string(), "data.train.0.seq_len".to_string()]);
+        assert_eq!(s.runs.len(), 8);
+        let find = |p: &str, len: i64, d: i64| {
+            s.runs
+                .iter()
+                .find(|r| {
+                    r.preset == p && r.config.data.train[0].seq_len() == len as usize && r.config.model.d_model == d
+                })
+                .unwrap()
+                .index
+        };
+        // the L = 24 runs of preset a wait for both rungs of a's L = 16 ladder, not for b's
+        let mut want = vec![find("a", 16, 16), find("a", 16, 32)];
+        want.sort();
+        assert_eq!(s.easier_runs(find("a", 24, 16)), want);
+        assert_eq!(s.easier_runs(find("a", 24, 32)), want);
+        assert_eq!(s.waits_for(find("a", 24, 32)), [vec![find("a", 24, 16)], want].concat());
+        assert!(s.easier_runs(find("a", 16, 32)).is_empty());
+        assert!(s.easier_runs(find("b", 16, 16)).is_empty());
+        // with nothing run, nothing is skipped
+        let out = std::env::temp_dir().join("zoology-harder-nothing-run");
+        assert_eq!(s.ladder_skip(find("a", 24, 16), &out), None);
+        // without `harder`: no easier runs, the same run ids
+        let plain = harder_sweep("").unwrap();
+        assert!(plain.easier_runs(find("a", 24, 16)).is_empty());
+        let ids = |s: &Sweep| s.runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&s), ids(&plain));
+    }
+
+    #[test]
+    fn bad_harder_keys_name_the_field() {
+        for (extra, says) in [
+            ("harder = \"model.d_model\"", "is the ladder's axis"),
+            ("harder = \"data.test.0.seq_len\"", "not a [sweep] key"),
+            ("harder = 3", "must be a string"),
+        ] {
+            let err = harder_sweep(extra).unwrap_err().to_string();
+            assert!(err.contains("sweep.ladder.harder") && err.contains(says), "{extra}: {err}");
+        }
+        let err = sweep("[sweep.ladder]\naxis = \"model.d_model\"\nthreshold = 0.9\nharder = \"train.lr\"\n")
+            .map(|_| ())
+            .err();
+        assert!(err.is_none(), "a product axis is a valid harder key: {err:?}");
     }
 
     #[test]

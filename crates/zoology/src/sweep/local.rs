@@ -311,7 +311,7 @@ fn start_display(
 fn next_ready(sweep: &Sweep, queue: &mut Vec<usize>, active: &[Active], waiting: &[usize]) -> Option<usize> {
     let pos = queue.iter().position(|&i| {
         sweep
-            .rungs_below(i)
+            .waits_for(i)
             .iter()
             .all(|j| !queue.contains(j) && !active.iter().any(|a| a.index == *j) && !waiting.contains(j))
     })?;
