@@ -740,56 +740,83 @@ fn bigbird_matches_the_tally() {
     }
 }
 
-/// Nyströmformer (segments of 3, two heads, a 4-tap conv skip): per token the projections and
-/// the depthwise conv; per head the landmark kernel K2, the landmark → key scores and mix (K3,
-/// K3·V), the triangular solve, and the query → landmark scores and mix for the rows that see a
-/// landmark; the step reads the landmarks and, at a segment's last token, adds its K2 row, its
-/// K3 row over the whole cache and its H row.
+/// Nyströmformer (segments of 3, two heads, a 4-tap conv skip), with the Razavi inverse (2
+/// iterations) and with the exact solve: per token the projections and the depthwise conv; per
+/// head the landmark kernel K2, the landmark → key scores and mix (K3, K3·V), the inverse (four
+/// n × n products per iteration and Z·G, or the triangular solve), and the query → landmark
+/// scores and mix for the rows that see a landmark; the step reads the landmarks and, at a
+/// segment's last token, adds its K3 row over the whole cache and its H row (through K2's
+/// leading block and its inverse, or through its K2 row and the earlier H rows).
 #[test]
 fn nystromformer_matches_the_tally() {
     let (seg, heads, taps) = (3i64, 2i64, 4i64);
-    for (d, l) in [(8i64, 8i64), (16, 11), (8, 2)] {
-        let h = d / heads;
-        let n = l / seg;
-        let tok = tally(|c| {
-            c.mm(1, d, 3 * d);
-            c.mm(1, d, d);
-            c.each(d * taps, 2.0);
-        });
-        let fwd = tally(|c| {
-            c.each(l, tok.0);
-            if n > 0 {
-                let rows = l - seg + 1;
-                for _ in 0..heads {
-                    c.mm(n, h, n);
-                    c.mm(n, h, l);
-                    c.mm(n, l, h);
-                    c.solve(n, h);
-                    c.mm(rows, h, n);
-                    c.mm(rows, n, h);
-                }
-            }
-        });
-        let step = move |ctx: i64| {
-            let j = ctx / seg;
-            tally(|c| {
-                c.each(1, tok.0);
-                for _ in 0..heads {
-                    c.mm(1, h, j);
-                    c.mm(1, j, h);
-                    if ctx % seg == 0 {
-                        c.mm(1, h, j);
-                        c.mm(1, h, ctx);
-                        c.mm(1, ctx, h);
-                        c.mm(1, j - 1, h);
+    for razavi in [Some(2i64), None] {
+        for (d, l) in [(8i64, 8i64), (16, 11), (8, 2)] {
+            let h = d / heads;
+            let n = l / seg;
+            let tok = tally(|c| {
+                c.mm(1, d, 3 * d);
+                c.mm(1, d, d);
+                c.each(d * taps, 2.0);
+            });
+            let fwd = tally(|c| {
+                c.each(l, tok.0);
+                if n > 0 {
+                    let rows = l - seg + 1;
+                    for _ in 0..heads {
+                        c.mm(n, h, n);
+                        c.mm(n, h, l);
+                        c.mm(n, l, h);
+                        match razavi {
+                            Some(it) => {
+                                for _ in 0..4 * it {
+                                    c.mm(n, n, n);
+                                }
+                                c.mm(n, n, h);
+                            }
+                            None => c.solve(n, h),
+                        }
+                        c.mm(rows, h, n);
+                        c.mm(rows, n, h);
                     }
                 }
-            })
-        };
-        let cfg = format!(
-            r#"{{ name = "nystromformer", segment_size = {seg}, num_heads = {heads}, conv_kernel_size = {taps} }}"#
-        );
-        check(&cfg, d, l, stepwise(fwd, Tally::default(), step));
+            });
+            let step = move |ctx: i64| {
+                let j = ctx / seg;
+                tally(|c| {
+                    c.each(1, tok.0);
+                    for _ in 0..heads {
+                        c.mm(1, h, j);
+                        c.mm(1, j, h);
+                        if ctx % seg == 0 {
+                            c.mm(1, h, ctx);
+                            c.mm(1, ctx, h);
+                            match razavi {
+                                Some(it) => {
+                                    c.mm(j, h, j);
+                                    for _ in 0..4 * it {
+                                        c.mm(j, j, j);
+                                    }
+                                    c.mm(1, j, h);
+                                }
+                                None => {
+                                    c.mm(1, h, j);
+                                    c.mm(1, j - 1, h);
+                                }
+                            }
+                        }
+                    }
+                })
+            };
+            let inverse = match razavi {
+                Some(it) => format!("inv_iterations = {it}"),
+                None => "use_razavi_pinverse = false".to_string(),
+            };
+            let cfg = format!(
+                r#"{{ name = "nystromformer", segment_size = {seg}, num_heads = {heads}, conv_kernel_size = {taps}, {inverse} }}"#
+            );
+            check(&cfg, d, l, stepwise(fwd, Tally::default(), step));
+        }
     }
     // one token per segment (the default num_landmarks over short sequences): causal softmax
     // attention, L × L scores and mix per head, no landmarks
