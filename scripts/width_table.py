@@ -13,7 +13,8 @@ narrower widths that did not, with their accuracy; "> 256 (best 0.28)" when no w
 "—" when nothing ran at that length. A run that failed or diverged is named after the cell
 ("; d = 256: diverged"). Widths a ladder skipped (sweep.ladder) are not listed; a length that
 `harder` skipped (a shorter length ran every width of the grid without solving) reads
-"skipped (L = 32: > 256)".
+"skipped (L = 32: > 256)". A last line names the machines the runs trained on (summary.json's
+`machine`): results at one seed differ slightly between CPU models.
 
     scripts/width_table.py /work/runs/zoo [/work/runs/section5 ...] [--threshold 0.9]
 """
@@ -99,7 +100,28 @@ def main():
             else:
                 cells.append(f"> {runs[-1][0]} (best {max(x[1] for x in runs):.3f})" + bad)
         print(f"| {m} | " + " | ".join(cells) + " |")
+    machines = machines_of(a.dirs)
+    if machines:
+        print("\nTrained on: " + "; ".join(f"{m} ({n} runs)" for m, n in machines) + ".")
     return 0
+
+
+def machines_of(dirs):
+    """(machine, runs) over the run summaries under each DIR/runs, most runs first; runs recorded
+    before summaries named their machine count as "machine not recorded"."""
+    import collections
+    import json
+
+    count = collections.Counter()
+    for d in dirs:
+        runs = os.path.join(d, "runs")
+        for name in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
+            try:
+                with open(os.path.join(runs, name, "summary.json")) as f:
+                    count[json.load(f).get("machine") or "machine not recorded"] += 1
+            except (OSError, ValueError):
+                continue
+    return count.most_common()
 
 
 if __name__ == "__main__":

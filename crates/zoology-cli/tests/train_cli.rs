@@ -125,6 +125,9 @@ fn resume_after_sigkill_matches_uninterrupted_run() {
     assert_eq!(a["final_loss"], b["final_loss"]);
     assert_eq!(a["steps"], b["steps"]);
     assert_eq!(evals(&full), evals(&cut), "eval history differs after resume");
+    // the machine it ran on: a CPU description with the thread count
+    let machine = a["machine"].as_str().unwrap_or_else(|| panic!("no machine in the summary: {a}"));
+    assert!(machine.contains("CPUs, ") && machine.contains("libtorch thread"), "{machine}");
     // the model learned something (the test is not comparing two untrained runs)
     assert!(a["final_accuracy"].as_f64().unwrap() > 0.05, "{a}");
     let _ = std::fs::remove_dir_all(&root);

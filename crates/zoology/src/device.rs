@@ -78,6 +78,25 @@ impl Runtime {
     }
 }
 
+/// The machine a run trained on, for its summary: the CPU model (from /proc/cpuinfo), the
+/// logical CPUs and libtorch's intra-op threads, e.g. "AMD EPYC, 2 CPUs, 1 libtorch thread".
+/// Results at a fixed seed differ slightly between CPU models (their kernels round
+/// differently), so a grid's runs say where they ran.
+pub fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = tch::get_num_threads();
+    format!("{model}, {cpus} CPUs, {threads} libtorch thread{}", if threads == 1 { "" } else { "s" })
+}
+
 /// Sets the number of intra-op CPU threads libtorch uses (0 = libtorch's default).
 pub fn set_threads(n: usize) {
     if n > 0 {

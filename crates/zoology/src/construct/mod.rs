@@ -479,6 +479,7 @@ pub fn write_run_dir(dir: &std::path::Path, built: &Built, spec: &Spec, mixer: &
         epochs: 0,
         steps: 0,
         device: "cpu".into(),
+        machine: Some(crate::device::machine()),
         // solved with no training at every threshold it meets: zero training FLOPs
         solved: Some(
             cfg.train

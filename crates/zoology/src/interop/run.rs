@@ -93,6 +93,7 @@ pub fn import_run(file: &Path, config: &Path, base: Option<&Path>, out: &Path) -
         epochs: 0,
         steps: 0,
         device: "cpu".into(),
+        machine: Some(crate::device::machine()),
         solved: None,
     };
     rundir::write_summary(out, &summary)?;

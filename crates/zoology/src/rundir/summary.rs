@@ -105,6 +105,10 @@ pub struct Summary {
     pub epochs: usize,
     pub steps: usize,
     pub device: String,
+    /// The machine it trained on ([`crate::device::machine`]); absent in runs recorded before
+    /// this field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
     /// One entry per `train.solve_thresholds` value the run reached (empty for a run that
     /// never did; absent in runs recorded before this field existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,6 +158,7 @@ mod tests {
             "state_size":128,"state_size_seq_len":64,"wall_time_s":1.0,"epochs":1,"steps":2,"device":"cpu"}"#;
         let s: Summary = serde_json::from_str(old).unwrap();
         assert_eq!((s.flops_train_per_step, s.flops_prefill_per_seq, s.flops_decode_per_token), (None, None, None));
+        assert_eq!(s.machine, None);
         let new = Summary {
             flops_train_per_step: Some(3e9),
             flops_prefill_per_seq: Some(2e6),

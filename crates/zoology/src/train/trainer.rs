@@ -612,6 +612,7 @@ impl<'a> Session<'a> {
             epochs: st.epochs_done,
             steps: st.step,
             device: self.rt.name(),
+            machine: Some(crate::device::machine()),
             solved: Some(st.solved.clone()),
         }
     }
