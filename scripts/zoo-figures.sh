@@ -2,13 +2,17 @@
 # The zoo grid's figures and table (docs/results/mqar-zoo-cpu.md), from a directory of its runs:
 # by default the records kept in the repository (scripts/keep_runs.py).
 #
-#   scripts/zoo-figures.sh [DIR]      # DIR: default docs/results/mqar-zoo-cpu
+#   scripts/zoo-figures.sh [--page] [DIR]      # DIR: default docs/results/mqar-zoo-cpu
 #
 # Writes figure2.png and width_vs_length.png per family under docs/results/mqar-zoo-cpu/{ssm,
 # recurrent,approx,approx-presets}/, each family with the attention and base_conv baselines, and
-# prints the smallest-solving-width table (scripts/width_table.py).
+# prints the smallest-solving-width table (scripts/width_table.py). With --page it also writes
+# the table, with a line of run counts (`zoology sweep status`), between the `<!-- zoo-table -->`
+# and `<!-- /zoo-table -->` markers of docs/results/mqar-zoo-cpu.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+page=0
+if [ "${1:-}" = "--page" ]; then page=1; shift; fi
 dir="${1:-docs/results/mqar-zoo-cpu}"
 exe="${ZOOLOGY:-target/release/zoology}"
 [ -x "$exe" ] || { echo "zoo-figures: $exe not built; run scripts/with-torch cargo build --release" >&2; exit 2; }
@@ -27,4 +31,25 @@ for fam in \
     echo "zoo-figures: $fig/$name/ not redrawn: ${msg##*Error: }" >&2
   fi
 done
-scripts/width_table.py "$dir" --exe "$exe"
+table=$(scripts/width_table.py "$dir" --exe "$exe")
+echo "$table"
+if [ "$page" = 1 ]; then
+  counts=$(scripts/with-torch "$exe" sweep status configs/mqar-zoo-cpu.toml --out "$dir" | awk 'NR == 1')
+  counts="${counts#*: }"
+  ZOO_TABLE="$table" ZOO_COUNTS="$counts" python3 - <<'PY'
+import datetime, os, re
+p = "docs/results/mqar-zoo-cpu.md"
+s = open(p).read()
+when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+body = (f"**{when}** (`scripts/zoo-figures.sh`, from the kept runs): {os.environ['ZOO_COUNTS']}.\n\n"
+        + os.environ["ZOO_TABLE"].rstrip() + "\n\n"
+        "Bold is the smallest width at or above 0.9; brackets give the narrower widths' best accuracy; "
+        "\"> d (best a)\" means no width up to d solved; \"skipped (L = 16: > 256)\" was not trained "
+        "(`harder`); \"—\" is not run yet.\n")
+new, n = re.subn(r"<!-- zoo-table -->.*?<!-- /zoo-table -->", lambda m: "<!-- zoo-table -->\n" + body + "<!-- /zoo-table -->", s, flags=re.S)
+if n != 1:
+    raise SystemExit(f"zoo-figures: {p} has {n} zoo-table marker pairs; it needs exactly one")
+open(p, "w").write(new)
+print(f"zoo-figures: wrote the table into {p}")
+PY
+fi
