@@ -223,7 +223,10 @@ fn killing_the_sweep_parent_leaves_no_orphan() {
 #[test]
 fn two_sweeps_on_one_directory_leave_each_others_runs_alone() {
     let dir = tmpdir("twosweeps");
-    let sw = Sw::new(&dir, &sweep_text("two", "1e-3, 2e-3, 3e-3, 4e-3", 2, 2400, ""));
+    // runs of several seconds: B starts once A's first run is training, and must still find it
+    // training after its own start-up (with 2 400 examples a run took about 1 s, and on a loaded
+    // machine A's run had finished before B looked)
+    let sw = Sw::new(&dir, &sweep_text("two", "1e-3, 2e-3, 3e-3, 4e-3", 2, 24_000, ""));
     let a = sw
         .cmd(&["sweep", "run", "-q", "--threads", "1"])
         .stdout(Stdio::piped())
