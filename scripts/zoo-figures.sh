@@ -8,7 +8,8 @@
 # recurrent,approx,approx-presets}/, each family with the attention and base_conv baselines, and
 # prints the smallest-solving-width table (scripts/width_table.py). With --page it also writes
 # the table, with a line of run counts (`zoology sweep status`), between the `<!-- zoo-table -->`
-# and `<!-- /zoo-table -->` markers of docs/results/mqar-zoo-cpu.md.
+# and `<!-- /zoo-table -->` markers of docs/results/mqar-zoo-cpu.md, and the cost to solve
+# (`zoology results show DIR --cost`) between `<!-- zoo-cost -->` and `<!-- /zoo-cost -->`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 page=0
@@ -36,10 +37,15 @@ echo "$table"
 if [ "$page" = 1 ]; then
   counts=$(scripts/with-torch "$exe" sweep status configs/mqar-zoo-cpu.toml --out "$dir" | awk 'NR == 1')
   counts="${counts#*: }"
-  ZOO_TABLE="$table" ZOO_COUNTS="$counts" python3 - <<'PY'
+  cost=$(scripts/with-torch "$exe" results show "$dir" --cost)
+  ZOO_TABLE="$table" ZOO_COUNTS="$counts" ZOO_COST="$cost" python3 - <<'PY'
 import datetime, os, re
 p = "docs/results/mqar-zoo-cpu.md"
 s = open(p).read()
+cost = "```\n" + os.environ["ZOO_COST"].rstrip() + "\n```\n"
+s, n = re.subn(r"<!-- zoo-cost -->.*?<!-- /zoo-cost -->", lambda m: "<!-- zoo-cost -->\n" + cost + "<!-- /zoo-cost -->", s, flags=re.S)
+if n != 1:
+    raise SystemExit(f"zoo-figures: {p} has {n} zoo-cost marker pairs; it needs exactly one")
 when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 body = (f"**{when}** (`scripts/zoo-figures.sh`, from the kept runs): {os.environ['ZOO_COUNTS']}.\n\n"
         + os.environ["ZOO_TABLE"].rstrip() + "\n\n"
