@@ -42,20 +42,24 @@ if [ "$page" = 1 ]; then
 import datetime, os, re
 p = "docs/results/mqar-zoo-cpu.md"
 s = open(p).read()
-cost = "```\n" + os.environ["ZOO_COST"].rstrip() + "\n```\n"
-s, n = re.subn(r"<!-- zoo-cost -->.*?<!-- /zoo-cost -->", lambda m: "<!-- zoo-cost -->\n" + cost + "<!-- /zoo-cost -->", s, flags=re.S)
-if n != 1:
-    raise SystemExit(f"zoo-figures: {p} has {n} zoo-cost marker pairs; it needs exactly one")
+
+
+def fill(s, name, body):
+    """s with body between its one `<!-- name -->` / `<!-- /name -->` marker pair."""
+    out, n = re.subn(rf"<!-- {name} -->.*?<!-- /{name} -->", lambda m: f"<!-- {name} -->\n{body}<!-- /{name} -->", s, flags=re.S)
+    if n != 1:
+        raise SystemExit(f"zoo-figures: {p} has {n} {name} marker pairs; it needs exactly one")
+    return out
+
+
+s = fill(s, "zoo-cost", "```\n" + os.environ["ZOO_COST"].rstrip() + "\n```\n")
 when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 body = (f"**{when}** (`scripts/zoo-figures.sh`, from the kept runs): {os.environ['ZOO_COUNTS']}.\n\n"
         + os.environ["ZOO_TABLE"].rstrip() + "\n\n"
         "Bold is the smallest width at or above 0.9; brackets give the narrower widths' best accuracy; "
         "\"> d (best a)\" means no width up to d solved; \"skipped (L = 16: > 256)\" was not trained "
         "(`harder`); \"—\" is not run yet.\n")
-new, n = re.subn(r"<!-- zoo-table -->.*?<!-- /zoo-table -->", lambda m: "<!-- zoo-table -->\n" + body + "<!-- /zoo-table -->", s, flags=re.S)
-if n != 1:
-    raise SystemExit(f"zoo-figures: {p} has {n} zoo-table marker pairs; it needs exactly one")
-open(p, "w").write(new)
+open(p, "w").write(fill(s, "zoo-table", body))
 print(f"zoo-figures: wrote the table into {p}")
 PY
 fi
