@@ -665,8 +665,9 @@ fn forward_flops_scale_with_the_length_as_the_math_says() {
 }
 
 /// Performer: the projections, the random projections ω·q' and ω·k' per head (m/2 rows when
-/// hyperbolic), then the chunked linear core with K = m, V = d_v + 1; the step updates and reads
-/// `[S | z]` per head.
+/// hyperbolic), then the chunked linear core with K = m, V = d_v + 1 and a decay per key channel
+/// (the rescaling to the running key maximum of each feature); the step rescales, updates and
+/// reads `[S | z]` per head.
 #[test]
 fn performer_matches_the_tally() {
     for (d, l) in SHAPES {
@@ -687,12 +688,12 @@ fn performer_matches_the_tally() {
             let fwd = tally(|c| {
                 c.each(l, tok.0);
                 for _ in 0..chunks * heads {
-                    linear_core(c, chunk, m, v, 0);
+                    linear_core(c, chunk, m, v, 2);
                 }
             });
             let step = tally(|c| {
                 c.each(1, tok.0);
-                (0..heads).for_each(|_| linear_step(c, m, v, 0));
+                (0..heads).for_each(|_| linear_step(c, m, v, 2));
             });
             let cfg = format!(
                 r#"{{ name = "performer", feature_dim = {f}, num_features = {m}, hyperbolic = {hyperbolic}, num_heads = {heads}, chunk_size = {chunk} }}"#
@@ -852,8 +853,9 @@ fn nystromformer_matches_the_tally() {
 /// ScatterBrain (window 3, m = 6 hyperbolic features from 3 directions, two heads, chunk 4):
 /// projections and the random projections of q and k per token; the window part in blocks of
 /// w + 1 queries against twice as many keys; the delayed low-rank part as the chunked linear
-/// core (only when some token is farther than the window); the step scores the window, reads
-/// the low-rank state and, once a token leaves the window, projects its key and adds it.
+/// core with a decay per key channel (the running key maximum; only when some token is farther
+/// than the window); the step scores the window, reads the low-rank state and, once a token
+/// leaves the window, projects its key, rescales the state and adds it.
 #[test]
 fn scatterbrain_matches_the_tally() {
     let (w, m, heads, chunk) = (3i64, 6i64, 2i64, 4i64);
@@ -877,7 +879,7 @@ fn scatterbrain_matches_the_tally() {
             }
             if l > w + 1 {
                 for _ in 0..((l + chunk - 1) / chunk) * heads {
-                    linear_core(c, chunk, m, v, 0);
+                    linear_core(c, chunk, m, v, 2);
                 }
             }
         });
@@ -893,6 +895,7 @@ fn scatterbrain_matches_the_tally() {
                     c.mm(1, m, v);
                     if ctx > w {
                         c.mm(1, h, rows);
+                        c.each(m * v, 1.0); // the state rescaled to the new running key maximum
                         c.mm(m, 1, v);
                     }
                 }

@@ -31,27 +31,38 @@
 //! leaves after the `√d` rescale it comments out; this does not estimate the softmax kernel, it
 //! is there to reproduce the peer: docs/DECISIONS.md).
 //!
-//! **Stabilisation.** The forms that run in f32 keep every exponent ≤ 0: a query's features are
-//! divided by their largest, `φ̃(q) = φ(q)·e^{−α_t}` (`α_t` = max over j of the log features of
-//! `q_t`), a key's by the constant `e^{−K}`, `K = max_j |ω_j|²/2 − ln(m)/2` (an upper bound of every
-//! key log feature, since `ω·x' − |x'|²/2 ≤ |ω|²/2`). Both factors cancel in the ratio; the `eps`
-//! term keeps its meaning by being added as `eps·e^{−α_t−K}`. No key stabiliser depends on other
-//! tokens (google-research's takes a max over all keys, which is not causal).
+//! **Stabilisation.** The forms that run in f32 keep every exponent ≤ 0 and the normaliser at
+//! least 1. Each key feature j is divided by its running maximum over the prefix,
+//! `M_tj = max_{s≤t} log φ(k_s)_j`: the state is kept as `S̃_tj = Σ_{s≤t} e^{log φ(k_s)_j − M_tj} v_sᵀ`
+//! (likewise `z̃_t`), so `S̃_t = diag(e^{M_{t−1}−M_t}) S̃_{t−1} + e^{log φ(k_t) − M_t} v_tᵀ`: linear
+//! attention with a log decay `M_{t−1,j} − M_tj ≤ 0` per key channel, every key feature ≤ 1 and
+//! every `z̃_tj ≥ 1`. A query's features are taken against those maxima,
+//! `φ̃(q_t)_j = exp(log φ(q_t)_j + M_tj − β_t)`, `β_t = max_j (log φ(q_t)_j + M_tj)`: each term
+//! `φ̃(q_t)_j z̃_tj` is ≤ 1 and the largest is ≥ 1, so `φ̃(q_t)·z̃_t ∈ [1, m·t]` however far apart
+//! the query's and the keys' features lie. The true sums are the stabilised ones times `e^{β_t}`,
+//! which cancels in the ratio; the `eps` term keeps its meaning by being added as `eps·e^{−β_t}`.
+//! `M_t` depends on no later token (google-research's key stabiliser is a max over all keys,
+//! which is not causal). Two earlier stabilisers failed (docs/DECISIONS.md): a constant bound
+//! `K = max_j |ω_j|²/2 − ln(m)/2` grows with `f` (≈ 145 at f = 256) and every key feature
+//! `e^{log φ − K}` underflowed f32; one running maximum per head with the query's own maximum
+//! left `φ̃(q)·z̃` as small as 1e-39 when the query's and the keys' largest features lie in
+//! different directions, and its gradient overflowed.
 //!
-//! Forms: training = chunked linear attention over `φ̃(q), φ̃(k), [1, v]` (the normaliser is a
-//! ones column; `common::decayed_linear::chunked_linear_attention`, chunk `chunk_size`);
-//! reference = a plain loop over positions in f64 with the unstabilised features computed straight
-//! from the definition (`S_t`, `z_t` accumulated explicitly, no shift); recurrent = one update of
-//! `[S | z]` per token (`common::decayed_linear::linear_attention_step`).
+//! Forms: training = chunked linear attention over `φ̃(q), φ̃(k), [1, v]` with the log decays
+//! above (the normaliser is a ones column; `common::decayed_linear::chunked_linear_attention`,
+//! chunk `chunk_size`); reference = a plain loop over positions in f64 with the unstabilised
+//! features computed straight from the definition (`S_t`, `z_t` accumulated explicitly, no
+//! shift); recurrent = one rescale and update of `[S̃ | z̃]` per token
+//! (`common::decayed_linear::linear_attention_step`).
 //!
-//! State: `H·m·(d_v + 1)` elements (`S` and `z` per head), constant in L. Zoology's `Based`
-//! counts the same, `H·d_v·m + H·m` (`state_size_zoology`).
+//! State: `H·m·(d_v + 2)` elements (`S̃`, `z̃` and `M` per head), constant in L. Zoology's
+//! `Based` counts `H·d_v·m + H·m` (`state_size_zoology`): it has no stabiliser.
 //!
 //! FLOPs ([`crate::flops`] convention): projections `2·d·2·H·f + 4·d²` per token, the random
 //! projections `ω·q'` and `ω·k'` `2·2·H·f·m_rows` per token (exp and norms are element-wise, not
-//! counted), plus the chunked core with K = m, V = d_v + 1: `H·(2·C·m + 2·C·V + 4·m·V)` per
-//! position over `⌈L/C⌉·C`. Decode: the per-token terms plus `H·4·m·V`, constant in L; prefill
-//! is the step form.
+//! counted), plus the chunked core with K = m, V = d_v + 1 and a decay per key channel:
+//! `H·(3·C·m + 2·C·V + 4·m·V)` per position over `⌈L/C⌉·C`. Decode: the per-token terms plus
+//! `H·5·m·V` (rescale, update, readout), constant in L; prefill is the step form.
 //!
 //! Init: `proj_q`, `proj_k`, `proj_v`, `proj_o` N(0, 0.02) (Zoology's `Based`; `proj_o` is not
 //! rescaled by its name rule).
@@ -162,33 +173,58 @@ impl Favor {
         proj - half_sq - 0.5 * (self.num_features() as f64).ln()
     }
 
-    /// `K = max_j |ω_j|²/2 − ln(m)/2`: an upper bound of every log feature.
-    pub fn key_shift(&self) -> f64 {
-        let n = self.omega.to_kind(Kind::Double).square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
-        n.max().double_value(&[]) * 0.5 - 0.5 * (self.num_features() as f64).ln()
+    /// Key features stabilised per feature by the running maximum of their log features `b`
+    /// over the prefix (positions on dim 2 of `b: [B, H, L, m]`): `φ̃(k_s)_j = exp(b_sj − M_sj)`,
+    /// `M_sj = max_{r≤s} b_rj` (detached; it cancels in every ratio). Every feature is ≤ 1, and
+    /// each feature's sum over the prefix is ≥ 1 (its largest key contributes 1). Returns
+    /// `(φ̃(k), M)`, both `[B, H, L, m]`.
+    pub fn running_key_features(b: &Tensor) -> (Tensor, Tensor) {
+        let (run, _) = b.detach().cummax(2);
+        ((b - &run).exp(), run)
     }
 
-    /// Stabilised query features `φ̃(q) = exp(a − α)` and `α = max_j a_j` (`[..., 1]`).
-    pub fn query_features(&self, q: &Tensor) -> (Tensor, Tensor) {
-        let a = self.log_features(q);
-        let alpha = a.amax([-1i64].as_slice(), true).detach();
-        ((a - &alpha).exp(), alpha)
+    /// Log decays `g_s = M_{s−1} − M_s ≤ 0` (`g_0 = 0`) that carry sums of key features
+    /// stabilised by `M_{s−1}` to `M_s` (positions on dim 2 of `run: [B, H, L, m]`).
+    pub fn rescale_log_decays(run: &Tensor) -> Tensor {
+        let l = run.size()[2];
+        Tensor::cat(&[run.narrow(2, 0, 1), run.narrow(2, 0, l - 1)], 2) - run
     }
 
-    /// Stabilised key features `φ̃(k) = exp(b − K)` (K from [`Self::key_shift`]).
-    pub fn key_features(&self, k: &Tensor) -> Tensor {
-        (self.log_features(k) - self.key_shift()).exp()
+    /// [`Self::running_key_features`] for one key: log features `b` and the running maximum so
+    /// far `prev` (same shape; [`RUNNING_MAX_START`] before the first key) → `(φ̃(k), M, g)` with
+    /// the new maximum `M` and the log decay `g = prev − M` of the state.
+    pub fn step_key_features(b: &Tensor, prev: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let run = prev.maximum(&b.detach());
+        ((b - &run).exp(), run.shallow_clone(), prev - run)
     }
 
-    /// The unstabilised features `φ(x) = exp(ω·x' − |x'|²/2)/√m` of `x: [..., f]` in f64, as the
-    /// definition reads (no shift); for the reference forms.
-    pub fn features_plain(&self, x: &Tensor) -> Tensor {
+    /// Query features for keys stabilised by `run` ([`Self::running_key_features`]): from the
+    /// query log features `a` (`[..., m]`), `φ̃(q)_j = exp(a_j + M_j − β)` with
+    /// `β = max_j (a_j + M_j)` (`[..., 1]`, detached). Every `φ̃(q)_j·z̃_j` is then ≤ 1 and the
+    /// largest is ≥ 1·1, so the normaliser `φ̃(q)·z̃` lies in `[1, m·L]` whenever a key is present:
+    /// it cannot underflow however far apart the query's and the keys' features are. The
+    /// unstabilised sums are the stabilised ones times `e^β`.
+    pub fn stabilised_queries(a: &Tensor, run: &Tensor) -> (Tensor, Tensor) {
+        let e = a + run;
+        let beta = e.amax([-1i64].as_slice(), true).detach();
+        ((e - &beta).exp(), beta)
+    }
+
+    /// The log features `log φ(x) = ω·x' − |x'|²/2 − ln(m)/2` of `x: [..., f]` in f64, as the
+    /// definition reads; for the reference forms (independent of [`Self::log_features`]).
+    pub fn log_features_plain(&self, x: &Tensor) -> Tensor {
         let om = self.omega.to_kind(Kind::Double);
         let xs = x.to_kind(Kind::Double) / (self.f as f64).powf(0.25);
         let dots = xs.matmul(&om.transpose(0, 1));
         let dots = if self.hyperbolic { Tensor::cat(&[&dots, &(-&dots)], -1) } else { dots };
         let sq = (&xs * &xs).sum_dim_intlist([-1i64].as_slice(), true, Kind::Double);
-        (dots - sq * 0.5).exp() / (self.num_features() as f64).sqrt()
+        dots - sq * 0.5 - 0.5 * (self.num_features() as f64).ln()
+    }
+
+    /// The unstabilised features `φ(x) = exp(log φ(x))` in f64 (no shift); for the reference
+    /// forms.
+    pub fn features_plain(&self, x: &Tensor) -> Tensor {
+        self.log_features_plain(x).exp()
     }
 
     /// FLOPs of the random projection of one `f`-vector.
@@ -209,29 +245,29 @@ pub struct Performer {
 }
 
 impl Performer {
-    /// Per-head stabilised `φ̃(q)`, `α` (`[B,H,L,1]`), `φ̃(k)` `[B,H,L,m]` and `v' = [1, v]`.
+    /// Per-head query and key log features (`[B,H,L,m]`) and `v' = [1, v]`.
     /// The projections run in the caller's precision; the exponential features are formed in
     /// fp32 under bf16 autocast (their exponent's rounding moved gradients by 14 % in bf16).
-    fn features(&self, x: &Tensor) -> (Tensor, Tensor, Tensor, Tensor) {
+    fn features(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
         use crate::device::full_precision as f32_;
         let h = self.cfg.num_heads;
         let (q, k, v) = (f32_(&self.wq.forward(x)), f32_(&self.wk.forward(x)), f32_(&self.wv.forward(x)));
         crate::device::Precision::fp32_region(x.device(), || {
-            let (fq, alpha) = self.favor.query_features(&split_heads(&q, h));
-            let fk = self.favor.key_features(&split_heads(&k, h));
+            let aq = self.favor.log_features(&split_heads(&q, h));
+            let kb = self.favor.log_features(&split_heads(&k, h));
             let v = split_heads(&v, h);
             let v1 = Tensor::cat(&[v.ones_like().narrow(-1, 0, 1), v], -1);
-            (fq, alpha, fk, v1)
+            (aq, kb, v1)
         })
     }
 
-    /// `o = [zᵀφ̃(q), Sᵀφ̃(q)]` `[B,H,L,1+d_v]` → output `[B, L, D]`.
-    fn finish(&self, o: &Tensor, alpha: &Tensor) -> Tensor {
+    /// `o = [z̃ᵀφ̃(q), S̃ᵀφ̃(q)]` `[B,H,L,1+d_v]` and the stabiliser `β` → `[B, L, D]`.
+    fn finish(&self, o: &Tensor, shift: &Tensor) -> Tensor {
         let dv = o.size()[3] - 1;
-        // eps in unstabilised units: (φ(q)·z + eps) = e^{α+K} (φ̃(q)·z̃ + eps·e^{−α−K})
-        // (written as one exponential: eps·e^{−α−K} may be +∞ for far queries, never 0·∞)
+        // eps in unstabilised units: (φ(q)·z + eps) = e^β (φ̃(q)·z̃ + eps·e^{−β})
+        // (written as one exponential: eps·e^{−β} may be +∞ for far queries, never 0·∞)
         let den = if self.cfg.eps > 0.0 {
-            o.narrow(-1, 0, 1) + (-(alpha + self.favor.key_shift()) + self.cfg.eps.ln()).exp()
+            o.narrow(-1, 0, 1) + (-shift + self.cfg.eps.ln()).exp()
         } else {
             o.narrow(-1, 0, 1)
         };
@@ -251,11 +287,14 @@ impl Performer {
 
 impl Mixer for Performer {
     fn forward(&self, x: &Tensor, _train: bool) -> Tensor {
-        let (fq, alpha, fk, v1) = self.features(x);
-        let (o, _) = crate::device::Precision::fp32_region(x.device(), || {
-            chunked_linear_attention(&fq, &fk, &v1, None, self.cfg.chunk_size)
+        let (aq, kb, v1) = self.features(x);
+        let (o, beta) = crate::device::Precision::fp32_region(x.device(), || {
+            let (fk, run) = Favor::running_key_features(&kb);
+            let (fq, beta) = Favor::stabilised_queries(&aq, &run);
+            let g = Favor::rescale_log_decays(&run);
+            (chunked_linear_attention(&fq, &fk, &v1, Some(&g), self.cfg.chunk_size).0, beta)
         });
-        self.finish(&o, &alpha)
+        self.finish(&o, &beta)
     }
 
     /// Plain loop in f64: `S += φ(k_t) v_tᵀ`, `z += φ(k_t)`, `y_t = Sᵀφ(q_t) / (zᵀφ(q_t) + eps)`
@@ -282,39 +321,51 @@ impl Mixer for Performer {
         self.out.forward(&merge_heads(&y))
     }
 
+    /// `[S̃ | z̃]` per head `[B, H, m, 1 + d_v]` (stabilised by M) and the running key maximum
+    /// per feature M `[B, H, m]` ([`RUNNING_MAX_START`] before the first token).
     fn init_state(&self, batch: i64) -> MixerState {
         let opts = (self.out.ws.kind(), self.out.ws.device());
-        MixerState::new(vec![Tensor::zeros(
-            [batch, self.cfg.num_heads, self.favor.num_features(), self.value_cols()],
-            opts,
-        )])
+        let h = self.cfg.num_heads;
+        MixerState::new(vec![
+            Tensor::zeros([batch, h, self.favor.num_features(), self.value_cols()], opts),
+            Tensor::full([batch, h, self.favor.num_features()], RUNNING_MAX_START, opts),
+        ])
     }
 
     fn step(&self, state: &mut MixerState, x_t: &Tensor) -> Tensor {
-        let (fq, alpha, fk, v1) = self.features(&x_t.unsqueeze(1));
-        let o =
-            linear_attention_step(&mut state.tensors[0], &fq.select(2, 0), &fk.select(2, 0), &v1.select(2, 0), None);
-        self.finish(&o.unsqueeze(2), &alpha).squeeze_dim(1)
+        let (aq, kb, v1) = self.features(&x_t.unsqueeze(1));
+        let (fk, run, g) = Favor::step_key_features(&kb.select(2, 0), &state.tensors[1]);
+        let (fq, beta) = Favor::stabilised_queries(&aq.select(2, 0), &run);
+        let o = linear_attention_step(&mut state.tensors[0], &fq, &fk, &v1.select(2, 0), Some(&g));
+        let out = self.finish(&o.unsqueeze(2), &beta.unsqueeze(2)).squeeze_dim(1);
+        state.tensors[1] = run;
+        out
     }
 
     fn state_size(&self, _seq_len: i64) -> i64 {
-        self.cfg.num_heads * self.favor.num_features() * self.value_cols()
+        self.cfg.num_heads * self.favor.num_features() * (self.value_cols() + 1)
     }
 
-    /// Zoology's `Based.state_size` with the Performer map: `H·d_v·m + H·m`, the same count.
-    fn state_size_zoology(&self, seq_len: i64) -> Option<i64> {
-        Some(self.state_size(seq_len))
+    /// Zoology's `Based.state_size` with the Performer map: `H·d_v·m + H·m` (without our running
+    /// key maximum, one number per feature and head).
+    fn state_size_zoology(&self, _seq_len: i64) -> Option<i64> {
+        Some(self.cfg.num_heads * self.favor.num_features() * self.value_cols())
     }
 
     fn flops(&self, seq_len: i64) -> MixerFlops {
         let (h, m, v) = (self.cfg.num_heads as f64, self.favor.num_features() as f64, self.value_cols() as f64);
         let c = self.cfg.chunk_size as f64;
-        let core = h * (2.0 * c * m + 2.0 * c * v + 4.0 * m * v);
+        // the rescaling by the running key maximum is a decay per feature (key channel)
+        let core = h * (3.0 * c * m + 2.0 * c * v + 4.0 * m * v);
         let tok = self.token_flops();
         let fwd = seq_len as f64 * tok + crate::flops::padded(seq_len, self.cfg.chunk_size) as f64 * core;
-        MixerFlops::stepwise(fwd, 0.0, seq_len, |_| tok + h * 4.0 * m * v)
+        MixerFlops::stepwise(fwd, 0.0, seq_len, |_| tok + h * 5.0 * m * v)
     }
 }
+
+/// The running key maximum of a recurrent state before its first key: below any log feature,
+/// finite so that the first update's decay `e^{start − M}` is 0 rather than NaN.
+pub const RUNNING_MAX_START: f64 = -1e30;
 
 /// Largest accepted `feature_dim` and `num_features`.
 const MAX_FEATURE_DIM: i64 = 4096;
@@ -325,7 +376,8 @@ impl MixerKind for Performer {
     const NAME: &'static str = "performer";
     const ABOUT: &'static str =
         "Performer (FAVOR+): causal linear attention with positive orthogonal random features for softmax, fixed at init";
-    const STATE_FORMULA: &'static str = "H·m·(d_v+1) (S and z per head; m = num_features, d_v = d/H)";
+    const STATE_FORMULA: &'static str =
+        "H·m·(d_v+2) (S, z and the running key maximum per feature and head; m = num_features, d_v = d/H)";
     const CONSTANT_STATE: bool = true;
 
     fn validate(c: &PerformerConfig, d: i64, _ctx: &BuildCtx, field: &str) -> Result<()> {
@@ -490,6 +542,38 @@ mod tests {
         assert!(bool::try_from(y.isfinite().all()).unwrap(), "forward not finite");
         let e = super::super::testing::rel_err(&y, &r);
         assert!(e < 1e-4, "rel err {e}");
+    }
+
+    /// A wide feature map (f = 256): a constant bound `K = max_j |ω_j|²/2 − ln(m)/2` on the key
+    /// log features is so far above them that every `e^{log φ(k) − K}` underflows f32 (checked
+    /// here), which made the output 0; with the running key maximum the forward and step forms
+    /// agree with the f64 reference.
+    #[test]
+    fn wide_feature_maps_match_the_reference() {
+        let (_vs, m) = seeded(5, || {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let c = PerformerConfig { feature_dim: 256, num_features: 24, chunk_size: 4, ..Default::default() };
+            let m = Performer::build(vs.root(), 16, &c, &BuildCtx::new(0, 2, 16)).unwrap();
+            (vs, m)
+        });
+        let x = seeded(6, || Tensor::randn([2, 11, 16], (Kind::Float, Device::Cpu)));
+        let bound =
+            m.favor.omega.to_kind(Kind::Double).square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+        let bound = bound.max().double_value(&[]) * 0.5 - 0.5 * 24f64.ln();
+        let top = tch::no_grad(|| m.favor.log_features(&split_heads(&m.wk.forward(&x), 1)).max().double_value(&[]));
+        assert!(
+            top - bound < -104.0,
+            "keys should sit far below the constant bound (max log feature {top}, K {bound})"
+        );
+        let (y, r) = tch::no_grad(|| (m.forward(&x, false), m.reference(&x)));
+        let e = super::super::testing::rel_err(&y, &r);
+        assert!(e < 1e-4, "forward vs reference: rel err {e}");
+        let steps = tch::no_grad(|| {
+            let mut st = m.init_state(2);
+            Tensor::stack(&(0..11).map(|t| m.step(&mut st, &x.select(1, t))).collect::<Vec<_>>(), 1)
+        });
+        let e = super::super::testing::rel_err(&steps, &r);
+        assert!(e < 1e-4, "step vs reference: rel err {e}");
     }
 
     #[test]
