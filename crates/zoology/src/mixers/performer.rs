@@ -48,9 +48,10 @@
 //! left `φ̃(q)·z̃` as small as 1e-39 when the query's and the keys' largest features lie in
 //! different directions, and its gradient overflowed.
 //!
-//! Forms: training = chunked linear attention over `φ̃(q), φ̃(k), [1, v]` with the log decays
-//! above (the normaliser is a ones column; `common::decayed_linear::chunked_linear_attention`,
-//! chunk `chunk_size`); reference = a plain loop over positions in f64 with the unstabilised
+//! Forms: training = decayed linear attention over `φ̃(q), φ̃(k), [1, v]` with the log decays
+//! above (the normaliser is a ones column; `common::decayed_linear::channel_decayed_attention`:
+//! the fused C++ gated scan on the CPU, the chunked form with chunk `chunk_size` elsewhere);
+//! reference = a plain loop over positions in f64 with the unstabilised
 //! features computed straight from the definition (`S_t`, `z_t` accumulated explicitly, no
 //! shift); recurrent = one rescale and update of `[S̃ | z̃]` per token
 //! (`common::decayed_linear::linear_attention_step`).
@@ -61,14 +62,15 @@
 //! FLOPs ([`crate::flops`] convention): projections `2·d·2·H·f + 4·d²` per token, the random
 //! projections `ω·q'` and `ω·k'` `2·2·H·f·m_rows` per token (exp and norms are element-wise, not
 //! counted), plus the chunked core with K = m, V = d_v + 1 and a decay per key channel:
-//! `H·(3·C·m + 2·C·V + 4·m·V)` per position over `⌈L/C⌉·C`. Decode: the per-token terms plus
+//! `H·(3·C·m + 2·C·V + 4·m·V)` per position over `⌈L/C⌉·C` (the count of the device-independent
+//! chunked form; the CPU's fused scan does the decode step's `H·5·m·V` at every position). Decode: the per-token terms plus
 //! `H·5·m·V` (rescale, update, readout), constant in L; prefill is the step form.
 //!
 //! Init: `proj_q`, `proj_k`, `proj_v`, `proj_o` N(0, 0.02) (Zoology's `Based`; `proj_o` is not
 //! rescaled by its name rule).
 
 use super::common::bounds::int_in;
-use super::common::decayed_linear::{chunked_linear_attention, linear_attention_step};
+use super::common::decayed_linear::{channel_decayed_attention, linear_attention_step};
 use super::common::layers::{merge_heads, split_heads, Linear};
 use super::linear_attention::check_chunk;
 use super::{BuildCtx, Mixer, MixerKind, MixerState};
@@ -292,7 +294,7 @@ impl Mixer for Performer {
             let (fk, run) = Favor::running_key_features(&kb);
             let (fq, beta) = Favor::stabilised_queries(&aq, &run);
             let g = Favor::rescale_log_decays(&run);
-            (chunked_linear_attention(&fq, &fk, &v1, Some(&g), self.cfg.chunk_size).0, beta)
+            (channel_decayed_attention(&fq, &fk, &v1, &g, self.cfg.chunk_size), beta)
         });
         self.finish(&o, &beta)
     }
@@ -574,6 +576,27 @@ mod tests {
         });
         let e = super::super::testing::rel_err(&steps, &r);
         assert!(e < 1e-4, "step vs reference: rel err {e}");
+    }
+
+    /// Both training forms of the per-feature stabilised core (the fused CPU scan that runs here,
+    /// the chunked form that runs on other devices) agree on keys whose log features spread
+    /// over hundreds (log decays down to about −300 within a chunk).
+    #[test]
+    fn stabilised_core_agrees_between_scan_and_chunked_forms() {
+        use super::super::common::decayed_linear::chunked_linear_attention;
+        let (_vs, fv) = favor(8, 12, RowNorms::Chi, true, 4);
+        let (q, k, v) = seeded(8, || {
+            let r = |n| Tensor::randn([2, 1, 19, n], (Kind::Float, Device::Cpu));
+            (r(8) * 30.0, r(8) * 30.0, r(5))
+        });
+        let (fk, run) = Favor::running_key_features(&fv.log_features(&k));
+        let (fq, _) = Favor::stabilised_queries(&fv.log_features(&q), &run);
+        let g = Favor::rescale_log_decays(&run);
+        assert!(g.min().double_value(&[]) < -100.0, "the test should have steep decays");
+        let fused = channel_decayed_attention(&fq, &fk, &v, &g, 4);
+        let chunked = chunked_linear_attention(&fq, &fk, &v, Some(&g), 4).0;
+        let e = super::super::testing::rel_err(&fused, &chunked);
+        assert!(bool::try_from(chunked.isfinite().all()).unwrap() && e < 1e-5, "rel err {e}");
     }
 
     #[test]

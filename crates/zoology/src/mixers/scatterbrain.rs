@@ -20,8 +20,9 @@
 //! - parallel: the window part in blocks of `w + 1` queries against their own and the previous
 //!   block's keys (masked to the band), giving the window's log-sum-exp and scores; the low-rank
 //!   part is causal linear attention against the keys and values *delayed by `w + 1` positions*
-//!   (`Σ_{s ≤ t−w−1} φ(q_t)·φ(k_s) [1, v_s]`, `common::decayed_linear::chunked_linear_attention`,
-//!   chunk `chunk_size`), so nothing is subtracted. Both are combined in log space:
+//!   (`Σ_{s ≤ t−w−1} φ(q_t)·φ(k_s) [1, v_s]`, `common::decayed_linear::channel_decayed_attention`:
+//!   the fused gated scan on the CPU, the chunked form with chunk `chunk_size` elsewhere), so
+//!   nothing is subtracted. Both are combined in log space:
 //!   `log Z_t = logaddexp(lse_t, log n_t + β_t)` with `[n_t, s_t] = φ̃(q_t)ᵀ[z̃_t, S̃_t]`, window
 //!   weights `exp(ℓ_ts − log Z_t)` (dropout applies to these in training, as ScatterBrain drops
 //!   the exact part), low-rank output `exp(log n_t + β_t − log Z_t)·s_t/n_t` (its share of the
@@ -49,7 +50,8 @@
 //! q and k `2·2·H·h·m_rows` per token (`m_rows = m/2` hyperbolic); the window part
 //! `8·n·d·L_p` (`n = min(w + 1, L)` block, `L_p = ⌈L/n⌉·n`, `[n, 2n]` scores and mix per block);
 //! the low-rank core `H·(3·C·m + 2·C·V + 4·m·V)` per position over `⌈L/C⌉·C` (V = d_v + 1,
-//! a decay per key channel) when `L > w + 1`. Decode at context L: `8·d² + 2·H·h·m_rows +
+//! a decay per key channel; the chunked form's count, the CPU's fused scan does `H·5·m·V`) when
+//! `L > w + 1`. Decode at context L: `8·d² + 2·H·h·m_rows +
 //! 4·d·min(L, w + 1) + 2·H·m·V` (projections, query features, window, low-rank readout) plus,
 //! once `L > w`, `2·H·h·m_rows + 3·H·m·V` (the leaving token's features, the state's rescaling
 //! and its update). Prefill is the step form.
@@ -66,7 +68,7 @@
 use super::attention::{Attention, AttentionConfig};
 use super::common::bounds::int_in;
 use super::common::chunking::ChunkLayout;
-use super::common::decayed_linear::chunked_linear_attention;
+use super::common::decayed_linear::channel_decayed_attention;
 use super::common::layers::{merge_heads, split_heads};
 use super::linear_attention::check_chunk;
 use super::performer::{Favor, RowNorms, RUNNING_MAX_START};
@@ -165,7 +167,7 @@ impl ScatterBrain {
         let zeros = |t: &Tensor| t.zeros_like().narrow(2, 0, w + 1);
         let g = Favor::rescale_log_decays(&run);
         let (fk, v1) = (delay(&fk, &zeros(&fk)), delay(&v1, &zeros(&v1)));
-        (chunked_linear_attention(&fq, &fk, &v1, Some(&g), self.chunk).0, beta)
+        (channel_decayed_attention(&fq, &fk, &v1, &g, self.chunk), beta)
     }
 }
 

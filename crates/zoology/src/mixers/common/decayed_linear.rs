@@ -69,6 +69,17 @@ pub fn chunked_linear_attention(
     (o, state)
 }
 
+/// Decayed linear attention with a log decay per key channel (`g: [B, H, L, K]`, the shape of
+/// `q`): the fused CPU scan ([`super::fused::gla_fp32`]) where it applies, else
+/// [`chunked_linear_attention`] with chunk `chunk`. Returns `o: [B, H, L, V]`.
+pub fn channel_decayed_attention(q: &Tensor, k: &Tensor, v: &Tensor, g: &Tensor, chunk: i64) -> Tensor {
+    if g.size() == q.size() && super::fused::gla_applies(q) {
+        super::fused::gla_fp32(q, k, v, g)
+    } else {
+        chunked_linear_attention(q, k, v, Some(g), chunk).0
+    }
+}
+
 /// One step of [`chunked_linear_attention`]'s recurrence: `q_t, k_t: [B, H, K]`, `v_t: [B, H, V]`,
 /// `g_t: [B, H, 1|K]`; updates `state: [B, H, K, V]` and returns `o_t: [B, H, V]`.
 pub fn linear_attention_step(state: &mut Tensor, q: &Tensor, k: &Tensor, v: &Tensor, g: Option<&Tensor>) -> Tensor {
