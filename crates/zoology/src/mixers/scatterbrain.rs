@@ -120,12 +120,13 @@ pub struct ScatterBrain {
     chunk: i64,
 }
 
-/// The low-rank part `lr = [n, s]` (`[.., 1 + d_v]`, stabilised by `shift = α + M`) joined to
-/// the window's log-sum-exp: `log Z = logaddexp(lse, log(n) + shift)` and the low-rank output
+/// The low-rank part `lr = [n, s]` (`[.., 1 + d_v]`, the true sums times `e^{−shift}`, the
+/// stabiliser β of [`ScatterBrain::low_rank`]) joined to the window's log-sum-exp:
+/// `log Z = logaddexp(lse, log(n) + shift)` and the low-rank output
 /// `exp(log(n) + shift − log Z) · s/n` (its share of the normaliser, ≤ 1, times the mean of
-/// its values, bounded by them; neither factor can overflow). `n = 0` (no token left the
-/// window yet, or every product underflowed) gives `log Z = lse`, no low-rank output and no
-/// gradient through `log 0`. Returns `(log Z, low-rank output)`.
+/// its values, bounded by them; neither factor can overflow). `n = 0` (no token has left the
+/// window yet; otherwise `n ≥ 1`) gives `log Z = lse`, no low-rank output and no gradient
+/// through `log 0`. Returns `(log Z, low-rank output)`.
 fn combine(lse: &Tensor, lr: &Tensor, shift: &Tensor) -> (Tensor, Tensor) {
     let n = lr.narrow(-1, 0, 1);
     let pos = n.gt(0.0);
@@ -144,9 +145,7 @@ impl ScatterBrain {
     fn heads(&self) -> i64 {
         self.attn.num_heads()
     }
-}
 
-impl ScatterBrain {
     /// The low-rank part of the training form: `[n̂, ŝ] = φ̃(q_t)ᵀ[z̃_t, S̃_t]` over the keys and
     /// values delayed by `w + 1` positions (`[B, H, L, 1 + d_v]`) and the stabiliser `β_t`
     /// (`[B, H, L, 1]`): the unstabilised sums are these times `e^{β_t}`.
@@ -194,8 +193,7 @@ impl Mixer for ScatterBrain {
         let scores = (qb.matmul(&kx.transpose(-2, -1)) * self.attn.scale())
             .masked_fill(&allowed.logical_not(), f64::NEG_INFINITY); // [B,H,nb,c,2c]
         let lse = lay.merge(&scores.logsumexp([-1i64].as_slice(), true), 2); // [B,H,L,1]
-                                                                             // low-rank part: keys and values delayed by w + 1 positions
-        let (lr, beta) = self.low_rank(&q, &k, &v);
+        let (lr, beta) = self.low_rank(&q, &k, &v); // keys and values delayed by w + 1 positions
         let (log_z, y_lr) = combine(&lse, &lr, &beta);
         let wts = (scores - lay.split(&log_z, 2)).exp().dropout(self.attn.dropout(), train);
         let local = lay.merge(&wts.matmul(&vx), 2);
