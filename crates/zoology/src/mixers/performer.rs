@@ -51,9 +51,8 @@
 //! Forms: training = decayed linear attention over `φ̃(q), φ̃(k), [1, v]` with the log decays
 //! above (the normaliser is a ones column; `common::decayed_linear::channel_decayed_attention`:
 //! the fused C++ gated scan on the CPU, the chunked form with chunk `chunk_size` elsewhere);
-//! reference = a plain loop over positions in f64 with the unstabilised
-//! features computed straight from the definition (`S_t`, `z_t` accumulated explicitly, no
-//! shift); recurrent = one rescale and update of `[S̃ | z̃]` per token
+//! reference = a plain loop over positions in f64 with the unstabilised features computed
+//! straight from the definition (`S_t`, `z_t` accumulated explicitly, no shift); recurrent = one rescale and update of `[S̃ | z̃]` per token
 //! (`common::decayed_linear::linear_attention_step`).
 //!
 //! State: `H·m·(d_v + 2)` elements (`S̃`, `z̃` and `M` per head), constant in L. Zoology's
@@ -63,8 +62,9 @@
 //! projections `ω·q'` and `ω·k'` `2·2·H·f·m_rows` per token (exp and norms are element-wise, not
 //! counted), plus the chunked core with K = m, V = d_v + 1 and a decay per key channel:
 //! `H·(3·C·m + 2·C·V + 4·m·V)` per position over `⌈L/C⌉·C` (the count of the device-independent
-//! chunked form; the CPU's fused scan does the decode step's `H·5·m·V` at every position). Decode: the per-token terms plus
-//! `H·5·m·V` (rescale, update, readout), constant in L; prefill is the step form.
+//! chunked form; the CPU's fused scan does the decode step's `H·5·m·V` at every position).
+//! Decode: the per-token terms plus `H·5·m·V` (rescale, update, readout), constant in L; prefill
+//! is the step form.
 //!
 //! Init: `proj_q`, `proj_k`, `proj_v`, `proj_o` N(0, 0.02) (Zoology's `Based`; `proj_o` is not
 //! rescaled by its name rule).

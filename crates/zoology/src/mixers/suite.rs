@@ -2,7 +2,7 @@
 //! through the same checks. Nothing here names a mixer; adding a registry line adds it here.
 //! Each test prints the mixers it ran and fails listing every mixer that failed.
 
-use super::testing::{rel_err, seed_guard, seeded};
+use super::testing::{grads, rel_err, seed_guard, seeded};
 use super::MixerKind;
 use super::{registry, BuildCtx, Mixer, MixerEntry};
 use tch::{nn, Device, Kind, Tensor};
@@ -122,24 +122,6 @@ fn suite_causality() {
     report("causality", ran, fails);
 }
 
-/// Gradients of `Σ w ⊙ y` (`y` from the fast or the reference form) with respect to the input
-/// (first, named "input") and every trainable parameter (sorted by name); `None` where autograd
-/// gives none (the parameter is not in that form's graph).
-fn grads(b: &Built, x: &Tensor, w: &Tensor, fast: bool) -> Vec<(String, Option<Tensor>)> {
-    let xg = x.copy().set_requires_grad(true);
-    let mut vars: Vec<(String, Tensor)> = b.vs.variables().into_iter().filter(|(_, v)| v.requires_grad()).collect();
-    vars.sort_by(|a, c| a.0.cmp(&c.0));
-    let y = if fast { b.m.forward(&xg, false) } else { b.m.reference(&xg) };
-    let mut wrt = vec![&xg];
-    wrt.extend(vars.iter().map(|(_, v)| v));
-    let gs = Tensor::run_backward(&[(y * w).sum(Kind::Float)], &wrt, false, false);
-    std::iter::once("input".to_string())
-        .chain(vars.into_iter().map(|(n, _)| n))
-        .zip(gs)
-        .map(|(n, g)| (n, g.defined().then_some(g)))
-        .collect()
-}
-
 /// "undefined", "zero" or "nonzero": what a form's gradient for one tensor is.
 fn grad_kind(g: &Option<Tensor>) -> &'static str {
     match g {
@@ -188,8 +170,8 @@ fn suite_gradients_match_reference() {
                 perturb(&b, 40);
             }
             let (x, w) = seeded(9 + l, || (randn(&[2, l, D]), randn(&[2, l, D])));
-            let gf = grads(&b, &x, &w, true);
-            let gr = grads(&b, &x, &w, false);
+            let gf = grads(&*b.m, &b.vs, &x, &w, true);
+            let gr = grads(&*b.m, &b.vs, &x, &w, false);
             for ((n, a), (_, r)) in gf.iter().zip(gr.iter()) {
                 let declared = unused.iter().any(|u| n.ends_with(&format!(".{u}")));
                 match (grad_kind(a), grad_kind(r)) {

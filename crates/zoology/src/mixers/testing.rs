@@ -33,6 +33,24 @@ pub fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
     diff / base.max(1e-12)
 }
 
+/// Gradients of `Σ w ⊙ y` (`y` from the fast or the reference form of `m`) with respect to the
+/// input (first, named "input") and every trainable parameter of `vs` (sorted by name); `None`
+/// where autograd gives none (the parameter is not in that form's graph).
+pub fn grads(m: &dyn Mixer, vs: &nn::VarStore, x: &Tensor, w: &Tensor, fast: bool) -> Vec<(String, Option<Tensor>)> {
+    let xg = x.copy().set_requires_grad(true);
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, v)| v.requires_grad()).collect();
+    vars.sort_by(|a, c| a.0.cmp(&c.0));
+    let y = if fast { m.forward(&xg, false) } else { m.reference(&xg) };
+    let mut wrt = vec![&xg];
+    wrt.extend(vars.iter().map(|(_, v)| v));
+    let gs = Tensor::run_backward(&[(y * w).sum(Kind::Float)], &wrt, false, false);
+    std::iter::once("input".to_string())
+        .chain(vars.into_iter().map(|(n, _)| n))
+        .zip(gs)
+        .map(|(n, g)| (n, g.defined().then_some(g)))
+        .collect()
+}
+
 /// Test helper: validates the mixer table written as inline TOML (e.g.
 /// `{ name = "h3", head_dim = 3 }`) for `d_model = 16`, `max_seq_len = 48` and returns the
 /// error text (panics if the table is accepted).

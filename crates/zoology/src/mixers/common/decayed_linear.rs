@@ -156,13 +156,12 @@ pub trait DecayedLinear: std::fmt::Debug + Send {
 impl<T: DecayedLinear> crate::mixers::Mixer for T {
     fn forward(&self, x: &Tensor, _train: bool) -> Tensor {
         let (q, k, v, g) = self.qkvg(x);
-        if let Some(g) =
-            g.as_ref().filter(|g| self.fused_scan() && g.size() == q.size() && super::fused::gla_applies(&q))
-        {
-            // the fused gated scan in fp32 (under bf16 autocast q, k, v arrive in bf16)
-            return self.finish(&super::fused::gla_fp32(&q, &k, &v, g), x);
-        }
-        self.finish(&chunked_linear_attention(&q, &k, &v, g.as_ref(), self.chunk_size()).0, x)
+        let o = match g.as_ref().filter(|_| self.fused_scan()) {
+            // the fused gated scan where it applies (in fp32: under bf16 autocast q, k, v arrive in bf16)
+            Some(g) => channel_decayed_attention(&q, &k, &v, g, self.chunk_size()),
+            None => chunked_linear_attention(&q, &k, &v, g.as_ref(), self.chunk_size()).0,
+        };
+        self.finish(&o, x)
     }
     fn reference(&self, x: &Tensor) -> Tensor {
         let (q, k, v, g) = self.qkvg(x);
